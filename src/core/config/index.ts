@@ -1,0 +1,108 @@
+/**
+ * banger's configuration: config.toml in the config dir. Every key is
+ * optional with a documented default; an unknown key or a bad value is a
+ * CONFIG_INVALID error naming the key and the file.
+ */
+import { parse as parseToml } from "smol-toml";
+import { z } from "zod";
+import { BangerError, ErrorCode } from "../../protocol/index.ts";
+
+const DaemonSection = z
+  .object({
+    /** Group that may use the socket (mode 0660); empty means owner only (0600). */
+    socket_group: z.string().default(""),
+    /** Daemon log level. */
+    log_level: z.enum(["debug", "info", "warn", "error"]).default("info"),
+  })
+  .strict();
+
+const VmSection = z
+  .object({
+    /** Image used when `--image` is not given. */
+    default_image: z.string().min(1).default("debian-bookworm"),
+    cpus: z.number().int().min(1).max(32).default(1),
+    memory_mib: z.number().int().min(128).max(262144).default(512),
+    disk_gib: z.number().int().min(1).max(2048).default(2),
+    /** Seconds a boot may take before it is declared hung (generous for TCG). */
+    boot_timeout_s: z.number().int().min(5).max(3600).default(120),
+    /** Seconds a graceful stop waits at each step (power button, then quit). */
+    stop_timeout_s: z.number().int().min(1).max(600).default(15),
+  })
+  .strict();
+
+const VmmSection = z
+  .object({
+    /** `auto` picks Firecracker when its binary is present and KVM usable, else QEMU. */
+    default: z.enum(["auto", "qemu", "firecracker"]).default("auto"),
+    /** `auto` uses KVM only where a short probe boot proves it works. */
+    accel: z.enum(["auto", "kvm", "tcg"]).default("auto"),
+    qemu_binary: z.string().min(1).default("qemu-system-x86_64"),
+    firecracker_binary: z.string().min(1).default("firecracker"),
+  })
+  .strict();
+
+const NetworkSection = z
+  .object({
+    /** Bridge every VM's tap joins; the gateway address lives on it. */
+    bridge: z
+      .string()
+      .regex(/^[a-zA-Z0-9_.-]{1,15}$/, { message: "must be a Linux interface name of at most 15 characters" })
+      .default("banger0"),
+    /** IPv4 subnet guests get addresses from; the first host address is the gateway. */
+    subnet: z
+      .string()
+      .regex(/^\d{1,3}(\.\d{1,3}){3}\/(1[6-9]|2[0-9]|30)$/, {
+        message: "must be an IPv4 CIDR with a /16 to /30 prefix",
+      })
+      .default("10.77.0.0/24"),
+  })
+  .strict();
+
+export const ConfigSchema = z
+  .object({
+    daemon: DaemonSection.default(DaemonSection.parse({})),
+    vm: VmSection.default(VmSection.parse({})),
+    vmm: VmmSection.default(VmmSection.parse({})),
+    network: NetworkSection.default(NetworkSection.parse({})),
+  })
+  .strict();
+
+export type Config = z.infer<typeof ConfigSchema>;
+
+export function defaultConfig(): Config {
+  return ConfigSchema.parse({});
+}
+
+/** Parses config text; `file` only names the source in errors. */
+export function parseConfig(text: string, file: string): Config {
+  let raw: unknown;
+  try {
+    raw = parseToml(text);
+  } catch (error) {
+    throw new BangerError(ErrorCode.CONFIG_INVALID, `${file}: not valid TOML: ${(error as Error).message}`, {
+      hint: "fix the syntax error, or remove the file to use the defaults",
+    });
+  }
+  const result = ConfigSchema.safeParse(raw);
+  if (!result.success) {
+    const issue = result.error.issues[0]!;
+    const key = keyOf(issue);
+    throw new BangerError(ErrorCode.CONFIG_INVALID, `${file}: ${key}: ${describeIssue(issue)}`, {
+      data: { file, key },
+    });
+  }
+  return result.data;
+}
+
+function keyOf(issue: z.core.$ZodIssue): string {
+  const path = issue.path.map(String);
+  if (issue.code === "unrecognized_keys") {
+    return [...path, issue.keys[0] ?? "?"].join(".");
+  }
+  return path.join(".") || "(top level)";
+}
+
+function describeIssue(issue: z.core.$ZodIssue): string {
+  if (issue.code === "unrecognized_keys") return "unknown key";
+  return issue.message;
+}

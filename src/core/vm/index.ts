@@ -1,0 +1,93 @@
+/**
+ * The VM domain: names, the state machine, and what a VM row holds.
+ * A row says what a VM IS; transient kernel handles (pid, tap, sockets) live
+ * in its handles.json, never here.
+ */
+import { BangerError, ErrorCode, type VmmKind, VmNameSchema, type VmState } from "../../protocol/index.ts";
+
+export interface VmRecord {
+  id: string;
+  name: string;
+  imageId: string;
+  imageName: string;
+  vmm: VmmKind;
+  cpus: number;
+  memoryMib: number;
+  diskGib: number;
+  guestIp: string;
+  mac: string;
+  state: VmState;
+  lastError: string | null;
+  createdAt: string;
+  updatedAt: string;
+}
+
+/** Transient handles of a running VM: what the kernel knows, not what the VM is. */
+export interface VmHandles {
+  pid: number | null;
+  /** Start time of the VMM in clock ticks since boot (/proc/PID/stat field 22), to tell pid reuse apart. */
+  pidStartTicks: number | null;
+  tap: string | null;
+  controlSocket: string | null;
+  disk: string | null;
+  /** Extra handles a COW strategy or a capability hook recorded (loop devices, dm names). */
+  extra: Record<string, string>;
+}
+
+export function emptyHandles(): VmHandles {
+  return { pid: null, pidStartTicks: null, tap: null, controlSocket: null, disk: null, extra: {} };
+}
+
+export function validateVmName(name: string): string {
+  const result = VmNameSchema.safeParse(name);
+  if (!result.success) {
+    throw new BangerError(
+      ErrorCode.INVALID_PARAMS,
+      `invalid VM name '${name}': ${result.error.issues[0]!.message}`,
+      {
+        hint: "use a name like 'web' or 'test-1'",
+      },
+    );
+  }
+  return name;
+}
+
+/** Allowed transitions of the durable state machine. */
+const transitions: Record<VmState, readonly VmState[]> = {
+  created: ["starting", "stopped", "error"],
+  starting: ["running", "stopped", "error"],
+  running: ["stopping", "stopped", "error"],
+  stopping: ["stopped", "error"],
+  stopped: ["starting", "error"],
+  error: ["starting", "stopped"],
+};
+
+export function canTransition(from: VmState, to: VmState): boolean {
+  return transitions[from].includes(to);
+}
+
+export function assertTransition(vmName: string, from: VmState, to: VmState): void {
+  if (!canTransition(from, to)) {
+    throw new BangerError(ErrorCode.BAD_STATE, `VM '${vmName}' is ${from}; it cannot become ${to}`, {
+      data: { from, to },
+    });
+  }
+}
+
+/** A locally administered unicast MAC derived from the VM id, stable for its life. */
+export function macForVmId(vmId: string): string {
+  const hex = vmId
+    .replace(/[^0-9a-f]/gi, "")
+    .padEnd(8, "0")
+    .slice(0, 8)
+    .toLowerCase();
+  const bytes = hex.match(/../g)!;
+  return ["52", "54", ...bytes].join(":");
+}
+
+/** Tap device name: at most 15 bytes (IFNAMSIZ). */
+export function tapNameForVmId(vmId: string): string {
+  return `bgr-${vmId.slice(0, 10)}`;
+}
+
+export const TAP_PREFIX = "bgr-";

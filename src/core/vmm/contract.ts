@@ -1,0 +1,69 @@
+/**
+ * The VMM driver contract (lima style): role methods plus a features object.
+ * Callers branch on `features`, never on `kind`.
+ *
+ * Contracts every driver keeps:
+ * - `start` launches the VMM detached from the daemon (it outlives a daemon
+ *   restart) and resolves once the VMM is up and its control channel answers;
+ *   guest readiness (SSH) is the caller's concern. If `start` throws, nothing
+ *   it launched is left running.
+ * - `stop` is graceful (ACPI power button or Ctrl-Alt-Del, then quit, then
+ *   SIGKILL, each with a timeout) and resolves when the process is gone.
+ * - `kill` is immediate and resolves when the process is gone.
+ * - `stop`, `kill` and `isRunning` are idempotent and work from a handle
+ *   read back from handles.json by a new daemon process.
+ */
+import type { VmmKind } from "../../protocol/index.ts";
+
+export interface VmmFeatures {
+  /** Root-disk formats the VMM can open. */
+  diskFormats: readonly ("qcow2" | "raw")[];
+  /** Kernel formats it boots directly. */
+  kernelFormats: readonly ("bzImage" | "elf")[];
+  pauseResume: boolean;
+  vsock: boolean;
+  /** Whether software emulation (no KVM) is possible. */
+  softwareEmulation: boolean;
+}
+
+export interface BootSpec {
+  vmId: string;
+  vmName: string;
+  cpus: number;
+  memoryMib: number;
+  kernel: string;
+  initrd: string | null;
+  /** Full kernel command line, already planned by the caller. */
+  kernelCmdline: string;
+  disk: { path: string; format: "qcow2" | "raw" };
+  tap: string;
+  mac: string;
+  /** Serial console output goes here (appended). */
+  consoleLog: string;
+  /** The VMM's own stdout/stderr. */
+  vmmLog: string;
+  /** QMP socket (QEMU) or API socket (Firecracker). */
+  controlSocket: string;
+  /** Firecracker's vsock UDS; ignored by drivers without vsock. */
+  vsockSocket: string;
+  /** Firecracker's metrics file; ignored by others. */
+  metricsFile: string;
+}
+
+/** What a driver needs to find its VMM again, as stored in handles.json. */
+export interface VmmHandle {
+  pid: number;
+  /** /proc/PID/stat start time, so a reused pid is never mistaken for ours. */
+  pidStartTicks: number;
+  controlSocket: string;
+}
+
+export interface VmmDriver {
+  readonly kind: VmmKind;
+  readonly features: VmmFeatures;
+  start(spec: BootSpec, signal: AbortSignal): Promise<VmmHandle>;
+  stop(handle: VmmHandle, options: { timeoutMs: number }): Promise<void>;
+  kill(handle: VmmHandle): Promise<void>;
+  /** True when the handle's process is alive, not a zombie, and ours. */
+  isRunning(handle: VmmHandle): Promise<boolean>;
+}

@@ -1,0 +1,110 @@
+/**
+ * Stable error codes at the RPC boundary. A code is never renamed or reused:
+ * users and scripts search for them, and the CLI maps each to an exit status
+ * and a hint.
+ */
+export const ErrorCode = {
+  INVALID_PARAMS: "INVALID_PARAMS",
+  METHOD_NOT_FOUND: "METHOD_NOT_FOUND",
+  PARSE_ERROR: "PARSE_ERROR",
+  HANDSHAKE_REQUIRED: "HANDSHAKE_REQUIRED",
+  VERSION_MISMATCH: "VERSION_MISMATCH",
+  VM_NOT_FOUND: "VM_NOT_FOUND",
+  NAME_TAKEN: "NAME_TAKEN",
+  BAD_STATE: "BAD_STATE",
+  IMAGE_NOT_FOUND: "IMAGE_NOT_FOUND",
+  IMAGE_BUILD_FAILED: "IMAGE_BUILD_FAILED",
+  OPERATION_NOT_FOUND: "OPERATION_NOT_FOUND",
+  BOOT_FAILED: "BOOT_FAILED",
+  GUEST_UNREACHABLE: "GUEST_UNREACHABLE",
+  NETWORK_FAILED: "NETWORK_FAILED",
+  TOOL_MISSING: "TOOL_MISSING",
+  PERMISSION_DENIED: "PERMISSION_DENIED",
+  CONFIG_INVALID: "CONFIG_INVALID",
+  CANCELLED: "CANCELLED",
+  DAEMON_UNAVAILABLE: "DAEMON_UNAVAILABLE",
+  RUNTIME_TOO_OLD: "RUNTIME_TOO_OLD",
+  INTERNAL: "INTERNAL",
+} as const;
+
+export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
+
+const knownCodes = new Set<string>(Object.values(ErrorCode));
+
+export function isErrorCode(value: unknown): value is ErrorCode {
+  return typeof value === "string" && knownCodes.has(value);
+}
+
+/** Process exit status the CLI uses for each code (1 is "generic failure"). */
+export const exitStatusFor: Record<ErrorCode, number> = {
+  INVALID_PARAMS: 2,
+  METHOD_NOT_FOUND: 2,
+  PARSE_ERROR: 2,
+  HANDSHAKE_REQUIRED: 2,
+  VERSION_MISMATCH: 3,
+  VM_NOT_FOUND: 4,
+  NAME_TAKEN: 5,
+  BAD_STATE: 6,
+  IMAGE_NOT_FOUND: 4,
+  IMAGE_BUILD_FAILED: 7,
+  OPERATION_NOT_FOUND: 4,
+  BOOT_FAILED: 7,
+  GUEST_UNREACHABLE: 7,
+  NETWORK_FAILED: 7,
+  TOOL_MISSING: 8,
+  PERMISSION_DENIED: 9,
+  CONFIG_INVALID: 2,
+  CANCELLED: 130,
+  DAEMON_UNAVAILABLE: 10,
+  RUNTIME_TOO_OLD: 11,
+  INTERNAL: 1,
+};
+
+/** Default hint shown when an error carries none of its own. */
+export const defaultHint: Partial<Record<ErrorCode, string>> = {
+  VM_NOT_FOUND: "run `banger vm list` to see the VMs that exist",
+  NAME_TAKEN: "pick another name, or delete the existing VM with `banger vm delete NAME`",
+  BAD_STATE: "run `banger vm show NAME` to see its state",
+  TOOL_MISSING: "run `banger doctor` to see what is missing and how to install it",
+  PERMISSION_DENIED: "run banger as root, or run `banger doctor` for the rights it needs",
+  VERSION_MISMATCH: "stop the old daemon with `banger daemon stop` and try again",
+  DAEMON_UNAVAILABLE: "start it with `banger daemon start`, or read `banger daemon logs`",
+  INTERNAL: "this is a bug in banger; `banger daemon logs` has the details",
+  CONFIG_INVALID: "fix the named key in the config file, or remove it to use the default",
+  CANCELLED: "the operation was cancelled and its partial work undone",
+};
+
+export interface BangerErrorOptions {
+  hint?: string | undefined;
+  cause?: unknown;
+  data?: Record<string, unknown> | undefined;
+}
+
+/**
+ * A failure a user can reach and act on. Anything that is not a BangerError
+ * reaches the user as INTERNAL.
+ */
+export class BangerError extends Error {
+  readonly code: ErrorCode;
+  readonly hint: string | undefined;
+  readonly data: Record<string, unknown> | undefined;
+
+  constructor(code: ErrorCode, message: string, options: BangerErrorOptions = {}) {
+    super(message, options.cause === undefined ? undefined : { cause: options.cause });
+    this.name = "BangerError";
+    this.code = code;
+    this.hint = options.hint ?? defaultHint[code];
+    this.data = options.data;
+  }
+}
+
+export function isBangerError(value: unknown): value is BangerError {
+  return value instanceof BangerError;
+}
+
+/** The payload an error travels in, inside a JSON-RPC error's `data`. */
+export interface WireErrorData {
+  code: ErrorCode;
+  hint?: string;
+  details?: Record<string, unknown>;
+}

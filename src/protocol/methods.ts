@@ -1,0 +1,226 @@
+/**
+ * The method table: every RPC method's params and result, defined once.
+ * The daemon validates params with these schemas; the CLI's types are
+ * inferred from the same schemas.
+ */
+import { z } from "zod";
+
+export const VmState = z.enum(["created", "starting", "running", "stopping", "stopped", "error"]);
+export type VmState = z.infer<typeof VmState>;
+
+export const VmmKind = z.enum(["qemu", "firecracker"]);
+export type VmmKind = z.infer<typeof VmmKind>;
+
+/** DNS label: lowercase letters, digits and hyphens, 1 to 63, no edge hyphen. */
+export const VmNameSchema = z.string().regex(/^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/, {
+  message: "must be a DNS label: 1-63 lowercase letters, digits or hyphens, not starting or ending with '-'",
+});
+
+const Cpus = z.number().int().min(1).max(32);
+const MemoryMib = z.number().int().min(128).max(262144);
+const DiskGib = z.number().int().min(1).max(2048);
+
+export const VmInfo = z.object({
+  id: z.string(),
+  name: z.string(),
+  state: VmState,
+  image: z.string(),
+  vmm: VmmKind,
+  cpus: z.number(),
+  memoryMib: z.number(),
+  diskGib: z.number(),
+  guestIp: z.string(),
+  mac: z.string(),
+  createdAt: z.string(),
+  updatedAt: z.string(),
+  lastError: z.string().nullable(),
+  dir: z.string(),
+  pid: z.number().nullable(),
+});
+export type VmInfo = z.infer<typeof VmInfo>;
+
+export const ImageInfo = z.object({
+  id: z.string(),
+  name: z.string(),
+  kind: z.string(),
+  dir: z.string(),
+  kernel: z.string(),
+  initrd: z.string().nullable(),
+  rootfs: z.string(),
+  sizeBytes: z.number(),
+  createdAt: z.string(),
+});
+export type ImageInfo = z.infer<typeof ImageInfo>;
+
+export const DoctorCheck = z.object({
+  name: z.string(),
+  status: z.enum(["ok", "warn", "fail"]),
+  detail: z.string(),
+  hint: z.string().optional(),
+});
+export type DoctorCheck = z.infer<typeof DoctorCheck>;
+
+const Empty = z.object({}).strict().optional();
+const ByName = z.object({ name: z.string().min(1) }).strict();
+
+export const CreateVmParams = z
+  .object({
+    name: VmNameSchema.optional(),
+    image: z.string().min(1).optional(),
+    cpus: Cpus.optional(),
+    memoryMib: MemoryMib.optional(),
+    diskGib: DiskGib.optional(),
+    vmm: VmmKind.optional(),
+    start: z.boolean().optional(),
+  })
+  .strict();
+export type CreateVmParams = z.infer<typeof CreateVmParams>;
+
+export const OperationInfo = z.object({
+  id: z.string(),
+  kind: z.string(),
+  state: z.enum(["running", "succeeded", "failed", "cancelled"]),
+  step: z.string(),
+  message: z.string(),
+  vmName: z.string().nullable(),
+  error: z.object({ code: z.string(), message: z.string(), hint: z.string().optional() }).nullable(),
+  startedAt: z.string(),
+  finishedAt: z.string().nullable(),
+});
+export type OperationInfo = z.infer<typeof OperationInfo>;
+
+/** Every method: its params schema and its result schema. */
+export const methods = {
+  "daemon.hello": {
+    params: z
+      .object({ protocol: z.number().int(), build: z.string(), client: z.string().optional() })
+      .strict(),
+    result: z.object({
+      protocol: z.number(),
+      build: z.string(),
+      pid: z.number(),
+      compatible: z.boolean(),
+      runningVms: z.number(),
+    }),
+  },
+  "daemon.ping": {
+    params: Empty,
+    result: z.object({ pong: z.literal(true), time: z.string() }),
+  },
+  "daemon.status": {
+    params: Empty,
+    result: z.object({
+      pid: z.number(),
+      build: z.string(),
+      protocol: z.number(),
+      node: z.string(),
+      startedAt: z.string(),
+      uptimeMs: z.number(),
+      socket: z.string(),
+      stateDir: z.string(),
+      netns: z.string().nullable(),
+      vms: z.object({ total: z.number(), running: z.number() }),
+      operations: z.number(),
+    }),
+  },
+  "daemon.shutdown": {
+    params: z.object({ stopVms: z.boolean().optional() }).strict().optional(),
+    result: z.object({ stopping: z.literal(true), stoppedVms: z.array(z.string()) }),
+  },
+  "daemon.doctor": {
+    params: Empty,
+    result: z.object({ checks: z.array(DoctorCheck) }),
+  },
+  "vm.create": {
+    params: CreateVmParams,
+    result: VmInfo,
+  },
+  "vm.create.begin": {
+    params: CreateVmParams,
+    result: z.object({ operation: OperationInfo }),
+  },
+  "vm.create.status": {
+    params: z
+      .object({ operationId: z.string(), waitMs: z.number().int().min(0).max(60000).optional() })
+      .strict(),
+    result: z.object({ operation: OperationInfo, vm: VmInfo.nullable() }),
+  },
+  "vm.create.cancel": {
+    params: z.object({ operationId: z.string() }).strict(),
+    result: z.object({ operation: OperationInfo }),
+  },
+  "vm.list": {
+    params: Empty,
+    result: z.object({ vms: z.array(VmInfo) }),
+  },
+  "vm.show": { params: ByName, result: VmInfo },
+  "vm.start": { params: ByName, result: VmInfo },
+  "vm.stop": { params: ByName, result: VmInfo },
+  "vm.restart": { params: ByName, result: VmInfo },
+  "vm.kill": { params: ByName, result: VmInfo },
+  "vm.delete": { params: ByName, result: z.object({ name: z.string(), deleted: z.literal(true) }) },
+  "vm.set": {
+    params: z
+      .object({
+        name: z.string(),
+        cpus: Cpus.optional(),
+        memoryMib: MemoryMib.optional(),
+        diskGib: DiskGib.optional(),
+      })
+      .strict(),
+    result: VmInfo,
+  },
+  "vm.exec": {
+    params: z
+      .object({
+        name: z.string().min(1),
+        argv: z.array(z.string()).min(1),
+        stdin: z.boolean().optional(),
+        tty: z.boolean().optional(),
+      })
+      .strict(),
+    result: z.object({ exitCode: z.number().nullable(), signal: z.string().nullable() }),
+  },
+  "vm.proxy": {
+    params: z.object({ name: z.string().min(1), port: z.number().int().min(1).max(65535) }).strict(),
+    result: z.object({ closed: z.literal(true) }),
+  },
+  "vm.logs": {
+    params: z
+      .object({
+        name: z.string().min(1),
+        follow: z.boolean().optional(),
+        tailBytes: z.number().int().min(0).optional(),
+      })
+      .strict(),
+    result: z.object({ bytes: z.number() }),
+  },
+  "vm.ssh-config": {
+    params: ByName,
+    result: z.object({
+      user: z.string(),
+      host: z.string(),
+      identityFile: z.string(),
+      knownHostsFile: z.string(),
+    }),
+  },
+  "image.list": {
+    params: Empty,
+    result: z.object({ images: z.array(ImageInfo) }),
+  },
+  "image.show": { params: ByName, result: ImageInfo },
+  "image.build-default": {
+    params: z.object({ force: z.boolean().optional() }).strict().optional(),
+    result: ImageInfo,
+  },
+  "image.delete": { params: ByName, result: z.object({ name: z.string(), deleted: z.literal(true) }) },
+} as const;
+
+export type MethodTable = typeof methods;
+export type MethodName = keyof MethodTable;
+export type ParamsOf<M extends MethodName> = z.input<MethodTable[M]["params"]>;
+export type ResultOf<M extends MethodName> = z.infer<MethodTable[M]["result"]>;
+
+export function isMethodName(name: string): name is MethodName {
+  return Object.hasOwn(methods, name);
+}

@@ -1,0 +1,88 @@
+/**
+ * JSON-RPC 2.0 envelopes as banger frames them: one JSON object per line
+ * over a Unix socket.
+ *
+ * Extensions to plain JSON-RPC, all carried as notifications:
+ * - `$/progress` (server → client): a step of a long operation, tied to the
+ *   request id.
+ * - `$/cancel` (client → server): aborts the handler of the request id.
+ * - `$/stream` (both ways): a chunk of one of a request's byte channels
+ *   (stdin, stdout, stderr, or a raw TCP proxy), base64 in `data`, or its end.
+ */
+import { z } from "zod";
+import type { WireErrorData } from "./errors.ts";
+
+/** Bumped on any incompatible change to the wire or the method table. */
+export const PROTOCOL_VERSION = 1;
+
+/** A line longer than this closes the connection. */
+export const MAX_FRAME_BYTES = 4 * 1024 * 1024;
+
+/** Bytes carried in one `$/stream` chunk before base64. */
+export const STREAM_CHUNK_BYTES = 64 * 1024;
+
+export const JSONRPC_PARSE_ERROR = -32700;
+export const JSONRPC_INVALID_REQUEST = -32600;
+export const JSONRPC_METHOD_NOT_FOUND = -32601;
+export const JSONRPC_INVALID_PARAMS = -32602;
+export const JSONRPC_SERVER_ERROR = -32000;
+
+export type RequestId = number | string;
+
+export interface RpcRequest {
+  jsonrpc: "2.0";
+  id: RequestId;
+  method: string;
+  params?: unknown;
+}
+
+export interface RpcNotification {
+  jsonrpc: "2.0";
+  method: string;
+  params?: unknown;
+}
+
+export interface RpcSuccess {
+  jsonrpc: "2.0";
+  id: RequestId;
+  result: unknown;
+}
+
+export interface RpcFailure {
+  jsonrpc: "2.0";
+  id: RequestId | null;
+  error: { code: number; message: string; data?: WireErrorData };
+}
+
+export type RpcMessage = RpcRequest | RpcNotification | RpcSuccess | RpcFailure;
+
+export const StreamChannel = z.enum(["stdin", "stdout", "stderr", "tcp"]);
+export type StreamChannel = z.infer<typeof StreamChannel>;
+
+export const StreamParams = z.object({
+  id: z.union([z.number(), z.string()]),
+  ch: StreamChannel,
+  data: z.string().optional(),
+  end: z.boolean().optional(),
+});
+export type StreamParams = z.infer<typeof StreamParams>;
+
+export const CancelParams = z.object({ id: z.union([z.number(), z.string()]) });
+
+export const ProgressEvent = z.object({
+  /** Machine name of the step, e.g. "image.build.rootfs", "vm.boot". */
+  step: z.string(),
+  /** What the step is doing, for humans. */
+  message: z.string(),
+  status: z.enum(["start", "running", "done", "failed"]).default("running"),
+  current: z.number().optional(),
+  total: z.number().optional(),
+});
+export type ProgressEvent = z.infer<typeof ProgressEvent>;
+
+export const ProgressParams = ProgressEvent.extend({ id: z.union([z.number(), z.string()]) });
+export type ProgressParams = z.infer<typeof ProgressParams>;
+
+export function isRequest(message: Record<string, unknown>): boolean {
+  return typeof message.method === "string" && "id" in message && message.id !== null;
+}

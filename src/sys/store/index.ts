@@ -1,0 +1,241 @@
+/**
+ * The store: SQLite (node:sqlite, WAL) with forward-only migrations tracked
+ * by PRAGMA user_version. All SQL lives in this module, behind typed
+ * functions. Only the daemon opens the database.
+ *
+ * Rows hold what a VM or image IS. Transient kernel handles (pid, tap,
+ * overlay locks) never enter the database; they live in each VM's
+ * handles.json.
+ */
+import { DatabaseSync, type SQLInputValue } from "node:sqlite";
+import type { VmRecord } from "../../core/vm/index.ts";
+import type { VmState } from "../../protocol/index.ts";
+
+export interface ImageRecord {
+  id: string;
+  name: string;
+  kind: string;
+  dir: string;
+  kernel: string;
+  initrd: string | null;
+  rootfs: string;
+  sizeBytes: number;
+  createdAt: string;
+}
+
+export interface Store {
+  close(): void;
+  schemaVersion(): number;
+  /** Runs fn inside BEGIN IMMEDIATE…COMMIT; rolls back if it throws. */
+  transaction<T>(fn: () => T): T;
+
+  insertVm(vm: VmRecord): void;
+  updateVm(vm: VmRecord): void;
+  getVmByName(name: string): VmRecord | undefined;
+  getVmById(id: string): VmRecord | undefined;
+  listVms(): VmRecord[];
+  deleteVm(id: string): void;
+  usedGuestIps(): string[];
+  setVmState(id: string, state: VmState, lastError: string | null, updatedAt: string): void;
+
+  insertImage(image: ImageRecord): void;
+  getImageByName(name: string): ImageRecord | undefined;
+  getImageById(id: string): ImageRecord | undefined;
+  listImages(): ImageRecord[];
+  deleteImage(id: string): void;
+  countVmsUsingImage(imageId: string): number;
+}
+
+/** Forward-only. Never edit a shipped step; append a new one. */
+export const migrations: readonly string[] = [
+  `CREATE TABLE images (
+     id TEXT PRIMARY KEY,
+     name TEXT NOT NULL UNIQUE,
+     kind TEXT NOT NULL,
+     dir TEXT NOT NULL,
+     kernel TEXT NOT NULL,
+     initrd TEXT,
+     rootfs TEXT NOT NULL,
+     size_bytes INTEGER NOT NULL,
+     created_at TEXT NOT NULL
+   ) STRICT;
+   CREATE TABLE vms (
+     id TEXT PRIMARY KEY,
+     name TEXT NOT NULL UNIQUE,
+     image_id TEXT NOT NULL,
+     image_name TEXT NOT NULL,
+     vmm TEXT NOT NULL,
+     cpus INTEGER NOT NULL,
+     memory_mib INTEGER NOT NULL,
+     disk_gib INTEGER NOT NULL,
+     guest_ip TEXT NOT NULL UNIQUE,
+     mac TEXT NOT NULL,
+     state TEXT NOT NULL CHECK (state IN ('created','starting','running','stopping','stopped','error')),
+     last_error TEXT,
+     created_at TEXT NOT NULL,
+     updated_at TEXT NOT NULL
+   ) STRICT;
+   CREATE INDEX vms_image ON vms(image_id);`,
+];
+
+export function openStore(path: string): Store {
+  const db = new DatabaseSync(path, { timeout: 5000 });
+  db.exec("PRAGMA journal_mode = WAL");
+  db.exec("PRAGMA synchronous = NORMAL");
+  db.exec("PRAGMA foreign_keys = ON");
+  migrate(db);
+  return createStore(db);
+}
+
+function migrate(db: DatabaseSync): void {
+  const current = userVersion(db);
+  if (current > migrations.length) {
+    throw new Error(
+      `database schema version ${current} is newer than this banger (${migrations.length}); upgrade banger`,
+    );
+  }
+  for (let version = current; version < migrations.length; version++) {
+    db.exec("BEGIN IMMEDIATE");
+    try {
+      db.exec(migrations[version]!);
+      db.exec(`PRAGMA user_version = ${version + 1}`);
+      db.exec("COMMIT");
+    } catch (error) {
+      db.exec("ROLLBACK");
+      throw error;
+    }
+  }
+}
+
+function userVersion(db: DatabaseSync): number {
+  const row = db.prepare("PRAGMA user_version").get() as { user_version: number };
+  return row.user_version;
+}
+
+type Row = Record<string, SQLInputValue>;
+
+function vmFromRow(row: Row): VmRecord {
+  return {
+    id: row.id as string,
+    name: row.name as string,
+    imageId: row.image_id as string,
+    imageName: row.image_name as string,
+    vmm: row.vmm as VmRecord["vmm"],
+    cpus: Number(row.cpus),
+    memoryMib: Number(row.memory_mib),
+    diskGib: Number(row.disk_gib),
+    guestIp: row.guest_ip as string,
+    mac: row.mac as string,
+    state: row.state as VmState,
+    lastError: (row.last_error as string | null) ?? null,
+    createdAt: row.created_at as string,
+    updatedAt: row.updated_at as string,
+  };
+}
+
+function vmParams(vm: VmRecord): Record<string, SQLInputValue> {
+  return {
+    id: vm.id,
+    name: vm.name,
+    image_id: vm.imageId,
+    image_name: vm.imageName,
+    vmm: vm.vmm,
+    cpus: vm.cpus,
+    memory_mib: vm.memoryMib,
+    disk_gib: vm.diskGib,
+    guest_ip: vm.guestIp,
+    mac: vm.mac,
+    state: vm.state,
+    last_error: vm.lastError,
+    created_at: vm.createdAt,
+    updated_at: vm.updatedAt,
+  };
+}
+
+function imageFromRow(row: Row): ImageRecord {
+  return {
+    id: row.id as string,
+    name: row.name as string,
+    kind: row.kind as string,
+    dir: row.dir as string,
+    kernel: row.kernel as string,
+    initrd: (row.initrd as string | null) ?? null,
+    rootfs: row.rootfs as string,
+    sizeBytes: Number(row.size_bytes),
+    createdAt: row.created_at as string,
+  };
+}
+
+function createStore(db: DatabaseSync): Store {
+  const q = {
+    insertVm: db.prepare(
+      `INSERT INTO vms (id, name, image_id, image_name, vmm, cpus, memory_mib, disk_gib, guest_ip, mac, state, last_error, created_at, updated_at)
+       VALUES (:id, :name, :image_id, :image_name, :vmm, :cpus, :memory_mib, :disk_gib, :guest_ip, :mac, :state, :last_error, :created_at, :updated_at)`,
+    ),
+    updateVm: db.prepare(
+      `UPDATE vms SET name = :name, image_id = :image_id, image_name = :image_name, vmm = :vmm, cpus = :cpus,
+         memory_mib = :memory_mib, disk_gib = :disk_gib, guest_ip = :guest_ip, mac = :mac, state = :state,
+         last_error = :last_error, created_at = :created_at, updated_at = :updated_at
+       WHERE id = :id`,
+    ),
+    vmByName: db.prepare("SELECT * FROM vms WHERE name = ?"),
+    vmById: db.prepare("SELECT * FROM vms WHERE id = ?"),
+    listVms: db.prepare("SELECT * FROM vms ORDER BY created_at, name"),
+    deleteVm: db.prepare("DELETE FROM vms WHERE id = ?"),
+    usedIps: db.prepare("SELECT guest_ip FROM vms"),
+    setState: db.prepare("UPDATE vms SET state = ?, last_error = ?, updated_at = ? WHERE id = ?"),
+    insertImage: db.prepare(
+      `INSERT INTO images (id, name, kind, dir, kernel, initrd, rootfs, size_bytes, created_at)
+       VALUES (:id, :name, :kind, :dir, :kernel, :initrd, :rootfs, :size_bytes, :created_at)`,
+    ),
+    imageByName: db.prepare("SELECT * FROM images WHERE name = ?"),
+    imageById: db.prepare("SELECT * FROM images WHERE id = ?"),
+    listImages: db.prepare("SELECT * FROM images ORDER BY name"),
+    deleteImage: db.prepare("DELETE FROM images WHERE id = ?"),
+    vmsUsingImage: db.prepare("SELECT COUNT(*) AS n FROM vms WHERE image_id = ?"),
+  };
+  return {
+    close: () => db.close(),
+    schemaVersion: () => userVersion(db),
+    transaction<T>(fn: () => T): T {
+      db.exec("BEGIN IMMEDIATE");
+      try {
+        const result = fn();
+        db.exec("COMMIT");
+        return result;
+      } catch (error) {
+        if (db.isTransaction) db.exec("ROLLBACK");
+        throw error;
+      }
+    },
+    insertVm: (vm) => void q.insertVm.run(vmParams(vm)),
+    updateVm: (vm) => void q.updateVm.run(vmParams(vm)),
+    getVmByName: (name) => maybe(q.vmByName.get(name) as Row | undefined, vmFromRow),
+    getVmById: (id) => maybe(q.vmById.get(id) as Row | undefined, vmFromRow),
+    listVms: () => (q.listVms.all() as Row[]).map(vmFromRow),
+    deleteVm: (id) => void q.deleteVm.run(id),
+    usedGuestIps: () => (q.usedIps.all() as Row[]).map((row) => row.guest_ip as string),
+    setVmState: (id, state, lastError, updatedAt) => void q.setState.run(state, lastError, updatedAt, id),
+    insertImage: (image) =>
+      void q.insertImage.run({
+        id: image.id,
+        name: image.name,
+        kind: image.kind,
+        dir: image.dir,
+        kernel: image.kernel,
+        initrd: image.initrd,
+        rootfs: image.rootfs,
+        size_bytes: image.sizeBytes,
+        created_at: image.createdAt,
+      }),
+    getImageByName: (name) => maybe(q.imageByName.get(name) as Row | undefined, imageFromRow),
+    getImageById: (id) => maybe(q.imageById.get(id) as Row | undefined, imageFromRow),
+    listImages: () => (q.listImages.all() as Row[]).map(imageFromRow),
+    deleteImage: (id) => void q.deleteImage.run(id),
+    countVmsUsingImage: (imageId) => Number((q.vmsUsingImage.get(imageId) as Row).n),
+  };
+}
+
+function maybe<T>(row: Row | undefined, map: (row: Row) => T): T | undefined {
+  return row === undefined ? undefined : map(row);
+}
