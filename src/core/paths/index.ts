@@ -136,6 +136,8 @@ export interface ImagePaths {
   initrd: string;
   rootfs: string;
   manifest: string;
+  /** Installed packages, one "name version" per line, sorted. */
+  packages: string;
 }
 
 export function imagePaths(dir: string): ImagePaths {
@@ -146,6 +148,7 @@ export function imagePaths(dir: string): ImagePaths {
     initrd: join(dir, "initrd.gz"),
     rootfs: join(dir, "rootfs.ext4"),
     manifest: join(dir, "manifest.json"),
+    packages: join(dir, "packages.txt"),
   };
 }
 

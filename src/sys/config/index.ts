@@ -1,0 +1,16 @@
+/**
+ * Loads config.toml from the config dir. A missing file means defaults.
+ */
+import { readFile } from "node:fs/promises";
+import { type Config, defaultConfig, parseConfig } from "../../core/config/index.ts";
+
+export async function loadConfigFile(path: string): Promise<Config> {
+  let text: string;
+  try {
+    text = await readFile(path, "utf8");
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === "ENOENT") return defaultConfig();
+    throw error;
+  }
+  return parseConfig(text, path);
+}

@@ -1,0 +1,139 @@
+import { request as httpRequest } from "node:http";
+import type { FirecrackerMethod } from "../../core/firecracker/index.ts";
+import { BangerError, ErrorCode } from "../../protocol/index.ts";
+
+export interface FirecrackerReply {
+  status: number;
+  /** Parsed JSON body, or undefined for 204. */
+  body: unknown;
+}
+
+/** Fault messages that mean "wrong VM state" rather than "bad configuration". */
+const STATE_FAULTS = [
+  "not supported before starting the microVM",
+  "not supported after starting the microVM",
+  "Loading a microVM snapshot not allowed",
+];
+
+/**
+ * One Firecracker API call over HTTP/1.1 on the Unix socket. Opens one
+ * connection per call (micro_http caps concurrent connections). 200/204
+ * resolve; a `fault_message` reply throws BOOT_FAILED (BAD_STATE for
+ * pre/post-boot state errors) naming the call.
+ */
+export function firecrackerRequest(
+  socketPath: string,
+  method: FirecrackerMethod,
+  path: string,
+  body?: unknown,
+  options: { timeoutMs?: number; signal?: AbortSignal } = {},
+): Promise<FirecrackerReply> {
+  const call = `firecracker ${method} ${path}`;
+  const payload = body === undefined ? undefined : Buffer.from(JSON.stringify(body));
+  return new Promise<FirecrackerReply>((resolve, reject) => {
+    const req = httpRequest(
+      {
+        socketPath,
+        method,
+        path,
+        agent: false,
+        headers: {
+          Accept: "application/json",
+          ...(payload ? { "Content-Type": "application/json", "Content-Length": payload.length } : {}),
+        },
+        timeout: options.timeoutMs ?? 30_000,
+        ...(options.signal ? { signal: options.signal } : {}),
+      },
+      (res) => {
+        const chunks: Buffer[] = [];
+        res.on("data", (chunk: Buffer) => chunks.push(chunk));
+        res.on("error", (error) => reject(transportError(call, error)));
+        res.on("end", () => {
+          const status = res.statusCode ?? 0;
+          const text = Buffer.concat(chunks).toString("utf8");
+          let parsed: unknown;
+          try {
+            parsed = text.length > 0 ? JSON.parse(text) : undefined;
+          } catch {
+            parsed = text;
+          }
+          if (status === 200 || status === 204) {
+            resolve({ status, body: parsed });
+            return;
+          }
+          reject(faultError(call, status, parsed));
+        });
+      },
+    );
+    req.on("timeout", () => req.destroy(new Error(`no reply within ${options.timeoutMs ?? 30_000} ms`)));
+    req.on("error", (error) => reject(transportError(call, error)));
+    req.end(payload);
+  });
+}
+
+function faultError(call: string, status: number, body: unknown): BangerError {
+  const fault =
+    typeof body === "object" && body !== null && typeof (body as { fault_message?: unknown }).fault_message === "string"
+      ? (body as { fault_message: string }).fault_message
+      : `HTTP ${status} ${typeof body === "string" ? body : JSON.stringify(body)}`;
+  const isState = STATE_FAULTS.some((needle) => fault.includes(needle));
+  return new BangerError(isState ? ErrorCode.BAD_STATE : ErrorCode.BOOT_FAILED, `${call}: ${fault}`, {
+    data: { status, fault },
+    ...(isState ? {} : { hint: "the Firecracker log next to the VM's API socket has details" }),
+  });
+}
+
+function transportError(call: string, error: Error): BangerError {
+  if (error.name === "AbortError") {
+    return new BangerError(ErrorCode.CANCELLED, `${call}: cancelled`, { cause: error });
+  }
+  return new BangerError(ErrorCode.BOOT_FAILED, `${call}: ${error.message}`, { cause: error });
+}
+
+/**
+ * Polls `GET /` until the API answers, the deadline (epoch ms) passes, or the
+ * signal aborts. `isAlive` lets the caller stop early when the process died.
+ */
+export async function waitForApi(
+  socketPath: string,
+  deadline: number,
+  options: { signal?: AbortSignal; isAlive?: () => boolean | Promise<boolean> } = {},
+): Promise<void> {
+  let lastError: unknown;
+  for (;;) {
+    if (options.signal?.aborted) {
+      throw new BangerError(ErrorCode.CANCELLED, "cancelled while waiting for the Firecracker API", {
+        cause: options.signal.reason,
+      });
+    }
+    try {
+      await firecrackerRequest(socketPath, "GET", "/", undefined, { timeoutMs: 2000 });
+      return;
+    } catch (error) {
+      lastError = error;
+    }
+    if (options.isAlive && !(await options.isAlive())) {
+      throw new BangerError(ErrorCode.BOOT_FAILED, `firecracker exited before its API socket ${socketPath} answered`, {
+        cause: lastError,
+      });
+    }
+    if (Date.now() >= deadline) {
+      throw new BangerError(ErrorCode.BOOT_FAILED, `the Firecracker API at ${socketPath} did not answer in time`, {
+        cause: lastError,
+      });
+    }
+    await new Promise((resolve) => setTimeout(resolve, 25));
+  }
+}
+
+export interface FirecrackerClient {
+  readonly socketPath: string;
+  request(method: FirecrackerMethod, path: string, body?: unknown): Promise<FirecrackerReply>;
+}
+
+export function createFirecrackerClient(socketPath: string, options: { timeoutMs?: number } = {}): FirecrackerClient {
+  return {
+    socketPath,
+    request: (method, path, body) => firecrackerRequest(socketPath, method, path, body, options),
+  };
+}

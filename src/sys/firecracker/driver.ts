@@ -1,0 +1,249 @@
+import { spawn } from "node:child_process";
+import { closeSync, openSync } from "node:fs";
+import { rm, writeFile } from "node:fs/promises";
+import { dirname, join } from "node:path";
+import {
+  capabilitiesFor,
+  type FirecrackerCapabilities,
+  firecrackerFeatures,
+  parseFirecrackerVersion,
+  planFirecrackerBoot,
+  type VmState,
+} from "../../core/firecracker/index.ts";
+import type { Logger } from "../../core/log/index.ts";
+import type { BootSpec, VmmDriver, VmmFeatures, VmmHandle } from "../../core/vmm/contract.ts";
+import { BangerError, ErrorCode } from "../../protocol/index.ts";
+import { kernelFormat } from "../kernel/index.ts";
+import { processLiveness, readProcStat } from "../proc/index.ts";
+import { createProcessRunner, type Runner } from "../runner/index.ts";
+import { firecrackerRequest, waitForApi } from "./client.ts";
+
+export interface FirecrackerDriverOptions {
+  /** Path (or PATH name) of the firecracker binary. */
+  binary: string;
+  logger: Logger;
+  /** Runs `firecracker --version`; defaults to a process runner. */
+  runner?: Runner;
+  /** Time allowed for the API socket to answer after spawn. */
+  apiTimeoutMs?: number;
+  /** Time allowed for each of the SIGTERM and SIGKILL phases of stop/kill. */
+  signalTimeoutMs?: number;
+}
+
+export interface FirecrackerDriver extends VmmDriver {
+  /**
+   * Runs `--version` once and caches the capabilities. `features` reflects
+   * the probed binary afterwards (bzImage in kernelFormats only where the
+   * binary boots one); before the first probe it is the conservative ELF-only set.
+   */
+  probe(): Promise<FirecrackerCapabilities>;
+}
+
+/** Name of Firecracker's own log, next to the API socket. */
+export const FIRECRACKER_LOG = "firecracker.log";
+
+export function createFirecrackerDriver(options: FirecrackerDriverOptions): FirecrackerDriver {
+  const runner = options.runner ?? createProcessRunner();
+  const log = options.logger.child({ vmm: "firecracker" });
+  const apiTimeoutMs = options.apiTimeoutMs ?? 10_000;
+  const signalTimeoutMs = options.signalTimeoutMs ?? 5_000;
+  let capabilities: Promise<FirecrackerCapabilities> | undefined;
+  let probed: FirecrackerCapabilities | undefined;
+
+  function probe(): Promise<FirecrackerCapabilities> {
+    capabilities ??= probeCapabilities(runner, options.binary).then(
+      (caps) => {
+        probed = caps;
+        log.info("firecracker probed", { binary: options.binary, caps });
+        return caps;
+      },
+      (error: unknown) => {
+        capabilities = undefined;
+        throw error;
+      },
+    );
+    return capabilities;
+  }
+
+  async function start(spec: BootSpec, signal: AbortSignal): Promise<VmmHandle> {
+    const caps = await probe();
+    if ((await kernelFormat(spec.kernel)) === "bzImage" && !caps.bzImage) {
+      throw new BangerError(ErrorCode.BOOT_FAILED, `this Firecracker cannot boot the bzImage ${spec.kernel}`, {
+        hint: "use an ELF vmlinux (banger extracts one from a bzImage), or Firecracker v1.17 or newer",
+      });
+    }
+    const plan = planFirecrackerBoot(spec, caps);
+    throwIfAborted(signal);
+    await removeSockets(spec);
+    const logPath = join(dirname(spec.controlSocket), FIRECRACKER_LOG);
+    // Firecracker opens --log-path and --metrics-path without O_CREAT.
+    await writeFile(logPath, "", { flag: "a" });
+    await writeFile(spec.metricsFile, "", { flag: "a" });
+
+    const pid = await spawnDetached(options.binary, spec, logPath);
+    const stat = await readProcStat(pid);
+    const handle: VmmHandle = { pid, pidStartTicks: stat?.startTicks ?? 0, controlSocket: spec.controlSocket };
+    const vmLog = log.child({ vm: spec.vmName, pid });
+    vmLog.info("firecracker spawned", { socket: spec.controlSocket });
+    try {
+      await waitForApi(spec.controlSocket, Date.now() + apiTimeoutMs, {
+        signal,
+        isAlive: async () => (await liveness(handle)) === "alive",
+      });
+      for (const call of plan) {
+        throwIfAborted(signal);
+        await firecrackerRequest(spec.controlSocket, call.method, call.path, call.body, { signal });
+      }
+    } catch (error) {
+      vmLog.warn("firecracker start failed; killing it", { error: String(error) });
+      await killAndWait(handle, signalTimeoutMs);
+      await removeSockets(spec);
+      throw error;
+    }
+    vmLog.info("firecracker started");
+    return handle;
+  }
+
+  async function stop(handle: VmmHandle, stopOptions: { timeoutMs: number }): Promise<void> {
+    if ((await liveness(handle)) !== "alive") return removeControlSocket(handle);
+    const stopLog = log.child({ pid: handle.pid });
+    try {
+      await firecrackerRequest(handle.controlSocket, "PUT", "/actions", { action_type: "SendCtrlAltDel" }, {
+        timeoutMs: Math.max(1000, stopOptions.timeoutMs),
+      });
+      if (await waitGone(handle, stopOptions.timeoutMs)) return removeControlSocket(handle);
+      stopLog.warn("guest ignored Ctrl-Alt-Del; sending SIGTERM");
+    } catch (error) {
+      stopLog.warn("SendCtrlAltDel failed; sending SIGTERM", { error: String(error) });
+    }
+    if (await signalAndWait(handle, "SIGTERM", signalTimeoutMs)) return removeControlSocket(handle);
+    stopLog.warn("firecracker ignored SIGTERM; sending SIGKILL");
+    await killAndWait(handle, signalTimeoutMs);
+    await removeControlSocket(handle);
+  }
+
+  async function kill(handle: VmmHandle): Promise<void> {
+    await killAndWait(handle, signalTimeoutMs);
+    await removeControlSocket(handle);
+  }
+
+  return {
+    kind: "firecracker",
+    get features(): VmmFeatures {
+      return firecrackerFeatures(probed);
+    },
+    probe,
+    start,
+    stop,
+    kill,
+    isRunning: async (handle) => (await liveness(handle)) === "alive",
+  };
+}
+
+/** `PATCH /vm {"state":"Paused"}`: freezes the vCPUs. */
+export function pauseFirecracker(handle: VmmHandle): Promise<void> {
+  return patchVmState(handle, "Paused");
+}
+
+/** `PATCH /vm {"state":"Resumed"}`. */
+export function resumeFirecracker(handle: VmmHandle): Promise<void> {
+  return patchVmState(handle, "Resumed");
+}
+
+async function patchVmState(handle: VmmHandle, state: VmState): Promise<void> {
+  if ((await liveness(handle)) !== "alive") {
+    throw new BangerError(ErrorCode.BAD_STATE, `firecracker (pid ${handle.pid}) is not running`);
+  }
+  await firecrackerRequest(handle.controlSocket, "PATCH", "/vm", { state });
+}
+
+export async function probeCapabilities(runner: Runner, binary: string): Promise<FirecrackerCapabilities> {
+  const result = await runner.run([binary, "--version"], { timeoutMs: 10_000 });
+  return capabilitiesFor(parseFirecrackerVersion(result.stdout));
+}
+
+/**
+ * Spawns Firecracker in its own session so it outlives the daemon. Its
+ * stdout (the serial console) is appended to consoleLog, stderr to vmmLog.
+ */
+function spawnDetached(binary: string, spec: BootSpec, logPath: string): Promise<number> {
+  const consoleFd = openSync(spec.consoleLog, "a");
+  let vmmFd: number | undefined;
+  try {
+    vmmFd = openSync(spec.vmmLog, "a");
+    const args = [
+      "--api-sock",
+      spec.controlSocket,
+      "--id",
+      spec.vmId,
+      "--log-path",
+      logPath,
+      "--level",
+      "Info",
+      "--metrics-path",
+      spec.metricsFile,
+    ];
+    const child = spawn(binary, args, { detached: true, stdio: ["ignore", consoleFd, vmmFd] });
+    return new Promise<number>((resolve, reject) => {
+      child.once("error", (error: NodeJS.ErrnoException) => {
+        reject(
+          error.code === "ENOENT"
+            ? new BangerError(ErrorCode.TOOL_MISSING, `${binary} is not installed or not on PATH`, {
+                cause: error,
+                data: { tool: binary },
+              })
+            : new BangerError(ErrorCode.BOOT_FAILED, `cannot start ${binary}: ${error.message}`, { cause: error }),
+        );
+      });
+      child.once("spawn", () => {
+        child.unref();
+        resolve(child.pid!);
+      });
+    });
+  } finally {
+    closeSync(consoleFd);
+    if (vmmFd !== undefined) closeSync(vmmFd);
+  }
+}
+
+function liveness(handle: VmmHandle) {
+  return processLiveness({ pid: handle.pid, startTicks: handle.pidStartTicks, marker: handle.controlSocket });
+}
+
+/** True once the process is gone (dead, a zombie, or the pid now belongs to another process). */
+async function waitGone(handle: VmmHandle, timeoutMs: number): Promise<boolean> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    if ((await liveness(handle)) !== "alive") return true;
+    if (Date.now() >= deadline) return false;
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+}
+
+async function signalAndWait(handle: VmmHandle, signal: NodeJS.Signals, timeoutMs: number): Promise<boolean> {
+  if ((await liveness(handle)) !== "alive") return true;
+  try {
+    process.kill(handle.pid, signal);
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code !== "ESRCH") throw error;
+  }
+  return waitGone(handle, timeoutMs);
+}
+
+async function killAndWait(handle: VmmHandle, timeoutMs: number): Promise<void> {
+  if (await signalAndWait(handle, "SIGKILL", timeoutMs)) return;
+  throw new BangerError(ErrorCode.INTERNAL, `firecracker (pid ${handle.pid}) survived SIGKILL`);
+}
+
+async function removeSockets(spec: BootSpec): Promise<void> {
+  await rm(spec.controlSocket, { force: true });
+  await rm(spec.vsockSocket, { force: true });
+}
+
+async function removeControlSocket(handle: VmmHandle): Promise<void> {
+  await rm(handle.controlSocket, { force: true });
+}
+
+function throwIfAborted(signal: AbortSignal): void {
+  if (signal.aborted) throw new BangerError(ErrorCode.CANCELLED, "cancelled", { cause: signal.reason });
+}

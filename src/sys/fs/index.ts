@@ -1,0 +1,83 @@
+/**
+ * The filesystem seam: the few file operations services need, behind an
+ * interface so unit tests can inject failures. Whole-tree removal of build
+ * trees goes through the Runner (`rm --one-file-system`), not through here.
+ */
+import { constants } from "node:fs";
+import * as fsp from "node:fs/promises";
+
+export interface FileStat {
+  /** Apparent size in bytes. */
+  size: number;
+  isDirectory: boolean;
+}
+
+export interface Fs {
+  /** Creates the directory and its parents; no error if it exists. */
+  mkdir(path: string, options?: { mode?: number }): Promise<void>;
+  /** Removes a file or a directory tree; no error if it is absent. */
+  rm(path: string): Promise<void>;
+  /** rename(2): atomic within one filesystem; fails if `to` is a non-empty directory. */
+  rename(from: string, to: string): Promise<void>;
+  /** undefined when the path does not exist. */
+  stat(path: string): Promise<FileStat | undefined>;
+  /** Entry names, unsorted; [] when the directory does not exist. */
+  readdir(path: string): Promise<string[]>;
+  readFile(path: string): Promise<Buffer>;
+  /** Writes to a sibling temporary file, then renames it over `path`. */
+  writeFileAtomic(path: string, data: string | Uint8Array): Promise<void>;
+}
+
+export function createNodeFs(): Fs {
+  return {
+    async mkdir(path, options = {}) {
+      await fsp.mkdir(path, { recursive: true, ...(options.mode === undefined ? {} : { mode: options.mode }) });
+    },
+    async rm(path) {
+      await fsp.rm(path, { recursive: true, force: true });
+    },
+    async rename(from, to) {
+      await fsp.rename(from, to);
+    },
+    async stat(path) {
+      try {
+        const stats = await fsp.stat(path);
+        return { size: stats.size, isDirectory: stats.isDirectory() };
+      } catch (error) {
+        if (isNotFound(error)) return undefined;
+        throw error;
+      }
+    },
+    async readdir(path) {
+      try {
+        return await fsp.readdir(path);
+      } catch (error) {
+        if (isNotFound(error)) return [];
+        throw error;
+      }
+    },
+    readFile(path) {
+      return fsp.readFile(path);
+    },
+    async writeFileAtomic(path, data) {
+      const temporary = `${path}.tmp-${process.pid}`;
+      try {
+        const handle = await fsp.open(temporary, constants.O_WRONLY | constants.O_CREAT | constants.O_TRUNC, 0o644);
+        try {
+          await handle.writeFile(data);
+          await handle.sync();
+        } finally {
+          await handle.close();
+        }
+        await fsp.rename(temporary, path);
+      } catch (error) {
+        await fsp.rm(temporary, { force: true });
+        throw error;
+      }
+    },
+  };
+}
+
+function isNotFound(error: unknown): boolean {
+  return (error as NodeJS.ErrnoException | undefined)?.code === "ENOENT";
+}

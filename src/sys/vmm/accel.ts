@@ -1,0 +1,180 @@
+/**
+ * Accelerator choice for QEMU. `auto` uses KVM only when /dev/kvm is
+ * read-write AND a short probe boot under KVM reaches the kernel's banner:
+ * nested or broken KVM setups exist where /dev/kvm opens fine but guests
+ * hang or QEMU aborts. The probe result is cached per kernel and binary.
+ */
+import { constants } from "node:fs";
+import { access, mkdir, mkdtemp, readFile, rename, rm, stat, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { dirname, join } from "node:path";
+import { planKvmProbeArgv, type QemuAccel } from "../../core/vmm/index.ts";
+import { BangerError, type DoctorCheck, ErrorCode } from "../../protocol/index.ts";
+import { createProcessRunner, type Runner } from "../runner/index.ts";
+
+export type AccelSetting = "auto" | "kvm" | "tcg";
+
+export interface ChooseAccelOptions {
+  configured: AccelSetting;
+  /** The kernel the probe boots (no initrd: the probe only needs the kernel banner). */
+  kernel: string;
+  binary: string;
+  /** JSON cache of probe results, keyed by kernel path + mtime and QEMU binary. */
+  cacheFile: string;
+  runner?: Runner | undefined;
+  kvmDevice?: string | undefined;
+  probeTimeoutMs?: number | undefined;
+  signal?: AbortSignal | undefined;
+}
+
+export interface AccelChoice {
+  accel: QemuAccel;
+  configured: AccelSetting;
+  /** One sentence saying why, for logs and `banger doctor`. */
+  reason: string;
+  /** Whether this came from the cache rather than a fresh probe or check. */
+  cached: boolean;
+}
+
+interface ProbeOutcome {
+  works: boolean;
+  reason: string;
+}
+
+type ProbeCache = Record<string, ProbeOutcome & { probedAt: string }>;
+
+const DEFAULT_KVM_DEVICE = "/dev/kvm";
+const DEFAULT_PROBE_TIMEOUT_MS = 8_000;
+/** Printed by every Linux kernel as its first console line. */
+const KERNEL_BANNER = "Linux version";
+
+export async function chooseAccel(options: ChooseAccelOptions): Promise<AccelChoice> {
+  const { configured } = options;
+  if (configured === "tcg") {
+    return { accel: "tcg", configured, reason: "vmm.accel is set to tcg (software emulation)", cached: false };
+  }
+  const device = options.kvmDevice ?? DEFAULT_KVM_DEVICE;
+  const deviceProblem = await kvmDeviceProblem(device);
+  if (deviceProblem) {
+    if (configured === "kvm") throw kvmUnusable(deviceProblem.message, deviceProblem.code);
+    return { accel: "tcg", configured, reason: `${deviceProblem.message}; using TCG`, cached: false };
+  }
+  const { outcome, cached } = await probeCached(options);
+  if (outcome.works) return { accel: "kvm", configured, reason: outcome.reason, cached };
+  if (configured === "kvm") throw kvmUnusable(outcome.reason, ErrorCode.BAD_STATE);
+  return { accel: "tcg", configured, reason: `${outcome.reason}; using TCG`, cached };
+}
+
+/** The accelerator choice as a `banger doctor` check: TCG works but is slow, so it is a warning. */
+export function describeAccel(choice: AccelChoice): DoctorCheck {
+  if (choice.accel === "kvm") return { name: "accelerator", status: "ok", detail: `KVM: ${choice.reason}` };
+  const check: DoctorCheck = { name: "accelerator", status: "warn", detail: `TCG: ${choice.reason}` };
+  if (choice.configured !== "tcg") {
+    check.hint = "guests run under software emulation (several times slower); a host with working KVM is faster";
+  }
+  return check;
+}
+
+/** Describes a failed choice (vmm.accel = kvm on a host without usable KVM) as a failing doctor check. */
+export function describeAccelFailure(error: unknown): DoctorCheck {
+  const check: DoctorCheck = { name: "accelerator", status: "fail", detail: String((error as Error).message) };
+  if (error instanceof BangerError && error.hint) check.hint = error.hint;
+  return check;
+}
+
+async function kvmDeviceProblem(device: string): Promise<{ message: string; code: ErrorCode } | undefined> {
+  try {
+    await access(device, constants.R_OK | constants.W_OK);
+    return undefined;
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code;
+    if (code === "ENOENT") return { message: `${device} does not exist`, code: ErrorCode.TOOL_MISSING };
+    return { message: `${device} is not readable and writable by this user (${code})`, code: ErrorCode.PERMISSION_DENIED };
+  }
+}
+
+function kvmUnusable(why: string, code: ErrorCode): BangerError {
+  return new BangerError(code, `vmm.accel is kvm but KVM is not usable: ${why}`, {
+    hint: "set vmm.accel = \"auto\" (falls back to TCG) or \"tcg\" in config.toml, or fix KVM (module loaded, /dev/kvm rw)",
+  });
+}
+
+async function probeCached(options: ChooseAccelOptions): Promise<{ outcome: ProbeOutcome; cached: boolean }> {
+  const key = await cacheKey(options);
+  const cache = await readCache(options.cacheFile);
+  const hit = cache[key];
+  if (hit) return { outcome: { works: hit.works, reason: hit.reason }, cached: true };
+  const outcome = await probeKvm(options);
+  cache[key] = { ...outcome, probedAt: new Date().toISOString() };
+  await writeCache(options.cacheFile, cache);
+  return { outcome, cached: false };
+}
+
+async function cacheKey(options: ChooseAccelOptions): Promise<string> {
+  let mtime: number;
+  try {
+    mtime = (await stat(options.kernel)).mtimeMs;
+  } catch (error) {
+    throw new BangerError(ErrorCode.IMAGE_NOT_FOUND, `kernel ${options.kernel} for the KVM probe is missing`, {
+      cause: error,
+    });
+  }
+  return JSON.stringify([options.kernel, mtime, options.binary]);
+}
+
+async function readCache(file: string): Promise<ProbeCache> {
+  try {
+    const parsed: unknown = JSON.parse(await readFile(file, "utf8"));
+    return typeof parsed === "object" && parsed !== null ? (parsed as ProbeCache) : {};
+  } catch {
+    return {};
+  }
+}
+
+async function writeCache(file: string, cache: ProbeCache): Promise<void> {
+  await mkdir(dirname(file), { recursive: true });
+  const temporary = `${file}.${process.pid}.tmp`;
+  await writeFile(temporary, `${JSON.stringify(cache, null, 2)}\n`);
+  await rename(temporary, file);
+}
+
+/**
+ * Boots the kernel under KVM with no root disk: it prints its banner, panics
+ * at mounting root, `panic=-1` reboots it and `-no-reboot` makes QEMU exit.
+ * Works = the banner appeared and QEMU exited on its own within the timeout.
+ */
+async function probeKvm(options: ChooseAccelOptions): Promise<ProbeOutcome> {
+  const runner = options.runner ?? createProcessRunner();
+  const timeoutMs = options.probeTimeoutMs ?? DEFAULT_PROBE_TIMEOUT_MS;
+  const seconds = `${Math.round(timeoutMs / 100) / 10} s`;
+  const workDir = await mkdtemp(join(tmpdir(), "banger-kvm-probe-"));
+  try {
+    const consoleLog = join(workDir, "console.log");
+    const result = await runner.run(planKvmProbeArgv({ binary: options.binary, kernel: options.kernel, consoleLog }), {
+      timeoutMs,
+      allowFailure: true,
+      signal: options.signal,
+      maxOutputBytes: 64 * 1024,
+    });
+    const consoleText = await readFile(consoleLog, "utf8").catch(() => "");
+    const sawBanner = consoleText.includes(KERNEL_BANNER);
+    if (result.signal !== null) {
+      return {
+        works: false,
+        reason: sawBanner
+          ? `KVM probe boot started but did not complete in ${seconds}`
+          : `KVM probe boot did not complete in ${seconds}`,
+      };
+    }
+    if (!sawBanner) {
+      const stderr = result.stderr.trim().split("\n").slice(0, 2).join(" / ");
+      return {
+        works: false,
+        reason: `KVM probe: QEMU exited with status ${result.code} before the kernel started${stderr ? `: ${stderr}` : ""}`,
+      };
+    }
+    return { works: true, reason: `a KVM probe boot of ${options.kernel} completed` };
+  } finally {
+    await rm(workDir, { recursive: true, force: true });
+  }
+}
