@@ -56,7 +56,9 @@ export function planKernelCmdline(inputs: KernelCmdlineInputs): string {
   ];
   const cmdline = args.join(" ");
   if (Buffer.byteLength(cmdline) >= MAX_CMDLINE_BYTES) {
-    invalid(`the kernel command line is ${Buffer.byteLength(cmdline)} bytes; the limit is ${MAX_CMDLINE_BYTES - 1}`);
+    invalid(
+      `the kernel command line is ${Buffer.byteLength(cmdline)} bytes; the limit is ${MAX_CMDLINE_BYTES - 1}`,
+    );
   }
   return cmdline;
 }

@@ -121,10 +121,7 @@ export function planCachedImageCopy(inputs: CachedImageCopyInputs): BuildPlan {
       {
         id: "cache-copy",
         message: `copying the image from the build cache ${inputs.cacheEntryDir}`,
-        argv: sparseCopyArgv(
-          imageFiles(imagePaths(inputs.cacheEntryDir)),
-          inputs.stagingDir,
-        ),
+        argv: sparseCopyArgv(imageFiles(imagePaths(inputs.cacheEntryDir)), inputs.stagingDir),
       },
     ],
   };

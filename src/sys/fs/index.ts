@@ -31,7 +31,10 @@ export interface Fs {
 export function createNodeFs(): Fs {
   return {
     async mkdir(path, options = {}) {
-      await fsp.mkdir(path, { recursive: true, ...(options.mode === undefined ? {} : { mode: options.mode }) });
+      await fsp.mkdir(path, {
+        recursive: true,
+        ...(options.mode === undefined ? {} : { mode: options.mode }),
+      });
     },
     async rm(path) {
       await fsp.rm(path, { recursive: true, force: true });
@@ -62,7 +65,11 @@ export function createNodeFs(): Fs {
     async writeFileAtomic(path, data) {
       const temporary = `${path}.tmp-${process.pid}`;
       try {
-        const handle = await fsp.open(temporary, constants.O_WRONLY | constants.O_CREAT | constants.O_TRUNC, 0o644);
+        const handle = await fsp.open(
+          temporary,
+          constants.O_WRONLY | constants.O_CREAT | constants.O_TRUNC,
+          0o644,
+        );
         try {
           await handle.writeFile(data);
           await handle.sync();

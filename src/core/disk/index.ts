@@ -1,0 +1,238 @@
+/**
+ * Pure plans for per-VM root disks over an image's read-only raw base:
+ * a qcow2 overlay (QEMU), or a raw copy-on-write disk for VMMs that only
+ * open raw files (Firecracker): reflink copy, sparse copy, or a
+ * device-mapper snapshot. Each plan is a list of commands with the exact
+ * undo of each, so a half-made disk unwinds and a stored disk tears down.
+ */
+import { createHash } from "node:crypto";
+import { isAbsolute } from "node:path";
+import { BangerError, ErrorCode } from "../../protocol/index.ts";
+
+export const RootDiskStrategy = ["qcow2-overlay", "reflink", "sparse-copy", "dm-snapshot"] as const;
+export type RootDiskStrategy = (typeof RootDiskStrategy)[number];
+
+/** Strategies that give a raw disk, in order of preference. */
+export const RawCowStrategy = ["reflink", "dm-snapshot", "sparse-copy"] as const;
+export type RawCowStrategy = (typeof RawCowStrategy)[number];
+
+export type DiskFormat = "qcow2" | "raw";
+
+/**
+ * One external command. Argv elements may hold `{name}` placeholders,
+ * replaced by handle values (static ones or ones captured earlier).
+ */
+export interface DiskCommand {
+  argv: readonly string[];
+  /** Written to the command's stdin. */
+  input?: string | undefined;
+  /** The command's trimmed stdout becomes the handle of this name. */
+  capture?: string | undefined;
+}
+
+export interface DiskStep {
+  run: DiskCommand;
+  /** Reverses `run`; absent when nothing needs undoing. */
+  undo?: DiskCommand | undefined;
+}
+
+export interface RootDiskPlan {
+  strategy: RootDiskStrategy;
+  format: DiskFormat;
+  /** The path the VMM opens. */
+  path: string;
+  steps: DiskStep[];
+  /** Values known before running (names, files); captured ones are added by the executor. */
+  handles: Record<string, string>;
+}
+
+export interface RootDiskPlanInput {
+  strategy: RootDiskStrategy;
+  /** Absolute path of the image's raw base; never written. */
+  base: string;
+  baseSizeBytes: number;
+  /** Absolute path of the per-VM file (the overlay, the raw copy, or the dm snapshot's COW store). */
+  target: string;
+  /** Size the guest sees; at least the base's size. */
+  sizeBytes: number;
+  /** Device-mapper name for dm-snapshot; derived from `target` when absent. */
+  dmName?: string | undefined;
+}
+
+const SECTOR = 512;
+/** dm-snapshot chunk size in sectors (4 KiB). */
+const DM_CHUNK_SECTORS = 8;
+/** Values a captured handle may take: loop devices only. */
+export const CAPTURED_HANDLE = /^\/dev\/loop\d+$/;
+
+export function planRootDisk(input: RootDiskPlanInput): RootDiskPlan {
+  validate(input);
+  switch (input.strategy) {
+    case "qcow2-overlay":
+      return planQcow2Overlay(input);
+    case "reflink":
+      return planRawCopy(input, ["cp", "--reflink=always", "--", input.base, input.target]);
+    case "sparse-copy":
+      return planRawCopy(input, ["cp", "--sparse=always", "--", input.base, input.target]);
+    case "dm-snapshot":
+      return planDmSnapshot(input);
+  }
+}
+
+/** Commands that remove a disk made by `planRootDisk`, given its handles (as the executor returned them). */
+export function planRootDiskTeardown(strategy: RootDiskStrategy, handles: Record<string, string>): DiskCommand[] {
+  const need = (name: string) => {
+    const value = handles[name];
+    if (value === undefined) throw new BangerError(ErrorCode.INTERNAL, `root disk handle '${name}' is missing`);
+    return value;
+  };
+  if (strategy !== "dm-snapshot") return [removeFile(need("target"))];
+  const name = need("dmName");
+  return [
+    { argv: ["dmsetup", "remove", name] },
+    ...(handles.dmOrigin === undefined ? [] : [{ argv: ["dmsetup", "remove", handles.dmOrigin] }]),
+    { argv: ["losetup", "--detach", need("cowLoop")] },
+    removeFile(need("target")),
+    { argv: ["losetup", "--detach", need("baseLoop")] },
+  ];
+}
+
+/** Grows a stopped VM's disk; the guest grows its filesystem (resize2fs) itself. */
+export function planGrowDisk(input: { path: string; format: DiskFormat; sizeBytes: number }): DiskCommand {
+  positiveSize(input.sizeBytes);
+  return input.format === "qcow2"
+    ? { argv: ["qemu-img", "resize", "-f", "qcow2", input.path, String(input.sizeBytes)] }
+    : { argv: ["truncate", "--size", String(input.sizeBytes), input.path] };
+}
+
+/** Replaces `{name}` placeholders with handle values; an unknown placeholder is a bug. */
+export function resolveCommand(command: DiskCommand, handles: Record<string, string>): DiskCommand {
+  const fill = (text: string) =>
+    text.replace(/\{([a-zA-Z]+)\}/g, (_, name: string) => {
+      const value = handles[name];
+      if (value === undefined) throw new BangerError(ErrorCode.INTERNAL, `disk plan placeholder {${name}} has no value`);
+      return value;
+    });
+  return {
+    ...command,
+    argv: command.argv.map(fill),
+    ...(command.input === undefined ? {} : { input: fill(command.input) }),
+  };
+}
+
+/** A stable device-mapper name for a target file: `banger-` and 16 hex digits of its path's hash. */
+export function dmNameFor(target: string): string {
+  return `banger-${createHash("sha256").update(target).digest("hex").slice(0, 16)}`;
+}
+
+function planQcow2Overlay(input: RootDiskPlanInput): RootDiskPlan {
+  return {
+    strategy: "qcow2-overlay",
+    format: "qcow2",
+    path: input.target,
+    handles: { target: input.target },
+    steps: [
+      {
+        run: {
+          argv: ["qemu-img", "create", "-f", "qcow2", "-b", input.base, "-F", "raw", input.target, String(input.sizeBytes)],
+        },
+        undo: removeFile(input.target),
+      },
+    ],
+  };
+}
+
+/** `cp` can only reflink with its default `--sparse=auto`; a reflinked copy keeps the base's holes anyway. */
+function planRawCopy(input: RootDiskPlanInput, copy: string[]): RootDiskPlan {
+  const steps: DiskStep[] = [{ run: { argv: copy }, undo: removeFile(input.target) }];
+  if (input.sizeBytes > input.baseSizeBytes) {
+    steps.push({ run: { argv: ["truncate", "--size", String(input.sizeBytes), input.target] } });
+  }
+  return {
+    strategy: input.strategy,
+    format: "raw",
+    path: input.target,
+    handles: { target: input.target },
+    steps,
+  };
+}
+
+/**
+ * A dm snapshot: the base on a read-only loop device is the origin, a sparse
+ * file on a second loop device is the COW store. The COW store is persistent
+ * (`P`), so the snapshot can be re-created from the same file after a host
+ * reboot. When the disk is bigger than the base, the origin is a read-only
+ * linear+zero device of the full size, so the extra space reads as zeros.
+ */
+function planDmSnapshot(input: RootDiskPlanInput): RootDiskPlan {
+  const name = input.dmName ?? dmNameFor(input.target);
+  if (!/^[a-zA-Z0-9_.-]{1,100}$/.test(name)) {
+    throw new BangerError(ErrorCode.INVALID_PARAMS, `device-mapper name '${name}' is not valid`);
+  }
+  const baseSectors = Math.floor(input.baseSizeBytes / SECTOR);
+  const sizeSectors = Math.floor(input.sizeBytes / SECTOR);
+  const grows = sizeSectors > baseSectors;
+  const originName = `${name}-origin`;
+  // Sized to hold every chunk of the disk plus the exception table (16 bytes per 4 KiB chunk); sparse, so free until written.
+  const cowBytes = sizeSectors * SECTOR + Math.ceil((sizeSectors * SECTOR) / 128) + 1024 * 1024;
+  const handles: Record<string, string> = { target: input.target, dmName: name };
+  if (grows) handles.dmOrigin = originName;
+  const steps: DiskStep[] = [
+    {
+      run: { argv: ["losetup", "--find", "--show", "--read-only", input.base], capture: "baseLoop" },
+      undo: { argv: ["losetup", "--detach", "{baseLoop}"] },
+    },
+    {
+      run: { argv: ["truncate", "--size", String(cowBytes), input.target] },
+      undo: removeFile(input.target),
+    },
+    {
+      run: { argv: ["losetup", "--find", "--show", input.target], capture: "cowLoop" },
+      undo: { argv: ["losetup", "--detach", "{cowLoop}"] },
+    },
+  ];
+  if (grows) {
+    steps.push({
+      run: {
+        argv: ["dmsetup", "create", "--readonly", originName],
+        input: `0 ${baseSectors} linear {baseLoop} 0\n${baseSectors} ${sizeSectors - baseSectors} zero\n`,
+      },
+      undo: { argv: ["dmsetup", "remove", originName] },
+    });
+  }
+  const origin = grows ? `/dev/mapper/${originName}` : "{baseLoop}";
+  steps.push({
+    run: {
+      argv: ["dmsetup", "create", name, "--table", `0 ${sizeSectors} snapshot ${origin} {cowLoop} P ${DM_CHUNK_SECTORS}`],
+    },
+    undo: { argv: ["dmsetup", "remove", name] },
+  });
+  return { strategy: "dm-snapshot", format: "raw", path: `/dev/mapper/${name}`, handles, steps };
+}
+
+function validate(input: RootDiskPlanInput): void {
+  for (const [what, path] of [
+    ["base", input.base],
+    ["target", input.target],
+  ] as const) {
+    if (!isAbsolute(path)) throw new BangerError(ErrorCode.INTERNAL, `root disk ${what} '${path}' is not absolute`);
+  }
+  positiveSize(input.sizeBytes);
+  if (input.sizeBytes < input.baseSizeBytes) {
+    throw new BangerError(
+      ErrorCode.INVALID_PARAMS,
+      `disk size ${input.sizeBytes} bytes is smaller than the image (${input.baseSizeBytes} bytes)`,
+      { hint: "ask for a disk at least as big as the image" },
+    );
+  }
+}
+
+function positiveSize(sizeBytes: number): void {
+  if (!Number.isSafeInteger(sizeBytes) || sizeBytes <= 0) {
+    throw new BangerError(ErrorCode.INVALID_PARAMS, `disk size ${sizeBytes} is not a positive whole number of bytes`);
+  }
+}
+
+function removeFile(path: string): DiskCommand {
+  return { argv: ["rm", "-f", "--", path] };
+}

@@ -1,0 +1,173 @@
+import assert from "node:assert/strict";
+import { describe, it } from "node:test";
+import {
+  knownHostsLine,
+  parseHostKeyLine,
+  shellQuoteArgv,
+  sshBaseArgs,
+  sshControlArgv,
+  sshDestination,
+  sshExecArgv,
+} from "../../src/core/ssh/index.ts";
+import { BangerError, ErrorCode } from "../../src/protocol/index.ts";
+import { createProcessRunner } from "../../src/sys/runner/index.ts";
+
+/** A syntactically real SSH public key blob: string type, then string key bytes. */
+function keyBlob(type: string, fill: number): string {
+  const name = Buffer.from(type, "latin1");
+  const key = Buffer.alloc(32, fill);
+  const blob = Buffer.alloc(8 + name.length + key.length);
+  blob.writeUInt32BE(name.length, 0);
+  name.copy(blob, 4);
+  blob.writeUInt32BE(key.length, 4 + name.length);
+  key.copy(blob, 8 + name.length);
+  return blob.toString("base64");
+}
+
+const first = keyBlob("ssh-ed25519", 1);
+const second = keyBlob("ssh-ed25519", 2);
+
+describe("parseHostKeyLine", () => {
+  it("finds the key among kernel noise and CRLF line ends", () => {
+    const console = [
+      "[    0.404214] PCI: Fatal: No config space access function found\r",
+      "banger-init: sshd started (pid 122) at 3.19s\r",
+      `banger-init: hostkey ssh-ed25519 ${first} root@vm1\r`,
+      "[    6.748212] sysrq: Power Off\r",
+      "",
+    ].join("\n");
+    assert.deepEqual(parseHostKeyLine(console), { type: "ssh-ed25519", base64: first });
+  });
+
+  it("takes the last key when the guest rebooted", () => {
+    const console = `banger-init: hostkey ssh-ed25519 ${first}\nreboot\nbanger-init: hostkey ssh-ed25519 ${second}\n`;
+    assert.deepEqual(parseHostKeyLine(console), { type: "ssh-ed25519", base64: second });
+  });
+
+  it("returns undefined when there is no key line yet", () => {
+    assert.equal(parseHostKeyLine(""), undefined);
+    assert.equal(parseHostKeyLine("[ 0.1] booting\nbanger-init: sshd started\n"), undefined);
+  });
+
+  it("skips torn, mismatched and indented lines and falls back to an earlier good one", () => {
+    const console = [
+      `banger-init: hostkey ssh-ed25519 ${first}`,
+      `banger-init: hostkey ssh-ed25519 ${second.slice(0, 20)}[ 3.1] kernel says hi`,
+      `banger-init: hostkey ssh-rsa ${second}`,
+      `  banger-init: hostkey ssh-ed25519 ${second}`,
+      "banger-init: hostkey ssh-ed25519",
+      `guest-init: hostkey ssh-ed25519 ${second}`,
+    ].join("\n");
+    assert.deepEqual(parseHostKeyLine(console), { type: "ssh-ed25519", base64: first });
+  });
+
+  it("accepts ecdsa keys", () => {
+    const ecdsa = keyBlob("ecdsa-sha2-nistp256", 3);
+    assert.deepEqual(parseHostKeyLine(`banger-init: hostkey ecdsa-sha2-nistp256 ${ecdsa}\n`), {
+      type: "ecdsa-sha2-nistp256",
+      base64: ecdsa,
+    });
+  });
+});
+
+describe("knownHostsLine", () => {
+  const key = { type: "ssh-ed25519", base64: first };
+  it("names the bare address for port 22 and [addr]:port otherwise", () => {
+    assert.equal(knownHostsLine("10.77.0.2", key), `10.77.0.2 ssh-ed25519 ${first}\n`);
+    assert.equal(knownHostsLine("127.0.0.1", key, 2222), `[127.0.0.1]:2222 ssh-ed25519 ${first}\n`);
+  });
+});
+
+describe("shellQuoteArgv", () => {
+  const nasty = [
+    "plain",
+    "with space",
+    "it's",
+    "'",
+    "''",
+    '"double"',
+    "$HOME",
+    "${PATH}",
+    "`id`",
+    "$(id)",
+    "line1\nline2",
+    "",
+    "back\\slash",
+    "*",
+    "a;b|c&d>e<f",
+    "-n",
+    "tab\there",
+    "ünïcödé",
+    "!bang",
+    "~",
+  ];
+
+  it("quotes every word in single quotes", () => {
+    assert.equal(shellQuoteArgv(["echo", "it's"]), `'echo' 'it'\\''s'`);
+    assert.equal(shellQuoteArgv([""]), "''");
+  });
+
+  it("survives a real POSIX shell intact", async () => {
+    const runner = createProcessRunner();
+    const script = `printf '%s\\0' ${shellQuoteArgv(nasty)}`;
+    const result = await runner.run(["sh", "-c", script]);
+    assert.deepEqual(result.stdout.split("\0").slice(0, -1), nasty);
+  });
+
+  it('re-splits into the same positional parameters ("$@")', async () => {
+    const runner = createProcessRunner();
+    const script = `set -- ${shellQuoteArgv(nasty)}; printf '%s\\0' "$@"`;
+    const result = await runner.run(["sh", "-c", script]);
+    assert.deepEqual(result.stdout.split("\0").slice(0, -1), nasty);
+  });
+
+  it("refuses an empty argv and NUL bytes", () => {
+    assert.throws(() => shellQuoteArgv([]), (error: unknown) => error instanceof BangerError && error.code === ErrorCode.INVALID_PARAMS);
+    assert.throws(() => shellQuoteArgv(["a\0b"]), /NUL/);
+  });
+});
+
+describe("ssh argv", () => {
+  const target = {
+    identityFile: "/var/lib/banger/ssh/id_ed25519",
+    knownHostsFile: "/var/lib/banger/vms/abc/known_hosts",
+    controlPath: "/run/banger/ssh/abc.ctl",
+    user: "root",
+    host: "10.77.0.2",
+  };
+
+  it("pins the host key strictly and multiplexes through the control socket", () => {
+    const args = sshBaseArgs(target);
+    const options = args.filter((_, index) => args[index - 1] === "-o");
+    for (const expected of [
+      "BatchMode=yes",
+      "StrictHostKeyChecking=yes",
+      "UserKnownHostsFile=/var/lib/banger/vms/abc/known_hosts",
+      "IdentitiesOnly=yes",
+      "LogLevel=ERROR",
+      "ControlMaster=auto",
+      "ControlPath=/run/banger/ssh/abc.ctl",
+      "ControlPersist=600",
+      "ServerAliveInterval=5",
+      "ConnectTimeout=5",
+    ]) {
+      assert.ok(options.includes(expected), expected);
+    }
+    assert.deepEqual(args.slice(0, 4), ["-F", "/dev/null", "-i", target.identityFile]);
+    assert.ok(!args.includes("-p"));
+    assert.deepEqual(sshBaseArgs({ ...target, port: 2222 }).slice(-2), ["-p", "2222"]);
+  });
+
+  it("puts the quoted command after the destination and --", () => {
+    const argv = sshExecArgv(target, ["echo", "a b"]);
+    assert.equal(argv[0], "ssh");
+    assert.deepEqual(argv.slice(-3), ["root@10.77.0.2", "--", "'echo' 'a b'"]);
+    assert.deepEqual(sshControlArgv(target, "check").slice(-3), ["-O", "check", "root@10.77.0.2"]);
+  });
+
+  it("rejects destinations ssh could read as options and overlong control paths", () => {
+    assert.throws(() => sshDestination({ user: "-oProxyCommand=x", host: "h" }), /user name/);
+    assert.throws(() => sshDestination({ user: "root", host: "-oProxyCommand=x" }), /ssh host/);
+    assert.throws(() => sshBaseArgs({ ...target, controlPath: `/${"x".repeat(100)}` }), /control path/);
+  });
+});
