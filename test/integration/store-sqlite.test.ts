@@ -1,0 +1,93 @@
+import assert from "node:assert/strict";
+import { DatabaseSync } from "node:sqlite";
+import { join } from "node:path";
+import { after, describe, it } from "node:test";
+import type { VmRecord } from "../../src/core/vm/index.ts";
+import { migrations, openStore } from "../../src/sys/store/index.ts";
+import { makeTempDir } from "../helpers/tmp.ts";
+
+const dir = makeTempDir("bgs-");
+after(() => dir.cleanup());
+
+function vm(overrides: Partial<VmRecord> = {}): VmRecord {
+  return {
+    id: "id1",
+    name: "web",
+    imageId: "img1",
+    imageName: "debian-bookworm",
+    vmm: "qemu",
+    cpus: 1,
+    memoryMib: 512,
+    diskGib: 2,
+    guestIp: "10.77.0.2",
+    mac: "52:54:00:00:00:01",
+    state: "created",
+    lastError: null,
+    createdAt: "2026-01-01T00:00:00.000Z",
+    updatedAt: "2026-01-01T00:00:00.000Z",
+    ...overrides,
+  };
+}
+
+describe("store on a real SQLite file", () => {
+  it("migrates an empty database to head, in WAL mode", () => {
+    const file = join(dir.path, "a.db");
+    const store = openStore(file);
+    assert.equal(store.schemaVersion(), migrations.length);
+    store.close();
+    const db = new DatabaseSync(file);
+    assert.equal((db.prepare("PRAGMA journal_mode").get() as { journal_mode: string }).journal_mode, "wal");
+    const tables = (db.prepare("SELECT name FROM sqlite_schema WHERE type = 'table' ORDER BY name").all() as { name: string }[]).map((row) => row.name);
+    assert.deepEqual(tables, ["images", "vms"]);
+    db.close();
+    // Reopening is a no-op migration.
+    const again = openStore(file);
+    assert.equal(again.schemaVersion(), migrations.length);
+    again.close();
+  });
+
+  it("refuses a database from a newer banger", () => {
+    const file = join(dir.path, "newer.db");
+    const db = new DatabaseSync(file);
+    db.exec(`PRAGMA user_version = ${migrations.length + 5}`);
+    db.close();
+    assert.throws(() => openStore(file), /newer than this banger/);
+  });
+
+  it("stores VMs durably with unique names and guest IPs", () => {
+    const file = join(dir.path, "b.db");
+    const store = openStore(file);
+    store.insertVm(vm());
+    assert.throws(() => store.insertVm(vm({ id: "id2", guestIp: "10.77.0.3" })), /UNIQUE/);
+    assert.throws(() => store.insertVm(vm({ id: "id3", name: "other" })), /UNIQUE/);
+    store.setVmState("id1", "error", "boom", "2026-01-02T00:00:00.000Z");
+    store.close();
+    const reopened = openStore(file);
+    const row = reopened.getVmByName("web");
+    assert.equal(row?.state, "error");
+    assert.equal(row?.lastError, "boom");
+    assert.deepEqual(reopened.usedGuestIps(), ["10.77.0.2"]);
+    assert.equal(reopened.countVmsUsingImage("img1"), 1);
+    reopened.deleteVm("id1");
+    assert.equal(reopened.listVms().length, 0);
+    reopened.close();
+  });
+
+  it("rolls back a failed transaction", () => {
+    const store = openStore(join(dir.path, "c.db"));
+    assert.throws(() =>
+      store.transaction(() => {
+        store.insertVm(vm());
+        throw new Error("halfway");
+      }),
+    );
+    assert.equal(store.listVms().length, 0);
+    store.close();
+  });
+
+  it("rejects a state outside the state machine", () => {
+    const store = openStore(join(dir.path, "d.db"));
+    assert.throws(() => store.insertVm(vm({ state: "flying" as never })), /CHECK/);
+    store.close();
+  });
+});
