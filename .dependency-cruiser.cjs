@@ -50,7 +50,7 @@ module.exports = {
       comment:
         "services receive sys adapters through interfaces; only the composition root (and entry) imports them for real.",
       severity: "error",
-      from: { path: "^src/daemon", pathNot: "^src/daemon/(compose|main)\\.ts$" },
+      from: { path: "^src/daemon", pathNot: "^src/daemon/(compose/|main\\.ts$)" },
       to: { path: "^src/sys", dependencyTypesNot: ["type-only"] },
     },
   ],

@@ -7,7 +7,7 @@
  * restarted; a busy one is left alone and the user gets a hint.
  */
 import { spawn, spawnSync } from "node:child_process";
-import { existsSync, mkdirSync, openSync, closeSync } from "node:fs";
+import { closeSync, existsSync, mkdirSync, openSync } from "node:fs";
 import { readFile, rm } from "node:fs/promises";
 import type { Layout } from "../core/paths/index.ts";
 import { BangerError, BUILD_VERSION, ErrorCode, PROTOCOL_VERSION, type ResultOf } from "../protocol/index.ts";
@@ -42,16 +42,25 @@ export async function connectDaemon(options: ConnectOptions): Promise<Connection
       throw new BangerError(
         ErrorCode.VERSION_MISMATCH,
         `bangerd (pid ${hello.pid}) speaks protocol ${hello.protocol}, this CLI speaks ${PROTOCOL_VERSION}`,
-        { hint: hello.runningVms > 0 ? `it has ${hello.runningVms} running VMs; stop them, then run \`banger daemon stop\`` : undefined },
+        {
+          hint:
+            hello.runningVms > 0
+              ? `it has ${hello.runningVms} running VMs; stop them, then run \`banger daemon stop\``
+              : undefined,
+        },
       );
     }
     await first.client.call("daemon.shutdown", {}).catch(() => undefined);
     first.client.close();
     await waitForPidGone(hello.pid, 10_000);
   } else if (!options.autostart) {
-    throw new BangerError(ErrorCode.DAEMON_UNAVAILABLE, `bangerd is not running (no answer on ${options.layout.socketFile})`, {
-      hint: "start it with `banger daemon start`, or drop --no-autostart / BANGER_NO_AUTOSTART",
-    });
+    throw new BangerError(
+      ErrorCode.DAEMON_UNAVAILABLE,
+      `bangerd is not running (no answer on ${options.layout.socketFile})`,
+      {
+        hint: "start it with `banger daemon start`, or drop --no-autostart / BANGER_NO_AUTOSTART",
+      },
+    );
   } else if (first.reason === "refused") {
     await removeStaleSocket(options.layout);
   }
@@ -62,7 +71,9 @@ export async function connectDaemon(options: ConnectOptions): Promise<Connection
   return { client, hello, started: true };
 }
 
-type TryResult = { client: RpcClient; reason?: undefined } | { client?: undefined; reason: "missing" | "refused" };
+type TryResult =
+  | { client: RpcClient; reason?: undefined }
+  | { client?: undefined; reason: "missing" | "refused" };
 
 async function tryConnect(socketPath: string): Promise<TryResult> {
   try {
@@ -72,16 +83,24 @@ async function tryConnect(socketPath: string): Promise<TryResult> {
     if (code === "ENOENT") return { reason: "missing" };
     if (code === "ECONNREFUSED") return { reason: "refused" };
     if (code === "EACCES" || code === "EPERM") {
-      throw new BangerError(ErrorCode.PERMISSION_DENIED, `no permission to use the daemon socket ${socketPath}`, {
-        hint: "run as the daemon's user (often root), or set daemon.socket_group in the config",
-      });
+      throw new BangerError(
+        ErrorCode.PERMISSION_DENIED,
+        `no permission to use the daemon socket ${socketPath}`,
+        {
+          hint: "run as the daemon's user (often root), or set daemon.socket_group in the config",
+        },
+      );
     }
     throw error;
   }
 }
 
 function handshake(client: RpcClient): Promise<ResultOf<"daemon.hello">> {
-  return client.call("daemon.hello", { protocol: PROTOCOL_VERSION, build: BUILD_VERSION, client: "banger-cli" });
+  return client.call("daemon.hello", {
+    protocol: PROTOCOL_VERSION,
+    build: BUILD_VERSION,
+    client: "banger-cli",
+  });
 }
 
 /**
@@ -124,9 +143,13 @@ function spawnDaemon(options: ConnectOptions) {
 function ensureNetns(name: string): void {
   const result = spawnSync("ip", ["netns", "add", name], { encoding: "utf8" });
   if (result.status !== 0 && !existsSync(`/run/netns/${name}`)) {
-    throw new BangerError(ErrorCode.PERMISSION_DENIED, `cannot create network namespace '${name}': ${(result.stderr ?? "").trim()}`, {
-      hint: "creating a network namespace needs root",
-    });
+    throw new BangerError(
+      ErrorCode.PERMISSION_DENIED,
+      `cannot create network namespace '${name}': ${(result.stderr ?? "").trim()}`,
+      {
+        hint: "creating a network namespace needs root",
+      },
+    );
   }
   spawnSync("ip", ["-n", name, "link", "set", "lo", "up"], { stdio: "ignore" });
 }
@@ -146,7 +169,9 @@ async function waitForSocket(options: ConnectOptions, child: ReturnType<typeof s
   const tail = await logTail(options.layout.daemonLog);
   throw new BangerError(
     ErrorCode.DAEMON_UNAVAILABLE,
-    exitCode !== null ? `bangerd exited with status ${exitCode} while starting${tail}` : `bangerd did not open ${options.layout.socketFile} in time${tail}`,
+    exitCode !== null
+      ? `bangerd exited with status ${exitCode} while starting${tail}`
+      : `bangerd did not open ${options.layout.socketFile} in time${tail}`,
     { hint: `read the full log with \`banger daemon logs\` (${options.layout.daemonLog})` },
   );
 }

@@ -43,9 +43,21 @@ export function createCliContext(options: {
         autostart,
         daemonCommand: [`${options.root}/bin/bangerd`],
         env: options.env,
-        onStarting: () => progress.onProgress({ id: 0, step: "daemon.start", message: "starting bangerd", status: "running" }),
+        onStarting: () =>
+          progress.onProgress({
+            id: 0,
+            step: "daemon.start",
+            message: "starting bangerd",
+            status: "running",
+          }),
       });
-      if (connection.started) progress.onProgress({ id: 0, step: "daemon.start", message: `bangerd started (pid ${connection.hello.pid})`, status: "done" });
+      if (connection.started)
+        progress.onProgress({
+          id: 0,
+          step: "daemon.start",
+          message: `bangerd started (pid ${connection.hello.pid})`,
+          status: "done",
+        });
       progress.finish();
       client = connection.client;
       return client;

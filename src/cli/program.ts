@@ -4,11 +4,15 @@
 import { Command, CommanderError } from "commander";
 import { BUILD_VERSION } from "../protocol/index.ts";
 import { registerDaemonCommands } from "./commands/daemon.ts";
+import { registerImageCommands } from "./commands/image.ts";
+import { registerVmCommands } from "./commands/vm.ts";
 import { type CliContext, reportError } from "./context.ts";
 
-export function buildProgram(ctx: CliContext): Command {
+function buildProgram(ctx: CliContext): Command {
   const program = new Command("banger")
-    .description("Disposable Linux microVMs on your own machine.\nbangerd (the daemon) owns VMs, images and networking; banger talks to it.")
+    .description(
+      "Disposable Linux microVMs on your own machine.\nbangerd (the daemon) owns VMs, images and networking; banger talks to it.",
+    )
     .version(BUILD_VERSION, "-V, --version")
     .option("--no-autostart", "do not start bangerd when it is not running (also BANGER_NO_AUTOSTART=1)")
     .showHelpAfterError("(run with --help for usage)")
@@ -21,6 +25,8 @@ export function buildProgram(ctx: CliContext): Command {
     });
   program.exitOverride();
   registerDaemonCommands(program, ctx);
+  registerVmCommands(program, ctx);
+  registerImageCommands(program, ctx);
   return program;
 }
 

@@ -12,8 +12,10 @@ export interface DaemonInfo {
   socket: string;
   stateDir: string;
   netns: string | null;
-  /** Asks the daemon to stop after the current reply is sent. */
-  requestStop(reason: string): void;
+  /** Asks the daemon to stop after the current reply is sent; returns the VMs it stopped first. */
+  requestStop(reason: string, stopVms: boolean): Promise<string[]>;
+  /** Async operations still running. */
+  operations(): number;
 }
 
 export interface HandlerDeps {
@@ -47,13 +49,13 @@ export function buildHandlers(deps: HandlerDeps): HandlerTable {
         stateDir: info.stateDir,
         netns: info.netns,
         vms: { total: vms.length, running: vms.filter((vm) => vm.state === "running").length },
-        operations: 0,
+        operations: info.operations(),
       };
     },
-    "daemon.shutdown": () => {
-      info.requestStop("shutdown requested over RPC");
-      return { stopping: true as const, stoppedVms: [] };
-    },
+    "daemon.shutdown": async (params) => ({
+      stopping: true as const,
+      stoppedVms: await info.requestStop("shutdown requested over RPC", params?.stopVms === true),
+    }),
     "daemon.doctor": async () => ({ checks: await deps.doctor() }),
   };
 }

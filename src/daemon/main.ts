@@ -4,11 +4,13 @@
  */
 const [major = 0, minor = 0] = process.versions.node.split(".").map(Number);
 if (major < 24 || (major === 24 && minor < 15)) {
-  process.stderr.write(`bangerd: needs Node.js >= 24.15 (this is ${process.versions.node}); run 'npm ci' to install it locally\n`);
+  process.stderr.write(
+    `bangerd: needs Node.js >= 24.15 (this is ${process.versions.node}); run 'npm ci' to install it locally\n`,
+  );
   process.exit(11);
 }
 
-const { startDaemon } = await import("./compose.ts");
+const { startDaemon } = await import("./compose/index.ts");
 const { isBangerError } = await import("../protocol/index.ts");
 
 const args = process.argv.slice(2);

@@ -61,7 +61,7 @@ export const exitStatusFor: Record<ErrorCode, number> = {
 };
 
 /** Default hint shown when an error carries none of its own. */
-export const defaultHint: Partial<Record<ErrorCode, string>> = {
+const defaultHint: Partial<Record<ErrorCode, string>> = {
   VM_NOT_FOUND: "run `banger vm list` to see the VMs that exist",
   NAME_TAKEN: "pick another name, or delete the existing VM with `banger vm delete NAME`",
   BAD_STATE: "run `banger vm show NAME` to see its state",

@@ -220,7 +220,3 @@ export type MethodTable = typeof methods;
 export type MethodName = keyof MethodTable;
 export type ParamsOf<M extends MethodName> = z.input<MethodTable[M]["params"]>;
 export type ResultOf<M extends MethodName> = z.infer<MethodTable[M]["result"]>;
-
-export function isMethodName(name: string): name is MethodName {
-  return Object.hasOwn(methods, name);
-}

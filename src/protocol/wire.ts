@@ -83,9 +83,5 @@ export type ProgressEvent = z.infer<typeof ProgressEvent>;
 export const ProgressParams = ProgressEvent.extend({ id: z.union([z.number(), z.string()]) });
 export type ProgressParams = z.infer<typeof ProgressParams>;
 
-export function isRequest(message: Record<string, unknown>): boolean {
-  return typeof message.method === "string" && "id" in message && message.id !== null;
-}
-
 /** This build's version; a unit test keeps it equal to package.json's. */
 export const BUILD_VERSION = "0.1.0";

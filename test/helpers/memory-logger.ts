@@ -7,7 +7,10 @@ export interface LogLine {
 }
 
 /** A Logger that keeps lines in memory, for assertions. */
-export function createMemoryLogger(lines: LogLine[] = [], bindings: Record<string, unknown> = {}): Logger & { lines: LogLine[] } {
+export function createMemoryLogger(
+  lines: LogLine[] = [],
+  bindings: Record<string, unknown> = {},
+): Logger & { lines: LogLine[] } {
   const log = (level: string) => (msg: string, fields?: Record<string, unknown>) => {
     lines.push({ level, msg, fields: { ...bindings, ...fields } });
   };

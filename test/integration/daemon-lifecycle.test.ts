@@ -55,7 +55,10 @@ describe("daemon lifecycle through the CLI", () => {
     mkdirSync(join(home, "run"), { recursive: true });
     const socket = join(home, "run", "bangerd.sock");
     // A socket file nobody listens on: a child listens, then dies without unlinking it.
-    const child = spawn(process.execPath, ["-e", `require("net").createServer().listen(${JSON.stringify(socket)}, () => process.stdout.write("up"))`]);
+    const child = spawn(process.execPath, [
+      "-e",
+      `require("net").createServer().listen(${JSON.stringify(socket)}, () => process.stdout.write("up"))`,
+    ]);
     await new Promise((resolve) => child.stdout.once("data", resolve));
     writeFileSync(join(home, "run", "bangerd.pid"), `${child.pid}\n`);
     child.kill("SIGKILL");
@@ -70,7 +73,10 @@ describe("daemon lifecycle through the CLI", () => {
     const home = newHome();
     mkdirSync(join(home, "run"), { recursive: true });
     const socket = join(home, "run", "bangerd.sock");
-    const dead = spawn(process.execPath, ["-e", `require("net").createServer().listen(${JSON.stringify(socket)}, () => process.stdout.write("up"))`]);
+    const dead = spawn(process.execPath, [
+      "-e",
+      `require("net").createServer().listen(${JSON.stringify(socket)}, () => process.stdout.write("up"))`,
+    ]);
     await new Promise((resolve) => dead.stdout.once("data", resolve));
     dead.kill("SIGKILL");
     await new Promise((resolve) => dead.once("exit", resolve));
@@ -141,7 +147,17 @@ describe("daemon lifecycle through the CLI", () => {
     const doctor = await runBanger(["doctor", "--json"], { home });
     const { checks } = JSON.parse(doctor.stdout) as { checks: { name: string; status: string }[] };
     const names = checks.map((check) => check.name);
-    for (const name of ["node", "privileges", "kvm", "qemu-img", "ip", "mkfs.ext4", "disk", "socket-dir", "firecracker"]) {
+    for (const name of [
+      "node",
+      "privileges",
+      "kvm",
+      "qemu-img",
+      "ip",
+      "mkfs.ext4",
+      "disk",
+      "socket-dir",
+      "firecracker",
+    ]) {
       assert.ok(names.includes(name), `doctor has a ${name} check`);
     }
     assert.ok(checks.every((check) => ["ok", "warn", "fail"].includes(check.status)));

@@ -92,7 +92,10 @@ describe("host network in a namespace", () => {
     await host.run(["ip", "-n", namespace, "link", "set", "dev", "bgr-aaaa", "nomaster"]);
     const before = recorded.commands.length;
     await network.createTap("bgr-aaaa");
-    assert.ok(recorded.commands.slice(before).includes("ip link del dev bgr-aaaa"), "the leftover was replaced");
+    assert.ok(
+      recorded.commands.slice(before).includes("ip link del dev bgr-aaaa"),
+      "the leftover was replaced",
+    );
     current = await links();
     assert.equal(current.find((link) => link.ifname === "bgr-aaaa")?.master, "bgtest0");
 

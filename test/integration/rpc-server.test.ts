@@ -24,7 +24,8 @@ function testHandlers(events: string[]): HandlerTable {
     "daemon.ping": () => ({ pong: true as const, time: new Date().toISOString() }),
     // Streams three progress events, then waits for cancel.
     "image.build-default": async (_params, ctx) => {
-      for (let step = 1; step <= 3; step++) ctx.progress({ step: "test.step", message: `step ${step}`, current: step, total: 3 });
+      for (let step = 1; step <= 3; step++)
+        ctx.progress({ step: "test.step", message: `step ${step}`, current: step, total: 3 });
       await new Promise<void>((_resolve, reject) => {
         ctx.signal.addEventListener("abort", () => {
           events.push("aborted");
@@ -72,7 +73,11 @@ async function helloClient(socket: string): Promise<RpcClient> {
 }
 
 /** Sends raw lines and collects parsed replies until `count` arrive or the socket closes. */
-function rawExchange(socket: string, payload: string, count: number): Promise<{ replies: Record<string, unknown>[]; closed: boolean }> {
+function rawExchange(
+  socket: string,
+  payload: string,
+  count: number,
+): Promise<{ replies: Record<string, unknown>[]; closed: boolean }> {
   return new Promise((resolve) => {
     const conn = connect(socket);
     const replies: Record<string, unknown>[] = [];
@@ -130,7 +135,10 @@ describe("RPC over a real Unix socket", () => {
 
   it("requires daemon.hello first", async () => {
     const client = await RpcClient.connect(socket);
-    await assert.rejects(client.call("daemon.ping", {}), (error: BangerError) => error.code === ErrorCode.HANDSHAKE_REQUIRED);
+    await assert.rejects(
+      client.call("daemon.ping", {}),
+      (error: BangerError) => error.code === ErrorCode.HANDSHAKE_REQUIRED,
+    );
     await client.call("daemon.hello", { protocol: PROTOCOL_VERSION, build: BUILD_VERSION });
     assert.equal((await client.call("daemon.ping", {})).pong, true);
     client.close();
@@ -140,7 +148,10 @@ describe("RPC over a real Unix socket", () => {
     const client = await RpcClient.connect(socket);
     const hello = await client.call("daemon.hello", { protocol: PROTOCOL_VERSION + 1, build: "9.9.9" });
     assert.equal(hello.compatible, false);
-    await assert.rejects(client.call("vm.list", {}), (error: BangerError) => error.code === ErrorCode.VERSION_MISMATCH);
+    await assert.rejects(
+      client.call("vm.list", {}),
+      (error: BangerError) => error.code === ErrorCode.VERSION_MISMATCH,
+    );
     assert.equal((await client.call("daemon.ping", {})).pong, true);
     client.close();
   });
@@ -149,13 +160,17 @@ describe("RPC over a real Unix socket", () => {
     const client = await helloClient(socket);
     const seen: number[] = [];
     const controller = new AbortController();
-    const call = client.call("image.build-default", {}, {
-      signal: controller.signal,
-      onProgress: (event) => {
-        seen.push(event.current ?? -1);
-        if (event.current === 3) controller.abort();
+    const call = client.call(
+      "image.build-default",
+      {},
+      {
+        signal: controller.signal,
+        onProgress: (event) => {
+          seen.push(event.current ?? -1);
+          if (event.current === 3) controller.abort();
+        },
       },
-    });
+    );
     await assert.rejects(call, (error: BangerError) => error.code === ErrorCode.CANCELLED);
     assert.deepEqual(seen, [1, 2, 3]);
     assert.ok(events.includes("aborted"));
@@ -167,13 +182,17 @@ describe("RPC over a real Unix socket", () => {
     const out: Buffer[] = [];
     const err: Buffer[] = [];
     const ended: string[] = [];
-    const call = client.start("vm.exec", { name: "x", argv: ["cat"], stdin: true }, {
-      onStream: (ch, data) => {
-        if (data === null) ended.push(ch);
-        else if (ch === "stdout") out.push(data);
-        else if (ch === "stderr") err.push(data);
+    const call = client.start(
+      "vm.exec",
+      { name: "x", argv: ["cat"], stdin: true },
+      {
+        onStream: (ch, data) => {
+          if (data === null) ended.push(ch);
+          else if (ch === "stdout") out.push(data);
+          else if (ch === "stderr") err.push(data);
+        },
       },
-    });
+    );
     const input = Buffer.from("hello stream\n".repeat(10000));
     await call.write("stdin", input);
     call.end("stdin");
@@ -189,16 +208,25 @@ describe("RPC over a real Unix socket", () => {
     const client = await helloClient(socket);
     const hash = createHash("sha256");
     let bytes = 0;
-    await client.call("vm.exec", { name: "x", argv: ["generate", String(10 * 1024 * 1024)] }, {
-      onStream: (_ch, data) => {
-        if (data) {
-          bytes += data.length;
-          hash.update(data);
-        }
+    await client.call(
+      "vm.exec",
+      { name: "x", argv: ["generate", String(10 * 1024 * 1024)] },
+      {
+        onStream: (_ch, data) => {
+          if (data) {
+            bytes += data.length;
+            hash.update(data);
+          }
+        },
       },
-    });
+    );
     assert.equal(bytes, 10 * 1024 * 1024);
-    assert.equal(hash.digest("hex"), createHash("sha256").update(Buffer.alloc(10 * 1024 * 1024, 0x61)).digest("hex"));
+    assert.equal(
+      hash.digest("hex"),
+      createHash("sha256")
+        .update(Buffer.alloc(10 * 1024 * 1024, 0x61))
+        .digest("hex"),
+    );
     client.close();
   });
 
@@ -214,7 +242,9 @@ describe("RPC over a real Unix socket", () => {
       assert.equal(error.code, ErrorCode.INTERNAL);
       const correlation = /correlation id (\w+)/.exec(error.message)?.[1];
       assert.ok(correlation);
-      assert.ok(logger.lines.some((line) => line.fields.correlation === correlation && line.level === "error"));
+      assert.ok(
+        logger.lines.some((line) => line.fields.correlation === correlation && line.level === "error"),
+      );
       return true;
     });
     client.close();
@@ -224,17 +254,26 @@ describe("RPC over a real Unix socket", () => {
     const client = await helloClient(socket);
     await assert.rejects(
       client.call("vm.create", { name: "Bad_Name", cpus: 0 } as never),
-      (error: BangerError) => error.code === ErrorCode.INVALID_PARAMS && /name/.test(error.message) && /cpus/.test(error.message),
+      (error: BangerError) =>
+        error.code === ErrorCode.INVALID_PARAMS && /name/.test(error.message) && /cpus/.test(error.message),
     );
     client.close();
   });
 
   it("answers a malformed line, a non-object and an unknown method, then still serves", async () => {
-    const hello = JSON.stringify({ jsonrpc: "2.0", id: 1, method: "daemon.hello", params: { protocol: PROTOCOL_VERSION, build: "x" } });
+    const hello = JSON.stringify({
+      jsonrpc: "2.0",
+      id: 1,
+      method: "daemon.hello",
+      params: { protocol: PROTOCOL_VERSION, build: "x" },
+    });
     const payload = `${hello}\n{not json\n[1,2]\n${JSON.stringify({ jsonrpc: "2.0", id: 2, method: "no.such" })}\n${JSON.stringify({ jsonrpc: "2.0", id: 3, method: "daemon.ping" })}\n`;
     const { replies } = await rawExchange(socket, payload, 5);
     const codes = replies
-      .map((reply) => `${reply.id}:${(reply.error as { data?: { code?: string } } | undefined)?.data?.code ?? "ok"}`)
+      .map(
+        (reply) =>
+          `${reply.id}:${(reply.error as { data?: { code?: string } } | undefined)?.data?.code ?? "ok"}`,
+      )
       .sort();
     assert.deepEqual(codes, ["1:ok", "2:METHOD_NOT_FOUND", "3:ok", "null:PARSE_ERROR", "null:PARSE_ERROR"]);
   });

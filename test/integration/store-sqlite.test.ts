@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
-import { DatabaseSync } from "node:sqlite";
 import { join } from "node:path";
+import { DatabaseSync } from "node:sqlite";
 import { after, describe, it } from "node:test";
 import type { VmRecord } from "../../src/core/vm/index.ts";
 import { migrations, openStore } from "../../src/sys/store/index.ts";
@@ -37,7 +37,11 @@ describe("store on a real SQLite file", () => {
     store.close();
     const db = new DatabaseSync(file);
     assert.equal((db.prepare("PRAGMA journal_mode").get() as { journal_mode: string }).journal_mode, "wal");
-    const tables = (db.prepare("SELECT name FROM sqlite_schema WHERE type = 'table' ORDER BY name").all() as { name: string }[]).map((row) => row.name);
+    const tables = (
+      db.prepare("SELECT name FROM sqlite_schema WHERE type = 'table' ORDER BY name").all() as {
+        name: string;
+      }[]
+    ).map((row) => row.name);
     assert.deepEqual(tables, ["images", "vms"]);
     db.close();
     // Reopening is a no-op migration.

@@ -1,11 +1,17 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
-import { LineSplitter } from "../../src/daemon/rpc/lines.ts";
 import { formatAge, formatBytes, formatTable } from "../../src/cli/render/table.ts";
+import { LineSplitter } from "../../src/daemon/rpc/lines.ts";
 
 describe("rendering", () => {
   it("formats borderless tables with uppercase headers", () => {
-    const text = formatTable(["name", "state"], [["web", "running"], ["a-longer-name", "stopped"]]);
+    const text = formatTable(
+      ["name", "state"],
+      [
+        ["web", "running"],
+        ["a-longer-name", "stopped"],
+      ],
+    );
     assert.equal(text, "NAME           STATE\nweb            running\na-longer-name  stopped");
   });
 

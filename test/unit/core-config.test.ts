@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { defaultConfig, parseConfig } from "../../src/core/config/index.ts";
-import { BangerError, ErrorCode } from "../../src/protocol/index.ts";
+import { type BangerError, ErrorCode } from "../../src/protocol/index.ts";
 
 describe("config", () => {
   it("has a documented default for every key", () => {

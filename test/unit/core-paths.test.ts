@@ -28,7 +28,13 @@ describe("paths", () => {
 
   it("puts everything under BANGER_HOME", () => {
     const layout = resolveLayout({ env: { BANGER_HOME: "/x" }, uid: 0, homeDir: "/root" });
-    for (const path of [layout.configFile, layout.dbFile, layout.socketFile, layout.imagesDir, layout.vmsDir]) {
+    for (const path of [
+      layout.configFile,
+      layout.dbFile,
+      layout.socketFile,
+      layout.imagesDir,
+      layout.vmsDir,
+    ]) {
       assert.ok(path.startsWith("/x/"), path);
     }
   });

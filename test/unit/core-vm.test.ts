@@ -1,14 +1,23 @@
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 import { describe, it } from "node:test";
-import { assertTransition, canTransition, macForVmId, tapNameForVmId, validateVmName } from "../../src/core/vm/index.ts";
+import {
+  assertTransition,
+  canTransition,
+  macForVmId,
+  tapNameForVmId,
+  validateVmName,
+} from "../../src/core/vm/index.ts";
 import { BUILD_VERSION, ErrorCode, exitStatusFor } from "../../src/protocol/index.ts";
 
 describe("vm domain", () => {
   it("accepts DNS labels and rejects everything else with INVALID_PARAMS", () => {
     for (const good of ["web", "a", "test-1", "x".repeat(63)]) assert.equal(validateVmName(good), good);
     for (const bad of ["", "-a", "a-", "Web", "a_b", "a.b", "x".repeat(64), "a b"]) {
-      assert.throws(() => validateVmName(bad), (error: { code: string }) => error.code === ErrorCode.INVALID_PARAMS);
+      assert.throws(
+        () => validateVmName(bad),
+        (error: { code: string }) => error.code === ErrorCode.INVALID_PARAMS,
+      );
     }
   });
 
@@ -31,7 +40,9 @@ describe("vm domain", () => {
   });
 
   it("keeps BUILD_VERSION equal to package.json's version", () => {
-    const pkg = JSON.parse(readFileSync(new URL("../../package.json", import.meta.url), "utf8")) as { version: string };
+    const pkg = JSON.parse(readFileSync(new URL("../../package.json", import.meta.url), "utf8")) as {
+      version: string;
+    };
     assert.equal(BUILD_VERSION, pkg.version);
   });
 });

@@ -24,7 +24,16 @@ const hasCode = (code: string) => (error: unknown) => error instanceof BangerErr
 describe("IPv4 helpers", () => {
   it("accepts dotted quads and rejects everything else", () => {
     for (const ok of ["0.0.0.0", "10.77.0.1", "255.255.255.255", "192.168.1.10"]) assert.ok(isIpv4(ok), ok);
-    for (const bad of ["256.0.0.1", "10.0.0", "10.0.0.1.2", "010.0.0.1", "10.0.0.-1", " 10.0.0.1", "a.b.c.d", ""]) {
+    for (const bad of [
+      "256.0.0.1",
+      "10.0.0",
+      "10.0.0.1.2",
+      "010.0.0.1",
+      "10.0.0.-1",
+      " 10.0.0.1",
+      "a.b.c.d",
+      "",
+    ]) {
       assert.equal(isIpv4(bad), false, bad);
     }
   });
@@ -73,7 +82,14 @@ describe("parseSubnet", () => {
       (error: unknown) =>
         hasCode(ErrorCode.CONFIG_INVALID)(error) && /10\.77\.0\.0\/24/.test((error as Error).message),
     );
-    for (const bad of ["10.77.0.0/31", "10.77.0.0/32", "10.77.0.0/0", "10.77.0.0", "10.77.0.0/x", "300.1.1.0/24"]) {
+    for (const bad of [
+      "10.77.0.0/31",
+      "10.77.0.0/32",
+      "10.77.0.0/0",
+      "10.77.0.0",
+      "10.77.0.0/x",
+      "300.1.1.0/24",
+    ]) {
       assert.throws(() => parseSubnet(bad), hasCode(ErrorCode.CONFIG_INVALID), bad);
     }
   });
@@ -126,7 +142,10 @@ describe("guestKernelIpArg", () => {
       guestKernelIpArg({ subnet, guestIp: "10.77.0.10", hostname: "vm1" }),
       "ip=10.77.0.10::10.77.0.1:255.255.255.0:vm1:eth0:off",
     );
-    assert.throws(() => guestKernelIpArg({ subnet, guestIp: "10.77.0.1", hostname: "x" }), /not a guest address/);
+    assert.throws(
+      () => guestKernelIpArg({ subnet, guestIp: "10.77.0.1", hostname: "x" }),
+      /not a guest address/,
+    );
   });
 });
 
@@ -213,13 +232,17 @@ describe("planEnsureBridge", () => {
     const current = { ifname: "banger0", flags: ["UP"], linkinfo: { info_kind: "veth" } };
     assert.throws(
       () => planEnsureBridge({ ...base, current }),
-      (error: unknown) => hasCode(ErrorCode.NETWORK_FAILED)(error) && /banger0.*veth/.test((error as Error).message),
+      (error: unknown) =>
+        hasCode(ErrorCode.NETWORK_FAILED)(error) && /banger0.*veth/.test((error as Error).message),
     );
   });
 
   it("validates its inputs", () => {
     assert.throws(() => planEnsureBridge({ ...base, bridge: "-bad", current: undefined }), /interface name/);
-    assert.throws(() => planEnsureBridge({ ...base, gatewayCidr: "10.77.0.1", current: undefined }), /address\/prefix/);
+    assert.throws(
+      () => planEnsureBridge({ ...base, gatewayCidr: "10.77.0.1", current: undefined }),
+      /address\/prefix/,
+    );
   });
 });
 

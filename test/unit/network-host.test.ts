@@ -20,7 +20,9 @@ function network(runner: FakeRunner) {
 }
 
 const hasCode = (code: string, pattern?: RegExp) => (error: unknown) =>
-  error instanceof BangerError && error.code === code && (pattern === undefined || pattern.test(error.message));
+  error instanceof BangerError &&
+  error.code === code &&
+  (pattern === undefined || pattern.test(error.message));
 
 describe("createHostNetwork.ensureBridge", () => {
   it("builds a missing bridge in three steps", async () => {
@@ -45,7 +47,9 @@ describe("createHostNetwork.ensureBridge", () => {
   it("serialises concurrent calls", async () => {
     let exists = false;
     const runner = new FakeRunner()
-      .on(SHOW, () => (exists ? { stdout: completeBridge } : { code: 1, stderr: 'Device "banger0" does not exist.' }))
+      .on(SHOW, () =>
+        exists ? { stdout: completeBridge } : { code: 1, stderr: 'Device "banger0" does not exist.' },
+      )
       .on(["ip", "link", "set"], () => {
         exists = true;
         return {};
@@ -63,7 +67,10 @@ describe("createHostNetwork.ensureBridge", () => {
     await assert.rejects(network(denied).ensureBridge(), hasCode(ErrorCode.PERMISSION_DENIED, /banger0/));
 
     const broken = new FakeRunner().on(SHOW, { code: 255, stderr: "Error: something odd\n" });
-    await assert.rejects(network(broken).ensureBridge(), hasCode(ErrorCode.NETWORK_FAILED, /banger0.*something odd/));
+    await assert.rejects(
+      network(broken).ensureBridge(),
+      hasCode(ErrorCode.NETWORK_FAILED, /banger0.*something odd/),
+    );
   });
 });
 
@@ -95,22 +102,38 @@ describe("createHostNetwork taps", () => {
 
   it("removes the tap again when enslaving it fails", async () => {
     const runner = new FakeRunner()
-      .on(["ip", "link", "set"], { code: 1, stderr: 'Error: argument "banger0" is wrong: Device does not exist\n' })
+      .on(["ip", "link", "set"], {
+        code: 1,
+        stderr: 'Error: argument "banger0" is wrong: Device does not exist\n',
+      })
       .on(["ip"]);
     await assert.rejects(network(runner).createTap("bgr-abc"), hasCode(ErrorCode.NETWORK_FAILED, /bgr-abc/));
     assert.deepEqual(runner.commands().at(-1), "ip link del dev bgr-abc");
   });
 
   it("treats deleting a missing tap as success but reports other failures", async () => {
-    const missing = new FakeRunner().on(["ip", "link", "del"], { code: 1, stderr: 'Cannot find device "bgr-x"\n' });
+    const missing = new FakeRunner().on(["ip", "link", "del"], {
+      code: 1,
+      stderr: 'Cannot find device "bgr-x"\n',
+    });
     await network(missing).deleteTap("bgr-x");
-    const busy = new FakeRunner().on(["ip", "link", "del"], { code: 2, stderr: "RTNETLINK answers: Device busy\n" });
+    const busy = new FakeRunner().on(["ip", "link", "del"], {
+      code: 2,
+      stderr: "RTNETLINK answers: Device busy\n",
+    });
     await assert.rejects(network(busy).deleteTap("bgr-x"), hasCode(ErrorCode.NETWORK_FAILED, /bgr-x/));
   });
 
   it("lists banger taps only and removes the ones no VM owns", async () => {
-    const listing = JSON.stringify([{ ifname: "bgr-b" }, { ifname: "tap0" }, { ifname: "bgr-a" }, { ifname: "bgr-c" }]);
-    const runner = new FakeRunner().on(["ip", "-j", "link", "show", "type", "tun"], { stdout: listing }).on(["ip"]);
+    const listing = JSON.stringify([
+      { ifname: "bgr-b" },
+      { ifname: "tap0" },
+      { ifname: "bgr-a" },
+      { ifname: "bgr-c" },
+    ]);
+    const runner = new FakeRunner()
+      .on(["ip", "-j", "link", "show", "type", "tun"], { stdout: listing })
+      .on(["ip"]);
     const host = network(runner);
     assert.deepEqual(await host.listTaps(), ["bgr-a", "bgr-b", "bgr-c"]);
     assert.deepEqual(await host.removeLeftoverTaps(new Set(["bgr-b"])), ["bgr-a", "bgr-c"]);
@@ -118,7 +141,10 @@ describe("createHostNetwork taps", () => {
   });
 
   it("tears the bridge down, tolerating its absence", async () => {
-    const runner = new FakeRunner().on(["ip", "link", "del"], { code: 1, stderr: 'Cannot find device "banger0"' });
+    const runner = new FakeRunner().on(["ip", "link", "del"], {
+      code: 1,
+      stderr: 'Cannot find device "banger0"',
+    });
     await network(runner).teardownBridge();
     assert.deepEqual(runner.commands(), ["ip link del dev banger0"]);
   });

@@ -90,6 +90,9 @@ describe("planKvmProbeArgv", () => {
     assert.deepEqual(values(argv, "-serial"), ["file:/tmp/p/console.log"]);
     assert.ok(argv.includes("-no-reboot"));
     assert.match(values(argv, "-append")[0] ?? "", /panic=-1/);
-    assert.equal(values(argv, "-drive").length + values(argv, "-netdev").length + values(argv, "-initrd").length, 0);
+    assert.equal(
+      values(argv, "-drive").length + values(argv, "-netdev").length + values(argv, "-initrd").length,
+      0,
+    );
   });
 });

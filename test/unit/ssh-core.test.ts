@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import {
+  HOST_KEY_MARKER,
   knownHostsLine,
   parseHostKeyLine,
   shellQuoteArgv,
@@ -61,6 +62,10 @@ describe("parseHostKeyLine", () => {
     assert.deepEqual(parseHostKeyLine(console), { type: "ssh-ed25519", base64: first });
   });
 
+  it("uses the marker the guest init prints", () => {
+    assert.equal(HOST_KEY_MARKER, "banger-init: hostkey ");
+  });
+
   it("accepts ecdsa keys", () => {
     const ecdsa = keyBlob("ecdsa-sha2-nistp256", 3);
     assert.deepEqual(parseHostKeyLine(`banger-init: hostkey ecdsa-sha2-nistp256 ${ecdsa}\n`), {
@@ -87,6 +92,7 @@ describe("shellQuoteArgv", () => {
     "''",
     '"double"',
     "$HOME",
+    // biome-ignore lint/suspicious/noTemplateCurlyInString: a literal ${...} is the point of this case
     "${PATH}",
     "`id`",
     "$(id)",
@@ -122,7 +128,10 @@ describe("shellQuoteArgv", () => {
   });
 
   it("refuses an empty argv and NUL bytes", () => {
-    assert.throws(() => shellQuoteArgv([]), (error: unknown) => error instanceof BangerError && error.code === ErrorCode.INVALID_PARAMS);
+    assert.throws(
+      () => shellQuoteArgv([]),
+      (error: unknown) => error instanceof BangerError && error.code === ErrorCode.INVALID_PARAMS,
+    );
     assert.throws(() => shellQuoteArgv(["a\0b"]), /NUL/);
   });
 });

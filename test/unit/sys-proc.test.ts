@@ -5,7 +5,9 @@ import { parseProcStat, processLiveness, readProcStat } from "../../src/sys/proc
 
 describe("proc", () => {
   it("parses /proc/PID/stat with spaces and parentheses in the name", () => {
-    const stat = parseProcStat("123 (qemu (x) y) S 1 123 123 0 -1 4194560 0 0 0 0 7 8 0 0 20 0 1 0 4242 1000 55 0");
+    const stat = parseProcStat(
+      "123 (qemu (x) y) S 1 123 123 0 -1 4194560 0 0 0 0 7 8 0 0 20 0 1 0 4242 1000 55 0",
+    );
     assert.equal(stat?.pid, 123);
     assert.equal(stat?.state, "S");
     assert.equal(stat?.ppid, 1);
@@ -19,13 +21,23 @@ describe("proc", () => {
     try {
       const stat = await readProcStat(child.pid!);
       assert.ok(stat);
-      assert.equal(await processLiveness({ pid: child.pid!, startTicks: stat.startTicks, marker: "marker-arg" }), "alive");
-      assert.equal(await processLiveness({ pid: child.pid!, startTicks: stat.startTicks + 1, marker: "marker-arg" }), "foreign");
+      assert.equal(
+        await processLiveness({ pid: child.pid!, startTicks: stat.startTicks, marker: "marker-arg" }),
+        "alive",
+      );
+      assert.equal(
+        await processLiveness({ pid: child.pid!, startTicks: stat.startTicks + 1, marker: "marker-arg" }),
+        "foreign",
+      );
       assert.equal(await processLiveness({ pid: child.pid!, startTicks: 0, marker: "other" }), "foreign");
       child.kill("SIGKILL");
       await new Promise((resolve) => setTimeout(resolve, 100));
       // Not yet reaped by us: a zombie counts as not alive.
-      const state = await processLiveness({ pid: child.pid!, startTicks: stat.startTicks, marker: "marker-arg" });
+      const state = await processLiveness({
+        pid: child.pid!,
+        startTicks: stat.startTicks,
+        marker: "marker-arg",
+      });
       assert.ok(state === "zombie" || state === "dead", state);
     } finally {
       child.kill("SIGKILL");

@@ -8,12 +8,17 @@ import { type CliContext, printJson } from "../context.ts";
 import { formatTable } from "../render/table.ts";
 
 export function registerDaemonCommands(program: Command, ctx: CliContext): void {
-  const daemon = program.command("daemon").description("manage bangerd, the daemon that owns VMs, images and networking");
+  const daemon = program
+    .command("daemon")
+    .description("manage bangerd, the daemon that owns VMs, images and networking");
 
   daemon
     .command("start")
     .description("start bangerd in the background if it is not running")
-    .addHelpText("after", "\nExamples:\n  banger daemon start\n  BANGER_NETNS=lab banger daemon start   # run it inside network namespace 'lab'")
+    .addHelpText(
+      "after",
+      "\nExamples:\n  banger daemon start\n  BANGER_NETNS=lab banger daemon start   # run it inside network namespace 'lab'",
+    )
     .action(async () => {
       ctx.setAutostart(true);
       const client = await ctx.client();
@@ -95,7 +100,10 @@ export function registerDaemonCommands(program: Command, ctx: CliContext): void 
     .action(async (options: { follow?: boolean; lines: string }) => {
       const count = Number.parseInt(options.lines, 10);
       if (!Number.isInteger(count) || count < 0) {
-        throw new BangerError(ErrorCode.INVALID_PARAMS, `--lines must be a whole number, not '${options.lines}'`);
+        throw new BangerError(
+          ErrorCode.INVALID_PARAMS,
+          `--lines must be a whole number, not '${options.lines}'`,
+        );
       }
       await printLog(ctx, ctx.layout.daemonLog, count, options.follow === true);
     });
@@ -118,13 +126,21 @@ export function registerDaemonCommands(program: Command, ctx: CliContext): void 
     .command("doctor")
     .description("check this host for what banger needs, with a fix for each problem")
     .option("--json", "print JSON")
-    .addHelpText("after", "\nExamples:\n  banger doctor\n  banger doctor --json | jq '.checks[] | select(.status != \"ok\")'")
+    .addHelpText(
+      "after",
+      "\nExamples:\n  banger doctor\n  banger doctor --json | jq '.checks[] | select(.status != \"ok\")'",
+    )
     .action(async (options: { json?: boolean }) => {
       const client = await ctx.client();
       const { checks } = await client.call("daemon.doctor", {});
       if (options.json) printJson(ctx, { checks });
       else {
-        ctx.stdout.write(`${formatTable(["check", "status", "detail"], checks.map((c) => [c.name, c.status, c.detail]))}\n`);
+        ctx.stdout.write(
+          `${formatTable(
+            ["check", "status", "detail"],
+            checks.map((c) => [c.name, c.status, c.detail]),
+          )}\n`,
+        );
         const hints = checks.filter((c) => c.status !== "ok" && c.hint);
         if (hints.length > 0) {
           ctx.stdout.write("\nTo fix:\n");
@@ -148,7 +164,7 @@ async function waitForExit(pid: number, timeoutMs: number): Promise<void> {
 }
 
 /** Prints the last `count` lines of a file, then follows it if asked. */
-export async function printLog(ctx: CliContext, file: string, count: number, follow: boolean): Promise<void> {
+async function printLog(ctx: CliContext, file: string, count: number, follow: boolean): Promise<void> {
   let text: string;
   try {
     text = await readFile(file, "utf8");
@@ -167,7 +183,9 @@ export async function printLog(ctx: CliContext, file: string, count: number, fol
   let offset = Buffer.byteLength(text);
   for (;;) {
     await new Promise((resolve) => setTimeout(resolve, 250));
-    const size = await stat(file).then((s) => s.size).catch(() => offset);
+    const size = await stat(file)
+      .then((s) => s.size)
+      .catch(() => offset);
     if (size < offset) offset = 0;
     if (size === offset) continue;
     const handle = await open(file, "r");

@@ -72,7 +72,11 @@ export class RpcClient {
     return this.#closed;
   }
 
-  call<M extends MethodName>(method: M, params?: ParamsOf<M>, options: CallOptions = {}): Promise<ResultOf<M>> {
+  call<M extends MethodName>(
+    method: M,
+    params?: ParamsOf<M>,
+    options: CallOptions = {},
+  ): Promise<ResultOf<M>> {
     return this.start(method, params, options).result;
   }
 
@@ -185,7 +189,7 @@ export class RpcClient {
   }
 }
 
-export function errorFromWire(error: RpcFailure["error"]): BangerError {
+function errorFromWire(error: RpcFailure["error"]): BangerError {
   const code = isErrorCode(error.data?.code) ? error.data.code : ErrorCode.INTERNAL;
   return new BangerError(code, error.message, { hint: error.data?.hint, data: error.data?.details });
 }

@@ -58,7 +58,7 @@ const NetworkSection = z
   })
   .strict();
 
-export const ConfigSchema = z
+const ConfigSchema = z
   .object({
     daemon: DaemonSection.default(DaemonSection.parse({})),
     vm: VmSection.default(VmSection.parse({})),

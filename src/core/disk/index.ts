@@ -34,6 +34,8 @@ export interface DiskStep {
   run: DiskCommand;
   /** Reverses `run`; absent when nothing needs undoing. */
   undo?: DiskCommand | undefined;
+  /** `run` may leave a partial result when it fails (a half-written file), so `undo` runs then too. */
+  undoAfterFailure?: boolean | undefined;
 }
 
 export interface RootDiskPlan {
@@ -80,10 +82,14 @@ export function planRootDisk(input: RootDiskPlanInput): RootDiskPlan {
 }
 
 /** Commands that remove a disk made by `planRootDisk`, given its handles (as the executor returned them). */
-export function planRootDiskTeardown(strategy: RootDiskStrategy, handles: Record<string, string>): DiskCommand[] {
+export function planRootDiskTeardown(
+  strategy: RootDiskStrategy,
+  handles: Record<string, string>,
+): DiskCommand[] {
   const need = (name: string) => {
     const value = handles[name];
-    if (value === undefined) throw new BangerError(ErrorCode.INTERNAL, `root disk handle '${name}' is missing`);
+    if (value === undefined)
+      throw new BangerError(ErrorCode.INTERNAL, `root disk handle '${name}' is missing`);
     return value;
   };
   if (strategy !== "dm-snapshot") return [removeFile(need("target"))];
@@ -110,7 +116,8 @@ export function resolveCommand(command: DiskCommand, handles: Record<string, str
   const fill = (text: string) =>
     text.replace(/\{([a-zA-Z]+)\}/g, (_, name: string) => {
       const value = handles[name];
-      if (value === undefined) throw new BangerError(ErrorCode.INTERNAL, `disk plan placeholder {${name}} has no value`);
+      if (value === undefined)
+        throw new BangerError(ErrorCode.INTERNAL, `disk plan placeholder {${name}} has no value`);
       return value;
     });
   return {
@@ -134,9 +141,21 @@ function planQcow2Overlay(input: RootDiskPlanInput): RootDiskPlan {
     steps: [
       {
         run: {
-          argv: ["qemu-img", "create", "-f", "qcow2", "-b", input.base, "-F", "raw", input.target, String(input.sizeBytes)],
+          argv: [
+            "qemu-img",
+            "create",
+            "-f",
+            "qcow2",
+            "-b",
+            input.base,
+            "-F",
+            "raw",
+            input.target,
+            String(input.sizeBytes),
+          ],
         },
         undo: removeFile(input.target),
+        undoAfterFailure: true,
       },
     ],
   };
@@ -144,7 +163,7 @@ function planQcow2Overlay(input: RootDiskPlanInput): RootDiskPlan {
 
 /** `cp` can only reflink with its default `--sparse=auto`; a reflinked copy keeps the base's holes anyway. */
 function planRawCopy(input: RootDiskPlanInput, copy: string[]): RootDiskPlan {
-  const steps: DiskStep[] = [{ run: { argv: copy }, undo: removeFile(input.target) }];
+  const steps: DiskStep[] = [{ run: { argv: copy }, undo: removeFile(input.target), undoAfterFailure: true }];
   if (input.sizeBytes > input.baseSizeBytes) {
     steps.push({ run: { argv: ["truncate", "--size", String(input.sizeBytes), input.target] } });
   }
@@ -185,6 +204,7 @@ function planDmSnapshot(input: RootDiskPlanInput): RootDiskPlan {
     {
       run: { argv: ["truncate", "--size", String(cowBytes), input.target] },
       undo: removeFile(input.target),
+      undoAfterFailure: true,
     },
     {
       run: { argv: ["losetup", "--find", "--show", input.target], capture: "cowLoop" },
@@ -203,7 +223,13 @@ function planDmSnapshot(input: RootDiskPlanInput): RootDiskPlan {
   const origin = grows ? `/dev/mapper/${originName}` : "{baseLoop}";
   steps.push({
     run: {
-      argv: ["dmsetup", "create", name, "--table", `0 ${sizeSectors} snapshot ${origin} {cowLoop} P ${DM_CHUNK_SECTORS}`],
+      argv: [
+        "dmsetup",
+        "create",
+        name,
+        "--table",
+        `0 ${sizeSectors} snapshot ${origin} {cowLoop} P ${DM_CHUNK_SECTORS}`,
+      ],
     },
     undo: { argv: ["dmsetup", "remove", name] },
   });
@@ -215,7 +241,8 @@ function validate(input: RootDiskPlanInput): void {
     ["base", input.base],
     ["target", input.target],
   ] as const) {
-    if (!isAbsolute(path)) throw new BangerError(ErrorCode.INTERNAL, `root disk ${what} '${path}' is not absolute`);
+    if (!isAbsolute(path))
+      throw new BangerError(ErrorCode.INTERNAL, `root disk ${what} '${path}' is not absolute`);
   }
   positiveSize(input.sizeBytes);
   if (input.sizeBytes < input.baseSizeBytes) {
@@ -229,7 +256,10 @@ function validate(input: RootDiskPlanInput): void {
 
 function positiveSize(sizeBytes: number): void {
   if (!Number.isSafeInteger(sizeBytes) || sizeBytes <= 0) {
-    throw new BangerError(ErrorCode.INVALID_PARAMS, `disk size ${sizeBytes} is not a positive whole number of bytes`);
+    throw new BangerError(
+      ErrorCode.INVALID_PARAMS,
+      `disk size ${sizeBytes} is not a positive whole number of bytes`,
+    );
   }
 }
 

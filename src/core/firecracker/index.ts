@@ -8,14 +8,14 @@ import { BangerError, ErrorCode } from "../../protocol/index.ts";
 import type { BootSpec, VmmFeatures } from "../vmm/contract.ts";
 
 // Enum values, exactly as the spec lists them (a unit test keeps them in step).
-export const CACHE_TYPES = ["Unsafe", "Writeback"] as const;
-export const IO_ENGINES = ["Sync", "Async"] as const;
-export const ACTION_TYPES = ["FlushMetrics", "InstanceStart", "SendCtrlAltDel"] as const;
-export const INSTANCE_STATES = ["Not started", "Running", "Paused"] as const;
-export const VM_STATES = ["Paused", "Resumed"] as const;
-export const LOG_LEVELS = ["Error", "Warning", "Info", "Debug", "Trace", "Off"] as const;
-export const HUGE_PAGES = ["None", "2M"] as const;
-export const CPU_TEMPLATES = ["C3", "T2", "T2S", "T2CL", "T2A", "V1N1", "None"] as const;
+const CACHE_TYPES = ["Unsafe", "Writeback"] as const;
+const IO_ENGINES = ["Sync", "Async"] as const;
+const ACTION_TYPES = ["FlushMetrics", "InstanceStart", "SendCtrlAltDel"] as const;
+const INSTANCE_STATES = ["Not started", "Running", "Paused"] as const;
+const VM_STATES = ["Paused", "Resumed"] as const;
+const LOG_LEVELS = ["Error", "Warning", "Info", "Debug", "Trace", "Off"] as const;
+const HUGE_PAGES = ["None", "2M"] as const;
+const CPU_TEMPLATES = ["C3", "T2", "T2S", "T2CL", "T2A", "V1N1", "None"] as const;
 
 export type CacheType = (typeof CACHE_TYPES)[number];
 export type IoEngine = (typeof IO_ENGINES)[number];
@@ -151,9 +151,9 @@ export interface FirecrackerCall {
  * Guest CID of the vsock device. Firecracker's vsock is a private hybrid UDS
  * per VM (no host AF_VSOCK), so every guest can use the lowest legal CID.
  */
-export const GUEST_CID = 3;
-export const ROOT_DRIVE_ID = "rootfs";
-export const GUEST_IFACE_ID = "eth0";
+const GUEST_CID = 3;
+const ROOT_DRIVE_ID = "rootfs";
+const GUEST_IFACE_ID = "eth0";
 
 /**
  * The API calls that configure and boot a VM, in order: machine-config,
@@ -191,7 +191,11 @@ export function planFirecrackerBoot(spec: BootSpec, caps: FirecrackerCapabilitie
     {
       method: "PUT",
       path: `/network-interfaces/${GUEST_IFACE_ID}`,
-      body: { iface_id: GUEST_IFACE_ID, host_dev_name: spec.tap, guest_mac: spec.mac } satisfies NetworkInterface,
+      body: {
+        iface_id: GUEST_IFACE_ID,
+        host_dev_name: spec.tap,
+        guest_mac: spec.mac,
+      } satisfies NetworkInterface,
     },
     {
       method: "PUT",
@@ -248,11 +252,10 @@ export interface FirecrackerCapabilities {
   bzImage: boolean;
 }
 
-export const MINIMUM_FIRECRACKER = { major: 1, minor: 8 } as const;
+const MINIMUM_FIRECRACKER = { major: 1, minor: 8 } as const;
 
 export function capabilitiesFor(version: FirecrackerVersion): FirecrackerCapabilities {
-  const atLeast = (minor: number) =>
-    version.major > 1 || (version.major === 1 && version.minor >= minor);
+  const atLeast = (minor: number) => version.major > 1 || (version.major === 1 && version.minor >= minor);
   if (!atLeast(MINIMUM_FIRECRACKER.minor)) {
     throw new BangerError(
       ErrorCode.TOOL_MISSING,

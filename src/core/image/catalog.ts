@@ -56,10 +56,6 @@ const debianBookworm: CatalogEntry = Object.freeze({
 
 const catalog: readonly CatalogEntry[] = Object.freeze([debianBookworm]);
 
-export function listCatalog(): readonly CatalogEntry[] {
-  return catalog;
-}
-
 /** The catalog entry called `name`, or undefined. */
 export function findCatalogEntry(name: string): CatalogEntry | undefined {
   return catalog.find((entry) => entry.name === name);

@@ -11,9 +11,9 @@ export interface NamedContent {
 const BUILD_FORMAT = 1;
 
 /** Hex digits of a digest used as an image directory or cache entry name. */
-export const SHORT_DIGEST_LENGTH = 16;
+const SHORT_DIGEST_LENGTH = 16;
 
-export interface ImageDigestInputs {
+interface ImageDigestInputs {
   kernel: Uint8Array;
   initrd: Uint8Array;
   guestFiles: readonly NamedContent[];
@@ -50,7 +50,7 @@ export function shortDigest(digest: string): string {
 }
 
 /** One "name version" per line, sorted, no blank lines. */
-export function normalizePackageList(text: string): string {
+function normalizePackageList(text: string): string {
   const lines = text
     .split("\n")
     .map((line) => line.trim())

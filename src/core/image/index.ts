@@ -7,15 +7,11 @@ export {
   DEFAULT_IMAGE_NAME,
   defaultCatalogEntry,
   findCatalogEntry,
-  type ImageRecipe,
-  listCatalog,
 } from "./catalog.ts";
-export { type KernelCmdlineInputs, planKernelCmdline } from "./cmdline.ts";
+export { planKernelCmdline } from "./cmdline.ts";
 export {
-  type ImageDigestInputs,
   imageDigest,
   type NamedContent,
-  normalizePackageList,
   recipeHash,
   shortDigest,
 } from "./digest.ts";
@@ -23,10 +19,7 @@ export {
   APT_DEB822_SOURCES,
   type BuildPlan,
   type BuildStep,
-  type BuildStepId,
-  type CachedImageCopyInputs,
   chooseAptSourcesFile,
-  type DefaultImageBuildInputs,
   imageFiles,
   planCachedImageCopy,
   planDefaultImageBuild,

@@ -6,7 +6,7 @@ import { join } from "node:path";
 import { type ImagePaths, imagePaths } from "../paths/index.ts";
 import { defaultCatalogEntry, type ImageRecipe } from "./catalog.ts";
 
-export type BuildStepId = "rootfs" | "customize" | "kernel" | "initrd" | "mkfs" | "cleanup" | "cache-copy";
+type BuildStepId = "rootfs" | "customize" | "kernel" | "initrd" | "mkfs" | "cleanup" | "cache-copy";
 
 export interface BuildStep {
   /** Machine name; progress reports it as `image.<id>`. */
@@ -16,7 +16,7 @@ export interface BuildStep {
   argv: readonly string[];
 }
 
-export interface DefaultImageBuildInputs {
+interface DefaultImageBuildInputs {
   /** A fresh, empty directory; it becomes the image directory once published. */
   stagingDir: string;
   /** banger's guest/ directory (init, setup, helper scripts). */
@@ -100,7 +100,7 @@ export function planDefaultImageBuild(inputs: DefaultImageBuildInputs): BuildPla
   return { paths, rootfsTree: tree, steps };
 }
 
-export interface CachedImageCopyInputs {
+interface CachedImageCopyInputs {
   /** A build-cache entry holding a finished image's files. */
   cacheEntryDir: string;
   stagingDir: string;

@@ -29,10 +29,26 @@ interface ToolSpec {
 const GIB = 1024 ** 3;
 
 export async function runDoctor(deps: DoctorDeps): Promise<DoctorCheck[]> {
-  const checks: DoctorCheck[] = [checkNode(deps.probes), checkPrivileges(deps.probes), await checkKvm(deps.probes)];
+  const checks: DoctorCheck[] = [
+    checkNode(deps.probes),
+    checkPrivileges(deps.probes),
+    await checkKvm(deps.probes),
+  ];
   const tools: ToolSpec[] = [
-    { tool: deps.config.vmm.qemu_binary, purpose: "runs VMs (QEMU driver)", apt: "qemu-system-x86", required: true, versionArgs: ["--version"] },
-    { tool: "qemu-img", purpose: "creates copy-on-write root disks", apt: "qemu-utils", required: true, versionArgs: ["--version"] },
+    {
+      tool: deps.config.vmm.qemu_binary,
+      purpose: "runs VMs (QEMU driver)",
+      apt: "qemu-system-x86",
+      required: true,
+      versionArgs: ["--version"],
+    },
+    {
+      tool: "qemu-img",
+      purpose: "creates copy-on-write root disks",
+      apt: "qemu-utils",
+      required: true,
+      versionArgs: ["--version"],
+    },
     { tool: "ip", purpose: "creates the bridge and taps", apt: "iproute2", required: true },
     { tool: "nft", purpose: "NAT for guests", apt: "nftables", required: false },
     { tool: "mkfs.ext4", purpose: "builds image root filesystems", apt: "e2fsprogs", required: true },
@@ -49,7 +65,11 @@ export async function runDoctor(deps: DoctorDeps): Promise<DoctorCheck[]> {
     try {
       checks.push(...(await extra()));
     } catch (error) {
-      checks.push({ name: "check", status: "fail", detail: `a check failed to run: ${(error as Error).message}` });
+      checks.push({
+        name: "check",
+        status: "fail",
+        detail: `a check failed to run: ${(error as Error).message}`,
+      });
     }
   }
   return checks;
@@ -61,7 +81,12 @@ function checkNode(probes: HostProbes): DoctorCheck {
   const ok = major > 24 || (major === 24 && minor >= 15);
   return ok
     ? { name: "node", status: "ok", detail: `Node.js ${version}` }
-    : { name: "node", status: "fail", detail: `Node.js ${version} is older than 24.15`, hint: "run `npm ci` in the banger checkout; it installs Node 24 locally" };
+    : {
+        name: "node",
+        status: "fail",
+        detail: `Node.js ${version} is older than 24.15`,
+        hint: "run `npm ci` in the banger checkout; it installs Node 24 locally",
+      };
 }
 
 function checkPrivileges(probes: HostProbes): DoctorCheck {
@@ -78,12 +103,26 @@ function checkPrivileges(probes: HostProbes): DoctorCheck {
 
 async function checkKvm(probes: HostProbes): Promise<DoctorCheck> {
   if (!(await probes.exists("/dev/kvm"))) {
-    return { name: "kvm", status: "warn", detail: "/dev/kvm is missing: VMs run under QEMU TCG (software emulation, slower)", hint: "enable virtualization in the BIOS or load kvm_intel/kvm_amd" };
+    return {
+      name: "kvm",
+      status: "warn",
+      detail: "/dev/kvm is missing: VMs run under QEMU TCG (software emulation, slower)",
+      hint: "enable virtualization in the BIOS or load kvm_intel/kvm_amd",
+    };
   }
   if (!(await probes.canAccess("/dev/kvm", "rw"))) {
-    return { name: "kvm", status: "warn", detail: "/dev/kvm exists but is not read-write for this user", hint: "add the user to the kvm group, or run as root" };
+    return {
+      name: "kvm",
+      status: "warn",
+      detail: "/dev/kvm exists but is not read-write for this user",
+      hint: "add the user to the kvm group, or run as root",
+    };
   }
-  return { name: "kvm", status: "ok", detail: "/dev/kvm is present and read-write (see the accel check for whether it boots guests)" };
+  return {
+    name: "kvm",
+    status: "ok",
+    detail: "/dev/kvm is present and read-write (see the accel check for whether it boots guests)",
+  };
 }
 
 async function checkTool(deps: DoctorDeps, spec: ToolSpec): Promise<DoctorCheck> {
@@ -98,7 +137,9 @@ async function checkTool(deps: DoctorDeps, spec: ToolSpec): Promise<DoctorCheck>
   }
   let version = "";
   if (spec.versionArgs) {
-    const result = await deps.runner.run([path, ...spec.versionArgs], { allowFailure: true, timeoutMs: 5000 }).catch(() => undefined);
+    const result = await deps.runner
+      .run([path, ...spec.versionArgs], { allowFailure: true, timeoutMs: 5000 })
+      .catch(() => undefined);
     version = result?.stdout.split("\n")[0]?.trim() ?? "";
   }
   return { name: spec.tool, status: "ok", detail: version ? `${path}: ${version}` : path };
@@ -114,16 +155,34 @@ async function checkFirecracker(deps: DoctorDeps): Promise<DoctorCheck> {
       hint: "install a firecracker release binary on PATH to use `--vmm firecracker` on a KVM host",
     };
   }
-  const result = await deps.runner.run([path, "--version"], { allowFailure: true, timeoutMs: 5000 }).catch(() => undefined);
-  return { name: "firecracker", status: "ok", detail: `${path}: ${result?.stdout.split("\n")[0]?.trim() ?? "unknown version"}` };
+  const result = await deps.runner
+    .run([path, "--version"], { allowFailure: true, timeoutMs: 5000 })
+    .catch(() => undefined);
+  return {
+    name: "firecracker",
+    status: "ok",
+    detail: `${path}: ${result?.stdout.split("\n")[0]?.trim() ?? "unknown version"}`,
+  };
 }
 
 async function checkFreeDisk(deps: DoctorDeps): Promise<DoctorCheck> {
   const dir = await nearestExisting(deps, deps.layout.stateDir);
   const free = await deps.probes.freeBytes(dir);
   const detail = `${(free / GIB).toFixed(1)} GiB free for ${deps.layout.stateDir}`;
-  if (free < 1 * GIB) return { name: "disk", status: "fail", detail, hint: "free disk space: the default image needs about 1 GiB and each VM its overlay" };
-  if (free < 5 * GIB) return { name: "disk", status: "warn", detail, hint: "VM disks grow as guests write; keep a few GiB free" };
+  if (free < 1 * GIB)
+    return {
+      name: "disk",
+      status: "fail",
+      detail,
+      hint: "free disk space: the default image needs about 1 GiB and each VM its overlay",
+    };
+  if (free < 5 * GIB)
+    return {
+      name: "disk",
+      status: "warn",
+      detail,
+      hint: "VM disks grow as guests write; keep a few GiB free",
+    };
   return { name: "disk", status: "ok", detail };
 }
 
@@ -132,7 +191,12 @@ async function checkSocketDir(deps: DoctorDeps): Promise<DoctorCheck> {
   const writable = await deps.probes.canAccess(dir, "w");
   return writable
     ? { name: "socket-dir", status: "ok", detail: `${deps.layout.runtimeDir} is writable` }
-    : { name: "socket-dir", status: "fail", detail: `${dir} is not writable, so the daemon cannot create its socket`, hint: "run as root, or set BANGER_HOME to a directory you own" };
+    : {
+        name: "socket-dir",
+        status: "fail",
+        detail: `${dir} is not writable, so the daemon cannot create its socket`,
+        hint: "run as root, or set BANGER_HOME to a directory you own",
+      };
 }
 
 async function nearestExisting(deps: DoctorDeps, path: string): Promise<string> {

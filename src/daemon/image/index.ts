@@ -58,12 +58,12 @@ export interface ImageServiceDeps {
   buildCacheDir?: string | undefined;
 }
 
-export interface BuildOptions {
+interface BuildOptions {
   signal?: AbortSignal | undefined;
   progress?: ((event: ProgressEvent) => void) | undefined;
 }
 
-export interface BuildDefaultOptions extends BuildOptions {
+interface BuildDefaultOptions extends BuildOptions {
   /** Replace an existing default image (refused while a VM uses it). */
   force?: boolean | undefined;
 }
@@ -82,7 +82,7 @@ export interface ImageService {
 }
 
 /** Written into each image directory; describes where the image came from. */
-export interface ImageManifest {
+interface ImageManifest {
   name: string;
   kind: string;
   digest: string;
@@ -210,7 +210,12 @@ export function createImageService(deps: ImageServiceDeps): ImageService {
   async function findCacheEntry(recipeKey: string): Promise<string | undefined> {
     if (!deps.buildCacheDir) return undefined;
     const dir = join(deps.buildCacheDir, shortDigest(recipeKey));
-    return (await fs.stat(dir))?.isDirectory ? dir : undefined;
+    try {
+      return (await fs.stat(dir))?.isDirectory ? dir : undefined;
+    } catch (error) {
+      log.warn("could not read the build cache; building from scratch", { cache: dir, error: String(error) });
+      return undefined;
+    }
   }
 
   async function writeManifest(

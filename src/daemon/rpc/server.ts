@@ -114,11 +114,14 @@ export function createRpcServer(options: RpcServerOptions): RpcServer {
           resolve();
         });
       });
-      if (options.socketGid !== undefined) await chown(options.socketPath, process.getuid?.() ?? 0, options.socketGid);
+      if (options.socketGid !== undefined)
+        await chown(options.socketPath, process.getuid?.() ?? 0, options.socketGid);
       await chmod(options.socketPath, options.socketMode);
     },
     async close() {
-      const closing = server ? new Promise<void>((resolve) => server!.close(() => resolve())) : Promise.resolve();
+      const closing = server
+        ? new Promise<void>((resolve) => server!.close(() => resolve()))
+        : Promise.resolve();
       for (const connection of connections) connection.destroy();
       await closing;
       await rm(options.socketPath, { force: true });
@@ -134,7 +137,10 @@ class Connection {
   readonly #options: RpcServerOptions;
   readonly #logger: Logger;
   readonly #splitter: LineSplitter;
-  readonly #inflight = new Map<RequestId, { controller: AbortController; incoming: Map<StreamChannel, PassThrough> }>();
+  readonly #inflight = new Map<
+    RequestId,
+    { controller: AbortController; incoming: Map<StreamChannel, PassThrough> }
+  >();
   #helloDone = false;
   #compatible = true;
 
@@ -251,9 +257,14 @@ class Connection {
     }
     const name = method as MethodName;
     if (!this.#helloDone && name !== "daemon.hello") {
-      this.#replyError(id, JSONRPC_INVALID_REQUEST, "the first request on a connection must be daemon.hello", {
-        code: ErrorCode.HANDSHAKE_REQUIRED,
-      });
+      this.#replyError(
+        id,
+        JSONRPC_INVALID_REQUEST,
+        "the first request on a connection must be daemon.hello",
+        {
+          code: ErrorCode.HANDSHAKE_REQUIRED,
+        },
+      );
       return;
     }
     if (!this.#compatible && !ALLOWED_WHEN_INCOMPATIBLE.has(name)) {

@@ -51,8 +51,7 @@ export async function createRootDisk(options: CreateRootDiskOptions): Promise<Ro
         throw new BangerError(ErrorCode.CANCELLED, `creating root disk ${options.target} cancelled`);
       }
       const command = resolveCommand(step.run, handles);
-      // A step that captures nothing may leave a partial file when it fails, so its undo is armed first.
-      const undoFirst = step.undo !== undefined && step.run.capture === undefined;
+      const undoFirst = step.undo !== undefined && step.undoAfterFailure === true;
       if (step.undo && undoFirst) undos.push(resolveCommand(step.undo, handles));
       const result = await runner
         .run(command.argv, { signal: options.signal, input: command.input })
@@ -138,7 +137,10 @@ async function tryReflink(dir: string, runner: Runner): Promise<{ ok: boolean; w
   }
 }
 
-async function dmSnapshotAvailable(runner: Runner, sysModuleDir: string): Promise<{ ok: boolean; why: string }> {
+async function dmSnapshotAvailable(
+  runner: Runner,
+  sysModuleDir: string,
+): Promise<{ ok: boolean; why: string }> {
   try {
     await access(join(sysModuleDir, "dm_snapshot"));
     return { ok: true, why: "the dm_snapshot module is loaded" };
@@ -150,7 +152,8 @@ async function dmSnapshotAvailable(runner: Runner, sysModuleDir: string): Promis
     if (result.code === 0 && /^snapshot\s/m.test(result.stdout)) {
       return { ok: true, why: "dmsetup lists the snapshot target" };
     }
-    const detail = result.code === 0 ? "dmsetup does not list the snapshot target" : result.stderr.trim().split("\n")[0];
+    const detail =
+      result.code === 0 ? "dmsetup does not list the snapshot target" : result.stderr.trim().split("\n")[0];
     return { ok: false, why: detail || `dmsetup targets exited with ${result.code}` };
   } catch (error) {
     if (error instanceof BangerError && error.code === ErrorCode.TOOL_MISSING) {

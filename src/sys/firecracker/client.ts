@@ -73,7 +73,9 @@ export function firecrackerRequest(
 
 function faultError(call: string, status: number, body: unknown): BangerError {
   const fault =
-    typeof body === "object" && body !== null && typeof (body as { fault_message?: unknown }).fault_message === "string"
+    typeof body === "object" &&
+    body !== null &&
+    typeof (body as { fault_message?: unknown }).fault_message === "string"
       ? (body as { fault_message: string }).fault_message
       : `HTTP ${status} ${typeof body === "string" ? body : JSON.stringify(body)}`;
   const isState = STATE_FAULTS.some((needle) => fault.includes(needle));
@@ -113,14 +115,22 @@ export async function waitForApi(
       lastError = error;
     }
     if (options.isAlive && !(await options.isAlive())) {
-      throw new BangerError(ErrorCode.BOOT_FAILED, `firecracker exited before its API socket ${socketPath} answered`, {
-        cause: lastError,
-      });
+      throw new BangerError(
+        ErrorCode.BOOT_FAILED,
+        `firecracker exited before its API socket ${socketPath} answered`,
+        {
+          cause: lastError,
+        },
+      );
     }
     if (Date.now() >= deadline) {
-      throw new BangerError(ErrorCode.BOOT_FAILED, `the Firecracker API at ${socketPath} did not answer in time`, {
-        cause: lastError,
-      });
+      throw new BangerError(
+        ErrorCode.BOOT_FAILED,
+        `the Firecracker API at ${socketPath} did not answer in time`,
+        {
+          cause: lastError,
+        },
+      );
     }
     await new Promise((resolve) => setTimeout(resolve, 25));
   }
@@ -131,7 +141,10 @@ export interface FirecrackerClient {
   request(method: FirecrackerMethod, path: string, body?: unknown): Promise<FirecrackerReply>;
 }
 
-export function createFirecrackerClient(socketPath: string, options: { timeoutMs?: number } = {}): FirecrackerClient {
+export function createFirecrackerClient(
+  socketPath: string,
+  options: { timeoutMs?: number } = {},
+): FirecrackerClient {
   return {
     socketPath,
     request: (method, path, body) => firecrackerRequest(socketPath, method, path, body, options),

@@ -40,7 +40,7 @@ export interface FirecrackerDriver extends VmmDriver {
 }
 
 /** Name of Firecracker's own log, next to the API socket. */
-export const FIRECRACKER_LOG = "firecracker.log";
+const FIRECRACKER_LOG = "firecracker.log";
 
 export function createFirecrackerDriver(options: FirecrackerDriverOptions): FirecrackerDriver {
   const runner = options.runner ?? createProcessRunner();
@@ -68,9 +68,13 @@ export function createFirecrackerDriver(options: FirecrackerDriverOptions): Fire
   async function start(spec: BootSpec, signal: AbortSignal): Promise<VmmHandle> {
     const caps = await probe();
     if ((await kernelFormat(spec.kernel)) === "bzImage" && !caps.bzImage) {
-      throw new BangerError(ErrorCode.BOOT_FAILED, `this Firecracker cannot boot the bzImage ${spec.kernel}`, {
-        hint: "use an ELF vmlinux (banger extracts one from a bzImage), or Firecracker v1.17 or newer",
-      });
+      throw new BangerError(
+        ErrorCode.BOOT_FAILED,
+        `this Firecracker cannot boot the bzImage ${spec.kernel}`,
+        {
+          hint: "use an ELF vmlinux (banger extracts one from a bzImage), or Firecracker v1.17 or newer",
+        },
+      );
     }
     const plan = planFirecrackerBoot(spec, caps);
     throwIfAborted(signal);
@@ -82,7 +86,11 @@ export function createFirecrackerDriver(options: FirecrackerDriverOptions): Fire
 
     const pid = await spawnDetached(options.binary, spec, logPath);
     const stat = await readProcStat(pid);
-    const handle: VmmHandle = { pid, pidStartTicks: stat?.startTicks ?? 0, controlSocket: spec.controlSocket };
+    const handle: VmmHandle = {
+      pid,
+      pidStartTicks: stat?.startTicks ?? 0,
+      controlSocket: spec.controlSocket,
+    };
     const vmLog = log.child({ vm: spec.vmName, pid });
     vmLog.info("firecracker spawned", { socket: spec.controlSocket });
     try {
@@ -108,9 +116,15 @@ export function createFirecrackerDriver(options: FirecrackerDriverOptions): Fire
     if ((await liveness(handle)) !== "alive") return removeControlSocket(handle);
     const stopLog = log.child({ pid: handle.pid });
     try {
-      await firecrackerRequest(handle.controlSocket, "PUT", "/actions", { action_type: "SendCtrlAltDel" }, {
-        timeoutMs: Math.max(1000, stopOptions.timeoutMs),
-      });
+      await firecrackerRequest(
+        handle.controlSocket,
+        "PUT",
+        "/actions",
+        { action_type: "SendCtrlAltDel" },
+        {
+          timeoutMs: Math.max(1000, stopOptions.timeoutMs),
+        },
+      );
       if (await waitGone(handle, stopOptions.timeoutMs)) return removeControlSocket(handle);
       stopLog.warn("guest ignored Ctrl-Alt-Del; sending SIGTERM");
     } catch (error) {
@@ -157,7 +171,7 @@ async function patchVmState(handle: VmmHandle, state: VmState): Promise<void> {
   await firecrackerRequest(handle.controlSocket, "PATCH", "/vm", { state });
 }
 
-export async function probeCapabilities(runner: Runner, binary: string): Promise<FirecrackerCapabilities> {
+async function probeCapabilities(runner: Runner, binary: string): Promise<FirecrackerCapabilities> {
   const result = await runner.run([binary, "--version"], { timeoutMs: 10_000 });
   return capabilitiesFor(parseFirecrackerVersion(result.stdout));
 }
@@ -192,7 +206,9 @@ function spawnDetached(binary: string, spec: BootSpec, logPath: string): Promise
                 cause: error,
                 data: { tool: binary },
               })
-            : new BangerError(ErrorCode.BOOT_FAILED, `cannot start ${binary}: ${error.message}`, { cause: error }),
+            : new BangerError(ErrorCode.BOOT_FAILED, `cannot start ${binary}: ${error.message}`, {
+                cause: error,
+              }),
         );
       });
       child.once("spawn", () => {

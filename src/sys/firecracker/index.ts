@@ -7,15 +7,12 @@ export {
   createFirecrackerClient,
   type FirecrackerClient,
   type FirecrackerReply,
-  firecrackerRequest,
   waitForApi,
 } from "./client.ts";
 export {
   createFirecrackerDriver,
-  FIRECRACKER_LOG,
   type FirecrackerDriver,
   type FirecrackerDriverOptions,
   pauseFirecracker,
-  probeCapabilities,
   resumeFirecracker,
 } from "./driver.ts";

@@ -6,7 +6,7 @@
 import { constants } from "node:fs";
 import * as fsp from "node:fs/promises";
 
-export interface FileStat {
+interface FileStat {
   /** Apparent size in bytes. */
   size: number;
   isDirectory: boolean;
@@ -19,7 +19,7 @@ export interface Fs {
   rm(path: string): Promise<void>;
   /** rename(2): atomic within one filesystem; fails if `to` is a non-empty directory. */
   rename(from: string, to: string): Promise<void>;
-  /** undefined when the path does not exist. */
+  /** undefined when the path does not exist (or a parent is not a directory). */
   stat(path: string): Promise<FileStat | undefined>;
   /** Entry names, unsorted; [] when the directory does not exist. */
   readdir(path: string): Promise<string[]>;
@@ -86,5 +86,6 @@ export function createNodeFs(): Fs {
 }
 
 function isNotFound(error: unknown): boolean {
-  return (error as NodeJS.ErrnoException | undefined)?.code === "ENOENT";
+  const code = (error as NodeJS.ErrnoException | undefined)?.code;
+  return code === "ENOENT" || code === "ENOTDIR";
 }

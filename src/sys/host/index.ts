@@ -19,13 +19,17 @@ export interface HostProbes {
   tscKhz(): Promise<number | undefined>;
 }
 
-export function createHostProbes(env: Readonly<Record<string, string | undefined>> = process.env): HostProbes {
+export function createHostProbes(
+  env: Readonly<Record<string, string | undefined>> = process.env,
+): HostProbes {
   return {
     nodeVersion: () => process.versions.node,
     uid: () => process.getuid?.() ?? -1,
     async which(tool) {
       if (tool.includes("/")) return (await isExecutable(tool)) ? tool : undefined;
-      const dirs = (env.PATH ?? "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin").split(delimiter);
+      const dirs = (env.PATH ?? "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin").split(
+        delimiter,
+      );
       for (const dir of [...dirs, "/usr/sbin", "/sbin"]) {
         if (dir === "") continue;
         const candidate = join(dir, tool);
@@ -34,7 +38,8 @@ export function createHostProbes(env: Readonly<Record<string, string | undefined
       return undefined;
     },
     async canAccess(path, mode) {
-      const flags = mode === "r" ? constants.R_OK : mode === "w" ? constants.W_OK : constants.R_OK | constants.W_OK;
+      const flags =
+        mode === "r" ? constants.R_OK : mode === "w" ? constants.W_OK : constants.R_OK | constants.W_OK;
       try {
         await access(path, flags);
         return true;

@@ -102,7 +102,11 @@ export async function extractVmlinux(
     const compressedPath = `${elfPath}${payload.compression.suffix}`;
     await writeFile(compressedPath, payload.bytes);
     const argv = payload.compression.decompress(compressedPath, elfPath);
-    const result = await runner.run(argv, { allowFailure: true, signal: options.signal, maxOutputBytes: 64 * 1024 });
+    const result = await runner.run(argv, {
+      allowFailure: true,
+      signal: options.signal,
+      maxOutputBytes: 64 * 1024,
+    });
     const elf = await readFile(elfPath).catch(() => Buffer.alloc(0));
     if (result.code !== 0 && !isElf64X86Executable(elf)) {
       throw new BangerError(
@@ -132,7 +136,7 @@ interface Payload {
  * length (0x248/0x24c, relative to the protected-mode code); older images are
  * scanned for the first known magic, as scripts/extract-vmlinux does.
  */
-export function findPayload(image: Buffer, name = "bzImage"): Payload {
+function findPayload(image: Buffer, name = "bzImage"): Payload {
   if (image.length > 0x250 && image.subarray(0x202, 0x206).equals(BZIMAGE_HEADER_MAGIC)) {
     const protocol = image.readUInt16LE(0x206);
     const setupSects = image[0x1f1] || 4;
@@ -140,7 +144,9 @@ export function findPayload(image: Buffer, name = "bzImage"): Payload {
       const start = (setupSects + 1) * 512 + image.readUInt32LE(0x248);
       const length = image.readUInt32LE(0x24c);
       const bytes = image.subarray(start, start + length);
-      const compression = COMPRESSIONS.find((candidate) => bytes.subarray(0, candidate.magic.length).equals(candidate.magic));
+      const compression = COMPRESSIONS.find((candidate) =>
+        bytes.subarray(0, candidate.magic.length).equals(candidate.magic),
+      );
       if (compression && bytes.length === length) {
         return { compression, bytes: compression.sizeTrailer ? bytes.subarray(0, length - 4) : bytes };
       }
@@ -163,7 +169,7 @@ export function findPayload(image: Buffer, name = "bzImage"): Payload {
   return best;
 }
 
-export function isElf64X86Executable(elf: Buffer): boolean {
+function isElf64X86Executable(elf: Buffer): boolean {
   return (
     elf.length >= 64 &&
     elf.subarray(0, 4).equals(ELF_MAGIC) &&
@@ -185,7 +191,7 @@ function checkElf(elf: Buffer, source: string): void {
 }
 
 /** Walks the PT_NOTE segments for a "Xen" note of type XEN_ELFNOTE_PHYS32_ENTRY. */
-export function hasPvhNote(elf: Buffer): boolean {
+function hasPvhNote(elf: Buffer): boolean {
   if (!isElf64X86Executable(elf)) return false;
   const phoff = Number(elf.readBigUInt64LE(32));
   const phentsize = elf.readUInt16LE(54);
@@ -208,7 +214,10 @@ function notesContainPvh(elf: Buffer, start: number, end: number): boolean {
     const nameSize = elf.readUInt32LE(at);
     const descSize = elf.readUInt32LE(at + 4);
     const type = elf.readUInt32LE(at + 8);
-    const name = elf.subarray(at + 12, at + 12 + nameSize).toString("latin1").replace(/\0+$/, "");
+    const name = elf
+      .subarray(at + 12, at + 12 + nameSize)
+      .toString("latin1")
+      .replace(/\0+$/, "");
     if (name === "Xen" && type === XEN_ELFNOTE_PHYS32_ENTRY) return true;
     at += 12 + align4(nameSize) + align4(descSize);
   }
@@ -220,9 +229,13 @@ async function readHead(path: string, length: number): Promise<Buffer> {
   try {
     handle = await open(path, "r");
   } catch (error) {
-    throw new BangerError(ErrorCode.CONFIG_INVALID, `cannot open the kernel ${path}: ${(error as Error).message}`, {
-      cause: error,
-    });
+    throw new BangerError(
+      ErrorCode.CONFIG_INVALID,
+      `cannot open the kernel ${path}: ${(error as Error).message}`,
+      {
+        cause: error,
+      },
+    );
   }
   try {
     const buffer = Buffer.alloc(length);

@@ -14,15 +14,29 @@ export interface FileLoggerOptions {
   alsoStderr: boolean;
 }
 
-const REDACT = ["*.password", "*.token", "*.secret", "*.privateKey", "*.authorization", "password", "token", "secret"];
+const REDACT = [
+  "*.password",
+  "*.token",
+  "*.secret",
+  "*.privateKey",
+  "*.authorization",
+  "password",
+  "token",
+  "secret",
+];
 
 export function createFileLogger(options: FileLoggerOptions): { logger: Logger; flush(): void } {
   mkdirSync(dirname(options.file), { recursive: true, mode: 0o700 });
   const file = pino.destination({ dest: options.file, append: true, sync: false, mkdir: true });
   const streams: pino.StreamEntry[] = [{ stream: file, level: options.level }];
-  if (options.alsoStderr) streams.push({ stream: pino.destination({ fd: 2, sync: true }), level: options.level });
+  if (options.alsoStderr)
+    streams.push({ stream: pino.destination({ fd: 2, sync: true }), level: options.level });
   const base = pino(
-    { level: options.level, base: { svc: "bangerd", pid: process.pid }, redact: { paths: REDACT, censor: "[redacted]" } },
+    {
+      level: options.level,
+      base: { svc: "bangerd", pid: process.pid },
+      redact: { paths: REDACT, censor: "[redacted]" },
+    },
     pino.multistream(streams),
   );
   return {

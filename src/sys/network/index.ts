@@ -13,8 +13,9 @@
  * Failures of `ip` become NETWORK_FAILED naming the device, or
  * PERMISSION_DENIED when the kernel said "Operation not permitted".
  */
-import type { Logger } from "../../core/log/index.ts";
+
 import { Mutex } from "../../core/concurrency/index.ts";
+import type { Logger } from "../../core/log/index.ts";
 import {
   gatewayCidr,
   type IpCommand,
@@ -128,13 +129,18 @@ export function createHostNetwork(options: HostNetworkOptions): HostNetwork {
             await run(bridge, argv, signal);
           } catch (error) {
             // Another process added the same address meanwhile: the goal holds.
-            if (argv[1] === "addr" && isBangerError(error) && /already assigned|File exists/i.test(error.message)) {
+            if (
+              argv[1] === "addr" &&
+              isBangerError(error) &&
+              /already assigned|File exists/i.test(error.message)
+            ) {
               continue;
             }
             throw error;
           }
         }
-        if (steps.length > 0) logger.info("bridge ready", { gateway: gatewayCidr(subnet), steps: steps.length });
+        if (steps.length > 0)
+          logger.info("bridge ready", { gateway: gatewayCidr(subnet), steps: steps.length });
       });
     },
 

@@ -70,7 +70,7 @@ export async function connectQmp(options: QmpConnectOptions): Promise<QmpClient>
   const connection = new QmpConnection(socket, options.onEvent);
   try {
     const greeting = await connection.greeting(deadline, options.signal);
-    await connection.execute("qmp_capabilities");
+    await withDeadline(connection.execute("qmp_capabilities"), deadline, "qmp_capabilities");
     return connection.client(greeting);
   } catch (error) {
     connection.close();
@@ -86,7 +86,8 @@ async function connectWithRetry(options: QmpConnectOptions, deadline: number): P
       return await openSocket(options.socketPath);
     } catch (error) {
       const code = (error as NodeJS.ErrnoException).code ?? "";
-      if (!RETRYABLE.has(code)) throw new QmpError(`QMP: cannot connect to ${options.socketPath}`, { cause: error });
+      if (!RETRYABLE.has(code))
+        throw new QmpError(`QMP: cannot connect to ${options.socketPath}`, { cause: error });
       if (Date.now() >= deadline) {
         throw new QmpError(`QMP: ${options.socketPath} did not accept a connection in time (${code})`, {
           cause: error,
@@ -179,7 +180,8 @@ class QmpConnection {
     const id = this.#nextId++;
     return new Promise((resolve, reject) => {
       this.#pending.push({ id, command, resolve, reject });
-      const message = args === undefined ? { execute: command, id } : { execute: command, arguments: args, id };
+      const message =
+        args === undefined ? { execute: command, id } : { execute: command, arguments: args, id };
       this.#socket.write(`${JSON.stringify(message)}\n`);
     });
   }
@@ -242,7 +244,7 @@ class QmpConnection {
     }
     if (!("return" in message) && !("error" in message)) return;
     const index = this.#pending.findIndex((pending) => pending.id === message.id);
-    const [pending] = this.#pending.splice(index >= 0 ? index : 0, 1);
+    const [pending] = this.#pending.splice(Math.max(index, 0), 1);
     if (!pending) return;
     if ("return" in message) {
       pending.resolve(message.return);
@@ -253,6 +255,17 @@ class QmpConnection {
     const errorClass = typeof error.class === "string" ? error.class : "GenericError";
     pending.reject(new QmpError(`QMP ${pending.command}: ${desc}`, { errorClass }));
   }
+}
+
+function withDeadline<T>(promise: Promise<T>, deadline: number, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const expired = new Promise<never>((_, reject) => {
+    timer = setTimeout(
+      () => reject(new QmpError(`QMP: no reply to ${what} before the deadline`)),
+      Math.max(0, deadline - Date.now()),
+    );
+  });
+  return Promise.race([promise, expired]).finally(() => clearTimeout(timer));
 }
 
 function throwIfAborted(signal: AbortSignal | undefined): void {

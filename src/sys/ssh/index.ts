@@ -187,7 +187,9 @@ function readBanner(host: string, port: number, timeoutMs: number, signal?: Abor
       const head = received.subarray(0, 4).toString("latin1");
       finish(head === "SSH-" ? { ok: true } : { ok: false, error: `unexpected banner '${head}'` });
     });
-    socket.on("error", (error: NodeJS.ErrnoException) => finish({ ok: false, error: error.code ?? error.message }));
+    socket.on("error", (error: NodeJS.ErrnoException) =>
+      finish({ ok: false, error: error.code ?? error.message }),
+    );
     socket.on("close", () => finish({ ok: false, error: "connection closed before a banner" }));
   });
 }
@@ -206,7 +208,11 @@ export interface ExecOptions {
   /** Called per chunk as it arrives; a returned promise pauses the stream until it settles. */
   onStdout?: ((chunk: Buffer) => void | Promise<void>) | undefined;
   onStderr?: ((chunk: Buffer) => void | Promise<void>) | undefined;
-  /** Aborting kills the local ssh client (SIGTERM, then SIGKILL after 2 s). */
+  /**
+   * Aborting kills the local ssh client (SIGTERM, then SIGKILL after 2 s) and
+   * rejects with CANCELLED. Without a pty sshd does not signal the remote
+   * command; it runs on until it ends or writes to its closed output.
+   */
   signal?: AbortSignal | undefined;
 }
 
@@ -228,7 +234,10 @@ export interface SshSession {
 export function createSshSession(options: SshSessionOptions): SshSession {
   const { runner = createProcessRunner(), commandPrefix = [], ...target } = options;
   const control = (operation: "check" | "exit") =>
-    runner.run([...commandPrefix, ...sshControlArgv(target, operation)], { allowFailure: true, timeoutMs: 10_000 });
+    runner.run([...commandPrefix, ...sshControlArgv(target, operation)], {
+      allowFailure: true,
+      timeoutMs: 10_000,
+    });
   return {
     exec(execOptions) {
       return spawnSsh([...commandPrefix, ...sshExecArgv(target, execOptions.argv)], execOptions);
@@ -271,6 +280,15 @@ function spawnSsh(argv: readonly string[], options: ExecOptions): Promise<ExecRe
       pipeline(options.stdin, child.stdin).catch(() => {});
     }
 
+    let settled = false;
+    const settle = (code: number | null, exitSignal: string | null) => {
+      if (settled) return;
+      settled = true;
+      if (killTimer) clearTimeout(killTimer);
+      signal?.removeEventListener("abort", onAbort);
+      if (failure !== undefined) reject(failure);
+      else resolve({ exitCode: code, signal: exitSignal });
+    };
     child.on("error", (error: NodeJS.ErrnoException) => {
       failure ??=
         error.code === "ENOENT"
@@ -279,14 +297,18 @@ function spawnSsh(argv: readonly string[], options: ExecOptions): Promise<ExecRe
               data: { tool: command },
             })
           : error;
+      if (child.pid === undefined) settle(null, null); // never started: no exit or close follows
+    });
+    child.on("exit", (code, exitSignal) => {
+      if (failure === undefined) return;
+      // Cancelled or a handler failed: the ControlMaster holds our pipes (ssh passes its stdio
+      // to the master) until the remote command ends, so stop reading instead of waiting for it.
+      child.stdout?.destroy();
+      child.stderr?.destroy();
+      settle(code, exitSignal);
     });
     child.on("close", (code, exitSignal) => {
-      void Promise.all(pumps).then(() => {
-        if (killTimer) clearTimeout(killTimer);
-        signal?.removeEventListener("abort", onAbort);
-        if (failure !== undefined) reject(failure);
-        else resolve({ exitCode: code, signal: exitSignal });
-      });
+      void Promise.all(pumps).then(() => settle(code, exitSignal));
     });
   });
 }

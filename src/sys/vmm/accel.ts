@@ -51,7 +51,12 @@ const KERNEL_BANNER = "Linux version";
 export async function chooseAccel(options: ChooseAccelOptions): Promise<AccelChoice> {
   const { configured } = options;
   if (configured === "tcg") {
-    return { accel: "tcg", configured, reason: "vmm.accel is set to tcg (software emulation)", cached: false };
+    return {
+      accel: "tcg",
+      configured,
+      reason: "vmm.accel is set to tcg (software emulation)",
+      cached: false,
+    };
   }
   const device = options.kvmDevice ?? DEFAULT_KVM_DEVICE;
   const deviceProblem = await kvmDeviceProblem(device);
@@ -70,14 +75,19 @@ export function describeAccel(choice: AccelChoice): DoctorCheck {
   if (choice.accel === "kvm") return { name: "accelerator", status: "ok", detail: `KVM: ${choice.reason}` };
   const check: DoctorCheck = { name: "accelerator", status: "warn", detail: `TCG: ${choice.reason}` };
   if (choice.configured !== "tcg") {
-    check.hint = "guests run under software emulation (several times slower); a host with working KVM is faster";
+    check.hint =
+      "guests run under software emulation (several times slower); a host with working KVM is faster";
   }
   return check;
 }
 
 /** Describes a failed choice (vmm.accel = kvm on a host without usable KVM) as a failing doctor check. */
 export function describeAccelFailure(error: unknown): DoctorCheck {
-  const check: DoctorCheck = { name: "accelerator", status: "fail", detail: String((error as Error).message) };
+  const check: DoctorCheck = {
+    name: "accelerator",
+    status: "fail",
+    detail: String((error as Error).message),
+  };
   if (error instanceof BangerError && error.hint) check.hint = error.hint;
   return check;
 }
@@ -89,13 +99,16 @@ async function kvmDeviceProblem(device: string): Promise<{ message: string; code
   } catch (error) {
     const code = (error as NodeJS.ErrnoException).code;
     if (code === "ENOENT") return { message: `${device} does not exist`, code: ErrorCode.TOOL_MISSING };
-    return { message: `${device} is not readable and writable by this user (${code})`, code: ErrorCode.PERMISSION_DENIED };
+    return {
+      message: `${device} is not readable and writable by this user (${code})`,
+      code: ErrorCode.PERMISSION_DENIED,
+    };
   }
 }
 
 function kvmUnusable(why: string, code: ErrorCode): BangerError {
   return new BangerError(code, `vmm.accel is kvm but KVM is not usable: ${why}`, {
-    hint: "set vmm.accel = \"auto\" (falls back to TCG) or \"tcg\" in config.toml, or fix KVM (module loaded, /dev/kvm rw)",
+    hint: 'set vmm.accel = "auto" (falls back to TCG) or "tcg" in config.toml, or fix KVM (module loaded, /dev/kvm rw)',
   });
 }
 
@@ -115,9 +128,13 @@ async function cacheKey(options: ChooseAccelOptions): Promise<string> {
   try {
     mtime = (await stat(options.kernel)).mtimeMs;
   } catch (error) {
-    throw new BangerError(ErrorCode.IMAGE_NOT_FOUND, `kernel ${options.kernel} for the KVM probe is missing`, {
-      cause: error,
-    });
+    throw new BangerError(
+      ErrorCode.IMAGE_NOT_FOUND,
+      `kernel ${options.kernel} for the KVM probe is missing`,
+      {
+        cause: error,
+      },
+    );
   }
   return JSON.stringify([options.kernel, mtime, options.binary]);
 }
@@ -150,15 +167,19 @@ async function probeKvm(options: ChooseAccelOptions): Promise<ProbeOutcome> {
   const workDir = await mkdtemp(join(tmpdir(), "banger-kvm-probe-"));
   try {
     const consoleLog = join(workDir, "console.log");
-    const result = await runner.run(planKvmProbeArgv({ binary: options.binary, kernel: options.kernel, consoleLog }), {
-      timeoutMs,
-      allowFailure: true,
-      signal: options.signal,
-      maxOutputBytes: 64 * 1024,
-    });
+    const result = await runner.run(
+      planKvmProbeArgv({ binary: options.binary, kernel: options.kernel, consoleLog }),
+      {
+        timeoutMs,
+        allowFailure: true,
+        signal: options.signal,
+        maxOutputBytes: 64 * 1024,
+      },
+    );
     const consoleText = await readFile(consoleLog, "utf8").catch(() => "");
     const sawBanner = consoleText.includes(KERNEL_BANNER);
-    if (result.signal !== null) {
+    const timedOut = result.signal !== null && result.durationMs >= timeoutMs;
+    if (timedOut) {
       return {
         works: false,
         reason: sawBanner
@@ -166,12 +187,11 @@ async function probeKvm(options: ChooseAccelOptions): Promise<ProbeOutcome> {
           : `KVM probe boot did not complete in ${seconds}`,
       };
     }
-    if (!sawBanner) {
-      const stderr = result.stderr.trim().split("\n").slice(0, 2).join(" / ");
-      return {
-        works: false,
-        reason: `KVM probe: QEMU exited with status ${result.code} before the kernel started${stderr ? `: ${stderr}` : ""}`,
-      };
+    if (!sawBanner || result.code !== 0) {
+      const how = result.signal ? `was killed by ${result.signal}` : `exited with status ${result.code}`;
+      const when = sawBanner ? "during the boot" : "before the kernel started";
+      const stderr = result.stderr.trim().split("\n")[0] ?? "";
+      return { works: false, reason: `KVM probe: QEMU ${how} ${when}${stderr ? `: ${stderr}` : ""}` };
     }
     return { works: true, reason: `a KVM probe boot of ${options.kernel} completed` };
   } finally {

@@ -6,7 +6,13 @@
 import { spawn } from "node:child_process";
 import { open, readFile, rm } from "node:fs/promises";
 import type { Logger } from "../../core/log/index.ts";
-import { type BootSpec, planQemuArgv, type QemuAccel, type VmmDriver, type VmmHandle } from "../../core/vmm/index.ts";
+import {
+  type BootSpec,
+  planQemuArgv,
+  type QemuAccel,
+  type VmmDriver,
+  type VmmHandle,
+} from "../../core/vmm/index.ts";
 import { BangerError, ErrorCode } from "../../protocol/index.ts";
 import { processLiveness, readProcStat } from "../proc/index.ts";
 import { connectQmp, type QmpClient } from "../qmp/index.ts";
@@ -69,9 +75,13 @@ export function createQemuDriver(options: QemuDriverOptions): VmmDriver {
   async function kill(handle: VmmHandle): Promise<void> {
     await signalProcess(handle, "SIGKILL");
     if (!(await waitGone(handle, killTimeoutMs))) {
-      throw new BangerError(ErrorCode.INTERNAL, `QEMU (pid ${handle.pid}) survived SIGKILL for ${killTimeoutMs} ms`, {
-        hint: "the process may be stuck in the kernel (D state); check `cat /proc/PID/stack`",
-      });
+      throw new BangerError(
+        ErrorCode.INTERNAL,
+        `QEMU (pid ${handle.pid}) survived SIGKILL for ${killTimeoutMs} ms`,
+        {
+          hint: "the process may be stuck in the kernel (D state); check `cat /proc/PID/stack`",
+        },
+      );
     }
     await removeSocket(handle.controlSocket);
   }
@@ -117,7 +127,11 @@ export function createQemuDriver(options: QemuDriverOptions): VmmDriver {
     log.info("QEMU started", { pid, accel });
 
     const stat = await readProcStat(pid);
-    const handle: VmmHandle = { pid, pidStartTicks: stat?.startTicks ?? 0, controlSocket: spec.controlSocket };
+    const handle: VmmHandle = {
+      pid,
+      pidStartTicks: stat?.startTicks ?? 0,
+      controlSocket: spec.controlSocket,
+    };
     try {
       const qmp = await connectQmp({
         socketPath: spec.controlSocket,
@@ -126,11 +140,15 @@ export function createQemuDriver(options: QemuDriverOptions): VmmDriver {
       }).catch(async (error: unknown) => {
         if (exited.aborted) {
           const tail = await logTail(spec.vmmLog);
-          throw new BangerError(ErrorCode.BOOT_FAILED, `QEMU for ${spec.vmName} ${exitDescription()} during start`, {
-            hint: tail ? `last lines of ${spec.vmmLog}:\n${tail}` : `see ${spec.vmmLog}`,
-            cause: error,
-            data: { vmmLog: spec.vmmLog },
-          });
+          throw new BangerError(
+            ErrorCode.BOOT_FAILED,
+            `QEMU for ${spec.vmName} ${exitDescription()} during start`,
+            {
+              hint: tail ? `last lines of ${spec.vmmLog}:\n${tail}` : `see ${spec.vmmLog}`,
+              cause: error,
+              data: { vmmLog: spec.vmmLog },
+            },
+          );
         }
         throwIfCancelled(signal, spec);
         throw new BangerError(
@@ -195,7 +213,9 @@ async function spawnDetached(command: string, args: string[], logPath: string): 
       const missing = (spawnError as NodeJS.ErrnoException | undefined)?.code === "ENOENT";
       throw new BangerError(
         missing ? ErrorCode.TOOL_MISSING : ErrorCode.BOOT_FAILED,
-        missing ? `${command} is not installed or not on PATH` : `could not start ${command}: ${String(spawnError)}`,
+        missing
+          ? `${command} is not installed or not on PATH`
+          : `could not start ${command}: ${String(spawnError)}`,
         { cause: spawnError, data: { tool: command } },
       );
     }

@@ -8,8 +8,11 @@
 import { readFileSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import type { ErrorObject, ValidateFunction } from "ajv";
-import Ajv from "ajv-draft-04";
+import AjvDraft04 from "ajv-draft-04";
 import { parse } from "yaml";
+
+// ajv-draft-04 is CommonJS: Node hands ESM its module.exports, whose `default` is the class.
+const Ajv = AjvDraft04.default;
 
 export const SPEC_PATH = fileURLToPath(new URL("./firecracker-openapi.yaml", import.meta.url));
 
@@ -136,7 +139,11 @@ export function matchTemplate(spec: SpecDocument, path: string): string | undefi
   for (const template of Object.keys(spec.paths)) {
     const templateParts = template.split("/");
     if (templateParts.length !== parts.length) continue;
-    if (templateParts.every((part, index) => (part.startsWith("{") && part.endsWith("}")) || part === parts[index])) {
+    if (
+      templateParts.every(
+        (part, index) => (part.startsWith("{") && part.endsWith("}")) || part === parts[index],
+      )
+    ) {
       return template;
     }
   }

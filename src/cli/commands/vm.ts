@@ -1,0 +1,385 @@
+/**
+ * `banger vm ...`: create, list, show, start, stop, restart, kill, delete,
+ * logs, run, ssh (and the hidden proxy used as ssh's ProxyCommand).
+ */
+import { spawn } from "node:child_process";
+import { type Command, Option } from "commander";
+import {
+  BangerError,
+  type CreateVmParams,
+  ErrorCode,
+  type OperationInfo,
+  type VmInfo,
+} from "../../protocol/index.ts";
+import { type CliContext, printJson, reportError } from "../context.ts";
+import { createProgressRenderer } from "../render/progress.ts";
+import { formatAge, formatTable } from "../render/table.ts";
+import type { RpcClient } from "../rpc/client.ts";
+
+interface SizingOptions {
+  image?: string;
+  cpus?: string;
+  memory?: string;
+  disk?: string;
+  vmm?: string;
+}
+
+export function registerVmCommands(program: Command, ctx: CliContext): void {
+  const vm = program.command("vm").description("create, run and manage microVMs");
+
+  withSizing(vm.command("create <name>"))
+    .description("create a VM from an image and boot it")
+    .option("--no-start", "create it stopped")
+    .option("--json", "print the VM as JSON")
+    .addHelpText(
+      "after",
+      "\nExamples:\n  banger vm create web\n  banger vm create build --cpus 2 --memory 2048 --disk 10\n  banger vm create idle --no-start",
+    )
+    .action(async (name: string, options: SizingOptions & { start: boolean; json?: boolean }) => {
+      const client = await ctx.client();
+      const created = await createWithProgress(ctx, client, {
+        ...sizingParams(options),
+        name,
+        start: options.start,
+      });
+      if (options.json) printJson(ctx, created);
+      else ctx.stdout.write(`${created.name}\n`);
+    });
+
+  vm.command("list")
+    .alias("ls")
+    .description("list VMs")
+    .option("--json", "print JSON")
+    .addHelpText("after", "\nExamples:\n  banger vm ls\n  banger vm list --json | jq -r '.[].name'")
+    .action(async (options: { json?: boolean }) => {
+      const { vms } = await (await ctx.client()).call("vm.list", {});
+      if (options.json) {
+        printJson(ctx, vms);
+        return;
+      }
+      const rows = vms.map((v) => [
+        v.name,
+        v.state,
+        v.image,
+        v.vmm,
+        String(v.cpus),
+        `${v.memoryMib}M`,
+        `${v.diskGib}G`,
+        v.guestIp,
+        formatAge(v.createdAt),
+      ]);
+      ctx.stdout.write(
+        `${formatTable(["name", "state", "image", "vmm", "cpus", "memory", "disk", "ip", "created"], rows)}\n`,
+      );
+    });
+
+  vm.command("show <name>")
+    .alias("inspect")
+    .description("show one VM")
+    .option("--json", "print JSON")
+    .addHelpText("after", "\nExamples:\n  banger vm show web\n  banger vm show web --json")
+    .action(async (name: string, options: { json?: boolean }) => {
+      const info = await (await ctx.client()).call("vm.show", { name });
+      if (options.json) printJson(ctx, info);
+      else ctx.stdout.write(`${describeVm(info)}\n`);
+    });
+
+  const multi = (
+    verb: "start" | "stop" | "restart" | "kill" | "delete",
+    description: string,
+    example: string,
+  ) =>
+    vm
+      .command(`${verb} <names...>`)
+      .description(description)
+      .addHelpText("after", `\nExamples:\n  ${example}`)
+      .action(async (names: string[]) => {
+        const client = await ctx.client();
+        const progress = createProgressRenderer(ctx.stderr, false);
+        const failures: string[] = [];
+        for (const name of names) {
+          try {
+            await client.call(`vm.${verb}`, { name }, { onProgress: (event) => progress.onProgress(event) });
+            progress.finish();
+            ctx.stdout.write(`${name}\n`);
+          } catch (error) {
+            progress.finish();
+            failures.push(name);
+            process.exitCode = reportError(ctx, error);
+          }
+        }
+        if (failures.length > 0 && names.length > 1)
+          ctx.stderr.write(`banger: ${verb} failed for: ${failures.join(", ")}\n`);
+      });
+  multi("start", "boot stopped VMs", "banger vm start web db");
+  multi("stop", "shut VMs down gracefully (power button, then quit, then kill)", "banger vm stop web");
+  multi("restart", "stop, then start VMs", "banger vm restart web");
+  multi("kill", "stop VMs at once, without a graceful shutdown", "banger vm kill web");
+  multi("delete", "delete VMs and everything they own (disk, tap, files)", "banger vm delete web db").alias(
+    "rm",
+  );
+
+  vm.command("logs <name>")
+    .description("print a VM's serial console")
+    .option("-f, --follow", "keep printing new output")
+    .addHelpText("after", "\nExamples:\n  banger vm logs web\n  banger vm logs -f web")
+    .action(async (name: string, options: { follow?: boolean }) => {
+      const client = await ctx.client();
+      const controller = new AbortController();
+      process.once("SIGINT", () => controller.abort());
+      await client
+        .call(
+          "vm.logs",
+          { name, follow: options.follow === true },
+          {
+            signal: controller.signal,
+            onStream: (_ch, data) => {
+              if (data) ctx.stdout.write(data);
+            },
+          },
+        )
+        .catch((error: unknown) => {
+          if (!controller.signal.aborted) throw error;
+        });
+    });
+
+  withSizing(vm.command("run"))
+    .description(
+      "run a command in a VM: create it if needed, wait for SSH, stream its output, exit with its status",
+    )
+    .option("--name <name>", "use (or create) the VM with this name")
+    .option("--rm", "delete the VM afterwards, also on Ctrl-C")
+    .argument("<command...>", "the command and its arguments (after --)")
+    .addHelpText(
+      "after",
+      "\nExamples:\n  banger vm run -- uname -a\n  banger vm run --rm -- make test\n  echo hi | banger vm run --name box -- cat\n  banger vm run --cpus 2 --memory 2048 -- nproc",
+    )
+    .action(async (command: string[], options: SizingOptions & { name?: string; rm?: boolean }) => {
+      process.exitCode = await runInVm(ctx, command, options);
+    });
+
+  vm.command("ssh <name>")
+    .description("open an interactive shell (or run a command) over SSH, through the daemon")
+    .argument("[command...]", "a command to run instead of a shell")
+    .addHelpText("after", "\nExamples:\n  banger vm ssh web\n  banger vm ssh web -- journalctl -n 20")
+    .action(async (name: string, command: string[]) => {
+      const client = await ctx.client();
+      const config = await client.call("vm.ssh-config", { name });
+      const proxy = `${shellQuote(`${ctx.root}/bin/banger`)} vm proxy ${shellQuote(name)} 22`;
+      const args = [
+        "-F",
+        "/dev/null",
+        "-i",
+        config.identityFile,
+        "-o",
+        "IdentitiesOnly=yes",
+        "-o",
+        `UserKnownHostsFile=${config.knownHostsFile}`,
+        "-o",
+        "StrictHostKeyChecking=yes",
+        "-o",
+        `HostKeyAlias=${config.host}`,
+        "-o",
+        `ProxyCommand=${proxy}`,
+        "-o",
+        "LogLevel=ERROR",
+        `${config.user}@${name}`,
+        ...(command.length > 0 ? ["--", ...command] : []),
+      ];
+      ctx.close();
+      process.exitCode = await new Promise<number>((resolve) => {
+        const child = spawn("ssh", args, { stdio: "inherit" });
+        child.on("error", () => resolve(8));
+        child.on("exit", (code) => resolve(code ?? 1));
+      });
+    });
+
+  vm.command("proxy <name> <port>", { hidden: true })
+    .description("relay stdin/stdout to a TCP port of a VM through the daemon (ssh ProxyCommand)")
+    .action(async (name: string, port: string) => {
+      const client = await ctx.client();
+      const call = client.start(
+        "vm.proxy",
+        { name, port: Number(port) },
+        {
+          onStream: (_ch, data) => {
+            if (data) process.stdout.write(data);
+            else process.stdout.end();
+          },
+        },
+      );
+      process.stdin.on("data", (chunk: Buffer) => void call.write("tcp", chunk));
+      process.stdin.on("end", () => call.end("tcp"));
+      await call.result;
+    });
+}
+
+function withSizing(command: Command): Command {
+  return command
+    .option("--image <ref>", "image name (default: the configured default image)")
+    .option("--cpus <n>", "virtual CPUs")
+    .option("--memory <mib>", "memory in MiB")
+    .option("--disk <gib>", "root disk size in GiB")
+    .addOption(new Option("--vmm <driver>", "VMM driver").choices(["auto", "qemu", "firecracker"]));
+}
+
+function sizingParams(options: SizingOptions): CreateVmParams {
+  const params: CreateVmParams = {};
+  if (options.image) params.image = options.image;
+  if (options.cpus !== undefined) params.cpus = integer("--cpus", options.cpus);
+  if (options.memory !== undefined) params.memoryMib = integer("--memory", options.memory);
+  if (options.disk !== undefined) params.diskGib = integer("--disk", options.disk);
+  if (options.vmm && options.vmm !== "auto") params.vmm = options.vmm as "qemu" | "firecracker";
+  return params;
+}
+
+function integer(flag: string, value: string): number {
+  const parsed = Number(value);
+  if (!Number.isInteger(parsed))
+    throw new BangerError(ErrorCode.INVALID_PARAMS, `${flag} must be a whole number, not '${value}'`);
+  return parsed;
+}
+
+/** Creates through the async operation API, rendering its steps; Ctrl-C cancels and unwinds. */
+async function createWithProgress(
+  ctx: CliContext,
+  client: RpcClient,
+  params: CreateVmParams,
+): Promise<VmInfo> {
+  const progress = createProgressRenderer(ctx.stderr, false);
+  const { operation } = await client.call("vm.create.begin", params);
+  let cancelled = false;
+  const onSigint = () => {
+    cancelled = true;
+    progress.onProgress({ id: 0, step: "cancel", message: "cancelling…", status: "running" });
+    void client.call("vm.create.cancel", { operationId: operation.id }).catch(() => undefined);
+  };
+  process.on("SIGINT", onSigint);
+  try {
+    let last = "";
+    for (;;) {
+      const status = await client.call("vm.create.status", { operationId: operation.id, waitMs: 500 });
+      const op: OperationInfo = status.operation;
+      if (op.message !== last && op.state === "running") {
+        progress.onProgress({ id: 0, step: op.step, message: op.message, status: "running" });
+        last = op.message;
+      }
+      if (op.state === "succeeded" && status.vm) {
+        progress.onProgress({
+          id: 0,
+          step: "vm.ready",
+          message: `${status.vm.name} is running (${status.vm.guestIp})`,
+          status: "done",
+        });
+        return status.vm;
+      }
+      if (op.state !== "running") {
+        progress.finish();
+        const error = op.error;
+        if (op.state === "cancelled" || cancelled)
+          throw new BangerError(ErrorCode.CANCELLED, "VM creation cancelled; nothing was left behind");
+        throw new BangerError(
+          (error?.code as ErrorCode | undefined) ?? ErrorCode.INTERNAL,
+          error?.message ?? "VM creation failed",
+          {
+            hint: error?.hint,
+          },
+        );
+      }
+    }
+  } finally {
+    process.off("SIGINT", onSigint);
+    progress.finish();
+  }
+}
+
+async function runInVm(
+  ctx: CliContext,
+  command: string[],
+  options: SizingOptions & { name?: string; rm?: boolean },
+): Promise<number> {
+  const client = await ctx.client();
+  let name = options.name;
+  let interrupted = false;
+  const removeIfAsked = async () => {
+    if (options.rm && name)
+      await client.call("vm.delete", { name }).catch((error: unknown) => reportError(ctx, error));
+  };
+  const controller = new AbortController();
+  const onSigint = () => {
+    interrupted = true;
+    controller.abort();
+  };
+  process.on("SIGINT", onSigint);
+  try {
+    const existing = name ? await client.call("vm.show", { name }).catch(() => undefined) : undefined;
+    if (!existing) {
+      const vm = await createWithProgress(ctx, client, {
+        ...sizingParams(options),
+        ...(name ? { name } : {}),
+      });
+      name = vm.name;
+    } else if (existing.state !== "running") {
+      const progress = createProgressRenderer(ctx.stderr, false);
+      await client.call(
+        "vm.start",
+        { name: existing.name },
+        { onProgress: (event) => progress.onProgress(event) },
+      );
+      progress.finish();
+    }
+    if (interrupted) return 130;
+    const pipeStdin = process.stdin.isTTY !== true;
+    const call = client.start(
+      "vm.exec",
+      { name: name!, argv: command, stdin: pipeStdin },
+      {
+        signal: controller.signal,
+        onStream: (ch, data) => {
+          if (data === null) return;
+          if (ch === "stdout") ctx.stdout.write(data);
+          else if (ch === "stderr") ctx.stderr.write(data);
+        },
+      },
+    );
+    if (pipeStdin) {
+      process.stdin.on("data", (chunk: Buffer) => void call.write("stdin", chunk));
+      process.stdin.on("end", () => call.end("stdin"));
+      process.stdin.on("error", () => call.end("stdin"));
+    }
+    const result = await call.result;
+    process.stdin.destroy();
+    if (interrupted) return 130;
+    return result.exitCode ?? 255;
+  } catch (error) {
+    if (interrupted) return 130;
+    return reportError(ctx, error);
+  } finally {
+    process.off("SIGINT", onSigint);
+    await removeIfAsked();
+  }
+}
+
+function describeVm(vm: VmInfo): string {
+  const rows: [string, string][] = [
+    ["name", vm.name],
+    ["id", vm.id],
+    ["state", vm.state],
+    ["image", vm.image],
+    ["vmm", vm.vmm],
+    ["cpus", String(vm.cpus)],
+    ["memory", `${vm.memoryMib} MiB`],
+    ["disk", `${vm.diskGib} GiB`],
+    ["ip", vm.guestIp],
+    ["mac", vm.mac],
+    ["pid", vm.pid === null ? "-" : String(vm.pid)],
+    ["dir", vm.dir],
+    ["created", `${vm.createdAt} (${formatAge(vm.createdAt)})`],
+  ];
+  if (vm.lastError) rows.push(["last error", vm.lastError.split("\n")[0]!]);
+  return formatTable(["field", "value"], rows);
+}
+
+function shellQuote(value: string): string {
+  return `'${value.replaceAll("'", "'\\''")}'`;
+}

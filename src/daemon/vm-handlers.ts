@@ -1,0 +1,151 @@
+/**
+ * RPC handlers of the `vm.*` and `image.*` methods: translate between the
+ * protocol and the services, including the byte streams of exec, proxy and
+ * logs and the async create operations.
+ */
+import type { OperationRegistry, OperationSnapshot } from "../core/concurrency/index.ts";
+import {
+  BangerError,
+  ErrorCode,
+  type ImageInfo,
+  type OperationInfo,
+  type VmInfo,
+} from "../protocol/index.ts";
+import type { ImageRecord } from "../sys/store/index.ts";
+import type { ImageService } from "./image/index.ts";
+import type { HandlerContext, HandlerTable } from "./rpc/server.ts";
+import type { VmService } from "./vm/index.ts";
+
+export interface VmHandlerDeps {
+  vms: VmService;
+  images: ImageService;
+  createOps: OperationRegistry<VmInfo>;
+}
+
+export function buildVmHandlers(deps: VmHandlerDeps): HandlerTable {
+  const { vms, images, createOps } = deps;
+  const op = (ctx: HandlerContext) => ({ signal: ctx.signal, progress: ctx.progress });
+  return {
+    "vm.create": (params, ctx) => vms.create(params, op(ctx)),
+    "vm.create.begin": (params) => {
+      const snapshot = createOps.begin(
+        "vm.create",
+        params.name ?? null,
+        (opCtx) =>
+          vms.create(params, {
+            signal: opCtx.signal,
+            progress: (event) => opCtx.report(event.step, event.message),
+          }),
+        (error) => error instanceof BangerError && error.code === ErrorCode.CANCELLED,
+      );
+      return { operation: operationInfo(snapshot) };
+    },
+    "vm.create.status": async (params) => {
+      const snapshot = await createOps.wait(params.operationId, params.waitMs ?? 0);
+      if (!snapshot) throw operationNotFound(params.operationId);
+      return { operation: operationInfo(snapshot), vm: snapshot.result ?? null };
+    },
+    "vm.create.cancel": async (params) => {
+      const snapshot = await createOps.cancel(params.operationId);
+      if (!snapshot) throw operationNotFound(params.operationId);
+      return { operation: operationInfo(snapshot) };
+    },
+    "vm.list": async () => ({ vms: await vms.list() }),
+    "vm.show": (params) => vms.show(params.name),
+    "vm.start": (params, ctx) => vms.start(params.name, op(ctx)),
+    "vm.stop": (params, ctx) => vms.stop(params.name, op(ctx)),
+    "vm.restart": (params, ctx) => vms.restart(params.name, op(ctx)),
+    "vm.kill": (params) => vms.kill(params.name),
+    "vm.delete": async (params) => {
+      await vms.delete(params.name);
+      return { name: params.name, deleted: true as const };
+    },
+    "vm.exec": async (params, ctx) => {
+      try {
+        return await vms.exec(params.name, {
+          argv: params.argv,
+          stdin: params.stdin ? ctx.streams.incoming("stdin") : undefined,
+          onStdout: (chunk) => ctx.streams.write("stdout", chunk),
+          onStderr: (chunk) => ctx.streams.write("stderr", chunk),
+          signal: ctx.signal,
+        });
+      } finally {
+        ctx.streams.end("stdout");
+        ctx.streams.end("stderr");
+      }
+    },
+    "vm.proxy": async (params, ctx) => {
+      const socket = await vms.proxy(params.name, params.port, ctx.signal);
+      const incoming = ctx.streams.incoming("tcp");
+      incoming.pipe(socket);
+      const onAbort = () => socket.destroy();
+      ctx.signal.addEventListener("abort", onAbort, { once: true });
+      try {
+        for await (const chunk of socket) await ctx.streams.write("tcp", chunk as Buffer);
+      } catch {
+        // The guest or the client closed the connection; either way the proxy ends.
+      } finally {
+        ctx.signal.removeEventListener("abort", onAbort);
+        incoming.unpipe(socket);
+        socket.destroy();
+        ctx.streams.end("tcp");
+      }
+      return { closed: true as const };
+    },
+    "vm.logs": async (params, ctx) => {
+      const bytes = await vms.logs(params.name, {
+        follow: params.follow === true,
+        tailBytes: params.tailBytes ?? Number.MAX_SAFE_INTEGER,
+        signal: ctx.signal,
+        onData: (chunk) => ctx.streams.write("stdout", chunk),
+      });
+      ctx.streams.end("stdout");
+      return { bytes };
+    },
+    "vm.ssh-config": (params) => vms.sshConfig(params.name),
+    "image.list": () => ({ images: images.list().map(imageInfo) }),
+    "image.show": (params) => imageInfo(images.get(params.name)),
+    "image.build-default": async (params, ctx) =>
+      imageInfo(
+        await images.buildDefault({
+          force: params?.force === true,
+          signal: ctx.signal,
+          progress: ctx.progress,
+        }),
+      ),
+    "image.delete": async (params) => {
+      await images.delete(params.name);
+      return { name: params.name, deleted: true as const };
+    },
+  };
+}
+
+function imageInfo(image: ImageRecord): ImageInfo {
+  return { ...image };
+}
+
+function operationInfo(snapshot: OperationSnapshot<VmInfo>): OperationInfo {
+  const error = snapshot.error;
+  return {
+    id: snapshot.id,
+    kind: snapshot.kind,
+    state: snapshot.state,
+    step: snapshot.step,
+    message: snapshot.message,
+    vmName: snapshot.result?.name ?? snapshot.subject,
+    error:
+      error === undefined
+        ? null
+        : error instanceof BangerError
+          ? { code: error.code, message: error.message, ...(error.hint ? { hint: error.hint } : {}) }
+          : { code: ErrorCode.INTERNAL, message: error instanceof Error ? error.message : String(error) },
+    startedAt: snapshot.startedAt.toISOString(),
+    finishedAt: snapshot.finishedAt?.toISOString() ?? null,
+  };
+}
+
+function operationNotFound(id: string): BangerError {
+  return new BangerError(ErrorCode.OPERATION_NOT_FOUND, `no operation with id '${id}'`, {
+    hint: "finished operations are kept for a few minutes only",
+  });
+}

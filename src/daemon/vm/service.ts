@@ -1,0 +1,532 @@
+/**
+ * VM lifecycle: create, start, stop, kill, delete, exec, proxy, logs.
+ *
+ * Lock discipline (ARCHITECTURE.md "Lock order"):
+ * - `vmLocks[id]` is held across a whole lifecycle op on one VM (start,
+ *   stop, kill, delete, set), including boot.
+ * - `reservation` is held only to re-check the name, allocate the guest IP
+ *   and insert the row (milliseconds). Image resolution and boot run outside it.
+ * - Never take `reservation` and then a VM lock.
+ *
+ * Resources: every acquisition in a multi-step operation is registered on
+ * an AsyncDisposableStack with its undo; a failure or cancel unwinds in
+ * reverse order, a success moves them to the VM (its handles.json).
+ */
+import type { KeyedLocks, Mutex } from "../../core/concurrency/index.ts";
+import type { Config } from "../../core/config/index.ts";
+import { planKernelCmdline } from "../../core/image/index.ts";
+import type { Logger } from "../../core/log/index.ts";
+import { type Layout, vmPaths } from "../../core/paths/index.ts";
+import {
+  emptyHandles,
+  macForVmId,
+  tapNameForVmId,
+  type VmHandles,
+  type VmRecord,
+  validateVmName,
+} from "../../core/vm/index.ts";
+import type { VmmHandle } from "../../core/vmm/contract.ts";
+import {
+  BangerError,
+  type CreateVmParams,
+  ErrorCode,
+  type ProgressEvent,
+  type VmInfo,
+  type VmmKind,
+  type VmState,
+} from "../../protocol/index.ts";
+import type { Store } from "../../sys/store/index.ts";
+import type { ImageService } from "../image/index.ts";
+import type { GuestAccess, GuestExec, VmDisks, VmFiles, VmmDrivers, VmNetwork } from "./platform.ts";
+
+export type Progress = (event: Omit<ProgressEvent, "status"> & { status?: ProgressEvent["status"] }) => void;
+
+export interface OpOptions {
+  signal: AbortSignal;
+  progress: Progress;
+}
+
+export interface VmServiceDeps {
+  store: Store;
+  layout: Layout;
+  config: Config;
+  logger: Logger;
+  images: Pick<ImageService, "resolve">;
+  network: VmNetwork;
+  drivers: VmmDrivers;
+  disks: VmDisks;
+  files: VmFiles;
+  guest: GuestAccess;
+  vmLocks: KeyedLocks;
+  reservation: Mutex;
+  now(): Date;
+  newId(): string;
+  tscKhz(): Promise<number>;
+}
+
+export interface VmService {
+  create(params: CreateVmParams, options: OpOptions): Promise<VmInfo>;
+  list(): Promise<VmInfo[]>;
+  show(name: string): Promise<VmInfo>;
+  start(name: string, options: OpOptions): Promise<VmInfo>;
+  stop(name: string, options: OpOptions): Promise<VmInfo>;
+  restart(name: string, options: OpOptions): Promise<VmInfo>;
+  kill(name: string): Promise<VmInfo>;
+  delete(name: string): Promise<void>;
+  exec(name: string, exec: GuestExec): Promise<{ exitCode: number | null; signal: string | null }>;
+  proxy(name: string, port: number, signal: AbortSignal): Promise<import("node:net").Socket>;
+  logs(
+    name: string,
+    options: {
+      follow: boolean;
+      tailBytes: number;
+      signal: AbortSignal;
+      onData(chunk: Buffer): Promise<void>;
+    },
+  ): Promise<number>;
+  sshConfig(
+    name: string,
+  ): Promise<{ user: string; host: string; identityFile: string; knownHostsFile: string }>;
+  /** Brings rows in line with reality after a daemon start; returns what it changed. */
+  reconcile(): Promise<{ kept: string[]; demoted: string[]; removedTaps: string[] }>;
+  /** Stops every running VM (daemon stop --stop-vms); returns their names. */
+  stopAll(): Promise<string[]>;
+}
+
+const GIB = 1024 ** 3;
+
+export function createVmService(deps: VmServiceDeps): VmService {
+  const { store, layout, config, logger } = deps;
+  /** In-memory cache of handles.json, rebuilt from the files at reconcile. */
+  const handleCache = new Map<string, VmHandles>();
+
+  const toInfo = (vm: VmRecord): VmInfo => ({
+    id: vm.id,
+    name: vm.name,
+    state: vm.state,
+    image: vm.imageName,
+    vmm: vm.vmm,
+    cpus: vm.cpus,
+    memoryMib: vm.memoryMib,
+    diskGib: vm.diskGib,
+    guestIp: vm.guestIp,
+    mac: vm.mac,
+    createdAt: vm.createdAt,
+    updatedAt: vm.updatedAt,
+    lastError: vm.lastError,
+    dir: vmPaths(layout, vm.id).dir,
+    pid: handleCache.get(vm.id)?.pid ?? null,
+  });
+
+  const byName = (name: string): VmRecord => {
+    const vm = store.getVmByName(name);
+    if (!vm) throw new BangerError(ErrorCode.VM_NOT_FOUND, `no VM named '${name}'`);
+    return vm;
+  };
+
+  const setState = (vm: VmRecord, state: VmState, lastError: string | null = vm.lastError): VmRecord => {
+    const updated = { ...vm, state, lastError, updatedAt: deps.now().toISOString() };
+    store.setVmState(vm.id, state, lastError, updated.updatedAt);
+    return updated;
+  };
+
+  const vmmHandle = (vm: VmRecord, handles: VmHandles): VmmHandle | undefined =>
+    handles.pid !== null && handles.controlSocket !== null
+      ? { pid: handles.pid, pidStartTicks: handles.pidStartTicks ?? 0, controlSocket: handles.controlSocket }
+      : undefined;
+
+  const loadHandles = async (vm: VmRecord): Promise<VmHandles> =>
+    handleCache.get(vm.id) ??
+    (await deps.files.readHandles(vmPaths(layout, vm.id).handles)) ??
+    emptyHandles();
+
+  const saveHandles = async (vm: VmRecord, handles: VmHandles): Promise<void> => {
+    handleCache.set(vm.id, handles);
+    await deps.files.writeHandles(vmPaths(layout, vm.id).handles, handles);
+  };
+
+  const clearHandles = async (vm: VmRecord): Promise<void> => {
+    handleCache.delete(vm.id);
+    await deps.files.removeFile(vmPaths(layout, vm.id).handles);
+  };
+
+  /** The one liveness decision: the recorded VMM process is alive and ours. */
+  const isAlive = async (vm: VmRecord): Promise<boolean> => {
+    const handle = vmmHandle(vm, await loadHandles(vm));
+    return handle !== undefined && (await deps.drivers.get(vm.vmm).isRunning(handle));
+  };
+
+  const target = (vm: VmRecord) => ({
+    vmId: vm.id,
+    ip: vm.guestIp,
+    knownHostsFile: vmPaths(layout, vm.id).knownHosts,
+  });
+
+  /** Releases everything a running VM holds on the host, after its VMM is gone. */
+  const releaseRuntime = async (vm: VmRecord, handles: VmHandles): Promise<void> => {
+    await deps.guest.close(target(vm)).catch(() => undefined);
+    if (handles.tap) await deps.network.deleteTap(handles.tap);
+    if (handles.controlSocket) await deps.files.removeFile(handles.controlSocket);
+    await clearHandles(vm);
+  };
+
+  const diskOf = (
+    vm: VmRecord,
+  ): { path: string; format: "qcow2" | "raw"; handles: Record<string, string> } => {
+    const paths = vmPaths(layout, vm.id);
+    return vm.vmm === "qemu"
+      ? { path: paths.overlay, format: "qcow2", handles: {} }
+      : { path: paths.rawDisk, format: "raw", handles: {} };
+  };
+
+  async function startLocked(vm: VmRecord, options: OpOptions): Promise<VmRecord> {
+    const { signal, progress } = options;
+    const paths = vmPaths(layout, vm.id);
+    const image = store.getImageById(vm.imageId);
+    if (!image) {
+      throw new BangerError(
+        ErrorCode.IMAGE_NOT_FOUND,
+        `VM '${vm.name}' uses image ${vm.imageName}, which no longer exists`,
+      );
+    }
+    const driver = deps.drivers.get(vm.vmm);
+    let current = setState(vm, "starting", null);
+    await using stack = new AsyncDisposableStack();
+    const handles: VmHandles = { ...emptyHandles(), disk: diskOf(vm).path };
+    try {
+      progress({ step: "vm.network", message: `setting up the network for ${vm.name}` });
+      await deps.network.ensureBridge(signal);
+      const tap = tapNameForVmId(vm.id);
+      await deps.network.createTap(tap, signal);
+      stack.defer(() => deps.network.deleteTap(tap));
+      handles.tap = tap;
+
+      const cmdline = planKernelCmdline({
+        guestIp: vm.guestIp,
+        gatewayIp: deps.network.gateway,
+        prefixLength: deps.network.prefixLength,
+        hostname: vm.name,
+        sshPublicKey: await deps.guest.publicKey(),
+        tscKhz: await deps.tscKhz(),
+      });
+      await deps.files.rotate(paths.console);
+      const controlSocket = vm.vmm === "qemu" ? paths.qmpSocket : paths.apiSocket;
+      progress({ step: "vm.boot", message: `booting ${vm.name} (${vm.vmm})` });
+      const handle = await driver.start(
+        {
+          vmId: vm.id,
+          vmName: vm.name,
+          cpus: vm.cpus,
+          memoryMib: vm.memoryMib,
+          kernel: image.kernel,
+          initrd: image.initrd,
+          kernelCmdline: cmdline,
+          disk: { path: handles.disk!, format: diskOf(vm).format },
+          tap,
+          mac: vm.mac,
+          consoleLog: paths.console,
+          vmmLog: paths.vmmLog,
+          controlSocket,
+          vsockSocket: paths.vsockSocket,
+          metricsFile: paths.metrics,
+        },
+        signal,
+      );
+      stack.defer(() => driver.kill(handle));
+      handles.pid = handle.pid;
+      handles.pidStartTicks = handle.pidStartTicks;
+      handles.controlSocket = handle.controlSocket;
+      await saveHandles(vm, handles);
+      stack.defer(() => clearHandles(vm));
+
+      progress({ step: "vm.ssh", message: `waiting for ${vm.name} to answer SSH` });
+      await deps.guest.waitForBanner({
+        ip: vm.guestIp,
+        deadlineMs: config.vm.boot_timeout_s * 1000,
+        signal,
+        stillAlive: () => driver.isRunning(handle),
+      });
+      await deps.guest.pinHostKey({
+        consoleLog: paths.console,
+        ip: vm.guestIp,
+        knownHostsFile: paths.knownHosts,
+      });
+      const check = await deps.guest.exec(target(vm), { argv: ["true"], signal });
+      if (check.exitCode !== 0) {
+        throw new BangerError(
+          ErrorCode.GUEST_UNREACHABLE,
+          `SSH to ${vm.name} with its pinned host key failed (exit ${check.exitCode})`,
+        );
+      }
+      current = setState(current, "running", null);
+      stack.move();
+      progress({ step: "vm.ready", message: `${vm.name} is running (${vm.guestIp})`, status: "done" });
+      return current;
+    } catch (error) {
+      const reason = await describeBootFailure(error, paths.console);
+      logger.warn("start failed", { vm: vm.name, err: reason });
+      await stack
+        .disposeAsync()
+        .catch((undoError: unknown) =>
+          logger.error("undo after failed start failed", { vm: vm.name, err: String(undoError) }),
+        );
+      setState(current, "error", reason);
+      if (error instanceof BangerError && error.code === ErrorCode.CANCELLED) throw error;
+      throw new BangerError(
+        error instanceof BangerError ? error.code : ErrorCode.BOOT_FAILED,
+        `VM '${vm.name}' failed to start: ${reason}`,
+        { hint: `its console log is ${paths.console}; \`banger vm logs ${vm.name}\` shows it`, cause: error },
+      );
+    }
+  }
+
+  async function describeBootFailure(error: unknown, consoleLog: string): Promise<string> {
+    const message = error instanceof Error ? error.message : String(error);
+    if (error instanceof BangerError && error.code === ErrorCode.CANCELLED) return "cancelled";
+    const tail = (await deps.files.tail(consoleLog, 1500).catch(() => "")).trim();
+    return tail ? `${message}\n--- console tail ---\n${tail.split("\n").slice(-12).join("\n")}` : message;
+  }
+
+  async function stopLocked(vm: VmRecord, mode: "graceful" | "kill"): Promise<VmRecord> {
+    const handles = await loadHandles(vm);
+    const handle = vmmHandle(vm, handles);
+    let current = vm;
+    if (handle) {
+      const driver = deps.drivers.get(vm.vmm);
+      if (mode === "graceful") {
+        current = setState(vm, "stopping");
+        await deps.guest.close(target(vm)).catch(() => undefined);
+        await driver.stop(handle, { timeoutMs: config.vm.stop_timeout_s * 1000 });
+      } else {
+        await driver.kill(handle);
+      }
+    }
+    await releaseRuntime(vm, handles);
+    return setState(current, "stopped", mode === "kill" ? "killed" : null);
+  }
+
+  const reserve = (
+    params: CreateVmParams,
+    vmm: VmmKind,
+    image: { id: string; name: string },
+  ): Promise<VmRecord> =>
+    deps.reservation.run(() => {
+      const id = deps.newId();
+      const name = params.name ?? `vm-${id.slice(0, 6)}`;
+      if (store.getVmByName(name)) {
+        throw new BangerError(ErrorCode.NAME_TAKEN, `a VM named '${name}' already exists`);
+      }
+      const now = deps.now().toISOString();
+      const vm: VmRecord = {
+        id,
+        name,
+        imageId: image.id,
+        imageName: image.name,
+        vmm,
+        cpus: params.cpus ?? config.vm.cpus,
+        memoryMib: params.memoryMib ?? config.vm.memory_mib,
+        diskGib: params.diskGib ?? config.vm.disk_gib,
+        guestIp: deps.network.allocateIp(store.usedGuestIps()),
+        mac: macForVmId(id),
+        state: "created",
+        lastError: null,
+        createdAt: now,
+        updatedAt: now,
+      };
+      store.insertVm(vm);
+      return vm;
+    });
+
+  async function removeVm(vm: VmRecord): Promise<void> {
+    const paths = vmPaths(layout, vm.id);
+    const disk = diskOf(vm);
+    if (await deps.files.exists(disk.path)) await deps.disks.remove(disk);
+    await deps.files.removeDir(paths.dir);
+    handleCache.delete(vm.id);
+    store.deleteVm(vm.id);
+  }
+
+  return {
+    async create(params, options) {
+      if (params.name !== undefined) validateVmName(params.name);
+      if (params.name !== undefined && store.getVmByName(params.name)) {
+        throw new BangerError(ErrorCode.NAME_TAKEN, `a VM named '${params.name}' already exists`);
+      }
+      const vmm = await deps.drivers.choose(params.vmm ?? config.vmm.default);
+      const image = await deps.images.resolve(params.image ?? config.vm.default_image, options);
+      const vm = await reserve(params, vmm, image);
+      // From here the VM exists; any failure before it is usable removes it again.
+      return deps.vmLocks.run(vm.id, async () => {
+        await using stack = new AsyncDisposableStack();
+        stack.defer(() => removeVm(vm));
+        const paths = vmPaths(layout, vm.id);
+        await deps.files.makeDir(paths.dir);
+        options.progress({ step: "vm.disk", message: `creating the root disk of ${vm.name}` });
+        await deps.disks.create({
+          vmm,
+          base: image.rootfs,
+          target: diskOf(vm).path,
+          sizeBytes: vm.diskGib * GIB,
+          signal: options.signal,
+        });
+        let result = setState(vm, "stopped");
+        if (params.start !== false) result = await startLocked(result, options);
+        stack.move();
+        return toInfo(result);
+      });
+    },
+
+    async list() {
+      return store.listVms().map(toInfo);
+    },
+
+    async show(name) {
+      return toInfo(byName(name));
+    },
+
+    async start(name, options) {
+      const vm = byName(name);
+      return deps.vmLocks.run(vm.id, async () => {
+        const fresh = byName(name);
+        if (fresh.state === "running" && (await isAlive(fresh))) return toInfo(fresh);
+        if (fresh.state === "running" || fresh.state === "starting" || fresh.state === "stopping") {
+          await releaseRuntime(fresh, await loadHandles(fresh));
+        }
+        return toInfo(await startLocked(fresh, options));
+      });
+    },
+
+    async stop(name) {
+      const vm = byName(name);
+      return deps.vmLocks.run(vm.id, async () => {
+        const fresh = byName(name);
+        if (fresh.state === "stopped" || fresh.state === "created") return toInfo(fresh);
+        return toInfo(await stopLocked(fresh, "graceful"));
+      });
+    },
+
+    async restart(name, options) {
+      const vm = byName(name);
+      return deps.vmLocks.run(vm.id, async () => {
+        const fresh = byName(name);
+        const stopped =
+          fresh.state === "stopped" || fresh.state === "created"
+            ? fresh
+            : await stopLocked(fresh, "graceful");
+        return toInfo(await startLocked(stopped, options));
+      });
+    },
+
+    async kill(name) {
+      const vm = byName(name);
+      return deps.vmLocks.run(vm.id, async () => toInfo(await stopLocked(byName(name), "kill")));
+    },
+
+    async delete(name) {
+      const vm = byName(name);
+      await deps.vmLocks.run(vm.id, async () => {
+        const fresh = store.getVmById(vm.id);
+        if (!fresh) return;
+        const handles = await loadHandles(fresh);
+        if (vmmHandle(fresh, handles)) await stopLocked(fresh, "kill");
+        await removeVm(fresh);
+      });
+    },
+
+    async exec(name, exec) {
+      const vm = byName(name);
+      if (vm.state !== "running" || !(await isAlive(vm))) {
+        throw new BangerError(ErrorCode.BAD_STATE, `VM '${name}' is not running (it is ${vm.state})`, {
+          hint: `start it with \`banger vm start ${name}\``,
+        });
+      }
+      return deps.guest.exec(target(vm), exec);
+    },
+
+    async proxy(name, port, signal) {
+      const vm = byName(name);
+      if (vm.state !== "running") {
+        throw new BangerError(ErrorCode.BAD_STATE, `VM '${name}' is not running (it is ${vm.state})`);
+      }
+      return deps.guest.openTcp(vm.guestIp, port, signal);
+    },
+
+    async logs(name, options) {
+      const vm = byName(name);
+      const file = vmPaths(layout, vm.id).console;
+      const size = await deps.files.size(file).catch(() => 0);
+      const offset = Math.max(0, size - options.tailBytes);
+      let sent = 0;
+      await deps.files.stream(file, {
+        offset,
+        follow: options.follow,
+        signal: options.signal,
+        onData: async (chunk) => {
+          sent += chunk.length;
+          await options.onData(chunk);
+        },
+      });
+      return sent;
+    },
+
+    async sshConfig(name) {
+      const vm = byName(name);
+      return {
+        user: deps.guest.user,
+        host: vm.guestIp,
+        identityFile: await deps.guest.identityFile(),
+        knownHostsFile: vmPaths(layout, vm.id).knownHosts,
+      };
+    },
+
+    async reconcile() {
+      const kept: string[] = [];
+      const demoted: string[] = [];
+      const owned = new Set<string>();
+      for (const vm of store.listVms()) {
+        await deps.vmLocks.run(vm.id, async () => {
+          const handles = (await deps.files.readHandles(vmPaths(layout, vm.id).handles)) ?? emptyHandles();
+          const handle = vmmHandle(vm, handles);
+          const alive = handle !== undefined && (await deps.drivers.get(vm.vmm).isRunning(handle));
+          if (alive && vm.state === "running") {
+            handleCache.set(vm.id, handles);
+            if (handles.tap) owned.add(handles.tap);
+            kept.push(vm.name);
+            return;
+          }
+          if (alive && handle) await deps.drivers.get(vm.vmm).kill(handle);
+          if (handle || vm.state === "running" || vm.state === "starting" || vm.state === "stopping") {
+            await releaseRuntime(vm, handles);
+            if (vm.state !== "stopped") {
+              setState(
+                vm,
+                "stopped",
+                vm.state === "running"
+                  ? "the VMM process was gone when the daemon started"
+                  : `interrupted while ${vm.state}`,
+              );
+            }
+            demoted.push(vm.name);
+          }
+        });
+      }
+      const removedTaps = await deps.network.removeLeftoverTaps(owned).catch((error: unknown) => {
+        logger.warn("could not list leftover taps", { err: String(error) });
+        return [];
+      });
+      logger.info("reconciled", { kept, demoted, removedTaps });
+      return { kept, demoted, removedTaps };
+    },
+
+    async stopAll() {
+      const stopped: string[] = [];
+      for (const vm of store.listVms().filter((candidate) => candidate.state === "running")) {
+        await deps.vmLocks.run(vm.id, async () => {
+          await stopLocked(byName(vm.name), "graceful");
+          stopped.push(vm.name);
+        });
+      }
+      return stopped;
+    },
+  };
+}
