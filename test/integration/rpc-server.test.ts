@@ -59,6 +59,13 @@ function testHandlers(events: string[]): HandlerTable {
       ctx.streams.end("stderr");
       return { exitCode: bytes % 256, signal: null };
     },
+    // Reads the tcp channel only after a delay, as a proxy does while it connects.
+    "vm.proxy": async (_params, ctx) => {
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      for await (const chunk of ctx.streams.incoming("tcp")) await ctx.streams.write("tcp", chunk as Buffer);
+      ctx.streams.end("tcp");
+      return { closed: true as const };
+    },
     "vm.show": (params) => {
       if (params.name === "boom") throw new Error("kaboom");
       throw new BangerError(ErrorCode.VM_NOT_FOUND, `no VM named '${params.name}'`);
@@ -201,6 +208,23 @@ describe("RPC over a real Unix socket", () => {
     assert.equal(Buffer.concat(err).toString(), input.toString().toUpperCase());
     assert.equal(result.exitCode, input.length % 256);
     assert.deepEqual(ended.sort(), ["stderr", "stdout"]);
+    client.close();
+  });
+
+  it("keeps bytes that arrive before the handler reads its channel", async () => {
+    const client = await helloClient(socket);
+    const echoed: Buffer[] = [];
+    const call = client.start("vm.proxy", { name: "x", port: 22 }, {
+      onStream: (_ch, data) => {
+        if (data) echoed.push(data);
+      },
+    });
+    await call.write("tcp", Buffer.from("SSH-2.0-early\r\n"));
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    await call.write("tcp", Buffer.from("later"));
+    call.end("tcp");
+    await call.result;
+    assert.equal(Buffer.concat(echoed).toString(), "SSH-2.0-early\r\nlater");
     client.close();
   });
 

@@ -25,6 +25,8 @@ const VmSection = z
     disk_gib: z.number().int().min(1).max(2048).default(2),
     /** Seconds a boot may take before it is declared hung (generous for TCG). */
     boot_timeout_s: z.number().int().min(5).max(3600).default(120),
+    /** Extra guest kernel arguments, appended after banger's own. */
+    kernel_args: z.array(z.string().regex(/^\S+$/, { message: "each argument must be one word without spaces" })).default([]),
     /** Seconds a graceful stop waits at each step (power button, then quit). */
     stop_timeout_s: z.number().int().min(1).max(600).default(15),
   })

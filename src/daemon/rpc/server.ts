@@ -234,8 +234,14 @@ class Connection {
     if (method === "$/stream") {
       const parsed = StreamParams.safeParse(params);
       if (!parsed.success) return;
-      const target = this.#inflight.get(parsed.data.id)?.incoming.get(parsed.data.ch);
-      if (!target) return;
+      const request = this.#inflight.get(parsed.data.id);
+      if (!request) return;
+      // Bytes may arrive before the handler asks for the channel: buffer them.
+      let target = request.incoming.get(parsed.data.ch);
+      if (!target) {
+        target = new PassThrough();
+        request.incoming.set(parsed.data.ch, target);
+      }
       if (parsed.data.data) target.write(Buffer.from(parsed.data.data, "base64"));
       if (parsed.data.end) target.end();
     }

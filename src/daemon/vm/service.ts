@@ -208,6 +208,7 @@ export function createVmService(deps: VmServiceDeps): VmService {
         hostname: vm.name,
         sshPublicKey: await deps.guest.publicKey(),
         tscKhz: await deps.tscKhz(),
+        extraArgs: config.vm.kernel_args,
       });
       await deps.files.rotate(paths.console);
       const controlSocket = vm.vmm === "qemu" ? paths.qmpSocket : paths.apiSocket;
