@@ -10,7 +10,10 @@ import { createE2eEnv, type E2eEnv, e2eSkipReason } from "../helpers/e2e.ts";
 describe("a guest that never boots", { skip: e2eSkipReason() }, () => {
   let env: E2eEnv;
   before(() => {
-    env = createE2eEnv({ name: "noboot", config: '[vm]\nboot_timeout_s = 60\nkernel_args = ["root=/dev/vdz"]\n' });
+    env = createE2eEnv({
+      name: "noboot",
+      config: '[vm]\nboot_timeout_s = 60\nkernel_args = ["root=/dev/vdz"]\n',
+    });
   });
   after(async () => {
     await env?.dispose();

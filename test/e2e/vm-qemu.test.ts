@@ -39,29 +39,72 @@ describe("VMs on real guests (QEMU)", { skip }, () => {
     assert.equal(info.state, "running");
     assert.ok(existsSync(join(info.dir, "root.qcow2")));
 
-    const failing = await env.banger(["vm", "run", "--name", "alpha", "--", "sh", "-c", "echo out; echo err >&2; exit 7"]);
+    const failing = await env.banger([
+      "vm",
+      "run",
+      "--name",
+      "alpha",
+      "--",
+      "sh",
+      "-c",
+      "echo out; echo err >&2; exit 7",
+    ]);
     assert.equal(failing.code, 7);
     assert.equal(failing.stdout, "out\n");
     assert.match(failing.stderr, /^err$/m);
 
-    const piped = await env.banger(["vm", "run", "--name", "alpha", "--", "sh", "-c", "tr a-z A-Z"], { input: "hello guest\n" });
+    const piped = await env.banger(["vm", "run", "--name", "alpha", "--", "sh", "-c", "tr a-z A-Z"], {
+      input: "hello guest\n",
+    });
     assert.equal(piped.code, 0, piped.stderr);
     assert.equal(piped.stdout, "HELLO GUEST\n");
 
-    const args = await env.banger(["vm", "run", "--name", "alpha", "--", "printf", "%s|", "a b", "$HOME", "'q'", ""]);
+    const args = await env.banger([
+      "vm",
+      "run",
+      "--name",
+      "alpha",
+      "--",
+      "printf",
+      "%s|",
+      "a b",
+      "$HOME",
+      "'q'",
+      "",
+    ]);
     assert.equal(args.stdout, "a b|$HOME|'q'||");
   });
 
   it("streams 10 MB of output intact", async () => {
-    const big = await env.banger(["vm", "run", "--name", "alpha", "--", "sh", "-c", "head -c 10485760 /dev/zero | tr '\\0' 'x'"]);
+    const big = await env.banger([
+      "vm",
+      "run",
+      "--name",
+      "alpha",
+      "--",
+      "sh",
+      "-c",
+      "head -c 10485760 /dev/zero | tr '\\0' 'x'",
+    ]);
     assert.equal(big.code, 0, big.stderr);
     assert.equal(big.stdout.length, 10 * 1024 * 1024);
-    const expected = createHash("sha256").update("x".repeat(10 * 1024 * 1024)).digest("hex");
+    const expected = createHash("sha256")
+      .update("x".repeat(10 * 1024 * 1024))
+      .digest("hex");
     assert.equal(createHash("sha256").update(big.stdout).digest("hex"), expected);
   });
 
   it("keeps disk contents across stop and start", async () => {
-    const write = await env.banger(["vm", "run", "--name", "alpha", "--", "sh", "-c", "echo persisted > /root/marker && sync"]);
+    const write = await env.banger([
+      "vm",
+      "run",
+      "--name",
+      "alpha",
+      "--",
+      "sh",
+      "-c",
+      "echo persisted > /root/marker && sync",
+    ]);
     assert.equal(write.code, 0, write.stderr);
     const stop = await env.banger(["vm", "stop", "alpha"]);
     assert.equal(stop.code, 0, stop.stderr);
@@ -81,8 +124,14 @@ describe("VMs on real guests (QEMU)", { skip }, () => {
     assert.equal(created.code, 0, created.stderr);
     const beta = JSON.parse(created.stdout);
     const probe = await env.banger([
-      "vm", "run", "--name", "alpha", "--",
-      "bash", "-c", `exec 3<>/dev/tcp/${beta.guestIp}/22 && head -c 4 <&3`,
+      "vm",
+      "run",
+      "--name",
+      "alpha",
+      "--",
+      "bash",
+      "-c",
+      `exec 3<>/dev/tcp/${beta.guestIp}/22 && head -c 4 <&3`,
     ]);
     assert.equal(probe.code, 0, probe.stderr);
     assert.equal(probe.stdout, "SSH-");

@@ -7,7 +7,7 @@
 import { execFileSync } from "node:child_process";
 import { existsSync, mkdirSync, readdirSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { daemonPid, runBanger, type CliResult } from "./cli.ts";
+import { type CliResult, daemonPid, runBanger } from "./cli.ts";
 import { makeTempDir } from "./tmp.ts";
 
 export const IMAGE_CACHE = process.env.BANGER_IMAGE_CACHE ?? "/var/tmp/banger-image-cache";
@@ -69,7 +69,9 @@ export function createE2eEnv(options: { name: string; config?: string }): E2eEnv
     qemuPids,
     vmDirs: () => (existsSync(join(home, "state", "vms")) ? readdirSync(join(home, "state", "vms")) : []),
     async dispose() {
-      await runBanger(["daemon", "stop", "--stop-vms"], { home, env, timeoutMs: 120_000 }).catch(() => undefined);
+      await runBanger(["daemon", "stop", "--stop-vms"], { home, env, timeoutMs: 120_000 }).catch(
+        () => undefined,
+      );
       const pid = daemonPid(home);
       if (pid) {
         try {

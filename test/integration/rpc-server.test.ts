@@ -214,11 +214,15 @@ describe("RPC over a real Unix socket", () => {
   it("keeps bytes that arrive before the handler reads its channel", async () => {
     const client = await helloClient(socket);
     const echoed: Buffer[] = [];
-    const call = client.start("vm.proxy", { name: "x", port: 22 }, {
-      onStream: (_ch, data) => {
-        if (data) echoed.push(data);
+    const call = client.start(
+      "vm.proxy",
+      { name: "x", port: 22 },
+      {
+        onStream: (_ch, data) => {
+          if (data) echoed.push(data);
+        },
       },
-    });
+    );
     await call.write("tcp", Buffer.from("SSH-2.0-early\r\n"));
     await new Promise((resolve) => setTimeout(resolve, 200));
     await call.write("tcp", Buffer.from("later"));

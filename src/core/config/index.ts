@@ -26,7 +26,9 @@ const VmSection = z
     /** Seconds a boot may take before it is declared hung (generous for TCG). */
     boot_timeout_s: z.number().int().min(5).max(3600).default(120),
     /** Extra guest kernel arguments, appended after banger's own. */
-    kernel_args: z.array(z.string().regex(/^\S+$/, { message: "each argument must be one word without spaces" })).default([]),
+    kernel_args: z
+      .array(z.string().regex(/^\S+$/, { message: "each argument must be one word without spaces" }))
+      .default([]),
     /** Seconds a graceful stop waits at each step (power button, then quit). */
     stop_timeout_s: z.number().int().min(1).max(600).default(15),
   })
@@ -34,7 +36,7 @@ const VmSection = z
 
 const VmmSection = z
   .object({
-    /** `auto` picks Firecracker when its binary is present and KVM usable, else QEMU. */
+    /** `auto` picks Firecracker once its driver is wired in and KVM is usable; today it means QEMU. */
     default: z.enum(["auto", "qemu", "firecracker"]).default("auto"),
     /** `auto` uses KVM only where a short probe boot proves it works. */
     accel: z.enum(["auto", "kvm", "tcg"]).default("auto"),

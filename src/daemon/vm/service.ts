@@ -130,7 +130,7 @@ export function createVmService(deps: VmServiceDeps): VmService {
     return updated;
   };
 
-  const vmmHandle = (vm: VmRecord, handles: VmHandles): VmmHandle | undefined =>
+  const vmmHandle = (handles: VmHandles): VmmHandle | undefined =>
     handles.pid !== null && handles.controlSocket !== null
       ? { pid: handles.pid, pidStartTicks: handles.pidStartTicks ?? 0, controlSocket: handles.controlSocket }
       : undefined;
@@ -152,7 +152,7 @@ export function createVmService(deps: VmServiceDeps): VmService {
 
   /** The one liveness decision: the recorded VMM process is alive and ours. */
   const isAlive = async (vm: VmRecord): Promise<boolean> => {
-    const handle = vmmHandle(vm, await loadHandles(vm));
+    const handle = vmmHandle(await loadHandles(vm));
     return handle !== undefined && (await deps.drivers.get(vm.vmm).isRunning(handle));
   };
 
@@ -290,7 +290,7 @@ export function createVmService(deps: VmServiceDeps): VmService {
 
   async function stopLocked(vm: VmRecord, mode: "graceful" | "kill"): Promise<VmRecord> {
     const handles = await loadHandles(vm);
-    const handle = vmmHandle(vm, handles);
+    const handle = vmmHandle(handles);
     let current = vm;
     if (handle) {
       const driver = deps.drivers.get(vm.vmm);
@@ -429,7 +429,7 @@ export function createVmService(deps: VmServiceDeps): VmService {
         const fresh = store.getVmById(vm.id);
         if (!fresh) return;
         const handles = await loadHandles(fresh);
-        if (vmmHandle(fresh, handles)) await stopLocked(fresh, "kill");
+        if (vmmHandle(handles)) await stopLocked(fresh, "kill");
         await removeVm(fresh);
       });
     },
@@ -487,7 +487,7 @@ export function createVmService(deps: VmServiceDeps): VmService {
       for (const vm of store.listVms()) {
         await deps.vmLocks.run(vm.id, async () => {
           const handles = (await deps.files.readHandles(vmPaths(layout, vm.id).handles)) ?? emptyHandles();
-          const handle = vmmHandle(vm, handles);
+          const handle = vmmHandle(handles);
           const alive = handle !== undefined && (await deps.drivers.get(vm.vmm).isRunning(handle));
           if (alive && vm.state === "running") {
             handleCache.set(vm.id, handles);
