@@ -4,11 +4,13 @@
  * other, ssh through the daemon, delete, and nothing left behind.
  */
 import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
 import { createHash } from "node:crypto";
 import { existsSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
-import { createE2eEnv, type E2eEnv, e2eSkipReason } from "../helpers/e2e.ts";
+import { bangerBin } from "../helpers/cli.ts";
+import { createE2eEnv, type E2eEnv, e2eSkipReason, IMAGE_CACHE } from "../helpers/e2e.ts";
 
 const skip = e2eSkipReason();
 
@@ -157,6 +159,31 @@ describe("VMs on real guests (QEMU)", { skip }, () => {
     assert.deepEqual(env.taps(), []);
     assert.deepEqual(env.qemuPids(), []);
     assert.deepEqual(env.vmDirs(), []);
+  });
+
+  it("vm run --rm deletes the VM when interrupted with Ctrl-C", async () => {
+    const child = spawn(bangerBin, ["vm", "run", "--rm", "--name", "ctrlc", "--", "sleep", "120"], {
+      env: {
+        ...process.env,
+        BANGER_HOME: env.home,
+        BANGER_NETNS: env.netns,
+        BANGER_IMAGE_CACHE: IMAGE_CACHE,
+      },
+      stdio: ["pipe", "pipe", "pipe"],
+    });
+    const exited = new Promise<number | null>((resolve) => child.once("exit", (code) => resolve(code)));
+    for (let i = 0; i < 600; i++) {
+      const shown = await env.banger(["vm", "show", "ctrlc", "--json"]);
+      if (shown.code === 0 && JSON.parse(shown.stdout).state === "running") break;
+      await new Promise((resolve) => setTimeout(resolve, 250));
+    }
+    await new Promise((resolve) => setTimeout(resolve, 1500));
+    child.kill("SIGINT");
+    assert.equal(await exited, 130);
+    const shown = await env.banger(["vm", "show", "ctrlc"]);
+    assert.equal(shown.code, 4, "the VM is gone");
+    assert.deepEqual(env.qemuPids(), []);
+    assert.deepEqual(env.taps(), []);
   });
 
   it("answers errors with their code and a hint, and keeps serving", async () => {
