@@ -12,7 +12,10 @@ const home = mkdtempSync("/tmp/bgi-");
 const env = { ...process.env, BANGER_HOME: home, BANGER_IMAGE_CACHE: cache };
 console.log(`prebuild-image: building the default image into ${cache} (cached after the first run)`);
 const started = Date.now();
-const build = spawnSync(join(root, "bin/banger"), ["image", "build-default"], { env, stdio: ["ignore", "inherit", "inherit"] });
+const build = spawnSync(join(root, "bin/banger"), ["image", "build-default"], {
+  env,
+  stdio: ["ignore", "inherit", "inherit"],
+});
 spawnSync(join(root, "bin/banger"), ["daemon", "stop"], { env, stdio: "ignore" });
 try {
   const pid = Number.parseInt(readFileSync(join(home, "run", "bangerd.pid"), "utf8"), 10);

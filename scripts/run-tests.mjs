@@ -26,8 +26,11 @@ const coverage =
     : [];
 if ((tier === "e2e" || tier === "all") && process.getuid?.() === 0) {
   // Build the guest image once, before the e2e files run in parallel.
-  const prebuild = spawnSync(process.execPath, [new URL("./prebuild-image.mjs", import.meta.url).pathname], { stdio: "inherit" });
-  if (prebuild.status !== 0) console.error("run-tests: the image prebuild failed; e2e tests will try to build it themselves");
+  const prebuild = spawnSync(process.execPath, [new URL("./prebuild-image.mjs", import.meta.url).pathname], {
+    stdio: "inherit",
+  });
+  if (prebuild.status !== 0)
+    console.error("run-tests: the image prebuild failed; e2e tests will try to build it themselves");
 }
 const args = ["--test", "--test-concurrency=2", "--test-timeout=900000", ...coverage, ...globs];
 const result = spawnSync(process.execPath, args, { stdio: "inherit" });
