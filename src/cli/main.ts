@@ -22,4 +22,7 @@ const root = process.env.BANGER_ROOT ?? resolve(dirname(fileURLToPath(import.met
 const layout = resolveLayout({ env: process.env, uid: process.getuid?.() ?? 0, homeDir: homedir() });
 const ctx = createCliContext({ layout, env: process.env, root });
 const status = await runCli(ctx, process.argv.slice(2));
+// Exit once output is flushed, even if a handle (an stdin pipe) is still open.
 process.exitCode = status;
+if (process.stdout.writableLength > 0) await new Promise((resolve) => process.stdout.once("drain", resolve));
+process.exit(status);

@@ -348,7 +348,6 @@ async function runInVm(
       process.stdin.on("error", () => call.end("stdin"));
     }
     const result = await call.result;
-    process.stdin.destroy();
     if (interrupted) return 130;
     return result.exitCode ?? 255;
   } catch (error) {
@@ -356,6 +355,8 @@ async function runInVm(
     return reportError(ctx, error);
   } finally {
     process.off("SIGINT", onSigint);
+    // Stop reading stdin: an open pipe would keep the process alive.
+    process.stdin.destroy();
     await removeIfAsked();
   }
 }
