@@ -19,7 +19,7 @@ import type { VmRecord } from "../../src/core/vm/index.ts";
 import { createImageService, type ImageFs, type ImageServiceDeps } from "../../src/daemon/image/index.ts";
 import { BangerError, ErrorCode, type ProgressEvent } from "../../src/protocol/index.ts";
 import { createNodeFs } from "../../src/sys/fs/index.ts";
-import type { RunOptions } from "../../src/sys/runner/index.ts";
+import type { Runner, RunOptions } from "../../src/sys/runner/index.ts";
 import { openStore, type Store } from "../../src/sys/store/index.ts";
 import { FakeRunner } from "../fakes/runner.ts";
 
@@ -271,6 +271,21 @@ describe("image service: building the default image", () => {
       assert.deepEqual(h.store.listImages(), []);
     });
   }
+
+  it("runs only the download step through the download launcher", async () => {
+    const seen: string[][] = [];
+    const launcher = ["nsenter", "--net=/proc/1/ns/net", "--"];
+    const recording: Runner = {
+      run: (argv, options) => {
+        seen.push([...argv]);
+        return h.runner.run(argv[0] === "nsenter" ? argv.slice(launcher.length) : argv, options);
+      },
+    };
+    const service = createImageService({ ...h.deps, runner: recording, downloadLauncher: launcher });
+    await service.resolve("debian-bookworm", { progress: progress(h) });
+    assert.deepEqual(seen[0]!.slice(0, 4), [...launcher, "mmdebstrap"]);
+    assert.ok(seen.slice(1).every((argv) => argv[0] !== "nsenter"));
+  });
 
   it("leaves nothing behind when the row insert fails at publish", async () => {
     const failingStore: Store = Object.create(h.store);

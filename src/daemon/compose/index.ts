@@ -85,6 +85,7 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
     guestFilesDir: join(import.meta.dirname, "..", "..", "..", "guest"),
     fs: createNodeFs(),
     buildCacheDir: options.env.BANGER_IMAGE_CACHE || undefined,
+    downloadLauncher: options.env.BANGER_NETNS ? ["nsenter", "--net=/proc/1/ns/net", "--"] : undefined,
   });
   await images.cleanupStaging();
 

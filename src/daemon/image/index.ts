@@ -56,6 +56,12 @@ export interface ImageServiceDeps {
    * copies it instead of running mmdebstrap.
    */
   buildCacheDir?: string | undefined;
+  /**
+   * Argv prefix for the step that downloads packages (mmdebstrap). A daemon
+   * kept inside a network namespace has no route to the Debian mirror, so it
+   * runs that one step in the host's namespace.
+   */
+  downloadLauncher?: readonly string[] | undefined;
 }
 
 interface BuildOptions {
@@ -179,7 +185,9 @@ export function createImageService(deps: ImageServiceDeps): ImageService {
     options.progress({ step: name, message: step.message, status: "start" });
     const stepStarted = deps.now();
     try {
-      await deps.runner.run(step.argv, { signal: options.signal });
+      const argv =
+        step.id === "rootfs" && deps.downloadLauncher ? [...deps.downloadLauncher, ...step.argv] : step.argv;
+      await deps.runner.run(argv, { signal: options.signal });
     } catch (error) {
       options.progress({ step: name, message: step.message, status: "failed" });
       throw stepError(step, error, options.signal);
