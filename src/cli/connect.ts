@@ -127,16 +127,20 @@ function spawnDaemon(options: ConnectOptions) {
   const netns = env.BANGER_NETNS;
   const argv = netns ? ["ip", "netns", "exec", netns, ...options.daemonCommand] : [...options.daemonCommand];
   if (netns && !existsSync(`/run/netns/${netns}`)) ensureNetns(netns);
+  // Inside a namespace the daemon has no route out; fd 3 keeps a handle on the
+  // host's network namespace for the one step that downloads (image builds).
+  const hostNetns = netns ? openSync("/proc/self/ns/net", "r") : undefined;
   try {
     const child = spawn(argv[0]!, argv.slice(1), {
       detached: true,
-      stdio: ["ignore", logFd, logFd],
-      env: { ...env } as NodeJS.ProcessEnv,
+      stdio: hostNetns === undefined ? ["ignore", logFd, logFd] : ["ignore", logFd, logFd, hostNetns],
+      env: { ...env, ...(hostNetns === undefined ? {} : { BANGER_HOST_NETNS_FD: "3" }) } as NodeJS.ProcessEnv,
     });
     child.unref();
     return child;
   } finally {
     closeSync(logFd);
+    if (hostNetns !== undefined) closeSync(hostNetns);
   }
 }
 

@@ -5,6 +5,7 @@
  * ARCHITECTURE.md for the lock order.
  */
 import { randomBytes } from "node:crypto";
+import { readlinkSync } from "node:fs";
 import { mkdir, readFile, rm, writeFile } from "node:fs/promises";
 import { homedir } from "node:os";
 import { join } from "node:path";
@@ -85,7 +86,7 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
     guestFilesDir: join(import.meta.dirname, "..", "..", "..", "guest"),
     fs: createNodeFs(),
     buildCacheDir: options.env.BANGER_IMAGE_CACHE || undefined,
-    downloadLauncher: options.env.BANGER_NETNS ? ["nsenter", "--net=/proc/1/ns/net", "--"] : undefined,
+    downloadLauncher: hostNetnsLauncher(options.env),
   });
   await images.cleanupStaging();
 
@@ -238,3 +239,19 @@ function newId(): string {
 }
 
 export type { Logger, Store };
+
+/**
+ * When the CLI started this daemon inside a network namespace it passes a
+ * handle on the host's namespace as an inherited fd; package downloads run
+ * there through nsenter.
+ */
+function hostNetnsLauncher(env: Readonly<Record<string, string | undefined>>): string[] | undefined {
+  const fd = env.BANGER_HOST_NETNS_FD;
+  if (!fd || !/^\d+$/.test(fd)) return undefined;
+  try {
+    if (!readlinkSync(`/proc/self/fd/${fd}`).startsWith("net:[")) return undefined;
+  } catch {
+    return undefined;
+  }
+  return ["nsenter", `--net=/proc/${process.pid}/fd/${fd}`, "--"];
+}

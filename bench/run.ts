@@ -1,0 +1,253 @@
+/**
+ * `npm run bench`: banger next to a bare baseline doing the same work, in
+ * one run, printed as a table (or JSON with --json). Nothing asserts on time.
+ *
+ * Environment: BENCH_ONLY=rpc,cli,vm-cold,vm-warm,rss runs a subset.
+ * Everything with bridges, taps or guests runs in a network namespace the
+ * bench creates and deletes; every process it starts is ended by pid, and
+ * its temp dir is removed, also on failure, Ctrl-C or the overall time cap.
+ */
+import { existsSync, readdirSync } from "node:fs";
+import { mkdtemp, rm } from "node:fs/promises";
+import { join, resolve } from "node:path";
+import {
+  type BenchEnv,
+  createNetns,
+  type Daemon,
+  deleteNetns,
+  IMAGE_CACHE,
+  isRoot,
+  makeEnv,
+  onPath,
+  startDaemon,
+  stopDaemon,
+} from "./env.ts";
+import { pidAlive, stopPid } from "./proc.ts";
+import { type RowResult, renderJson, renderTable, skippedRow } from "./report.ts";
+import { benchCli, CLI_ROW } from "./row-cli.ts";
+import { benchRpc, RPC_ROW } from "./row-rpc.ts";
+import {
+  benchRss,
+  benchVmCold,
+  benchVmWarm,
+  prepareVms,
+  RSS_ROW,
+  startBaselineWorker,
+  VM_COLD_ROW,
+  VM_WARM_ROW,
+  type VmContext,
+} from "./row-vm.ts";
+import type { VmWorker } from "./worker-client.ts";
+
+const ROWS = [RPC_ROW, CLI_ROW, VM_COLD_ROW, VM_WARM_ROW, RSS_ROW] as const;
+type RowId = (typeof ROWS)[number]["id"];
+const VM_ROW_IDS: readonly RowId[] = ["vm-cold", "vm-warm", "rss"];
+/** The whole bench ends (cleaning up) after this long, whatever state it is in. */
+const OVERALL_CAP_MS = 9 * 60_000;
+
+function log(line: string): void {
+  process.stderr.write(`bench: ${line}\n`);
+}
+
+function selectedRows(): Set<RowId> {
+  const only = process.env.BENCH_ONLY?.trim();
+  if (!only) return new Set(ROWS.map((row) => row.id));
+  const known = new Set<string>(ROWS.map((row) => row.id));
+  const picked = only
+    .split(",")
+    .map((id) => id.trim())
+    .filter(Boolean);
+  const unknown = picked.filter((id) => !known.has(id));
+  if (unknown.length > 0) {
+    throw new Error(`BENCH_ONLY: unknown row ${unknown.join(", ")}; rows are ${[...known].join(", ")}`);
+  }
+  return new Set(picked as RowId[]);
+}
+
+/** Why the guest rows cannot run here, or null when they can. */
+function vmSkipReason(): string | null {
+  if (!isRoot()) return "needs root (netns, bridge, taps)";
+  if (!onPath("qemu-system-x86_64")) return "qemu-system-x86_64 is not on PATH";
+  if (!onPath("qemu-img")) return "qemu-img is not on PATH";
+  if (!onPath("ssh")) return "ssh is not on PATH";
+  const cached =
+    existsSync(IMAGE_CACHE) &&
+    readdirSync(IMAGE_CACHE).some((entry) => existsSync(join(IMAGE_CACHE, entry, "rootfs.ext4")));
+  if (!cached) return `no built image in ${IMAGE_CACHE} (building one takes far longer than the bench)`;
+  return null;
+}
+
+/** Runs one row; a failure becomes a row that says so, and the bench goes on. */
+async function attempt(
+  row: (typeof ROWS)[number],
+  failures: string[],
+  body: () => Promise<RowResult | RowResult[]>,
+): Promise<RowResult[]> {
+  if (failures.includes("interrupted")) return [skippedRow(row, "interrupted")];
+  try {
+    const result = await body();
+    return Array.isArray(result) ? result : [result];
+  } catch (error) {
+    const message = error instanceof Error ? error.message : String(error);
+    log(`${row.id} failed: ${message}`);
+    failures.push(row.id);
+    return [skippedRow(row, `failed: ${message.split("\n")[0]}`)];
+  }
+}
+
+interface Session {
+  env: BenchEnv;
+  abort: AbortController;
+  /** Every pid the bench started (directly or through its worker); swept at the end. */
+  pids: Set<number>;
+  cleanup: AsyncDisposableStack;
+}
+
+async function openSession(root: string, needsNetns: boolean): Promise<Session> {
+  const cleanup = new AsyncDisposableStack();
+  const abort = new AbortController();
+  const pids = new Set<number>();
+  try {
+    const home = await mkdtemp("/tmp/bb-");
+    cleanup.defer(() => rm(home, { recursive: true, force: true }));
+    let netns: string | null = null;
+    if (needsNetns) {
+      netns = `banger-bench-${process.pid}`;
+      await createNetns(netns);
+      const name = netns;
+      cleanup.defer(() => deleteNetns(name, log));
+    }
+    cleanup.defer(async () => {
+      for (const pid of pids) {
+        if (pidAlive(pid)) {
+          log(`ending leftover pid ${pid}`);
+          await stopPid(pid, 2000);
+        }
+      }
+    });
+    return { env: makeEnv({ root, home, netns, signal: abort.signal }), abort, pids, cleanup };
+  } catch (error) {
+    await cleanup.disposeAsync();
+    throw error;
+  }
+}
+
+async function runRows(session: Session, selected: Set<RowId>, failures: string[]): Promise<RowResult[]> {
+  const { env, cleanup } = session;
+  const onPid = (pid: number) => session.pids.add(pid);
+  const results: RowResult[] = [];
+  const vmSkip = vmSkipReason();
+  const wantsVms = VM_ROW_IDS.some((id) => selected.has(id)) && vmSkip === null;
+
+  let daemon: Daemon | undefined;
+  if (selected.has("rpc") || wantsVms) {
+    log(`starting bangerd (BANGER_HOME=${env.home}${env.netns ? `, netns ${env.netns}` : ""})`);
+    daemon = await startDaemon(env, onPid);
+    const started = daemon;
+    cleanup.defer(() => stopDaemon(env, started, log));
+    log(`bangerd pid ${daemon.pid}`);
+  }
+
+  if (selected.has("rpc") && daemon) {
+    const running = daemon;
+    results.push(...(await attempt(RPC_ROW, failures, () => benchRpc({ env, daemon: running, onPid, log }))));
+  }
+  if (selected.has("cli")) results.push(...(await attempt(CLI_ROW, failures, () => benchCli({ env, log }))));
+
+  const vmRows = ROWS.filter((row) => VM_ROW_IDS.includes(row.id) && selected.has(row.id));
+  if (vmRows.length === 0) return results;
+  if (vmSkip !== null || !daemon) {
+    for (const row of vmRows) results.push(skippedRow(row, vmSkip ?? "no daemon"));
+    return results;
+  }
+  // By name, as the daemon's default config spawns it, so both argv match word for word.
+  const qemuBinary = "qemu-system-x86_64";
+  let ctx: VmContext;
+  try {
+    ctx = await prepareVms({ env, daemon, log, onPid, qemuBinary });
+  } catch (error) {
+    const message = error instanceof Error ? error.message : String(error);
+    log(`VM warm-up failed: ${message}`);
+    for (const row of vmRows) {
+      failures.push(row.id);
+      results.push(skippedRow(row, `failed: warm-up VM: ${message.split("\n")[0]}`));
+    }
+    return results;
+  }
+  let worker: VmWorker | undefined;
+  const needsWorker = selected.has("vm-cold") || selected.has("vm-warm");
+  if (needsWorker) {
+    worker = await startBaselineWorker(ctx);
+    const started = worker;
+    cleanup.defer(() => started.stop());
+  }
+  if (selected.has("vm-cold") && worker) {
+    const w = worker;
+    results.push(...(await attempt(VM_COLD_ROW, failures, () => benchVmCold(ctx, w))));
+  }
+  if (selected.has("vm-warm") && worker) {
+    const w = worker;
+    results.push(...(await attempt(VM_WARM_ROW, failures, () => benchVmWarm(ctx, w))));
+  }
+  if (selected.has("rss")) results.push(...(await attempt(RSS_ROW, failures, () => benchRss(ctx))));
+  return results;
+}
+
+async function main(): Promise<number> {
+  const json = process.argv.includes("--json");
+  const selected = selectedRows();
+  const root = resolve(import.meta.dirname, "..");
+  // As root the daemon always runs in the bench's netns: at start-up it reconciles network
+  // devices, and the host namespace's devices are not the bench's business.
+  const needsDaemon =
+    selected.has("rpc") || (VM_ROW_IDS.some((id) => selected.has(id)) && vmSkipReason() === null);
+  const needsNetns = isRoot() && needsDaemon;
+  const session = await openSession(root, needsNetns);
+  const failures: string[] = [];
+  let cleaning: Promise<void> | undefined;
+  const cleanUp = () => {
+    cleaning ??= session.cleanup
+      .disposeAsync()
+      .catch((error: unknown) => log(`cleanup failed: ${String(error)}`));
+    return cleaning;
+  };
+  const abort = (why: string, code: number) => {
+    log(`${why}; cleaning up`);
+    failures.push("interrupted");
+    session.abort.abort(new Error(why));
+    void cleanUp().finally(() => process.exit(code));
+  };
+  const onSigint = () => abort("interrupted", 130);
+  const onSigterm = () => abort("terminated", 143);
+  process.once("SIGINT", onSigint);
+  process.once("SIGTERM", onSigterm);
+  const cap = setTimeout(
+    () => abort(`still running after ${OVERALL_CAP_MS / 60_000} min`, 1),
+    OVERALL_CAP_MS,
+  );
+  cap.unref();
+
+  const started = Date.now();
+  let results: RowResult[];
+  try {
+    results = await runRows(session, selected, failures);
+  } finally {
+    await cleanUp();
+    clearTimeout(cap);
+  }
+  const order = new Map<string, number>(ROWS.map((row, index) => [row.id, index]));
+  results.sort((a, b) => (order.get(a.id) ?? 0) - (order.get(b.id) ?? 0));
+  const meta = {
+    node: process.versions.node,
+    startedAt: new Date(started).toISOString(),
+    durationS: Math.round((Date.now() - started) / 1000),
+  };
+  if (json) process.stdout.write(`${renderJson(results, meta)}\n`);
+  else process.stdout.write(`${renderTable(results)}\n\n(${meta.durationS} s, Node ${meta.node})\n`);
+  return failures.length > 0 ? 1 : 0;
+}
+
+process.exitCode = await main().catch((error: unknown) => {
+  log(error instanceof Error ? (error.stack ?? error.message) : String(error));
+  return 1;
+});
