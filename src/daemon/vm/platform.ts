@@ -5,7 +5,6 @@
 
 import type { Socket } from "node:net";
 import type { Readable } from "node:stream";
-import type { VmHandles } from "../../core/vm/index.ts";
 import type { VmmDriver } from "../../core/vmm/contract.ts";
 import type { VmmKind } from "../../protocol/index.ts";
 
@@ -71,24 +70,8 @@ export interface VmDisks {
   grow(disk: RootDiskHandle, sizeBytes: number): Promise<void>;
 }
 
-/** Per-VM files: directories, handles.json, console logs. */
-export interface VmFiles {
-  makeDir(dir: string): Promise<void>;
-  removeDir(dir: string): Promise<void>;
-  readHandles(path: string): Promise<VmHandles | undefined>;
-  writeHandles(path: string, handles: VmHandles): Promise<void>;
-  removeFile(path: string): Promise<void>;
-  /** Moves the current console log aside so a new boot starts a fresh one. */
-  rotate(path: string): Promise<void>;
-  tail(path: string, bytes: number): Promise<string>;
-  exists(path: string): Promise<boolean>;
-  size(path: string): Promise<number>;
-  /** Streams a file from `offset`; with `follow`, keeps streaming appended bytes until aborted. */
-  stream(
-    path: string,
-    options: { offset: number; follow: boolean; signal: AbortSignal; onData(chunk: Buffer): Promise<void> },
-  ): Promise<void>;
-}
+/** Per-VM files: directories, handles.json, console logs (implemented in src/sys/vmfiles). */
+export type { VmFilesAdapter as VmFiles } from "../../sys/vmfiles/index.ts";
 
 export interface VmmDrivers {
   get(kind: VmmKind): VmmDriver;
