@@ -1,5 +1,5 @@
 /** Benchmark rows and their rendering: a plain-text table or JSON. */
-import type { Summary } from "./stats.ts";
+import { type Summary, summarize } from "./stats.ts";
 
 export type Unit = "µs" | "ms" | "MiB";
 
@@ -91,4 +91,21 @@ export function renderTable(rows: readonly RowResult[]): string {
 
 export function renderJson(rows: readonly RowResult[], meta: Record<string, unknown>): string {
   return JSON.stringify({ ...meta, rows: rows.map((row) => ({ ...row, ratio: ratioOf(row) })) }, null, 2);
+}
+
+/** A row comparing banger's samples with the baseline's, both summarised. */
+export function pairedRow(
+  base: Pick<RowResult, "id" | "benchmark" | "unit" | "goal">,
+  samples: { banger: readonly number[]; baseline: readonly number[] },
+  notes: string[],
+): RowResult {
+  return {
+    ...base,
+    banger: summarize(samples.banger),
+    baseline: summarize(samples.baseline),
+    statistic: "p50",
+    single: false,
+    skipped: null,
+    notes,
+  };
 }

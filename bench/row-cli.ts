@@ -7,8 +7,8 @@ import { existsSync } from "node:fs";
 import { join } from "node:path";
 import type { BenchEnv } from "./env.ts";
 import { runChecked } from "./proc.ts";
-import type { RowResult } from "./report.ts";
-import { summarize } from "./stats.ts";
+import { pairedRow, type RowResult } from "./report.ts";
+import { alternate } from "./stats.ts";
 
 const RUNS = 15;
 const WARMUP = 2;
@@ -37,22 +37,14 @@ export async function benchCli(options: { env: BenchEnv; log: (line: string) => 
     await timed(baselineArgv);
   }
   options.log(`cli: ${RUNS} runs each, alternating`);
-  const banger: number[] = [];
-  const baseline: number[] = [];
-  const started = Date.now();
-  while (banger.length < RUNS && Date.now() - started < BUDGET_MS && !env.signal.aborted) {
-    banger.push(await timed(bangerArgv));
-    baseline.push(await timed(baselineArgv));
-  }
-  const notes = [`${banger.length} runs each; spawn to exit; baseline = ${env.node} -e 0`];
-  if (banger.length < RUNS) notes.push(`stopped early at the ${BUDGET_MS / 1000} s cap`);
-  return {
-    ...CLI_ROW,
-    banger: summarize(banger),
-    baseline: summarize(baseline),
-    statistic: "p50",
-    single: false,
-    skipped: null,
-    notes,
-  };
+  const samples = await alternate({
+    runs: RUNS,
+    budgetMs: BUDGET_MS,
+    signal: env.signal,
+    banger: () => timed(bangerArgv),
+    baseline: () => timed(baselineArgv),
+  });
+  const notes = [`${samples.banger.length} runs each; spawn to exit; baseline = ${env.node} -e 0`];
+  if (samples.stoppedEarly) notes.push(`stopped early at the ${BUDGET_MS / 1000} s cap`);
+  return pairedRow(CLI_ROW, samples, notes);
 }

@@ -11,8 +11,8 @@ import { join } from "node:path";
 import type { ImageInfo, VmInfo } from "../src/protocol/index.ts";
 import { type BenchEnv, bangerChecked, type Daemon, hostTscKhz } from "./env.ts";
 import { readRssKiB, sleep } from "./proc.ts";
-import type { RowResult } from "./report.ts";
-import { median, summarize } from "./stats.ts";
+import { pairedRow, type RowResult } from "./report.ts";
+import { alternate, median, summarize } from "./stats.ts";
 import { startWorker, type VmWorker } from "./worker-client.ts";
 
 export const VM_COLD_ROW = {
@@ -94,36 +94,31 @@ export async function startBaselineWorker(ctx: VmContext): Promise<VmWorker> {
 
 export async function benchVmCold(ctx: VmContext, worker: VmWorker): Promise<RowResult> {
   ctx.log(`vm-cold: ${COLD_RUNS} boots each, alternating (about 15 s per pair under TCG)`);
-  const banger: number[] = [];
-  const baseline: number[] = [];
   const phases: Record<string, number[]> = {};
-  const started = Date.now();
-  while (banger.length < COLD_RUNS && Date.now() - started < COLD_BUDGET_MS && !ctx.env.signal.aborted) {
-    banger.push((await bangerChecked(ctx.env, ["vm", "run", "--rm", "--", "true"], VM_TIMEOUT_MS)).ms);
-    const reply = await worker.request({ op: "cold" }, VM_TIMEOUT_MS);
-    baseline.push(reply.ms as number);
-    for (const [name, ms] of Object.entries(reply.phases as Record<string, number>)) {
-      phases[name] = [...(phases[name] ?? []), ms];
-    }
-    ctx.log(`vm-cold: run ${banger.length}: banger ${fmt(banger.at(-1))}, baseline ${fmt(baseline.at(-1))}`);
-  }
+  const samples = await alternate({
+    runs: COLD_RUNS,
+    budgetMs: COLD_BUDGET_MS,
+    signal: ctx.env.signal,
+    banger: async () => (await bangerChecked(ctx.env, ["vm", "run", "--rm", "--", "true"], VM_TIMEOUT_MS)).ms,
+    baseline: async () => {
+      const reply = await worker.request({ op: "cold" }, VM_TIMEOUT_MS);
+      for (const [name, ms] of Object.entries(reply.phases as Record<string, number>)) {
+        phases[name] = [...(phases[name] ?? []), ms];
+      }
+      return reply.ms as number;
+    },
+    afterEach: (run, bangerMs, baselineMs) =>
+      ctx.log(`vm-cold: run ${run}: banger ${fmt(bangerMs)}, baseline ${fmt(baselineMs)}`),
+  });
   const phaseText = Object.entries(phases)
     .map(([name, values]) => `${name} ${Math.round(median(values))} ms`)
     .join(", ");
   const notes = [
-    `${banger.length} runs each; banger = CLI spawn to exit (create, boot, SSH, exec, delete); baseline = same QEMU argv by hand, ${ctx.defaults.cpus} vCPU, ${ctx.defaults.memoryMib} MiB, TCG`,
+    `${samples.banger.length} runs each; banger = CLI spawn to exit (create, boot, SSH, exec, delete); baseline = same QEMU argv by hand, ${ctx.defaults.cpus} vCPU, ${ctx.defaults.memoryMib} MiB, TCG`,
     `baseline phases (p50): ${phaseText}`,
   ];
-  if (banger.length < COLD_RUNS) notes.push(`stopped early at the ${COLD_BUDGET_MS / 1000} s cap`);
-  return {
-    ...VM_COLD_ROW,
-    banger: summarize(banger),
-    baseline: summarize(baseline),
-    statistic: "p50",
-    single: false,
-    skipped: null,
-    notes,
-  };
+  if (samples.stoppedEarly) notes.push(`stopped early at the ${COLD_BUDGET_MS / 1000} s cap`);
+  return pairedRow(VM_COLD_ROW, samples, notes);
 }
 
 export async function benchVmWarm(ctx: VmContext, worker: VmWorker): Promise<RowResult> {
@@ -149,26 +144,18 @@ export async function benchVmWarm(ctx: VmContext, worker: VmWorker): Promise<Row
   await bangerOnce();
   await baselineOnce();
   ctx.log(`vm-warm: ${WARM_RUNS} runs each, alternating`);
-  const banger: number[] = [];
-  const baseline: number[] = [];
-  const started = Date.now();
-  while (banger.length < WARM_RUNS && Date.now() - started < WARM_BUDGET_MS && !ctx.env.signal.aborted) {
-    banger.push(await bangerOnce());
-    baseline.push(await baselineOnce());
-  }
+  const samples = await alternate({
+    runs: WARM_RUNS,
+    budgetMs: WARM_BUDGET_MS,
+    signal: ctx.env.signal,
+    banger: bangerOnce,
+    baseline: baselineOnce,
+  });
   const notes = [
-    `${banger.length} runs each; banger = CLI spawn to exit; baseline = ssh -S CONTROL -o ControlMaster=no root@${vm.guestIp} true, spawned inside the netns`,
+    `${samples.banger.length} runs each; banger = CLI spawn to exit; baseline = ssh -S CONTROL -o ControlMaster=no root@${vm.guestIp} true, spawned inside the netns`,
   ];
-  if (banger.length < WARM_RUNS) notes.push(`stopped early at the ${WARM_BUDGET_MS / 1000} s cap`);
-  return {
-    ...VM_WARM_ROW,
-    banger: summarize(banger),
-    baseline: summarize(baseline),
-    statistic: "p50",
-    single: false,
-    skipped: null,
-    notes,
-  };
+  if (samples.stoppedEarly) notes.push(`stopped early at the ${WARM_BUDGET_MS / 1000} s cap`);
+  return pairedRow(VM_WARM_ROW, samples, notes);
 }
 
 export async function benchRss(ctx: VmContext): Promise<RowResult> {

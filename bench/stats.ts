@@ -35,3 +35,28 @@ export function median(samples: readonly number[]): number {
     0.5,
   );
 }
+
+/**
+ * Runs banger and the baseline in alternation, `runs` times each, stopping
+ * early at the time budget or on abort. `stoppedEarly` says whether it did.
+ */
+export async function alternate(options: {
+  runs: number;
+  budgetMs: number;
+  signal: AbortSignal;
+  banger: () => Promise<number>;
+  baseline: () => Promise<number>;
+  afterEach?: (run: number, bangerMs: number, baselineMs: number) => void;
+}): Promise<{ banger: number[]; baseline: number[]; stoppedEarly: boolean }> {
+  const banger: number[] = [];
+  const baseline: number[] = [];
+  const started = Date.now();
+  while (banger.length < options.runs && Date.now() - started < options.budgetMs && !options.signal.aborted) {
+    const bangerMs = await options.banger();
+    const baselineMs = await options.baseline();
+    banger.push(bangerMs);
+    baseline.push(baselineMs);
+    options.afterEach?.(banger.length, bangerMs, baselineMs);
+  }
+  return { banger, baseline, stoppedEarly: banger.length < options.runs };
+}

@@ -186,7 +186,7 @@ async function logTail(file: string): Promise<string> {
   return lines ? `:\n${lines}` : "";
 }
 
-async function waitForPidGone(pid: number, timeoutMs: number): Promise<void> {
+export async function waitForPidGone(pid: number, timeoutMs: number): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   while (Date.now() < deadline && pidAlive(pid)) await sleep(50);
 }

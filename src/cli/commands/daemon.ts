@@ -4,6 +4,7 @@
 import { open, readFile, stat } from "node:fs/promises";
 import type { Command } from "commander";
 import { BangerError, ErrorCode, type ResultOf } from "../../protocol/index.ts";
+import { waitForPidGone } from "../connect.ts";
 import { type CliContext, printJson } from "../context.ts";
 import { formatTable } from "../render/table.ts";
 
@@ -45,7 +46,7 @@ export function registerDaemonCommands(program: Command, ctx: CliContext): void 
       }
       const status = await client.call("daemon.status", {});
       const result = await client.call("daemon.shutdown", { stopVms: options.stopVms === true });
-      await waitForExit(status.pid, 15_000);
+      await waitForPidGone(status.pid, 15_000);
       for (const name of result.stoppedVms) ctx.stdout.write(`stopped VM ${name}\n`);
       ctx.stdout.write(`bangerd stopped (pid ${status.pid})\n`);
     });
@@ -149,18 +150,6 @@ export function registerDaemonCommands(program: Command, ctx: CliContext): void 
       }
       if (checks.some((check) => check.status === "fail")) process.exitCode = 1;
     });
-}
-
-async function waitForExit(pid: number, timeoutMs: number): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (Date.now() < deadline) {
-    try {
-      process.kill(pid, 0);
-    } catch {
-      return;
-    }
-    await new Promise((resolve) => setTimeout(resolve, 50));
-  }
 }
 
 /** Prints the last `count` lines of a file, then follows it if asked. */

@@ -4,6 +4,7 @@
  */
 import { spawn } from "node:child_process";
 import { type Command, Option } from "commander";
+import { shellQuoteArgv } from "../../core/ssh/index.ts";
 import {
   BangerError,
   type CreateVmParams,
@@ -165,7 +166,7 @@ export function registerVmCommands(program: Command, ctx: CliContext): void {
     .action(async (name: string, command: string[]) => {
       const client = await ctx.client();
       const config = await client.call("vm.ssh-config", { name });
-      const proxy = `${shellQuote(`${ctx.root}/bin/banger`)} vm proxy ${shellQuote(name)} 22`;
+      const proxy = shellQuoteArgv([`${ctx.root}/bin/banger`, "vm", "proxy", name, "22"]);
       const args = [
         "-F",
         "/dev/null",
@@ -379,8 +380,4 @@ function describeVm(vm: VmInfo): string {
   ];
   if (vm.lastError) rows.push(["last error", vm.lastError.split("\n")[0]!]);
   return formatTable(["field", "value"], rows);
-}
-
-function shellQuote(value: string): string {
-  return `'${value.replaceAll("'", "'\\''")}'`;
 }

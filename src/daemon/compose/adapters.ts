@@ -2,7 +2,7 @@
  * Real implementations of the VM service's platform interfaces, built from
  * src/sys. Only the composition root uses this file.
  */
-import { rm } from "node:fs/promises";
+import { mkdir, rm } from "node:fs/promises";
 import type { Config } from "../../core/config/index.ts";
 import type { Logger } from "../../core/log/index.ts";
 import { allocateGuestIp, parseSubnet } from "../../core/network/index.ts";
@@ -82,6 +82,7 @@ export function createGuestAccess(options: { layout: Layout; runner: Runner }): 
   const session = async (target: { vmId: string; ip: string; knownHostsFile: string }) => {
     let existing = sessions.get(target.vmId);
     if (!existing) {
+      await mkdir(options.layout.sshControlDir, { recursive: true, mode: 0o700 });
       existing = createSshSession({
         identityFile: (await clientKey()).privateKey,
         knownHostsFile: target.knownHostsFile,
@@ -107,11 +108,7 @@ export function createGuestAccess(options: { layout: Layout; runner: Runner }): 
         stillAlive: o.stillAlive,
       }),
     pinHostKey: async (o) => void (await pinHostKey(o)),
-    exec: async (target, exec) => {
-      const { mkdir } = await import("node:fs/promises");
-      await mkdir(options.layout.sshControlDir, { recursive: true, mode: 0o700 });
-      return (await session(target)).exec(exec);
-    },
+    exec: async (target, exec) => (await session(target)).exec(exec),
     close: async (target) => {
       const existing = sessions.get(target.vmId);
       sessions.delete(target.vmId);
