@@ -1,7 +1,7 @@
 /**
  * RPC handlers of the `vm.*` and `image.*` methods: translate between the
  * protocol and the services, including the byte streams of exec, proxy and
- * logs and the async create operations.
+ * logs, the async create operations, and the stats and health probes.
  */
 import type { OperationRegistry, OperationSnapshot } from "../core/concurrency/index.ts";
 import {
@@ -14,16 +14,17 @@ import {
 import type { ImageRecord } from "../sys/store/index.ts";
 import type { ImageService } from "./image/index.ts";
 import type { HandlerContext, HandlerTable } from "./rpc/server.ts";
-import type { VmService } from "./vm/index.ts";
+import type { VmService, VmStatsService } from "./vm/index.ts";
 
 export interface VmHandlerDeps {
   vms: VmService;
   images: ImageService;
   createOps: OperationRegistry<VmInfo>;
+  stats: VmStatsService;
 }
 
 export function buildVmHandlers(deps: VmHandlerDeps): HandlerTable {
-  const { vms, images, createOps } = deps;
+  const { vms, images, createOps, stats } = deps;
   const op = (ctx: HandlerContext) => ({ signal: ctx.signal, progress: ctx.progress });
   return {
     "vm.create": (params, ctx) => vms.create(params, op(ctx)),
@@ -56,6 +57,7 @@ export function buildVmHandlers(deps: VmHandlerDeps): HandlerTable {
     "vm.stop": (params, ctx) => vms.stop(params.name, op(ctx)),
     "vm.restart": (params, ctx) => vms.restart(params.name, op(ctx)),
     "vm.kill": (params) => vms.kill(params.name),
+    "vm.set": ({ name, ...changes }) => vms.set(name, changes),
     "vm.delete": async (params) => {
       await vms.delete(params.name);
       return { name: params.name, deleted: true as const };
@@ -103,6 +105,8 @@ export function buildVmHandlers(deps: VmHandlerDeps): HandlerTable {
       return { bytes };
     },
     "vm.ssh-config": (params) => vms.sshConfig(params.name),
+    "vm.stats": (params, ctx) => stats.stats(params.name, ctx.signal),
+    "vm.health": (params, ctx) => stats.health(params.name, ctx.signal),
     "image.list": () => ({ images: images.list().map(imageInfo) }),
     "image.show": (params) => imageInfo(images.get(params.name)),
     "image.build-default": async (params, ctx) =>

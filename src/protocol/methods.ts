@@ -89,6 +89,56 @@ export const OperationInfo = z.object({
 });
 export type OperationInfo = z.infer<typeof OperationInfo>;
 
+/** `vm.stats`: host-side usage of a VM and, when its guest answers, the guest's own view. */
+export const VmStats = z.object({
+  name: z.string(),
+  state: VmState,
+  sampledAt: z.string(),
+  /** The VMM process; null when it is not running (see vmmUnavailable). */
+  vmm: z
+    .object({
+      pid: z.number(),
+      /** CPU time over the sample interval; 100 = one core busy throughout. */
+      cpuPercent: z.number().nullable(),
+      sampleMs: z.number(),
+      rssBytes: z.number(),
+    })
+    .nullable(),
+  vmmUnavailable: z.string().nullable(),
+  /** The root disk file on the host; reported for stopped VMs too. */
+  disk: z.object({ path: z.string(), allocatedBytes: z.number(), apparentBytes: z.number() }).nullable(),
+  diskUnavailable: z.string().nullable(),
+  /** From inside the guest over SSH; a field is null when the guest did not report it. */
+  guest: z
+    .object({
+      uptimeSeconds: z.number().nullable(),
+      memoryTotalBytes: z.number().nullable(),
+      memoryAvailableBytes: z.number().nullable(),
+      rootfsSizeBytes: z.number().nullable(),
+      rootfsUsedBytes: z.number().nullable(),
+      rootfsAvailableBytes: z.number().nullable(),
+    })
+    .nullable(),
+  guestUnavailable: z.string().nullable(),
+});
+export type VmStats = z.infer<typeof VmStats>;
+
+/** One `vm.health` check: `vmm` (process alive), `ssh-banner`, `ssh-exec` (`true` over SSH). */
+export const HealthCheck = z.object({
+  name: z.string(),
+  ok: z.boolean(),
+  detail: z.string(),
+});
+export type HealthCheck = z.infer<typeof HealthCheck>;
+
+export const VmHealth = z.object({
+  name: z.string(),
+  state: VmState,
+  healthy: z.boolean(),
+  checks: z.array(HealthCheck),
+});
+export type VmHealth = z.infer<typeof VmHealth>;
+
 /** Every method: its params schema and its result schema. */
 export const methods = {
   "daemon.hello": {
@@ -204,6 +254,8 @@ export const methods = {
       knownHostsFile: z.string(),
     }),
   },
+  "vm.stats": { params: ByName, result: VmStats },
+  "vm.health": { params: ByName, result: VmHealth },
   "image.list": {
     params: Empty,
     result: z.object({ images: z.array(ImageInfo) }),

@@ -5,7 +5,7 @@
  * and file the test makes is removed by `dispose`, which also reports leaks.
  */
 import { execFileSync } from "node:child_process";
-import { existsSync, mkdirSync, readdirSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { type CliResult, daemonPid, runBanger } from "./cli.ts";
 import { makeTempDir } from "./tmp.ts";
@@ -30,12 +30,18 @@ export interface E2eEnv {
   banger(args: readonly string[], options?: { input?: string; timeoutMs?: number }): Promise<CliResult>;
   /** Taps in the namespace with banger's prefix. */
   taps(): string[];
+  /** VMM processes of this env: QEMU, or the Firecracker double and its QEMU. */
   qemuPids(): number[];
   vmDirs(): string[];
   dispose(): Promise<void>;
 }
 
-export function createE2eEnv(options: { name: string; config?: string }): E2eEnv {
+export function createE2eEnv(options: {
+  name: string;
+  config?: string;
+  /** Extra environment for the CLI and the daemon it starts (and so the VMMs), given the env's home. */
+  env?: (home: string) => Record<string, string>;
+}): E2eEnv {
   const dir = makeTempDir("bge-");
   const home = dir.path;
   const netns = `bge-${options.name}-${process.pid}`.slice(0, 30);
@@ -45,15 +51,15 @@ export function createE2eEnv(options: { name: string; config?: string }): E2eEnv
     mkdirSync(join(home, "config"), { recursive: true });
     writeFileSync(join(home, "config", "config.toml"), options.config);
   }
-  const env = { BANGER_NETNS: netns, BANGER_IMAGE_CACHE: IMAGE_CACHE };
+  const env = { ...options.env?.(home), BANGER_NETNS: netns, BANGER_IMAGE_CACHE: IMAGE_CACHE };
   const qemuPids = () =>
     readdirSync("/proc")
       .filter((entry) => /^\d+$/.test(entry))
       .map(Number)
       .filter((pid) => {
         try {
-          const cmdline = execFileSync("cat", [`/proc/${pid}/cmdline`], { encoding: "utf8" });
-          return cmdline.includes("qemu-system") && cmdline.includes(home);
+          const cmdline = readFileSync(`/proc/${pid}/cmdline`, "utf8");
+          return /qemu-system|double\.ts|firecracker/.test(cmdline) && cmdline.includes(home);
         } catch {
           return false;
         }

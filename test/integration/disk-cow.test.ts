@@ -61,7 +61,7 @@ describe("root disks on real filesystems", () => {
     await runner.run(["qemu-io", "-f", "qcow2", "-c", "read -P 0xab 0 1M", target]);
     await runner.run(["qemu-io", "-f", "qcow2", "-c", "read -P 0x22 15M 1M", target]);
     assert.equal(await sha256(base), baseHash, "base unchanged");
-    await growRootDisk({ path: target, format: "qcow2", sizeBytes: 64 * MiB, runner });
+    await growRootDisk({ path: target, strategy: "qcow2-overlay", sizeBytes: 64 * MiB, runner });
     const grown = JSON.parse(
       (await runner.run(["qemu-img", "info", "--output=json", target])).stdout,
     ) as Record<string, unknown>;

@@ -68,6 +68,9 @@ describe("image build (real runner, small inputs)", () => {
         guestFilesDir: guestDir,
         fs: createNodeFs(),
         buildCacheDir: cache,
+        extractVmlinux: async () => {
+          throw new Error("not used by this test");
+        },
       });
       const image = await service.resolve("debian-bookworm");
       assert.equal(statSync(image.rootfs).size, 64 * 1024 * 1024);

@@ -3,9 +3,22 @@ import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
-import { dmNameFor, planGrowDisk, planRootDisk } from "../../src/core/disk/index.ts";
+import {
+  dmNameFor,
+  planDiskAttach,
+  planDiskDetach,
+  planGrowDisk,
+  planRootDisk,
+  planRootDiskTeardown,
+} from "../../src/core/disk/index.ts";
 import { BangerError, ErrorCode } from "../../src/protocol/index.ts";
-import { createRootDisk, probeCowStrategy, removeRootDisk } from "../../src/sys/disk/index.ts";
+import {
+  attachRootDisk,
+  createRootDisk,
+  detachRootDisk,
+  probeCowStrategy,
+  removeRootDisk,
+} from "../../src/sys/disk/index.ts";
 import { FakeRunner } from "../fakes/runner.ts";
 
 const MiB = 1024 * 1024;
@@ -55,38 +68,52 @@ describe("planRootDisk", () => {
     assert.equal(sparse.format, "raw");
   });
 
-  it("dm snapshot of the same size: loop devices and one snapshot table", () => {
-    const plan = planRootDisk({
-      strategy: "dm-snapshot",
+  it("dm snapshot: the stored part is a sparse COW store, the device is made per boot", () => {
+    const input = {
+      strategy: "dm-snapshot" as const,
       base: "/img/base.ext4",
       baseSizeBytes: GiB,
       target: "/vms/a/root.cow",
       sizeBytes: GiB,
       dmName: "banger-a",
-    });
+    };
+    const plan = planRootDisk(input);
     assert.equal(plan.path, "/dev/mapper/banger-a");
     assert.deepEqual(
       plan.steps.map((step) => step.run.argv.join(" ")),
+      [`truncate --size ${GiB + GiB / 128 + MiB} /vms/a/root.cow`],
+    );
+    assert.deepEqual(planRootDiskTeardown(plan.handles), [{ argv: ["rm", "-f", "--", "/vms/a/root.cow"] }]);
+    const attach = planDiskAttach(input);
+    assert.equal(attach.path, "/dev/mapper/banger-a");
+    assert.deepEqual(
+      attach.steps.map((step) => step.run.argv.join(" ")),
       [
         "losetup --find --show --read-only /img/base.ext4",
-        `truncate --size ${GiB + GiB / 128 + MiB} /vms/a/root.cow`,
         "losetup --find --show /vms/a/root.cow",
         `dmsetup create banger-a --table 0 ${GiB / 512} snapshot {baseLoop} {cowLoop} P 8`,
       ],
     );
     assert.deepEqual(
-      plan.steps.map((step) => step.undo?.argv.join(" ")),
-      [
-        "losetup --detach {baseLoop}",
-        "rm -f -- /vms/a/root.cow",
-        "losetup --detach {cowLoop}",
-        "dmsetup remove banger-a",
-      ],
+      attach.steps.map((step) => step.undo?.argv.join(" ")),
+      ["losetup --detach {baseLoop}", "losetup --detach {cowLoop}", "dmsetup remove banger-a"],
     );
   });
 
+  it("attach is a no-op for file strategies", () => {
+    const attach = planDiskAttach({
+      strategy: "reflink",
+      base: "/b",
+      baseSizeBytes: GiB,
+      target: "/vms/a/root.raw",
+      sizeBytes: GiB,
+    });
+    assert.deepEqual(attach, { path: "/vms/a/root.raw", steps: [], handles: {} });
+    assert.deepEqual(planDiskDetach({}), []);
+  });
+
   it("dm snapshot bigger than the base reads the extra space from a zero target", () => {
-    const plan = planRootDisk({
+    const plan = planDiskAttach({
       strategy: "dm-snapshot",
       base: "/b",
       baseSizeBytes: GiB,
@@ -105,6 +132,17 @@ describe("planRootDisk", () => {
       "--table",
       `0 4194304 snapshot /dev/mapper/${name}-origin {cowLoop} P 8`,
     ]);
+    assert.deepEqual(
+      planDiskDetach({ ...plan.handles, baseLoop: "/dev/loop1", cowLoop: "/dev/loop2" }).map((c) =>
+        c.argv.join(" "),
+      ),
+      [
+        `dmsetup remove ${name}`,
+        `dmsetup remove ${name}-origin`,
+        "losetup --detach /dev/loop2",
+        "losetup --detach /dev/loop1",
+      ],
+    );
   });
 
   it("refuses a disk smaller than the base, and relative paths", () => {
@@ -124,8 +162,8 @@ describe("planRootDisk", () => {
     );
   });
 
-  it("grows qcow2 with qemu-img and raw with truncate", () => {
-    assert.deepEqual(planGrowDisk({ path: "/o.qcow2", format: "qcow2", sizeBytes: 5 }).argv, [
+  it("grows qcow2 with qemu-img, raw with truncate, and a dm store to hold the bigger disk", () => {
+    assert.deepEqual(planGrowDisk({ path: "/o.qcow2", strategy: "qcow2-overlay", sizeBytes: 5 }).argv, [
       "qemu-img",
       "resize",
       "-f",
@@ -133,11 +171,17 @@ describe("planRootDisk", () => {
       "/o.qcow2",
       "5",
     ]);
-    assert.deepEqual(planGrowDisk({ path: "/r", format: "raw", sizeBytes: 5 }).argv, [
+    assert.deepEqual(planGrowDisk({ path: "/r", strategy: "sparse-copy", sizeBytes: 5 }).argv, [
       "truncate",
       "--size",
       "5",
       "/r",
+    ]);
+    assert.deepEqual(planGrowDisk({ path: "/c", strategy: "dm-snapshot", sizeBytes: GiB }).argv, [
+      "truncate",
+      "--size",
+      String(GiB + GiB / 128 + MiB),
+      "/c",
     ]);
   });
 });
@@ -167,60 +211,52 @@ describe("createRootDisk (FakeRunner)", () => {
       .on(["rm", "-f", "--"]);
   }
 
-  it("dm snapshot: captures loop devices, returns handles, undo tears down in reverse", async () => {
+  it("dm snapshot: create makes the store, attach captures loop devices, detach and undo reverse it", async () => {
     const runner = dmRunner();
     const target = join(dir, "root.cow");
-    const disk = await createRootDisk({
-      strategy: "dm-snapshot",
+    const options = {
+      strategy: "dm-snapshot" as const,
       base,
       target,
       sizeBytes: MiB,
       runner,
       dmName: "banger-x",
-    });
+    };
+    const disk = await createRootDisk(options);
     assert.equal(disk.path, "/dev/mapper/banger-x");
     assert.equal(disk.format, "raw");
-    assert.deepEqual(disk.handles, {
-      target,
-      dmName: "banger-x",
-      baseLoop: "/dev/loop6",
-      cowLoop: "/dev/loop7",
-    });
+    assert.deepEqual(disk.handles, { target, dmName: "banger-x" });
+    runner.calls.length = 0;
+    const attached = await attachRootDisk(options);
+    assert.deepEqual(attached.handles, { dmName: "banger-x", baseLoop: "/dev/loop6", cowLoop: "/dev/loop7" });
     assert.ok(
       runner.commands().includes("dmsetup create banger-x --table 0 2048 snapshot /dev/loop6 /dev/loop7 P 8"),
     );
     runner.calls.length = 0;
-    await disk.undo();
-    assert.deepEqual(runner.commands(), [
+    await attached.undo();
+    const expected = [
       "dmsetup remove banger-x",
       "losetup --detach /dev/loop7",
-      `rm -f -- ${target}`,
       "losetup --detach /dev/loop6",
-    ]);
+    ];
+    assert.deepEqual(runner.commands(), expected);
     runner.calls.length = 0;
-    await removeRootDisk({ strategy: "dm-snapshot", handles: disk.handles, runner });
-    assert.deepEqual(
-      runner.commands(),
-      [
-        "dmsetup remove banger-x",
-        "losetup --detach /dev/loop7",
-        `rm -f -- ${target}`,
-        "losetup --detach /dev/loop6",
-      ],
-      "teardown from stored handles matches undo",
-    );
+    await detachRootDisk({ handles: attached.handles, runner });
+    assert.deepEqual(runner.commands(), expected, "detach from stored handles matches undo");
+    runner.calls.length = 0;
+    await removeRootDisk({ handles: disk.handles, runner });
+    assert.deepEqual(runner.commands(), [`rm -f -- ${target}`]);
   });
 
   it("dm snapshot failing at dmsetup create unwinds everything made so far", async () => {
     const runner = dmRunner(/^dmsetup$/);
     const target = join(dir, "fail.cow");
     await assert.rejects(
-      createRootDisk({ strategy: "dm-snapshot", base, target, sizeBytes: MiB, runner, dmName: "banger-y" }),
+      attachRootDisk({ strategy: "dm-snapshot", base, target, sizeBytes: MiB, runner, dmName: "banger-y" }),
       (error: unknown) => error instanceof BangerError && error.code === ErrorCode.BOOT_FAILED,
     );
-    assert.deepEqual(runner.commands().slice(4), [
+    assert.deepEqual(runner.commands().slice(3), [
       "losetup --detach /dev/loop7",
-      `rm -f -- ${target}`,
       "losetup --detach /dev/loop6",
     ]);
   });

@@ -46,6 +46,8 @@ interface Harness {
   /** Per-step hook run before the step's simulated effect; may throw. */
   hooks: Map<string, (options: RunOptions) => void | Promise<void>>;
   kernelBytes: string;
+  /** bzImage paths passed to the fake extractor, in call order. */
+  extractions: string[];
 }
 
 /** A FakeRunner whose build tools really create (and remove) files, so the service's fs work is real. */
@@ -115,6 +117,7 @@ function makeHarness(options: { fs?: ImageFs; buildCacheDir?: string } = {}): Ha
     events,
     hooks: new Map(),
     kernelBytes: "kernel-v1",
+    extractions: [],
     deps: {
       store,
       runner,
@@ -126,6 +129,11 @@ function makeHarness(options: { fs?: ImageFs; buildCacheDir?: string } = {}): Ha
       guestFilesDir,
       fs: options.fs ?? createNodeFs(),
       buildCacheDir: options.buildCacheDir,
+      extractVmlinux: async (bzImage, out) => {
+        h.extractions.push(bzImage);
+        await new Promise((resolve) => setTimeout(resolve, 5));
+        writeFileSync(out, `elf-of:${readFileSync(bzImage, "utf8")}`);
+      },
     },
   };
   simulateTools(h);
@@ -444,6 +452,17 @@ describe("image service: store operations", () => {
     assert.equal(existsSync(image.dir), false);
     assert.deepEqual(service.list(), []);
     assert.deepEqual(stagingEntries(h), []);
+  });
+
+  it("extracts the vmlinux once, beside the bzImage, shared by concurrent callers", async () => {
+    const service = createImageService(h.deps);
+    const image = await service.buildDefault();
+    const [first, second] = await Promise.all([service.vmlinux(image), service.vmlinux(image)]);
+    assert.equal(first, join(image.dir, "vmlinux"));
+    assert.equal(second, first);
+    assert.equal(readFileSync(first, "utf8"), "elf-of:kernel-v1");
+    assert.equal(await service.vmlinux(image), first);
+    assert.deepEqual(h.extractions, [image.kernel], "extracted exactly once");
   });
 
   it("cleans up staging debris", async () => {

@@ -1,6 +1,6 @@
 /**
  * `banger vm ...`: create, list, show, start, stop, restart, kill, delete,
- * logs, run, ssh (and the hidden proxy used as ssh's ProxyCommand).
+ * stats, health, logs, run, ssh (and the hidden proxy used as ssh's ProxyCommand).
  */
 import { spawn } from "node:child_process";
 import { type Command, Option } from "commander";
@@ -9,11 +9,13 @@ import {
   BangerError,
   type CreateVmParams,
   ErrorCode,
+  exitStatusFor,
   type OperationInfo,
   type VmInfo,
 } from "../../protocol/index.ts";
 import { type CliContext, printJson, reportError } from "../context.ts";
 import { createProgressRenderer } from "../render/progress.ts";
+import { formatVmHealth, formatVmStats } from "../render/stats.ts";
 import { formatAge, formatTable } from "../render/table.ts";
 import type { RpcClient } from "../rpc/client.ts";
 
@@ -119,6 +121,73 @@ export function registerVmCommands(program: Command, ctx: CliContext): void {
   multi("delete", "delete VMs and everything they own (disk, tap, files)", "banger vm delete web db").alias(
     "rm",
   );
+
+  vm.command("set <name>")
+    .description("change a stopped VM's vCPUs, memory or disk size (the disk only grows)")
+    .option("--cpus <n>", "vCPUs")
+    .option("--memory <mib>", "memory in MiB")
+    .option("--disk <gib>", "root disk size in GiB; the guest's filesystem grows at its next boot")
+    .option("--json", "print the VM as JSON")
+    .addHelpText(
+      "after",
+      "\nExamples:\n  banger vm stop web && banger vm set web --cpus 4 --memory 4096 --disk 20 && banger vm start web",
+    )
+    .action(
+      async (name: string, options: { cpus?: string; memory?: string; disk?: string; json?: boolean }) => {
+        const changes = {
+          ...(options.cpus === undefined ? {} : { cpus: integer("--cpus", options.cpus) }),
+          ...(options.memory === undefined ? {} : { memoryMib: integer("--memory", options.memory) }),
+          ...(options.disk === undefined ? {} : { diskGib: integer("--disk", options.disk) }),
+        };
+        if (Object.keys(changes).length === 0) {
+          throw new BangerError(
+            ErrorCode.INVALID_PARAMS,
+            "vm set needs at least one of --cpus, --memory, --disk",
+            {
+              hint: `e.g. banger vm set ${name} --disk 20`,
+            },
+          );
+        }
+        const info = await (await ctx.client()).call("vm.set", { name, ...changes });
+        if (options.json) printJson(ctx, info);
+        else ctx.stdout.write(`${describeVm(info)}\n`);
+      },
+    );
+
+  vm.command("stats <name>")
+    .description(
+      "show a VM's resource use: VMM CPU and memory, root disk on the host, and the guest's own view",
+    )
+    .option("--json", "print JSON")
+    .addHelpText(
+      "after",
+      "\nExamples:\n  banger vm stats web\n  banger vm stats web --json | jq '.vmm.rssBytes'\n\nCPU is sampled over 250 ms; 100% is one core. Guest numbers need the guest to answer SSH\nwithin a few seconds; otherwise they are null and guestUnavailable says why.",
+    )
+    .action(async (name: string, options: { json?: boolean }) => {
+      const stats = await (await ctx.client()).call("vm.stats", { name });
+      if (options.json) printJson(ctx, stats);
+      else ctx.stdout.write(`${formatVmStats(stats)}\n`);
+    });
+
+  vm.command("health <name>")
+    .description("check that a VM answers: VMM process alive, sshd banner, and `true` over SSH")
+    .option("--json", "print JSON")
+    .addHelpText(
+      "after",
+      `\nExamples:\n  banger vm health web\n  banger vm health web --json | jq '.checks[] | select(.ok | not)'\n  until banger vm health web >/dev/null 2>&1; do sleep 1; done\n\nExits 0 when every check passes, ${exitStatusFor[ErrorCode.GUEST_UNREACHABLE]} when one fails.`,
+    )
+    .action(async (name: string, options: { json?: boolean }) => {
+      const health = await (await ctx.client()).call("vm.health", { name });
+      if (options.json) printJson(ctx, health);
+      else ctx.stdout.write(`${formatVmHealth(health)}\n`);
+      if (health.healthy) return;
+      const failed = health.checks.filter((check) => !check.ok).map((check) => check.name);
+      const first = health.checks.find((check) => !check.ok);
+      ctx.stderr.write(
+        `banger: VM '${health.name}' is not healthy: ${failed.join(", ")} failed${first ? ` (${first.name}: ${first.detail})` : ""}\n`,
+      );
+      process.exitCode = exitStatusFor[ErrorCode.GUEST_UNREACHABLE];
+    });
 
   vm.command("logs <name>")
     .description("print a VM's serial console")

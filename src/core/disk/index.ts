@@ -81,34 +81,29 @@ export function planRootDisk(input: RootDiskPlanInput): RootDiskPlan {
   }
 }
 
-/** Commands that remove a disk made by `planRootDisk`, given its handles (as the executor returned them). */
-export function planRootDiskTeardown(
-  strategy: RootDiskStrategy,
-  handles: Record<string, string>,
-): DiskCommand[] {
-  const need = (name: string) => {
-    const value = handles[name];
-    if (value === undefined)
-      throw new BangerError(ErrorCode.INTERNAL, `root disk handle '${name}' is missing`);
-    return value;
-  };
-  if (strategy !== "dm-snapshot") return [removeFile(need("target"))];
-  const name = need("dmName");
-  return [
-    { argv: ["dmsetup", "remove", name] },
-    ...(handles.dmOrigin === undefined ? [] : [{ argv: ["dmsetup", "remove", handles.dmOrigin] }]),
-    { argv: ["losetup", "--detach", need("cowLoop")] },
-    removeFile(need("target")),
-    { argv: ["losetup", "--detach", need("baseLoop")] },
-  ];
+/** Commands that remove a stored disk made by `planRootDisk` (detach it first), given its handles. */
+export function planRootDiskTeardown(handles: Record<string, string>): DiskCommand[] {
+  const target = handles.target;
+  if (target === undefined) throw new BangerError(ErrorCode.INTERNAL, "root disk handle 'target' is missing");
+  return [removeFile(target)];
 }
 
-/** Grows a stopped VM's disk; the guest grows its filesystem (resize2fs) itself. */
-export function planGrowDisk(input: { path: string; format: DiskFormat; sizeBytes: number }): DiskCommand {
+/**
+ * Grows a stopped VM's stored disk; the guest grows its filesystem
+ * (resize2fs) itself. A dm snapshot's store grows to hold the bigger disk;
+ * its next attach presents the new size.
+ */
+export function planGrowDisk(input: {
+  strategy: RootDiskStrategy;
+  path: string;
+  sizeBytes: number;
+}): DiskCommand {
   positiveSize(input.sizeBytes);
-  return input.format === "qcow2"
-    ? { argv: ["qemu-img", "resize", "-f", "qcow2", input.path, String(input.sizeBytes)] }
-    : { argv: ["truncate", "--size", String(input.sizeBytes), input.path] };
+  if (input.strategy === "qcow2-overlay") {
+    return { argv: ["qemu-img", "resize", "-f", "qcow2", input.path, String(input.sizeBytes)] };
+  }
+  const bytes = input.strategy === "dm-snapshot" ? cowStoreBytes(input.sizeBytes) : input.sizeBytes;
+  return { argv: ["truncate", "--size", String(bytes), input.path] };
 }
 
 /** Replaces `{name}` placeholders with handle values; an unknown placeholder is a bug. */
@@ -177,34 +172,70 @@ function planRawCopy(input: RootDiskPlanInput, copy: string[]): RootDiskPlan {
 }
 
 /**
- * A dm snapshot: the base on a read-only loop device is the origin, a sparse
- * file on a second loop device is the COW store. The COW store is persistent
- * (`P`), so the snapshot can be re-created from the same file after a host
- * reboot. When the disk is bigger than the base, the origin is a read-only
- * linear+zero device of the full size, so the extra space reads as zeros.
+ * A dm snapshot's durable part: a sparse COW store file sized to hold every
+ * chunk of the disk plus the exception table (16 bytes per 4 KiB chunk); free
+ * until written. The device itself is made per boot by `planDiskAttach`,
+ * because loop and dm devices do not outlive the host.
  */
 function planDmSnapshot(input: RootDiskPlanInput): RootDiskPlan {
+  const name = dmName(input);
+  return {
+    strategy: "dm-snapshot",
+    format: "raw",
+    path: `/dev/mapper/${name}`,
+    handles: { target: input.target, dmName: name },
+    steps: [
+      {
+        run: { argv: ["truncate", "--size", String(cowStoreBytes(input.sizeBytes)), input.target] },
+        undo: removeFile(input.target),
+        undoAfterFailure: true,
+      },
+    ],
+  };
+}
+
+function cowStoreBytes(sizeBytes: number): number {
+  const bytes = Math.floor(sizeBytes / SECTOR) * SECTOR;
+  return bytes + Math.ceil(bytes / 128) + 1024 * 1024;
+}
+
+function dmName(input: { target: string; dmName?: string | undefined }): string {
   const name = input.dmName ?? dmNameFor(input.target);
   if (!/^[a-zA-Z0-9_.-]{1,100}$/.test(name)) {
     throw new BangerError(ErrorCode.INVALID_PARAMS, `device-mapper name '${name}' is not valid`);
   }
+  return name;
+}
+
+export interface DiskAttachPlan {
+  /** The block device the VMM opens. */
+  path: string;
+  steps: DiskStep[];
+  handles: Record<string, string>;
+}
+
+/**
+ * Makes a stored disk openable for one boot. Only dm-snapshot has work to
+ * do: the base on a read-only loop device is the origin, the COW store on a
+ * second loop device holds the writes, persistent (`P`) so the next boot
+ * sees them. When the disk is bigger than the base, the origin is a
+ * read-only linear+zero device of the full size, so the extra space reads
+ * as zeros. Other strategies return the file itself and no steps.
+ */
+export function planDiskAttach(input: RootDiskPlanInput): DiskAttachPlan {
+  validate(input);
+  if (input.strategy !== "dm-snapshot") return { path: input.target, steps: [], handles: {} };
+  const name = dmName(input);
   const baseSectors = Math.floor(input.baseSizeBytes / SECTOR);
   const sizeSectors = Math.floor(input.sizeBytes / SECTOR);
   const grows = sizeSectors > baseSectors;
   const originName = `${name}-origin`;
-  // Sized to hold every chunk of the disk plus the exception table (16 bytes per 4 KiB chunk); sparse, so free until written.
-  const cowBytes = sizeSectors * SECTOR + Math.ceil((sizeSectors * SECTOR) / 128) + 1024 * 1024;
-  const handles: Record<string, string> = { target: input.target, dmName: name };
+  const handles: Record<string, string> = { dmName: name };
   if (grows) handles.dmOrigin = originName;
   const steps: DiskStep[] = [
     {
       run: { argv: ["losetup", "--find", "--show", "--read-only", input.base], capture: "baseLoop" },
       undo: { argv: ["losetup", "--detach", "{baseLoop}"] },
-    },
-    {
-      run: { argv: ["truncate", "--size", String(cowBytes), input.target] },
-      undo: removeFile(input.target),
-      undoAfterFailure: true,
     },
     {
       run: { argv: ["losetup", "--find", "--show", input.target], capture: "cowLoop" },
@@ -233,7 +264,18 @@ function planDmSnapshot(input: RootDiskPlanInput): RootDiskPlan {
     },
     undo: { argv: ["dmsetup", "remove", name] },
   });
-  return { strategy: "dm-snapshot", format: "raw", path: `/dev/mapper/${name}`, handles, steps };
+  return { path: `/dev/mapper/${name}`, steps, handles };
+}
+
+/** Reverses `planDiskAttach` from the handles it returned (as stored in handles.json). */
+export function planDiskDetach(handles: Record<string, string>): DiskCommand[] {
+  if (handles.dmName === undefined) return [];
+  return [
+    { argv: ["dmsetup", "remove", handles.dmName] },
+    ...(handles.dmOrigin === undefined ? [] : [{ argv: ["dmsetup", "remove", handles.dmOrigin] }]),
+    ...(handles.cowLoop === undefined ? [] : [{ argv: ["losetup", "--detach", handles.cowLoop] }]),
+    ...(handles.baseLoop === undefined ? [] : [{ argv: ["losetup", "--detach", handles.baseLoop] }]),
+  ];
 }
 
 function validate(input: RootDiskPlanInput): void {

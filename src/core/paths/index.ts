@@ -103,6 +103,8 @@ export interface VmPaths {
   overlay: string;
   /** Raw copy-on-write root disk (reflink or sparse copy) for Firecracker. */
   rawDisk: string;
+  /** A dm snapshot's persistent COW store, for Firecracker where reflinks are missing. */
+  cowStore: string;
   /** The guest's pinned SSH host key. */
   knownHosts: string;
   /** ControlMaster socket for this VM's multiplexed SSH connection. */
@@ -122,6 +124,7 @@ export function vmPaths(layout: Layout, vmId: string): VmPaths {
     metrics: join(dir, "metrics.json"),
     overlay: join(dir, "root.qcow2"),
     rawDisk: join(dir, "root.raw"),
+    cowStore: join(dir, "root.cow"),
     knownHosts: join(dir, "known_hosts"),
     sshControl: join(layout.sshControlDir, `${vmId}.ctl`),
   };

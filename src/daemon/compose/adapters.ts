@@ -2,16 +2,26 @@
  * Real implementations of the VM service's platform interfaces, built from
  * src/sys. Only the composition root uses this file.
  */
-import { mkdir, rm } from "node:fs/promises";
+import { access, mkdir } from "node:fs/promises";
+import { join } from "node:path";
 import type { Config } from "../../core/config/index.ts";
+import type { RootDiskStrategy } from "../../core/disk/index.ts";
+import { parseFirecrackerVersion } from "../../core/firecracker/index.ts";
 import type { Logger } from "../../core/log/index.ts";
 import { allocateGuestIp, parseSubnet } from "../../core/network/index.ts";
 import type { Layout } from "../../core/paths/index.ts";
 import { vmPaths } from "../../core/paths/index.ts";
 import type { VmmDriver } from "../../core/vmm/contract.ts";
-import { BangerError, ErrorCode, type VmmKind } from "../../protocol/index.ts";
-import { createRootDisk, growRootDisk, removeRootDisk } from "../../sys/disk/index.ts";
-import type { HostProbes } from "../../sys/host/index.ts";
+import { BangerError, type DoctorCheck, ErrorCode, type VmmKind } from "../../protocol/index.ts";
+import {
+  attachRootDisk,
+  type CowStrategyProbe,
+  createRootDisk,
+  detachRootDisk,
+  growRootDisk,
+  removeRootDisk,
+} from "../../sys/disk/index.ts";
+import type { FirecrackerDriver } from "../../sys/firecracker/index.ts";
 import { createHostNetwork } from "../../sys/network/index.ts";
 import type { Runner } from "../../sys/runner/index.ts";
 import {
@@ -43,30 +53,71 @@ export function createVmNetwork(options: { runner: Runner; logger: Logger; confi
   };
 }
 
-export function createVmDisks(runner: Runner): VmDisks {
+/**
+ * Root disks: a qcow2 overlay for QEMU; for raw-only VMMs the strategy the
+ * state directory's filesystem supports (probed once, see probeCowStrategy).
+ * The stored file's name says which strategy made it.
+ */
+export function createVmDisks(options: {
+  runner: Runner;
+  rawStrategy: () => Promise<CowStrategyProbe>;
+}): VmDisks {
+  const { runner } = options;
+  const fileFor = (vmDir: string, strategy: RootDiskStrategy) =>
+    strategy === "qcow2-overlay"
+      ? join(vmDir, "root.qcow2")
+      : strategy === "dm-snapshot"
+        ? join(vmDir, "root.cow")
+        : join(vmDir, "root.raw");
+  const candidates = [
+    { name: "root.qcow2", strategy: "qcow2-overlay", format: "qcow2" },
+    { name: "root.cow", strategy: "dm-snapshot", format: "raw" },
+    { name: "root.raw", strategy: "sparse-copy", format: "raw" },
+  ] as const;
   return {
-    async create(options) {
-      const strategy = options.vmm === "qemu" ? "qcow2-overlay" : "sparse-copy";
+    async create(o) {
+      const strategy = o.vmm === "qemu" ? "qcow2-overlay" : (await options.rawStrategy()).strategy;
       const disk = await createRootDisk({
         strategy,
-        base: options.base,
-        target: options.target,
-        sizeBytes: options.sizeBytes,
+        base: o.base,
+        target: fileFor(o.vmDir, strategy),
+        sizeBytes: o.sizeBytes,
         runner,
-        signal: options.signal,
+        signal: o.signal,
       });
-      return { path: disk.path, format: disk.format, handles: { ...disk.handles, strategy } };
+      return { strategy, file: disk.handles.target ?? fileFor(o.vmDir, strategy), format: disk.format };
     },
-    async remove(disk) {
-      const strategy = disk.handles.strategy;
-      if (strategy === "dm-snapshot") {
-        await removeRootDisk({ strategy, handles: disk.handles, runner });
-      } else {
-        await rm(disk.path, { force: true });
+    async locate(vmDir) {
+      for (const candidate of candidates) {
+        const file = join(vmDir, candidate.name);
+        if (await exists(file)) return { strategy: candidate.strategy, file, format: candidate.format };
       }
+      return undefined;
     },
-    grow: (disk, sizeBytes) => growRootDisk({ path: disk.path, format: disk.format, sizeBytes, runner }),
+    async attach(o) {
+      const attached = await attachRootDisk({
+        strategy: o.disk.strategy,
+        base: o.base,
+        target: o.disk.file,
+        sizeBytes: o.sizeBytes,
+        runner,
+        signal: o.signal,
+      });
+      return { path: attached.path, handles: attached.handles };
+    },
+    detach: (handles) => detachRootDisk({ handles, runner }),
+    remove: (disk) => removeRootDisk({ handles: { target: disk.file }, runner }),
+    grow: (disk, sizeBytes) => growRootDisk({ strategy: disk.strategy, path: disk.file, sizeBytes, runner }),
   };
+}
+
+async function exists(path: string): Promise<boolean> {
+  try {
+    await access(path);
+    return true;
+  } catch {
+    return false;
+  }
 }
 
 export function createGuestAccess(options: { layout: Layout; runner: Runner }): GuestAccess {
@@ -118,35 +169,87 @@ export function createGuestAccess(options: { layout: Layout; runner: Runner }): 
   };
 }
 
+/**
+ * Driver choice: an explicit `firecracker` needs a working binary (its
+ * `--version` probe); `auto` also needs KVM, else it falls back to QEMU,
+ * which runs everywhere. `get` always answers, so VMs made earlier can be
+ * stopped and killed even when the binary has gone since.
+ */
 export function createDrivers(options: {
   config: Config;
-  probes: HostProbes;
   qemu: VmmDriver;
-  firecracker?: (() => Promise<VmmDriver | undefined>) | undefined;
+  firecracker: FirecrackerDriver;
+  kvmUsable(): Promise<boolean>;
 }): VmmDrivers {
-  return {
-    get(kind: VmmKind) {
-      if (kind === "qemu") return options.qemu;
-      throw new BangerError(ErrorCode.TOOL_MISSING, "the Firecracker driver is not available on this host", {
-        hint: `install firecracker (>= 1.8) as '${options.config.vmm.firecracker_binary}' on PATH on a KVM host, or use --vmm qemu`,
+  const binary = options.config.vmm.firecracker_binary;
+  const firecrackerProblem = async (): Promise<BangerError | undefined> => {
+    try {
+      await options.firecracker.probe();
+      return undefined;
+    } catch (error) {
+      if (error instanceof BangerError && error.code !== ErrorCode.TOOL_MISSING) return error;
+      return new BangerError(ErrorCode.TOOL_MISSING, `firecracker ('${binary}') is not available`, {
+        hint: "install a firecracker release binary (>= 1.8) on PATH or set vmm.firecracker_binary; it needs KVM. Or use --vmm qemu",
+        cause: error,
       });
-    },
+    }
+  };
+  return {
+    get: (kind: VmmKind) => (kind === "qemu" ? options.qemu : options.firecracker),
     async choose(requested) {
       if (requested === "qemu") return "qemu";
+      const problem = await firecrackerProblem();
       if (requested === "firecracker") {
-        const driver = await options.firecracker?.();
-        if (!driver) {
-          throw new BangerError(
-            ErrorCode.TOOL_MISSING,
-            `firecracker ('${options.config.vmm.firecracker_binary}') is not available`,
-            {
-              hint: "install a firecracker release binary on PATH (needs KVM), or use --vmm qemu",
-            },
-          );
-        }
+        if (problem) throw problem;
         return "firecracker";
       }
-      return (await options.firecracker?.()) ? "firecracker" : "qemu";
+      return !problem && (await options.kvmUsable()) ? "firecracker" : "qemu";
     },
+  };
+}
+
+/** `banger doctor`: is the firecracker binary there, which version, what it can do. */
+export async function firecrackerDoctorCheck(options: {
+  config: Config;
+  runner: Runner;
+  firecracker: FirecrackerDriver;
+}): Promise<DoctorCheck> {
+  const binary = options.config.vmm.firecracker_binary;
+  try {
+    const version = await options.runner.run([binary, "--version"], { timeoutMs: 10_000 });
+    const parsed = parseFirecrackerVersion(version.stdout);
+    const caps = await options.firecracker.probe();
+    const has = Object.entries(caps)
+      .filter(([, on]) => on)
+      .map(([name]) => name);
+    return {
+      name: "firecracker",
+      status: "ok",
+      detail: `${binary} is Firecracker v${parsed.text} (${has.join(", ") || "no optional features"}); it needs KVM`,
+    };
+  } catch (error) {
+    const missing = error instanceof BangerError && error.code === ErrorCode.TOOL_MISSING;
+    return {
+      name: "firecracker",
+      status: "warn",
+      detail: missing
+        ? `${binary} is not installed: VMs use the QEMU driver`
+        : `${binary} is not usable: ${error instanceof Error ? error.message : String(error)}`,
+      hint: "optional: install a Firecracker release (>= 1.8) on a KVM host for --vmm firecracker",
+    };
+  }
+}
+
+/** `banger doctor`: which raw copy-on-write strategy Firecracker disks get here, and why. */
+export function cowDoctorCheck(probe: CowStrategyProbe): DoctorCheck {
+  return {
+    name: "cow-strategy",
+    status: probe.strategy === "sparse-copy" ? "warn" : "ok",
+    detail: `raw root disks use ${probe.strategy}: ${probe.reason}`,
+    ...(probe.strategy === "sparse-copy"
+      ? {
+          hint: "each Firecracker VM copies the whole base image; put the state directory on XFS or btrfs for instant reflink copies",
+        }
+      : {}),
   };
 }

@@ -9,6 +9,7 @@ import { readlinkSync } from "node:fs";
 import { mkdir, readFile, rm, writeFile } from "node:fs/promises";
 import { homedir } from "node:os";
 import { join } from "node:path";
+import { setTimeout as sleep } from "node:timers/promises";
 import { KeyedLocks, Mutex, OperationRegistry } from "../../core/concurrency/index.ts";
 import type { Config } from "../../core/config/index.ts";
 import type { Logger } from "../../core/log/index.ts";
@@ -21,11 +22,15 @@ import {
   type VmInfo,
 } from "../../protocol/index.ts";
 import { loadConfigFile } from "../../sys/config/index.ts";
-import { createNodeFs } from "../../sys/fs/index.ts";
+import { type CowStrategyProbe, probeCowStrategy } from "../../sys/disk/index.ts";
+import { createFirecrackerDriver } from "../../sys/firecracker/index.ts";
+import { createNodeFs, readDiskUsage } from "../../sys/fs/index.ts";
 import { createHostProbes, groupIdByName } from "../../sys/host/index.ts";
+import { extractVmlinux } from "../../sys/kernel/index.ts";
 import { createFileLogger } from "../../sys/log/index.ts";
-import { isPidAlive, readCmdline } from "../../sys/proc/index.ts";
+import { isPidAlive, readCmdline, readProcessUsage } from "../../sys/proc/index.ts";
 import { createProcessRunner } from "../../sys/runner/index.ts";
+import { probeSshBanner } from "../../sys/ssh/index.ts";
 import { openStore, type Store } from "../../sys/store/index.ts";
 import { createVmFiles } from "../../sys/vmfiles/index.ts";
 import { chooseAccel, createQemuDriver, describeAccel, describeAccelFailure } from "../../sys/vmm/index.ts";
@@ -33,9 +38,16 @@ import { runDoctor } from "../doctor/index.ts";
 import { buildHandlers, type DaemonInfo } from "../handlers.ts";
 import { createImageService } from "../image/index.ts";
 import { createRpcServer, type RpcServer } from "../rpc/server.ts";
-import { createVmService } from "../vm/index.ts";
+import { createVmService, createVmStats } from "../vm/index.ts";
 import { buildVmHandlers } from "../vm-handlers.ts";
-import { createDrivers, createGuestAccess, createVmDisks, createVmNetwork } from "./adapters.ts";
+import {
+  cowDoctorCheck,
+  createDrivers,
+  createGuestAccess,
+  createVmDisks,
+  createVmNetwork,
+  firecrackerDoctorCheck,
+} from "./adapters.ts";
 
 export interface DaemonOptions {
   env: Readonly<Record<string, string | undefined>>;
@@ -87,6 +99,9 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
     fs: createNodeFs(),
     buildCacheDir: options.env.BANGER_IMAGE_CACHE || undefined,
     downloadLauncher: hostNetnsLauncher(options.env),
+    extractVmlinux: async (bzImage, out, signal) => {
+      await extractVmlinux(runner, bzImage, out, signal ? { signal } : {});
+    },
   });
   await images.cleanupStaging();
 
@@ -112,7 +127,28 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
     accel: async () => (await accel()).accel,
     logger: logger.child({ svc: "qemu" }),
   });
-  const drivers = createDrivers({ config, probes, qemu });
+  const firecracker = createFirecrackerDriver({
+    binary: config.vmm.firecracker_binary,
+    logger: logger.child({ svc: "firecracker" }),
+    runner,
+  });
+  const drivers = createDrivers({
+    config,
+    qemu,
+    firecracker,
+    kvmUsable: async () => {
+      const choice = await accel();
+      // Before the first image there is no kernel to probe with; /dev/kvm access is the best guess.
+      return choice.reason === "no image yet" ? probes.canAccess("/dev/kvm", "rw") : choice.accel === "kvm";
+    },
+  });
+  let cowProbe: Promise<CowStrategyProbe> | undefined;
+  const rawStrategy = () => {
+    cowProbe ??= mkdir(layout.vmsDir, { recursive: true }).then(() =>
+      probeCowStrategy(layout.vmsDir, { runner }),
+    );
+    return cowProbe;
+  };
   const tscKhz = await probes.tscKhz();
   const vms = createVmService({
     store,
@@ -122,7 +158,7 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
     images,
     network: createVmNetwork({ runner, logger, config }),
     drivers,
-    disks: createVmDisks(runner),
+    disks: createVmDisks({ runner, rawStrategy }),
     files: createVmFiles(),
     guest: createGuestAccess({ layout, runner }),
     vmLocks,
@@ -132,7 +168,28 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
     tscKhz: async () => tscKhz ?? 2_000_000,
   });
   await vms.reconcile();
+  // The reaper: VMMs that die on their own (guest poweroff, crash, OOM kill) are noticed within a second or two.
+  let reaping = false;
+  const reaper = setInterval(() => {
+    if (reaping) return;
+    reaping = true;
+    vms
+      .reap()
+      .catch((error: unknown) => logger.warn("reaper failed", { err: String(error) }))
+      .finally(() => {
+        reaping = false;
+      });
+  }, REAP_INTERVAL_MS);
   const createOps = new OperationRegistry<VmInfo>({ now, newId, retainMs: 10 * 60_000 });
+  const stats = createVmStats({
+    vms,
+    processUsage: readProcessUsage,
+    diskUsage: readDiskUsage,
+    probeBanner: probeSshBanner,
+    now,
+    monotonicMs: () => performance.now(),
+    sleep: async (ms, signal) => void (await sleep(ms, undefined, { signal })),
+  });
 
   let stopRequested: ((reason: string, stopVms: boolean) => Promise<string[]>) | undefined;
   const info: DaemonInfo = {
@@ -155,6 +212,14 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
           layout,
           config,
           extraChecks: [
+            async () => [await firecrackerDoctorCheck({ config, runner, firecracker })],
+            async () => {
+              try {
+                return [cowDoctorCheck(await rawStrategy())];
+              } catch (error) {
+                return [{ name: "cow-strategy", status: "fail", detail: `cannot probe: ${String(error)}` }];
+              }
+            },
             async () => {
               try {
                 return [describeAccel(await accel())];
@@ -165,7 +230,7 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
           ],
         }),
     }),
-    ...buildVmHandlers({ vms, images, createOps }),
+    ...buildVmHandlers({ vms, images, createOps, stats }),
   };
   const socketGid = config.daemon.socket_group ? await groupIdByName(config.daemon.socket_group) : undefined;
   if (config.daemon.socket_group && socketGid === undefined) {
@@ -198,6 +263,7 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
   const stop = (reason: string): Promise<void> => {
     stopping ??= (async () => {
       logger.info("daemon stopping", { reason });
+      clearInterval(reaper);
       await createOps.cancelAll();
       await server.close();
       store.close();
@@ -232,6 +298,8 @@ async function refuseSecondInstance(layout: Layout): Promise<void> {
     );
   }
 }
+
+const REAP_INTERVAL_MS = 1000;
 
 /** Short random ids for VMs and operations. */
 function newId(): string {

@@ -62,6 +62,8 @@ export interface ImageServiceDeps {
    * runs that one step in the host's namespace.
    */
   downloadLauncher?: readonly string[] | undefined;
+  /** Writes the ELF vmlinux inside a bzImage to `out` atomically (src/sys/kernel). */
+  extractVmlinux(bzImage: string, out: string, signal?: AbortSignal): Promise<void>;
 }
 
 interface BuildOptions {
@@ -85,6 +87,11 @@ export interface ImageService {
   buildDefault(options?: BuildDefaultOptions): Promise<ImageRecord>;
   /** Removes half-built images left by a previous daemon; called at start-up. */
   cleanupStaging(): Promise<void>;
+  /**
+   * The image's kernel as an ELF vmlinux (for Firecracker before 1.17):
+   * extracted from its bzImage on first use and kept beside it.
+   */
+  vmlinux(image: ImageRecord, options?: { signal?: AbortSignal | undefined }): Promise<string>;
 }
 
 /** Written into each image directory; describes where the image came from. */
@@ -103,6 +110,8 @@ export function createImageService(deps: ImageServiceDeps): ImageService {
   const { store, layout, logger, fs } = deps;
   const log = logger.child({ service: "image" });
   const sharedBuild = new SharedTask<ImageRecord, ProgressEvent>();
+  /** One extraction per image at a time; the file is renamed into place, so readers never see half of it. */
+  const extractions = new Map<string, Promise<string>>();
 
   function find(ref: string): ImageRecord | undefined {
     return store.getImageByName(ref) ?? store.getImageById(ref);
@@ -423,6 +432,23 @@ export function createImageService(deps: ImageServiceDeps): ImageService {
 
     buildDefault(options = {}) {
       return joinDefaultBuild(options);
+    },
+
+    async vmlinux(image, options = {}) {
+      const out = imagePaths(image.dir).vmlinux;
+      if (await fs.stat(out)) return out;
+      let running = extractions.get(image.id);
+      if (!running) {
+        running = deps
+          .extractVmlinux(image.kernel, out, options.signal)
+          .then(() => {
+            log.info("extracted vmlinux", { image: image.name, out });
+            return out;
+          })
+          .finally(() => extractions.delete(image.id));
+        extractions.set(image.id, running);
+      }
+      return running;
     },
 
     async cleanupStaging() {

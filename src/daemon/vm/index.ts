@@ -1,14 +1,16 @@
 /**
  * The VM subsystem: lifecycle of VMs on real guests, behind the interfaces
- * in platform.ts. Owns the VM rows' state transitions and each VM's
- * handles.json; never formats output.
+ * in platform.ts, and read-only stats and health probes of them. Owns the VM
+ * rows' state transitions and each VM's handles.json; never formats output.
  */
 export type {
   GuestAccess,
   GuestExec,
-  RootDiskHandle,
+  StoredDisk,
   VmDisks,
   VmFiles,
+  VmHook,
+  VmHookContext,
   VmmDrivers,
   VmNetwork,
 } from "./platform.ts";
@@ -16,6 +18,8 @@ export {
   createVmService,
   type OpOptions,
   type Progress,
+  type VmRuntime,
   type VmService,
   type VmServiceDeps,
 } from "./service.ts";
+export { createVmStats, type VmStatsDeps, type VmStatsService } from "./stats.ts";

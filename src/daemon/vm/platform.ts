@@ -5,6 +5,7 @@
 
 import type { Socket } from "node:net";
 import type { Readable } from "node:stream";
+import type { RootDiskStrategy } from "../../core/disk/index.ts";
 import type { VmmDriver } from "../../core/vmm/contract.ts";
 import type { VmmKind } from "../../protocol/index.ts";
 
@@ -51,23 +52,35 @@ export interface VmNetwork {
   removeLeftoverTaps(owned: ReadonlySet<string>): Promise<string[]>;
 }
 
-export interface RootDiskHandle {
-  path: string;
+/** A VM's stored root disk: which COW strategy made it and the file that holds it. */
+export interface StoredDisk {
+  strategy: RootDiskStrategy;
+  /** The per-VM file (overlay, raw copy, or dm COW store). */
+  file: string;
   format: "qcow2" | "raw";
-  handles: Record<string, string>;
 }
 
 export interface VmDisks {
-  /** Creates the VM's COW root disk over the image's base; `undo` removes it. */
+  /** Creates the VM's COW root disk in `vmDir` over the image's base; the base is never written. */
   create(options: {
     vmm: VmmKind;
     base: string;
-    target: string;
+    vmDir: string;
     sizeBytes: number;
     signal: AbortSignal;
-  }): Promise<RootDiskHandle>;
-  remove(disk: RootDiskHandle): Promise<void>;
-  grow(disk: RootDiskHandle, sizeBytes: number): Promise<void>;
+  }): Promise<StoredDisk>;
+  /** The disk stored in `vmDir`, if any. */
+  locate(vmDir: string): Promise<StoredDisk | undefined>;
+  /** Makes the disk openable for one boot; `handles` go to handles.json for `detach`. */
+  attach(options: {
+    disk: StoredDisk;
+    base: string;
+    sizeBytes: number;
+    signal: AbortSignal;
+  }): Promise<{ path: string; handles: Record<string, string> }>;
+  detach(handles: Record<string, string>): Promise<void>;
+  remove(disk: StoredDisk): Promise<void>;
+  grow(disk: StoredDisk, sizeBytes: number): Promise<void>;
 }
 
 /** Per-VM files: directories, handles.json, console logs (implemented in src/sys/vmfiles). */
@@ -77,4 +90,27 @@ export interface VmmDrivers {
   get(kind: VmmKind): VmmDriver;
   /** Resolves `auto` (config or request) to a concrete driver kind. */
   choose(requested: VmmKind | "auto"): Promise<VmmKind>;
+}
+
+export interface VmHookContext {
+  vmId: string;
+  vmName: string;
+  guestIp: string;
+  tap: string;
+}
+
+/**
+ * A capability hook (networking, DNS, auth, workspace features): `start`
+ * runs at every VM start in its phase, `stop` undoes it. A hook whose
+ * `start` throws fails the start, and the hooks started before it are
+ * stopped in reverse order. `stop` must be idempotent: it also runs for a
+ * VM whose start was interrupted, whose VMM died, or that a new daemon
+ * found dead at reconcile.
+ */
+export interface VmHook {
+  readonly name: string;
+  /** `before-boot`: host side, the tap exists. `guest-ready`: the guest answers SSH. */
+  readonly phase: "before-boot" | "guest-ready";
+  start(context: VmHookContext & { signal: AbortSignal }): Promise<void>;
+  stop(context: VmHookContext): Promise<void>;
 }

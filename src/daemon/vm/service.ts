@@ -18,6 +18,7 @@ import { planKernelCmdline } from "../../core/image/index.ts";
 import type { Logger } from "../../core/log/index.ts";
 import { type Layout, vmPaths } from "../../core/paths/index.ts";
 import {
+  assertTransition,
   emptyHandles,
   macForVmId,
   tapNameForVmId,
@@ -37,7 +38,16 @@ import {
 } from "../../protocol/index.ts";
 import type { Store } from "../../sys/store/index.ts";
 import type { ImageService } from "../image/index.ts";
-import type { GuestAccess, GuestExec, VmDisks, VmFiles, VmmDrivers, VmNetwork } from "./platform.ts";
+import type {
+  GuestAccess,
+  GuestExec,
+  VmDisks,
+  VmFiles,
+  VmHook,
+  VmHookContext,
+  VmmDrivers,
+  VmNetwork,
+} from "./platform.ts";
 
 export type Progress = (event: Omit<ProgressEvent, "status"> & { status?: ProgressEvent["status"] }) => void;
 
@@ -51,12 +61,14 @@ export interface VmServiceDeps {
   layout: Layout;
   config: Config;
   logger: Logger;
-  images: Pick<ImageService, "resolve">;
+  images: Pick<ImageService, "resolve" | "vmlinux">;
   network: VmNetwork;
   drivers: VmmDrivers;
   disks: VmDisks;
   files: VmFiles;
   guest: GuestAccess;
+  /** Capability hooks run at every start and stop, in this order (stopped in reverse). */
+  hooks?: readonly VmHook[] | undefined;
   vmLocks: KeyedLocks;
   reservation: Mutex;
   now(): Date;
@@ -87,16 +99,43 @@ export interface VmService {
   sshConfig(
     name: string,
   ): Promise<{ user: string; host: string; identityFile: string; knownHostsFile: string }>;
+  /**
+   * A read-only look at a VM for probes (stats, health), without its lock:
+   * the row, the liveness decision, the VMM pid when alive, and its root disk file.
+   */
+  runtime(name: string): Promise<VmRuntime>;
   /** Brings rows in line with reality after a daemon start; returns what it changed. */
   reconcile(): Promise<{ kept: string[]; demoted: string[]; removedTaps: string[] }>;
   /** Stops every running VM (daemon stop --stop-vms); returns their names. */
   stopAll(): Promise<string[]>;
+  /** Changes a stopped VM's vCPUs, memory or disk size (the disk only grows). */
+  set(
+    name: string,
+    changes: { cpus?: number | undefined; memoryMib?: number | undefined; diskGib?: number | undefined },
+  ): Promise<VmInfo>;
+  /**
+   * Finds running VMs whose VMM died on its own (poweroff, crash, OOM kill),
+   * marks them stopped with the reason and releases what they held. VMs
+   * with a lifecycle op in progress are left to that op.
+   */
+  reap(): Promise<string[]>;
+}
+
+export interface VmRuntime {
+  info: VmInfo;
+  /** The one liveness decision: the recorded VMM process is alive and ours. */
+  alive: boolean;
+  /** The VMM's pid when alive, else null. */
+  pid: number | null;
+  /** The file on the host that stores the VM's root disk. */
+  diskFile: string;
 }
 
 const GIB = 1024 ** 3;
 
 export function createVmService(deps: VmServiceDeps): VmService {
   const { store, layout, config, logger } = deps;
+  const hooks = deps.hooks ?? [];
   /** In-memory cache of handles.json, rebuilt from the files at reconcile. */
   const handleCache = new Map<string, VmHandles>();
 
@@ -125,6 +164,7 @@ export function createVmService(deps: VmServiceDeps): VmService {
   };
 
   const setState = (vm: VmRecord, state: VmState, lastError: string | null = vm.lastError): VmRecord => {
+    if (vm.state !== state) assertTransition(vm.name, vm.state, state);
     const updated = { ...vm, state, lastError, updatedAt: deps.now().toISOString() };
     store.setVmState(vm.id, state, lastError, updated.updatedAt);
     return updated;
@@ -162,21 +202,65 @@ export function createVmService(deps: VmServiceDeps): VmService {
     knownHostsFile: vmPaths(layout, vm.id).knownHosts,
   });
 
+  const hookContext = (vm: VmRecord): VmHookContext => ({
+    vmId: vm.id,
+    vmName: vm.name,
+    guestIp: vm.guestIp,
+    tap: tapNameForVmId(vm.id),
+  });
+
+  /** Stops every hook in reverse order; a failing stop is logged, the others still run. */
+  const stopHooks = async (vm: VmRecord, only: readonly VmHook[] = hooks): Promise<void> => {
+    for (const hook of [...only].reverse()) {
+      await hook
+        .stop(hookContext(vm))
+        .catch((error: unknown) =>
+          logger.warn("capability hook stop failed", { vm: vm.name, hook: hook.name, err: String(error) }),
+        );
+    }
+  };
+
+  const startHooks = async (
+    vm: VmRecord,
+    phase: VmHook["phase"],
+    stack: AsyncDisposableStack,
+    signal: AbortSignal,
+  ): Promise<void> => {
+    for (const hook of hooks.filter((candidate) => candidate.phase === phase)) {
+      stack.defer(() => stopHooks(vm, [hook]));
+      try {
+        await hook.start({ ...hookContext(vm), signal });
+      } catch (error) {
+        if (error instanceof BangerError) throw error;
+        throw new BangerError(
+          ErrorCode.BOOT_FAILED,
+          `capability '${hook.name}' failed to start: ${String(error)}`,
+          {
+            cause: error,
+          },
+        );
+      }
+    }
+  };
+
   /** Releases everything a running VM holds on the host, after its VMM is gone. */
   const releaseRuntime = async (vm: VmRecord, handles: VmHandles): Promise<void> => {
+    await stopHooks(vm);
     await deps.guest.close(target(vm)).catch(() => undefined);
     if (handles.tap) await deps.network.deleteTap(handles.tap);
+    await deps.disks.detach(handles.extra);
     if (handles.controlSocket) await deps.files.removeFile(handles.controlSocket);
     await clearHandles(vm);
   };
 
-  const diskOf = (
-    vm: VmRecord,
-  ): { path: string; format: "qcow2" | "raw"; handles: Record<string, string> } => {
-    const paths = vmPaths(layout, vm.id);
-    return vm.vmm === "qemu"
-      ? { path: paths.overlay, format: "qcow2", handles: {} }
-      : { path: paths.rawDisk, format: "raw", handles: {} };
+  const storedDisk = async (vm: VmRecord) => {
+    const disk = await deps.disks.locate(vmPaths(layout, vm.id).dir);
+    if (!disk) {
+      throw new BangerError(ErrorCode.BAD_STATE, `the root disk of VM '${vm.name}' is missing`, {
+        hint: `delete the VM with \`banger vm delete ${vm.name}\` and create it again`,
+      });
+    }
+    return disk;
   };
 
   async function startLocked(vm: VmRecord, options: OpOptions): Promise<VmRecord> {
@@ -192,14 +276,35 @@ export function createVmService(deps: VmServiceDeps): VmService {
     const driver = deps.drivers.get(vm.vmm);
     let current = setState(vm, "starting", null);
     await using stack = new AsyncDisposableStack();
-    const handles: VmHandles = { ...emptyHandles(), disk: diskOf(vm).path };
+    const handles: VmHandles = emptyHandles();
     try {
+      // handles.json is written after each acquisition, so a daemon that dies
+      // mid-start leaves a reconcile enough to tear down what was made.
+      stack.defer(() => clearHandles(vm));
       progress({ step: "vm.network", message: `setting up the network for ${vm.name}` });
       await deps.network.ensureBridge(signal);
       const tap = tapNameForVmId(vm.id);
+      handles.tap = tap;
+      await saveHandles(vm, handles);
       await deps.network.createTap(tap, signal);
       stack.defer(() => deps.network.deleteTap(tap));
-      handles.tap = tap;
+
+      const stored = await storedDisk(vm);
+      const attached = await deps.disks.attach({
+        disk: stored,
+        base: image.rootfs,
+        sizeBytes: vm.diskGib * GIB,
+        signal,
+      });
+      stack.defer(() => deps.disks.detach(attached.handles));
+      handles.disk = attached.path;
+      handles.extra = { ...attached.handles };
+      await saveHandles(vm, handles);
+      await startHooks(vm, "before-boot", stack, signal);
+
+      const kernel = driver.features.kernelFormats.includes("bzImage")
+        ? image.kernel
+        : await deps.images.vmlinux(image, { signal });
 
       const cmdline = planKernelCmdline({
         guestIp: vm.guestIp,
@@ -219,10 +324,10 @@ export function createVmService(deps: VmServiceDeps): VmService {
           vmName: vm.name,
           cpus: vm.cpus,
           memoryMib: vm.memoryMib,
-          kernel: image.kernel,
+          kernel,
           initrd: image.initrd,
           kernelCmdline: cmdline,
-          disk: { path: handles.disk!, format: diskOf(vm).format },
+          disk: { path: attached.path, format: stored.format },
           tap,
           mac: vm.mac,
           consoleLog: paths.console,
@@ -238,7 +343,6 @@ export function createVmService(deps: VmServiceDeps): VmService {
       handles.pidStartTicks = handle.pidStartTicks;
       handles.controlSocket = handle.controlSocket;
       await saveHandles(vm, handles);
-      stack.defer(() => clearHandles(vm));
 
       progress({ step: "vm.ssh", message: `waiting for ${vm.name} to answer SSH` });
       await deps.guest.waitForBanner({
@@ -259,6 +363,7 @@ export function createVmService(deps: VmServiceDeps): VmService {
           `SSH to ${vm.name} with its pinned host key failed (exit ${check.exitCode})`,
         );
       }
+      await startHooks(vm, "guest-ready", stack, signal);
       current = setState(current, "running", null);
       stack.move();
       progress({ step: "vm.ready", message: `${vm.name} is running (${vm.guestIp})`, status: "done" });
@@ -340,8 +445,8 @@ export function createVmService(deps: VmServiceDeps): VmService {
 
   async function removeVm(vm: VmRecord): Promise<void> {
     const paths = vmPaths(layout, vm.id);
-    const disk = diskOf(vm);
-    if (await deps.files.exists(disk.path)) await deps.disks.remove(disk);
+    const disk = await deps.disks.locate(paths.dir);
+    if (disk) await deps.disks.remove(disk);
     await deps.files.removeDir(paths.dir);
     handleCache.delete(vm.id);
     store.deleteVm(vm.id);
@@ -366,7 +471,7 @@ export function createVmService(deps: VmServiceDeps): VmService {
         await deps.disks.create({
           vmm,
           base: image.rootfs,
-          target: diskOf(vm).path,
+          vmDir: paths.dir,
           sizeBytes: vm.diskGib * GIB,
           signal: options.signal,
         });
@@ -390,10 +495,12 @@ export function createVmService(deps: VmServiceDeps): VmService {
       return deps.vmLocks.run(vm.id, async () => {
         const fresh = byName(name);
         if (fresh.state === "running" && (await isAlive(fresh))) return toInfo(fresh);
+        let current = fresh;
         if (fresh.state === "running" || fresh.state === "starting" || fresh.state === "stopping") {
           await releaseRuntime(fresh, await loadHandles(fresh));
+          current = setState(fresh, "stopped", `the VMM process was gone (state was ${fresh.state})`);
         }
-        return toInfo(await startLocked(fresh, options));
+        return toInfo(await startLocked(current, options));
       });
     },
 
@@ -480,6 +587,18 @@ export function createVmService(deps: VmServiceDeps): VmService {
       };
     },
 
+    async runtime(name) {
+      const vm = byName(name);
+      const alive = await isAlive(vm);
+      return {
+        info: toInfo(vm),
+        alive,
+        pid: alive ? (await loadHandles(vm)).pid : null,
+        diskFile:
+          (await deps.disks.locate(vmPaths(layout, vm.id).dir))?.file ?? vmPaths(layout, vm.id).overlay,
+      };
+    },
+
     async reconcile() {
       const kept: string[] = [];
       const demoted: string[] = [];
@@ -529,5 +648,74 @@ export function createVmService(deps: VmServiceDeps): VmService {
       }
       return stopped;
     },
+
+    async set(name, changes) {
+      const vm = byName(name);
+      return deps.vmLocks.run(vm.id, async () => {
+        const fresh = byName(name);
+        if (fresh.state !== "stopped" && fresh.state !== "created" && fresh.state !== "error") {
+          throw new BangerError(
+            ErrorCode.BAD_STATE,
+            `VM '${name}' is ${fresh.state}; vm set needs it stopped`,
+            {
+              hint: `stop it first: \`banger vm stop ${name}\``,
+            },
+          );
+        }
+        if (changes.diskGib !== undefined && changes.diskGib < fresh.diskGib) {
+          throw new BangerError(
+            ErrorCode.INVALID_PARAMS,
+            `--disk ${changes.diskGib} GiB is smaller than VM '${name}''s disk (${fresh.diskGib} GiB); disks only grow`,
+            { hint: `pass ${fresh.diskGib} or more` },
+          );
+        }
+        if (changes.diskGib !== undefined && changes.diskGib > fresh.diskGib) {
+          await deps.disks.grow(await storedDisk(fresh), changes.diskGib * GIB);
+        }
+        const updated: VmRecord = {
+          ...fresh,
+          cpus: changes.cpus ?? fresh.cpus,
+          memoryMib: changes.memoryMib ?? fresh.memoryMib,
+          diskGib: changes.diskGib ?? fresh.diskGib,
+          updatedAt: deps.now().toISOString(),
+        };
+        store.updateVm(updated);
+        logger.info("vm set", { vm: name, ...changes });
+        return toInfo(updated);
+      });
+    },
+
+    async reap() {
+      const reaped: string[] = [];
+      for (const vm of store.listVms()) {
+        if (vm.state !== "running" || deps.vmLocks.isLocked(vm.id) || (await isAlive(vm))) continue;
+        await deps.vmLocks.run(vm.id, async () => {
+          const fresh = store.getVmById(vm.id);
+          if (fresh?.state !== "running" || (await isAlive(fresh))) return;
+          const handles = await loadHandles(fresh);
+          const reason = await vmmDeathReason(fresh, handles);
+          await releaseRuntime(fresh, handles);
+          setState(fresh, "stopped", reason);
+          logger.warn("reaped a VM whose VMM died", { vm: fresh.name, reason });
+          reaped.push(fresh.name);
+        });
+      }
+      return reaped;
+    },
   };
+
+  /** Why a VMM went away on its own, as far as its console can tell. */
+  async function vmmDeathReason(vm: VmRecord, handles: VmHandles): Promise<string> {
+    const tail = await deps.files.tail(vmPaths(layout, vm.id).console, 4096).catch(() => "");
+    const who = `the VMM (pid ${handles.pid ?? "?"})`;
+    if (/reboot: Power down|System halted|reboot: System halted/.test(tail)) {
+      return `the guest powered off; ${who} exited`;
+    }
+    if (/reboot: Restarting system/.test(tail)) return `the guest rebooted; ${who} exited`;
+    if (/Kernel panic/.test(tail)) {
+      const line = tail.split("\n").find((text) => text.includes("Kernel panic")) ?? "Kernel panic";
+      return `the guest kernel panicked (${line.trim()}); ${who} exited`;
+    }
+    return `${who} exited unexpectedly (killed or crashed)`;
+  }
 }

@@ -9,6 +9,9 @@ import {
   CAPTURED_HANDLE,
   type DiskCommand,
   type DiskFormat,
+  type DiskStep,
+  planDiskAttach,
+  planDiskDetach,
   planGrowDisk,
   planRootDisk,
   planRootDiskTeardown,
@@ -42,13 +45,54 @@ export interface RootDisk {
 export async function createRootDisk(options: CreateRootDiskOptions): Promise<RootDisk> {
   const baseSizeBytes = await sizeOf(options.base);
   const plan = planRootDisk({ ...options, baseSizeBytes });
-  const handles: Record<string, string> = { ...plan.handles };
+  const done = await runSteps(plan.steps, { ...plan.handles }, options);
+  return { path: plan.path, format: plan.format, handles: done.handles, undo: done.undo };
+}
+
+/** Removes a stored disk (after `detachRootDisk`), e.g. by a daemon that did not create it. */
+export async function removeRootDisk(options: {
+  handles: Record<string, string>;
+  runner: Runner;
+}): Promise<void> {
+  await runUndo(options.runner, planRootDiskTeardown(options.handles));
+}
+
+export interface AttachedDisk {
+  /** What the VMM opens for this boot. */
+  path: string;
+  /** Per-boot handles (loop devices, dm names) for handles.json; empty when nothing was made. */
+  handles: Record<string, string>;
+  undo(): Promise<void>;
+}
+
+/** Makes a stored disk openable for one boot (dm-snapshot devices); see planDiskAttach. */
+export async function attachRootDisk(options: CreateRootDiskOptions): Promise<AttachedDisk> {
+  const baseSizeBytes = await sizeOf(options.base);
+  const plan = planDiskAttach({ ...options, baseSizeBytes });
+  const done = await runSteps(plan.steps, { ...plan.handles }, options);
+  return { path: plan.path, handles: done.handles, undo: done.undo };
+}
+
+/** Reverses attachRootDisk from its stored handles; a no-op for strategies without devices. */
+export async function detachRootDisk(options: {
+  handles: Record<string, string>;
+  runner: Runner;
+}): Promise<void> {
+  await runUndo(options.runner, planDiskDetach(options.handles));
+}
+
+/** Runs plan steps in order, unwinding the completed ones when one fails or the signal aborts. */
+async function runSteps(
+  steps: readonly DiskStep[],
+  handles: Record<string, string>,
+  options: { target: string; runner: Runner; signal?: AbortSignal | undefined },
+): Promise<{ handles: Record<string, string>; undo(): Promise<void> }> {
   const undos: DiskCommand[] = [];
   const runner = options.runner;
   try {
-    for (const step of plan.steps) {
+    for (const step of steps) {
       if (options.signal?.aborted) {
-        throw new BangerError(ErrorCode.CANCELLED, `creating root disk ${options.target} cancelled`);
+        throw new BangerError(ErrorCode.CANCELLED, `preparing root disk ${options.target} cancelled`);
       }
       const command = resolveCommand(step.run, handles);
       const undoFirst = step.undo !== undefined && step.undoAfterFailure === true;
@@ -56,7 +100,7 @@ export async function createRootDisk(options: CreateRootDiskOptions): Promise<Ro
       const result = await runner
         .run(command.argv, { signal: options.signal, input: command.input })
         .catch((error: unknown) => {
-          throw diskError(`could not create root disk ${options.target}`, options.target, error);
+          throw diskError(`could not prepare root disk ${options.target}`, options.target, error);
         });
       if (step.run.capture) handles[step.run.capture] = capturedValue(step.run.capture, result.stdout);
       if (step.undo && !undoFirst) undos.push(resolveCommand(step.undo, handles));
@@ -66,26 +110,12 @@ export async function createRootDisk(options: CreateRootDiskOptions): Promise<Ro
     throw error;
   }
   const committed = undos.reverse();
-  return {
-    path: plan.path,
-    format: plan.format,
-    handles,
-    undo: () => runUndo(runner, committed),
-  };
-}
-
-/** Tears down a disk from stored handles, e.g. by a daemon that did not create it. */
-export async function removeRootDisk(options: {
-  strategy: RootDiskStrategy;
-  handles: Record<string, string>;
-  runner: Runner;
-}): Promise<void> {
-  await runUndo(options.runner, planRootDiskTeardown(options.strategy, options.handles));
+  return { handles, undo: () => runUndo(runner, committed) };
 }
 
 export async function growRootDisk(options: {
+  strategy: RootDiskStrategy;
   path: string;
-  format: DiskFormat;
   sizeBytes: number;
   runner: Runner;
 }): Promise<void> {

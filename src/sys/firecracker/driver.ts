@@ -84,7 +84,7 @@ export function createFirecrackerDriver(options: FirecrackerDriverOptions): Fire
     await writeFile(logPath, "", { flag: "a" });
     await writeFile(spec.metricsFile, "", { flag: "a" });
 
-    const pid = await spawnDetached(options.binary, spec, logPath);
+    const { pid, hasExited } = await spawnDetached(options.binary, spec, logPath);
     const stat = await readProcStat(pid);
     const handle: VmmHandle = {
       pid,
@@ -96,7 +96,9 @@ export function createFirecrackerDriver(options: FirecrackerDriverOptions): Fire
     try {
       await waitForApi(spec.controlSocket, Date.now() + apiTimeoutMs, {
         signal,
-        isAlive: async () => (await liveness(handle)) === "alive",
+        // Our own child: its exit event is exact, while /proc can show a
+        // half-exec'd command line when the binary is a wrapper script.
+        isAlive: () => !hasExited(),
       });
       for (const call of plan) {
         throwIfAborted(signal);
@@ -180,7 +182,11 @@ async function probeCapabilities(runner: Runner, binary: string): Promise<Firecr
  * Spawns Firecracker in its own session so it outlives the daemon. Its
  * stdout (the serial console) is appended to consoleLog, stderr to vmmLog.
  */
-function spawnDetached(binary: string, spec: BootSpec, logPath: string): Promise<number> {
+function spawnDetached(
+  binary: string,
+  spec: BootSpec,
+  logPath: string,
+): Promise<{ pid: number; hasExited(): boolean }> {
   const consoleFd = openSync(spec.consoleLog, "a");
   let vmmFd: number | undefined;
   try {
@@ -198,7 +204,11 @@ function spawnDetached(binary: string, spec: BootSpec, logPath: string): Promise
       spec.metricsFile,
     ];
     const child = spawn(binary, args, { detached: true, stdio: ["ignore", consoleFd, vmmFd] });
-    return new Promise<number>((resolve, reject) => {
+    let exited = false;
+    child.once("exit", () => {
+      exited = true;
+    });
+    return new Promise((resolve, reject) => {
       child.once("error", (error: NodeJS.ErrnoException) => {
         reject(
           error.code === "ENOENT"
@@ -213,7 +223,7 @@ function spawnDetached(binary: string, spec: BootSpec, logPath: string): Promise
       });
       child.once("spawn", () => {
         child.unref();
-        resolve(child.pid!);
+        resolve({ pid: child.pid!, hasExited: () => exited });
       });
     });
   } finally {

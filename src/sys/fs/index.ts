@@ -2,6 +2,7 @@
  * The filesystem seam: the few file operations services need, behind an
  * interface so unit tests can inject failures. Whole-tree removal of build
  * trees goes through the Runner (`rm --one-file-system`), not through here.
+ * `readDiskUsage` tells a file's allocated bytes from its apparent size.
  */
 import { constants } from "node:fs";
 import * as fsp from "node:fs/promises";
@@ -83,6 +84,24 @@ export function createNodeFs(): Fs {
       }
     },
   };
+}
+
+export interface DiskUsage {
+  /** Bytes the file occupies on the host's disk (st_blocks * 512); less than apparent when sparse. */
+  allocatedBytes: number;
+  /** The file's length (st_size). */
+  apparentBytes: number;
+}
+
+/** Allocated and apparent size of a file (a VM's root disk), or undefined when it does not exist. */
+export async function readDiskUsage(path: string): Promise<DiskUsage | undefined> {
+  try {
+    const stats = await fsp.stat(path);
+    return { allocatedBytes: stats.blocks * 512, apparentBytes: stats.size };
+  } catch (error) {
+    if (isNotFound(error)) return undefined;
+    throw error;
+  }
 }
 
 function isNotFound(error: unknown): boolean {

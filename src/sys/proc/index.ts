@@ -3,8 +3,10 @@
  * that decides whether a recorded VMM process is alive: the pid exists, it
  * is not a zombie, and it is the same process (start time matches) whose
  * command line mentions the expected marker (its control socket path).
+ * `readProcessUsage` samples a process's CPU time and resident memory.
  */
 import { readFile } from "node:fs/promises";
+import { parseProcKeyValues } from "../../core/stats/index.ts";
 
 export interface ProcStat {
   pid: number;
@@ -45,6 +47,36 @@ export function parseProcStat(text: string): ProcStat | undefined {
     stimeTicks: field(15),
     startTicks: field(22),
     rssPages: field(24),
+  };
+}
+
+/**
+ * /proc reports CPU times in USER_HZ ticks, which the kernel fixes at 100 on
+ * every architecture banger runs on (it is not the kernel's CONFIG_HZ).
+ */
+const USER_HZ = 100;
+
+export interface ProcessUsage {
+  /** User plus system CPU time since the process started, in seconds. */
+  cpuSeconds: number;
+  /** Resident set size (VmRSS) in bytes; 0 when the kernel reports none. */
+  rssBytes: number;
+}
+
+/** CPU time and resident memory of a process, or undefined when it is gone. */
+export async function readProcessUsage(pid: number): Promise<ProcessUsage | undefined> {
+  if (!Number.isInteger(pid) || pid <= 0) return undefined;
+  const stat = await readProcStat(pid);
+  if (!stat) return undefined;
+  let status: string;
+  try {
+    status = await readFile(`/proc/${pid}/status`, "utf8");
+  } catch {
+    return undefined;
+  }
+  return {
+    cpuSeconds: (stat.utimeTicks + stat.stimeTicks) / USER_HZ,
+    rssBytes: parseProcKeyValues(status).get("VmRSS") ?? 0,
   };
 }
 

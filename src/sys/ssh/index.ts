@@ -163,7 +163,20 @@ export async function waitForSshBanner(options: WaitForBannerOptions): Promise<v
   }
 }
 
-type BannerAttempt = { ok: true } | { ok: false; error: string };
+export type BannerAttempt = { ok: true } | { ok: false; error: string };
+
+/**
+ * One attempt to read sshd's banner from host:port within `timeoutMs`; never
+ * throws. `error` says why it failed ("timed out", "ECONNREFUSED", ...).
+ */
+export function probeSshBanner(options: {
+  host: string;
+  port: number;
+  timeoutMs: number;
+  signal?: AbortSignal | undefined;
+}): Promise<BannerAttempt> {
+  return readBanner(options.host, options.port, options.timeoutMs, options.signal);
+}
 
 function readBanner(host: string, port: number, timeoutMs: number, signal?: AbortSignal) {
   return new Promise<BannerAttempt>((resolve) => {
