@@ -2,7 +2,8 @@
  * `npm run bench`: banger next to a bare baseline doing the same work, in
  * one run, printed as a table (or JSON with --json). Nothing asserts on time.
  *
- * Environment: BENCH_ONLY=rpc,cli,vm-cold,vm-warm,rss runs a subset.
+ * Environment: BENCH_ONLY=rpc,cli,create-parallel,reconcile,rss-stopped,vm-cold,vm-warm,rss
+ * runs a subset.
  * Everything with bridges, taps or guests runs in a network namespace the
  * bench creates and deletes; every process it starts is ended by pid, and
  * its temp dir is removed, also on failure, Ctrl-C or the overall time cap.
@@ -25,6 +26,14 @@ import {
 import { pidAlive, stopPid } from "./proc.ts";
 import { type RowResult, renderJson, renderTable, skippedRow } from "./report.ts";
 import { benchCli, CLI_ROW } from "./row-cli.ts";
+import {
+  benchCreateParallel,
+  benchReconcile,
+  benchRssStopped,
+  CREATE_PARALLEL_ROW,
+  RECONCILE_ROW,
+  RSS_STOPPED_ROW,
+} from "./row-lifecycle.ts";
 import { benchRpc, RPC_ROW } from "./row-rpc.ts";
 import {
   benchRss,
@@ -39,7 +48,16 @@ import {
 } from "./row-vm.ts";
 import type { VmWorker } from "./worker-client.ts";
 
-const ROWS = [RPC_ROW, CLI_ROW, VM_COLD_ROW, VM_WARM_ROW, RSS_ROW] as const;
+const ROWS = [
+  RPC_ROW,
+  CLI_ROW,
+  CREATE_PARALLEL_ROW,
+  RECONCILE_ROW,
+  RSS_STOPPED_ROW,
+  VM_COLD_ROW,
+  VM_WARM_ROW,
+  RSS_ROW,
+] as const;
 type RowId = (typeof ROWS)[number]["id"];
 const VM_ROW_IDS: readonly RowId[] = ["vm-cold", "vm-warm", "rss"];
 /** The whole bench ends (cleaning up) after this long, whatever state it is in. */
@@ -153,6 +171,16 @@ async function runRows(session: Session, selected: Set<RowId>, failures: string[
     results.push(...(await attempt(RPC_ROW, failures, () => benchRpc({ env, daemon: running, onPid, log }))));
   }
   if (selected.has("cli")) results.push(...(await attempt(CLI_ROW, failures, () => benchCli({ env, log }))));
+  const lifecycle = { env, log, onPid };
+  if (selected.has("create-parallel")) {
+    results.push(...(await attempt(CREATE_PARALLEL_ROW, failures, () => benchCreateParallel(lifecycle))));
+  }
+  if (selected.has("reconcile")) {
+    results.push(...(await attempt(RECONCILE_ROW, failures, () => benchReconcile(lifecycle))));
+  }
+  if (selected.has("rss-stopped")) {
+    results.push(...(await attempt(RSS_STOPPED_ROW, failures, () => benchRssStopped(lifecycle))));
+  }
 
   const vmRows = ROWS.filter((row) => VM_ROW_IDS.includes(row.id) && selected.has(row.id));
   if (vmRows.length === 0) return results;
@@ -198,9 +226,12 @@ async function main(): Promise<number> {
   const selected = selectedRows();
   const root = resolve(import.meta.dirname, "..");
   // As root the daemon always runs in the bench's netns: at start-up it reconciles network
-  // devices, and the host namespace's devices are not the bench's business.
+  // devices (it deletes `bgr-*` taps no VM of its own holds), and the host namespace's devices
+  // are not the bench's business. rss-stopped starts daemons of its own.
   const needsDaemon =
-    selected.has("rpc") || (VM_ROW_IDS.some((id) => selected.has(id)) && vmSkipReason() === null);
+    selected.has("rpc") ||
+    selected.has("rss-stopped") ||
+    (VM_ROW_IDS.some((id) => selected.has(id)) && vmSkipReason() === null);
   const needsNetns = isRoot() && needsDaemon;
   const session = await openSession(root, needsNetns);
   const failures: string[] = [];

@@ -356,6 +356,7 @@ export function createVmService(deps: VmServiceDeps): VmService {
         ip: vm.guestIp,
         knownHostsFile: paths.knownHosts,
       });
+      stack.defer(() => deps.guest.close(target(vm)));
       const check = await deps.guest.exec(target(vm), { argv: ["true"], signal });
       if (check.exitCode !== 0) {
         throw new BangerError(
