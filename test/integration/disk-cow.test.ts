@@ -1,14 +1,36 @@
 import assert from "node:assert/strict";
+import { execFileSync } from "node:child_process";
 import { createHash } from "node:crypto";
 import { mkdir, mkdtemp, open, readFile, rm, stat, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
-import { createRootDisk, growRootDisk, probeCowStrategy } from "../../src/sys/disk/index.ts";
+import {
+  attachRootDisk,
+  createRootDisk,
+  detachRootDisk,
+  growRootDisk,
+  probeCowStrategy,
+  removeRootDisk,
+} from "../../src/sys/disk/index.ts";
 import { createProcessRunner } from "../../src/sys/runner/index.ts";
 
 const MiB = 1024 * 1024;
 const runner = createProcessRunner();
+
+/** Device-mapper snapshots need root, dmsetup and the kernel's snapshot target. */
+function dmSkipReason(): string | undefined {
+  if (process.getuid?.() !== 0) return "needs root";
+  try {
+    const targets = execFileSync("dmsetup", ["targets"], {
+      encoding: "utf8",
+      stdio: ["ignore", "pipe", "pipe"],
+    });
+    return /^snapshot\s/m.test(targets) ? undefined : "the kernel has no device-mapper snapshot target";
+  } catch (error) {
+    return `device-mapper is not usable here (dmsetup targets: ${String((error as Error).message).split("\n")[0]})`;
+  }
+}
 
 async function sha256(path: string): Promise<string> {
   return createHash("sha256")
@@ -144,6 +166,45 @@ describe("root disks on real filesystems", () => {
         true,
       );
       await disk.undo();
+      await assert.rejects(stat(target), { code: "ENOENT" });
+    });
+  });
+
+  describe("dm-snapshot on the host's device-mapper", { skip: dmSkipReason() }, () => {
+    it("attaches per boot, keeps writes in the COW store across attaches, never writes the base", async () => {
+      const target = join(dir, "root.cow");
+      const options = { strategy: "dm-snapshot" as const, base, target, sizeBytes: 32 * MiB, runner };
+      const disk = await createRootDisk(options);
+      try {
+        const first = await attachRootDisk(options);
+        try {
+          assert.equal(first.path, disk.path);
+          await runner.run(["dd", "if=/dev/zero", `of=${first.path}`, "bs=4096", "count=1", "oflag=direct"]);
+          await runner.run([
+            "dd",
+            "if=/dev/zero",
+            `of=${first.path}`,
+            "bs=1M",
+            "seek=20",
+            "count=1",
+            "oflag=direct",
+          ]);
+        } finally {
+          await detachRootDisk({ handles: first.handles, runner });
+        }
+        const second = await attachRootDisk(options);
+        try {
+          const head = await runner.run(["dd", `if=${second.path}`, "bs=4096", "count=1", "status=none"], {
+            maxOutputBytes: 8192,
+          });
+          assert.equal(head.stdout, "\0".repeat(4096), "the write survived detach and attach");
+        } finally {
+          await detachRootDisk({ handles: second.handles, runner });
+        }
+        assert.equal(await sha256(base), baseHash, "the base is unchanged");
+      } finally {
+        await removeRootDisk({ handles: disk.handles, runner });
+      }
       await assert.rejects(stat(target), { code: "ENOENT" });
     });
   });
