@@ -12,14 +12,32 @@ if (!existsSync(entry)) {
   process.exit(0);
 }
 const { build } = await import("esbuild");
+
+/**
+ * The protocol's schema modules only build zod schemas: evaluating them has
+ * no effect beyond their exports. Saying so lets esbuild drop them, and zod
+ * with them, from the CLI, which uses only their types (the daemon
+ * validates). A CLI that starts using a schema value keeps it.
+ */
+const schemaModulesAreSideEffectFree = {
+  name: "schema-modules-are-side-effect-free",
+  setup(pluginBuild) {
+    pluginBuild.onResolve({ filter: /^\.\/(methods|notifications)\.ts$/ }, (args) =>
+      args.resolveDir === join(root, "src/protocol")
+        ? { path: join(args.resolveDir, args.path), sideEffects: false }
+        : undefined,
+    );
+  },
+};
 await build({
   entryPoints: [entry],
   outfile: join(root, "dist/banger.mjs"),
   bundle: true,
+  plugins: [schemaModulesAreSideEffectFree],
   platform: "node",
   target: "node24",
   format: "esm",
-  minify: false,
+  minify: true,
   sourcemap: false,
   legalComments: "none",
   logLevel: "warning",

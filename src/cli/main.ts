@@ -1,21 +1,16 @@
 /**
- * banger CLI entry point. Refuses an old Node.js with a one-line hint, then
- * loads the command tree.
+ * banger CLI entry point. Refuses an old Node.js with a one-line hint
+ * (require-node.ts, evaluated first), then runs the command tree. Static
+ * imports keep the bundle flat, so esbuild can leave out what the CLI never
+ * uses (zod, with the protocol's schemas).
  */
-const [major = 0, minor = 0] = process.versions.node.split(".").map(Number);
-if (major < 24 || (major === 24 && minor < 15)) {
-  process.stderr.write(
-    `banger: needs Node.js >= 24.15 (this is ${process.versions.node}); run 'npm ci' to install it locally\n`,
-  );
-  process.exit(11);
-}
-
-const { homedir } = await import("node:os");
-const { dirname, resolve } = await import("node:path");
-const { fileURLToPath } = await import("node:url");
-const { resolveLayout } = await import("../core/paths/index.ts");
-const { createCliContext } = await import("./context.ts");
-const { runCli } = await import("./program.ts");
+import "./require-node.ts";
+import { homedir } from "node:os";
+import { dirname, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
+import { resolveLayout } from "../core/paths/index.ts";
+import { createCliContext } from "./context.ts";
+import { runCli } from "./program.ts";
 
 // bin/banger exports BANGER_ROOT; running this file directly derives it.
 const root = process.env.BANGER_ROOT ?? resolve(dirname(fileURLToPath(import.meta.url)), "..", "..");

@@ -4,4 +4,5 @@
  */
 export * from "./errors.ts";
 export * from "./methods.ts";
+export * from "./notifications.ts";
 export * from "./wire.ts";

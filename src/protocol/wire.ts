@@ -8,8 +8,9 @@
  * - `$/cancel` (client → server): aborts the handler of the request id.
  * - `$/stream` (both ways): a chunk of one of a request's byte channels
  *   (stdin, stdout, stderr, or a raw TCP proxy), base64 in `data`, or its end.
+ * Their params schemas are in notifications.ts. This file holds no schema,
+ * so the CLI bundle, which needs only these constants and types, leaves zod out.
  */
-import { z } from "zod";
 import type { WireErrorData } from "./errors.ts";
 
 /** Bumped on any incompatible change to the wire or the method table. */
@@ -55,33 +56,6 @@ export interface RpcFailure {
 }
 
 export type RpcMessage = RpcRequest | RpcNotification | RpcSuccess | RpcFailure;
-
-export const StreamChannel = z.enum(["stdin", "stdout", "stderr", "tcp"]);
-export type StreamChannel = z.infer<typeof StreamChannel>;
-
-export const StreamParams = z.object({
-  id: z.union([z.number(), z.string()]),
-  ch: StreamChannel,
-  data: z.string().optional(),
-  end: z.boolean().optional(),
-});
-export type StreamParams = z.infer<typeof StreamParams>;
-
-export const CancelParams = z.object({ id: z.union([z.number(), z.string()]) });
-
-export const ProgressEvent = z.object({
-  /** Machine name of the step, e.g. "image.build.rootfs", "vm.boot". */
-  step: z.string(),
-  /** What the step is doing, for humans. */
-  message: z.string(),
-  status: z.enum(["start", "running", "done", "failed"]).default("running"),
-  current: z.number().optional(),
-  total: z.number().optional(),
-});
-export type ProgressEvent = z.infer<typeof ProgressEvent>;
-
-export const ProgressParams = ProgressEvent.extend({ id: z.union([z.number(), z.string()]) });
-export type ProgressParams = z.infer<typeof ProgressParams>;
 
 /** This build's version; a unit test keeps it equal to package.json's. */
 export const BUILD_VERSION = "0.1.0";
