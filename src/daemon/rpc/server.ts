@@ -309,11 +309,18 @@ class Connection {
     const controller = new AbortController();
     const incoming = new Map<StreamChannel, PassThrough>();
     this.#inflight.set(id, { controller, incoming });
-    const logger = this.#logger.child({ req: id, method: name });
+    // Made on first use: most requests never log, and a child logger costs more than the ping it serves.
+    let requestLogger: Logger | undefined;
+    const requestLog = (): Logger => {
+      requestLogger ??= this.#logger.child({ req: id, method: name });
+      return requestLogger;
+    };
     const ctx: HandlerContext = {
       requestId: id,
       signal: controller.signal,
-      logger,
+      get logger() {
+        return requestLog();
+      },
       progress: (event) => {
         this.#send({ jsonrpc: "2.0", method: "$/progress", params: { id, status: "running", ...event } });
       },
@@ -334,9 +341,13 @@ class Connection {
     try {
       const result = await handler(parsed.data, ctx);
       this.#send({ jsonrpc: "2.0", id, result });
-      logger.debug("request done", { ms: Math.round(performance.now() - started) });
+      this.#logger.debug("request done", {
+        req: id,
+        method: name,
+        ms: Math.round(performance.now() - started),
+      });
     } catch (error) {
-      this.#replyFailure(id, error, logger);
+      this.#replyFailure(id, error, requestLog());
     } finally {
       this.#inflight.delete(id);
       for (const stream of incoming.values()) stream.end();
