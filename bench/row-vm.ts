@@ -59,7 +59,13 @@ export interface VmContext {
  */
 export async function prepareVms(base: Omit<VmContext, "defaults" | "image">): Promise<VmContext> {
   base.log("vm: warm-up VM (copies the cached image into the store; not timed)");
-  const created = await bangerChecked(base.env, ["vm", "create", "bench-prep", "--json"], 300_000);
+  // QEMU by name: with vmm.firecracker_binary set (row vm-fc) and no image in the store yet, "auto"
+  // would pick Firecracker, since the daemon can only guess KVM from /dev/kvm's access then.
+  const created = await bangerChecked(
+    base.env,
+    ["vm", "create", "bench-prep", "--vmm", "qemu", "--json"],
+    300_000,
+  );
   const defaults = JSON.parse(created.stdout) as VmInfo;
   await bangerChecked(base.env, ["vm", "delete", "bench-prep"], 60_000);
   const client = await base.daemon.connect();

@@ -2,8 +2,8 @@
  * `npm run bench`: banger next to a bare baseline doing the same work, in
  * one run, printed as a table (or JSON with --json). Nothing asserts on time.
  *
- * Environment: BENCH_ONLY=rpc,cli,create-parallel,reconcile,rss-stopped,vm-cold,vm-warm,rss
- * runs a subset.
+ * Environment: BENCH_ONLY=rpc,cli,create-parallel,reconcile,rss-stopped,vm-cold,vm-fc,vm-warm,rss,
+ * disk-sparse,disk-qcow2,disk-reflink,disk-dm runs a subset.
  * Everything with bridges, taps or guests runs in a network namespace the
  * bench creates and deletes; every process it starts is ended by pid, and
  * its temp dir is removed, also on failure, Ctrl-C or the overall time cap.
@@ -26,6 +26,16 @@ import {
 import { pidAlive, stopPid } from "./proc.ts";
 import { type RowResult, renderJson, renderTable, skippedRow } from "./report.ts";
 import { benchCli, CLI_ROW } from "./row-cli.ts";
+import {
+  DISK_DM_ROW,
+  DISK_QCOW2_ROW,
+  DISK_REFLINK_ROW,
+  DISK_ROWS,
+  DISK_SPARSE_ROW,
+  diskSkipReason,
+  openDiskBench,
+} from "./row-disk.ts";
+import { benchVmFc, VM_FC_ROW, writeFirecrackerConfig } from "./row-firecracker.ts";
 import {
   benchCreateParallel,
   benchReconcile,
@@ -55,11 +65,16 @@ const ROWS = [
   RECONCILE_ROW,
   RSS_STOPPED_ROW,
   VM_COLD_ROW,
+  VM_FC_ROW,
   VM_WARM_ROW,
   RSS_ROW,
+  DISK_SPARSE_ROW,
+  DISK_QCOW2_ROW,
+  DISK_REFLINK_ROW,
+  DISK_DM_ROW,
 ] as const;
 type RowId = (typeof ROWS)[number]["id"];
-const VM_ROW_IDS: readonly RowId[] = ["vm-cold", "vm-warm", "rss"];
+const VM_ROW_IDS: readonly RowId[] = ["vm-cold", "vm-fc", "vm-warm", "rss"];
 /** The whole bench ends (cleaning up) after this long, whatever state it is in. */
 const OVERALL_CAP_MS = 9 * 60_000;
 
@@ -159,6 +174,8 @@ async function runRows(session: Session, selected: Set<RowId>, failures: string[
 
   let daemon: Daemon | undefined;
   if (selected.has("rpc") || wantsVms) {
+    // Only the binary: vmm.default stays "auto", so VMs that do not ask for a driver get QEMU as before.
+    if (wantsVms && selected.has("vm-fc")) await writeFirecrackerConfig(env);
     log(`starting bangerd (BANGER_HOME=${env.home}${env.netns ? `, netns ${env.netns}` : ""})`);
     daemon = await startDaemon(env, onPid);
     const started = daemon;
@@ -181,6 +198,7 @@ async function runRows(session: Session, selected: Set<RowId>, failures: string[
   if (selected.has("rss-stopped")) {
     results.push(...(await attempt(RSS_STOPPED_ROW, failures, () => benchRssStopped(lifecycle))));
   }
+  results.push(...(await runDiskRows(session, selected, failures)));
 
   const vmRows = ROWS.filter((row) => VM_ROW_IDS.includes(row.id) && selected.has(row.id));
   if (vmRows.length === 0) return results;
@@ -202,6 +220,9 @@ async function runRows(session: Session, selected: Set<RowId>, failures: string[
     }
     return results;
   }
+  // First among the guest rows: its untimed warm-up makes the daemon probe the double once, so the
+  // rows after it pay nothing for the extra config key.
+  if (selected.has("vm-fc")) results.push(...(await attempt(VM_FC_ROW, failures, () => benchVmFc(ctx))));
   let worker: VmWorker | undefined;
   const needsWorker = selected.has("vm-cold") || selected.has("vm-warm");
   if (needsWorker) {
@@ -218,6 +239,24 @@ async function runRows(session: Session, selected: Set<RowId>, failures: string[
     results.push(...(await attempt(VM_WARM_ROW, failures, () => benchVmWarm(ctx, w))));
   }
   if (selected.has("rss")) results.push(...(await attempt(RSS_ROW, failures, () => benchRss(ctx))));
+  return results;
+}
+
+/** The disk-* rows: one shared base (and XFS mount), removed when the rows are done or the bench ends. */
+async function runDiskRows(session: Session, selected: Set<RowId>, failures: string[]): Promise<RowResult[]> {
+  const rows = DISK_ROWS.filter((row) => selected.has(row.id));
+  if (rows.length === 0) return [];
+  const results: RowResult[] = [];
+  await using disks = openDiskBench({ env: session.env, log, onPid: (pid) => session.pids.add(pid) });
+  if (!session.cleanup.disposed) session.cleanup.defer(() => disks.close());
+  for (const row of rows) {
+    const skip = await diskSkipReason(row.id);
+    if (skip !== null) {
+      results.push(skippedRow(row, skip));
+      continue;
+    }
+    results.push(...(await attempt(row, failures, () => disks.run(row.id))));
+  }
   return results;
 }
 

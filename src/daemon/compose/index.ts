@@ -136,11 +136,8 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
     config,
     qemu,
     firecracker,
-    kvmUsable: async () => {
-      const choice = await accel();
-      // Before the first image there is no kernel to probe with; /dev/kvm access is the best guess.
-      return choice.reason === "no image yet" ? probes.canAccess("/dev/kvm", "rw") : choice.accel === "kvm";
-    },
+    // Only a probe boot proves KVM works (a present /dev/kvm can still hang guests).
+    kvmUsable: async () => (await accel()).accel === "kvm",
   });
   let cowProbe: Promise<CowStrategyProbe> | undefined;
   const rawStrategy = () => {

@@ -459,8 +459,12 @@ export function createVmService(deps: VmServiceDeps): VmService {
       if (params.name !== undefined && store.getVmByName(params.name)) {
         throw new BangerError(ErrorCode.NAME_TAKEN, `a VM named '${params.name}' already exists`);
       }
-      const vmm = await deps.drivers.choose(params.vmm ?? config.vmm.default);
+      const requested = params.vmm ?? config.vmm.default;
+      // An explicit VMM is checked before a possibly long image build; `auto`
+      // is decided after it, when the accelerator probe has a kernel to boot.
+      if (requested !== "auto") await deps.drivers.choose(requested);
       const image = await deps.images.resolve(params.image ?? config.vm.default_image, options);
+      const vmm = await deps.drivers.choose(requested);
       const vm = await reserve(params, vmm, image);
       // From here the VM exists; any failure before it is usable removes it again.
       return deps.vmLocks.run(vm.id, async () => {
