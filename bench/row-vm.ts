@@ -59,8 +59,7 @@ export interface VmContext {
  */
 export async function prepareVms(base: Omit<VmContext, "defaults" | "image">): Promise<VmContext> {
   base.log("vm: warm-up VM (copies the cached image into the store; not timed)");
-  // QEMU by name: with vmm.firecracker_binary set (row vm-fc) and no image in the store yet, "auto"
-  // would pick Firecracker, since the daemon can only guess KVM from /dev/kvm's access then.
+  // QEMU by name: the warm-up must also probe QEMU's accelerator, whatever "auto" picks on this host.
   const created = await bangerChecked(
     base.env,
     ["vm", "create", "bench-prep", "--vmm", "qemu", "--json"],
