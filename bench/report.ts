@@ -58,7 +58,7 @@ function formatValue(value: number | undefined, unit: Unit): string {
 }
 
 function cells(row: RowResult): string[] {
-  if (row.skipped !== null) return [row.benchmark, `skipped: ${row.skipped}`, "-", "-", "-", "-", row.goal];
+  if (row.skipped !== null) return [row.benchmark, "skipped (see notes)", "-", "-", "-", "-", row.goal];
   const stat = row.statistic;
   const ratio = ratioOf(row);
   const max = (summary: Summary | null) =>
@@ -83,7 +83,11 @@ export function renderTable(rows: readonly RowResult[]): string {
   const line = (values: readonly string[]) =>
     `| ${values.map((value, column) => value.padEnd(widths[column] ?? 0)).join(" | ")} |`;
   const rule = `|${widths.map((width) => "-".repeat(width + 2)).join("|")}|`;
-  const notes = rows.flatMap((row) => row.notes.map((note) => `- ${row.id}: ${note}`));
+  const notes = rows.flatMap((row) =>
+    [...(row.skipped === null ? [] : [`skipped: ${row.skipped}`]), ...row.notes].map(
+      (note) => `- ${row.id}: ${note}`,
+    ),
+  );
   return [line(TABLE_HEADER), rule, ...body.map(line), ...(notes.length > 0 ? ["", ...notes] : [])].join(
     "\n",
   );

@@ -79,6 +79,11 @@ describe("planFirecrackerBoot", () => {
     }
   });
 
+  it("the double's validator compiles every request and response schema of the pinned spec", () => {
+    const count = createSpecValidator().compileAll();
+    assert.ok(count > 40, `${count} schemas compiled`);
+  });
+
   it("refuses a qcow2 disk, naming it", () => {
     assert.throws(
       () => planFirecrackerBoot({ ...spec, disk: { path: "/d/root.qcow2", format: "qcow2" } }, caps),

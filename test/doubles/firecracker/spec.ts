@@ -46,6 +46,8 @@ export interface SpecValidator {
   readonly spec: SpecDocument;
   validateRequest(method: string, path: string, body: unknown): ValidationOutcome;
   validateResponse(method: string, path: string, status: number, body: unknown): ValidationOutcome;
+  /** Compiles every schema now (they are compiled on first use otherwise); returns how many. */
+  compileAll(): number;
 }
 
 export function loadSpec(path = SPEC_PATH): SpecDocument {
@@ -54,7 +56,9 @@ export function loadSpec(path = SPEC_PATH): SpecDocument {
 
 export function createSpecValidator(spec: SpecDocument = loadSpec()): SpecValidator {
   const ajv = new Ajv({ strict: false, allErrors: true, validateFormats: false, verbose: true });
-  const validators = new Map<string, ValidateFunction>();
+  // Schemas are resolved up front and compiled on first use: compiling all of
+  // them costs most of a second, and one boot exercises only a few.
+  const schemas = new Map<string, Schema>();
   for (const [template, methods] of Object.entries(spec.paths)) {
     for (const [method, operation] of Object.entries(methods)) {
       const upper = method.toUpperCase();
@@ -63,15 +67,30 @@ export function createSpecValidator(spec: SpecDocument = loadSpec()): SpecValida
         const schema = resolveSchema(parameter.schema as Schema, spec.definitions);
         // Draft 4 forbids an empty `required`; deleting it is what emptying it means.
         if (upper === "PATCH") delete schema.required;
-        validators.set(key("request", upper, template), ajv.compile(schema));
+        schemas.set(key("request", upper, template), schema);
       }
       for (const [status, response] of Object.entries(operation.responses ?? {})) {
         if (!response.schema) continue;
-        const schema = resolveSchema(response.schema as Schema, spec.definitions);
-        validators.set(key("response", upper, template, status), ajv.compile(schema));
+        schemas.set(
+          key("response", upper, template, status),
+          resolveSchema(response.schema as Schema, spec.definitions),
+        );
       }
     }
   }
+  const compiled = new Map<string, ValidateFunction>();
+  const validators = {
+    get(name: string): ValidateFunction | undefined {
+      const schema = schemas.get(name);
+      if (!schema) return undefined;
+      let validator = compiled.get(name);
+      if (!validator) {
+        validator = ajv.compile(schema);
+        compiled.set(name, validator);
+      }
+      return validator;
+    },
+  };
   const errorValidator = ajv.compile(resolveSchema({ $ref: "#/definitions/Error" }, spec.definitions));
 
   function run(validator: ValidateFunction | undefined, template: string | undefined, body: unknown) {
@@ -88,6 +107,10 @@ export function createSpecValidator(spec: SpecDocument = loadSpec()): SpecValida
 
   return {
     spec,
+    compileAll() {
+      for (const name of schemas.keys()) validators.get(name);
+      return compiled.size;
+    },
     validateRequest(method, path, body) {
       const template = matchTemplate(spec, path);
       return run(template ? validators.get(key("request", method, template)) : undefined, template, body);
