@@ -157,9 +157,34 @@ describe("daemon lifecycle through the CLI", () => {
       "disk",
       "socket-dir",
       "firecracker",
+      "cow-strategy",
+      "accelerator",
     ]) {
       assert.ok(names.includes(name), `doctor has a ${name} check`);
     }
+    assert.equal(names.filter((name) => name === "firecracker").length, 1);
     assert.ok(checks.every((check) => ["ok", "warn", "fail"].includes(check.status)));
+  });
+
+  it("doctor names the Firecracker version and capabilities, and why a COW strategy was chosen", async () => {
+    const home = newHome();
+    const double = join(repoRoot, "test", "doubles", "firecracker", "firecracker");
+    mkdirSync(join(home, "config"), { recursive: true });
+    writeFileSync(
+      join(home, "config", "config.toml"),
+      `[vmm]\nfirecracker_binary = ${JSON.stringify(double)}\n`,
+    );
+    const doctor = await runBanger(["doctor", "--json"], { home });
+    const { checks } = JSON.parse(doctor.stdout) as {
+      checks: { name: string; status: string; detail: string }[];
+    };
+    const firecracker = checks.find((check) => check.name === "firecracker");
+    assert.equal(firecracker?.status, "ok");
+    assert.match(
+      firecracker?.detail ?? "",
+      /is Firecracker v1\.16\.1 \(acpi, pvh, pci, serialEndpoint, vsockOverride\)/,
+    );
+    const cow = checks.find((check) => check.name === "cow-strategy");
+    assert.match(cow?.detail ?? "", /^raw root disks use (reflink|dm-snapshot|sparse-copy): /);
   });
 });

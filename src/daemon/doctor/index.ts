@@ -1,7 +1,7 @@
 /**
- * `banger doctor`: host checks, each with a status and a fix hint. Later
- * subsystems (accelerator, COW strategy, Firecracker) contribute their own
- * checks through `extraChecks`.
+ * `banger doctor`: host checks, each with a status and a fix hint. The
+ * accelerator, Firecracker and COW-strategy checks come from the
+ * composition root through `extraChecks`.
  */
 import { dirname } from "node:path";
 import type { Config } from "../../core/config/index.ts";
@@ -58,7 +58,6 @@ export async function runDoctor(deps: DoctorDeps): Promise<DoctorCheck[]> {
     { tool: "cpio", purpose: "builds the guest initramfs", apt: "cpio", required: true },
   ];
   for (const spec of tools) checks.push(await checkTool(deps, spec));
-  checks.push(await checkFirecracker(deps));
   checks.push(await checkFreeDisk(deps));
   checks.push(await checkSocketDir(deps));
   for (const extra of deps.extraChecks) {
@@ -143,26 +142,6 @@ async function checkTool(deps: DoctorDeps, spec: ToolSpec): Promise<DoctorCheck>
     version = result?.stdout.split("\n")[0]?.trim() ?? "";
   }
   return { name: spec.tool, status: "ok", detail: version ? `${path}: ${version}` : path };
-}
-
-async function checkFirecracker(deps: DoctorDeps): Promise<DoctorCheck> {
-  const path = await deps.probes.which(deps.config.vmm.firecracker_binary);
-  if (!path) {
-    return {
-      name: "firecracker",
-      status: "warn",
-      detail: "firecracker not found: the QEMU driver is used (optional)",
-      hint: "install a firecracker release binary on PATH to use `--vmm firecracker` on a KVM host",
-    };
-  }
-  const result = await deps.runner
-    .run([path, "--version"], { allowFailure: true, timeoutMs: 5000 })
-    .catch(() => undefined);
-  return {
-    name: "firecracker",
-    status: "ok",
-    detail: `${path}: ${result?.stdout.split("\n")[0]?.trim() ?? "unknown version"}`,
-  };
 }
 
 async function checkFreeDisk(deps: DoctorDeps): Promise<DoctorCheck> {
