@@ -70,49 +70,49 @@ function faultRows(dir: string): FaultRow[] {
     {
       name: "unknown path",
       call: { method: "GET", path: "/foo" },
-      code: ErrorCode.BOOT_FAILED,
+      code: ErrorCode.INTERNAL,
       fault: "Invalid request method and/or path: GET foo.",
     },
     {
       name: "method not served on a known path",
       call: { method: "PUT", path: "/vm", body: { state: "Paused" } },
-      code: ErrorCode.BOOT_FAILED,
+      code: ErrorCode.INTERNAL,
       fault: "Invalid request method and/or path: PUT vm.",
     },
     {
       name: "PATCH on a PUT-only resource",
       call: { method: "PATCH", path: "/boot-source", body: { kernel_image_path: kernel } },
-      code: ErrorCode.BOOT_FAILED,
+      code: ErrorCode.INTERNAL,
       fault: "Invalid request method and/or path: PATCH boot-source.",
     },
     {
       name: "unknown snapshot sub-resource",
       call: { method: "PUT", path: "/snapshot/foo", body: { snapshot_path: "/s" } },
-      code: ErrorCode.BOOT_FAILED,
+      code: ErrorCode.INTERNAL,
       fault: "Invalid request method and/or path: PUT snapshot.",
     },
     {
       name: "empty PUT body",
       call: { method: "PUT", path: "/machine-config" },
-      code: ErrorCode.BOOT_FAILED,
+      code: ErrorCode.INTERNAL,
       fault: "Empty PUT request.",
     },
     {
       name: "empty PATCH body",
       call: { method: "PATCH", path: "/vm" },
-      code: ErrorCode.BOOT_FAILED,
+      code: ErrorCode.INTERNAL,
       fault: "Empty PATCH request.",
     },
     {
       name: "GET with a body",
       call: { method: "GET", path: "/machine-config", body: { vcpu_count: 1 } },
-      code: ErrorCode.BOOT_FAILED,
+      code: ErrorCode.INTERNAL,
       fault: "GET request cannot have a body.",
     },
     {
       name: "DELETE with a body",
       call: { method: DELETE, path: "/drives/rootfs", body: { drive_id: "rootfs" } },
-      code: ErrorCode.BOOT_FAILED,
+      code: ErrorCode.INTERNAL,
       fault: "Empty Delete request.",
     },
 
@@ -120,13 +120,13 @@ function faultRows(dir: string): FaultRow[] {
     {
       name: "empty id",
       call: { method: "PUT", path: "/drives/", body: { drive_id: "", ...rootDrive } },
-      code: ErrorCode.BOOT_FAILED,
+      code: ErrorCode.INTERNAL,
       fault: "The ID cannot be empty.",
     },
     {
       name: "bad characters in a drive id",
       call: { method: "PUT", path: "/drives/root-fs", body: { drive_id: "root-fs", ...rootDrive } },
-      code: ErrorCode.BOOT_FAILED,
+      code: ErrorCode.INTERNAL,
       fault: BAD_ID,
     },
     {
@@ -136,13 +136,13 @@ function faultRows(dir: string): FaultRow[] {
         path: "/network-interfaces/eth.0",
         body: { iface_id: "eth.0", host_dev_name: "tap0" },
       },
-      code: ErrorCode.BOOT_FAILED,
+      code: ErrorCode.INTERNAL,
       fault: BAD_ID,
     },
     {
       name: "drive_id differs from the path id",
       call: { method: "PUT", path: "/drives/rootfs", body: { drive_id: "other", ...rootDrive } },
-      code: ErrorCode.BOOT_FAILED,
+      code: ErrorCode.INTERNAL,
       fault: ID_MISMATCH,
     },
     {
@@ -152,13 +152,13 @@ function faultRows(dir: string): FaultRow[] {
         path: "/network-interfaces/eth0",
         body: { iface_id: "eth1", host_dev_name: "tap0" },
       },
-      code: ErrorCode.BOOT_FAILED,
+      code: ErrorCode.INTERNAL,
       fault: ID_MISMATCH,
     },
     {
       name: "PATCH drive_id differs from the path id (checked before the state)",
       call: { method: "PATCH", path: "/drives/rootfs", body: { drive_id: "other" } },
-      code: ErrorCode.BOOT_FAILED,
+      code: ErrorCode.INTERNAL,
       fault: ID_MISMATCH,
     },
 
@@ -174,13 +174,13 @@ function faultRows(dir: string): FaultRow[] {
           mem_backend: { backend_type: "File", backend_path: "/m" },
         },
       },
-      code: ErrorCode.BOOT_FAILED,
+      code: ErrorCode.INTERNAL,
       fault: `${SERDE}too many fields: either \`mem_backend\` or \`mem_file_path\` exclusively is required..`,
     },
     {
       name: "snapshot load with no memory source",
       call: { method: "PUT", path: "/snapshot/load", body: { snapshot_path: "/s" } },
-      code: ErrorCode.BOOT_FAILED,
+      code: ErrorCode.INTERNAL,
       fault: `${SERDE}missing field: either \`mem_backend\` or \`mem_file_path\` is required.`,
     },
 
@@ -188,7 +188,7 @@ function faultRows(dir: string): FaultRow[] {
     {
       name: "missing required field",
       call: { method: "PUT", path: "/machine-config", body: { vcpu_count: 2 } },
-      code: ErrorCode.BOOT_FAILED,
+      code: ErrorCode.INTERNAL,
       fault: `${SERDE}missing field \`mem_size_mib\`.`,
     },
     {
@@ -198,19 +198,19 @@ function faultRows(dir: string): FaultRow[] {
         path: "/machine-config",
         body: { vcpu_count: 2, mem_size_mib: 256, bogus: true },
       },
-      code: ErrorCode.BOOT_FAILED,
+      code: ErrorCode.INTERNAL,
       fault: `${SERDE}unknown field \`bogus\`, expected one of \`cpu_template\`, \`smt\`, \`mem_size_mib\`, \`track_dirty_pages\`, \`vcpu_count\`, \`huge_pages\`.`,
     },
     {
       name: "wrong field type",
       call: { method: "PUT", path: "/machine-config", body: { vcpu_count: "2", mem_size_mib: 256 } },
-      code: ErrorCode.BOOT_FAILED,
+      code: ErrorCode.INTERNAL,
       fault: `${SERDE}invalid type: string "2", expected integer.`,
     },
     {
       name: "body that is not an object",
       call: { method: "PATCH", path: "/vm", body: "Paused" },
-      code: ErrorCode.BOOT_FAILED,
+      code: ErrorCode.INTERNAL,
       fault: `${SERDE}invalid type: string "Paused", expected object.`,
     },
     {
@@ -220,31 +220,31 @@ function faultRows(dir: string): FaultRow[] {
         path: "/drives/rootfs",
         body: { drive_id: "rootfs", ...rootDrive, io_engine: "Fast" },
       },
-      code: ErrorCode.BOOT_FAILED,
+      code: ErrorCode.INTERNAL,
       fault: `${SERDE}unknown variant \`Fast\`, expected \`Sync\` or \`Async\`.`,
     },
     {
       name: "unknown action",
       call: { method: "PUT", path: "/actions", body: { action_type: "Reboot" } },
-      code: ErrorCode.BOOT_FAILED,
+      code: ErrorCode.INTERNAL,
       fault: `${SERDE}unknown variant \`Reboot\`, expected one of \`FlushMetrics\`, \`InstanceStart\`, \`SendCtrlAltDel\`.`,
     },
     {
       name: "action without action_type",
       call: { method: "PUT", path: "/actions", body: {} },
-      code: ErrorCode.BOOT_FAILED,
+      code: ErrorCode.INTERNAL,
       fault: `${SERDE}missing field \`action_type\`.`,
     },
     {
       name: "unknown VM state",
       call: { method: "PATCH", path: "/vm", body: { state: "Stopped" } },
-      code: ErrorCode.BOOT_FAILED,
+      code: ErrorCode.INTERNAL,
       fault: `${SERDE}unknown variant \`Stopped\`, expected \`Paused\` or \`Resumed\`.`,
     },
     {
       name: "guest_cid below 3",
       call: { method: "PUT", path: "/vsock", body: { guest_cid: 2, uds_path: join(dir, "v.sock") } },
-      code: ErrorCode.BOOT_FAILED,
+      code: ErrorCode.INTERNAL,
       fault: `${SERDE}invalid value: integer \`2\`, expected >= 3.`,
     },
     {
@@ -254,7 +254,7 @@ function faultRows(dir: string): FaultRow[] {
         path: "/network-interfaces/eth0",
         body: { iface_id: "eth0", host_dev_name: "tap0", guest_mac: "06:00:zz" },
       },
-      code: ErrorCode.BOOT_FAILED,
+      code: ErrorCode.INTERNAL,
       fault: `${SERDE}invalid value: string "06:00:zz", expected a MAC address.`,
     },
 
@@ -545,7 +545,7 @@ describe("Firecracker faults reach the caller as clear BangerErrors", () => {
     }
   });
 
-  it("logs every fault in firecracker.log, as the BOOT_FAILED hint says", async () => {
+  it("logs every fault in firecracker.log, as the hints say", async () => {
     const log = await readFile(logPath, "utf8");
     for (const row of rows) {
       assert.ok(log.includes(`Message: ${row.fault}`), `firecracker.log lacks: ${row.fault}`);

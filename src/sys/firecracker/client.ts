@@ -13,13 +13,28 @@ const STATE_FAULTS = [
   "not supported before starting the microVM",
   "not supported after starting the microVM",
   "Loading a microVM snapshot not allowed",
+  "The microVM must be paused",
+];
+
+/** Faults about the request itself (routing, body, ids): banger sent something this Firecracker refuses. */
+const REQUEST_FAULTS = [
+  "Invalid request method and/or path",
+  "Empty PUT request",
+  "Empty PATCH request",
+  "Empty Delete request",
+  "GET request cannot have a body",
+  "An error occurred when deserializing the json body",
+  "The ID cannot be empty",
+  "API Resource IDs can only contain",
+  "The id from the path does not match",
 ];
 
 /**
  * One Firecracker API call over HTTP/1.1 on the Unix socket. Opens one
  * connection per call (micro_http caps concurrent connections). 200/204
- * resolve; a `fault_message` reply throws BOOT_FAILED (BAD_STATE for
- * pre/post-boot state errors) naming the call.
+ * resolve; a `fault_message` reply throws an error naming the call:
+ * BAD_STATE for state refusals, INTERNAL for a request Firecracker could
+ * not parse or route (a banger bug), BOOT_FAILED for the rest.
  */
 export function firecrackerRequest(
   socketPath: string,
@@ -78,10 +93,21 @@ function faultError(call: string, status: number, body: unknown): BangerError {
     typeof (body as { fault_message?: unknown }).fault_message === "string"
       ? (body as { fault_message: string }).fault_message
       : `HTTP ${status} ${typeof body === "string" ? body : JSON.stringify(body)}`;
-  const isState = STATE_FAULTS.some((needle) => fault.includes(needle));
-  return new BangerError(isState ? ErrorCode.BAD_STATE : ErrorCode.BOOT_FAILED, `${call}: ${fault}`, {
+  if (STATE_FAULTS.some((needle) => fault.includes(needle))) {
+    return new BangerError(ErrorCode.BAD_STATE, `${call}: ${fault}`, {
+      data: { status, fault },
+      hint: "the VM is not in a state that allows this; `banger vm show NAME` shows its state",
+    });
+  }
+  if (REQUEST_FAULTS.some((needle) => fault.includes(needle))) {
+    return new BangerError(ErrorCode.INTERNAL, `${call}: ${fault}`, {
+      data: { status, fault },
+      hint: "banger sent a request this Firecracker refuses: a banger bug; please report it with `firecracker --version`",
+    });
+  }
+  return new BangerError(ErrorCode.BOOT_FAILED, `${call}: ${fault}`, {
     data: { status, fault },
-    ...(isState ? {} : { hint: "the Firecracker log next to the VM's API socket has details" }),
+    hint: "the Firecracker log next to the VM's API socket has details",
   });
 }
 
