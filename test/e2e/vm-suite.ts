@@ -274,6 +274,19 @@ export function defineVmSuite(options: VmSuiteOptions): void {
       assert.equal(run.code, 0, run.stderr);
     });
 
+    it("the reaper marks a VM whose guest powered itself off as stopped, saying so", async () => {
+      // The SSH connection may drop before the command's status arrives, so its exit code is not asserted.
+      await env.banger(["vm", "run", "--name", "beta", "--", "poweroff"]);
+      const reaped = await until("the reaper after a guest poweroff", 30_000, async () => {
+        const shown = await show("beta");
+        return shown.state === "stopped" ? shown : undefined;
+      });
+      assert.match(reaped.lastError ?? "", /the guest powered off/);
+      assert.equal(env.taps().length, 1, "beta's tap is gone");
+      const start = await env.banger(["vm", "start", "beta"]);
+      assert.equal(start.code, 0, start.stderr);
+    });
+
     it("kill stops a VM at once; delete removes disk, tap and process", async () => {
       const kill = await env.banger(["vm", "kill", "beta"]);
       assert.equal(kill.code, 0, kill.stderr);
