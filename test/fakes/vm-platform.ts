@@ -436,6 +436,11 @@ export function createFakeVmPlatform(options: FakeVmPlatformOptions = {}): FakeV
       if (options.isRunning) return options.isRunning(handle);
       return live.has(handle.pid) && handle.pidStartTicks === handle.pid * 10;
     },
+    async reattach(handle) {
+      step("driver.reattach");
+      record(`reattach ${live.get(handle.pid) ?? "?"}`);
+      return "running";
+    },
   };
   const drivers: VmmDrivers = {
     // A lookup, not a platform call: it is not a numbered step.

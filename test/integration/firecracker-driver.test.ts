@@ -126,8 +126,10 @@ describe("Firecracker driver against the double", {
 
     const api = createFirecrackerClient(spec.controlSocket);
     assert.equal(((await api.request("GET", "/")).body as { state: string }).state, "Running");
+    assert.equal(await driver.reattach(handle), "running");
     await pauseFirecracker(handle);
     assert.equal(((await api.request("GET", "/")).body as { state: string }).state, "Paused");
+    assert.equal(await driver.reattach(handle), "paused");
     await resumeFirecracker(handle);
     assert.equal(((await api.request("GET", "/")).body as { state: string }).state, "Running");
     await assert.rejects(api.request("PUT", "/actions", { action_type: "InstanceStart" }), {

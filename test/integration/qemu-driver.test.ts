@@ -173,6 +173,7 @@ describe("QEMU driver (real QEMU, TCG)", { skip: kernel ? false : TEST_KERNEL_SK
     started.push(handle);
     assert.equal(await driver.isRunning(handle), true, "QEMU kept running after its parent exited");
     assert.notEqual((await readProcStat(handle.pid))?.ppid, process.pid);
+    assert.equal(await driver.reattach(handle), "running", "a new process re-opens QMP from the handle");
     await driver.stop(handle, { timeoutMs: 1500 });
     assert.equal(await driver.isRunning(handle), false);
     assert.equal(await exists(handle.controlSocket), false);

@@ -400,3 +400,56 @@ describe("VM service: capability hooks, reaper, set", () => {
     },
   );
 });
+
+describe("VM service: reconcile after a daemon restart", () => {
+  it("keeps a live VM, re-opens its control channel, and demotes a dead one", HANG_GUARD, async () => {
+    const dead = new Set<number>();
+    await using platform = createFakeVmPlatform({ isRunning: async (handle) => !dead.has(handle.pid) });
+    const first = createVmService(platform.deps);
+    const alive = await first.create({ name: "alive" }, options());
+    const gone = await first.create({ name: "gone" }, options());
+    dead.add(gone.pid!);
+    const mark = platform.events.length;
+    // A new daemon: a fresh service over the same store and files.
+    const second = createVmService(platform.deps);
+    const result = await second.reconcile();
+    assert.deepEqual(result.kept, ["alive"]);
+    assert.deepEqual(result.demoted, ["gone"]);
+    assert.ok(
+      platform.events.slice(mark).includes(`reattach ${alive.id}`),
+      "the control channel was re-opened",
+    );
+    assert.equal((await second.show("alive")).pid, alive.pid, "handles are cached again");
+    assert.equal((await second.show("alive")).lastError, null);
+    const demoted = await second.show("gone");
+    assert.equal(demoted.state, "stopped");
+    assert.match(demoted.lastError ?? "", /gone when the daemon started/);
+  });
+
+  it("keeps a VM whose control channel does not answer, saying so in last_error", HANG_GUARD, async () => {
+    await using platform = createFakeVmPlatform();
+    const first = createVmService(platform.deps);
+    await first.create({ name: "mute" }, options());
+    const driver = platform.deps.drivers.get("qemu");
+    const second = createVmService({
+      ...platform.deps,
+      drivers: {
+        ...platform.deps.drivers,
+        get: () => ({
+          ...driver,
+          reattach: async () => {
+            throw new Error("QMP did not answer");
+          },
+        }),
+      },
+    });
+    const result = await second.reconcile();
+    assert.deepEqual(result.kept, ["mute"]);
+    const shown = await second.show("mute");
+    assert.equal(shown.state, "running");
+    assert.match(
+      shown.lastError ?? "",
+      /control channel did not answer after a daemon restart: QMP did not answer/,
+    );
+  });
+});

@@ -66,4 +66,10 @@ export interface VmmDriver {
   kill(handle: VmmHandle): Promise<void>;
   /** True when the handle's process is alive, not a zombie, and ours. */
   isRunning(handle: VmmHandle): Promise<boolean>;
+  /**
+   * Re-opens the control channel of a VMM a previous daemon started (QMP,
+   * or Firecracker's API) and returns the run state it reports, e.g.
+   * "running" or "paused". Throws when the channel does not answer.
+   */
+  reattach(handle: VmmHandle): Promise<string>;
 }

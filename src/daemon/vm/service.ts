@@ -617,6 +617,17 @@ export function createVmService(deps: VmServiceDeps): VmService {
             handleCache.set(vm.id, handles);
             if (handles.tap) owned.add(handles.tap);
             kept.push(vm.name);
+            // A VMM whose control channel is dead still runs its guest; keep it, and say so.
+            const status = await deps.drivers
+              .get(vm.vmm)
+              .reattach(handle)
+              .catch((error: unknown) => {
+                const reason = `its ${vm.vmm} control channel did not answer after a daemon restart: ${error instanceof Error ? error.message : String(error)}`;
+                store.setVmState(vm.id, vm.state, reason, deps.now().toISOString());
+                logger.warn("kept VM without a control channel", { vm: vm.name, err: reason });
+                return "unreachable";
+              });
+            logger.info("reattached VM", { vm: vm.name, vmm: vm.vmm, status });
             return;
           }
           if (alive && handle) await deps.drivers.get(vm.vmm).kill(handle);

@@ -153,6 +153,13 @@ export function createFirecrackerDriver(options: FirecrackerDriverOptions): Fire
     stop,
     kill,
     isRunning: async (handle) => (await liveness(handle)) === "alive",
+    async reattach(handle) {
+      const reply = await firecrackerRequest(handle.controlSocket, "GET", "/", undefined, {
+        timeoutMs: 5000,
+      });
+      const state = (reply.body as { state?: unknown } | undefined)?.state;
+      return typeof state === "string" ? state.toLowerCase() : "unknown";
+    },
   };
 }
 

@@ -181,6 +181,14 @@ export function createQemuDriver(options: QemuDriverOptions): VmmDriver {
     stop,
     kill,
     isRunning,
+    async reattach(handle) {
+      const qmp = await connectQmp({ socketPath: handle.controlSocket, timeoutMs: STOP_QMP_TIMEOUT_MS });
+      try {
+        return (await qmp.status()).status;
+      } finally {
+        qmp.close();
+      }
+    },
   };
 }
 
