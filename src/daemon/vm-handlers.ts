@@ -57,6 +57,8 @@ export function buildVmHandlers(deps: VmHandlerDeps): HandlerTable {
     "vm.stop": (params, ctx) => vms.stop(params.name, op(ctx)),
     "vm.restart": (params, ctx) => vms.restart(params.name, op(ctx)),
     "vm.kill": (params) => vms.kill(params.name),
+    "vm.pause": (params) => vms.pause(params.name),
+    "vm.resume": (params) => vms.resume(params.name),
     "vm.set": ({ name, ...changes }) => vms.set(name, changes),
     "vm.delete": async (params) => {
       await vms.delete(params.name);

@@ -5,7 +5,7 @@
  */
 import { z } from "zod";
 
-export const VmState = z.enum(["created", "starting", "running", "stopping", "stopped", "error"]);
+export const VmState = z.enum(["created", "starting", "running", "paused", "stopping", "stopped", "error"]);
 export type VmState = z.infer<typeof VmState>;
 
 export const VmmKind = z.enum(["qemu", "firecracker"]);
@@ -208,6 +208,8 @@ export const methods = {
   "vm.stop": { params: ByName, result: VmInfo },
   "vm.restart": { params: ByName, result: VmInfo },
   "vm.kill": { params: ByName, result: VmInfo },
+  "vm.pause": { params: ByName, result: VmInfo },
+  "vm.resume": { params: ByName, result: VmInfo },
   "vm.delete": { params: ByName, result: z.object({ name: z.string(), deleted: z.literal(true) }) },
   "vm.set": {
     params: z

@@ -257,6 +257,29 @@ export function defineVmSuite(options: VmSuiteOptions): void {
       assert.equal(env.taps().length, 2);
     });
 
+    it("pause freezes a VM, across a kill -9 of the daemon too, and resume lets it run", async () => {
+      const pause = await env.banger(["vm", "pause", "alpha"]);
+      assert.equal(pause.code, 0, pause.stderr);
+      assert.equal((await show("alpha")).state, "paused");
+      const refused = await env.banger(["vm", "run", "--name", "alpha", "--", "true"]);
+      assert.equal(refused.code, 6);
+      assert.match(refused.stderr, /VM 'alpha' is paused/);
+      const daemon = daemonPid(env.home);
+      assert.ok(daemon);
+      process.kill(daemon, "SIGKILL");
+      await until("the daemon to die", 10_000, async () =>
+        existsSync(`/proc/${daemon}`) ? undefined : true,
+      );
+      const shown = await show("alpha");
+      assert.equal(shown.state, "paused", "the new daemon found it paused");
+      assert.equal(shown.lastError, null, "its control channel answered");
+      const resume = await env.banger(["vm", "resume", "alpha"]);
+      assert.equal(resume.code, 0, resume.stderr);
+      const run = await env.banger(["vm", "run", "--name", "alpha", "--", "cat", "/root/marker"]);
+      assert.equal(run.code, 0, run.stderr);
+      assert.equal(run.stdout, "persisted\n");
+    });
+
     it("the reaper marks a VM whose VMM was killed behind its back as stopped, with the reason", async () => {
       const { pid } = await show("beta");
       assert.ok(pid);

@@ -397,7 +397,7 @@ export function createFakeVmPlatform(options: FakeVmPlatformOptions = {}): FakeV
     features: {
       diskFormats: ["qcow2", "raw"],
       kernelFormats: ["bzImage"],
-      pauseResume: false,
+      pauseResume: true,
       vsock: false,
       softwareEmulation: true,
     },
@@ -435,6 +435,14 @@ export function createFakeVmPlatform(options: FakeVmPlatformOptions = {}): FakeV
       step("driver.isRunning");
       if (options.isRunning) return options.isRunning(handle);
       return live.has(handle.pid) && handle.pidStartTicks === handle.pid * 10;
+    },
+    async pause(handle) {
+      step("driver.pause");
+      record(`pause ${live.get(handle.pid) ?? "?"}`);
+    },
+    async resume(handle) {
+      step("driver.resume");
+      record(`resume ${live.get(handle.pid) ?? "?"}`);
     },
     async reattach(handle) {
       step("driver.reattach");

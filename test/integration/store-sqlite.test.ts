@@ -50,6 +50,28 @@ describe("store on a real SQLite file", () => {
     again.close();
   });
 
+  it("migrates a version-1 database with VMs in it: rows kept, the paused state allowed", () => {
+    const file = join(dir.path, "v1.db");
+    const db = new DatabaseSync(file);
+    db.exec(migrations[0]!);
+    db.exec("PRAGMA user_version = 1");
+    db.prepare(
+      `INSERT INTO vms VALUES ('id9','old','img1','debian-bookworm','qemu',2,1024,4,'10.77.0.9','52:54:00:00:00:09','running',NULL,'t0','t1')`,
+    ).run();
+    assert.throws(() => db.prepare("UPDATE vms SET state = 'paused'").run(), /CHECK constraint failed/);
+    db.close();
+    const store = openStore(file);
+    assert.equal(store.schemaVersion(), migrations.length);
+    const kept = store.getVmByName("old");
+    assert.equal(kept?.cpus, 2);
+    assert.equal(kept?.guestIp, "10.77.0.9");
+    assert.equal(kept?.state, "running");
+    store.setVmState("id9", "paused", null, "t2");
+    assert.equal(store.getVmByName("old")?.state, "paused");
+    assert.deepEqual(store.usedGuestIps(), ["10.77.0.9"]);
+    store.close();
+  });
+
   it("refuses a database from a newer banger", () => {
     const file = join(dir.path, "newer.db");
     const db = new DatabaseSync(file);

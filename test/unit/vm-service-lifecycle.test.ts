@@ -453,3 +453,59 @@ describe("VM service: reconcile after a daemon restart", () => {
     );
   });
 });
+
+describe("VM service: pause and resume", () => {
+  it(
+    "pauses and resumes under the VM lock; a paused VM refuses exec and start, and stops cleanly",
+    HANG_GUARD,
+    async () => {
+      await withPlatform(async (platform, service) => {
+        const vm = await service.create({ name: "nap" }, options());
+        assert.equal((await service.pause("nap")).state, "paused");
+        assert.ok(platform.events.includes(`pause ${vm.id}`));
+        assert.equal((await service.pause("nap")).state, "paused", "pausing a paused VM is a no-op");
+        await assert.rejects(service.exec("nap", { argv: ["true"] }), (error: unknown) => {
+          assert.ok(isBangerError(error, ErrorCode.BAD_STATE));
+          assert.match(error.message, /is paused/);
+          assert.match(error.hint ?? "", /banger vm resume nap/);
+          return true;
+        });
+        await assert.rejects(service.start("nap", options()), /is paused/);
+        assert.equal((await service.resume("nap")).state, "running");
+        assert.ok(platform.events.includes(`resume ${vm.id}`));
+        await service.pause("nap");
+        const mark = platform.events.length;
+        assert.equal((await service.stop("nap", options())).state, "stopped");
+        const after = platform.events.slice(mark);
+        assert.ok(
+          after.indexOf(`resume ${vm.id}`) >= 0 &&
+            after.indexOf(`resume ${vm.id}`) < after.indexOf(`stop-begin ${vm.id}`),
+          `a paused guest is resumed before its graceful stop: ${after.join(" | ")}`,
+        );
+        await assert.rejects(service.pause("nap"), (error: unknown) =>
+          isBangerError(error, ErrorCode.BAD_STATE),
+        );
+        await assert.rejects(service.resume("nap"), /only a paused VM can be resumed/);
+      });
+    },
+  );
+
+  it("the reaper and reconcile treat a paused VM like a running one", HANG_GUARD, async () => {
+    const dead = new Set<number>();
+    await using platform = createFakeVmPlatform({ isRunning: async (handle) => !dead.has(handle.pid) });
+    const service = createVmService(platform.deps);
+    const held = await service.create({ name: "held" }, options());
+    const lost = await service.create({ name: "lost" }, options());
+    await service.pause("held");
+    await service.pause("lost");
+    assert.deepEqual(await service.reap(), []);
+    dead.add(lost.pid!);
+    assert.deepEqual(await service.reap(), ["lost"]);
+    const restarted = createVmService(platform.deps);
+    const result = await restarted.reconcile();
+    assert.deepEqual(result.kept, ["held"]);
+    // The fake VMM reports "running" on reattach: the row follows what the VMM says.
+    assert.equal((await restarted.show("held")).state, "running");
+    assert.equal((await restarted.show("held")).pid, held.pid);
+  });
+});

@@ -88,7 +88,7 @@ export function registerVmCommands(program: Command, ctx: CliContext): void {
     });
 
   const multi = (
-    verb: "start" | "stop" | "restart" | "kill" | "delete",
+    verb: "start" | "stop" | "restart" | "kill" | "pause" | "resume" | "delete",
     description: string,
     example: string,
   ) =>
@@ -118,6 +118,8 @@ export function registerVmCommands(program: Command, ctx: CliContext): void {
   multi("stop", "shut VMs down gracefully (power button, then quit, then kill)", "banger vm stop web");
   multi("restart", "stop, then start VMs", "banger vm restart web");
   multi("kill", "stop VMs at once, without a graceful shutdown", "banger vm kill web");
+  multi("pause", "freeze VMs' vCPUs; memory, disk and network stay as they are", "banger vm pause web");
+  multi("resume", "let paused VMs run again", "banger vm resume web");
   multi("delete", "delete VMs and everything they own (disk, tap, files)", "banger vm delete web db").alias(
     "rm",
   );

@@ -56,7 +56,8 @@ export function validateVmName(name: string): string {
 const transitions: Record<VmState, readonly VmState[]> = {
   created: ["starting", "stopped", "error"],
   starting: ["running", "stopped", "error"],
-  running: ["stopping", "stopped", "error"],
+  running: ["paused", "stopping", "stopped", "error"],
+  paused: ["running", "stopping", "stopped", "error"],
   stopping: ["stopped", "error"],
   stopped: ["starting", "error"],
   error: ["starting", "stopped"],

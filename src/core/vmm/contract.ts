@@ -72,4 +72,8 @@ export interface VmmDriver {
    * "running" or "paused". Throws when the channel does not answer.
    */
   reattach(handle: VmmHandle): Promise<string>;
+  /** Freezes the guest's vCPUs (QMP `stop`, Firecracker `PATCH /vm Paused`); memory and devices stay. */
+  pause(handle: VmmHandle): Promise<void>;
+  /** Lets a paused guest run again. */
+  resume(handle: VmmHandle): Promise<void>;
 }

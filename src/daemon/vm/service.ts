@@ -84,6 +84,10 @@ export interface VmService {
   stop(name: string, options: OpOptions): Promise<VmInfo>;
   restart(name: string, options: OpOptions): Promise<VmInfo>;
   kill(name: string): Promise<VmInfo>;
+  /** Freezes a running VM's vCPUs; its memory, disk and network stay. */
+  pause(name: string): Promise<VmInfo>;
+  /** Lets a paused VM run again. */
+  resume(name: string): Promise<VmInfo>;
   delete(name: string): Promise<void>;
   exec(name: string, exec: GuestExec): Promise<{ exitCode: number | null; signal: string | null }>;
   proxy(name: string, port: number, signal: AbortSignal): Promise<import("node:net").Socket>;
@@ -132,6 +136,11 @@ export interface VmRuntime {
 }
 
 const GIB = 1024 ** 3;
+
+/** States in which a VM's VMM process should be alive. */
+function isActive(state: VmState): boolean {
+  return state === "running" || state === "paused";
+}
 
 export function createVmService(deps: VmServiceDeps): VmService {
   const { store, layout, config, logger } = deps;
@@ -401,6 +410,8 @@ export function createVmService(deps: VmServiceDeps): VmService {
     if (handle) {
       const driver = deps.drivers.get(vm.vmm);
       if (mode === "graceful") {
+        // A paused guest cannot see the power button: let it run to shut down.
+        if (vm.state === "paused") await driver.resume(handle).catch(() => undefined);
         current = setState(vm, "stopping");
         await deps.guest.close(target(vm)).catch(() => undefined);
         await driver.stop(handle, { timeoutMs: config.vm.stop_timeout_s * 1000 });
@@ -453,6 +464,37 @@ export function createVmService(deps: VmServiceDeps): VmService {
     store.deleteVm(vm.id);
   }
 
+  const notRunning = (vm: VmRecord): BangerError =>
+    vm.state === "paused"
+      ? new BangerError(ErrorCode.BAD_STATE, `VM '${vm.name}' is paused`, {
+          hint: `resume it with \`banger vm resume ${vm.name}\``,
+        })
+      : new BangerError(ErrorCode.BAD_STATE, `VM '${vm.name}' is not running (it is ${vm.state})`, {
+          hint: `start it with \`banger vm start ${vm.name}\``,
+        });
+
+  /** Pause or resume under the VM's lock; asking for the state it is already in is a no-op. */
+  const pauseOrResume = (name: string, action: "pause" | "resume"): Promise<VmRecord> => {
+    const vm = byName(name);
+    return deps.vmLocks.run(vm.id, async () => {
+      const fresh = byName(name);
+      const [from, to] =
+        action === "pause" ? (["running", "paused"] as const) : (["paused", "running"] as const);
+      if (fresh.state === to && (await isAlive(fresh))) return fresh;
+      if (fresh.state !== from || !(await isAlive(fresh))) {
+        throw new BangerError(
+          ErrorCode.BAD_STATE,
+          `VM '${name}' is ${fresh.state}; only a ${from} VM can be ${action}d`,
+          { hint: `see its state with \`banger vm show ${name}\`` },
+        );
+      }
+      const handle = vmmHandle(await loadHandles(fresh))!;
+      await deps.drivers.get(fresh.vmm)[action](handle);
+      logger.info(`vm ${action}d`, { vm: name });
+      return setState(fresh, to, fresh.lastError);
+    });
+  };
+
   return {
     async create(params, options) {
       if (params.name !== undefined) validateVmName(params.name);
@@ -500,8 +542,13 @@ export function createVmService(deps: VmServiceDeps): VmService {
       return deps.vmLocks.run(vm.id, async () => {
         const fresh = byName(name);
         if (fresh.state === "running" && (await isAlive(fresh))) return toInfo(fresh);
+        if (fresh.state === "paused" && (await isAlive(fresh))) {
+          throw new BangerError(ErrorCode.BAD_STATE, `VM '${name}' is paused`, {
+            hint: `resume it with \`banger vm resume ${name}\``,
+          });
+        }
         let current = fresh;
-        if (fresh.state === "running" || fresh.state === "starting" || fresh.state === "stopping") {
+        if (isActive(fresh.state) || fresh.state === "starting" || fresh.state === "stopping") {
           await releaseRuntime(fresh, await loadHandles(fresh));
           current = setState(fresh, "stopped", `the VMM process was gone (state was ${fresh.state})`);
         }
@@ -535,6 +582,14 @@ export function createVmService(deps: VmServiceDeps): VmService {
       return deps.vmLocks.run(vm.id, async () => toInfo(await stopLocked(byName(name), "kill")));
     },
 
+    async pause(name) {
+      return toInfo(await pauseOrResume(name, "pause"));
+    },
+
+    async resume(name) {
+      return toInfo(await pauseOrResume(name, "resume"));
+    },
+
     async delete(name) {
       const vm = byName(name);
       await deps.vmLocks.run(vm.id, async () => {
@@ -548,19 +603,13 @@ export function createVmService(deps: VmServiceDeps): VmService {
 
     async exec(name, exec) {
       const vm = byName(name);
-      if (vm.state !== "running" || !(await isAlive(vm))) {
-        throw new BangerError(ErrorCode.BAD_STATE, `VM '${name}' is not running (it is ${vm.state})`, {
-          hint: `start it with \`banger vm start ${name}\``,
-        });
-      }
+      if (vm.state !== "running" || !(await isAlive(vm))) throw notRunning(vm);
       return deps.guest.exec(target(vm), exec);
     },
 
     async proxy(name, port, signal) {
       const vm = byName(name);
-      if (vm.state !== "running") {
-        throw new BangerError(ErrorCode.BAD_STATE, `VM '${name}' is not running (it is ${vm.state})`);
-      }
+      if (vm.state !== "running") throw notRunning(vm);
       return deps.guest.openTcp(vm.guestIp, port, signal);
     },
 
@@ -613,7 +662,7 @@ export function createVmService(deps: VmServiceDeps): VmService {
           const handles = (await deps.files.readHandles(vmPaths(layout, vm.id).handles)) ?? emptyHandles();
           const handle = vmmHandle(handles);
           const alive = handle !== undefined && (await deps.drivers.get(vm.vmm).isRunning(handle));
-          if (alive && vm.state === "running") {
+          if (alive && isActive(vm.state)) {
             handleCache.set(vm.id, handles);
             if (handles.tap) owned.add(handles.tap);
             kept.push(vm.name);
@@ -628,16 +677,20 @@ export function createVmService(deps: VmServiceDeps): VmService {
                 return "unreachable";
               });
             logger.info("reattached VM", { vm: vm.name, vmm: vm.vmm, status });
+            // A daemon that died between pausing or resuming a VMM and writing the row left it behind.
+            if ((status === "paused" || status === "running") && status !== vm.state) {
+              setState(vm, status, vm.lastError);
+            }
             return;
           }
           if (alive && handle) await deps.drivers.get(vm.vmm).kill(handle);
-          if (handle || vm.state === "running" || vm.state === "starting" || vm.state === "stopping") {
+          if (handle || isActive(vm.state) || vm.state === "starting" || vm.state === "stopping") {
             await releaseRuntime(vm, handles);
             if (vm.state !== "stopped") {
               setState(
                 vm,
                 "stopped",
-                vm.state === "running"
+                isActive(vm.state)
                   ? "the VMM process was gone when the daemon started"
                   : `interrupted while ${vm.state}`,
               );
@@ -656,7 +709,7 @@ export function createVmService(deps: VmServiceDeps): VmService {
 
     async stopAll() {
       const stopped: string[] = [];
-      for (const vm of store.listVms().filter((candidate) => candidate.state === "running")) {
+      for (const vm of store.listVms().filter((candidate) => isActive(candidate.state))) {
         await deps.vmLocks.run(vm.id, async () => {
           await stopLocked(byName(vm.name), "graceful");
           stopped.push(vm.name);
@@ -704,10 +757,10 @@ export function createVmService(deps: VmServiceDeps): VmService {
     async reap() {
       const reaped: string[] = [];
       for (const vm of store.listVms()) {
-        if (vm.state !== "running" || deps.vmLocks.isLocked(vm.id) || (await isAlive(vm))) continue;
+        if (!isActive(vm.state) || deps.vmLocks.isLocked(vm.id) || (await isAlive(vm))) continue;
         await deps.vmLocks.run(vm.id, async () => {
           const fresh = store.getVmById(vm.id);
-          if (fresh?.state !== "running" || (await isAlive(fresh))) return;
+          if (!fresh || !isActive(fresh.state) || (await isAlive(fresh))) return;
           const handles = await loadHandles(fresh);
           const reason = await vmmDeathReason(fresh, handles);
           await releaseRuntime(fresh, handles);

@@ -208,6 +208,10 @@ export function createVmStats(deps: VmStatsDeps): VmStatsService {
         );
         return { name: info.name, state: info.state, healthy: false, checks };
       }
+      if (info.state === "paused") {
+        checks.push(skipped("ssh-banner", "the VM is paused"), skipped("ssh-exec", "the VM is paused"));
+        return { name: info.name, state: info.state, healthy: false, checks };
+      }
       const banner = await bounded(signal, async (probeSignal) => {
         const attempt = await deps.probeBanner({
           host: info.guestIp,

@@ -153,6 +153,8 @@ export function createFirecrackerDriver(options: FirecrackerDriverOptions): Fire
     stop,
     kill,
     isRunning: async (handle) => (await liveness(handle)) === "alive",
+    pause: (handle) => pauseFirecracker(handle),
+    resume: (handle) => resumeFirecracker(handle),
     async reattach(handle) {
       const reply = await firecrackerRequest(handle.controlSocket, "GET", "/", undefined, {
         timeoutMs: 5000,

@@ -76,6 +76,27 @@ export const migrations: readonly string[] = [
      updated_at TEXT NOT NULL
    ) STRICT;
    CREATE INDEX vms_image ON vms(image_id);`,
+  // 2: the `paused` state. SQLite cannot alter a CHECK, so the table is rebuilt.
+  `CREATE TABLE vms_v2 (
+     id TEXT PRIMARY KEY,
+     name TEXT NOT NULL UNIQUE,
+     image_id TEXT NOT NULL,
+     image_name TEXT NOT NULL,
+     vmm TEXT NOT NULL,
+     cpus INTEGER NOT NULL,
+     memory_mib INTEGER NOT NULL,
+     disk_gib INTEGER NOT NULL,
+     guest_ip TEXT NOT NULL UNIQUE,
+     mac TEXT NOT NULL,
+     state TEXT NOT NULL CHECK (state IN ('created','starting','running','paused','stopping','stopped','error')),
+     last_error TEXT,
+     created_at TEXT NOT NULL,
+     updated_at TEXT NOT NULL
+   ) STRICT;
+   INSERT INTO vms_v2 SELECT * FROM vms;
+   DROP TABLE vms;
+   ALTER TABLE vms_v2 RENAME TO vms;
+   CREATE INDEX vms_image ON vms(image_id);`,
 ];
 
 export function openStore(path: string): Store {

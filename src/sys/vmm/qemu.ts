@@ -181,6 +181,8 @@ export function createQemuDriver(options: QemuDriverOptions): VmmDriver {
     stop,
     kill,
     isRunning,
+    pause: (handle) => qmpCommand(handle, "stop"),
+    resume: (handle) => qmpCommand(handle, "cont"),
     async reattach(handle) {
       const qmp = await connectQmp({ socketPath: handle.controlSocket, timeoutMs: STOP_QMP_TIMEOUT_MS });
       try {
@@ -190,6 +192,15 @@ export function createQemuDriver(options: QemuDriverOptions): VmmDriver {
       }
     },
   };
+}
+
+async function qmpCommand(handle: VmmHandle, command: "stop" | "cont"): Promise<void> {
+  const qmp = await connectQmp({ socketPath: handle.controlSocket, timeoutMs: STOP_QMP_TIMEOUT_MS });
+  try {
+    await qmp.execute(command);
+  } finally {
+    qmp.close();
+  }
 }
 
 interface DetachedChild {
