@@ -63,6 +63,11 @@ const transitions: Record<VmState, readonly VmState[]> = {
   error: ["starting", "stopped"],
 };
 
+/** States in which a VM's VMM process should be alive. */
+export function isActiveState(state: VmState): boolean {
+  return state === "running" || state === "paused";
+}
+
 export function canTransition(from: VmState, to: VmState): boolean {
   return transitions[from].includes(to);
 }

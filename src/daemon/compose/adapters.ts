@@ -2,11 +2,11 @@
  * Real implementations of the VM service's platform interfaces, built from
  * src/sys. Only the composition root uses this file.
  */
-import { access, mkdir } from "node:fs/promises";
+import { mkdir } from "node:fs/promises";
 import { join } from "node:path";
 import type { Config } from "../../core/config/index.ts";
 import type { RootDiskStrategy } from "../../core/disk/index.ts";
-import { parseFirecrackerVersion } from "../../core/firecracker/index.ts";
+import { capabilitiesFor, parseFirecrackerVersion } from "../../core/firecracker/index.ts";
 import type { Logger } from "../../core/log/index.ts";
 import { allocateGuestIp, parseSubnet } from "../../core/network/index.ts";
 import type { Layout } from "../../core/paths/index.ts";
@@ -61,6 +61,7 @@ export function createVmNetwork(options: { runner: Runner; logger: Logger; confi
 export function createVmDisks(options: {
   runner: Runner;
   rawStrategy: () => Promise<CowStrategyProbe>;
+  exists(path: string): Promise<boolean>;
 }): VmDisks {
   const { runner } = options;
   const fileFor = (vmDir: string, strategy: RootDiskStrategy) =>
@@ -90,7 +91,8 @@ export function createVmDisks(options: {
     async locate(vmDir) {
       for (const candidate of candidates) {
         const file = join(vmDir, candidate.name);
-        if (await exists(file)) return { strategy: candidate.strategy, file, format: candidate.format };
+        if (await options.exists(file))
+          return { strategy: candidate.strategy, file, format: candidate.format };
       }
       return undefined;
     },
@@ -109,15 +111,6 @@ export function createVmDisks(options: {
     remove: (disk) => removeRootDisk({ handles: { target: disk.file }, runner }),
     grow: (disk, sizeBytes) => growRootDisk({ strategy: disk.strategy, path: disk.file, sizeBytes, runner }),
   };
-}
-
-async function exists(path: string): Promise<boolean> {
-  try {
-    await access(path);
-    return true;
-  } catch {
-    return false;
-  }
 }
 
 export function createGuestAccess(options: { layout: Layout; runner: Runner }): GuestAccess {
@@ -212,13 +205,12 @@ export function createDrivers(options: {
 export async function firecrackerDoctorCheck(options: {
   config: Config;
   runner: Runner;
-  firecracker: FirecrackerDriver;
 }): Promise<DoctorCheck> {
   const binary = options.config.vmm.firecracker_binary;
   try {
     const version = await options.runner.run([binary, "--version"], { timeoutMs: 10_000 });
     const parsed = parseFirecrackerVersion(version.stdout);
-    const caps = await options.firecracker.probe();
+    const caps = capabilitiesFor(parsed);
     const has = Object.entries(caps)
       .filter(([, on]) => on)
       .map(([name]) => name);

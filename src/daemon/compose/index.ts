@@ -147,6 +147,7 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
     return cowProbe;
   };
   const tscKhz = await probes.tscKhz();
+  const files = createVmFiles();
   const vms = createVmService({
     store,
     layout,
@@ -155,8 +156,8 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
     images,
     network: createVmNetwork({ runner, logger, config }),
     drivers,
-    disks: createVmDisks({ runner, rawStrategy }),
-    files: createVmFiles(),
+    disks: createVmDisks({ runner, rawStrategy, exists: files.exists }),
+    files,
     guest: createGuestAccess({ layout, runner }),
     vmLocks,
     reservation: vmReservation,
@@ -209,7 +210,7 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
           layout,
           config,
           extraChecks: [
-            async () => [await firecrackerDoctorCheck({ config, runner, firecracker })],
+            async () => [await firecrackerDoctorCheck({ config, runner })],
             async () => {
               try {
                 return [cowDoctorCheck(await rawStrategy())];

@@ -20,6 +20,7 @@ import { type Layout, vmPaths } from "../../core/paths/index.ts";
 import {
   assertTransition,
   emptyHandles,
+  isActiveState,
   macForVmId,
   tapNameForVmId,
   type VmHandles,
@@ -136,11 +137,6 @@ export interface VmRuntime {
 }
 
 const GIB = 1024 ** 3;
-
-/** States in which a VM's VMM process should be alive. */
-function isActive(state: VmState): boolean {
-  return state === "running" || state === "paused";
-}
 
 export function createVmService(deps: VmServiceDeps): VmService {
   const { store, layout, config, logger } = deps;
@@ -548,7 +544,7 @@ export function createVmService(deps: VmServiceDeps): VmService {
           });
         }
         let current = fresh;
-        if (isActive(fresh.state) || fresh.state === "starting" || fresh.state === "stopping") {
+        if (isActiveState(fresh.state) || fresh.state === "starting" || fresh.state === "stopping") {
           await releaseRuntime(fresh, await loadHandles(fresh));
           current = setState(fresh, "stopped", `the VMM process was gone (state was ${fresh.state})`);
         }
@@ -661,21 +657,19 @@ export function createVmService(deps: VmServiceDeps): VmService {
         await deps.vmLocks.run(vm.id, async () => {
           const handles = (await deps.files.readHandles(vmPaths(layout, vm.id).handles)) ?? emptyHandles();
           const handle = vmmHandle(handles);
-          const alive = handle !== undefined && (await deps.drivers.get(vm.vmm).isRunning(handle));
-          if (alive && isActive(vm.state)) {
+          const driver = deps.drivers.get(vm.vmm);
+          const alive = handle !== undefined && (await driver.isRunning(handle));
+          if (alive && isActiveState(vm.state)) {
             handleCache.set(vm.id, handles);
             if (handles.tap) owned.add(handles.tap);
             kept.push(vm.name);
             // A VMM whose control channel is dead still runs its guest; keep it, and say so.
-            const status = await deps.drivers
-              .get(vm.vmm)
-              .reattach(handle)
-              .catch((error: unknown) => {
-                const reason = `its ${vm.vmm} control channel did not answer after a daemon restart: ${error instanceof Error ? error.message : String(error)}`;
-                store.setVmState(vm.id, vm.state, reason, deps.now().toISOString());
-                logger.warn("kept VM without a control channel", { vm: vm.name, err: reason });
-                return "unreachable";
-              });
+            const status = await driver.reattach(handle).catch((error: unknown) => {
+              const reason = `its ${vm.vmm} control channel did not answer after a daemon restart: ${error instanceof Error ? error.message : String(error)}`;
+              store.setVmState(vm.id, vm.state, reason, deps.now().toISOString());
+              logger.warn("kept VM without a control channel", { vm: vm.name, err: reason });
+              return "unreachable";
+            });
             logger.info("reattached VM", { vm: vm.name, vmm: vm.vmm, status });
             // A daemon that died between pausing or resuming a VMM and writing the row left it behind.
             if ((status === "paused" || status === "running") && status !== vm.state) {
@@ -683,14 +677,14 @@ export function createVmService(deps: VmServiceDeps): VmService {
             }
             return;
           }
-          if (alive && handle) await deps.drivers.get(vm.vmm).kill(handle);
-          if (handle || isActive(vm.state) || vm.state === "starting" || vm.state === "stopping") {
+          if (alive && handle) await driver.kill(handle);
+          if (handle || isActiveState(vm.state) || vm.state === "starting" || vm.state === "stopping") {
             await releaseRuntime(vm, handles);
             if (vm.state !== "stopped") {
               setState(
                 vm,
                 "stopped",
-                isActive(vm.state)
+                isActiveState(vm.state)
                   ? "the VMM process was gone when the daemon started"
                   : `interrupted while ${vm.state}`,
               );
@@ -709,7 +703,7 @@ export function createVmService(deps: VmServiceDeps): VmService {
 
     async stopAll() {
       const stopped: string[] = [];
-      for (const vm of store.listVms().filter((candidate) => isActive(candidate.state))) {
+      for (const vm of store.listVms().filter((candidate) => isActiveState(candidate.state))) {
         await deps.vmLocks.run(vm.id, async () => {
           await stopLocked(byName(vm.name), "graceful");
           stopped.push(vm.name);
@@ -757,10 +751,10 @@ export function createVmService(deps: VmServiceDeps): VmService {
     async reap() {
       const reaped: string[] = [];
       for (const vm of store.listVms()) {
-        if (!isActive(vm.state) || deps.vmLocks.isLocked(vm.id) || (await isAlive(vm))) continue;
+        if (!isActiveState(vm.state) || deps.vmLocks.isLocked(vm.id) || (await isAlive(vm))) continue;
         await deps.vmLocks.run(vm.id, async () => {
           const fresh = store.getVmById(vm.id);
-          if (!fresh || !isActive(fresh.state) || (await isAlive(fresh))) return;
+          if (!fresh || !isActiveState(fresh.state) || (await isAlive(fresh))) return;
           const handles = await loadHandles(fresh);
           const reason = await vmmDeathReason(fresh, handles);
           await releaseRuntime(fresh, handles);
