@@ -2,7 +2,9 @@ import assert from "node:assert/strict";
 import { test } from "node:test";
 import {
   classifyEntry,
+  commandFor,
   credentialsFromConfig,
+  envFor,
   familiarReference,
   formatReference,
   isLoopbackRegistry,
@@ -11,7 +13,10 @@ import {
   parseManifestDocument,
   parsePlatform,
   parseReference,
+  planRootfsMkfs,
   resolveParents,
+  rootfsSizeBytes,
+  runDefaultsOf,
   selectManifest,
   withCredentials,
 } from "../../src/core/oci/index.ts";
@@ -179,4 +184,43 @@ test("parents resolve through symlinks like a chroot; climbing out is an escape"
   assert.throws(() => resolveParents(["up", "f"], read, "e"), /leads outside the tree/);
   assert.throws(() => resolveParents(["deep", "f"], read, "e"), /leads outside the tree/);
   assert.throws(() => resolveParents(["loop", "f"], read, "e"), /symlink loop/);
+});
+
+test("run defaults follow docker's ENTRYPOINT/CMD and ENV rules", () => {
+  const defaults = runDefaultsOf({
+    rootfs: { type: "layers", diff_ids: [] },
+    config: {
+      Entrypoint: ["/bin/hi"],
+      Cmd: ["world"],
+      Env: ["PATH=/bin", "A=1"],
+      WorkingDir: "/app",
+      User: "",
+    },
+  });
+  assert.deepEqual(defaults, {
+    entrypoint: ["/bin/hi"],
+    cmd: ["world"],
+    env: ["PATH=/bin", "A=1"],
+    workdir: "/app",
+    user: undefined,
+  });
+  assert.deepEqual(commandFor(defaults, []), ["/bin/hi", "world"]);
+  assert.deepEqual(commandFor(defaults, ["there"]), ["/bin/hi", "there"]);
+  assert.deepEqual(commandFor({ ...defaults, entrypoint: [] }, ["ls", "-l"]), ["ls", "-l"]);
+  assert.deepEqual(commandFor(runDefaultsOf({ rootfs: { type: "layers", diff_ids: [] } }), []), []);
+  assert.deepEqual(envFor(defaults, ["A=2", "B=3"]), ["PATH=/bin", "A=2", "B=3"]);
+});
+
+test("the ext4 for a tree has room for its data and inodes", () => {
+  const argv = planRootfsMkfs({
+    tree: "/t",
+    out: "/o.ext4",
+    usage: { bytes: 100 * 1024 * 1024, inodes: 10_000 },
+  });
+  assert.deepEqual(argv.slice(0, 5), ["mkfs.ext4", "-q", "-F", "-L", "rootfs"]);
+  assert.equal(argv[argv.indexOf("-N") + 1], String(Math.ceil(10_000 * 1.25) + 4096));
+  assert.ok(argv.includes("-d") && argv.at(-2) === "/o.ext4");
+  const size = rootfsSizeBytes({ bytes: 100 * 1024 * 1024, inodes: 10_000 });
+  assert.equal(argv.at(-1), `${size / 1024 / 1024}M`);
+  assert.ok(size > 100 * 1024 * 1024 && size < 200 * 1024 * 1024);
 });

@@ -46,3 +46,5 @@ export {
   parseReference,
   registryApiHost,
 } from "./reference.ts";
+export { planRootfsMkfs, rootfsSizeBytes, type TreeUsage } from "./rootfs.ts";
+export { commandFor, envFor, type RunDefaults, runDefaultsOf } from "./run-defaults.ts";

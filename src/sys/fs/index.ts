@@ -26,7 +26,7 @@ export interface Fs {
   readdir(path: string): Promise<string[]>;
   readFile(path: string): Promise<Buffer>;
   /** Writes to a sibling temporary file, then renames it over `path`. */
-  writeFileAtomic(path: string, data: string | Uint8Array): Promise<void>;
+  writeFileAtomic(path: string, data: string | Uint8Array, options?: { mode?: number }): Promise<void>;
 }
 
 export function createNodeFs(): Fs {
@@ -63,13 +63,13 @@ export function createNodeFs(): Fs {
     readFile(path) {
       return fsp.readFile(path);
     },
-    async writeFileAtomic(path, data) {
+    async writeFileAtomic(path, data, options = {}) {
       const temporary = `${path}.tmp-${process.pid}`;
       try {
         const handle = await fsp.open(
           temporary,
           constants.O_WRONLY | constants.O_CREAT | constants.O_TRUNC,
-          0o644,
+          options.mode ?? 0o644,
         );
         try {
           await handle.writeFile(data);
