@@ -9,6 +9,7 @@
 import { spawn, spawnSync } from "node:child_process";
 import { closeSync, existsSync, mkdirSync, openSync } from "node:fs";
 import { readFile, rm } from "node:fs/promises";
+import { sleep } from "../core/async/index.ts";
 import type { Layout } from "../core/paths/index.ts";
 import { BangerError, BUILD_VERSION, ErrorCode, PROTOCOL_VERSION, type ResultOf } from "../protocol/index.ts";
 import { RpcClient } from "./rpc/client.ts";
@@ -198,8 +199,4 @@ function pidAlive(pid: number): boolean {
   } catch (error) {
     return (error as NodeJS.ErrnoException).code === "EPERM";
   }
-}
-
-function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
 }

@@ -14,6 +14,7 @@
  * PERMISSION_DENIED when the kernel said "Operation not permitted".
  */
 
+import { errorMessage } from "../../core/async/index.ts";
 import { Mutex } from "../../core/concurrency/index.ts";
 import type { Logger } from "../../core/log/index.ts";
 import {
@@ -186,7 +187,7 @@ function isMissingDevice(stderr: string): boolean {
 
 function translateIpError(device: string, argv: IpCommand, error: unknown, stderrText?: string): Error {
   if (isBangerError(error)) return error;
-  const stderr = stderrText ?? stderrOf(error) ?? (error instanceof Error ? error.message : String(error));
+  const stderr = stderrText ?? stderrOf(error) ?? errorMessage(error);
   const detail = stderr.trim().split("\n").slice(-3).join("; ");
   const data = { device, argv: [...argv] };
   if (/Operation not permitted/i.test(stderr)) {
