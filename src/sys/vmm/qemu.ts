@@ -4,7 +4,7 @@
  * signal and wait) is ./process.ts, shared with the Firecracker driver.
  */
 import { readFile, rm } from "node:fs/promises";
-import { throwIfAborted } from "../../core/async/index.ts";
+import { pollUntil, throwIfAborted } from "../../core/async/index.ts";
 import type { Logger } from "../../core/log/index.ts";
 import {
   type BootSpec,
@@ -39,6 +39,8 @@ const DEFAULT_KILL_TIMEOUT_MS = 10_000;
 /** QMP connects during `stop` are to a running QEMU: the socket is already there. */
 const STOP_QMP_TIMEOUT_MS = 2_000;
 const LOG_TAIL_LINES = 15;
+/** How long a start that saw QEMU vanish waits for the child's exit event. */
+const EXIT_EVENT_WAIT_MS = 2_000;
 
 export function createQemuDriver(options: QemuDriverOptions): VmmDriver {
   const qmpTimeoutMs = options.qmpTimeoutMs ?? DEFAULT_QMP_TIMEOUT_MS;
@@ -94,13 +96,24 @@ export function createQemuDriver(options: QemuDriverOptions): VmmDriver {
     log.info("QEMU started", { pid, accel });
 
     const handle: VmmHandle = { pid, pidStartTicks: startTicks, controlSocket: spec.controlSocket };
+    /**
+     * QEMU's exit event can trail the closing of the QMP connection it
+     * accepted; once /proc says it is gone, wait briefly for the event and
+     * its status.
+     */
+    const exitedDuringStart = async () => {
+      if (exited.aborted) return true;
+      if (await isVmmRunning(handle)) return false;
+      await pollUntil(() => exited.aborted, { timeoutMs: EXIT_EVENT_WAIT_MS, intervalMs: 10 });
+      return true;
+    };
     try {
       const qmp = await connectQmp({
         socketPath: spec.controlSocket,
         timeoutMs: qmpTimeoutMs,
         signal: AbortSignal.any([signal, exited]),
       }).catch(async (error: unknown) => {
-        if (exited.aborted) {
+        if (await exitedDuringStart()) {
           const tail = await logTail(spec.vmmLog);
           throw new BangerError(
             ErrorCode.BOOT_FAILED,
