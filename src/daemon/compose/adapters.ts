@@ -2,7 +2,7 @@
  * Real implementations of the VM service's platform interfaces, built from
  * src/sys. Only the composition root uses this file.
  */
-import { mkdir } from "node:fs/promises";
+import { mkdir, readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { errorMessage } from "../../core/async/index.ts";
 import type { Config } from "../../core/config/index.ts";
@@ -13,7 +13,13 @@ import { allocateGuestIp, parseSubnet } from "../../core/network/index.ts";
 import type { Layout } from "../../core/paths/index.ts";
 import { vmPaths } from "../../core/paths/index.ts";
 import type { VmmDriver } from "../../core/vmm/contract.ts";
-import { BangerError, type DoctorCheck, ErrorCode, type VmmKind } from "../../protocol/index.ts";
+import {
+  BangerError,
+  type DoctorCheck,
+  ErrorCode,
+  type VmmKind,
+  WorkspaceInfo,
+} from "../../protocol/index.ts";
 import {
   attachRootDisk,
   type CowStrategyProbe,
@@ -23,6 +29,7 @@ import {
   removeRootDisk,
 } from "../../sys/disk/index.ts";
 import type { FirecrackerDriver } from "../../sys/firecracker/index.ts";
+import { writeFileAtomic } from "../../sys/fs/index.ts";
 import { createHostNetwork } from "../../sys/network/index.ts";
 import type { Runner } from "../../sys/runner/index.ts";
 import {
@@ -34,6 +41,24 @@ import {
   waitForSshBanner,
 } from "../../sys/ssh/index.ts";
 import type { GuestAccess, VmDisks, VmmDrivers, VmNetwork } from "../vm/index.ts";
+import type { WorkspaceRecords } from "../workspace/index.ts";
+
+/** Workspace records: `vms/<id>/workspace.json`, removed with the VM's directory. */
+export function createWorkspaceRecords(layout: Layout): WorkspaceRecords {
+  const file = (vmId: string) => join(vmPaths(layout, vmId).dir, "workspace.json");
+  return {
+    async read(vmId) {
+      try {
+        return WorkspaceInfo.parse(JSON.parse(await readFile(file(vmId), "utf8")));
+      } catch (error) {
+        if ((error as NodeJS.ErrnoException).code === "ENOENT") return undefined;
+        throw error;
+      }
+    },
+    write: (vmId, record) =>
+      writeFileAtomic(file(vmId), `${JSON.stringify(record, null, 2)}\n`, { mode: 0o600 }),
+  };
+}
 
 export function createVmNetwork(options: { runner: Runner; logger: Logger; config: Config }): VmNetwork {
   const subnet = parseSubnet(options.config.network.subnet);

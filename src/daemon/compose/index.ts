@@ -23,6 +23,7 @@ import {
 } from "../../protocol/index.ts";
 import { loadConfigFile } from "../../sys/config/index.ts";
 import { type CowStrategyProbe, probeCowStrategy } from "../../sys/disk/index.ts";
+import { copyOutOfDisk, runUnprivileged } from "../../sys/diskread/index.ts";
 import { createFirecrackerDriver } from "../../sys/firecracker/index.ts";
 import { createNodeFs, readDiskUsage } from "../../sys/fs/index.ts";
 import { createHostProbes, groupIdByName } from "../../sys/host/index.ts";
@@ -44,12 +45,15 @@ import { buildImageHandlers } from "../image-handlers.ts";
 import { createRpcServer, type RpcServer } from "../rpc/server.ts";
 import { createVmService, createVmStats } from "../vm/index.ts";
 import { buildVmHandlers } from "../vm-handlers.ts";
+import { createTransferService, createWorkspaceService } from "../workspace/index.ts";
+import { buildWorkspaceHandlers } from "../workspace-handlers.ts";
 import {
   cowDoctorCheck,
   createDrivers,
   createGuestAccess,
   createVmDisks,
   createVmNetwork,
+  createWorkspaceRecords,
   firecrackerDoctorCheck,
 } from "./adapters.ts";
 
@@ -90,6 +94,7 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
   const imagePublication = new Mutex();
   const vmReservation = new Mutex();
   const vmLocks = new KeyedLocks();
+  const workspaceLocks = new KeyedLocks();
 
   const images = createImageService({
     store,
@@ -208,6 +213,19 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
     sleep,
   });
 
+  const workspaces = createWorkspaceService({
+    vms,
+    vmLocks,
+    workspaceLocks,
+    disk: {
+      copyOut: (o) => copyOutOfDisk({ ...o, runner }),
+      run: runUnprivileged,
+    },
+    records: createWorkspaceRecords(layout),
+    now,
+  });
+  const transfers = createTransferService({ vms });
+
   let stopRequested: ((reason: string, stopVms: boolean) => Promise<string[]>) | undefined;
   const info: DaemonInfo = {
     pid: process.pid,
@@ -247,8 +265,16 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
           ],
         }),
     }),
-    ...buildVmHandlers({ vms, createOps, stats }),
+    ...buildVmHandlers({
+      vms,
+      createOps,
+      stats,
+      beforeDelete: async (name, o) => {
+        if (!o.force) await workspaces.assertNothingUnexported(name, o.signal);
+      },
+    }),
     ...buildImageHandlers({ images, oci, vms, store }),
+    ...buildWorkspaceHandlers({ workspaces, transfers, auth: config.auth }),
   };
   const socketGid = config.daemon.socket_group ? await groupIdByName(config.daemon.socket_group) : undefined;
   if (config.daemon.socket_group && socketGid === undefined) {
