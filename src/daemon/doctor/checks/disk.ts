@@ -1,0 +1,33 @@
+import type { Layout } from "../../../core/paths/index.ts";
+import type { HostProbes } from "../../../sys/host/index.ts";
+import type { HostCheck } from "./check.ts";
+import { nearestExisting } from "./nearest-existing.ts";
+
+const GIB = 1024 ** 3;
+
+/** Free space for the state dir: under 1 GiB fails (the default image needs it), under 5 GiB warns. */
+export function freeDiskCheck(deps: { probes: HostProbes; layout: Layout }): HostCheck {
+  return {
+    name: "disk",
+    async run() {
+      const dir = await nearestExisting(deps.probes, deps.layout.stateDir);
+      const free = await deps.probes.freeBytes(dir);
+      const detail = `${(free / GIB).toFixed(1)} GiB free for ${deps.layout.stateDir}`;
+      if (free < 1 * GIB)
+        return {
+          name: "disk",
+          status: "fail",
+          detail,
+          hint: "free disk space: the default image needs about 1 GiB and each VM its overlay",
+        };
+      if (free < 5 * GIB)
+        return {
+          name: "disk",
+          status: "warn",
+          detail,
+          hint: "VM disks grow as guests write; keep a few GiB free",
+        };
+      return { name: "disk", status: "ok", detail };
+    },
+  };
+}
