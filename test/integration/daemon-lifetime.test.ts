@@ -45,7 +45,7 @@ function recordingFeatures(names: string[], failing?: string) {
       events.push(`teardown ${name}`);
     },
   }));
-  const register = (): Capabilities => ({ hostFeatures: features, vmHooks: [] });
+  const register = (): Capabilities => ({ hostFeatures: features, vmHooks: [], imageSources: [] });
   return { events, register };
 }
 

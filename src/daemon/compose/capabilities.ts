@@ -7,7 +7,10 @@
  *   each one's teardown on the daemon's lifetime stack first, so a failure
  *   tears down the ones before it in reverse and stop does the same;
  * - per-VM hooks: run by the VM service at each VM start and stop in their
- *   phase (`VmHook` in daemon/vm/platform.ts), e.g. a VM's DNS record.
+ *   phase (`VmHook` in daemon/vm/platform.ts), e.g. a VM's DNS record;
+ * - image sources: ways to make an image a ref names (`ImageSource` in
+ *   daemon/image/source.ts), tried after the built-in catalog build, in
+ *   this order; each publishes through the image store's one path.
  *
  * Adding a capability is a new file that builds it plus one entry here.
  * Nothing is registered that does not work.
@@ -16,6 +19,7 @@ import type { Config } from "../../core/config/index.ts";
 import type { Logger } from "../../core/log/index.ts";
 import type { Layout } from "../../core/paths/index.ts";
 import type { Runner } from "../../sys/runner/index.ts";
+import type { ImageSource } from "../image/index.ts";
 import type { VmHook } from "../vm/index.ts";
 
 /**
@@ -35,6 +39,7 @@ export interface HostFeature {
 export interface Capabilities {
   readonly hostFeatures: readonly HostFeature[];
   readonly vmHooks: readonly VmHook[];
+  readonly imageSources: readonly ImageSource[];
 }
 
 /** What a capability may be built from. */
@@ -50,6 +55,7 @@ export type RegisterCapabilities = (deps: CapabilityDeps) => Capabilities;
 export const registerCapabilities: RegisterCapabilities = () => ({
   hostFeatures: [],
   vmHooks: [],
+  imageSources: [],
 });
 
 /** Ensures each feature in order; each one's teardown is deferred on `life` before its ensure runs. */

@@ -77,6 +77,7 @@ export async function buildServices(deps: ServiceDeps, life: AsyncDisposableStac
     fs: createNodeFs(),
     buildCacheDir: deps.env.BANGER_IMAGE_CACHE || undefined,
     downloadLauncher: hostNetnsLauncher(deps.env),
+    sources: capabilities.imageSources,
     extractVmlinux: async (bzImage, out, signal) => {
       await extractVmlinux(runner, bzImage, out, signal ? { signal } : {});
     },
