@@ -8,7 +8,7 @@
 import { randomBytes } from "node:crypto";
 import { readlinkSync } from "node:fs";
 import { join } from "node:path";
-import { setTimeout as sleep } from "node:timers/promises";
+import { sleep } from "../../core/async/index.ts";
 import { KeyedLocks, Mutex, OperationRegistry } from "../../core/concurrency/index.ts";
 import type { Config } from "../../core/config/index.ts";
 import type { Logger } from "../../core/log/index.ts";
@@ -132,7 +132,7 @@ export async function buildServices(deps: ServiceDeps, life: AsyncDisposableStac
     probeBanner: probeSshBanner,
     now,
     monotonicMs: () => performance.now(),
-    sleep: async (ms, signal) => void (await sleep(ms, undefined, { signal })),
+    sleep,
   });
   const doctor = () => runDoctor(doctorChecks({ probes, runner, layout, config, cowStrategy, accel }));
   return { runner, images, vms, stats, createOps, capabilities, doctor, now };

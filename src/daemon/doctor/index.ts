@@ -4,6 +4,7 @@
  * memoizes (the raw COW strategy, the accelerator choice) come in as named
  * objects so doctor reports what VMs actually get.
  */
+import { errorMessage } from "../../core/async/index.ts";
 import type { Config } from "../../core/config/index.ts";
 import type { Layout } from "../../core/paths/index.ts";
 import type { DoctorCheck } from "../../protocol/index.ts";
@@ -59,7 +60,7 @@ export async function runDoctor(checks: readonly HostCheck[]): Promise<DoctorChe
       results.push({
         name: check.name,
         status: "fail",
-        detail: `the check failed to run: ${error instanceof Error ? error.message : String(error)}`,
+        detail: `the check failed to run: ${errorMessage(error)}`,
       });
     }
   }

@@ -5,6 +5,7 @@
  * cache. Publishing is the store's (store.ts).
  */
 import { join } from "node:path";
+import { cancelled, errorMessage, throwIfAborted } from "../../core/async/index.ts";
 import {
   APT_DEB822_SOURCES,
   type BuildPlan,
@@ -22,7 +23,7 @@ import {
   sparseCopyArgv,
 } from "../../core/image/index.ts";
 import type { Logger } from "../../core/log/index.ts";
-import { BangerError, ErrorCode, isBangerError } from "../../protocol/index.ts";
+import { BangerError, ErrorCode, isBangerError, isCancelled } from "../../protocol/index.ts";
 import type { Runner } from "../../sys/runner/index.ts";
 import type { FetchOptions, ImageSource } from "./source.ts";
 import type { ImageFs } from "./store.ts";
@@ -66,7 +67,7 @@ export function createCatalogSource(deps: CatalogSourceDeps): ImageSource {
 
   async function runStep(step: BuildStep, options: FetchOptions, buildLog: Logger): Promise<void> {
     const name = `image.${step.id}`;
-    throwIfAborted(options.signal, step.id);
+    throwIfAborted(options.signal, `image build before step '${step.id}'`);
     options.progress({ step: name, message: step.message, status: "start" });
     const stepStarted = deps.now();
     try {
@@ -210,27 +211,20 @@ export function createCatalogSource(deps: CatalogSourceDeps): ImageSource {
   };
 }
 
-function throwIfAborted(signal: AbortSignal, stepId: string): void {
-  if (signal.aborted) {
-    throw new BangerError(ErrorCode.CANCELLED, `image build cancelled before step '${stepId}'`, {
-      cause: signal.reason,
-    });
-  }
-}
-
 function stepError(step: { id: string }, error: unknown, signal: AbortSignal): BangerError {
-  if (signal.aborted || (isBangerError(error) && error.code === ErrorCode.CANCELLED)) {
-    return new BangerError(ErrorCode.CANCELLED, `image build cancelled during step '${step.id}'`, {
-      cause: error,
-    });
+  if (signal.aborted || isCancelled(error)) {
+    return cancelled(signal, `image build during step '${step.id}'`, { cause: error });
   }
   if (isBangerError(error) && error.code === ErrorCode.TOOL_MISSING) return error;
-  const detail = error instanceof Error ? error.message : String(error);
-  return new BangerError(ErrorCode.IMAGE_BUILD_FAILED, `image build failed at step '${step.id}': ${detail}`, {
-    cause: error,
-    hint:
-      step.id === "rootfs"
-        ? "mmdebstrap needs root and apt access to the Debian mirror; `banger daemon logs` has its output"
-        : "`banger daemon logs` has the failing command's output",
-  });
+  return new BangerError(
+    ErrorCode.IMAGE_BUILD_FAILED,
+    `image build failed at step '${step.id}': ${errorMessage(error)}`,
+    {
+      cause: error,
+      hint:
+        step.id === "rootfs"
+          ? "mmdebstrap needs root and apt access to the Debian mirror; `banger daemon logs` has its output"
+          : "`banger daemon logs` has the failing command's output",
+    },
+  );
 }

@@ -13,6 +13,7 @@
  * Whatever fails or is cancelled leaves neither a directory nor a row.
  */
 import { join } from "node:path";
+import { throwIfAborted } from "../../core/async/index.ts";
 import type { Mutex } from "../../core/concurrency/index.ts";
 import { removeTreeArgv, shortDigest } from "../../core/image/index.ts";
 import type { Logger } from "../../core/log/index.ts";
@@ -178,11 +179,7 @@ export function createImageStore(deps: ImageStoreDeps): ImageStore {
       await fs.mkdir(stagingDir);
       try {
         const staged = await request.fill(stagingDir);
-        if (request.signal.aborted) {
-          throw new BangerError(ErrorCode.CANCELLED, "image build cancelled before step 'publish'", {
-            cause: request.signal.reason,
-          });
-        }
+        throwIfAborted(request.signal, "image build before step 'publish'");
         const message = `publishing ${staged.name} (${shortDigest(staged.digest)})`;
         request.progress({ step: "image.publish", message, status: "start" });
         const rootfs = imagePaths(stagingDir).rootfs;

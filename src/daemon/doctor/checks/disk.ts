@@ -1,9 +1,8 @@
 import type { Layout } from "../../../core/paths/index.ts";
+import { GIB } from "../../../core/units.ts";
 import type { HostProbes } from "../../../sys/host/index.ts";
 import type { HostCheck } from "./check.ts";
 import { nearestExisting } from "./nearest-existing.ts";
-
-const GIB = 1024 ** 3;
 
 /** Free space for the state dir: under 1 GiB fails (the default image needs it), under 5 GiB warns. */
 export function freeDiskCheck(deps: { probes: HostProbes; layout: Layout }): HostCheck {

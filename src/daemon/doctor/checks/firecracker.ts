@@ -1,3 +1,4 @@
+import { errorMessage } from "../../../core/async/index.ts";
 import type { Config } from "../../../core/config/index.ts";
 import { capabilitiesFor, parseFirecrackerVersion } from "../../../core/firecracker/index.ts";
 import { BangerError, ErrorCode } from "../../../protocol/index.ts";
@@ -28,7 +29,7 @@ export function firecrackerCheck(deps: { config: Config; runner: Runner }): Host
           status: "warn",
           detail: missing
             ? `${binary} is not installed: VMs use the QEMU driver`
-            : `${binary} is not usable: ${error instanceof Error ? error.message : String(error)}`,
+            : `${binary} is not usable: ${errorMessage(error)}`,
           hint: "optional: install a Firecracker release (>= 1.8) on a KVM host for --vmm firecracker",
         };
       }
