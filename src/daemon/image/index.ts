@@ -4,31 +4,21 @@
  * build.ts is built in, others are registered by the composition root),
  * resolving a ref for a VM (resolve.ts) and the vmlinux cache (vmlinux.ts).
  */
-import type { Mutex } from "../../core/concurrency/index.ts";
-import type { Logger } from "../../core/log/index.ts";
-import type { Layout } from "../../core/paths/index.ts";
 import type { ProgressEvent } from "../../protocol/index.ts";
-import type { Runner } from "../../sys/runner/index.ts";
-import type { ImageRecord, Store } from "../../sys/store/index.ts";
+import type { ImageRecord } from "../../sys/store/index.ts";
 import { type CatalogSourceDeps, createCatalogSource } from "./build.ts";
 import { createImageResolver, imageNotFound } from "./resolve.ts";
 import type { ImageSource } from "./source.ts";
-import { createImageStore, type ImageFs } from "./store.ts";
+import { createImageStore, type ImageStoreDeps } from "./store.ts";
 import { createVmlinuxCache, type VmlinuxDeps } from "./vmlinux.ts";
 
 export type { FetchOptions, ImageSource, StagedImage } from "./source.ts";
 export type { ImageFs } from "./store.ts";
 
 export interface ImageServiceDeps
-  extends Omit<CatalogSourceDeps, "logger">,
+  extends Omit<ImageStoreDeps, "notFound">,
+    Omit<CatalogSourceDeps, "logger">,
     Pick<VmlinuxDeps, "extractVmlinux"> {
-  store: Store;
-  runner: Runner;
-  layout: Layout;
-  logger: Logger;
-  /** Held only while a finished image is published (rename + row swap) and while an image is deleted. */
-  publishMutex: Mutex;
-  fs: ImageFs;
   /** Sources tried after the catalog build, in order (the capabilities registry's). */
   sources?: readonly ImageSource[] | undefined;
 }

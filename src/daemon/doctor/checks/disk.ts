@@ -12,21 +12,20 @@ export function freeDiskCheck(deps: { probes: HostProbes; layout: Layout }): Hos
       const dir = await nearestExisting(deps.probes, deps.layout.stateDir);
       const free = await deps.probes.freeBytes(dir);
       const detail = `${(free / GIB).toFixed(1)} GiB free for ${deps.layout.stateDir}`;
-      if (free < 1 * GIB)
-        return {
-          name: "disk",
-          status: "fail",
-          detail,
-          hint: "free disk space: the default image needs about 1 GiB and each VM its overlay",
-        };
-      if (free < 5 * GIB)
-        return {
-          name: "disk",
-          status: "warn",
-          detail,
-          hint: "VM disks grow as guests write; keep a few GiB free",
-        };
-      return { name: "disk", status: "ok", detail };
+      if (free >= 5 * GIB) return { name: "disk", status: "ok", detail };
+      return free < 1 * GIB
+        ? {
+            name: "disk",
+            status: "fail",
+            detail,
+            hint: "free disk space: the default image needs about 1 GiB and each VM its overlay",
+          }
+        : {
+            name: "disk",
+            status: "warn",
+            detail,
+            hint: "VM disks grow as guests write; keep a few GiB free",
+          };
     },
   };
 }
