@@ -18,6 +18,7 @@ import { createFileLogger } from "../../sys/log/index.ts";
 import { isPidAlive, readCmdline } from "../../sys/proc/index.ts";
 import { openStore, type Store } from "../../sys/store/index.ts";
 import { buildHandlers, type DaemonInfo } from "../handlers.ts";
+import { buildImageHandlers } from "../image-handlers.ts";
 import { createRpcServer } from "../rpc/server.ts";
 import { buildVmHandlers } from "../vm-handlers.ts";
 import { ensureHostFeatures, type RegisterCapabilities, registerCapabilities } from "./capabilities.ts";
@@ -94,6 +95,7 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
     const handlers = {
       ...buildHandlers({ info, store, doctor: services.doctor }),
       ...buildVmHandlers(services),
+      ...buildImageHandlers({ ...services, store }),
     };
     const socketGid = await socketGroup(config, layout);
     const server = createRpcServer({

@@ -7,6 +7,7 @@
  */
 import { randomBytes } from "node:crypto";
 import { readlinkSync } from "node:fs";
+import { homedir } from "node:os";
 import { join } from "node:path";
 import { sleep } from "../../core/async/index.ts";
 import { KeyedLocks, Mutex, OperationRegistry } from "../../core/concurrency/index.ts";
@@ -18,6 +19,8 @@ import { createFirecrackerDriver } from "../../sys/firecracker/index.ts";
 import { createNodeFs, readDiskUsage } from "../../sys/fs/index.ts";
 import { createHostProbes, type HostProbes } from "../../sys/host/index.ts";
 import { extractVmlinux } from "../../sys/kernel/index.ts";
+import { BlobCache } from "../../sys/oci/blob-cache.ts";
+import { runImageWorker } from "../../sys/oci/worker-client.ts";
 import { readProcessUsage } from "../../sys/proc/index.ts";
 import { createProcessRunner, type Runner } from "../../sys/runner/index.ts";
 import { probeSshBanner } from "../../sys/ssh/index.ts";
@@ -26,6 +29,7 @@ import { createVmFiles } from "../../sys/vmfiles/index.ts";
 import { createQemuDriver } from "../../sys/vmm/index.ts";
 import { doctorChecks, runDoctor } from "../doctor/index.ts";
 import { createImageService, type ImageService } from "../image/index.ts";
+import { createOciImages, type OciImages, withAutoPull } from "../image/oci.ts";
 import { createVmService, createVmStats, type VmService, type VmStatsService } from "../vm/index.ts";
 import { createVmDisks } from "./adapters/disks.ts";
 import { createDrivers } from "./adapters/drivers.ts";
@@ -46,6 +50,7 @@ export interface ServiceDeps {
 export interface Services {
   runner: Runner;
   images: ImageService;
+  oci: OciImages;
   vms: VmService;
   stats: VmStatsService;
   createOps: OperationRegistry<VmInfo>;
@@ -63,14 +68,15 @@ export async function buildServices(deps: ServiceDeps, life: AsyncDisposableStac
   const probes: HostProbes = createHostProbes(deps.env);
   const now = () => new Date();
   const capabilities = deps.registerCapabilities({ config, layout, runner, logger });
+  // The narrow global mutex for image publication, shared by every way of making an image (ARCHITECTURE.md "Lock order").
+  const publishMutex = new Mutex();
 
   const images = createImageService({
     store,
     runner,
     layout,
     logger: logger.child({ svc: "image" }),
-    // The narrow global mutex for image publication (ARCHITECTURE.md "Lock order").
-    publishMutex: new Mutex(),
+    publishMutex,
     now,
     newId,
     guestFilesDir: join(import.meta.dirname, "..", "..", "..", "guest"),
@@ -83,6 +89,21 @@ export async function buildServices(deps: ServiceDeps, life: AsyncDisposableStac
     },
   });
   await images.cleanupStaging();
+  const blobs = new BlobCache(layout.blobsDir);
+  await blobs.clearDebris();
+  const oci = createOciImages({
+    store,
+    layout,
+    logger: logger.child({ svc: "image-oci" }),
+    publishMutex,
+    now,
+    newId,
+    fs: createNodeFs(),
+    runWorker: runImageWorker,
+    blobs,
+    launcher: hostNetnsLauncher(deps.env),
+    dockerConfigFile: join(deps.env.DOCKER_CONFIG || join(homedir(), ".docker"), "config.json"),
+  });
 
   const accel = createAccelProbe({ config, layout, runner, store });
   const cowStrategy = createCowStrategyProbe(layout, runner);
@@ -109,7 +130,7 @@ export async function buildServices(deps: ServiceDeps, life: AsyncDisposableStac
     layout,
     config,
     logger: logger.child({ svc: "vm" }),
-    images,
+    images: withAutoPull(images, oci, store),
     network: createVmNetwork({ runner, logger, config }),
     drivers,
     disks: createVmDisks({ runner, cowStrategy, exists: files.exists }),
@@ -135,7 +156,7 @@ export async function buildServices(deps: ServiceDeps, life: AsyncDisposableStac
     sleep,
   });
   const doctor = () => runDoctor(doctorChecks({ probes, runner, layout, config, cowStrategy, accel }));
-  return { runner, images, vms, stats, createOps, capabilities, doctor, now };
+  return { runner, images, oci, vms, stats, createOps, capabilities, doctor, now };
 }
 
 /** Short random ids for VMs, images and operations. */
