@@ -232,8 +232,8 @@ async function fetchBranch(options: {
   const fetched = await git(
     repo,
     [
+      // Not -q: a quiet fetch does not say why it refused a ref.
       "fetch",
-      "-q",
       "--no-tags",
       "--no-write-fetch-head",
       options.bundle,
