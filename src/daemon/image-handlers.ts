@@ -4,6 +4,7 @@
  * logout). `image delete --force` also deletes the stopped VMs that use
  * the image, naming them; a running one still refuses.
  */
+import { catalogEntries } from "../core/image/index.ts";
 import { BangerError, ErrorCode, type ImageInfo } from "../protocol/index.ts";
 import type { ImageRecord, Store } from "../sys/store/index.ts";
 import type { ImageService } from "./image/index.ts";
@@ -81,6 +82,15 @@ export function buildImageHandlers(deps: ImageHandlerDeps): HandlerTable {
     },
     "image.pull": async (params, ctx) => info(await oci.pull(params, op(ctx))),
     "image.import": async (params, ctx) => info(await oci.import(params, op(ctx))),
+    "image.register": async (params) => info(await oci.register(params)),
+    "image.catalog": () => ({
+      entries: catalogEntries().map((entry) => ({
+        name: entry.name,
+        kind: entry.kind,
+        description: entry.description,
+        present: images.list().some((image) => image.name === entry.name),
+      })),
+    }),
     "image.prune": () => oci.prune(),
     "image.login": async (params) => {
       await oci.login(params.registry, { username: params.username, password: params.password });

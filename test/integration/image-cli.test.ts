@@ -8,7 +8,7 @@
  */
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
-import { existsSync, mkdirSync, readdirSync, statSync } from "node:fs";
+import { existsSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, test } from "node:test";
 import { createE2eEnv, type E2eEnv } from "../helpers/e2e.ts";
@@ -154,6 +154,26 @@ test("login stores credentials in a 0600 file; pulls from the htpasswd registry 
   const pulled = await json<ImageJson>(["image", "pull", reference]);
   assert.equal(pulled.name, reference);
   assert.doesNotMatch(await readLog(), new RegExp(TEST_USER.password));
+});
+
+test("register copies files into the store; ls --catalog lists the buildable images", { skip }, async () => {
+  const source = join(tmp.path, "register");
+  mkdirSync(source);
+  for (const file of ["rootfs.ext4", "vmlinuz"]) writeFileSync(join(source, file), file);
+  const registered = await json<ImageJson>([
+    "image",
+    "register",
+    "mine",
+    "--rootfs",
+    join(source, "rootfs.ext4"),
+    "--kernel",
+    join(source, "vmlinuz"),
+  ]);
+  assert.equal(registered.kind, "registered");
+  assert.equal(readFileSync(registered.rootfs, "utf8"), "rootfs.ext4");
+  const catalog = await json<{ name: string; present: boolean }[]>(["image", "ls", "--catalog"]);
+  assert.deepEqual(catalog.find((entry) => entry.name === "debian-bookworm")?.present, false);
+  assert.equal((await env.banger(["image", "rm", "mine"])).code, 0);
 });
 
 test("vm create --image REF auto-pulls; delete and prune clean up", { skip }, async () => {

@@ -16,10 +16,23 @@ export function registerImageCommands(program: Command, ctx: CliContext): void {
   image
     .command("list")
     .alias("ls")
-    .description("list images")
+    .description("list images (--catalog: the images banger can build)")
+    .option("--catalog", "list the built-in catalog instead")
     .option("--json", "print JSON")
-    .addHelpText("after", "\nExamples:\n  banger image ls")
-    .action(async (options: { json?: boolean }) => {
+    .addHelpText("after", "\nExamples:\n  banger image ls\n  banger image ls --catalog")
+    .action(async (options: { json?: boolean; catalog?: boolean }) => {
+      if (options.catalog) {
+        const { entries } = await (await ctx.client()).call("image.catalog", {});
+        if (options.json) printJson(ctx, entries);
+        else
+          ctx.stdout.write(
+            `${formatTable(
+              ["name", "kind", "present", "description"],
+              entries.map((e) => [e.name, e.kind, e.present ? "yes" : "no", e.description]),
+            )}\n`,
+          );
+        return;
+      }
       const { images } = await (await ctx.client()).call("image.list", {});
       if (options.json) printJson(ctx, images);
       else
@@ -185,6 +198,30 @@ export function registerImageCommands(program: Command, ctx: CliContext): void {
         );
         if (options.json) printJson(ctx, imported);
         else ctx.stdout.write(`${imported.name} ${imported.digest ?? ""}\n`);
+      },
+    );
+
+  image
+    .command("register <name>")
+    .description("add a root filesystem, kernel and initrd made elsewhere (copied into the store)")
+    .requiredOption("--rootfs <file>", "ext4 root filesystem image")
+    .requiredOption("--kernel <file>", "guest kernel (bzImage)")
+    .option("--initrd <file>", "initramfs")
+    .option("--json", "print JSON")
+    .addHelpText(
+      "after",
+      "\nExamples:\n  banger image register mine --rootfs rootfs.ext4 --kernel vmlinuz --initrd initrd.gz",
+    )
+    .action(
+      async (name: string, options: { rootfs: string; kernel: string; initrd?: string; json?: boolean }) => {
+        const registered = await (await ctx.client()).call("image.register", {
+          name,
+          rootfs: resolve(options.rootfs),
+          kernel: resolve(options.kernel),
+          ...(options.initrd ? { initrd: resolve(options.initrd) } : {}),
+        });
+        if (options.json) printJson(ctx, registered);
+        else ctx.stdout.write(`${registered.name} ${registered.id}\n`);
       },
     );
 

@@ -4,6 +4,7 @@
  */
 export {
   type CatalogEntry,
+  catalogEntries,
   DEFAULT_IMAGE_NAME,
   defaultCatalogEntry,
   findCatalogEntry,
@@ -20,6 +21,7 @@ export {
   type BuildPlan,
   type BuildStep,
   chooseAptSourcesFile,
+  copyFileArgv,
   imageFiles,
   planCachedImageCopy,
   planDefaultImageBuild,

@@ -12,6 +12,7 @@ import { join } from "node:path";
 import { sleep } from "../../core/async/index.ts";
 import { KeyedLocks, Mutex, OperationRegistry } from "../../core/concurrency/index.ts";
 import type { Config } from "../../core/config/index.ts";
+import { copyFileArgv } from "../../core/image/index.ts";
 import type { Logger } from "../../core/log/index.ts";
 import { type Layout, resolveLayout } from "../../core/paths/index.ts";
 import {
@@ -38,6 +39,7 @@ import { createVmFiles } from "../../sys/vmfiles/index.ts";
 import { chooseAccel, createQemuDriver, describeAccel, describeAccelFailure } from "../../sys/vmm/index.ts";
 import { runDoctor } from "../doctor/index.ts";
 import { buildHandlers, type DaemonInfo } from "../handlers.ts";
+import { imageDoctorChecks } from "../image/doctor.ts";
 import { createImageService } from "../image/index.ts";
 import { createOciImages, withAutoPull } from "../image/oci.ts";
 import { buildImageHandlers } from "../image-handlers.ts";
@@ -119,6 +121,7 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
     newId,
     fs: createNodeFs(),
     runWorker: runImageWorker,
+    copyFile: async (from, to) => void (await runner.run(copyFileArgv(from, to))),
     blobs,
     launcher: hostNetnsLauncher(options.env),
     dockerConfigFile: join(options.env.DOCKER_CONFIG || join(homedir(), ".docker"), "config.json"),
@@ -230,6 +233,7 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
           config,
           extraChecks: [
             async () => [await firecrackerDoctorCheck({ config, runner })],
+            () => imageDoctorChecks({ blobs, runner }),
             async () => {
               try {
                 return [cowDoctorCheck(await rawStrategy())];

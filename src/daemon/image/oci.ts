@@ -48,6 +48,8 @@ export interface OciImagesDeps {
   newId(): string;
   fs: Pick<Fs, "mkdir" | "rm" | "rename" | "stat" | "readFile" | "writeFileAtomic">;
   runWorker(options: WorkerRunOptions): Promise<WorkerResult>;
+  /** Copies a file (sparse, reflinked where the filesystem can). */
+  copyFile(from: string, to: string): Promise<void>;
   blobs: Pick<BlobCache, "list" | "remove" | "clearDebris">;
   /** Argv prefix that puts the worker in the host's network namespace (BANGER_NETNS). */
   launcher?: readonly string[] | undefined;
@@ -77,6 +79,13 @@ export interface ImportRequest {
   platform?: string | undefined;
 }
 
+export interface RegisterRequest {
+  name: string;
+  rootfs: string;
+  kernel: string;
+  initrd?: string | undefined;
+}
+
 export interface PruneResult {
   blobs: number;
   bytes: number;
@@ -87,6 +96,8 @@ export interface OciImages {
   import(request: ImportRequest, options?: Options): Promise<ImageRecord>;
   /** Removes blobs that no image references (and cache debris). */
   prune(): Promise<PruneResult>;
+  /** Copies a root filesystem, a kernel and an initrd made elsewhere into the store. */
+  register(request: RegisterRequest): Promise<ImageRecord>;
   login(registry: string, credentials: Credentials): Promise<void>;
   logout(registry: string): Promise<boolean>;
 }
@@ -212,7 +223,7 @@ export function createOciImages(deps: OciImagesDeps): OciImages {
       if (existing && existing.id !== replaces) {
         throw new BangerError(
           ErrorCode.NAME_TAKEN,
-          `image '${record.name}' was published by another pull meanwhile`,
+          `image '${record.name}' was published by another pull or import meanwhile`,
           {
             hint: "pull under another name with --name, or pull again to replace it",
           },
@@ -304,6 +315,51 @@ export function createOciImages(deps: OciImagesDeps): OciImages {
         log.info("blobs pruned", { blobs, bytes });
         return { blobs, bytes };
       });
+    },
+
+    async register(request) {
+      const id = deps.newId();
+      const stagingDir = join(layout.imageStagingDir, `register-${id}`);
+      const files: [string, string | undefined][] = [
+        ["rootfs.ext4", request.rootfs],
+        ["vmlinuz", request.kernel],
+        ["initrd.gz", request.initrd],
+      ];
+      for (const [, path] of files) {
+        if (path === undefined) continue;
+        const found = await fs.stat(path);
+        if (!found || found.isDirectory) {
+          throw new BangerError(ErrorCode.INVALID_PARAMS, `${path} is not a file`, {
+            hint: "image register takes the paths of a root filesystem image, a kernel and optionally an initrd",
+          });
+        }
+      }
+      if (store.getImageByName(request.name)) {
+        throw new BangerError(ErrorCode.NAME_TAKEN, `an image named '${request.name}' exists`, {
+          hint: "pick another name, or delete that image first",
+        });
+      }
+      await fs.mkdir(stagingDir);
+      try {
+        for (const [file, path] of files)
+          if (path !== undefined) await deps.copyFile(path, join(stagingDir, file));
+        const dir = join(layout.imagesDir, id);
+        const record: ImageRecord = {
+          id,
+          name: request.name,
+          kind: "registered",
+          dir,
+          kernel: join(dir, "vmlinuz"),
+          initrd: request.initrd === undefined ? null : join(dir, "initrd.gz"),
+          rootfs: join(dir, "rootfs.ext4"),
+          sizeBytes: (await fs.stat(join(stagingDir, "rootfs.ext4")))?.size ?? 0,
+          createdAt: deps.now().toISOString(),
+          source: request.rootfs,
+        };
+        return await publish(record, stagingDir, undefined);
+      } finally {
+        await fs.rm(stagingDir);
+      }
     },
 
     async login(registry, credentials) {
