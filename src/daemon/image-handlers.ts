@@ -7,6 +7,7 @@
 import { catalogEntries } from "../core/image/index.ts";
 import { BangerError, ErrorCode, type ImageInfo } from "../protocol/index.ts";
 import type { ImageRecord, Store } from "../sys/store/index.ts";
+import type { DockerfileBuilds } from "./image/dockerfile.ts";
 import type { ImageService } from "./image/index.ts";
 import { type OciImages, ociMetaOf } from "./image/oci.ts";
 import type { HandlerContext, HandlerTable } from "./rpc/server.ts";
@@ -15,6 +16,7 @@ import type { VmService } from "./vm/index.ts";
 export interface ImageHandlerDeps {
   images: ImageService;
   oci: OciImages;
+  dockerfiles: DockerfileBuilds;
   vms: Pick<VmService, "delete">;
   store: Pick<Store, "listVms">;
 }
@@ -22,7 +24,7 @@ export interface ImageHandlerDeps {
 const ACTIVE = new Set(["starting", "running", "paused", "stopping"]);
 
 export function buildImageHandlers(deps: ImageHandlerDeps): HandlerTable {
-  const { images, oci, vms, store } = deps;
+  const { images, oci, dockerfiles, vms, store } = deps;
   const op = (ctx: HandlerContext) => ({ signal: ctx.signal, progress: ctx.progress });
   const users = (image: ImageRecord) => store.listVms().filter((vm) => vm.imageId === image.id);
   const info = (image: ImageRecord): ImageInfo => {
@@ -82,6 +84,7 @@ export function buildImageHandlers(deps: ImageHandlerDeps): HandlerTable {
     },
     "image.pull": async (params, ctx) => info(await oci.pull(params, op(ctx))),
     "image.import": async (params, ctx) => info(await oci.import(params, op(ctx))),
+    "image.build": async (params, ctx) => info(await dockerfiles.build(params, op(ctx))),
     "image.register": async (params) => info(await oci.register(params)),
     "image.catalog": () => ({
       entries: catalogEntries().map((entry) => ({

@@ -323,6 +323,20 @@ export const methods = {
       .strict(),
     result: ImageInfo,
   },
+  "image.build": {
+    params: z
+      .object({
+        name: z.string().min(1).max(255),
+        context: z.string().min(1).max(4096),
+        dockerfile: z.string().min(1).max(4096).optional(),
+        buildArgs: z
+          .array(z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*=/s, { message: "must be KEY=VALUE" }))
+          .max(256)
+          .optional(),
+      })
+      .strict(),
+    result: ImageInfo,
+  },
   "image.register": {
     params: z
       .object({

@@ -202,6 +202,41 @@ export function registerImageCommands(program: Command, ctx: CliContext): void {
     );
 
   image
+    .command("build <context>")
+    .description(
+      "build an image from a Dockerfile with buildah (chroot isolation); FROM names a registry image",
+    )
+    .requiredOption("-t, --tag <name>", "the image's name")
+    .option("-f, --file <dockerfile>", "the Dockerfile (default: CONTEXT/Dockerfile)")
+    .option("--build-arg <key=value>", "a build argument (repeatable)", collect, [])
+    .option("--json", "print JSON")
+    .addHelpText(
+      "after",
+      "\nExamples:\n  banger image build -t app .\n  banger image build -t app -f docker/Dockerfile --build-arg VERSION=1.2 .",
+    )
+    .action(
+      async (
+        context: string,
+        options: { tag: string; file?: string; buildArg: string[]; json?: boolean },
+      ) => {
+        const built = await withProgress(ctx, (client, call) =>
+          client.call(
+            "image.build",
+            {
+              name: options.tag,
+              context: resolve(context),
+              ...(options.file ? { dockerfile: resolve(options.file) } : {}),
+              ...(options.buildArg.length > 0 ? { buildArgs: options.buildArg } : {}),
+            },
+            call,
+          ),
+        );
+        if (options.json) printJson(ctx, built);
+        else ctx.stdout.write(`${built.name} ${built.digest ?? ""}\n`);
+      },
+    );
+
+  image
     .command("register <name>")
     .description("add a root filesystem, kernel and initrd made elsewhere (copied into the store)")
     .requiredOption("--rootfs <file>", "ext4 root filesystem image")

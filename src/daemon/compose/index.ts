@@ -39,6 +39,7 @@ import { createVmFiles } from "../../sys/vmfiles/index.ts";
 import { chooseAccel, createQemuDriver, describeAccel, describeAccelFailure } from "../../sys/vmm/index.ts";
 import { runDoctor } from "../doctor/index.ts";
 import { buildHandlers, type DaemonInfo } from "../handlers.ts";
+import { createDockerfileBuilds } from "../image/dockerfile.ts";
 import { imageDoctorChecks } from "../image/doctor.ts";
 import { createImageService } from "../image/index.ts";
 import { createOciImages, withAutoPull } from "../image/oci.ts";
@@ -252,7 +253,21 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
         }),
     }),
     ...buildVmHandlers({ vms, createOps, stats }),
-    ...buildImageHandlers({ images, oci, vms, store }),
+    ...buildImageHandlers({
+      images,
+      oci,
+      dockerfiles: createDockerfileBuilds({
+        layout,
+        runner,
+        fs: createNodeFs(),
+        logger: logger.child({ svc: "image-dockerfile" }),
+        newId,
+        oci,
+        launcher: hostNetnsLauncher(options.env),
+      }),
+      vms,
+      store,
+    }),
   };
   const socketGid = config.daemon.socket_group ? await groupIdByName(config.daemon.socket_group) : undefined;
   if (config.daemon.socket_group && socketGid === undefined) {

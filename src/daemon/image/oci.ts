@@ -74,6 +74,8 @@ export interface PullRequest {
 
 export interface ImportRequest {
   path: string;
+  /** Recorded as the image's source instead of the path. */
+  source?: string | undefined;
   name?: string | undefined;
   tag?: string | undefined;
   platform?: string | undefined;
@@ -289,7 +291,7 @@ export function createOciImages(deps: OciImagesDeps): OciImages {
       return runInStaging(
         { source: { kind: "archive", path: request.path, tag: request.tag }, platform },
         request.name ?? ((result) => nameFromArchive(result.suggestedName) ?? fallback),
-        request.path,
+        request.source ?? request.path,
         options,
       );
     },
