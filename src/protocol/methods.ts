@@ -337,6 +337,10 @@ export const methods = {
       .strict(),
     result: ImageInfo,
   },
+  "image.promote": {
+    params: z.object({ vm: z.string().min(1), name: z.string().min(1).max(255) }).strict(),
+    result: ImageInfo,
+  },
   "image.register": {
     params: z
       .object({

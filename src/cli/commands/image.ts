@@ -237,6 +237,24 @@ export function registerImageCommands(program: Command, ctx: CliContext): void {
     );
 
   image
+    .command("promote <vm> <name>")
+    .description(
+      "make a stopped VM's disk a new image (its host keys, authorized key and machine id removed)",
+    )
+    .option("--json", "print JSON")
+    .addHelpText(
+      "after",
+      "\nExamples:\n  banger vm stop dev && banger image promote dev golden\n  banger vm run --image golden -- make test",
+    )
+    .action(async (vm: string, name: string, options: { json?: boolean }) => {
+      const promoted = await withProgress(ctx, (client, call) =>
+        client.call("image.promote", { vm, name }, call),
+      );
+      if (options.json) printJson(ctx, promoted);
+      else ctx.stdout.write(`${promoted.name} ${promoted.id}\n`);
+    });
+
+  image
     .command("register <name>")
     .description("add a root filesystem, kernel and initrd made elsewhere (copied into the store)")
     .requiredOption("--rootfs <file>", "ext4 root filesystem image")

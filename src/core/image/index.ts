@@ -28,3 +28,4 @@ export {
   removeTreeArgv,
   sparseCopyArgv,
 } from "./plan.ts";
+export { PER_VM_FILES, type PromoteSource, planPromote } from "./promote.ts";

@@ -43,6 +43,8 @@ import { createDockerfileBuilds } from "../image/dockerfile.ts";
 import { imageDoctorChecks } from "../image/doctor.ts";
 import { createImageService } from "../image/index.ts";
 import { createOciImages, withAutoPull } from "../image/oci.ts";
+import { createPromoter } from "../image/promote.ts";
+import { createPublisher } from "../image/publish.ts";
 import { buildImageHandlers } from "../image-handlers.ts";
 import { createRpcServer, type RpcServer } from "../rpc/server.ts";
 import { createVmService, createVmStats } from "../vm/index.ts";
@@ -264,6 +266,17 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
         newId,
         oci,
         launcher: hostNetnsLauncher(options.env),
+      }),
+      promote: createPromoter({
+        store,
+        layout,
+        runner,
+        fs: createNodeFs(),
+        logger: logger.child({ svc: "image-promote" }),
+        newId,
+        now,
+        copyFile: async (from, to) => void (await runner.run(copyFileArgv(from, to))),
+        publish: createPublisher({ store, fs: createNodeFs(), publishMutex: imagePublication }),
       }),
       vms,
       store,

@@ -30,6 +30,7 @@ import type { BlobCache } from "../../sys/oci/blob-cache.ts";
 import type { WorkerRequest, WorkerResult, WorkerRunOptions } from "../../sys/oci/worker-client.ts";
 import type { ImageRecord, Store } from "../../sys/store/index.ts";
 import type { ImageService } from "./index.ts";
+import { createPublisher } from "./publish.ts";
 
 /** What an OCI image's row keeps in `meta`. */
 export interface OciImageMeta {
@@ -128,6 +129,7 @@ export function createOciImages(deps: OciImagesDeps): OciImages {
   const log = deps.logger.child({ service: "image-oci" });
   /** Start times of pulls in flight: their blobs are not referenced by a row yet, so prune keeps newer blobs. */
   const inFlight = new Map<string, number>();
+  const publish = createPublisher({ store, fs, publishMutex: deps.publishMutex });
 
   async function readJson(path: string | undefined): Promise<unknown> {
     if (!path) return undefined;
@@ -205,60 +207,6 @@ export function createOciImages(deps: OciImagesDeps): OciImages {
       inFlight.delete(id);
       await fs.rm(stagingDir);
     }
-  }
-
-  /**
-   * The publication atom, under the mutex: re-check the name, rename the
-   * staging directory into place, insert the row. An image of that name
-   * with the same manifest is returned as is. A different one is replaced
-   * only if it already held the name when this pull started (a re-pull)
-   * and no VM uses it; one published meanwhile wins the name.
-   */
-  function publish(
-    record: ImageRecord,
-    stagingDir: string,
-    replaces: string | undefined,
-  ): Promise<ImageRecord> {
-    return deps.publishMutex.run(async () => {
-      const existing = store.getImageByName(record.name);
-      if (existing && existing.digest === record.digest && existing.kind === "oci") return existing;
-      if (existing && existing.id !== replaces) {
-        throw new BangerError(
-          ErrorCode.NAME_TAKEN,
-          `image '${record.name}' was published by another pull or import meanwhile`,
-          {
-            hint: "pull under another name with --name, or pull again to replace it",
-          },
-        );
-      }
-      if (existing) {
-        const users = store
-          .listVms()
-          .filter((vm) => vm.imageId === existing.id)
-          .map((vm) => vm.name);
-        if (users.length > 0) {
-          throw new BangerError(
-            ErrorCode.NAME_TAKEN,
-            `image '${record.name}' exists with other content and VMs use it (${users.join(", ")})`,
-            {
-              hint: "pull under another name with --name, or delete those VMs first",
-            },
-          );
-        }
-      }
-      await fs.rename(stagingDir, record.dir);
-      try {
-        store.transaction(() => {
-          if (existing) store.deleteImage(existing.id);
-          store.insertImage(record);
-        });
-      } catch (error) {
-        await fs.rename(record.dir, stagingDir);
-        throw error;
-      }
-      if (existing) await fs.rm(existing.dir);
-      return record;
-    });
   }
 
   return {
