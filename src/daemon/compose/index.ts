@@ -131,7 +131,7 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
   });
 
   const accel = () => {
-    const kernel = store.listImages()[0]?.kernel;
+    const kernel = store.listImages().find((image) => image.kernel !== "")?.kernel;
     if (!kernel)
       return Promise.resolve({
         accel: "tcg" as const,
