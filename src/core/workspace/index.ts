@@ -12,6 +12,9 @@ export {
   shellProgram,
 } from "./scripts.ts";
 
+/** In a VM's directory: the guest paths `vm auth sync` wrote (paths only), scrubbed by `image promote`. */
+export const AUTH_FILES_JSON = "auth-files.json";
+
 /** Where a repository goes in the guest when `--path` is not given: /root/work/<dir name>. */
 export function defaultGuestPath(hostRepoPath: string): string {
   const name = hostRepoPath.replace(/\/+$/, "").split("/").pop() || "repo";

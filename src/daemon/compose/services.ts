@@ -7,6 +7,7 @@
  */
 import { randomBytes } from "node:crypto";
 import { readlinkSync } from "node:fs";
+import { readFile } from "node:fs/promises";
 import { homedir } from "node:os";
 import { join } from "node:path";
 import { sleep } from "../../core/async/index.ts";
@@ -15,10 +16,11 @@ import type { Config } from "../../core/config/index.ts";
 import { copyFileArgv } from "../../core/image/index.ts";
 import type { Logger } from "../../core/log/index.ts";
 import type { Layout } from "../../core/paths/index.ts";
+import { AUTH_FILES_JSON } from "../../core/workspace/index.ts";
 import type { VmInfo } from "../../protocol/index.ts";
 import { copyOutOfDisk, runUnprivileged } from "../../sys/diskread/index.ts";
 import { createFirecrackerDriver } from "../../sys/firecracker/index.ts";
-import { createNodeFs, readDiskUsage } from "../../sys/fs/index.ts";
+import { createNodeFs, readDiskUsage, writeFileAtomic } from "../../sys/fs/index.ts";
 import { createHostProbes, type HostProbes } from "../../sys/host/index.ts";
 import { extractVmlinux } from "../../sys/kernel/index.ts";
 import { BlobCache } from "../../sys/oci/blob-cache.ts";
@@ -30,8 +32,8 @@ import type { Store } from "../../sys/store/index.ts";
 import { createVmFiles } from "../../sys/vmfiles/index.ts";
 import { createQemuDriver } from "../../sys/vmm/index.ts";
 import { doctorChecks, runDoctor } from "../doctor/index.ts";
-import { createImageService, type ImageService } from "../image/index.ts";
 import { createDockerfileBuilds, type DockerfileBuilds } from "../image/dockerfile.ts";
+import { createImageService, type ImageService } from "../image/index.ts";
 import { createOciImages, type OciImages, withAutoPull } from "../image/oci.ts";
 import { createPromoter, type Promote } from "../image/promote.ts";
 import { createPublisher } from "../image/publish.ts";
@@ -84,7 +86,8 @@ export async function buildServices(deps: ServiceDeps, life: AsyncDisposableStac
   const probes: HostProbes = createHostProbes(deps.env);
   const now = () => new Date();
   const capabilities = deps.registerCapabilities({ config, layout, runner, logger });
-  const copyFile = async (from: string, to: string): Promise<void> => void (await runner.run(copyFileArgv(from, to)));
+  const copyFile = async (from: string, to: string): Promise<void> =>
+    void (await runner.run(copyFileArgv(from, to)));
   // The narrow global mutex for image publication, shared by every way of making an image (ARCHITECTURE.md "Lock order").
   const publishMutex = new Mutex();
 
@@ -142,6 +145,7 @@ export async function buildServices(deps: ServiceDeps, life: AsyncDisposableStac
     newId,
     now,
     copyFile,
+    readFile: (path) => readFile(path, "utf8"),
     publish,
   });
 
@@ -205,7 +209,15 @@ export async function buildServices(deps: ServiceDeps, life: AsyncDisposableStac
     records: createWorkspaceRecords(layout),
     now,
   });
-  const transfers = createTransferService({ vms });
+  const transfers = createTransferService({
+    vms,
+    recordAuthFiles: async (name, guestPaths) => {
+      const vm = await vms.show(name);
+      await writeFileAtomic(join(vm.dir, AUTH_FILES_JSON), `${JSON.stringify(guestPaths)}\n`, {
+        mode: 0o600,
+      });
+    },
+  });
   const doctor = () => runDoctor(doctorChecks({ probes, runner, layout, config, cowStrategy, accel, blobs }));
   return {
     runner,

@@ -37,7 +37,16 @@ export interface TransferService {
   syncAuth(params: ParamsOf<"vm.auth.sync">, signal: AbortSignal): Promise<ResultOf<"vm.auth.sync">>;
 }
 
-export function createTransferService(deps: { vms: Pick<WorkspaceVms, "exec"> }): TransferService {
+export interface TransferDeps {
+  vms: Pick<WorkspaceVms, "exec">;
+  /** Remembers which guest paths auth sync wrote (never their contents), for `image promote` to scrub. */
+  recordAuthFiles?: (name: string, guestPaths: string[]) => Promise<void>;
+}
+
+/** The guest user is root: `~/` in a guest path is /root/. */
+const guestAbsolute = (path: string) => (path.startsWith("~/") ? `/root/${path.slice(2)}` : path);
+
+export function createTransferService(deps: TransferDeps): TransferService {
   const run = async (
     name: string,
     what: string,
@@ -127,6 +136,10 @@ export function createTransferService(deps: { vms: Pick<WorkspaceVms, "exec"> })
         for (const [index, file] of params.files.entries())
           entries.push({ name: `files/${index}`, data: Buffer.from(file.data, "base64"), mode: 0o600 });
       }
+      await deps.recordAuthFiles?.(
+        params.name,
+        params.files.map((file) => guestAbsolute(file.guest)),
+      );
       await run(params.name, "sync auth files", shellProgram("banger-auth", AUTH_SCRIPT, []), {
         stdin: Readable.from([Buffer.from(tarArchive(entries))]),
         signal,
