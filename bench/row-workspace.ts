@@ -73,7 +73,13 @@ export async function benchWorkspaceRows(
   const results: RowResult[] = [];
   const sshNote = `baseline over ssh -S CONTROL -o ControlMaster=no root@${vm.guestIp}, spawned inside the netns`;
 
-  if (wanted.has(WS_PREPARE_ROW.id)) {
+  /** Alternates banger and the baseline, each run writing to guest path number `run`. */
+  const paired = async (
+    row: typeof WS_PREPARE_ROW | typeof CP_IN_ROW,
+    bangerArgs: (run: number) => string[],
+    baseline: { script: string; args: (run: number) => string[] },
+    note: string,
+  ) => {
     let run = 0;
     const samples = await alternate({
       runs: RUNS,
@@ -81,54 +87,39 @@ export async function benchWorkspaceRows(
       signal: ctx.env.signal,
       banger: async () => {
         run += 1;
-        const args = ["vm", "workspace", "prepare", name, "--repo", repo, "--path", `/root/ws/p${run}`];
-        return (await bangerChecked(ctx.env, args, TIMEOUT_MS)).ms;
+        return (await bangerChecked(ctx.env, bangerArgs(run), TIMEOUT_MS)).ms;
       },
       baseline: async () =>
         (
           await worker.request(
-            { op: "mux-shell", script: ARCHIVE_SCRIPT, args: [repo, `/root/ws/a${run}`] },
+            { op: "mux-shell", script: baseline.script, args: baseline.args(run) },
             TIMEOUT_MS,
           )
         ).ms as number,
       afterEach: (i, b, a) =>
-        ctx.log(`ws-prepare: run ${i}: banger ${Math.round(b)} ms, baseline ${Math.round(a)} ms`),
+        ctx.log(`${row.id}: run ${i}: banger ${Math.round(b)} ms, baseline ${Math.round(a)} ms`),
     });
-    results.push(
-      pairedRow(WS_PREPARE_ROW, samples, [
-        `${samples.banger.length} runs each; ${FILES} files of 1 MiB random, one commit; banger = CLI spawn to exit (bundle, stream, clone, checkout); baseline = git archive HEAD | ssh tar -x; ${sshNote}`,
-      ]),
+    results.push(pairedRow(row, samples, [`${samples.banger.length} runs each; ${note}; ${sshNote}`]));
+  };
+
+  if (wanted.has(WS_PREPARE_ROW.id)) {
+    await paired(
+      WS_PREPARE_ROW,
+      (run) => ["vm", "workspace", "prepare", name, "--repo", repo, "--path", `/root/ws/p${run}`],
+      { script: ARCHIVE_SCRIPT, args: (run) => [repo, `/root/ws/a${run}`] },
+      `${FILES} files of 1 MiB random, one commit; banger = CLI spawn to exit (bundle, stream, clone, checkout); baseline = git archive HEAD | ssh tar -x`,
     );
   }
-
   if (wanted.has(CP_IN_ROW.id)) {
     const file = join(ctx.env.home, "cp.bin");
     await runChecked(["sh", "-c", 'head -c $2 /dev/urandom >"$1"', "bench", file, String(100 * MIB)], {
       timeoutMs: 30_000,
     });
-    let run = 0;
-    const samples = await alternate({
-      runs: RUNS,
-      budgetMs: BUDGET_MS,
-      signal: ctx.env.signal,
-      banger: async () => {
-        run += 1;
-        return (await bangerChecked(ctx.env, ["vm", "cp", file, `${name}:/root/cp${run}`], TIMEOUT_MS)).ms;
-      },
-      baseline: async () =>
-        (
-          await worker.request(
-            { op: "mux-shell", script: SCP_SCRIPT, args: [file, `/root/scp${run}`] },
-            TIMEOUT_MS,
-          )
-        ).ms as number,
-      afterEach: (i, b, a) =>
-        ctx.log(`cp-in: run ${i}: banger ${Math.round(b)} ms, baseline ${Math.round(a)} ms`),
-    });
-    results.push(
-      pairedRow(CP_IN_ROW, samples, [
-        `${samples.banger.length} runs each; one 100 MiB random file; banger = CLI spawn to exit (tar stream through the daemon); baseline = scp; ${sshNote}`,
-      ]),
+    await paired(
+      CP_IN_ROW,
+      (run) => ["vm", "cp", file, `${name}:/root/cp${run}`],
+      { script: SCP_SCRIPT, args: (run) => [file, `/root/scp${run}`] },
+      "one 100 MiB random file; banger = CLI spawn to exit (tar stream through the daemon); baseline = scp",
     );
   }
   return results;

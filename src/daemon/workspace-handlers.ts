@@ -3,7 +3,7 @@
  * arrive on the request's `stdin` channel and leave on `stdout`.
  */
 import type { Config } from "../core/config/index.ts";
-import type { HandlerTable } from "./rpc/server.ts";
+import type { HandlerContext, HandlerTable } from "./rpc/server.ts";
 import type { TransferService, WorkspaceService } from "./workspace/index.ts";
 
 export interface WorkspaceHandlerDeps {
@@ -26,18 +26,10 @@ export function buildWorkspaceHandlers(deps: WorkspaceHandlerDeps): HandlerTable
         signal: ctx.signal,
       }),
     "vm.workspace.show": (params) => workspaces.show(params.name),
-    "vm.workspace.export": async (params, ctx) => {
-      try {
-        return await workspaces.export({
-          name: params.name,
-          format: params.format,
-          onData: (chunk) => ctx.streams.write("stdout", chunk),
-          signal: ctx.signal,
-        });
-      } finally {
-        ctx.streams.end("stdout");
-      }
-    },
+    "vm.workspace.export": (params, ctx) =>
+      toStdout(ctx, (onData) =>
+        workspaces.export({ name: params.name, format: params.format, onData, signal: ctx.signal }),
+      ),
     "vm.workspace.exported": (params) =>
       workspaces.markExported(params.name, { head: params.head, tree: params.tree }),
     "vm.cp.in": (params, ctx) =>
@@ -50,18 +42,10 @@ export function buildWorkspaceHandlers(deps: WorkspaceHandlerDeps): HandlerTable
         payload: ctx.streams.incoming("stdin"),
         signal: ctx.signal,
       }),
-    "vm.cp.out": async (params, ctx) => {
-      try {
-        return await transfers.copyOut({
-          name: params.name,
-          path: params.path,
-          onData: (chunk) => ctx.streams.write("stdout", chunk),
-          signal: ctx.signal,
-        });
-      } finally {
-        ctx.streams.end("stdout");
-      }
-    },
+    "vm.cp.out": (params, ctx) =>
+      toStdout(ctx, (onData) =>
+        transfers.copyOut({ name: params.name, path: params.path, onData, signal: ctx.signal }),
+      ),
     "vm.auth.config": () => ({
       authorizedKeys: deps.auth.authorized_keys,
       gitIdentity: deps.auth.git_identity,
@@ -69,4 +53,16 @@ export function buildWorkspaceHandlers(deps: WorkspaceHandlerDeps): HandlerTable
     }),
     "vm.auth.sync": (params, ctx) => transfers.syncAuth(params, ctx.signal),
   };
+}
+
+/** Runs `body` with a writer to the request's stdout channel, and ends the channel whatever happens. */
+async function toStdout<T>(
+  ctx: HandlerContext,
+  body: (onData: (chunk: Buffer) => Promise<void>) => Promise<T>,
+): Promise<T> {
+  try {
+    return await body((chunk) => ctx.streams.write("stdout", chunk));
+  } finally {
+    ctx.streams.end("stdout");
+  }
 }
