@@ -3,12 +3,13 @@
  * mounting it: a qcow2 overlay is first flattened to a sparse raw file
  * (`qemu-img convert -U`), then `debugfs rdump` copies the directory out of
  * the ext4 image, keeping modes, times and symlinks. The copy is guest
- * data, so it is made safe for git on the host: its git config is replaced
- * by a neutral one and alternates are dropped, it is handed to an
- * unprivileged user, and programs run on it as that user (`setpriv`).
+ * data, so it is made safe for git on the host: it is handed to an
+ * unprivileged user (`chown -h`, never through a symlink), and as that user
+ * (`setpriv`) every git directory in it gets a neutral config and loses its
+ * alternates; programs then run on it as that user too.
  */
 import { spawn } from "node:child_process";
-import { lstat, mkdtemp, rm, writeFile } from "node:fs/promises";
+import { lstat, mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { basename, join } from "node:path";
 import { cancelled } from "../../core/async/index.ts";
@@ -17,7 +18,27 @@ import type { Runner } from "../runner/index.ts";
 
 /** The unprivileged user programs run as on guest data (nobody:nogroup). */
 const UNPRIVILEGED = 65534;
-const NEUTRAL_GIT_CONFIG = "[core]\n\trepositoryformatversion = 0\n\tbare = false\n";
+
+/**
+ * Run as the unprivileged user on the copy ($1): every git directory in it
+ * (the repository's, its submodules') gets a neutral config and loses its
+ * alternates. Unprivileged, so a symlink planted by the guest can only lead
+ * to files that user may change anyway.
+ */
+const NEUTRALISE_SCRIPT = `set -eu
+find "$1" -type d \\( -name .git -o -path '*/.git/modules/*' \\) -print | while IFS= read -r dir; do
+  [ -e "$dir/HEAD" ] || continue
+  rm -f -- "$dir/config" "$dir/objects/info/alternates" "$dir/objects/info/http-alternates"
+  printf '[core]\\n\\trepositoryformatversion = 0\\n\\tbare = false\\n' >"$dir/config"
+done
+`;
+
+/** argv prefix that drops to the unprivileged user when the daemon is root. */
+function unprivileged(): string[] {
+  return process.getuid?.() === 0
+    ? ["setpriv", `--reuid=${UNPRIVILEGED}`, `--regid=${UNPRIVILEGED}`, "--clear-groups", "--"]
+    : [];
+}
 
 export interface DiskCopy {
   path: string;
@@ -68,10 +89,11 @@ export async function copyOutOfDisk(options: {
         },
       );
     }
-    await writeFile(join(gitDir, "config"), NEUTRAL_GIT_CONFIG);
-    await rm(join(gitDir, "objects", "info", "alternates"), { force: true });
-    await rm(join(gitDir, "objects", "info", "http-alternates"), { force: true });
-    if (process.getuid?.() === 0) await runner.run(["chown", "-R", `${UNPRIVILEGED}:${UNPRIVILEGED}`, dest]);
+    if (process.getuid?.() === 0)
+      await runner.run(["chown", "-R", "-h", `${UNPRIVILEGED}:${UNPRIVILEGED}`, dest]);
+    await runner.run([...unprivileged(), "sh", "-c", NEUTRALISE_SCRIPT, "banger-neutralise", copy], {
+      signal,
+    });
     return { path: copy, remove };
   } catch (error) {
     await remove();
@@ -93,11 +115,7 @@ export function runUnprivileged(options: {
 }): Promise<{ exitCode: number | null; stderr: string }> {
   const { signal } = options;
   if (signal.aborted) return Promise.reject(cancelled(signal));
-  const prefix =
-    process.getuid?.() === 0
-      ? ["setpriv", `--reuid=${UNPRIVILEGED}`, `--regid=${UNPRIVILEGED}`, "--clear-groups", "--"]
-      : [];
-  const [command, ...args] = [...prefix, ...options.argv] as [string, ...string[]];
+  const [command, ...args] = [...unprivileged(), ...options.argv] as [string, ...string[]];
   return new Promise((resolve, reject) => {
     const child = spawn(command, args, {
       stdio: ["ignore", "pipe", "pipe"],
