@@ -166,7 +166,9 @@ test("login stores credentials in a 0600 file; pulls from the htpasswd registry 
   assert.doesNotMatch(await readLog(), new RegExp(TEST_USER.password));
 });
 
-test("register copies files into the store; ls --catalog lists the buildable images", { skip }, async () => {
+test("register copies files into the store; delete --force takes its stopped VMs along; ls --catalog", {
+  skip,
+}, async () => {
   const source = join(tmp.path, "register");
   mkdirSync(source);
   for (const file of ["rootfs.ext4", "vmlinuz"]) writeFileSync(join(source, file), file);
@@ -183,7 +185,17 @@ test("register copies files into the store; ls --catalog lists the buildable ima
   assert.equal(readFileSync(registered.rootfs, "utf8"), "rootfs.ext4");
   const catalog = await json<{ name: string; present: boolean }[]>(["image", "ls", "--catalog"]);
   assert.deepEqual(catalog.find((entry) => entry.name === "debian-bookworm")?.present, false);
-  assert.equal((await env.banger(["image", "rm", "mine"])).code, 0);
+  const created = await env.banger(["vm", "create", "uses-mine", "--image", "mine", "--no-start"]);
+  assert.equal(created.code, 0, created.stderr);
+  const refused = await env.banger(["image", "rm", "mine"]);
+  assert.equal(refused.code, 6);
+  assert.match(refused.stderr, /used by uses-mine \((created|stopped)\)/);
+  assert.match(refused.stderr, /--force/);
+  const forced = await env.banger(["image", "rm", "--force", "mine"]);
+  assert.equal(forced.code, 0, forced.stderr);
+  assert.match(forced.stderr, /deleted VMs: uses-mine/);
+  assert.equal((await env.banger(["vm", "show", "uses-mine"])).code, 4);
+  assert.equal(existsSync(registered.rootfs), false);
 });
 
 test("build: FROM a registry image, ARG, ENV, COPY, RUN and .dockerignore", { skip }, async () => {
