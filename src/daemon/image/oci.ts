@@ -2,8 +2,9 @@
  * OCI images in the image store: `image pull` from a registry and `image
  * import` of a local archive run the image worker (fetch into the shared
  * blob cache, flatten, mkfs) in a fresh staging directory without any
- * lock, then publish under the publication mutex: re-check the name, one
- * rename of the staging directory, one row. Two pulls that race for one
+ * lock, then publish through the store's one commit atom (`commitImage`,
+ * under the publication mutex): re-check the name, one rename of the
+ * staging directory, one row. Two pulls that race for one
  * name have one winner; the loser's staging directory is removed (when it
  * pulled the same manifest it returns the winner's image). `prune` removes
  * blobs no image references; `login` stores registry credentials.
@@ -30,6 +31,7 @@ import type { BlobCache } from "../../sys/oci/blob-cache.ts";
 import type { WorkerRequest, WorkerResult, WorkerRunOptions } from "../../sys/oci/worker-client.ts";
 import type { ImageRecord, Store } from "../../sys/store/index.ts";
 import type { ImageService } from "./index.ts";
+import { commitImage } from "./store.ts";
 
 /** What an OCI image's row keeps in `meta`. */
 export interface OciImageMeta {
@@ -195,30 +197,31 @@ export function createOciImages(deps: OciImagesDeps): OciImages {
   }
 
   /**
-   * The publication atom, under the mutex: re-check the name, rename the
-   * staging directory into place, insert the row. An image of that name
-   * with the same manifest is returned as is. A different one is replaced
-   * only if it already held the name when this pull started (a re-pull)
-   * and no VM uses it; one published meanwhile wins the name.
+   * The publication atom (the store's `commitImage`, under the mutex) with
+   * the pull's policy for the name: an image of that name with the same
+   * manifest is returned as is. A different one is replaced only if it
+   * already held the name when this pull started (a re-pull) and no VM uses
+   * it; one published meanwhile wins the name.
    */
   function publish(
     record: ImageRecord,
     stagingDir: string,
     replaces: string | undefined,
   ): Promise<ImageRecord> {
-    return deps.publishMutex.run(async () => {
-      const existing = store.getImageByName(record.name);
-      if (existing && existing.digest === record.digest && existing.kind === "oci") return existing;
-      if (existing && existing.id !== replaces) {
-        throw new BangerError(
-          ErrorCode.NAME_TAKEN,
-          `image '${record.name}' was published by another pull meanwhile`,
-          {
-            hint: "pull under another name with --name, or pull again to replace it",
-          },
-        );
-      }
-      if (existing) {
+    return commitImage(deps, {
+      record,
+      stagingDir,
+      onExisting(existing) {
+        if (existing.digest === record.digest && existing.kind === "oci") return existing;
+        if (existing.id !== replaces) {
+          throw new BangerError(
+            ErrorCode.NAME_TAKEN,
+            `image '${record.name}' was published by another pull meanwhile`,
+            {
+              hint: "pull under another name with --name, or pull again to replace it",
+            },
+          );
+        }
         const users = store
           .listVms()
           .filter((vm) => vm.imageId === existing.id)
@@ -232,19 +235,8 @@ export function createOciImages(deps: OciImagesDeps): OciImages {
             },
           );
         }
-      }
-      await fs.rename(stagingDir, record.dir);
-      try {
-        store.transaction(() => {
-          if (existing) store.deleteImage(existing.id);
-          store.insertImage(record);
-        });
-      } catch (error) {
-        await fs.rename(record.dir, stagingDir);
-        throw error;
-      }
-      if (existing) await fs.rm(existing.dir);
-      return record;
+        return "replace";
+      },
     });
   }
 
