@@ -196,17 +196,17 @@ export interface CommitRequest {
  * publish mutex: the name's re-check (the caller's policy), a refusal when
  * another image owns the target directory, debris at the target moved
  * aside, one rename of the staging directory, one transaction swapping the
- * rows, then the displaced directories removed. A failure puts back what
- * it moved.
+ * rows; the displaced directories are removed after the lock is released.
+ * A failure puts back what it moved.
  */
-export function commitImage(deps: CommitDeps, request: CommitRequest): Promise<ImageRecord> {
+export async function commitImage(deps: CommitDeps, request: CommitRequest): Promise<ImageRecord> {
   const { store, fs } = deps;
   const { record, stagingDir } = request;
-  return deps.publishMutex.run(async () => {
+  const { published, leftovers } = await deps.publishMutex.run(async () => {
     const existing = store.getImageByName(record.name);
     if (existing) {
       const decision = request.onExisting(existing);
-      if (decision !== "replace") return decision;
+      if (decision !== "replace") return { published: decision, leftovers: [] };
     }
     const sharer = store.listImages().find((image) => image.dir === record.dir && image.id !== existing?.id);
     if (sharer) {
@@ -233,10 +233,12 @@ export function commitImage(deps: CommitDeps, request: CommitRequest): Promise<I
       if (displaced) await fs.rename(displaced, record.dir);
       throw error;
     }
-    if (displaced) await fs.rm(displaced);
-    if (existing && existing.dir !== record.dir) await fs.rm(existing.dir);
-    return record;
+    const replaced = existing && existing.dir !== record.dir ? existing.dir : undefined;
+    return { published: record, leftovers: [displaced, replaced].filter((dir) => dir !== undefined) };
   });
+  // The displaced files go after the lock is released.
+  for (const dir of leftovers) await fs.rm(dir);
+  return published;
 }
 
 /** Renames `dir` into the staging area (so a crash leaves only debris there); undefined if absent. */
