@@ -118,7 +118,9 @@ test("bad references and unknown tags fail with their codes", { skip }, async ()
   assert.match(missing.stderr, /banger\/fixture:nope/);
 });
 
-test("import: docker save (both formats) and an OCI layout", { skip }, async () => {
+test("import: docker save (both formats), an OCI layout, and a tar of a multi-platform layout", {
+  skip,
+}, async () => {
   const legacy = await json<ImageJson>([
     "image",
     "import",
@@ -144,6 +146,26 @@ test("import: docker save (both formats) and an OCI layout", { skip }, async () 
   const several = await env.banger(["image", "import", join(fixture, "oci")]);
   assert.equal(several.code, 2);
   assert.match(several.stderr, /--tag/);
+  // A tar of an OCI layout holding a multi-platform index: the platform picks the image.
+  const archive = join(tmp.path, "oci-archive.tar");
+  execFileSync("skopeo", [
+    "copy",
+    "-q",
+    "--all",
+    `oci:${join(fixture, "oci")}:multi`,
+    `oci-archive:${archive}:multi`,
+  ]);
+  const arm = await json<ImageJson>([
+    "image",
+    "import",
+    archive,
+    "--platform",
+    "linux/arm64",
+    "--name",
+    "layout-tar",
+  ]);
+  assert.equal(debugfs(arm.rootfs, "cat /etc/arch"), "arm64\n");
+  assert.equal((await env.banger(["image", "rm", "layout-tar"])).code, 0);
 });
 
 test("login stores credentials in a 0600 file; pulls from the htpasswd registry use them", {

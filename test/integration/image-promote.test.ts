@@ -6,6 +6,7 @@
  */
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
+import { randomUUID } from "node:crypto";
 import { mkdirSync, readdirSync, writeFileSync } from "node:fs";
 import { readFile } from "node:fs/promises";
 import { join } from "node:path";
@@ -103,7 +104,7 @@ test("promote keeps the VM's files and removes its per-VM material", async () =>
     now: () => new Date(),
     copyFile: async (from, to) => void (await runner.run(["cp", from, to])),
     readFile: (path) => readFile(path, "utf8"),
-    publish: createPublisher({ store, fs, publishMutex: new Mutex() }),
+    publish: createPublisher({ store, layout, fs, newId: randomUUID, publishMutex: new Mutex() }),
   });
   const image = await promote("dev", "golden");
   assert.equal(image.kind, "promoted");
