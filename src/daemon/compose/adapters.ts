@@ -7,8 +7,7 @@ import { join } from "node:path";
 import type { Config } from "../../core/config/index.ts";
 import type { RootDiskStrategy } from "../../core/disk/index.ts";
 import { capabilitiesFor, parseFirecrackerVersion } from "../../core/firecracker/index.ts";
-import type { Logger } from "../../core/log/index.ts";
-import { allocateGuestIp, parseSubnet } from "../../core/network/index.ts";
+import { allocateGuestIp } from "../../core/network/index.ts";
 import type { Layout } from "../../core/paths/index.ts";
 import { vmPaths } from "../../core/paths/index.ts";
 import type { VmmDriver } from "../../core/vmm/contract.ts";
@@ -22,7 +21,7 @@ import {
   removeRootDisk,
 } from "../../sys/disk/index.ts";
 import type { FirecrackerDriver } from "../../sys/firecracker/index.ts";
-import { createHostNetwork } from "../../sys/network/index.ts";
+import type { HostNetwork } from "../../sys/network/index.ts";
 import type { Runner } from "../../sys/runner/index.ts";
 import {
   createSshSession,
@@ -34,14 +33,8 @@ import {
 } from "../../sys/ssh/index.ts";
 import type { GuestAccess, VmDisks, VmmDrivers, VmNetwork } from "../vm/index.ts";
 
-export function createVmNetwork(options: { runner: Runner; logger: Logger; config: Config }): VmNetwork {
-  const subnet = parseSubnet(options.config.network.subnet);
-  const host = createHostNetwork({
-    runner: options.runner,
-    logger: options.logger,
-    bridge: options.config.network.bridge,
-    subnet,
-  });
+export function createVmNetwork(host: HostNetwork): VmNetwork {
+  const { subnet } = host;
   return {
     gateway: subnet.gateway,
     prefixLength: subnet.prefixLength,

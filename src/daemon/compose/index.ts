@@ -13,7 +13,8 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { KeyedLocks, Mutex, OperationRegistry } from "../../core/concurrency/index.ts";
 import type { Config } from "../../core/config/index.ts";
 import type { Logger } from "../../core/log/index.ts";
-import { type Layout, resolveLayout } from "../../core/paths/index.ts";
+import { parseSubnet } from "../../core/network/index.ts";
+import { type Layout, resolveLayout, vmPaths } from "../../core/paths/index.ts";
 import {
   BangerError,
   BUILD_VERSION,
@@ -23,11 +24,18 @@ import {
 } from "../../protocol/index.ts";
 import { loadConfigFile } from "../../sys/config/index.ts";
 import { type CowStrategyProbe, probeCowStrategy } from "../../sys/disk/index.ts";
+import { createUpstream, resolvConfServers, startDnsServer } from "../../sys/dns/index.ts";
 import { createFirecrackerDriver } from "../../sys/firecracker/index.ts";
 import { createNodeFs, readDiskUsage } from "../../sys/fs/index.ts";
 import { createHostProbes, groupIdByName } from "../../sys/host/index.ts";
 import { extractVmlinux } from "../../sys/kernel/index.ts";
 import { createFileLogger } from "../../sys/log/index.ts";
+import {
+  applyResolvedRouting,
+  createFirewall,
+  createHostNetwork,
+  createIpForward,
+} from "../../sys/network/index.ts";
 import { isPidAlive, readCmdline, readProcessUsage } from "../../sys/proc/index.ts";
 import { createProcessRunner } from "../../sys/runner/index.ts";
 import { probeSshBanner } from "../../sys/ssh/index.ts";
@@ -37,6 +45,7 @@ import { chooseAccel, createQemuDriver, describeAccel, describeAccelFailure } fr
 import { runDoctor } from "../doctor/index.ts";
 import { buildHandlers, type DaemonInfo } from "../handlers.ts";
 import { createImageService } from "../image/index.ts";
+import { createNetworking, networkDoctorChecks } from "../network/index.ts";
 import { createRpcServer, type RpcServer } from "../rpc/server.ts";
 import { createVmService, createVmStats } from "../vm/index.ts";
 import { buildVmHandlers } from "../vm-handlers.ts";
@@ -148,13 +157,53 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
   };
   const tscKhz = await probes.tscKhz();
   const files = createVmFiles();
+  const nodeFs = createNodeFs();
+  const subnet = parseSubnet(config.network.subnet);
+  const hostNetwork = createHostNetwork({ runner, logger, bridge: config.network.bridge, subnet });
+  const firewall = createFirewall({ runner, logger });
+  const ipForward = createIpForward({ stateFile: join(layout.runtimeDir, "ip_forward.was") });
+  const networking = createNetworking({
+    config,
+    subnet,
+    logger: logger.child({ svc: "network" }),
+    bridge: hostNetwork,
+    firewall,
+    ipForward,
+    startDnsServer,
+    upstream: createUpstream({
+      servers: resolvConfServers({
+        file: "/etc/resolv.conf",
+        exclude: new Set([subnet.gateway, "127.0.0.1"]),
+      }),
+      timeoutMs: 2000,
+    }),
+    files: {
+      read: (path) =>
+        nodeFs.readFile(path).then(
+          (data) => data.toString("utf8"),
+          () => undefined,
+        ),
+      write: (path, text) => nodeFs.writeFileAtomic(path, text),
+    },
+    vmDir: (vmId) => vmPaths(layout, vmId).dir,
+    listVms: () => store.listVms(),
+    nowMs: () => Date.now(),
+    routeHost: () =>
+      applyResolvedRouting({
+        runner,
+        bridge: config.network.bridge,
+        gateway: subnet.gateway,
+        domain: config.network.domain,
+      }),
+  });
   const vms = createVmService({
     store,
     layout,
     config,
     logger: logger.child({ svc: "vm" }),
     images,
-    network: createVmNetwork({ runner, logger, config }),
+    network: createVmNetwork(hostNetwork),
+    hooks: networking.hooks,
     drivers,
     disks: createVmDisks({ runner, rawStrategy, exists: files.exists }),
     files,
@@ -166,6 +215,8 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
     tscKhz: async () => tscKhz ?? 2_000_000,
   });
   await vms.reconcile();
+  const featureSignal = new AbortController().signal;
+  for (const feature of networking.features) await feature.ensure(featureSignal);
   // The reaper: VMMs that die on their own (guest poweroff, crash, OOM kill) are noticed within a second or two.
   let reaping = false;
   const reaper = setInterval(() => {
@@ -210,6 +261,17 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
           layout,
           config,
           extraChecks: [
+            () =>
+              networkDoctorChecks({
+                bridge: config.network.bridge,
+                subnet,
+                domain: config.network.domain,
+                firewall,
+                ipForward,
+                nat: networking.nat,
+                dns: networking.dns,
+                bridgeAddresses: () => hostNetwork.bridgeAddresses(),
+              }),
             async () => [await firecrackerDoctorCheck({ config, runner })],
             async () => {
               try {
@@ -264,6 +326,13 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
       clearInterval(reaper);
       await createOps.cancelAll();
       await server.close();
+      for (const feature of [...networking.features].reverse()) {
+        await feature
+          .teardown()
+          .catch((error: unknown) =>
+            logger.warn("host feature teardown failed", { feature: feature.name, err: String(error) }),
+          );
+      }
       store.close();
       await rm(layout.pidFile, { force: true });
       logger.info("daemon stopped");

@@ -1,0 +1,158 @@
+/**
+ * The DNS feature: banger's resolver for guests and the host, listening on
+ * the gateway (the bridge is made first, so its address exists) and on
+ * 127.0.0.1, UDP and TCP, port `network.dns_port`.
+ *
+ * Per query: hostile or malformed messages are answered FORMERR or dropped
+ * (core/network `checkQuery`); askers outside the guest subnet and loopback
+ * get REFUSED (never an open resolver); the `vm` zone and the guest reverse
+ * zone are answered from a fresh snapshot of the VMs, so a name exists from
+ * the moment its VM is created until it is deleted; a VM whose egress is a
+ * list gets NXDOMAIN for other names; everything else goes through the TTL
+ * cache to the upstreams, SERVFAIL when none answers. A list VM's answers
+ * are added to its allowed addresses before the answer is sent, so its
+ * first connection is already let through.
+ */
+import dnsPacket, { type Packet } from "dns-packet";
+import type { Logger } from "../../core/log/index.ts";
+import {
+  addressesOf,
+  answerQuery,
+  buildZone,
+  checkQuery,
+  type DnsCache,
+  ipv4ToInt,
+  isIpv4,
+  refused,
+  type Subnet,
+  servfail,
+  type ZoneRecord,
+} from "../../core/network/index.ts";
+import type {
+  DnsClient,
+  DnsListenAddress,
+  DnsServer,
+  DnsServerOptions,
+  Upstream,
+} from "../../sys/dns/index.ts";
+import type { EgressPolicies } from "./egress.ts";
+import type { HostFeature } from "./feature.ts";
+
+export interface DnsDeps {
+  domain: string;
+  subnet: Subnet;
+  port: number;
+  /** Makes the bridge (and so the gateway address) exist. */
+  ensureBridge(signal?: AbortSignal): Promise<void>;
+  startServer(options: DnsServerOptions): Promise<DnsServer>;
+  upstream: Upstream;
+  cache: DnsCache;
+  records(): readonly ZoneRecord[];
+  policies: EgressPolicies;
+  /** Points the host's resolver at this server for the zone, where it can (systemd-resolved). */
+  routeHost(): Promise<{ ok: boolean; detail: string }>;
+  /** Lets `source` reach `addresses` for `ttlSeconds`. */
+  allowEgress(source: string, addresses: readonly string[], ttlSeconds: number): Promise<void>;
+  logger: Logger;
+}
+
+export interface DnsFeature extends HostFeature {
+  /** Answers one query as the listeners do (tests, bench). */
+  handle(message: Buffer, client: DnsClient): Promise<Buffer | undefined>;
+  /** The addresses listened on, or empty when down. */
+  readonly listening: readonly string[];
+  /** How the host resolves the zone, as of the last ensure. */
+  readonly hostRouting: { ok: boolean; detail: string };
+}
+
+/** Egress allowances last at least this long, so a cached answer's short TTL does not cut a connection. */
+const MIN_ALLOW_SECONDS = 30;
+
+export function createDnsFeature(deps: DnsDeps): DnsFeature {
+  const logger = deps.logger.child({ feature: "dns" });
+  const { subnet } = deps;
+  let server: DnsServer | undefined;
+  let hostRouting = { ok: false, detail: "the DNS server has not started" };
+  const isGuest = (address: string) =>
+    isIpv4(address) &&
+    ipv4ToInt(address) >= ipv4ToInt(subnet.network) &&
+    ipv4ToInt(address) <= ipv4ToInt(subnet.broadcast);
+  const isLoopback = (address: string) => address.startsWith("127.") || address === "::1";
+
+  const allowFor = async (client: string, response: Packet) => {
+    if (deps.policies.get(client)?.mode !== "list") return;
+    const { addresses, ttl } = addressesOf(response);
+    if (addresses.length > 0) await deps.allowEgress(client, addresses, Math.max(ttl, MIN_ALLOW_SECONDS));
+  };
+
+  const handle = async (message: Buffer, client: DnsClient): Promise<Buffer | undefined> => {
+    const check = checkQuery(message);
+    if (!check.ok) return check.reply;
+    const { packet, question } = check;
+    if (!isGuest(client.address) && !isLoopback(client.address)) return refused(packet);
+    const zone = buildZone({ domain: deps.domain, subnet, records: deps.records() });
+    const decision = answerQuery({ zone, packet, question, egress: deps.policies.get(client.address) });
+    if (decision.kind === "answer") return decision.reply;
+
+    const cached = deps.cache.get(packet, question);
+    if (cached !== undefined) {
+      await allowFor(client.address, dnsPacket.decode(cached));
+      return cached;
+    }
+    const reply = await deps.upstream.forward(message, client.transport);
+    if (reply === undefined) return servfail(packet);
+    let response: Packet;
+    try {
+      response = dnsPacket.decode(reply);
+    } catch {
+      logger.warn("an upstream sent an undecodable answer", { name: question.name });
+      return servfail(packet);
+    }
+    deps.cache.put(question, response);
+    await allowFor(client.address, response);
+    return reply;
+  };
+
+  const guardedHandle = async (message: Buffer, client: DnsClient) => {
+    try {
+      return await handle(message, client);
+    } catch (error) {
+      logger.warn("dns query failed", { client: client.address, err: String(error) });
+      const check = checkQuery(message);
+      return check.ok ? servfail(check.packet) : check.reply;
+    }
+  };
+
+  const listen = (): DnsListenAddress[] => [
+    { host: subnet.gateway, port: deps.port },
+    { host: "127.0.0.1", port: deps.port, optional: true },
+  ];
+
+  return {
+    name: "dns",
+    handle: guardedHandle,
+    get listening() {
+      return server?.bound ?? [];
+    },
+    get hostRouting() {
+      return hostRouting;
+    },
+    async ensure(signal) {
+      if (server !== undefined) return;
+      try {
+        await deps.ensureBridge(signal);
+        server = await deps.startServer({ listen: listen(), handle: guardedHandle, logger });
+        logger.info("dns listening", { on: server.bound, domain: deps.domain });
+        hostRouting = await deps.routeHost();
+        logger.info("host resolution of the zone", hostRouting);
+      } catch (error) {
+        logger.warn("the DNS server is not running", { err: String(error) });
+      }
+    },
+    async teardown() {
+      const running = server;
+      server = undefined;
+      await running?.close();
+    },
+  };
+}

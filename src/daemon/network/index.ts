@@ -1,0 +1,114 @@
+/**
+ * Host networking features for the composition root: NAT with isolation
+ * (nat.ts), the DNS server (dns.ts), per-VM egress policies (egress.ts).
+ * `createNetworking` wires them from adapters the composition root builds
+ * in src/sys; it returns the host features in the order they are ensured
+ * (torn down in reverse) and the VM hooks in the order they run.
+ */
+import type { Config } from "../../core/config/index.ts";
+import type { Logger } from "../../core/log/index.ts";
+import {
+  createDnsCache,
+  type FirewallInputs,
+  parseEgressPolicy,
+  planEgressAllow,
+  type Subnet,
+} from "../../core/network/index.ts";
+import { isActiveState, tapNameForVmId, type VmRecord } from "../../core/vm/index.ts";
+import type { DnsServer, DnsServerOptions, Upstream } from "../../sys/dns/index.ts";
+import type { Firewall, IpForward } from "../../sys/network/index.ts";
+import type { VmHook, VmHookContext } from "../vm/index.ts";
+import { createDnsFeature, type DnsFeature } from "./dns.ts";
+import { createEgressPolicies, type EgressPolicies, type SettingsFiles } from "./egress.ts";
+import type { HostFeature } from "./feature.ts";
+import { createNatFeature, type NatFeature } from "./nat.ts";
+
+export type { DnsFeature } from "./dns.ts";
+export { networkDoctorChecks } from "./doctor.ts";
+export type { EgressPolicies, SettingsFiles } from "./egress.ts";
+export type { HostFeature } from "./feature.ts";
+export type { NatFeature } from "./nat.ts";
+
+export interface NetworkingDeps {
+  config: Config;
+  subnet: Subnet;
+  logger: Logger;
+  /** The bridge and taps (sys/network HostNetwork). */
+  bridge: {
+    ensureBridge(signal?: AbortSignal): Promise<void>;
+    teardownBridge(): Promise<void>;
+    removeLeftoverTaps(owned: ReadonlySet<string>): Promise<string[]>;
+  };
+  firewall: Firewall;
+  ipForward: IpForward;
+  startDnsServer(options: DnsServerOptions): Promise<DnsServer>;
+  upstream: Upstream;
+  files: SettingsFiles;
+  vmDir(vmId: string): string;
+  listVms(): VmRecord[];
+  nowMs(): number;
+  routeHost(): Promise<{ ok: boolean; detail: string }>;
+}
+
+export interface Networking {
+  readonly features: readonly HostFeature[];
+  readonly hooks: readonly VmHook[];
+  readonly nat: NatFeature;
+  readonly dns: DnsFeature;
+  readonly policies: EgressPolicies;
+}
+
+export function createNetworking(deps: NetworkingDeps): Networking {
+  const { config, subnet } = deps;
+  const inputs: FirewallInputs = { bridge: config.network.bridge, subnet, vmToVm: config.network.vm_to_vm };
+  const policies = createEgressPolicies({
+    defaultPolicy: parseEgressPolicy(config.network.egress),
+    vmDir: deps.vmDir,
+    files: deps.files,
+  });
+  const contextOf = (vm: VmRecord): VmHookContext => ({
+    vmId: vm.id,
+    vmName: vm.name,
+    guestIp: vm.guestIp,
+    tap: tapNameForVmId(vm.id),
+  });
+  const nat = createNatFeature({
+    firewall: deps.firewall,
+    ipForward: deps.ipForward,
+    inputs,
+    policies,
+    activeVms: async () =>
+      deps
+        .listVms()
+        .filter((vm) => isActiveState(vm.state))
+        .map(contextOf),
+    anyVmRunning: () => deps.listVms().some((vm) => isActiveState(vm.state)),
+    removeBridge: async () => {
+      await deps.bridge.removeLeftoverTaps(new Set());
+      await deps.bridge.teardownBridge();
+    },
+    logger: deps.logger,
+  });
+  const dns = createDnsFeature({
+    domain: config.network.domain,
+    subnet,
+    port: config.network.dns_port,
+    ensureBridge: (signal) => deps.bridge.ensureBridge(signal),
+    startServer: deps.startDnsServer,
+    upstream: deps.upstream,
+    cache: createDnsCache({ maxEntries: 4096, maxTtlSeconds: 3600, nowMs: deps.nowMs }),
+    records: () => deps.listVms().map((vm) => ({ name: vm.name, ip: vm.guestIp })),
+    policies,
+    routeHost: deps.routeHost,
+    allowEgress: (source, addresses, ttl) => deps.firewall.apply(planEgressAllow(source, addresses, ttl)),
+    logger: deps.logger,
+  });
+  const dnsHook: VmHook = {
+    name: "dns",
+    phase: "before-boot",
+    // The bridge exists now; a DNS server that could not start with the daemon starts here.
+    start: ({ signal }) => dns.ensure(signal),
+    stop: async () => undefined,
+  };
+  return { features: [nat, dns], hooks: [nat.hook, dnsHook], nat, dns, policies };
+}
