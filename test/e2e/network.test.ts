@@ -1,0 +1,202 @@
+/**
+ * Host networking on real guests, against an "upstream" namespace that
+ * plays the internet (test/helpers/upstream.ts): NAT egress with the
+ * uplink as the source, names both ways, isolation (no daemon-namespace
+ * service but DNS, no spoofed source), exactly one copy of every rule after
+ * a kill -9 and restart, and nothing left after delete and
+ * `daemon stop --stop-vms`. QEMU runs all of it; the Firecracker double the
+ * NAT and DNS cases.
+ */
+import assert from "node:assert/strict";
+import { execFileSync, spawn } from "node:child_process";
+import { join } from "node:path";
+import { after, before, describe, it } from "node:test";
+import { daemonPid } from "../helpers/cli.ts";
+import { createE2eEnv, type E2eEnv, e2eSkipReason } from "../helpers/e2e.ts";
+import { createUpstream, UPLINK, UPSTREAM, UPSTREAM_OTHER, type Upstream } from "../helpers/upstream.ts";
+import { vmmConfig } from "./vm-suite.ts";
+
+const ZONE = { "www.example.test": UPSTREAM, "other.example.test": UPSTREAM_OTHER };
+const DNS_QUERY = join(import.meta.dirname, "..", "helpers", "dns-query.ts");
+
+function nftRules(netns: string): string[] {
+  const json = JSON.parse(
+    execFileSync("ip", ["netns", "exec", netns, "nft", "-j", "list", "ruleset"], { encoding: "utf8" }),
+  ) as {
+    nftables: Array<{ rule?: { family: string; table: string; chain: string; expr: unknown } }>;
+  };
+  return json.nftables.flatMap((entry) =>
+    entry.rule
+      ? [`${entry.rule.family} ${entry.rule.table} ${entry.rule.chain} ${JSON.stringify(entry.rule.expr)}`]
+      : [],
+  );
+}
+
+function dnsQuery(netns: string, server: string, name: string, type = "A", transport = "udp") {
+  const out = execFileSync(
+    "ip",
+    ["netns", "exec", netns, process.execPath, DNS_QUERY, server, name, type, transport],
+    {
+      encoding: "utf8",
+    },
+  );
+  return JSON.parse(out) as { rcode: string; answers: string[] };
+}
+
+function defineNetworkSuite(vmm: "qemu" | "firecracker"): void {
+  describe(`host networking on real guests (${vmm})`, { skip: e2eSkipReason() }, () => {
+    let env: E2eEnv;
+    let upstream: Upstream;
+    const ips = new Map<string, string>();
+    const inGuest = (name: string, script: string) =>
+      env.banger(["vm", "run", "--name", name, "--", "sh", "-c", script], { timeoutMs: 120_000 });
+
+    before(async () => {
+      env = createE2eEnv({ name: `net-${vmm.slice(0, 2)}`, config: vmmConfig(vmm) });
+      upstream = await createUpstream({ daemonNetns: env.netns, zone: ZONE });
+      const names = vmm === "qemu" ? ["web", "cli"] : ["solo"];
+      for (const name of names) {
+        const created = await env.banger(["vm", "create", name, "--json"]);
+        assert.equal(created.code, 0, created.stderr);
+        ips.set(name, (JSON.parse(created.stdout) as { guestIp: string }).guestIp);
+      }
+    });
+
+    after(async () => {
+      await env?.dispose();
+      await upstream?.dispose();
+    });
+
+    const client = vmm === "qemu" ? "cli" : "solo";
+    const server = vmm === "qemu" ? "web" : "solo";
+
+    it("reaches the uplink through NAT: the upstream sees the uplink address", async () => {
+      const whoami = await inGuest(client, `curl -sS -m 20 http://${UPSTREAM}/whoami`);
+      assert.equal(whoami.code, 0, whoami.stderr);
+      assert.equal(whoami.stdout.trim(), UPLINK);
+    });
+
+    it("resolves VM names both ways and upstream names inside the guest, and .vm names in the daemon's namespace", async () => {
+      const ip = ips.get(server) as string;
+      const forward = await inGuest(client, `getent hosts ${server}.vm && getent hosts ${server}`);
+      assert.equal(forward.code, 0, forward.stderr);
+      assert.deepEqual(
+        forward.stdout
+          .trim()
+          .split("\n")
+          .map((line) => line.split(/\s+/)),
+        [
+          [ip, `${server}.vm`],
+          [ip, `${server}.vm`],
+        ],
+      );
+      const reverse = await inGuest(client, `getent hosts ${ip}`);
+      assert.match(reverse.stdout, new RegExp(`^${ip.replaceAll(".", "\\.")}\\s+${server}\\.vm$`, "m"));
+      const upstreamName = await inGuest(
+        client,
+        "getent hosts www.example.test && curl -sS -m 20 http://www.example.test/",
+      );
+      assert.equal(upstreamName.code, 0, upstreamName.stderr);
+      assert.match(
+        upstreamName.stdout,
+        new RegExp(`^${UPSTREAM.replaceAll(".", "\\.")}\\s+www\\.example\\.test`, "m"),
+      );
+      assert.match(upstreamName.stdout, /hello from 198\.51\.100\.1/);
+      const missing = await inGuest(client, "getent hosts nope.vm; echo exit=$?");
+      assert.match(missing.stdout, /exit=2/);
+
+      assert.deepEqual(dnsQuery(env.netns, "127.0.0.1", `${server}.vm`), { rcode: "NOERROR", answers: [ip] });
+      assert.deepEqual(dnsQuery(env.netns, "10.77.0.1", `${server}.vm`, "A", "tcp"), {
+        rcode: "NOERROR",
+        answers: [ip],
+      });
+      assert.deepEqual(dnsQuery(env.netns, "127.0.0.1", "nope.vm"), { rcode: "NXDOMAIN", answers: [] });
+    });
+
+    it("is not an open resolver: the uplink side gets no answer from the gateway", () => {
+      assert.throws(() => dnsQuery(upstream.netns, "10.77.0.1", "www.example.test"));
+      assert.throws(() => dnsQuery(upstream.netns, UPLINK, "www.example.test"));
+    });
+
+    if (vmm !== "qemu") return;
+
+    it("keeps guests away from daemon-namespace services other than DNS", async () => {
+      const listener = spawn(
+        "ip",
+        [
+          "netns",
+          "exec",
+          env.netns,
+          process.execPath,
+          "-e",
+          "require('node:http').createServer((q,s)=>s.end('secret')).listen(8099)",
+        ],
+        { stdio: "ignore" },
+      );
+      try {
+        await new Promise((resolve) => setTimeout(resolve, 500));
+        const local = execFileSync(
+          "ip",
+          ["netns", "exec", env.netns, "curl", "-sS", "-m", "5", "http://127.0.0.1:8099/"],
+          {
+            encoding: "utf8",
+          },
+        );
+        assert.equal(local, "secret", "the listener is up");
+        const probe = await inGuest(
+          client,
+          `for a in 10.77.0.1 ${UPLINK}; do curl -sS -m 3 http://$a:8099/ && echo reached-$a; done; exit 0`,
+        );
+        assert.doesNotMatch(probe.stdout, /reached|secret/);
+      } finally {
+        listener.kill("SIGTERM");
+      }
+    });
+
+    it("drops a guest's packets sent with a source address that is not its own", async () => {
+      const spoof = await inGuest(
+        client,
+        "ip addr add 10.77.0.200/24 dev eth0 && curl -sS -m 5 --interface 10.77.0.200 http://198.51.100.1/whoami; echo exit=$?; ip addr del 10.77.0.200/24 dev eth0",
+      );
+      assert.match(spoof.stdout, /exit=(7|28)/, spoof.stdout + spoof.stderr);
+      const honest = await inGuest(client, `curl -sS -m 20 http://${UPSTREAM}/whoami`);
+      assert.equal(honest.stdout.trim(), UPLINK, "the guest's own address still works");
+    });
+
+    it("has exactly one copy of every rule after a kill -9 and restart, and DNS answers again", async () => {
+      const before = nftRules(env.netns).sort();
+      assert.ok(before.length >= 10, `rules: ${before.length}`);
+      const pid = daemonPid(env.home) as number;
+      process.kill(pid, "SIGKILL");
+      const list = await env.banger(["vm", "ls"]);
+      assert.equal(list.code, 0, list.stderr);
+      assert.notEqual(daemonPid(env.home), pid);
+      assert.deepEqual(nftRules(env.netns).sort(), before);
+      const again = await inGuest(
+        client,
+        `getent hosts ${server}.vm && curl -sS -m 20 http://${UPSTREAM}/whoami`,
+      );
+      assert.equal(again.code, 0, again.stderr);
+      assert.match(again.stdout, new RegExp(UPLINK.replaceAll(".", "\\.")));
+    });
+
+    it("leaves no table, bridge or tap after every VM is deleted and the daemon stops with --stop-vms", async () => {
+      for (const name of ips.keys()) assert.equal((await env.banger(["vm", "delete", name])).code, 0);
+      const stopped = await env.banger(["daemon", "stop", "--stop-vms"]);
+      assert.equal(stopped.code, 0, stopped.stderr);
+      assert.deepEqual(nftRules(env.netns), []);
+      const links = execFileSync("ip", ["-n", env.netns, "-o", "link", "show"], { encoding: "utf8" });
+      assert.doesNotMatch(links, /banger0|bgr-/);
+      assert.equal(
+        execFileSync("ip", ["netns", "exec", env.netns, "cat", "/proc/sys/net/ipv4/ip_forward"], {
+          encoding: "utf8",
+        }).trim(),
+        "0",
+        "ip_forward is restored",
+      );
+    });
+  });
+}
+
+defineNetworkSuite("qemu");
+defineNetworkSuite("firecracker");
