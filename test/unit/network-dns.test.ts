@@ -12,7 +12,6 @@ import {
   parseSubnet,
 } from "../../src/core/network/index.ts";
 import { createDnsFeature } from "../../src/daemon/network/dns.ts";
-import type { EgressPolicies } from "../../src/daemon/network/egress.ts";
 
 const subnet = parseSubnet("10.77.0.0/24");
 const zone = buildZone({
@@ -198,11 +197,8 @@ describe("resolv.conf upstreams", () => {
 });
 
 describe("the DNS feature's query path", () => {
-  const policies = (map: Record<string, ReturnType<typeof parseEgressPolicy>>): EgressPolicies => ({
-    load: async () => ({ mode: "allow" }),
-    get: (ip) => map[ip],
-    store: async () => undefined,
-    forget: () => undefined,
+  const policies = (map: Record<string, ReturnType<typeof parseEgressPolicy>>) => ({
+    policyOf: (ip: string) => map[ip],
   });
   const upstreamAnswer = (message: Buffer) =>
     dnsPacket.encode({
@@ -236,7 +232,7 @@ describe("the DNS feature's query path", () => {
       cache: createDnsCache({ maxEntries: 100, maxTtlSeconds: 600, nowMs: () => 0 }),
       records: () => [{ name: "web", ip: "10.77.0.2" }],
       routeHost: async () => ({ ok: false, detail: "not in unit tests" }),
-      policies: policies(options.map ?? {}),
+      settings: policies(options.map ?? {}),
       allowEgress: async (source, addresses, ttl) =>
         void allowed.push(`${source}>${addresses.join(",")}@${ttl}`),
       logger: silentLogger,

@@ -13,6 +13,7 @@
  *   one atomic nft script;
  * - dns-zone.ts: answers for the `vm` zone and the guest reverse zone from a
  *   snapshot of the VMs, query checks, the egress name filter;
+ * - ports.ts: `--publish` and port-forward specs, guest listening sockets;
  * - egress.ts: the egress policy text and the name filter;
  * - dns-cache.ts: the forwarder's bounded TTL cache; resolv-conf.ts: its upstreams.
  */
@@ -22,4 +23,5 @@ export * from "./egress.ts";
 export * from "./ip-plans.ts";
 export * from "./ipv4.ts";
 export * from "./nft-plans.ts";
+export * from "./ports.ts";
 export * from "./resolv-conf.ts";

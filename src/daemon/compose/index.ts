@@ -35,6 +35,7 @@ import {
   createFirewall,
   createHostNetwork,
   createIpForward,
+  startPortProxy,
 } from "../../sys/network/index.ts";
 import { isPidAlive, readCmdline, readProcessUsage } from "../../sys/proc/index.ts";
 import { createProcessRunner } from "../../sys/runner/index.ts";
@@ -46,6 +47,7 @@ import { runDoctor } from "../doctor/index.ts";
 import { buildHandlers, type DaemonInfo } from "../handlers.ts";
 import { createImageService } from "../image/index.ts";
 import { createNetworking, networkDoctorChecks } from "../network/index.ts";
+import { buildNetworkHandlers } from "../network-handlers.ts";
 import { createRpcServer, type RpcServer } from "../rpc/server.ts";
 import { createVmService, createVmStats } from "../vm/index.ts";
 import { buildVmHandlers } from "../vm-handlers.ts";
@@ -170,6 +172,7 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
     firewall,
     ipForward,
     startDnsServer,
+    startProxy: startPortProxy,
     upstream: createUpstream({
       servers: resolvConfServers({
         file: "/etc/resolv.conf",
@@ -250,6 +253,7 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
     requestStop: (reason, stopVms) => stopRequested?.(reason, stopVms) ?? Promise.resolve([]),
     operations: () => createOps.running,
   };
+  const vmHandlers = buildVmHandlers({ vms, images, createOps, stats });
   const handlers = {
     ...buildHandlers({
       info,
@@ -290,7 +294,8 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
           ],
         }),
     }),
-    ...buildVmHandlers({ vms, images, createOps, stats }),
+    ...vmHandlers,
+    ...buildNetworkHandlers({ base: vmHandlers, vms, networking, createOps }),
   };
   const socketGid = config.daemon.socket_group ? await groupIdByName(config.daemon.socket_group) : undefined;
   if (config.daemon.socket_group && socketGid === undefined) {

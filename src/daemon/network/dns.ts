@@ -35,8 +35,8 @@ import type {
   DnsServerOptions,
   Upstream,
 } from "../../sys/dns/index.ts";
-import type { EgressPolicies } from "./egress.ts";
 import type { HostFeature } from "./feature.ts";
+import type { NetworkSettings } from "./settings.ts";
 
 export interface DnsDeps {
   domain: string;
@@ -48,7 +48,7 @@ export interface DnsDeps {
   upstream: Upstream;
   cache: DnsCache;
   records(): readonly ZoneRecord[];
-  policies: EgressPolicies;
+  settings: Pick<NetworkSettings, "policyOf">;
   /** Points the host's resolver at this server for the zone, where it can (systemd-resolved). */
   routeHost(): Promise<{ ok: boolean; detail: string }>;
   /** Lets `source` reach `addresses` for `ttlSeconds`. */
@@ -80,7 +80,7 @@ export function createDnsFeature(deps: DnsDeps): DnsFeature {
   const isLoopback = (address: string) => address.startsWith("127.") || address === "::1";
 
   const allowFor = async (client: string, response: Packet) => {
-    if (deps.policies.get(client)?.mode !== "list") return;
+    if (deps.settings.policyOf(client)?.mode !== "list") return;
     const { addresses, ttl } = addressesOf(response);
     if (addresses.length > 0) await deps.allowEgress(client, addresses, Math.max(ttl, MIN_ALLOW_SECONDS));
   };
@@ -91,7 +91,7 @@ export function createDnsFeature(deps: DnsDeps): DnsFeature {
     const { packet, question } = check;
     if (!isGuest(client.address) && !isLoopback(client.address)) return refused(packet);
     const zone = buildZone({ domain: deps.domain, subnet, records: deps.records() });
-    const decision = answerQuery({ zone, packet, question, egress: deps.policies.get(client.address) });
+    const decision = answerQuery({ zone, packet, question, egress: deps.settings.policyOf(client.address) });
     if (decision.kind === "answer") return decision.reply;
 
     const cached = deps.cache.get(packet, question);

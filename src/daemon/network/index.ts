@@ -1,6 +1,7 @@
 /**
  * Host networking features for the composition root: NAT with isolation
- * (nat.ts), the DNS server (dns.ts), per-VM egress policies (egress.ts).
+ * (nat.ts), the DNS server (dns.ts), published ports (ports.ts), per-VM
+ * settings (settings.ts).
  * `createNetworking` wires them from adapters the composition root builds
  * in src/sys; it returns the host features in the order they are ensured
  * (torn down in reverse) and the VM hooks in the order they run.
@@ -9,25 +10,28 @@ import type { Config } from "../../core/config/index.ts";
 import type { Logger } from "../../core/log/index.ts";
 import {
   createDnsCache,
+  type EgressPolicy,
   type FirewallInputs,
   parseEgressPolicy,
   planEgressAllow,
+  planEgressChange,
   type Subnet,
 } from "../../core/network/index.ts";
 import { isActiveState, tapNameForVmId, type VmRecord } from "../../core/vm/index.ts";
 import type { DnsServer, DnsServerOptions, Upstream } from "../../sys/dns/index.ts";
-import type { Firewall, IpForward } from "../../sys/network/index.ts";
+import type { Firewall, IpForward, PortProxy, PortProxyOptions } from "../../sys/network/index.ts";
 import type { VmHook, VmHookContext } from "../vm/index.ts";
 import { createDnsFeature, type DnsFeature } from "./dns.ts";
-import { createEgressPolicies, type EgressPolicies, type SettingsFiles } from "./egress.ts";
 import type { HostFeature } from "./feature.ts";
 import { createNatFeature, type NatFeature } from "./nat.ts";
+import { createPortsFeature } from "./ports.ts";
+import { createNetworkSettings, type NetworkSettings, type SettingsFiles } from "./settings.ts";
 
 export type { DnsFeature } from "./dns.ts";
 export { networkDoctorChecks } from "./doctor.ts";
-export type { EgressPolicies, SettingsFiles } from "./egress.ts";
 export type { HostFeature } from "./feature.ts";
 export type { NatFeature } from "./nat.ts";
+export type { NetworkSettings, SettingsFiles, VmNetworkSettings } from "./settings.ts";
 
 export interface NetworkingDeps {
   config: Config;
@@ -42,6 +46,7 @@ export interface NetworkingDeps {
   firewall: Firewall;
   ipForward: IpForward;
   startDnsServer(options: DnsServerOptions): Promise<DnsServer>;
+  startProxy(options: PortProxyOptions): Promise<PortProxy>;
   upstream: Upstream;
   files: SettingsFiles;
   vmDir(vmId: string): string;
@@ -55,14 +60,18 @@ export interface Networking {
   readonly hooks: readonly VmHook[];
   readonly nat: NatFeature;
   readonly dns: DnsFeature;
-  readonly policies: EgressPolicies;
+  readonly settings: NetworkSettings;
+  /** Stores a VM's egress policy; for a running VM (`live`) the firewall changes in the same call. */
+  setEgress(vm: VmHookContext, policy: EgressPolicy, live: boolean): Promise<void>;
+  /** Packets dropped by egress policy, by guest address. */
+  dropCounts(): Promise<Map<string, number>>;
 }
 
 export function createNetworking(deps: NetworkingDeps): Networking {
   const { config, subnet } = deps;
   const inputs: FirewallInputs = { bridge: config.network.bridge, subnet, vmToVm: config.network.vm_to_vm };
-  const policies = createEgressPolicies({
-    defaultPolicy: parseEgressPolicy(config.network.egress),
+  const settings = createNetworkSettings({
+    defaultEgress: parseEgressPolicy(config.network.egress),
     vmDir: deps.vmDir,
     files: deps.files,
   });
@@ -72,16 +81,17 @@ export function createNetworking(deps: NetworkingDeps): Networking {
     guestIp: vm.guestIp,
     tap: tapNameForVmId(vm.id),
   });
+  const activeVms = async () =>
+    deps
+      .listVms()
+      .filter((vm) => isActiveState(vm.state))
+      .map(contextOf);
   const nat = createNatFeature({
     firewall: deps.firewall,
     ipForward: deps.ipForward,
     inputs,
-    policies,
-    activeVms: async () =>
-      deps
-        .listVms()
-        .filter((vm) => isActiveState(vm.state))
-        .map(contextOf),
+    settings,
+    activeVms,
     anyVmRunning: () => deps.listVms().some((vm) => isActiveState(vm.state)),
     removeBridge: async () => {
       await deps.bridge.removeLeftoverTaps(new Set());
@@ -98,7 +108,7 @@ export function createNetworking(deps: NetworkingDeps): Networking {
     upstream: deps.upstream,
     cache: createDnsCache({ maxEntries: 4096, maxTtlSeconds: 3600, nowMs: deps.nowMs }),
     records: () => deps.listVms().map((vm) => ({ name: vm.name, ip: vm.guestIp })),
-    policies,
+    settings,
     routeHost: deps.routeHost,
     allowEgress: (source, addresses, ttl) => deps.firewall.apply(planEgressAllow(source, addresses, ttl)),
     logger: deps.logger,
@@ -110,5 +120,19 @@ export function createNetworking(deps: NetworkingDeps): Networking {
     start: ({ signal }) => dns.ensure(signal),
     stop: async () => undefined,
   };
-  return { features: [nat, dns], hooks: [nat.hook, dnsHook], nat, dns, policies };
+  const ports = createPortsFeature({ settings, startProxy: deps.startProxy, activeVms, logger: deps.logger });
+  return {
+    features: [nat, dns, ports],
+    hooks: [nat.hook, dnsHook, ports.hook],
+    nat,
+    dns,
+    settings,
+    async setEgress(vm, policy, live) {
+      const current = await settings.peek(vm.vmId);
+      if (live) await deps.firewall.apply(planEgressChange(vm.guestIp, current.egress, policy));
+      await settings.store(vm, { ...current, egress: policy });
+      if (!live) settings.forget(vm.guestIp);
+    },
+    dropCounts: () => deps.firewall.dropCounts(),
+  };
 }

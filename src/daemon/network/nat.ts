@@ -25,14 +25,14 @@ import {
 import { macForVmId } from "../../core/vm/index.ts";
 import type { Firewall, IpForward } from "../../sys/network/index.ts";
 import type { VmHook, VmHookContext } from "../vm/index.ts";
-import type { EgressPolicies } from "./egress.ts";
 import type { HostFeature } from "./feature.ts";
+import type { NetworkSettings } from "./settings.ts";
 
 export interface NatDeps {
   firewall: Firewall;
   ipForward: IpForward;
   inputs: FirewallInputs;
-  policies: EgressPolicies;
+  settings: NetworkSettings;
   /** The VMs whose VMM should be alive, with their taps. */
   activeVms(): Promise<readonly VmHookContext[]>;
   /** True while any VM is still running (teardown then keeps everything). */
@@ -56,7 +56,7 @@ export function createNatFeature(deps: NatDeps): NatFeature {
     tap: context.tap,
     mac: macForVmId(context.vmId),
     ip: context.guestIp,
-    egress: await deps.policies.load(context),
+    egress: (await deps.settings.load(context)).egress,
   });
 
   const ensure = async (signal?: AbortSignal) => {
@@ -108,7 +108,7 @@ export function createNatFeature(deps: NatDeps): NatFeature {
         const vm = await firewallVm(context);
         // Adding first makes the delete succeed whether or not the elements were there.
         await deps.firewall.apply(planVmElements(vm, "add") + planVmElements(vm, "delete"));
-        deps.policies.forget(context.guestIp);
+        deps.settings.forget(context.guestIp);
       },
     },
   };
