@@ -30,6 +30,10 @@ describe("firewall planner", () => {
       /iifname "banger0" ip daddr 10\.77\.0\.1 meta l4proto \{ tcp, udp \} th dport 53 accept/,
     );
     assert.match(script, /iifname "banger0" drop\n {2}\}/, "input from guests ends in a drop");
+    assert.match(
+      script,
+      /ip daddr 10\.77\.0\.1 meta l4proto \{ tcp, udp \} th dport 53 iifname != \{ "banger0", "lo" \} drop/,
+    );
     assert.match(script, /oifname "banger0" ct state established,related accept\n {4}oifname "banger0" drop/);
     assert.match(script, /ether type ip iifname \. ether saddr \. ip saddr != @vm_ports drop/);
     assert.match(script, /ether type arp iifname \. ether saddr \. arp saddr ip != @vm_ports drop/);

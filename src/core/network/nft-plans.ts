@@ -10,7 +10,8 @@
  *   guests, the egress policy (denied VMs, and VMs limited to the addresses
  *   their allowed names resolved to), then accept;
  * - input: from the bridge only replies and DNS to the gateway, so guests
- *   reach no other service of the daemon's namespace.
+ *   reach no other service of the daemon's namespace; DNS on the gateway
+ *   only from the bridge and loopback (never an open resolver).
  * `bridge banger` (frames between bridge ports, which `inet` never sees):
  * - prerouting: a frame from a tap must carry that tap's VM's MAC and IPv4
  *   address (IPv4 and ARP; other ether types are dropped), so a `.vm` name
@@ -56,7 +57,7 @@ const MAC = /^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/i;
 /** Hex digest of everything the table structure depends on. */
 export function firewallSignature(inputs: FirewallInputs): string {
   const hash = createHash("sha256");
-  hash.update(JSON.stringify({ v: 1, b: inputs.bridge, s: inputs.subnet.cidr, x: inputs.vmToVm }));
+  hash.update(JSON.stringify({ v: 2, b: inputs.bridge, s: inputs.subnet.cidr, x: inputs.vmToVm }));
   return hash.digest("hex").slice(0, 16);
 }
 
@@ -86,6 +87,7 @@ export function planFirewallTables(inputs: FirewallInputs): string {
   }
   chain input {
     type filter hook input priority filter; policy accept;
+    ip daddr ${gateway} meta l4proto { tcp, udp } th dport 53 iifname != { ${bridge}, "lo" } drop
     iifname ${bridge} ct state established,related accept
     iifname ${bridge} ip daddr ${gateway} meta l4proto { tcp, udp } th dport 53 accept
     iifname ${bridge} drop

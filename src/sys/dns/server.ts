@@ -170,7 +170,8 @@ function serveTcp(socket: Socket, options: DnsServerOptions, logger: Logger): vo
       busy = busy.then(async () => {
         try {
           const reply = await options.handle(Buffer.from(message), {
-            address: socket.remoteAddress ?? "",
+            // An IPv4 peer of a dual-stack socket shows as ::ffff:a.b.c.d.
+            address: (socket.remoteAddress ?? "").replace(/^::ffff:/, ""),
             transport: "tcp",
           });
           if (reply === undefined || socket.destroyed) return;
