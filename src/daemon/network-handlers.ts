@@ -5,7 +5,7 @@
  *   before anything is made and staged under the VM's name for its first
  *   start (a name is chosen here when none is given);
  * - `vm.show`, `vm.list` add `ports` and `egress`; `vm.stats` adds the
- *   egress drop count;
+ *   egress drop count; `vm.create` and `vm.delete` refresh the DNS zone;
  * and add `vm.ports` (the guest's listening sockets, read over exec) and
  * `vm.egress` (a new policy, applied at once to a running VM).
  */
@@ -29,7 +29,7 @@ import type { VmService } from "./vm/index.ts";
 export interface NetworkHandlerDeps {
   base: HandlerTable;
   vms: Pick<VmService, "show" | "exec">;
-  networking: Pick<Networking, "settings" | "setEgress" | "dropCounts">;
+  networking: Pick<Networking, "settings" | "setEgress" | "dropCounts" | "dns">;
   createOps: OperationRegistry<VmInfo>;
 }
 
@@ -56,6 +56,7 @@ export function buildNetworkHandlers(deps: NetworkHandlerDeps): HandlerTable {
   const showBase = required("vm.show");
   const listBase = required("vm.list");
   const statsBase = required("vm.stats");
+  const deleteBase = required("vm.delete");
 
   /** Validates and stages the network part of a create; returns the rest and how to unstage. */
   const stage = (params: CreateVmParams) => {
@@ -75,6 +76,7 @@ export function buildNetworkHandlers(deps: NetworkHandlerDeps): HandlerTable {
 
   /** A VM created without a start writes its staged settings now. */
   const settle = async (info: VmInfo) => {
+    networking.dns.invalidate();
     await settings.load({ vmId: info.id, vmName: info.name, guestIp: info.guestIp });
     if (!isActiveState(info.state)) settings.forget(info.guestIp);
     return decorate(info);
@@ -104,6 +106,13 @@ export function buildNetworkHandlers(deps: NetworkHandlerDeps): HandlerTable {
       }
     },
     "vm.show": async (params, ctx) => decorate(await showBase(params, ctx)),
+    "vm.delete": async (params, ctx) => {
+      try {
+        return await deleteBase(params, ctx);
+      } finally {
+        networking.dns.invalidate();
+      }
+    },
     "vm.list": async (params, ctx) => ({
       vms: await Promise.all((await listBase(params, ctx)).vms.map(decorate)),
     }),

@@ -7,6 +7,7 @@ import {
   buildZone,
   checkQuery,
   createDnsCache,
+  fastZoneAnswer,
   parseEgressPolicy,
   parseResolvConf,
   parseSubnet,
@@ -89,6 +90,44 @@ describe("DNS answers from a zone snapshot", () => {
   });
 });
 
+describe("the fast path for VM names", () => {
+  it("answers a plain A query for a VM name exactly as the full path does", () => {
+    const message = query("Web.VM", "A", 77);
+    const fast = fastZoneAnswer(zone, message);
+    assert.ok(fast);
+    const check = checkQuery(message);
+    assert.ok(check.ok);
+    const slow = answerQuery({ zone, packet: check.packet, question: check.question });
+    assert.equal(slow.kind, "answer");
+    const [a, b] = [
+      dnsPacket.decode(fast),
+      dnsPacket.decode(slow.kind === "answer" ? slow.reply : Buffer.alloc(0)),
+    ];
+    assert.deepEqual([a.id, a.flags, a.questions, a.answers], [b.id, b.flags, b.questions, b.answers]);
+  });
+
+  it("leaves everything else to the full path", () => {
+    assert.equal(fastZoneAnswer(zone, query("nope.vm")), undefined);
+    assert.equal(fastZoneAnswer(zone, query("web.vm", "AAAA")), undefined);
+    assert.equal(fastZoneAnswer(zone, query("example.com")), undefined);
+    const withOpt = dnsPacket.encode({
+      type: "query",
+      id: 1,
+      questions: [{ type: "A", name: "web.vm" }],
+      additionals: [{ type: "OPT", name: ".", udpPayloadSize: 4096 }],
+    });
+    assert.equal(fastZoneAnswer(zone, withOpt), undefined);
+    assert.equal(
+      fastZoneAnswer(
+        zone,
+        Buffer.concat([query("web.vm").subarray(0, 12), Buffer.from([0xc0, 12, 0, 1, 0, 1])]),
+      ),
+      undefined,
+    );
+    assert.equal(fastZoneAnswer(zone, query("web.vm").subarray(0, 20)), undefined);
+  });
+});
+
 describe("hostile DNS messages", () => {
   const header = (counts: [number, number, number, number], flags = 0x0100) => {
     const buffer = Buffer.alloc(12);
@@ -142,6 +181,7 @@ describe("hostile DNS messages", () => {
       }
       const check = checkQuery(message);
       if (check.ok) answerQuery({ zone, packet: check.packet, question: check.question });
+      fastZoneAnswer(zone, message);
     }
   });
 });

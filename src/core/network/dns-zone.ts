@@ -83,6 +83,53 @@ export function checkQuery(message: Buffer): QueryCheck {
   return { ok: true, packet, question };
 }
 
+/**
+ * The common case without decoding: a plain query (no EDNS record) for the
+ * A record of a VM name, answered straight from the wire bytes. Anything
+ * else (another type, a name outside the zone, a compression pointer, an
+ * additional record) returns undefined and takes the full path.
+ */
+export function fastZoneAnswer(zone: Zone, message: Buffer): Buffer | undefined {
+  if (message.length < 17 || message.length > 512) return undefined;
+  const flags = message.readUInt16BE(2);
+  if ((flags & 0xf800) !== 0) return undefined; // a response, or an opcode other than QUERY
+  if (message.readUInt16BE(4) !== 1 || message.readUInt32BE(6) !== 0 || message.readUInt16BE(10) !== 0) {
+    return undefined;
+  }
+  const labels: string[] = [];
+  let offset = 12;
+  for (;;) {
+    const length = message[offset];
+    if (length === undefined || length > 63) return undefined;
+    offset++;
+    if (length === 0) break;
+    if (offset + length > message.length) return undefined;
+    labels.push(message.toString("latin1", offset, offset + length).toLowerCase());
+    offset += length;
+  }
+  if (
+    offset + 4 !== message.length ||
+    message.readUInt16BE(offset) !== 1 ||
+    message.readUInt16BE(offset + 2) !== 1
+  ) {
+    return undefined;
+  }
+  const ip = zone.byName.get(labels.join("."));
+  if (ip === undefined) return undefined;
+  const reply = Buffer.alloc(message.length + 16);
+  message.copy(reply, 0, 0, message.length);
+  reply.writeUInt16BE(0x8000 | 0x0400 | (flags & 0x0100) | 0x0080, 2); // QR, AA, RD as asked, RA, NOERROR
+  reply.writeUInt16BE(1, 6);
+  let at = message.length;
+  at = reply.writeUInt16BE(0xc00c, at); // the name: a pointer to the question's
+  at = reply.writeUInt16BE(1, at);
+  at = reply.writeUInt16BE(1, at);
+  at = reply.writeUInt32BE(ZONE_TTL_SECONDS, at);
+  at = reply.writeUInt16BE(4, at);
+  for (const octet of ip.split(".")) at = reply.writeUInt8(Number(octet), at);
+  return reply;
+}
+
 export type ZoneDecision =
   | { kind: "answer"; reply: Buffer }
   /** Not banger's name: ask the upstream resolvers. */

@@ -21,11 +21,13 @@ import {
   buildZone,
   checkQuery,
   type DnsCache,
+  fastZoneAnswer,
   ipv4ToInt,
   isIpv4,
   refused,
   type Subnet,
   servfail,
+  type Zone,
   type ZoneRecord,
 } from "../../core/network/index.ts";
 import type {
@@ -59,12 +61,16 @@ export interface DnsDeps {
 export interface DnsFeature extends HostFeature {
   /** Answers one query as the listeners do (tests, bench). */
   handle(message: Buffer, client: DnsClient): Promise<Buffer | undefined>;
+  /** The VM list changed (create, start, stop, delete): the zone is rebuilt at the next query. */
+  invalidate(): void;
   /** The addresses listened on, or empty when down. */
   readonly listening: readonly string[];
   /** How the host resolves the zone, as of the last ensure. */
   readonly hostRouting: { ok: boolean; detail: string };
 }
 
+/** The zone is rebuilt at least this often even without an invalidation (belt and braces). */
+const ZONE_MAX_AGE_MS = 2000;
 /** Egress allowances last at least this long, so a cached answer's short TTL does not cut a connection. */
 const MIN_ALLOW_SECONDS = 30;
 
@@ -72,6 +78,14 @@ export function createDnsFeature(deps: DnsDeps): DnsFeature {
   const logger = deps.logger.child({ feature: "dns" });
   const { subnet } = deps;
   let server: DnsServer | undefined;
+  let zone: { value: Zone; builtAt: number } | undefined;
+  const currentZone = (): Zone => {
+    const now = performance.now();
+    if (zone === undefined || now - zone.builtAt > ZONE_MAX_AGE_MS) {
+      zone = { value: buildZone({ domain: deps.domain, subnet, records: deps.records() }), builtAt: now };
+    }
+    return zone.value;
+  };
   let hostRouting = { ok: false, detail: "the DNS server has not started" };
   const isGuest = (address: string) =>
     isIpv4(address) &&
@@ -86,12 +100,19 @@ export function createDnsFeature(deps: DnsDeps): DnsFeature {
   };
 
   const handle = async (message: Buffer, client: DnsClient): Promise<Buffer | undefined> => {
+    const allowed = isGuest(client.address) || isLoopback(client.address);
+    const fast = allowed ? fastZoneAnswer(currentZone(), message) : undefined;
+    if (fast !== undefined) return fast;
     const check = checkQuery(message);
     if (!check.ok) return check.reply;
     const { packet, question } = check;
-    if (!isGuest(client.address) && !isLoopback(client.address)) return refused(packet);
-    const zone = buildZone({ domain: deps.domain, subnet, records: deps.records() });
-    const decision = answerQuery({ zone, packet, question, egress: deps.settings.policyOf(client.address) });
+    if (!allowed) return refused(packet);
+    const decision = answerQuery({
+      zone: currentZone(),
+      packet,
+      question,
+      egress: deps.settings.policyOf(client.address),
+    });
     if (decision.kind === "answer") return decision.reply;
 
     const cached = deps.cache.get(packet, question);
@@ -131,6 +152,9 @@ export function createDnsFeature(deps: DnsDeps): DnsFeature {
   return {
     name: "dns",
     handle: guardedHandle,
+    invalidate() {
+      zone = undefined;
+    },
     get listening() {
       return server?.bound ?? [];
     },

@@ -117,8 +117,11 @@ export function createNetworking(deps: NetworkingDeps): Networking {
     name: "dns",
     phase: "before-boot",
     // The bridge exists now; a DNS server that could not start with the daemon starts here.
-    start: ({ signal }) => dns.ensure(signal),
-    stop: async () => undefined,
+    start: async ({ signal }) => {
+      dns.invalidate();
+      await dns.ensure(signal);
+    },
+    stop: async () => dns.invalidate(),
   };
   const ports = createPortsFeature({ settings, startProxy: deps.startProxy, activeVms, logger: deps.logger });
   return {
