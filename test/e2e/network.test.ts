@@ -2,8 +2,10 @@
  * Host networking on real guests, against an "upstream" namespace that
  * plays the internet (test/helpers/upstream.ts): NAT egress with the
  * uplink as the source, names both ways, isolation (no daemon-namespace
- * service but DNS, no spoofed source), exactly one copy of every rule after
- * a kill -9 and restart, and nothing left after delete and
+ * service but DNS, no spoofed source), 10 MB both ways through a published
+ * port and through `vm port-forward`, `vm ports`, an egress list and its
+ * live switch, exactly one copy of every rule and the published port back
+ * after a kill -9 and restart, and nothing left after delete and
  * `daemon stop --stop-vms`. QEMU runs all of it; the Firecracker double the
  * NAT and DNS cases.
  */
@@ -18,6 +20,16 @@ import { vmmConfig } from "./vm-suite.ts";
 
 const ZONE = { "www.example.test": UPSTREAM, "other.example.test": UPSTREAM_OTHER };
 const DNS_QUERY = join(import.meta.dirname, "..", "helpers", "dns-query.ts");
+const ECHO_CHECK = join(import.meta.dirname, "..", "helpers", "echo-check.ts");
+const TEN_MB = 10 * 1024 * 1024;
+/** A busybox echo server on port 8080 in the guest, detached from the exec session. */
+const ECHO_SERVER = "setsid busybox nc -ll -p 8080 -e /bin/cat </dev/null >/dev/null 2>&1 & sleep 0.5";
+
+function echoCheck(netns: string | undefined, port: number): string {
+  const argv = [process.execPath, ECHO_CHECK, "127.0.0.1", String(port), String(TEN_MB)];
+  const [command, ...args] = netns === undefined ? argv : ["ip", "netns", "exec", netns, ...argv];
+  return execFileSync(command as string, args, { encoding: "utf8", timeout: 180_000 }).trim();
+}
 
 function nftRules(netns: string): string[] {
   const json = JSON.parse(
@@ -54,9 +66,13 @@ function defineNetworkSuite(vmm: "qemu" | "firecracker"): void {
     before(async () => {
       env = createE2eEnv({ name: `net-${vmm.slice(0, 2)}`, config: vmmConfig(vmm) });
       upstream = await createUpstream({ daemonNetns: env.netns, zone: ZONE });
-      const names = vmm === "qemu" ? ["web", "cli"] : ["solo"];
+      const names = vmm === "qemu" ? ["web", "cli", "eg"] : ["solo"];
+      const extra: Record<string, string[]> = {
+        web: ["--publish", "127.0.0.1:18080:8080"],
+        eg: ["--egress", "www.example.test"],
+      };
       for (const name of names) {
-        const created = await env.banger(["vm", "create", name, "--json"]);
+        const created = await env.banger(["vm", "create", name, ...(extra[name] ?? []), "--json"]);
         assert.equal(created.code, 0, created.stderr);
         ips.set(name, (JSON.parse(created.stdout) as { guestIp: string }).guestIp);
       }
@@ -168,6 +184,83 @@ function defineNetworkSuite(vmm: "qemu" | "firecracker"): void {
       assert.match(spoof.stdout, /exit=(7|28)/, spoof.stdout + spoof.stderr);
       const honest = await inGuest(client, `curl -sS -m 20 http://${UPSTREAM}/whoami`);
       assert.equal(honest.stdout.trim(), UPLINK, "the guest's own address still works");
+    });
+
+    it("carries 10 MB both ways through a published port, shows it, and lists the guest's sockets", async () => {
+      const server = await inGuest("web", ECHO_SERVER);
+      assert.equal(server.code, 0, server.stderr);
+      assert.equal(echoCheck(env.netns, 18080), `sent=${TEN_MB} received=${TEN_MB} same=true`);
+      const shown = JSON.parse((await env.banger(["vm", "show", "web", "--json"])).stdout) as {
+        ports: string[];
+      };
+      assert.deepEqual(shown.ports, ["127.0.0.1:18080->8080/tcp"]);
+      const ports = JSON.parse((await env.banger(["vm", "ports", "web", "--json"])).stdout) as {
+        sockets: { protocol: string; port: number; process: string | null }[];
+      };
+      assert.ok(ports.sockets.some((socket) => socket.port === 22 && socket.process === "sshd"));
+      assert.ok(ports.sockets.some((socket) => socket.port === 8080 && socket.protocol.startsWith("tcp")));
+      const busy = await env.banger(["vm", "create", "clash", "--publish", "127.0.0.1:18080:80"]);
+      assert.notEqual(busy.code, 0);
+      assert.match(busy.stderr, /host port 127\.0\.0\.1:18080\/tcp is in use/);
+      assert.notEqual((await env.banger(["vm", "show", "clash"])).code, 0, "the failed create left no VM");
+    });
+
+    it("carries 10 MB both ways through vm port-forward, run from the host's namespace", async () => {
+      const forward = spawn(
+        join(import.meta.dirname, "..", "..", "bin", "banger"),
+        ["vm", "port-forward", "web", "0:8080"],
+        {
+          env: { ...process.env, BANGER_HOME: env.home, BANGER_NETNS: env.netns },
+          stdio: ["ignore", "pipe", "pipe"],
+        },
+      );
+      try {
+        const port = await new Promise<number>((resolve, reject) => {
+          let out = "";
+          forward.stdout.on("data", (chunk: Buffer) => {
+            out += chunk.toString();
+            const match = /127\.0\.0\.1:(\d+) ->/.exec(out);
+            if (match) resolve(Number(match[1]));
+          });
+          forward.once("exit", (code) => reject(new Error(`port-forward exited with ${code}`)));
+        });
+        assert.equal(echoCheck(undefined, port), `sent=${TEN_MB} received=${TEN_MB} same=true`);
+      } finally {
+        forward.kill("SIGINT");
+      }
+      const code = await new Promise((resolve) => forward.once("exit", resolve));
+      assert.equal(code, 0);
+    });
+
+    it("holds an egress list: allowed names load, others do not resolve, their raw address is unreachable", async () => {
+      const allowed = await inGuest("eg", "curl -sS -m 20 http://www.example.test/");
+      assert.equal(allowed.code, 0, allowed.stderr);
+      assert.match(allowed.stdout, /hello from 198\.51\.100\.1/);
+      const other = await inGuest("eg", "getent hosts other.example.test; echo exit=$?");
+      assert.match(other.stdout, /exit=2/);
+      const raw = await inGuest("eg", `curl -sS -m 5 http://${UPSTREAM_OTHER}/; echo exit=$?`);
+      assert.match(raw.stdout, /exit=28/);
+      const stats = JSON.parse((await env.banger(["vm", "stats", "eg", "--json"])).stdout) as {
+        egressDropped: number;
+      };
+      assert.ok(stats.egressDropped > 0, `dropped: ${stats.egressDropped}`);
+
+      const opened = await env.banger(["vm", "set", "eg", "--egress", "allow"]);
+      assert.equal(opened.code, 0, opened.stderr);
+      const now = await inGuest(
+        "eg",
+        `getent hosts other.example.test && curl -sS -m 20 http://${UPSTREAM_OTHER}/`,
+      );
+      assert.equal(now.code, 0, now.stderr);
+      assert.match(now.stdout, /hello from 198\.51\.100\.3/);
+
+      assert.equal((await env.banger(["vm", "set", "eg", "--egress", "deny"])).code, 0);
+      const denied = await inGuest("eg", `curl -sS -m 5 http://${UPSTREAM}/; echo exit=$?`);
+      assert.match(denied.stdout, /exit=28/);
+      const shown = JSON.parse((await env.banger(["vm", "show", "eg", "--json"])).stdout) as {
+        egress: string;
+      };
+      assert.equal(shown.egress, "deny");
     });
 
     it("has exactly one copy of every rule after a kill -9 and restart, and DNS answers again", async () => {

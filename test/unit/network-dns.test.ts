@@ -114,7 +114,18 @@ describe("the fast path for VM names", () => {
       type: "query",
       id: 1,
       questions: [{ type: "A", name: "web.vm" }],
-      additionals: [{ type: "OPT", name: ".", udpPayloadSize: 4096 }],
+      additionals: [
+        {
+          type: "OPT",
+          name: ".",
+          udpPayloadSize: 4096,
+          extendedRcode: 0,
+          ednsVersion: 0,
+          flags: 0,
+          flag_do: false,
+          options: [],
+        },
+      ],
     });
     assert.equal(fastZoneAnswer(zone, withOpt), undefined);
     assert.equal(
