@@ -64,9 +64,11 @@ function defineNetworkSuite(vmm: "qemu" | "firecracker"): void {
       env.banger(["vm", "run", "--name", name, "--", "sh", "-c", script], { timeoutMs: 120_000 });
 
     before(async () => {
-      env = createE2eEnv({ name: `net-${vmm.slice(0, 2)}`, config: vmmConfig(vmm) });
+      // The Firecracker run also proves network.vm_to_vm = false.
+      const network = vmm === "qemu" ? "" : "\n[network]\nvm_to_vm = false\n";
+      env = createE2eEnv({ name: `net-${vmm.slice(0, 2)}`, config: vmmConfig(vmm) + network });
       upstream = await createUpstream({ daemonNetns: env.netns, zone: ZONE });
-      const names = vmm === "qemu" ? ["web", "cli", "eg"] : ["solo"];
+      const names = vmm === "qemu" ? ["web", "cli", "eg"] : ["solo", "peer"];
       const extra: Record<string, string[]> = {
         web: ["--publish", "127.0.0.1:18080:8080"],
         eg: ["--egress", "www.example.test"],
@@ -141,7 +143,19 @@ function defineNetworkSuite(vmm: "qemu" | "firecracker"): void {
       }
     });
 
-    if (vmm !== "qemu") return;
+    if (vmm !== "qemu") {
+      it("with vm_to_vm = false, a guest resolves another VM's name but cannot reach it", async () => {
+        const probe = await inGuest(
+          "solo",
+          "getent hosts peer.vm >/dev/null && echo resolved; timeout 5 bash -c '</dev/tcp/peer.vm/22' && echo reached; exit 0",
+        );
+        assert.match(probe.stdout, /resolved/);
+        assert.doesNotMatch(probe.stdout, /reached/);
+        const direct = await inGuest("peer", "true");
+        assert.equal(direct.code, 0, "the daemon still reaches both");
+      });
+      return;
+    }
 
     it("keeps guests away from daemon-namespace services other than DNS", async () => {
       const listener = spawn(
