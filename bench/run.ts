@@ -2,7 +2,7 @@
  * `npm run bench`: banger next to a bare baseline doing the same work, in
  * one run, printed as a table (or JSON with --json). Nothing asserts on time.
  *
- * Environment: BENCH_ONLY=rpc,dns,cli,create-parallel,reconcile,rss-stopped,vm-cold,vm-fc,vm-warm,rss,
+ * Environment: BENCH_ONLY=rpc,dns,cli,create-parallel,reconcile,rss-stopped,vm-cold,vm-fc,vm-warm,publish,rss,
  * disk-sparse,disk-qcow2,disk-reflink,disk-dm runs a subset.
  * Everything with bridges, taps or guests runs in a network namespace the
  * bench creates and deletes; every process it starts is ended by pid, and
@@ -45,6 +45,7 @@ import {
   RECONCILE_ROW,
   RSS_STOPPED_ROW,
 } from "./row-lifecycle.ts";
+import { benchPublish, PUBLISH_ROW } from "./row-ports.ts";
 import { benchRpc, RPC_ROW } from "./row-rpc.ts";
 import {
   benchRss,
@@ -69,6 +70,7 @@ const ROWS = [
   VM_COLD_ROW,
   VM_FC_ROW,
   VM_WARM_ROW,
+  PUBLISH_ROW,
   RSS_ROW,
   DISK_SPARSE_ROW,
   DISK_QCOW2_ROW,
@@ -76,7 +78,7 @@ const ROWS = [
   DISK_DM_ROW,
 ] as const;
 type RowId = (typeof ROWS)[number]["id"];
-const VM_ROW_IDS: readonly RowId[] = ["vm-cold", "vm-fc", "vm-warm", "rss"];
+const VM_ROW_IDS: readonly RowId[] = ["vm-cold", "vm-fc", "vm-warm", "publish", "rss"];
 /** The whole bench ends (cleaning up) after this long, whatever state it is in. */
 const OVERALL_CAP_MS = 9 * 60_000;
 
@@ -249,6 +251,9 @@ async function runRows(session: Session, selected: Set<RowId>, failures: string[
   if (selected.has("vm-warm") && worker) {
     const w = worker;
     results.push(...(await attempt(VM_WARM_ROW, failures, () => benchVmWarm(ctx, w))));
+  }
+  if (selected.has("publish")) {
+    results.push(...(await attempt(PUBLISH_ROW, failures, () => benchPublish(ctx))));
   }
   if (selected.has("rss")) results.push(...(await attempt(RSS_ROW, failures, () => benchRss(ctx))));
   return results;
