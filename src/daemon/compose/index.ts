@@ -37,6 +37,8 @@ import {
   createIpForward,
   startPortProxy,
 } from "../../sys/network/index.ts";
+import { BlobCache } from "../../sys/oci/blob-cache.ts";
+import { runImageWorker } from "../../sys/oci/worker-client.ts";
 import { isPidAlive, readCmdline, readProcessUsage } from "../../sys/proc/index.ts";
 import { createProcessRunner } from "../../sys/runner/index.ts";
 import { probeSshBanner } from "../../sys/ssh/index.ts";
@@ -46,6 +48,8 @@ import { chooseAccel, createQemuDriver, describeAccel, describeAccelFailure } fr
 import { runDoctor } from "../doctor/index.ts";
 import { buildHandlers, type DaemonInfo } from "../handlers.ts";
 import { createImageService } from "../image/index.ts";
+import { createOciImages, withAutoPull } from "../image/oci.ts";
+import { buildImageHandlers } from "../image-handlers.ts";
 import { createNetworking, networkDoctorChecks } from "../network/index.ts";
 import { buildNetworkHandlers } from "../network-handlers.ts";
 import { createRpcServer, type RpcServer } from "../rpc/server.ts";
@@ -115,6 +119,21 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
     },
   });
   await images.cleanupStaging();
+  const blobs = new BlobCache(layout.blobsDir);
+  await blobs.clearDebris();
+  const oci = createOciImages({
+    store,
+    layout,
+    logger: logger.child({ svc: "image-oci" }),
+    publishMutex: imagePublication,
+    now,
+    newId,
+    fs: createNodeFs(),
+    runWorker: runImageWorker,
+    blobs,
+    launcher: hostNetnsLauncher(options.env),
+    dockerConfigFile: join(options.env.DOCKER_CONFIG || join(homedir(), ".docker"), "config.json"),
+  });
 
   const accel = () => {
     const kernel = store.listImages()[0]?.kernel;
@@ -204,7 +223,7 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
     layout,
     config,
     logger: logger.child({ svc: "vm" }),
-    images,
+    images: withAutoPull(images, oci, store),
     network: createVmNetwork(hostNetwork),
     hooks: networking.hooks,
     drivers,
@@ -253,7 +272,7 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
     requestStop: (reason, stopVms) => stopRequested?.(reason, stopVms) ?? Promise.resolve([]),
     operations: () => createOps.running,
   };
-  const vmHandlers = buildVmHandlers({ vms, images, createOps, stats });
+  const vmHandlers = buildVmHandlers({ vms, createOps, stats });
   const handlers = {
     ...buildHandlers({
       info,
@@ -295,6 +314,7 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
         }),
     }),
     ...vmHandlers,
+    ...buildImageHandlers({ images, oci, vms, store }),
     ...buildNetworkHandlers({ base: vmHandlers, vms, networking, createOps }),
   };
   const socketGid = config.daemon.socket_group ? await groupIdByName(config.daemon.socket_group) : undefined;
