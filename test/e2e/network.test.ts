@@ -11,6 +11,7 @@
  */
 import assert from "node:assert/strict";
 import { execFileSync, spawn } from "node:child_process";
+import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { daemonPid } from "../helpers/cli.ts";
@@ -86,7 +87,7 @@ function defineNetworkSuite(vmm: "qemu" | "firecracker"): void {
     });
 
     const client = vmm === "qemu" ? "cli" : "solo";
-    const server = vmm === "qemu" ? "web" : "solo";
+    const server = vmm === "qemu" ? "web" : "peer";
 
     it("reaches the uplink through NAT: the upstream sees the uplink address", async () => {
       const whoami = await inGuest(client, `curl -sS -m 20 http://${UPSTREAM}/whoami`);
@@ -123,11 +124,24 @@ function defineNetworkSuite(vmm: "qemu" | "firecracker"): void {
       const missing = await inGuest(client, "getent hosts nope.vm; echo exit=$?");
       assert.match(missing.stdout, /exit=2/);
 
-      assert.deepEqual(dnsQuery(env.netns, "127.0.0.1", `${server}.vm`), { rcode: "NOERROR", answers: [ip] });
-      assert.deepEqual(dnsQuery(env.netns, "10.77.0.1", `${server}.vm`, "A", "tcp"), {
-        rcode: "NOERROR",
-        answers: [ip],
-      });
+      const dnsLog = () =>
+        readFileSync(join(env.home, "state", "bangerd.log"), "utf8")
+          .split("\n")
+          .filter((line) => /dns|refused/i.test(line))
+          .slice(-10)
+          .join("\n");
+      for (const [target, transport] of [
+        ["127.0.0.1", "udp"],
+        ["127.0.0.1", "tcp"],
+        ["10.77.0.1", "udp"],
+        ["10.77.0.1", "tcp"],
+      ] as const) {
+        assert.deepEqual(
+          dnsQuery(env.netns, target, `${server}.vm`, "A", transport),
+          { rcode: "NOERROR", answers: [ip] },
+          `${target}/${transport}\n${dnsLog()}`,
+        );
+      }
       assert.deepEqual(dnsQuery(env.netns, "127.0.0.1", "nope.vm"), { rcode: "NXDOMAIN", answers: [] });
     });
 
@@ -282,6 +296,8 @@ function defineNetworkSuite(vmm: "qemu" | "firecracker"): void {
       assert.ok(before.length >= 10, `rules: ${before.length}`);
       const pid = daemonPid(env.home) as number;
       process.kill(pid, "SIGKILL");
+      for (let i = 0; i < 100 && existsSync(`/proc/${pid}`); i++)
+        await new Promise((resolve) => setTimeout(resolve, 100));
       const list = await env.banger(["vm", "ls"]);
       assert.equal(list.code, 0, list.stderr);
       assert.notEqual(daemonPid(env.home), pid);

@@ -283,6 +283,7 @@ describe("the DNS feature's query path", () => {
       cache: createDnsCache({ maxEntries: 100, maxTtlSeconds: 600, nowMs: () => 0 }),
       records: () => [{ name: "web", ip: "10.77.0.2" }],
       routeHost: async () => ({ ok: false, detail: "not in unit tests" }),
+      isLocalAddress: (address) => address === "192.0.2.9",
       settings: policies(options.map ?? {}),
       allowEgress: async (source, addresses, ttl) =>
         void allowed.push(`${source}>${addresses.join(",")}@${ttl}`),
@@ -291,11 +292,17 @@ describe("the DNS feature's query path", () => {
     return { dns, forwarded, allowed };
   }
 
-  it("refuses askers outside the guest subnet and loopback", async () => {
+  it("refuses askers other than guests, loopback and this namespace's addresses", async () => {
     const { dns, forwarded } = feature({ upstream: upstreamAnswer });
     const reply = await dns.handle(query("example.com"), { address: "198.51.100.20", transport: "udp" });
     assert.equal((dnsPacket.decode(reply as Buffer).flags ?? 0) & 0xf, 5, "REFUSED");
     assert.deepEqual(forwarded, []);
+    const local = await dns.handle(query("web.vm"), { address: "192.0.2.9", transport: "tcp" });
+    assert.equal(
+      (dnsPacket.decode(local as Buffer).flags ?? 0) & 0xf,
+      0,
+      "an address of this namespace is the host asking",
+    );
   });
 
   it("answers SERVFAIL when no upstream answers, and caches what one did", async () => {

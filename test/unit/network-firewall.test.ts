@@ -34,7 +34,11 @@ describe("firewall planner", () => {
       script,
       /ip daddr 10\.77\.0\.1 meta l4proto \{ tcp, udp \} th dport 53 iifname != \{ "banger0", "lo" \} drop/,
     );
-    assert.match(script, /oifname "banger0" ct state established,related accept\n {4}oifname "banger0" drop/);
+    assert.match(
+      script,
+      /iifname "banger0" oifname "banger0" accept\n {4}oifname "banger0" ct state established,related accept\n {4}oifname "banger0" drop/,
+      "guest-to-guest frames seen through br_netfilter are the bridge table's business",
+    );
     assert.match(script, /ether type ip iifname \. ether saddr \. ip saddr != @vm_ports drop/);
     assert.match(script, /ether type arp iifname \. ether saddr \. arp saddr ip != @vm_ports drop/);
     assert.match(script, new RegExp(`comment "banger:${firewallSignature(inputs)}"`));

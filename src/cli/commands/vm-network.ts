@@ -86,7 +86,8 @@ async function forwardUntilInterrupted(
 
 function listen(spec: ForwardSpec, onConnection: (socket: Socket) => void): Promise<Server> {
   return new Promise((resolve, reject) => {
-    const server = createServer(onConnection);
+    // Half-open: the local client's FIN is passed on, and the guest's answer still comes back.
+    const server = createServer({ allowHalfOpen: true }, onConnection);
     server.once("error", (error: NodeJS.ErrnoException) =>
       reject(
         new BangerError(

@@ -6,9 +6,10 @@
  * `inet banger` (routed traffic):
  * - postrouting: masquerade of the guest subnet out of any device but the
  *   bridge (the uplink is whatever the default route says);
- * - forward: replies into guests, nothing unsolicited into them; from
- *   guests, the egress policy (denied VMs, and VMs limited to the addresses
- *   their allowed names resolved to), then accept;
+ * - forward: frames between guests that br_netfilter hands to this hook
+ *   are left to the bridge table; replies into guests, nothing unsolicited
+ *   into them; from guests, the egress policy (denied VMs, and VMs limited
+ *   to the addresses their allowed names resolved to), then accept;
  * - input: from the bridge only replies and DNS to the gateway, so guests
  *   reach no other service of the daemon's namespace; DNS on the gateway
  *   only from the bridge and loopback (never an open resolver).
@@ -57,7 +58,7 @@ const MAC = /^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/i;
 /** Hex digest of everything the table structure depends on. */
 export function firewallSignature(inputs: FirewallInputs): string {
   const hash = createHash("sha256");
-  hash.update(JSON.stringify({ v: 2, b: inputs.bridge, s: inputs.subnet.cidr, x: inputs.vmToVm }));
+  hash.update(JSON.stringify({ v: 3, b: inputs.bridge, s: inputs.subnet.cidr, x: inputs.vmToVm }));
   return hash.digest("hex").slice(0, 16);
 }
 
@@ -78,6 +79,7 @@ export function planFirewallTables(inputs: FirewallInputs): string {
   }
   chain forward {
     type filter hook forward priority filter; policy accept;
+    iifname ${bridge} oifname ${bridge} accept
     oifname ${bridge} ct state established,related accept
     oifname ${bridge} drop
     iifname ${bridge} ip saddr != ${cidr} drop

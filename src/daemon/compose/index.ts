@@ -35,6 +35,7 @@ import {
   createFirewall,
   createHostNetwork,
   createIpForward,
+  localAddressCheck,
   startPortProxy,
 } from "../../sys/network/index.ts";
 import { BlobCache } from "../../sys/oci/blob-cache.ts";
@@ -210,6 +211,7 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
     vmDir: (vmId) => vmPaths(layout, vmId).dir,
     listVms: () => store.listVms(),
     nowMs: () => Date.now(),
+    isLocalAddress: localAddressCheck(),
     routeHost: () =>
       applyResolvedRouting({
         runner,

@@ -4,8 +4,10 @@
  * 127.0.0.1, UDP and TCP, port `network.dns_port`.
  *
  * Per query: hostile or malformed messages are answered FORMERR or dropped
- * (core/network `checkQuery`); askers outside the guest subnet and loopback
- * get REFUSED (never an open resolver); the `vm` zone and the guest reverse
+ * (core/network `checkQuery`); askers other than guests, loopback and this
+ * namespace's own addresses get REFUSED (never an open resolver; the
+ * firewall also drops DNS to the gateway from anywhere but the bridge and
+ * loopback); the `vm` zone and the guest reverse
  * zone are answered from a fresh snapshot of the VMs, so a name exists from
  * the moment its VM is created until it is deleted; a VM whose egress is a
  * list gets NXDOMAIN for other names; everything else goes through the TTL
@@ -50,6 +52,8 @@ export interface DnsDeps {
   upstream: Upstream;
   cache: DnsCache;
   records(): readonly ZoneRecord[];
+  /** True for an address of this namespace (a local process asking). */
+  isLocalAddress(address: string): boolean;
   settings: Pick<NetworkSettings, "policyOf">;
   /** Points the host's resolver at this server for the zone, where it can (systemd-resolved). */
   routeHost(): Promise<{ ok: boolean; detail: string }>;
@@ -78,6 +82,8 @@ export function createDnsFeature(deps: DnsDeps): DnsFeature {
   const logger = deps.logger.child({ feature: "dns" });
   const { subnet } = deps;
   let server: DnsServer | undefined;
+  /** Askers refused so far, each logged once (bounded). */
+  const refusedAskers = new Set<string>();
   let zone: { value: Zone; builtAt: number } | undefined;
   const currentZone = (): Zone => {
     const now = performance.now();
@@ -100,13 +106,20 @@ export function createDnsFeature(deps: DnsDeps): DnsFeature {
   };
 
   const handle = async (message: Buffer, client: DnsClient): Promise<Buffer | undefined> => {
-    const allowed = isGuest(client.address) || isLoopback(client.address);
+    const allowed =
+      isGuest(client.address) || isLoopback(client.address) || deps.isLocalAddress(client.address);
     const fast = allowed ? fastZoneAnswer(currentZone(), message) : undefined;
     if (fast !== undefined) return fast;
     const check = checkQuery(message);
     if (!check.ok) return check.reply;
     const { packet, question } = check;
-    if (!allowed) return refused(packet);
+    if (!allowed) {
+      if (refusedAskers.size < 100 && !refusedAskers.has(client.address)) {
+        refusedAskers.add(client.address);
+        logger.warn("refused DNS from outside the guest subnet and loopback", { client: client.address });
+      }
+      return refused(packet);
+    }
     const decision = answerQuery({
       zone: currentZone(),
       packet,

@@ -53,6 +53,7 @@ export interface NetworkingDeps {
   listVms(): VmRecord[];
   nowMs(): number;
   routeHost(): Promise<{ ok: boolean; detail: string }>;
+  isLocalAddress(address: string): boolean;
 }
 
 export interface Networking {
@@ -110,6 +111,7 @@ export function createNetworking(deps: NetworkingDeps): Networking {
     records: () => deps.listVms().map((vm) => ({ name: vm.name, ip: vm.guestIp })),
     settings,
     routeHost: deps.routeHost,
+    isLocalAddress: deps.isLocalAddress,
     allowEgress: (source, addresses, ttl) => deps.firewall.apply(planEgressAllow(source, addresses, ttl)),
     logger: deps.logger,
   });
