@@ -37,18 +37,23 @@ const skip = process.getuid?.() === 0 ? undefined : "needs root (network namespa
 const ip = (...args: string[]) => execFileSync("ip", args, { stdio: ["ignore", "pipe", "pipe"] });
 const inNs = (ns: string, ...argv: string[]) =>
   execFileSync("ip", ["netns", "exec", ns, ...argv], { encoding: "utf8" });
-const reaches = (ns: string, host: string, port: number, localAddress?: string) => {
+/** Whether a connection opens: waits long for what should work, 2 s for what should be dropped. */
+const reaches = (ns: string, host: string, port: number, localAddress?: string, expect = false) => {
+  const argv = [
+    "netns",
+    "exec",
+    ns,
+    process.execPath,
+    PROBE,
+    host,
+    String(port),
+    ...(localAddress ? [localAddress] : []),
+  ];
   try {
-    execFileSync("ip", [
-      "netns",
-      "exec",
-      ns,
-      process.execPath,
-      PROBE,
-      host,
-      String(port),
-      ...(localAddress ? [localAddress] : []),
-    ]);
+    execFileSync("ip", argv, {
+      env: { ...process.env, PROBE_TIMEOUT_MS: expect ? "20000" : "2000" },
+      stdio: ["ignore", "ignore", expect ? "inherit" : "ignore"],
+    });
     return true;
   } catch {
     return false;
