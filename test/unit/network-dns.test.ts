@@ -284,6 +284,7 @@ describe("the DNS feature's query path", () => {
       records: () => [{ name: "web", ip: "10.77.0.2" }],
       routeHost: async () => ({ ok: false, detail: "not in unit tests" }),
       isLocalAddress: (address) => address === "192.0.2.9",
+      anyVm: () => true,
       settings: policies(options.map ?? {}),
       allowEgress: async (source, addresses, ttl) =>
         void allowed.push(`${source}>${addresses.join(",")}@${ttl}`),

@@ -52,6 +52,8 @@ export interface DnsDeps {
   upstream: Upstream;
   cache: DnsCache;
   records(): readonly ZoneRecord[];
+  /** True when the store holds any VM: a daemon without one starts no DNS server (the VM hook starts it). */
+  anyVm(): boolean;
   /** True for an address of this namespace (a local process asking). */
   isLocalAddress(address: string): boolean;
   settings: Pick<NetworkSettings, "policyOf">;
@@ -175,7 +177,7 @@ export function createDnsFeature(deps: DnsDeps): DnsFeature {
       return hostRouting;
     },
     async ensure(signal) {
-      if (server !== undefined) return;
+      if (server !== undefined || !deps.anyVm()) return;
       try {
         await deps.ensureBridge(signal);
         server = await deps.startServer({ listen: listen(), handle: guardedHandle, logger });

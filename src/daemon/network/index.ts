@@ -18,17 +18,18 @@ import {
   type Subnet,
 } from "../../core/network/index.ts";
 import { isActiveState, tapNameForVmId, type VmRecord } from "../../core/vm/index.ts";
+import type { DoctorCheck } from "../../protocol/index.ts";
 import type { DnsServer, DnsServerOptions, Upstream } from "../../sys/dns/index.ts";
 import type { Firewall, IpForward, PortProxy, PortProxyOptions } from "../../sys/network/index.ts";
 import type { VmHook, VmHookContext } from "../vm/index.ts";
 import { createDnsFeature, type DnsFeature } from "./dns.ts";
+import { networkDoctorChecks } from "./doctor.ts";
 import type { HostFeature } from "./feature.ts";
 import { createNatFeature, type NatFeature } from "./nat.ts";
 import { createPortsFeature } from "./ports.ts";
 import { createNetworkSettings, type NetworkSettings, type SettingsFiles } from "./settings.ts";
 
 export type { DnsFeature } from "./dns.ts";
-export { networkDoctorChecks } from "./doctor.ts";
 export type { HostFeature } from "./feature.ts";
 export type { NatFeature } from "./nat.ts";
 export type { NetworkSettings, SettingsFiles, VmNetworkSettings } from "./settings.ts";
@@ -40,6 +41,7 @@ export interface NetworkingDeps {
   /** The bridge and taps (sys/network HostNetwork). */
   bridge: {
     ensureBridge(signal?: AbortSignal): Promise<void>;
+    bridgeAddresses(): Promise<string[] | undefined>;
     teardownBridge(): Promise<void>;
     removeLeftoverTaps(owned: ReadonlySet<string>): Promise<string[]>;
   };
@@ -66,6 +68,8 @@ export interface Networking {
   setEgress(vm: VmHookContext, policy: EgressPolicy, live: boolean): Promise<void>;
   /** Packets dropped by egress policy, by guest address. */
   dropCounts(): Promise<Map<string, number>>;
+  /** The network's doctor checks (doctor.ts). */
+  doctor(): Promise<DoctorCheck[]>;
 }
 
 export function createNetworking(deps: NetworkingDeps): Networking {
@@ -94,6 +98,7 @@ export function createNetworking(deps: NetworkingDeps): Networking {
     settings,
     activeVms,
     anyVmRunning: () => deps.listVms().some((vm) => isActiveState(vm.state)),
+    anyVm: () => deps.listVms().length > 0,
     removeBridge: async () => {
       await deps.bridge.removeLeftoverTaps(new Set());
       await deps.bridge.teardownBridge();
@@ -112,6 +117,7 @@ export function createNetworking(deps: NetworkingDeps): Networking {
     settings,
     routeHost: deps.routeHost,
     isLocalAddress: deps.isLocalAddress,
+    anyVm: () => deps.listVms().length > 0,
     allowEgress: (source, addresses, ttl) => deps.firewall.apply(planEgressAllow(source, addresses, ttl)),
     logger: deps.logger,
   });
@@ -139,5 +145,16 @@ export function createNetworking(deps: NetworkingDeps): Networking {
       if (!live) settings.forget(vm.guestIp);
     },
     dropCounts: () => deps.firewall.dropCounts(),
+    doctor: () =>
+      networkDoctorChecks({
+        bridge: config.network.bridge,
+        subnet,
+        domain: config.network.domain,
+        firewall: deps.firewall,
+        ipForward: deps.ipForward,
+        nat,
+        dns,
+        bridgeAddresses: () => deps.bridge.bridgeAddresses(),
+      }),
   };
 }

@@ -4,15 +4,17 @@
  * elements (anti-spoofing triple, egress membership) at start and removes
  * them at stop.
  *
- * - `ensure` (daemon start, after reconcile): ip_forward on, then one
- *   `nft -f -` with the wanted tables (rebuilt only when their signature
- *   changed) and the elements of every active VM. A failure (no nft, no
- *   root) is logged and remembered; the hook tries again at the next VM
- *   start and fails that start with the reason, since a VM must never run
- *   without its isolation.
- * - `teardown` (daemon stop): only when no VM is left running, the tables,
- *   the bridge and leftover taps go, and ip_forward is restored; with VMs
- *   running everything stays for them and the next daemon.
+ * - `ensure` (daemon start, after reconcile), only when the store holds a
+ *   VM (a daemon that never runs one changes nothing in its namespace):
+ *   ip_forward on, then one `nft -f -` with the wanted tables (rebuilt only
+ *   when their signature changed) and the elements of every active VM. The
+ *   hook does the same at a VM start when it has not been done; a failure
+ *   (no nft, no root) is logged at daemon start and fails the VM start with
+ *   the reason, since a VM must never run without its isolation.
+ * - `teardown` (daemon stop): only when this daemon brought the network up
+ *   and no VM is left running, the tables, the bridge and leftover taps go,
+ *   and ip_forward is restored; with VMs running everything stays for them
+ *   and the next daemon.
  */
 import type { Logger } from "../../core/log/index.ts";
 import {
@@ -37,6 +39,8 @@ export interface NatDeps {
   activeVms(): Promise<readonly VmHookContext[]>;
   /** True while any VM is still running (teardown then keeps everything). */
   anyVmRunning(): boolean;
+  /** True when the store holds any VM at all. */
+  anyVm(): boolean;
   /** Removes the bridge and every banger tap. */
   removeBridge(): Promise<void>;
   logger: Logger;
@@ -51,6 +55,8 @@ export interface NatFeature extends HostFeature {
 export function createNatFeature(deps: NatDeps): NatFeature {
   const logger = deps.logger.child({ feature: "nat" });
   let down: string | undefined = "not ensured yet";
+  /** Whether this daemon changed the namespace (and so owns the teardown). */
+  let touched = false;
 
   const firewallVm = async (context: VmHookContext): Promise<FirewallVm> => ({
     tap: context.tap,
@@ -60,6 +66,7 @@ export function createNatFeature(deps: NatDeps): NatFeature {
   });
 
   const ensure = async (signal?: AbortSignal) => {
+    touched = true;
     try {
       await deps.ipForward.enable();
       const vms = await Promise.all((await deps.activeVms()).map(firewallVm));
@@ -83,11 +90,13 @@ export function createNatFeature(deps: NatDeps): NatFeature {
       return down;
     },
     async ensure(signal) {
+      if (!deps.anyVm()) return;
       await ensure(signal).catch((error: unknown) =>
         logger.warn("NAT and isolation are not in place; VM starts will retry", { err: String(error) }),
       );
     },
     async teardown() {
+      if (!touched) return;
       if (deps.anyVmRunning()) {
         logger.info("VMs still run: firewall, bridge and ip_forward stay");
         return;
