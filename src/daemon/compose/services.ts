@@ -12,6 +12,7 @@ import { join } from "node:path";
 import { sleep } from "../../core/async/index.ts";
 import { KeyedLocks, Mutex, OperationRegistry } from "../../core/concurrency/index.ts";
 import type { Config } from "../../core/config/index.ts";
+import { copyFileArgv } from "../../core/image/index.ts";
 import type { Logger } from "../../core/log/index.ts";
 import { parseSubnet } from "../../core/network/index.ts";
 import type { Layout } from "../../core/paths/index.ts";
@@ -30,8 +31,11 @@ import type { Store } from "../../sys/store/index.ts";
 import { createVmFiles } from "../../sys/vmfiles/index.ts";
 import { createQemuDriver } from "../../sys/vmm/index.ts";
 import { doctorChecks, runDoctor } from "../doctor/index.ts";
+import { createDockerfileBuilds, type DockerfileBuilds } from "../image/dockerfile.ts";
 import { createImageService, type ImageService } from "../image/index.ts";
 import { createOciImages, type OciImages, withAutoPull } from "../image/oci.ts";
+import { createPromoter, type Promote } from "../image/promote.ts";
+import { createPublisher } from "../image/publish.ts";
 import { createVmService, createVmStats, type VmService, type VmStatsService } from "../vm/index.ts";
 import { createVmDisks } from "./adapters/disks.ts";
 import { createDrivers } from "./adapters/drivers.ts";
@@ -53,6 +57,8 @@ export interface Services {
   runner: Runner;
   images: ImageService;
   oci: OciImages;
+  dockerfiles: DockerfileBuilds;
+  promote: Promote;
   vms: VmService;
   stats: VmStatsService;
   createOps: OperationRegistry<VmInfo>;
@@ -76,6 +82,8 @@ export async function buildServices(deps: ServiceDeps, life: AsyncDisposableStac
     subnet: parseSubnet(config.network.subnet),
   });
   const capabilities = deps.registerCapabilities({ config, layout, runner, logger, store, hostNetwork });
+  const copyFile = async (from: string, to: string): Promise<void> =>
+    void (await runner.run(copyFileArgv(from, to)));
   // The narrow global mutex for image publication, shared by every way of making an image (ARCHITECTURE.md "Lock order").
   const publishMutex = new Mutex();
 
@@ -108,9 +116,32 @@ export async function buildServices(deps: ServiceDeps, life: AsyncDisposableStac
     newId,
     fs: createNodeFs(),
     runWorker: runImageWorker,
+    copyFile,
     blobs,
     launcher: hostNetnsLauncher(deps.env),
     dockerConfigFile: join(deps.env.DOCKER_CONFIG || join(homedir(), ".docker"), "config.json"),
+  });
+
+  const publish = createPublisher({ store, fs: createNodeFs(), publishMutex });
+  const dockerfiles = createDockerfileBuilds({
+    layout,
+    runner,
+    fs: createNodeFs(),
+    logger: logger.child({ svc: "image-dockerfile" }),
+    newId,
+    oci,
+    launcher: hostNetnsLauncher(deps.env),
+  });
+  const promote = createPromoter({
+    store,
+    layout,
+    runner,
+    fs: createNodeFs(),
+    logger: logger.child({ svc: "image-promote" }),
+    newId,
+    now,
+    copyFile,
+    publish,
   });
 
   const accel = createAccelProbe({ config, layout, runner, store });
@@ -166,10 +197,10 @@ export async function buildServices(deps: ServiceDeps, life: AsyncDisposableStac
   const { networking } = capabilities;
   const doctor = () =>
     runDoctor([
-      ...doctorChecks({ probes, runner, layout, config, cowStrategy, accel }),
+      ...doctorChecks({ probes, runner, layout, config, cowStrategy, accel, blobs }),
       ...(networking ? [{ name: "network", run: () => networking.doctor() }] : []),
     ]);
-  return { runner, images, oci, vms, stats, createOps, capabilities, doctor, now };
+  return { runner, images, oci, dockerfiles, promote, vms, stats, createOps, capabilities, doctor, now };
 }
 
 /** Short random ids for VMs, images and operations. */

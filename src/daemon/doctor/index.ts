@@ -10,6 +10,7 @@ import type { Layout } from "../../core/paths/index.ts";
 import type { DoctorCheck } from "../../protocol/index.ts";
 import type { CowStrategyProbe } from "../../sys/disk/index.ts";
 import type { HostProbes } from "../../sys/host/index.ts";
+import type { BlobCache } from "../../sys/oci/blob-cache.ts";
 import type { Runner } from "../../sys/runner/index.ts";
 import type { AccelChoice } from "../../sys/vmm/index.ts";
 import { accelCheck } from "./checks/accel.ts";
@@ -17,6 +18,7 @@ import type { HostCheck } from "./checks/check.ts";
 import { cowStrategyCheck } from "./checks/cow.ts";
 import { freeDiskCheck } from "./checks/disk.ts";
 import { firecrackerCheck } from "./checks/firecracker.ts";
+import { imageStoreCheck } from "./checks/images.ts";
 import { kvmCheck } from "./checks/kvm.ts";
 import { nodeCheck } from "./checks/node.ts";
 import { privilegesCheck } from "./checks/privileges.ts";
@@ -32,6 +34,7 @@ export interface DoctorDeps {
   config: Config;
   cowStrategy: { get(): Promise<CowStrategyProbe> };
   accel: { get(): Promise<AccelChoice> };
+  blobs: Pick<BlobCache, "list">;
 }
 
 /** The checks in the order `banger doctor` prints them. */
@@ -46,6 +49,7 @@ export function doctorChecks(deps: DoctorDeps): HostCheck[] {
     firecrackerCheck(deps),
     cowStrategyCheck(deps.cowStrategy),
     accelCheck(deps.accel),
+    imageStoreCheck(deps),
   ];
 }
 
