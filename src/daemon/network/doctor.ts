@@ -24,7 +24,13 @@ export interface NetworkDoctorDeps {
   bridgeAddresses(): Promise<string[] | undefined>;
 }
 
+const WAITING = "not set up yet: banger sets up the host network at the first VM start";
+
 export async function networkDoctorChecks(deps: NetworkDoctorDeps): Promise<DoctorCheck[]> {
+  if (!deps.nat.started) {
+    // A daemon without VMs leaves its namespace alone; only what would block the first VM matters.
+    return [{ name: "network", status: "ok", detail: WAITING }, await checkForwardPolicies(deps)];
+  }
   return [
     await checkFirewall(deps),
     await checkIpForward(deps),

@@ -50,6 +50,8 @@ export interface NatFeature extends HostFeature {
   readonly hook: VmHook;
   /** Why the last ensure failed, or undefined when the tables are in place. */
   readonly down: string | undefined;
+  /** Whether this daemon has tried to bring the network up (it waits for the first VM). */
+  readonly started: boolean;
 }
 
 export function createNatFeature(deps: NatDeps): NatFeature {
@@ -88,6 +90,9 @@ export function createNatFeature(deps: NatDeps): NatFeature {
     name: "nat",
     get down() {
       return down;
+    },
+    get started() {
+      return touched;
     },
     async ensure(signal) {
       if (!deps.anyVm()) return;
