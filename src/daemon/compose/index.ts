@@ -19,6 +19,7 @@ import { isPidAlive, readCmdline } from "../../sys/proc/index.ts";
 import { openStore, type Store } from "../../sys/store/index.ts";
 import { buildHandlers, type DaemonInfo } from "../handlers.ts";
 import { buildImageHandlers } from "../image-handlers.ts";
+import { buildNetworkHandlers } from "../network-handlers.ts";
 import { createRpcServer } from "../rpc/server.ts";
 import { buildVmHandlers } from "../vm-handlers.ts";
 import { buildWorkspaceHandlers } from "../workspace-handlers.ts";
@@ -93,15 +94,20 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
     await ensureHostFeatures(services.capabilities.hostFeatures, life, { signal: shutdown.signal, logger });
     life.use(startSerialInterval(() => vms.reap(), REAP_INTERVAL_MS, logger.child({ task: "reaper" })));
     const info = daemonInfo({ layout, env: options.env, services, stop });
+    const vmHandlers = buildVmHandlers({
+      ...services,
+      beforeDelete: async (name, o) => {
+        if (!o.force) await services.workspaces.assertNothingUnexported(name, o.signal);
+      },
+    });
+    const { networking } = services.capabilities;
     const handlers = {
       ...buildHandlers({ info, store, doctor: services.doctor }),
-      ...buildVmHandlers({
-        ...services,
-        beforeDelete: async (name, o) => {
-          if (!o.force) await services.workspaces.assertNothingUnexported(name, o.signal);
-        },
-      }),
+      ...vmHandlers,
       ...buildImageHandlers({ ...services, store }),
+      ...(networking
+        ? buildNetworkHandlers({ base: vmHandlers, vms, networking, createOps: services.createOps })
+        : {}),
       ...buildWorkspaceHandlers({ ...services, auth: config.auth }),
     };
     const socketGid = await socketGroup(config, layout);
