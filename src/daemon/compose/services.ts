@@ -123,7 +123,7 @@ export async function buildServices(deps: ServiceDeps, life: AsyncDisposableStac
     insecureRegistries: config.image.insecure_registries,
   });
 
-  const publish = createPublisher({ store, fs: createNodeFs(), publishMutex });
+  const publish = createPublisher({ store, layout, fs: createNodeFs(), newId, publishMutex });
   const dockerfiles = createDockerfileBuilds({
     layout,
     runner,
