@@ -70,7 +70,7 @@ export function registerImageCommands(program: Command, ctx: CliContext): void {
               ["id", info.id],
               ["kind", info.kind],
               ["dir", info.dir],
-              ["kernel", info.kernel],
+              ["kernel", info.kernel || "-"],
               ["initrd", info.initrd ?? "-"],
               ["rootfs", info.rootfs],
               ["size", formatBytes(info.sizeBytes)],
