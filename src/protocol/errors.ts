@@ -24,6 +24,10 @@ export const ErrorCode = {
   CANCELLED: "CANCELLED",
   DAEMON_UNAVAILABLE: "DAEMON_UNAVAILABLE",
   RUNTIME_TOO_OLD: "RUNTIME_TOO_OLD",
+  /** A request exceeds a fixed limit (argument bytes, frame size). */
+  LIMIT_EXCEEDED: "LIMIT_EXCEEDED",
+  /** The daemon is out of a shared resource (file descriptors, processes, connections) for now. */
+  RESOURCE_EXHAUSTED: "RESOURCE_EXHAUSTED",
   INTERNAL: "INTERNAL",
 } as const;
 
@@ -57,6 +61,8 @@ export const exitStatusFor: Record<ErrorCode, number> = {
   CANCELLED: 130,
   DAEMON_UNAVAILABLE: 10,
   RUNTIME_TOO_OLD: 11,
+  LIMIT_EXCEEDED: 2,
+  RESOURCE_EXHAUSTED: 12,
   INTERNAL: 1,
 };
 
@@ -72,6 +78,9 @@ const defaultHint: Partial<Record<ErrorCode, string>> = {
   INTERNAL: "this is a bug in banger; `banger daemon logs` has the details",
   CONFIG_INVALID: "fix the named key in the config file, or remove it to use the default",
   CANCELLED: "the operation was cancelled and its partial work undone",
+  LIMIT_EXCEEDED: "make the request smaller (for big inputs, pipe them through stdin)",
+  RESOURCE_EXHAUSTED:
+    "close idle banger clients and retry; `banger daemon logs` names the resource (raise `ulimit -n` if it is file descriptors)",
 };
 
 export interface BangerErrorOptions {

@@ -28,7 +28,7 @@ import { createNodeFs, readDiskUsage } from "../../sys/fs/index.ts";
 import { createHostProbes, groupIdByName } from "../../sys/host/index.ts";
 import { extractVmlinux } from "../../sys/kernel/index.ts";
 import { createFileLogger } from "../../sys/log/index.ts";
-import { isPidAlive, readCmdline, readProcessUsage } from "../../sys/proc/index.ts";
+import { isPidRunning, readCmdline, readOpenFileLimit, readProcessUsage } from "../../sys/proc/index.ts";
 import { createProcessRunner } from "../../sys/runner/index.ts";
 import { probeSshBanner } from "../../sys/ssh/index.ts";
 import { openStore, type Store } from "../../sys/store/index.ts";
@@ -67,10 +67,12 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
   await mkdir(layout.stateDir, { recursive: true, mode: 0o700 });
   await mkdir(layout.runtimeDir, { recursive: true, mode: 0o700 });
   const config: Config = await loadConfigFile(layout.configFile);
-  const { logger, flush } = createFileLogger({
+  const { logger, close: closeLog } = createFileLogger({
     file: layout.daemonLog,
     level: config.daemon.log_level,
     alsoStderr: options.logToStderr,
+    maxBytes: config.daemon.log_max_bytes,
+    files: config.daemon.log_files,
   });
   await refuseSecondInstance(layout);
 
@@ -243,6 +245,7 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
     logger,
     socketMode: socketGid === undefined ? 0o600 : 0o660,
     socketGid,
+    maxConnections: connectionLimit(config.daemon.max_connections),
     onHello: (hello) => ({ compatible: hello.protocol === PROTOCOL_VERSION }),
   });
   await server.listen();
@@ -267,7 +270,7 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
       store.close();
       await rm(layout.pidFile, { force: true });
       logger.info("daemon stopped");
-      flush();
+      closeLog();
       resolveStopped();
     })();
     return stopping;
@@ -284,7 +287,7 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
 async function refuseSecondInstance(layout: Layout): Promise<void> {
   const text = await readFile(layout.pidFile, "utf8").catch(() => "");
   const pid = Number.parseInt(text.trim(), 10);
-  if (!Number.isInteger(pid) || pid <= 0 || pid === process.pid || !isPidAlive(pid)) return;
+  if (!Number.isInteger(pid) || pid <= 0 || pid === process.pid || !(await isPidRunning(pid))) return;
   const argv = (await readCmdline(pid)) ?? [];
   if (argv.some((arg) => arg.includes("bangerd") || arg.includes("daemon/main"))) {
     throw new BangerError(
@@ -298,6 +301,25 @@ async function refuseSecondInstance(layout: Layout): Promise<void> {
 }
 
 const REAP_INTERVAL_MS = 1000;
+
+/**
+ * The connection cap: the configured maximum, but never more than half the
+ * open-file limit (re-read each second, so a `prlimit` from outside counts),
+ * leaving the other half for VMMs, ssh, the store and the logs.
+ */
+function connectionLimit(configured: number): () => number {
+  let limit = configured;
+  let readAt = Number.NEGATIVE_INFINITY;
+  return () => {
+    const now = performance.now();
+    if (now - readAt >= 1000) {
+      readAt = now;
+      const files = readOpenFileLimit();
+      limit = files === undefined ? configured : Math.max(1, Math.min(configured, Math.floor(files / 2)));
+    }
+    return limit;
+  };
+}
 
 /** Short random ids for VMs and operations. */
 function newId(): string {

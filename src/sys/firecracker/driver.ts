@@ -1,4 +1,3 @@
-import { spawn } from "node:child_process";
 import { closeSync, openSync } from "node:fs";
 import { rm, writeFile } from "node:fs/promises";
 import { dirname, join } from "node:path";
@@ -14,8 +13,8 @@ import type { Logger } from "../../core/log/index.ts";
 import type { BootSpec, VmmDriver, VmmFeatures, VmmHandle } from "../../core/vmm/contract.ts";
 import { BangerError, ErrorCode } from "../../protocol/index.ts";
 import { kernelFormat } from "../kernel/index.ts";
-import { processLiveness, readProcStat } from "../proc/index.ts";
-import { createProcessRunner, type Runner } from "../runner/index.ts";
+import { mayBeRunning, processLiveness, readProcStat } from "../proc/index.ts";
+import { createProcessRunner, type Runner, spawnProcess } from "../runner/index.ts";
 import { firecrackerRequest, waitForApi } from "./client.ts";
 
 export interface FirecrackerDriverOptions {
@@ -85,7 +84,7 @@ export function createFirecrackerDriver(options: FirecrackerDriverOptions): Fire
     await writeFile(spec.metricsFile, "", { flag: "a" });
 
     const { pid, hasExited } = await spawnDetached(options.binary, spec, logPath);
-    const stat = await readProcStat(pid);
+    const stat = await readProcStat(pid).catch(() => undefined);
     const handle: VmmHandle = {
       pid,
       pidStartTicks: stat?.startTicks ?? 0,
@@ -152,7 +151,7 @@ export function createFirecrackerDriver(options: FirecrackerDriverOptions): Fire
     start,
     stop,
     kill,
-    isRunning: async (handle) => (await liveness(handle)) === "alive",
+    isRunning: async (handle) => mayBeRunning(await liveness(handle)),
     pause: (handle) => pauseFirecracker(handle),
     resume: (handle) => resumeFirecracker(handle),
     async reattach(handle) {
@@ -191,7 +190,7 @@ async function probeCapabilities(runner: Runner, binary: string): Promise<Firecr
  * Spawns Firecracker in its own session so it outlives the daemon. Its
  * stdout (the serial console) is appended to consoleLog, stderr to vmmLog.
  */
-function spawnDetached(
+async function spawnDetached(
   binary: string,
   spec: BootSpec,
   logPath: string,
@@ -212,29 +211,16 @@ function spawnDetached(
       "--metrics-path",
       spec.metricsFile,
     ];
-    const child = spawn(binary, args, { detached: true, stdio: ["ignore", consoleFd, vmmFd] });
-    let exited = false;
+    const child = await spawnProcess([binary, ...args], {
+      detached: true,
+      stdio: ["ignore", consoleFd, vmmFd],
+    });
+    let exited = child.exitCode !== null || child.signalCode !== null;
     child.once("exit", () => {
       exited = true;
     });
-    return new Promise((resolve, reject) => {
-      child.once("error", (error: NodeJS.ErrnoException) => {
-        reject(
-          error.code === "ENOENT"
-            ? new BangerError(ErrorCode.TOOL_MISSING, `${binary} is not installed or not on PATH`, {
-                cause: error,
-                data: { tool: binary },
-              })
-            : new BangerError(ErrorCode.BOOT_FAILED, `cannot start ${binary}: ${error.message}`, {
-                cause: error,
-              }),
-        );
-      });
-      child.once("spawn", () => {
-        child.unref();
-        resolve({ pid: child.pid!, hasExited: () => exited });
-      });
-    });
+    child.unref();
+    return { pid: child.pid!, hasExited: () => exited };
   } finally {
     closeSync(consoleFd);
     if (vmmFd !== undefined) closeSync(vmmFd);
@@ -249,7 +235,7 @@ function liveness(handle: VmmHandle) {
 async function waitGone(handle: VmmHandle, timeoutMs: number): Promise<boolean> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
-    if ((await liveness(handle)) !== "alive") return true;
+    if (!mayBeRunning(await liveness(handle))) return true;
     if (Date.now() >= deadline) return false;
     await new Promise((resolve) => setTimeout(resolve, 50));
   }

@@ -3,7 +3,6 @@
  * it over QMP, and decides liveness through /proc (a reparented QEMU leaves
  * a zombie behind for a while, which counts as gone).
  */
-import { spawn } from "node:child_process";
 import { open, readFile, rm } from "node:fs/promises";
 import type { Logger } from "../../core/log/index.ts";
 import {
@@ -14,8 +13,9 @@ import {
   type VmmHandle,
 } from "../../core/vmm/index.ts";
 import { BangerError, ErrorCode } from "../../protocol/index.ts";
-import { processLiveness, readProcStat } from "../proc/index.ts";
+import { mayBeRunning, processLiveness, readProcStat } from "../proc/index.ts";
 import { connectQmp, type QmpClient } from "../qmp/index.ts";
+import { spawnProcess } from "../runner/index.ts";
 
 export interface QemuDriverOptions {
   /** The QEMU executable (name on PATH or absolute path). */
@@ -50,7 +50,8 @@ export function createQemuDriver(options: QemuDriverOptions): VmmDriver {
 
   const liveness = (handle: VmmHandle) =>
     processLiveness({ pid: handle.pid, startTicks: handle.pidStartTicks, marker: handle.controlSocket });
-  const isRunning = async (handle: VmmHandle) => (await liveness(handle)) === "alive";
+  /** Not proven gone: an unreadable /proc ("unknown") never counts as an exit. */
+  const isRunning = async (handle: VmmHandle) => mayBeRunning(await liveness(handle));
 
   /** Polls until the process is not "alive" (dead, zombie or a reused pid); false on timeout. */
   async function waitGone(handle: VmmHandle, timeoutMs: number): Promise<boolean> {
@@ -64,7 +65,7 @@ export function createQemuDriver(options: QemuDriverOptions): VmmDriver {
 
   /** Sends `signal` only to our own live process, never to a reused pid. */
   async function signalProcess(handle: VmmHandle, signal: NodeJS.Signals): Promise<void> {
-    if (!(await isRunning(handle))) return;
+    if ((await liveness(handle)) !== "alive") return;
     try {
       process.kill(handle.pid, signal);
     } catch (error) {
@@ -126,7 +127,7 @@ export function createQemuDriver(options: QemuDriverOptions): VmmDriver {
     const { pid, exited, exitDescription } = await spawnDetached(command, args, spec.vmmLog);
     log.info("QEMU started", { pid, accel });
 
-    const stat = await readProcStat(pid);
+    const stat = await readProcStat(pid).catch(() => undefined);
     const handle: VmmHandle = {
       pid,
       pidStartTicks: stat?.startTicks ?? 0,
@@ -217,30 +218,18 @@ interface DetachedChild {
 async function spawnDetached(command: string, args: string[], logPath: string): Promise<DetachedChild> {
   const log = await open(logPath, "a", 0o640);
   try {
-    const child = spawn(command, args, { detached: true, stdio: ["ignore", log.fd, log.fd] });
+    const child = await spawnProcess([command, ...args], {
+      detached: true,
+      stdio: ["ignore", log.fd, log.fd],
+    });
     const exited = new AbortController();
     let description = "is still running";
     child.once("exit", (code, signal) => {
       description = signal ? `was killed by ${signal}` : `exited with status ${code}`;
       exited.abort();
     });
-    const spawnError = await new Promise<Error | undefined>((resolve) => {
-      child.once("spawn", () => resolve(undefined));
-      child.once("error", resolve);
-    });
-    if (spawnError || child.pid === undefined) {
-      const missing = (spawnError as NodeJS.ErrnoException | undefined)?.code === "ENOENT";
-      throw new BangerError(
-        missing ? ErrorCode.TOOL_MISSING : ErrorCode.BOOT_FAILED,
-        missing
-          ? `${command} is not installed or not on PATH`
-          : `could not start ${command}: ${String(spawnError)}`,
-        { cause: spawnError, data: { tool: command } },
-      );
-    }
-    child.on("error", () => {});
     child.unref();
-    return { pid: child.pid, exited: exited.signal, exitDescription: () => description };
+    return { pid: child.pid!, exited: exited.signal, exitDescription: () => description };
   } finally {
     await log.close();
   }
