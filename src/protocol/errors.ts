@@ -28,6 +28,10 @@ export const ErrorCode = {
   LIMIT_EXCEEDED: "LIMIT_EXCEEDED",
   /** The daemon is out of a shared resource (file descriptors, processes, connections) for now. */
   RESOURCE_EXHAUSTED: "RESOURCE_EXHAUSTED",
+  /** Another daemon holds this home's lock. */
+  DAEMON_RUNNING: "DAEMON_RUNNING",
+  /** The state database is damaged or from a newer banger. */
+  STORE_INVALID: "STORE_INVALID",
   INTERNAL: "INTERNAL",
 } as const;
 
@@ -63,6 +67,8 @@ export const exitStatusFor: Record<ErrorCode, number> = {
   RUNTIME_TOO_OLD: 11,
   LIMIT_EXCEEDED: 2,
   RESOURCE_EXHAUSTED: 12,
+  DAEMON_RUNNING: 13,
+  STORE_INVALID: 14,
   INTERNAL: 1,
 };
 

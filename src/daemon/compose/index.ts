@@ -27,8 +27,9 @@ import { createFirecrackerDriver } from "../../sys/firecracker/index.ts";
 import { createNodeFs, readDiskUsage } from "../../sys/fs/index.ts";
 import { createHostProbes, groupIdByName } from "../../sys/host/index.ts";
 import { extractVmlinux } from "../../sys/kernel/index.ts";
+import { acquireDaemonLock, type DaemonLock } from "../../sys/lock/index.ts";
 import { createFileLogger } from "../../sys/log/index.ts";
-import { isPidRunning, readCmdline, readOpenFileLimit, readProcessUsage } from "../../sys/proc/index.ts";
+import { readOpenFileLimit, readProcessUsage } from "../../sys/proc/index.ts";
 import { createProcessRunner } from "../../sys/runner/index.ts";
 import { probeSshBanner } from "../../sys/ssh/index.ts";
 import { openStore, type Store } from "../../sys/store/index.ts";
@@ -64,6 +65,21 @@ export interface Daemon {
 /** Opens state, listens on the socket and returns the running daemon. */
 export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
   const layout = resolveLayout({ env: options.env, uid: process.getuid?.() ?? 0, homeDir: homedir() });
+  // Before anything else: a second daemon of this home must not touch its log, socket, pid file or store.
+  const lock = acquireDaemonLock({
+    lockFile: layout.lockFile,
+    pidFile: layout.pidFile,
+    home: layout.stateDir,
+  });
+  try {
+    return await startLocked(options, layout, lock);
+  } catch (error) {
+    lock.release();
+    throw error;
+  }
+}
+
+async function startLocked(options: DaemonOptions, layout: Layout, lock: DaemonLock): Promise<Daemon> {
   await mkdir(layout.stateDir, { recursive: true, mode: 0o700 });
   await mkdir(layout.runtimeDir, { recursive: true, mode: 0o700 });
   const config: Config = await loadConfigFile(layout.configFile);
@@ -74,7 +90,6 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
     maxBytes: config.daemon.log_max_bytes,
     files: config.daemon.log_files,
   });
-  await refuseSecondInstance(layout);
 
   const store = openStore(layout.dbFile);
   const runner = createProcessRunner({
@@ -271,6 +286,7 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
       await rm(layout.pidFile, { force: true });
       logger.info("daemon stopped");
       closeLog();
+      lock.release();
       resolveStopped();
     })();
     return stopping;
@@ -282,22 +298,6 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
     return stoppedVms;
   };
   return { layout, stopped, stop };
-}
-
-async function refuseSecondInstance(layout: Layout): Promise<void> {
-  const text = await readFile(layout.pidFile, "utf8").catch(() => "");
-  const pid = Number.parseInt(text.trim(), 10);
-  if (!Number.isInteger(pid) || pid <= 0 || pid === process.pid || !(await isPidRunning(pid))) return;
-  const argv = (await readCmdline(pid)) ?? [];
-  if (argv.some((arg) => arg.includes("bangerd") || arg.includes("daemon/main"))) {
-    throw new BangerError(
-      ErrorCode.BAD_STATE,
-      `bangerd is already running (pid ${pid}) for ${layout.stateDir}`,
-      {
-        hint: "use it, or stop it with `banger daemon stop`",
-      },
-    );
-  }
 }
 
 const REAP_INTERVAL_MS = 1000;
