@@ -138,17 +138,6 @@ export function mayBeRunning(liveness: Liveness): boolean {
   return liveness === "alive" || liveness === "unknown";
 }
 
-/** True when `pid` runs and is not a zombie (a dead process its parent has not reaped yet). */
-export async function isPidRunning(pid: number): Promise<boolean> {
-  if (!Number.isInteger(pid) || pid <= 0) return false;
-  try {
-    const stat = await readProcStat(pid);
-    return stat !== undefined && stat.state !== "Z" && stat.state !== "X";
-  } catch {
-    return true;
-  }
-}
-
 /**
  * This process's soft limit on open files (RLIMIT_NOFILE) from
  * /proc/self/limits, which also reflects a `prlimit` applied from outside;
