@@ -11,6 +11,7 @@
 import { spawn, spawnSync } from "node:child_process";
 import { closeSync, existsSync, mkdirSync, openSync, readFileSync } from "node:fs";
 import { readFile } from "node:fs/promises";
+import { pollUntil, sleep } from "../core/async/index.ts";
 import type { Layout } from "../core/paths/index.ts";
 import {
   BangerError,
@@ -178,8 +179,7 @@ async function logTail(file: string): Promise<string> {
 }
 
 export async function waitForPidGone(pid: number, timeoutMs: number): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (Date.now() < deadline && pidAlive(pid)) await sleep(50);
+  await pollUntil(() => !pidAlive(pid), { timeoutMs, intervalMs: 50 });
 }
 
 /** A zombie (dead, not yet reaped; forever where PID 1 never reaps) counts as gone. */
@@ -191,8 +191,4 @@ function pidAlive(pid: number): boolean {
   } catch (error) {
     return (error as NodeJS.ErrnoException).code !== "ENOENT";
   }
-}
-
-function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
 }

@@ -9,6 +9,8 @@
  * ENFILE, EAGAIN, E2BIG) into BangerErrors for the request that asked.
  */
 import { type ChildProcess, type SpawnOptions, spawn } from "node:child_process";
+import { cancelled } from "../../core/async/index.ts";
+import { MIB } from "../../core/units.ts";
 import { BangerError, ErrorCode } from "../../protocol/index.ts";
 
 /**
@@ -116,7 +118,7 @@ export class CommandFailedError extends Error {
   }
 }
 
-const DEFAULT_MAX_OUTPUT = 8 * 1024 * 1024;
+const DEFAULT_MAX_OUTPUT = 8 * MIB;
 
 export interface ProcessRunnerOptions {
   /** Called after each command with its duration, for debug logging. */
@@ -136,7 +138,7 @@ export function createProcessRunner(options: ProcessRunnerOptions = {}): Runner 
 }
 
 async function runProcess(argv: readonly string[], options: RunOptions): Promise<RunResult> {
-  if (options.signal?.aborted) throw abortError(options.signal);
+  if (options.signal?.aborted) throw cancelled(options.signal);
   const started = performance.now();
   const maxOutput = options.maxOutputBytes ?? DEFAULT_MAX_OUTPUT;
   const child = await spawnProcess(argv, {
@@ -168,7 +170,7 @@ async function runProcess(argv: readonly string[], options: RunOptions): Promise
       if (killTimer) clearTimeout(killTimer);
       options.signal?.removeEventListener("abort", onAbort);
       if (options.signal?.aborted) {
-        reject(abortError(options.signal));
+        reject(cancelled(options.signal));
         return;
       }
       resolve({
@@ -180,10 +182,6 @@ async function runProcess(argv: readonly string[], options: RunOptions): Promise
       });
     });
   });
-}
-
-function abortError(signal: AbortSignal): Error {
-  return new BangerError(ErrorCode.CANCELLED, "cancelled", { cause: signal.reason });
 }
 
 /** Keeps the last `limit` bytes of a stream. */
