@@ -26,6 +26,7 @@ import { type CowStrategyProbe, probeCowStrategy } from "../../sys/disk/index.ts
 import { createFirecrackerDriver } from "../../sys/firecracker/index.ts";
 import { createNodeFs, readDiskUsage } from "../../sys/fs/index.ts";
 import { createHostProbes, groupIdByName } from "../../sys/host/index.ts";
+import { createBuildCacheChecks } from "../../sys/image-cache/index.ts";
 import { extractVmlinux } from "../../sys/kernel/index.ts";
 import { acquireDaemonLock, type DaemonLock } from "../../sys/lock/index.ts";
 import { createFileLogger } from "../../sys/log/index.ts";
@@ -115,6 +116,9 @@ async function startLocked(options: DaemonOptions, layout: Layout, lock: DaemonL
     guestFilesDir: join(import.meta.dirname, "..", "..", "..", "guest"),
     fs: createNodeFs(),
     buildCacheDir: options.env.BANGER_IMAGE_CACHE || undefined,
+    buildCacheChecks: options.env.BANGER_IMAGE_CACHE
+      ? createBuildCacheChecks({ cacheDir: options.env.BANGER_IMAGE_CACHE, uid: process.getuid?.() ?? 0 })
+      : undefined,
     downloadLauncher: hostNetnsLauncher(options.env),
     extractVmlinux: async (bzImage, out, signal) => {
       await extractVmlinux(runner, bzImage, out, signal ? { signal } : {});

@@ -63,6 +63,8 @@ export interface ImageServiceDeps {
    * copies it instead of running mmdebstrap.
    */
   buildCacheDir?: string | undefined;
+  /** Trust checks on that cache's entries; required to read from it. */
+  buildCacheChecks?: BuildCacheChecks | undefined;
   /**
    * Argv prefix for the step that downloads packages (mmdebstrap). A daemon
    * kept inside a network namespace has no route to the Debian mirror, so it
@@ -71,6 +73,16 @@ export interface ImageServiceDeps {
   downloadLauncher?: readonly string[] | undefined;
   /** Writes the ELF vmlinux inside a bzImage to `out` atomically (src/sys/kernel). */
   extractVmlinux(bzImage: string, out: string, signal?: AbortSignal): Promise<void>;
+}
+
+/** How entries of the shared build cache are checked before use and recorded when stored. */
+export interface BuildCacheChecks {
+  /** Throws when the entry could have been planted or changed by another user. */
+  assertTrusted(entryDir: string, files: readonly string[]): Promise<void>;
+  /** Throws when the copies taken from the entry differ from the digests it recorded. */
+  assertCopyMatches(entryDir: string, copies: readonly string[]): Promise<void>;
+  /** The digest record to store with a new entry's files. */
+  digestRecord(files: readonly string[]): Promise<{ name: string; content: string }>;
 }
 
 interface BuildOptions {
@@ -147,7 +159,10 @@ export function createImageService(deps: ImageServiceDeps): ImageService {
     progress: (event: ProgressEvent) => void;
   }): Promise<ImageRecord> {
     const entry = defaultCatalogEntry();
-    if (!options.force && store.getImageByName(entry.name)) throw alreadyExists(entry.name);
+    const existing = store.getImageByName(entry.name);
+    if (!options.force && existing) throw alreadyExists(entry.name);
+    // Checked again at publication; refusing here spares a whole build that could not be published.
+    if (existing) refuseIfInUse(existing);
     const started = deps.now();
     const guestFiles = await readGuestFiles();
     const recipeKey = recipeHash(entry.recipe, guestFiles);
@@ -166,6 +181,8 @@ export function createImageService(deps: ImageServiceDeps): ImageService {
           });
       buildLog.info("image build started", { from: cacheEntry ?? "mmdebstrap", steps: plan.steps.length });
       for (const step of plan.steps) await runStep(step, options, buildLog);
+      // Checked on the copies this build will publish, so nothing swapped in after the check is used.
+      if (cacheEntry) await deps.buildCacheChecks?.assertCopyMatches(cacheEntry, imageFiles(plan.paths));
       const manifest = await writeManifest(plan, {
         entry,
         guestFiles,
@@ -231,15 +248,20 @@ export function createImageService(deps: ImageServiceDeps): ImageService {
     return files;
   }
 
+  /** The cache entry for this recipe, if there is one; an entry that fails the trust checks is refused. */
   async function findCacheEntry(recipeKey: string): Promise<string | undefined> {
-    if (!deps.buildCacheDir) return undefined;
+    if (!deps.buildCacheDir || !deps.buildCacheChecks) return undefined;
     const dir = join(deps.buildCacheDir, shortDigest(recipeKey));
+    let exists: boolean;
     try {
-      return (await fs.stat(dir))?.isDirectory ? dir : undefined;
+      exists = (await fs.stat(dir))?.isDirectory === true;
     } catch (error) {
       log.warn("could not read the build cache; building from scratch", { cache: dir, error: String(error) });
       return undefined;
     }
+    if (!exists) return undefined;
+    await deps.buildCacheChecks.assertTrusted(dir, imageFiles(imagePaths(dir)));
+    return dir;
   }
 
   async function writeManifest(
@@ -290,8 +312,12 @@ export function createImageService(deps: ImageServiceDeps): ImageService {
     const message = `copying the image into the build cache ${entryDir}`;
     options.progress({ step: "image.cache-store", message, status: "start" });
     try {
-      await fs.mkdir(temporary);
+      await fs.mkdir(temporary, { mode: 0o755 });
       await deps.runner.run(sparseCopyArgv(imageFiles(plan.paths), temporary), { signal: options.signal });
+      if (deps.buildCacheChecks) {
+        const record = await deps.buildCacheChecks.digestRecord(imageFiles(plan.paths));
+        await fs.writeFileAtomic(join(temporary, record.name), record.content);
+      }
       await fs.rename(temporary, entryDir);
       options.progress({ step: "image.cache-store", message, status: "done" });
     } catch (error) {
