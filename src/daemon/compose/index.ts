@@ -145,6 +145,7 @@ async function startLocked(options: DaemonOptions, layout: Layout, lock: DaemonL
   };
   const qemu = createQemuDriver({
     binary: config.vmm.qemu_binary,
+    console: { maxBytes: config.daemon.log_max_bytes, files: config.daemon.log_files },
     accel: async () => (await accel()).accel,
     logger: logger.child({ svc: "qemu" }),
   });
