@@ -30,6 +30,8 @@ import { createBuildCacheChecks } from "../../sys/image-cache/index.ts";
 import { extractVmlinux } from "../../sys/kernel/index.ts";
 import { acquireDaemonLock, type DaemonLock } from "../../sys/lock/index.ts";
 import { createFileLogger } from "../../sys/log/index.ts";
+import { BlobCache } from "../../sys/oci/blob-cache.ts";
+import { runImageWorker } from "../../sys/oci/worker-client.ts";
 import { readOpenFileLimit, readProcessUsage } from "../../sys/proc/index.ts";
 import { createProcessRunner } from "../../sys/runner/index.ts";
 import { probeSshBanner } from "../../sys/ssh/index.ts";
@@ -39,6 +41,8 @@ import { chooseAccel, createQemuDriver, describeAccel, describeAccelFailure } fr
 import { runDoctor } from "../doctor/index.ts";
 import { buildHandlers, type DaemonInfo } from "../handlers.ts";
 import { createImageService } from "../image/index.ts";
+import { createOciImages, withAutoPull } from "../image/oci.ts";
+import { buildImageHandlers } from "../image-handlers.ts";
 import { createRpcServer, type RpcServer } from "../rpc/server.ts";
 import { createVmService, createVmStats } from "../vm/index.ts";
 import { buildVmHandlers } from "../vm-handlers.ts";
@@ -125,6 +129,21 @@ async function startLocked(options: DaemonOptions, layout: Layout, lock: DaemonL
     },
   });
   await images.cleanupStaging();
+  const blobs = new BlobCache(layout.blobsDir);
+  await blobs.clearDebris();
+  const oci = createOciImages({
+    store,
+    layout,
+    logger: logger.child({ svc: "image-oci" }),
+    publishMutex: imagePublication,
+    now,
+    newId,
+    fs: createNodeFs(),
+    runWorker: runImageWorker,
+    blobs,
+    launcher: hostNetnsLauncher(options.env),
+    dockerConfigFile: join(options.env.DOCKER_CONFIG || join(homedir(), ".docker"), "config.json"),
+  });
 
   const accel = () => {
     const kernel = store.listImages()[0]?.kernel;
@@ -175,7 +194,7 @@ async function startLocked(options: DaemonOptions, layout: Layout, lock: DaemonL
     layout,
     config,
     logger: logger.child({ svc: "vm" }),
-    images,
+    images: withAutoPull(images, oci, store),
     network: createVmNetwork({ runner, logger, config }),
     drivers,
     disks: createVmDisks({ runner, rawStrategy, exists: files.exists }),
@@ -250,7 +269,8 @@ async function startLocked(options: DaemonOptions, layout: Layout, lock: DaemonL
           ],
         }),
     }),
-    ...buildVmHandlers({ vms, images, createOps, stats }),
+    ...buildVmHandlers({ vms, createOps, stats }),
+    ...buildImageHandlers({ images, oci, vms, store }),
   };
   const socketGid = config.daemon.socket_group ? await groupIdByName(config.daemon.socket_group) : undefined;
   if (config.daemon.socket_group && socketGid === undefined) {
