@@ -2,8 +2,8 @@
  * `npm run bench`: banger next to a bare baseline doing the same work, in
  * one run, printed as a table (or JSON with --json). Nothing asserts on time.
  *
- * Environment: BENCH_ONLY=rpc,cli,create-parallel,reconcile,rss-stopped,vm-cold,vm-fc,vm-warm,rss,
- * disk-sparse,disk-qcow2,disk-reflink,disk-dm,image-pull,image-pull-shared runs a subset.
+ * Environment: BENCH_ONLY=rpc,rpc-idle,cli,create-parallel,reconcile,rss-stopped,vm-cold,vm-fc,vm-warm,rss,
+ * exec-stdin,disk-sparse,disk-qcow2,disk-reflink,disk-dm,image-pull,image-pull-shared runs a subset.
  * Everything with bridges, taps or guests runs in a network namespace the
  * bench creates and deletes; every process it starts is ended by pid, and
  * its temp dir is removed, also on failure, Ctrl-C or the overall time cap.
@@ -45,6 +45,7 @@ import {
   RECONCILE_ROW,
   RSS_STOPPED_ROW,
 } from "./row-lifecycle.ts";
+import { benchExecStdin, benchRpcIdle, EXEC_STDIN_ROW, RPC_IDLE_ROW } from "./row-limits.ts";
 import { benchRpc, RPC_ROW } from "./row-rpc.ts";
 import {
   benchRss,
@@ -61,6 +62,7 @@ import type { VmWorker } from "./worker-client.ts";
 
 const ROWS = [
   RPC_ROW,
+  RPC_IDLE_ROW,
   CLI_ROW,
   CREATE_PARALLEL_ROW,
   RECONCILE_ROW,
@@ -69,6 +71,7 @@ const ROWS = [
   VM_FC_ROW,
   VM_WARM_ROW,
   RSS_ROW,
+  EXEC_STDIN_ROW,
   DISK_SPARSE_ROW,
   DISK_QCOW2_ROW,
   DISK_REFLINK_ROW,
@@ -77,7 +80,7 @@ const ROWS = [
   IMAGE_SHARED_ROW,
 ] as const;
 type RowId = (typeof ROWS)[number]["id"];
-const VM_ROW_IDS: readonly RowId[] = ["vm-cold", "vm-fc", "vm-warm", "rss"];
+const VM_ROW_IDS: readonly RowId[] = ["vm-cold", "vm-fc", "vm-warm", "rss", "exec-stdin"];
 /** The whole bench ends (cleaning up) after this long, whatever state it is in. */
 const OVERALL_CAP_MS = 9 * 60_000;
 
@@ -176,7 +179,7 @@ async function runRows(session: Session, selected: Set<RowId>, failures: string[
   const wantsVms = VM_ROW_IDS.some((id) => selected.has(id)) && vmSkip === null;
 
   let daemon: Daemon | undefined;
-  if (selected.has("rpc") || wantsVms) {
+  if (selected.has("rpc") || selected.has("rpc-idle") || wantsVms) {
     // Only the binary: vmm.default stays "auto", so VMs that do not ask for a driver get QEMU as before.
     if (wantsVms && selected.has("vm-fc")) await writeFirecrackerConfig(env);
     log(`starting bangerd (BANGER_HOME=${env.home}${env.netns ? `, netns ${env.netns}` : ""})`);
@@ -189,6 +192,12 @@ async function runRows(session: Session, selected: Set<RowId>, failures: string[
   if (selected.has("rpc") && daemon) {
     const running = daemon;
     results.push(...(await attempt(RPC_ROW, failures, () => benchRpc({ env, daemon: running, onPid, log }))));
+  }
+  if (selected.has("rpc-idle") && daemon) {
+    const running = daemon;
+    results.push(
+      ...(await attempt(RPC_IDLE_ROW, failures, () => benchRpcIdle({ env, daemon: running, log }))),
+    );
   }
   if (selected.has("cli")) results.push(...(await attempt(CLI_ROW, failures, () => benchCli({ env, log }))));
   const lifecycle = { env, log, onPid };
@@ -243,6 +252,8 @@ async function runRows(session: Session, selected: Set<RowId>, failures: string[
     results.push(...(await attempt(VM_WARM_ROW, failures, () => benchVmWarm(ctx, w))));
   }
   if (selected.has("rss")) results.push(...(await attempt(RSS_ROW, failures, () => benchRss(ctx))));
+  if (selected.has("exec-stdin"))
+    results.push(...(await attempt(EXEC_STDIN_ROW, failures, () => benchExecStdin(ctx))));
   return results;
 }
 
