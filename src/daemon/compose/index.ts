@@ -37,7 +37,14 @@ import { createProcessRunner } from "../../sys/runner/index.ts";
 import { probeSshBanner } from "../../sys/ssh/index.ts";
 import { openStore, type Store } from "../../sys/store/index.ts";
 import { createVmFiles } from "../../sys/vmfiles/index.ts";
-import { chooseAccel, createQemuDriver, describeAccel, describeAccelFailure } from "../../sys/vmm/index.ts";
+import {
+  chooseAccel,
+  createQemuDriver,
+  describeAccel,
+  describeAccelFailure,
+  killAndWait,
+  listVmmProcesses,
+} from "../../sys/vmm/index.ts";
 import { runDoctor } from "../doctor/index.ts";
 import { buildHandlers, type DaemonInfo } from "../handlers.ts";
 import { createImageService } from "../image/index.ts";
@@ -200,6 +207,11 @@ async function startLocked(options: DaemonOptions, layout: Layout, lock: DaemonL
     disks: createVmDisks({ runner, rawStrategy, exists: files.exists }),
     files,
     guest: createGuestAccess({ layout, runner }),
+    census: {
+      // The control sockets each driver puts in the VM directory (QEMU's QMP, Firecracker's API).
+      list: () => listVmmProcesses({ vmsDir: layout.vmsDir, controlFiles: ["qmp.sock", "api.sock"] }),
+      kill: (handle) => killAndWait(handle, 10_000, "a stray VMM"),
+    },
     vmLocks,
     reservation: vmReservation,
     now,

@@ -52,6 +52,7 @@ import type {
   VmmDrivers,
   VmNetwork,
 } from "./platform.ts";
+import { killStrayVmms, listVmms, type VmmCensus } from "./strays.ts";
 
 export interface OpOptions {
   signal: AbortSignal;
@@ -71,6 +72,8 @@ export interface VmServiceDeps {
   guest: GuestAccess;
   /** Capability hooks run at every start and stop, in this order (stopped in reverse). */
   hooks?: readonly VmHook[] | undefined;
+  /** Finds VMMs from /proc, so none survives a lost or torn handles.json (./strays.ts). */
+  census?: VmmCensus | undefined;
   vmLocks: KeyedLocks;
   reservation: Mutex;
   now(): Date;
@@ -282,6 +285,10 @@ export function createVmService(deps: VmServiceDeps): VmService {
     await using stack = new AsyncDisposableStack();
     const handles: VmHandles = emptyHandles();
     try {
+      // First, so a VM whose directory was removed gets the disk's hint, not a failed handles.json write.
+      const stored = await storedDisk(vm);
+      // A VMM a lost handles.json left behind would hold the disk's write lock.
+      await killStrayVmms({ census: deps.census, logger, vmId: vm.id });
       // handles.json is written after each acquisition, so a daemon that dies
       // mid-start leaves a reconcile enough to tear down what was made.
       stack.defer(() => clearHandles(vm));
@@ -293,7 +300,6 @@ export function createVmService(deps: VmServiceDeps): VmService {
       await deps.network.createTap(tap, signal);
       stack.defer(() => deps.network.deleteTap(tap));
 
-      const stored = await storedDisk(vm);
       const attached = await deps.disks.attach({
         disk: stored,
         base: image.rootfs,
@@ -383,10 +389,17 @@ export function createVmService(deps: VmServiceDeps): VmService {
         );
       setState(current, "error", reason);
       if (isCancelled(error)) throw error;
+      // The step's own hint names where its reason is (e.g. the VMM's log tail for a disk lock or ENOMEM).
+      const ownHint = error instanceof BangerError ? error.hint : undefined;
       throw new BangerError(
         error instanceof BangerError ? error.code : ErrorCode.BOOT_FAILED,
         `VM '${vm.name}' failed to start: ${reason}`,
-        { hint: `its console log is ${paths.console}; \`banger vm logs ${vm.name}\` shows it`, cause: error },
+        {
+          hint:
+            ownHint ??
+            `the VMM's own log is ${paths.vmmLog}; the guest console is ${paths.console} (\`banger vm logs ${vm.name}\`)`,
+          cause: error,
+        },
       );
     }
   }
@@ -592,6 +605,8 @@ export function createVmService(deps: VmServiceDeps): VmService {
         if (!fresh) return;
         const handles = await loadHandles(fresh);
         if (vmmHandle(handles)) await stopLocked(fresh, "kill");
+        // Whatever handles.json said: no process of this VM outlives it.
+        await killStrayVmms({ census: deps.census, logger, vmId: fresh.id });
         await removeVm(fresh);
       });
     },
@@ -652,6 +667,9 @@ export function createVmService(deps: VmServiceDeps): VmService {
       const kept: string[] = [];
       const demoted: string[] = [];
       const owned = new Set<string>();
+      /** Recorded VMMs of the VMs kept running; every other VMM of this home is killed. */
+      const keptPids = new Set<number>();
+      const found = await listVmms(deps.census, logger);
       for (const vm of store.listVms()) {
         await deps.vmLocks.run(vm.id, async () => {
           const handles = (await deps.files.readHandles(vmPaths(layout, vm.id).handles)) ?? emptyHandles();
@@ -661,6 +679,7 @@ export function createVmService(deps: VmServiceDeps): VmService {
           if (alive && isActiveState(vm.state)) {
             handleCache.set(vm.id, handles);
             if (handles.tap) owned.add(handles.tap);
+            keptPids.add(handle.pid);
             kept.push(vm.name);
             // A VMM whose control channel is dead still runs its guest; keep it, and say so.
             const status = await driver.reattach(handle).catch((error: unknown) => {
@@ -677,7 +696,15 @@ export function createVmService(deps: VmServiceDeps): VmService {
             return;
           }
           if (alive && handle) await driver.kill(handle);
-          if (handle || isActiveState(vm.state) || vm.state === "starting" || vm.state === "stopping") {
+          // Also a VMM its handles.json does not name (lost, torn, or never written).
+          const strays = await killStrayVmms({ census: deps.census, logger, vmId: vm.id, found });
+          if (
+            handle ||
+            strays.length > 0 ||
+            isActiveState(vm.state) ||
+            vm.state === "starting" ||
+            vm.state === "stopping"
+          ) {
             await releaseRuntime(vm, handles);
             if (vm.state !== "stopped") {
               setState(
@@ -692,6 +719,9 @@ export function createVmService(deps: VmServiceDeps): VmService {
           }
         });
       }
+      // VMMs of VMs the store no longer has (or whose directory is gone) end too.
+      const killedStrays = await killStrayVmms({ census: deps.census, logger, keep: keptPids, found });
+      if (killedStrays.length > 0) logger.warn("killed VMMs no VM owned", { pids: killedStrays });
       const removedTaps = await deps.network.removeLeftoverTaps(owned).catch((error: unknown) => {
         logger.warn("could not list leftover taps", { err: String(error) });
         return [];
