@@ -5,8 +5,9 @@
  * platform's census lists every live fake VMM, as /proc would.
  */
 import assert from "node:assert/strict";
-import { rmSync, writeFileSync } from "node:fs";
+import { existsSync, rmSync, writeFileSync } from "node:fs";
 import { describe, it } from "node:test";
+import { KeyedLocks } from "../../src/core/concurrency/index.ts";
 import { vmPaths } from "../../src/core/paths/index.ts";
 import type { BootSpec } from "../../src/core/vmm/index.ts";
 import { createVmService, type OpOptions } from "../../src/daemon/vm/index.ts";
@@ -125,4 +126,67 @@ describe("VM service: stray VMMs", () => {
       });
     },
   );
+});
+
+describe("VM service: a create the daemon died in", () => {
+  it("is removed at reconcile with everything it made, VMM included", HANG_GUARD, async () => {
+    await using platform = createFakeVmPlatform();
+    platform.boots.hold();
+    const first = createVmService(platform.deps);
+    const creating = first.create({ name: "web" }, options());
+    await platform.waitForEvents((event) => event.startsWith("boot-start "));
+    // The daemon dies here (its client saw the connection drop: the create failed for the user).
+    // A new daemon: its own locks, the same store and files.
+    const vm = platform.store.getVmByName("web")!;
+    const second = createVmService({ ...platform.deps, vmLocks: new KeyedLocks() });
+    const result = await second.reconcile();
+    assert.deepEqual(result.removed, ["web"]);
+    assert.equal(platform.store.getVmByName("web"), undefined);
+    assert.equal(existsSync(vmPaths(platform.layout, vm.id).dir), false);
+    assert.deepEqual(platform.heldBy(vm.id), [], "tap, disk and hooks released");
+    platform.boots.releaseAll();
+    await creating.catch(() => undefined);
+  });
+});
+
+describe("VM service: a VM that goes away under a command", () => {
+  it("vm logs -f ends with VM_NOT_FOUND once its VM is deleted", HANG_GUARD, async () => {
+    await using platform = createFakeVmPlatform();
+    const service = createVmService(platform.deps);
+    await service.create({ name: "web" }, options());
+    const following = service.logs("web", {
+      follow: true,
+      tailBytes: 1024,
+      signal: new AbortController().signal,
+      onData: async () => {},
+    });
+    await service.delete("web");
+    await assert.rejects(following, (error: unknown) => {
+      assert.match((error as Error).message, /VM 'web' was deleted/);
+      return (error as { code?: string }).code === "VM_NOT_FOUND";
+    });
+  });
+
+  it("an exec whose VM stopped under it says so instead of exiting 255 silently", HANG_GUARD, async () => {
+    await using platform = createFakeVmPlatform();
+    let stopUnderIt: () => void = () => {};
+    const service = createVmService({
+      ...platform.deps,
+      guest: {
+        ...platform.deps.guest,
+        async exec(target, exec) {
+          if (exec.argv[0] !== "long-running") return platform.deps.guest.exec(target, exec);
+          stopUnderIt();
+          return { exitCode: 255, signal: null };
+        },
+      },
+    });
+    const vm = await service.create({ name: "web" }, options());
+    stopUnderIt = () =>
+      platform.store.setVmState(vm.id, "stopped", "the guest powered off", new Date().toISOString());
+    await assert.rejects(service.exec("web", { argv: ["long-running"] }), (error: unknown) => {
+      assert.match((error as Error).message, /VM 'web' stopped \(it is stopped\) while the command ran/);
+      return (error as { code?: string }).code === "BAD_STATE";
+    });
+  });
 });

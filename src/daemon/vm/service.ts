@@ -12,7 +12,8 @@
  * an AsyncDisposableStack with its undo; a failure or cancel unwinds in
  * reverse order, a success moves them to the VM (its handles.json).
  */
-import { errorMessage } from "../../core/async/index.ts";
+import { join } from "node:path";
+import { errorMessage, throwIfAborted } from "../../core/async/index.ts";
 import type { KeyedLocks, Mutex } from "../../core/concurrency/index.ts";
 import type { Config } from "../../core/config/index.ts";
 import { planKernelCmdline } from "../../core/image/index.ts";
@@ -58,6 +59,9 @@ export interface OpOptions {
   signal: AbortSignal;
   progress: Progress;
 }
+
+/** In a VM directory while its create runs; one left at reconcile marks an interrupted create. */
+const CREATE_PENDING_FILE = "create-pending.json";
 
 export interface VmServiceDeps {
   store: Store;
@@ -114,7 +118,7 @@ export interface VmService {
    */
   runtime(name: string): Promise<VmRuntime>;
   /** Brings rows in line with reality after a daemon start; returns what it changed. */
-  reconcile(): Promise<{ kept: string[]; demoted: string[]; removedTaps: string[] }>;
+  reconcile(): Promise<{ kept: string[]; demoted: string[]; removed: string[]; removedTaps: string[] }>;
   /** Stops every running VM (daemon stop --stop-vms); returns their names. */
   stopAll(): Promise<string[]>;
   /** Changes a stopped VM's vCPUs, memory or disk size (the disk only grows). */
@@ -519,9 +523,17 @@ export function createVmService(deps: VmServiceDeps): VmService {
       // From here the VM exists; any failure before it is usable removes it again.
       return deps.vmLocks.run(vm.id, async () => {
         await using stack = new AsyncDisposableStack();
-        stack.defer(() => removeVm(vm));
+        stack.defer(async () => {
+          // A failure after the boot (the last step) also ends the VMM that boot left running.
+          const current = store.getVmById(vm.id);
+          if (current && vmmHandle(await loadHandles(current))) await stopLocked(current, "kill");
+          await removeVm(vm);
+        });
         const paths = vmPaths(layout, vm.id);
         await deps.files.makeDir(paths.dir);
+        // Until removed below, this file tells a reconcile after a daemon crash that the create never finished.
+        const marker = join(paths.dir, CREATE_PENDING_FILE);
+        await deps.files.writeHandles(marker, emptyHandles());
         options.progress({ step: "vm.disk", message: `creating the root disk of ${vm.name}` });
         await deps.disks.create({
           vmm,
@@ -532,6 +544,9 @@ export function createVmService(deps: VmServiceDeps): VmService {
         });
         let result = setState(vm, "stopped");
         if (params.start !== false) result = await startLocked(result, options);
+        await deps.files.removeFile(marker);
+        // A cancel that arrived during the last steps still unwinds: the client is told it failed.
+        throwIfAborted(options.signal, `create of ${vm.name}`);
         stack.move();
         return toInfo(result);
       });
@@ -614,7 +629,21 @@ export function createVmService(deps: VmServiceDeps): VmService {
     async exec(name, exec) {
       const vm = byName(name);
       if (vm.state !== "running" || !(await isAlive(vm))) throw notRunning(vm);
-      return deps.guest.exec(target(vm), exec);
+      const result = await deps.guest.exec(target(vm), exec);
+      // ssh's 255 is also what a VM that stopped (or was deleted) under the command looks like.
+      if (result.exitCode === 255) {
+        const fresh = store.getVmById(vm.id);
+        if (!fresh || fresh.state !== "running" || !(await isAlive(fresh))) {
+          throw new BangerError(
+            ErrorCode.BAD_STATE,
+            `VM '${name}' ${fresh ? `stopped (it is ${fresh.state})` : "was deleted"} while the command ran`,
+            {
+              hint: fresh ? `start it with \`banger vm start ${name}\` and run the command again` : undefined,
+            },
+          );
+        }
+      }
+      return result;
     },
 
     async proxy(name, port, signal) {
@@ -638,6 +667,10 @@ export function createVmService(deps: VmServiceDeps): VmService {
           await options.onData(chunk);
         },
       });
+      // A follow ends on its own only when the VM's directory went away.
+      if (options.follow && !options.signal.aborted && !store.getVmById(vm.id)) {
+        throw new BangerError(ErrorCode.VM_NOT_FOUND, `VM '${name}' was deleted`);
+      }
       return sent;
     },
 
@@ -666,6 +699,7 @@ export function createVmService(deps: VmServiceDeps): VmService {
     async reconcile() {
       const kept: string[] = [];
       const demoted: string[] = [];
+      const removed: string[] = [];
       const owned = new Set<string>();
       /** Recorded VMMs of the VMs kept running; every other VMM of this home is killed. */
       const keptPids = new Set<number>();
@@ -673,6 +707,17 @@ export function createVmService(deps: VmServiceDeps): VmService {
       for (const vm of store.listVms()) {
         await deps.vmLocks.run(vm.id, async () => {
           const handles = (await deps.files.readHandles(vmPaths(layout, vm.id).handles)) ?? emptyHandles();
+          // A create the daemon died in: the user was told it failed, so nothing of it stays.
+          if (await deps.files.exists(join(vmPaths(layout, vm.id).dir, CREATE_PENDING_FILE))) {
+            const handle = vmmHandle(handles);
+            if (handle && (await deps.drivers.get(vm.vmm).isRunning(handle)))
+              await deps.drivers.get(vm.vmm).kill(handle);
+            await killStrayVmms({ census: deps.census, logger, vmId: vm.id, found });
+            await releaseRuntime(vm, handles);
+            await removeVm(vm);
+            removed.push(vm.name);
+            return;
+          }
           const handle = vmmHandle(handles);
           const driver = deps.drivers.get(vm.vmm);
           const alive = handle !== undefined && (await driver.isRunning(handle));
@@ -726,8 +771,8 @@ export function createVmService(deps: VmServiceDeps): VmService {
         logger.warn("could not list leftover taps", { err: String(error) });
         return [];
       });
-      logger.info("reconciled", { kept, demoted, removedTaps });
-      return { kept, demoted, removedTaps };
+      logger.info("reconciled", { kept, demoted, removed, removedTaps });
+      return { kept, demoted, removed, removedTaps };
     },
 
     async stopAll() {
