@@ -633,7 +633,7 @@ export function createVmService(deps: VmServiceDeps): VmService {
       // ssh's 255 is also what a VM that stopped (or was deleted) under the command looks like.
       if (result.exitCode === 255) {
         const fresh = store.getVmById(vm.id);
-        if (!fresh || fresh.state !== "running" || !(await isAlive(fresh))) {
+        if (fresh?.state !== "running" || !(await isAlive(fresh))) {
           throw new BangerError(
             ErrorCode.BAD_STATE,
             `VM '${name}' ${fresh ? `stopped (it is ${fresh.state})` : "was deleted"} while the command ran`,
