@@ -8,8 +8,6 @@ export {
   type AccelSetting,
   type ChooseAccelOptions,
   chooseAccel,
-  describeAccel,
-  describeAccelFailure,
 } from "./accel.ts";
 export { listVmmProcesses, type VmmProcess } from "./census.ts";
 export { killAndWait } from "./process.ts";
