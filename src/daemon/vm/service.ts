@@ -393,17 +393,13 @@ export function createVmService(deps: VmServiceDeps): VmService {
         );
       setState(current, "error", reason);
       if (isCancelled(error)) throw error;
-      // The step's own hint names where its reason is (e.g. the VMM's log tail for a disk lock or ENOMEM).
+      // Both logs, then the failing step's own hint (a VMM's log tail for a disk lock or ENOMEM).
       const ownHint = error instanceof BangerError ? error.hint : undefined;
+      const logs = `the VMM's own log is ${paths.vmmLog}; the guest console is ${paths.console} (\`banger vm logs ${vm.name}\`)`;
       throw new BangerError(
         error instanceof BangerError ? error.code : ErrorCode.BOOT_FAILED,
         `VM '${vm.name}' failed to start: ${reason}`,
-        {
-          hint:
-            ownHint ??
-            `the VMM's own log is ${paths.vmmLog}; the guest console is ${paths.console} (\`banger vm logs ${vm.name}\`)`,
-          cause: error,
-        },
+        { hint: ownHint ? `${logs}\n${ownHint}` : logs, cause: error },
       );
     }
   }
