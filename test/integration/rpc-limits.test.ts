@@ -73,6 +73,7 @@ describe("RPC server limits", () => {
     releaseStdin = resolve;
   });
   let aborted = 0;
+  let cancelled = 0;
 
   const handlers: HandlerTable = {
     "daemon.hello": () => ({
@@ -86,7 +87,15 @@ describe("RPC server limits", () => {
     // Reads stdin only once released, slowly, recording how much the server buffered meanwhile.
     "vm.exec": async (_params, ctx) => {
       const stdin = ctx.streams.incoming("stdin");
-      await stdinRead;
+      await Promise.race([
+        stdinRead,
+        new Promise<never>((_resolve, reject) =>
+          ctx.signal.addEventListener("abort", () => {
+            cancelled++;
+            reject(new BangerError(ErrorCode.CANCELLED, "cancelled"));
+          }),
+        ),
+      ]);
       const hash = createHash("sha256");
       let bytes = 0;
       let maxBuffered = 0;
@@ -234,7 +243,27 @@ describe("RPC server limits", () => {
     const seen = stdinSeen.at(-1)!;
     assert.equal(seen.bytes, total);
     assert.equal(seen.sha, hash.digest("hex"));
-    assert.ok(seen.maxBuffered <= STREAM_BUFFER + 2 * block.length, `buffered ${seen.maxBuffered}`);
+    // The buffer plus its read-ahead, give or take a chunk in flight.
+    assert.ok(seen.maxBuffered <= 2 * STREAM_BUFFER + 2 * block.length, `buffered ${seen.maxBuffered}`);
+    client.socket.destroy();
+  });
+
+  it("still reads a $/cancel that a client sends behind stdin nobody reads", async () => {
+    stdinRead = new Promise<void>(() => {});
+    const before = cancelled;
+    const client = new RawClient(socket);
+    client.send(hello());
+    client.send(
+      `${JSON.stringify({ jsonrpc: "2.0", id: 2, method: "vm.exec", params: { name: "x", argv: ["cat"], stdin: true } })}\n`,
+    );
+    await client.until(1);
+    // Like the CLI: write while the socket takes more, then cancel.
+    const frame = `${JSON.stringify({ jsonrpc: "2.0", method: "$/stream", params: { id: 2, ch: "stdin", data: Buffer.alloc(32 * 1024).toString("base64") } })}\n`;
+    while (client.socket.write(frame));
+    client.send(`${JSON.stringify({ jsonrpc: "2.0", method: "$/cancel", params: { id: 2 } })}\n`);
+    while (cancelled === before) await new Promise((resolve) => setTimeout(resolve, 10));
+    const replies = await client.until(2);
+    assert.equal(codeOf(replies[1]), ErrorCode.CANCELLED);
     client.socket.destroy();
   });
 

@@ -16,8 +16,10 @@
  *   `maxBufferedFrameBytes`; a client that stops reading is paused (no new
  *   requests are read) once `maxPendingWriteBytes` wait for it, and closed
  *   at four times that (at least two frames); bytes a client streams in wait in a buffer of
- *   `streamBufferBytes` per channel, and the socket is paused while one is
- *   full, so a fast writer runs at the pace of the slowest reader.
+ *   `streamBufferBytes` per channel, read ahead by as much again (so a
+ *   `$/cancel` queued behind them is still read), then the socket is paused
+ *   until the reader drains it: a fast writer runs at the pace of the
+ *   slowest reader.
  * - Log lines carry the method and sizes, never a request's input.
  * - `$/cancel` aborts the handler's AbortSignal; a closed connection aborts
  *   every handler still running for it.
@@ -230,6 +232,8 @@ class Connection {
   /** A single reply may be a whole frame; only a backlog well past that means the client stopped reading. */
   readonly #closeAtPendingWrite: number;
   readonly #streamBufferBytes: number;
+  /** Bytes accepted into each full incoming stream since it was last drained. */
+  readonly #readAhead = new Map<PassThrough, number>();
 
   constructor(socket: Socket, options: RpcServerOptions, id: number, budget: FrameBudget) {
     this.#socket = socket;
@@ -277,8 +281,12 @@ class Connection {
   #incomingStream(): PassThrough {
     // A PassThrough buffers on both sides; each side gets half of the channel's budget.
     const stream = new PassThrough({ highWaterMark: Math.ceil(this.#streamBufferBytes / 2) });
+    stream.on("drain", () => this.#readAhead.delete(stream));
     stream.on("drain", () => this.#unpause(stream));
-    stream.on("close", () => this.#unpause(stream));
+    stream.on("close", () => {
+      this.#readAhead.delete(stream);
+      this.#unpause(stream);
+    });
     stream.on("error", () => this.#unpause(stream));
     return stream;
   }
@@ -392,8 +400,15 @@ class Connection {
         request.incoming.set(parsed.data.ch, target);
       }
       if (target.writableEnded) return;
-      // A full buffer pauses the socket until the handler's reader drains it.
-      if (parsed.data.data && !target.write(Buffer.from(parsed.data.data, "base64"))) this.#pause(target);
+      if (parsed.data.data) {
+        const bytes = Buffer.from(parsed.data.data, "base64");
+        // Over a full buffer, read ahead one more buffer's worth (a $/cancel may follow), then pause.
+        if (!target.write(bytes)) {
+          const ahead = (this.#readAhead.get(target) ?? 0) + bytes.length;
+          this.#readAhead.set(target, ahead);
+          if (ahead >= this.#streamBufferBytes) this.#pause(target);
+        }
+      }
       if (parsed.data.end) target.end();
     }
   }
