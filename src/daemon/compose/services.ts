@@ -14,6 +14,7 @@ import { KeyedLocks, Mutex, OperationRegistry } from "../../core/concurrency/ind
 import type { Config } from "../../core/config/index.ts";
 import { copyFileArgv } from "../../core/image/index.ts";
 import type { Logger } from "../../core/log/index.ts";
+import { parseSubnet } from "../../core/network/index.ts";
 import type { Layout } from "../../core/paths/index.ts";
 import type { VmInfo } from "../../protocol/index.ts";
 import { createFirecrackerDriver } from "../../sys/firecracker/index.ts";
@@ -21,6 +22,7 @@ import { createNodeFs, readDiskUsage } from "../../sys/fs/index.ts";
 import { createHostProbes, type HostProbes } from "../../sys/host/index.ts";
 import { createBuildCacheChecks } from "../../sys/image-cache/index.ts";
 import { extractVmlinux } from "../../sys/kernel/index.ts";
+import { createHostNetwork } from "../../sys/network/index.ts";
 import { BlobCache } from "../../sys/oci/blob-cache.ts";
 import { runImageWorker } from "../../sys/oci/worker-client.ts";
 import { readProcessUsage } from "../../sys/proc/index.ts";
@@ -74,7 +76,13 @@ export async function buildServices(deps: ServiceDeps, life: AsyncDisposableStac
   });
   const probes: HostProbes = createHostProbes(deps.env);
   const now = () => new Date();
-  const capabilities = deps.registerCapabilities({ config, layout, runner, logger });
+  const hostNetwork = createHostNetwork({
+    runner,
+    logger,
+    bridge: config.network.bridge,
+    subnet: parseSubnet(config.network.subnet),
+  });
+  const capabilities = deps.registerCapabilities({ config, layout, runner, logger, store, hostNetwork });
   const copyFile = async (from: string, to: string): Promise<void> =>
     void (await runner.run(copyFileArgv(from, to)));
   // The narrow global mutex for image publication, shared by every way of making an image (ARCHITECTURE.md "Lock order").
@@ -116,9 +124,10 @@ export async function buildServices(deps: ServiceDeps, life: AsyncDisposableStac
     blobs,
     launcher: hostNetnsLauncher(deps.env),
     dockerConfigFile: join(deps.env.DOCKER_CONFIG || join(homedir(), ".docker"), "config.json"),
+    insecureRegistries: config.image.insecure_registries,
   });
 
-  const publish = createPublisher({ store, fs: createNodeFs(), publishMutex });
+  const publish = createPublisher({ store, layout, fs: createNodeFs(), newId, publishMutex });
   const dockerfiles = createDockerfileBuilds({
     layout,
     runner,
@@ -167,7 +176,7 @@ export async function buildServices(deps: ServiceDeps, life: AsyncDisposableStac
     config,
     logger: logger.child({ svc: "vm" }),
     images: withAutoPull(images, oci, store),
-    network: createVmNetwork({ runner, logger, config }),
+    network: createVmNetwork(hostNetwork),
     drivers,
     disks: createVmDisks({ runner, cowStrategy, exists: files.exists }),
     files,
@@ -196,7 +205,12 @@ export async function buildServices(deps: ServiceDeps, life: AsyncDisposableStac
     monotonicMs: () => performance.now(),
     sleep,
   });
-  const doctor = () => runDoctor(doctorChecks({ probes, runner, layout, config, cowStrategy, accel, blobs }));
+  const { networking } = capabilities;
+  const doctor = () =>
+    runDoctor([
+      ...doctorChecks({ probes, runner, layout, config, cowStrategy, accel, blobs }),
+      ...(networking ? [{ name: "network", run: () => networking.doctor() }] : []),
+    ]);
   return { runner, images, oci, dockerfiles, promote, vms, stats, createOps, capabilities, doctor, now };
 }
 
