@@ -4,6 +4,7 @@
  * inferred from the same schemas.
  */
 import { z } from "zod";
+import { SnapshotInfo, snapshotMethods, VmForkParams } from "./snapshot.ts";
 import { workspaceMethods } from "./workspace.ts";
 
 export const VmState = z.enum(["created", "starting", "running", "paused", "stopping", "stopped", "error"]);
@@ -406,6 +407,11 @@ export const methods = {
     params: z.object({ registry: RegistryHost }).strict(),
     result: z.object({ registry: z.string(), removed: z.boolean() }),
   },
+  "vm.fork": {
+    params: VmForkParams,
+    result: z.object({ snapshot: SnapshotInfo, vms: z.array(VmInfo) }),
+  },
+  ...snapshotMethods,
   ...workspaceMethods,
 } as const;
 
