@@ -42,7 +42,7 @@ describe("store on a real SQLite file", () => {
         name: string;
       }[]
     ).map((row) => row.name);
-    assert.deepEqual(tables, ["images", "vms"]);
+    assert.deepEqual(tables, ["images", "snapshots", "vm_snapshot", "vms"]);
     db.close();
     // Reopening is a no-op migration.
     const again = openStore(file);
@@ -114,6 +114,39 @@ describe("store on a real SQLite file", () => {
   it("rejects a state outside the state machine", () => {
     const store = openStore(join(dir.path, "d.db"));
     assert.throws(() => store.insertVm(vm({ state: "flying" as never })), /CHECK/);
+    store.close();
+  });
+
+  it("keeps snapshots, refuses deleting one a VM depends on, and forgets a clone with its VM", () => {
+    const store = openStore(join(dir.path, "snap.db"));
+    store.insertVm(vm({ id: "src", name: "src", guestIp: "10.77.0.2" }));
+    store.insertVm(vm({ id: "c1", name: "c1", guestIp: "10.77.0.3" }));
+    const snapshot = {
+      id: "s1",
+      name: "warm",
+      sourceVm: "src",
+      imageId: "img1",
+      imageName: "debian-bookworm",
+      vmm: "qemu" as const,
+      cpus: 1,
+      memoryMib: 512,
+      diskGib: 2,
+      dir: "/state/snapshots/s1",
+      includesSecrets: true,
+      createdAt: "2026-01-01T00:00:00.000Z",
+    };
+    store.insertSnapshot(snapshot);
+    assert.deepEqual(store.getSnapshotByName("warm"), snapshot);
+    assert.throws(() => store.insertSnapshot({ ...snapshot, id: "s2" }), /UNIQUE/);
+    assert.equal(store.countSnapshotsUsingImage("img1"), 1);
+    store.linkClone("c1", "s1");
+    assert.deepEqual(store.clonesOf("s1"), ["c1"]);
+    assert.equal(store.snapshotOfVm("c1"), "s1");
+    assert.throws(() => store.deleteSnapshot("s1"), /FOREIGN KEY/);
+    store.deleteVm("c1");
+    assert.deepEqual(store.clonesOf("s1"), []);
+    store.deleteSnapshot("s1");
+    assert.deepEqual(store.listSnapshots(), []);
     store.close();
   });
 });

@@ -9,7 +9,6 @@ import {
   incomingLoaded,
   machineSignature,
   migrationProgress,
-  parseHostKeyLine,
   parseManifest,
   planCloneIdentity,
   planQemuIncoming,
@@ -241,12 +240,8 @@ describe("clone identity plan", () => {
     assert.deepEqual(clockStep(1_700_000_000_042).argv, ["date", "-u", "-s", "@1700000000.042"]);
   });
 
-  it("reads the new host key line", () => {
-    assert.deepEqual(parseHostKeyLine("ssh-ed25519 AAAAC3Nza+/x=\n"), {
-      type: "ssh-ed25519",
-      key: "AAAAC3Nza+/x=",
-    });
-    assert.equal(parseHostKeyLine(""), undefined);
-    assert.equal(parseHostKeyLine("ssh-ed25519 AAA evil\n"), undefined);
+  it("prints the new host key the way banger-init does, for the same parser", () => {
+    const hostKey = planCloneIdentity(identity).find((step) => step.name === "host-key")!;
+    assert.match(hostKey.argv[2] ?? "", /printf 'banger-init: hostkey %s %s\\n'/);
   });
 });

@@ -51,7 +51,9 @@ printf '%s\\n' "$1" >/etc/hostname
 printf '127.0.0.1\\tlocalhost\\n127.0.1.1\\t%s\\n::1\\tlocalhost ip6-localhost ip6-loopback\\n' "$1" >/etc/hosts`;
 
 /**
- * A fresh host key, printed as `<type> <base64>` for the daemon to pin; sshd
+ * A fresh host key, printed as banger-init prints it at boot (`banger-init:
+ * hostkey <type> <base64>`, read by core/ssh parseHostKeyLine) for the
+ * daemon to pin; sshd
  * re-executes on SIGHUP and so serves the new key. A guest without
  * ssh-keygen (no sshd) prints nothing.
  */
@@ -61,7 +63,7 @@ rm -f /etc/ssh/ssh_host_*
 ssh-keygen -q -t ed25519 -N '' -C '' -f /etc/ssh/ssh_host_ed25519_key </dev/null >/dev/null
 if [ -s /run/sshd.pid ]; then kill -HUP "$(cat /run/sshd.pid)" 2>/dev/null || true; fi
 read -r keytype key _ </etc/ssh/ssh_host_ed25519_key.pub
-printf '%s %s\\n' "$keytype" "$key"`;
+printf 'banger-init: hostkey %s %s\\n' "$keytype" "$key"`;
 
 /** $1 address/prefix, $2 MAC, $3 gateway, $4 device. Link down first, so no frame leaves with the old MAC. */
 const NETWORK_SCRIPT = `set -eu
@@ -120,11 +122,4 @@ export function clockStep(epochMs: number): GuestStep {
   const seconds = Math.floor(epochMs / 1000);
   const millis = String(Math.floor(epochMs % 1000)).padStart(3, "0");
   return { name: "clock", argv: ["date", "-u", "-s", `@${seconds}.${millis}`] };
-}
-
-/** The host key the host-key step printed (`<type> <base64>`), or undefined for a guest without sshd. */
-export function parseHostKeyLine(stdout: string): { type: string; key: string } | undefined {
-  const line = stdout.trim().split("\n").at(-1) ?? "";
-  const match = /^(ssh-ed25519|ecdsa-sha2-nistp256|ssh-rsa) ([A-Za-z0-9+/]+={0,2})$/.exec(line);
-  return match === null ? undefined : { type: match[1]!, key: match[2]! };
 }

@@ -18,6 +18,7 @@
  * the QEMU binary.
  */
 import { type ChildProcess, spawn } from "node:child_process";
+import { once } from "node:events";
 import {
   accessSync,
   appendFileSync,
@@ -32,7 +33,6 @@ import {
   type WriteStream,
   writeFileSync,
 } from "node:fs";
-import { once } from "node:events";
 import { createServer as createHttpServer, type IncomingMessage, type ServerResponse } from "node:http";
 import { connect, createServer as createNetServer, type Server, type Socket } from "node:net";
 import { basename, dirname, join } from "node:path";
@@ -983,7 +983,9 @@ class Qmp {
 
   async command(execute: string, args?: Json): Promise<unknown> {
     const reply = this.#next();
-    this.#socket.write(`${JSON.stringify(args === undefined ? { execute } : { execute, arguments: args })}\n`);
+    this.#socket.write(
+      `${JSON.stringify(args === undefined ? { execute } : { execute, arguments: args })}\n`,
+    );
     const message = await reply;
     if ("error" in message)
       throw new Fault(`Internal VMM error: QMP ${execute}: ${JSON.stringify(message.error)}`);
