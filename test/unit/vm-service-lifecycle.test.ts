@@ -509,3 +509,52 @@ describe("VM service: pause and resume", () => {
     assert.equal((await restarted.show("held")).pid, held.pid);
   });
 });
+
+describe("VM service: stop honours its options", () => {
+  it(
+    "reports progress, and a cancel during the graceful wait kills the VMM and releases everything",
+    HANG_GUARD,
+    async () => {
+      await withPlatform(async (platform, service) => {
+        const vm = await service.create({ name: "slow" }, options());
+        const steps: string[] = [];
+        const controller = new AbortController();
+        platform.stops.hold();
+        const stopping = service.stop("slow", {
+          signal: controller.signal,
+          progress: (event) => steps.push(event.step),
+        });
+        await platform.waitForEvents((event) => event === `stop-begin ${vm.id}`);
+        assert.deepEqual(steps, ["vm.stop"], "the stop said what it is doing");
+        controller.abort();
+        await assert.rejects(stopping, (error: unknown) => isBangerError(error, ErrorCode.CANCELLED));
+        assert.ok(
+          platform.events.some((event) => event.startsWith(`vmm-kill ${vm.id} `)),
+          "the VMM was killed",
+        );
+        const shown = await service.show("slow");
+        assert.equal(shown.state, "stopped");
+        assert.match(shown.lastError ?? "", /stop was cancelled/);
+        assert.deepEqual(
+          platform.heldBy(vm.id).filter((key) => !/^(dir|disk) /.test(key)),
+          [],
+          "only the stopped VM's dir and disk remain",
+        );
+        assert.equal(
+          (await service.start("slow", options())).state,
+          "running",
+          "nothing blocks the next start",
+        );
+      });
+    },
+  );
+
+  it("a stop already cancelled kills at once", HANG_GUARD, async () => {
+    await withPlatform(async (platform, service) => {
+      const vm = await service.create({ name: "gone" }, options());
+      await assert.rejects(service.stop("gone", options(AbortSignal.abort())), /cancelled/);
+      assert.ok(platform.events.some((event) => event.startsWith(`vmm-kill ${vm.id} `)));
+      assert.equal((await service.show("gone")).state, "stopped");
+    });
+  });
+});

@@ -68,6 +68,24 @@ export function isActiveState(state: VmState): boolean {
   return state === "running" || state === "paused";
 }
 
+/** States of a VM that holds nothing but its row, directory and stored disk: a stop has nothing to do. */
+export function isAtRest(state: VmState): boolean {
+  return state === "stopped" || state === "created";
+}
+
+/**
+ * States in which a VM may still hold host resources (tap, devices, a VMM):
+ * the active ones, and the transient ones a dead daemon or VMM can leave behind.
+ */
+export function mayHoldRuntime(state: VmState): boolean {
+  return isActiveState(state) || state === "starting" || state === "stopping";
+}
+
+/** States in which `vm set` may change sizing: nothing is running from the stored disk. */
+export function canReconfigure(state: VmState): boolean {
+  return isAtRest(state) || state === "error";
+}
+
 export function canTransition(from: VmState, to: VmState): boolean {
   return transitions[from].includes(to);
 }
@@ -97,3 +115,5 @@ export function tapNameForVmId(vmId: string): string {
 }
 
 export const TAP_PREFIX = "bgr-";
+
+export { bootFailureSummary, classifyVmmExit, type VmmExit, vmmExitReason } from "./console.ts";

@@ -158,7 +158,7 @@ export function createGuestAccess(options: { layout: Layout; runner: Runner }): 
       sessions.delete(target.vmId);
       if (existing) await existing.close();
     },
-    openTcp: (ip, port, signal) => openTcp(ip, port, signal),
+    openTcp: (target, port, signal) => openTcp(target.ip, port, signal),
   };
 }
 

@@ -5,7 +5,9 @@
  */
 export type {
   GuestAccess,
+  GuestChannel,
   GuestExec,
+  GuestReadiness,
   StoredDisk,
   VmDisks,
   VmFiles,

@@ -6,6 +6,8 @@
 import type { Socket } from "node:net";
 import type { Readable } from "node:stream";
 import type { RootDiskStrategy } from "../../core/disk/index.ts";
+import type { VmPaths } from "../../core/paths/index.ts";
+import type { VmRecord } from "../../core/vm/index.ts";
 import type { VmmDriver } from "../../core/vmm/contract.ts";
 import type { VmmKind } from "../../protocol/index.ts";
 
@@ -23,8 +25,27 @@ export interface GuestTarget {
   knownHostsFile: string;
 }
 
-/** SSH to guests, through the daemon's key and one ControlMaster per VM. */
-export interface GuestAccess {
+export interface GuestExecResult {
+  exitCode: number | null;
+  signal: string | null;
+}
+
+/**
+ * The way into a running guest: every guest command the service runs (exec,
+ * the stats probe, health) and every TCP connection (proxy) goes through
+ * it. SSH implements it today (one ControlMaster per VM); a vsock guest
+ * agent can implement it later without the service changing.
+ */
+export interface GuestChannel {
+  exec(target: GuestTarget, exec: GuestExec): Promise<GuestExecResult>;
+  /** A TCP connection to `port` inside the guest. */
+  openTcp(target: GuestTarget, port: number, signal?: AbortSignal): Promise<Socket>;
+  /** Ends the VM's channel (its ControlMaster), if any; idempotent. */
+  close(target: GuestTarget): Promise<void>;
+}
+
+/** SSH to guests, through the daemon's key and one ControlMaster per VM: the channel plus what boot needs. */
+export interface GuestAccess extends GuestChannel {
   readonly user: string;
   identityFile(): Promise<string>;
   publicKey(): Promise<string>;
@@ -36,10 +57,32 @@ export interface GuestAccess {
   }): Promise<void>;
   /** Reads the guest's host key from its console and pins it; throws if absent. */
   pinHostKey(options: { consoleLog: string; ip: string; knownHostsFile: string }): Promise<void>;
-  exec(target: GuestTarget, exec: GuestExec): Promise<{ exitCode: number | null; signal: string | null }>;
-  /** Ends the VM's ControlMaster, if any. */
-  close(target: GuestTarget): Promise<void>;
-  openTcp(ip: string, port: number, signal?: AbortSignal): Promise<Socket>;
+}
+
+/** A booting guest, as a readiness check sees it. */
+export interface ReadyingGuest {
+  vm: VmRecord;
+  paths: VmPaths;
+  target: GuestTarget;
+  /** The boot timeout; a check that waits must give up by then. */
+  deadlineMs: number;
+  /** False once the VMM has exited; a check that waits must stop then. */
+  stillAlive(): Promise<boolean>;
+}
+
+/**
+ * One thing that must hold before a booted guest counts as running (lima's
+ * requirements). The boot's awaitGuest step runs the registered checks in
+ * order; the first that throws fails the boot, and its `hint` leads the
+ * error's hint.
+ */
+export interface GuestReadiness {
+  readonly name: string;
+  /** What to try when the check fails. */
+  readonly hint: string;
+  /** A progress line to show before the check runs. */
+  announce?(vmName: string): { step: string; message: string };
+  wait(guest: ReadyingGuest, signal: AbortSignal): Promise<void>;
 }
 
 export interface VmNetwork {
