@@ -17,6 +17,7 @@ import { once } from "node:events";
 import { mkdir, mkdtemp, rm } from "node:fs/promises";
 import { join } from "node:path";
 import { performance } from "node:perf_hooks";
+import { ROOT_DISK_FILES } from "../src/core/disk/index.ts";
 import { resolveLayout, vmPaths } from "../src/core/paths/index.ts";
 import { macForVmId, tapNameForVmId, type VmHandles, type VmRecord } from "../src/core/vm/index.ts";
 import { createVmService, type OpOptions } from "../src/daemon/vm/index.ts";
@@ -173,8 +174,7 @@ export async function benchReconcile(options: RowOptions): Promise<RowResult> {
       pidStartTicks: stat.startTicks,
       tap: tapNameForVmId(vm.id),
       controlSocket: paths.qmpSocket,
-      disk: paths.overlay,
-      extra: {},
+      disk: { strategy: "file", path: join(paths.dir, ROOT_DISK_FILES["qcow2-overlay"].file) },
     };
     platform.store.insertVm(vm);
     await files.makeDir(paths.dir);

@@ -27,6 +27,7 @@ import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { KeyedLocks, Mutex } from "../../src/core/concurrency/index.ts";
 import { type Config, defaultConfig } from "../../src/core/config/index.ts";
+import { ROOT_DISK_FILES, rootDiskStrategyFor, STORED_DISK_LOOKUP } from "../../src/core/disk/index.ts";
 import type { Logger } from "../../src/core/log/index.ts";
 import { allocateGuestIp, parseSubnet } from "../../src/core/network/index.ts";
 import { type Layout, resolveLayout } from "../../src/core/paths/index.ts";
@@ -262,25 +263,22 @@ export function createFakeVmPlatform(options: FakeVmPlatformOptions = {}): FakeV
     },
   };
 
-  const diskFile = (vmDir: string, vmm: string) => join(vmDir, vmm === "qemu" ? "root.qcow2" : "root.raw");
   const disks: VmDisks = {
     async create(disk) {
       step("disks.create");
       checkSignal("disks.create", disk.signal);
-      const file = diskFile(disk.vmDir, disk.vmm);
+      const strategy = await rootDiskStrategyFor(disk.formats, async () => "sparse-copy");
+      const { file: name, format } = ROOT_DISK_FILES[strategy];
+      const file = join(disk.vmDir, name);
       // A real (empty) file, so `locate` finds it the way the real adapter does.
       await writeFile(file, "");
       acquire(`disk ${file}`, `disk-create ${file}`);
-      return disk.vmm === "qemu"
-        ? { strategy: "qcow2-overlay", file, format: "qcow2" }
-        : { strategy: "sparse-copy", file, format: "raw" };
+      return { strategy, file, format };
     },
     async locate(vmDir) {
       step("disks.locate");
-      for (const [name, strategy, format] of [
-        ["root.qcow2", "qcow2-overlay", "qcow2"],
-        ["root.raw", "sparse-copy", "raw"],
-      ] as const) {
+      for (const strategy of STORED_DISK_LOOKUP) {
+        const { file: name, format } = ROOT_DISK_FILES[strategy];
         const file = join(vmDir, name);
         if (existsSync(file)) return { strategy, file, format };
       }
@@ -291,12 +289,11 @@ export function createFakeVmPlatform(options: FakeVmPlatformOptions = {}): FakeV
       step("disks.attach");
       checkSignal("disks.attach", attach.signal);
       acquire(`attach ${attach.disk.file}`, `disk-attach ${attach.disk.file}`);
-      return { path: attach.disk.file, handles: { fakeAttached: attach.disk.file } };
+      return { path: attach.disk.file, handles: { strategy: "file", path: attach.disk.file } };
     },
     async detach(handles) {
       step("disks.detach");
-      const file = handles.fakeAttached;
-      if (file !== undefined) release(`attach ${file}`, `disk-detach ${file}`);
+      if (handles.strategy === "file") release(`attach ${handles.path}`, `disk-detach ${handles.path}`);
     },
     async remove(disk) {
       step("disks.remove");
@@ -400,6 +397,7 @@ export function createFakeVmPlatform(options: FakeVmPlatformOptions = {}): FakeV
       pauseResume: true,
       vsock: false,
       softwareEmulation: true,
+      snapshots: false,
     },
     async start(spec, signal) {
       step("driver.start");

@@ -284,5 +284,6 @@ export function firecrackerFeatures(caps: FirecrackerCapabilities | undefined): 
     pauseResume: true,
     vsock: true,
     softwareEmulation: false,
+    snapshots: false,
   };
 }

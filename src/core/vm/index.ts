@@ -3,7 +3,9 @@
  * A row says what a VM IS; transient kernel handles (pid, tap, sockets) live
  * in its handles.json, never here.
  */
+
 import { BangerError, ErrorCode, type VmmKind, VmNameSchema, type VmState } from "../../protocol/index.ts";
+import type { DiskHandles } from "../disk/index.ts";
 
 export interface VmRecord {
   id: string;
@@ -29,13 +31,12 @@ export interface VmHandles {
   pidStartTicks: number | null;
   tap: string | null;
   controlSocket: string | null;
-  disk: string | null;
-  /** Extra handles a COW strategy or a capability hook recorded (loop devices, dm names). */
-  extra: Record<string, string>;
+  /** What the root disk's attach made for this boot (dm devices), for detach. */
+  disk: DiskHandles | null;
 }
 
 export function emptyHandles(): VmHandles {
-  return { pid: null, pidStartTicks: null, tap: null, controlSocket: null, disk: null, extra: {} };
+  return { pid: null, pidStartTicks: null, tap: null, controlSocket: null, disk: null };
 }
 
 export function validateVmName(name: string): string {

@@ -71,8 +71,7 @@ async function attachDisk(run: BootRun, stack: AsyncDisposableStack): Promise<vo
   });
   stack.defer(() => disks.detach(attached.handles));
   run.disk = { path: attached.path, format: stored.format };
-  run.handles.disk = attached.path;
-  run.handles.extra = { ...attached.handles };
+  run.handles.disk = attached.handles;
   await ctx.handles.save(vm, run.handles);
 }
 

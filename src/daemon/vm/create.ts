@@ -37,7 +37,7 @@ export async function createVm(ctx: VmContext, params: CreateVmParams, options: 
     await deps.files.makeDir(paths.dir);
     options.progress({ step: "vm.disk", message: `creating the root disk of ${vm.name}` });
     await deps.disks.create({
-      vmm,
+      formats: deps.drivers.get(vmm).features.diskFormats,
       base: image.rootfs,
       vmDir: paths.dir,
       sizeBytes: vm.diskGib * GIB,

@@ -5,9 +5,9 @@
 
 import type { Socket } from "node:net";
 import type { Readable } from "node:stream";
-import type { RootDiskStrategy } from "../../core/disk/index.ts";
+import type { DiskFormat, DiskHandles, RootDiskStrategy } from "../../core/disk/index.ts";
 import type { VmPaths } from "../../core/paths/index.ts";
-import type { VmRecord } from "../../core/vm/index.ts";
+import type { VmHandles, VmRecord } from "../../core/vm/index.ts";
 import type { VmmDriver } from "../../core/vmm/contract.ts";
 import type { VmmKind } from "../../protocol/index.ts";
 
@@ -100,13 +100,17 @@ export interface StoredDisk {
   strategy: RootDiskStrategy;
   /** The per-VM file (overlay, raw copy, or dm COW store). */
   file: string;
-  format: "qcow2" | "raw";
+  format: DiskFormat;
 }
 
 export interface VmDisks {
-  /** Creates the VM's COW root disk in `vmDir` over the image's base; the base is never written. */
+  /**
+   * Creates the VM's COW root disk in `vmDir` over the image's base; the
+   * base is never written. `formats` are what the VM's driver opens
+   * (`features.diskFormats`); they decide the strategy.
+   */
   create(options: {
-    vmm: VmmKind;
+    formats: readonly DiskFormat[];
     base: string;
     vmDir: string;
     sizeBytes: number;
@@ -120,14 +124,33 @@ export interface VmDisks {
     base: string;
     sizeBytes: number;
     signal: AbortSignal;
-  }): Promise<{ path: string; handles: Record<string, string> }>;
-  detach(handles: Record<string, string>): Promise<void>;
+  }): Promise<{ path: string; handles: DiskHandles }>;
+  /** Undoes `attach` from its handles (as read back from handles.json); idempotent. */
+  detach(handles: DiskHandles): Promise<void>;
   remove(disk: StoredDisk): Promise<void>;
   grow(disk: StoredDisk, sizeBytes: number): Promise<void>;
 }
 
-/** Per-VM files: directories, handles.json, console logs (implemented in src/sys/vmfiles). */
-export type { VmFilesAdapter as VmFiles } from "../../sys/vmfiles/index.ts";
+/** Per-VM files: the directory, handles.json (written atomically), console logs (implemented by src/sys/vmfiles). */
+export interface VmFiles {
+  makeDir(dir: string): Promise<void>;
+  removeDir(dir: string): Promise<void>;
+  /** undefined when the file is absent, torn or not a handles file. */
+  readHandles(path: string): Promise<VmHandles | undefined>;
+  writeHandles(path: string, handles: VmHandles): Promise<void>;
+  removeFile(path: string): Promise<void>;
+  /** Moves the file to `<path>.1`, if it exists. */
+  rotate(path: string): Promise<void>;
+  /** The last `bytes` bytes as text. */
+  tail(path: string, bytes: number): Promise<string>;
+  exists(path: string): Promise<boolean>;
+  size(path: string): Promise<number>;
+  /** Sends the file from `offset`, then (with `follow`) what is appended, until `signal` aborts. */
+  stream(
+    path: string,
+    options: { offset: number; follow: boolean; signal: AbortSignal; onData(chunk: Buffer): Promise<void> },
+  ): Promise<void>;
+}
 
 export interface VmmDrivers {
   get(kind: VmmKind): VmmDriver;

@@ -35,11 +35,11 @@ export async function reconcile(ctx: VmContext): Promise<ReconcileResult> {
           const reason = `its ${vm.vmm} control channel did not answer after a daemon restart: ${error instanceof Error ? error.message : String(error)}`;
           store.setVmState(vm.id, vm.state, reason, deps.now().toISOString());
           logger.warn("kept VM without a control channel", { vm: vm.name, err: reason });
-          return "unreachable";
+          return "unreachable" as const;
         });
         logger.info("reattached VM", { vm: vm.name, vmm: vm.vmm, status });
         // A daemon that died between pausing or resuming a VMM and writing the row left it behind.
-        if ((status === "paused" || status === "running") && status !== vm.state) {
+        if (status !== "unreachable" && status !== "other" && status !== vm.state) {
           ctx.setState(vm, status, vm.lastError);
         }
         return;

@@ -22,7 +22,7 @@ export async function releaseRuntime(ctx: VmContext, vm: VmRecord, handles: VmHa
   await ctx.hooks.stopAll(vm);
   await ctx.channel.close(ctx.target(vm)).catch(() => undefined);
   if (handles.tap) await deps.network.deleteTap(handles.tap);
-  await deps.disks.detach(handles.extra);
+  if (handles.disk) await deps.disks.detach(handles.disk);
   if (handles.controlSocket) await deps.files.removeFile(handles.controlSocket);
   await ctx.handles.clear(vm);
 }

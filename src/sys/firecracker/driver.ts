@@ -11,7 +11,13 @@ import {
   type VmState,
 } from "../../core/firecracker/index.ts";
 import type { Logger } from "../../core/log/index.ts";
-import type { BootSpec, VmmDriver, VmmFeatures, VmmHandle } from "../../core/vmm/contract.ts";
+import {
+  type BootSpec,
+  runStateOf,
+  type VmmDriver,
+  type VmmFeatures,
+  type VmmHandle,
+} from "../../core/vmm/contract.ts";
 import { BangerError, ErrorCode } from "../../protocol/index.ts";
 import { kernelFormat } from "../kernel/index.ts";
 import { processLiveness, readProcStat } from "../proc/index.ts";
@@ -160,7 +166,7 @@ export function createFirecrackerDriver(options: FirecrackerDriverOptions): Fire
         timeoutMs: 5000,
       });
       const state = (reply.body as { state?: unknown } | undefined)?.state;
-      return typeof state === "string" ? state.toLowerCase() : "unknown";
+      return runStateOf(typeof state === "string" ? state : "");
     },
   };
 }

@@ -5,38 +5,53 @@
 import { createReadStream } from "node:fs";
 import { mkdir, open, readFile, rename, rm, stat, writeFile } from "node:fs/promises";
 import { z } from "zod";
+import { diskHandlesFrom } from "../../core/disk/index.ts";
 import type { VmHandles } from "../../core/vm/index.ts";
+
+const DiskHandlesSchema = z.discriminatedUnion("strategy", [
+  z.object({
+    strategy: z.literal("dm-snapshot"),
+    dmName: z.string(),
+    baseLoop: z.string(),
+    cowLoop: z.string(),
+    dmOrigin: z.string().optional(),
+  }),
+  z.object({ strategy: z.literal("file"), path: z.string() }),
+]);
 
 const HandlesSchema = z.object({
   pid: z.number().int().nullable(),
   pidStartTicks: z.number().int().nullable(),
   tap: z.string().nullable(),
   controlSocket: z.string().nullable(),
+  disk: DiskHandlesSchema.nullable(),
+});
+
+/** handles.json as daemons before typed disk handles wrote it: the attached path, and dm devices in `extra`. */
+const UntypedHandlesSchema = HandlesSchema.extend({
   disk: z.string().nullable(),
   extra: z.record(z.string(), z.string()),
 });
 
-export interface VmFilesAdapter {
-  makeDir(dir: string): Promise<void>;
-  removeDir(dir: string): Promise<void>;
-  readHandles(path: string): Promise<VmHandles | undefined>;
-  writeHandles(path: string, handles: VmHandles): Promise<void>;
-  removeFile(path: string): Promise<void>;
-  rotate(path: string): Promise<void>;
-  tail(path: string, bytes: number): Promise<string>;
-  exists(path: string): Promise<boolean>;
-  size(path: string): Promise<number>;
-  stream(
-    path: string,
-    options: { offset: number; follow: boolean; signal: AbortSignal; onData(chunk: Buffer): Promise<void> },
-  ): Promise<void>;
+/** Reads either shape of handles.json; undefined for anything else. */
+function parseHandles(json: unknown): VmHandles | undefined {
+  const typed = HandlesSchema.safeParse(json);
+  if (typed.success) return typed.data;
+  const untyped = UntypedHandlesSchema.safeParse(json);
+  if (!untyped.success) return undefined;
+  const { extra, disk, ...rest } = untyped.data;
+  return {
+    ...rest,
+    disk: disk === null && extra.dmName === undefined ? null : diskHandlesFrom(disk ?? "", extra),
+  };
 }
 
-export function createVmFiles(): VmFilesAdapter {
+/** Implements the VM service's `VmFiles` port (declared in daemon/vm/platform.ts). */
+export function createVmFiles() {
   return {
-    makeDir: async (dir) => void (await mkdir(dir, { recursive: true, mode: 0o700 })),
-    removeDir: (dir) => rm(dir, { recursive: true, force: true }),
-    async readHandles(path) {
+    makeDir: async (dir: string): Promise<void> => void (await mkdir(dir, { recursive: true, mode: 0o700 })),
+    removeDir: (dir: string): Promise<void> => rm(dir, { recursive: true, force: true }),
+    async readHandles(path: string): Promise<VmHandles | undefined> {
       let text: string;
       try {
         text = await readFile(path, "utf8");
@@ -44,22 +59,22 @@ export function createVmFiles(): VmFilesAdapter {
         return undefined;
       }
       try {
-        return HandlesSchema.parse(JSON.parse(text));
+        return parseHandles(JSON.parse(text));
       } catch {
         // A torn or foreign file holds no handle we can trust.
         return undefined;
       }
     },
-    async writeHandles(path, handles) {
+    async writeHandles(path: string, handles: VmHandles): Promise<void> {
       const temp = `${path}.tmp`;
       await writeFile(temp, `${JSON.stringify(handles, null, 2)}\n`, { mode: 0o600 });
       await rename(temp, path);
     },
-    removeFile: (path) => rm(path, { force: true }),
-    async rotate(path) {
+    removeFile: (path: string): Promise<void> => rm(path, { force: true }),
+    async rotate(path: string): Promise<void> {
       await rename(path, `${path}.1`).catch(() => undefined);
     },
-    async tail(path, bytes) {
+    async tail(path: string, bytes: number): Promise<string> {
       const handle = await open(path, "r");
       try {
         const { size } = await handle.stat();
@@ -71,13 +86,16 @@ export function createVmFiles(): VmFilesAdapter {
         await handle.close();
       }
     },
-    exists: (path) =>
+    exists: (path: string): Promise<boolean> =>
       stat(path).then(
         () => true,
         () => false,
       ),
-    size: async (path) => (await stat(path)).size,
-    async stream(path, options) {
+    size: async (path: string): Promise<number> => (await stat(path)).size,
+    async stream(
+      path: string,
+      options: { offset: number; follow: boolean; signal: AbortSignal; onData(chunk: Buffer): Promise<void> },
+    ): Promise<void> {
       let offset = options.offset;
       const pump = async () => {
         const size = await stat(path).then(

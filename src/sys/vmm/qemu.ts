@@ -10,6 +10,7 @@ import {
   type BootSpec,
   planQemuArgv,
   type QemuAccel,
+  runStateOf,
   type VmmDriver,
   type VmmHandle,
 } from "../../core/vmm/index.ts";
@@ -176,6 +177,7 @@ export function createQemuDriver(options: QemuDriverOptions): VmmDriver {
       pauseResume: true,
       vsock: false,
       softwareEmulation: true,
+      snapshots: false,
     },
     start,
     stop,
@@ -186,7 +188,7 @@ export function createQemuDriver(options: QemuDriverOptions): VmmDriver {
     async reattach(handle) {
       const qmp = await connectQmp({ socketPath: handle.controlSocket, timeoutMs: STOP_QMP_TIMEOUT_MS });
       try {
-        return (await qmp.status()).status;
+        return runStateOf((await qmp.status()).status);
       } finally {
         qmp.close();
       }
