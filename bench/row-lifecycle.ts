@@ -3,7 +3,7 @@
  * own overhead, without root, taps or guests.
  *
  * - create-parallel: the real VM service on the fake platform
- *   (test/fakes/vm-platform.ts: real SQLite store and VM files, fake VMM
+ *   (test/fakes/vm-platform/: real SQLite store and VM files, fake VMM
  *   whose boot takes a fixed time): 8 creates at once against 1 create.
  * - reconcile: `reconcile()` of the real service over 100 VM rows and 100
  *   handles.json files; liveness is the real /proc check the QEMU driver
@@ -24,7 +24,7 @@ import { createVmService, type OpOptions } from "../src/daemon/vm/index.ts";
 import { processLiveness, readCmdline, readProcStat } from "../src/sys/proc/index.ts";
 import { type ImageRecord, openStore, type Store } from "../src/sys/store/index.ts";
 import { createVmFiles } from "../src/sys/vmfiles/index.ts";
-import { createFakeVmPlatform } from "../test/fakes/vm-platform.ts";
+import { createFakeVmPlatform } from "../test/fakes/vm-platform/index.ts";
 import { type BenchEnv, makeEnv, startDaemon } from "./env.ts";
 import { readRssKiB, sleep, stopPid, waitPidGone } from "./proc.ts";
 import { pairedRow, type RowResult } from "./report.ts";
