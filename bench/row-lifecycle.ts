@@ -20,6 +20,7 @@ import { performance } from "node:perf_hooks";
 import { ROOT_DISK_FILES } from "../src/core/disk/index.ts";
 import { resolveLayout, vmPaths } from "../src/core/paths/index.ts";
 import { macForVmId, tapNameForVmId, type VmHandles, type VmRecord } from "../src/core/vm/index.ts";
+import { qemuControlSocket } from "../src/core/vmm/qemu-plan.ts";
 import { createVmService, type OpOptions } from "../src/daemon/vm/index.ts";
 import { processLiveness, readCmdline, readProcStat } from "../src/sys/proc/index.ts";
 import { type ImageRecord, openStore, type Store } from "../src/sys/store/index.ts";
@@ -164,7 +165,7 @@ export async function benchReconcile(options: RowOptions): Promise<RowResult> {
     const vm = benchVm(platform.image, i, "running");
     const paths = vmPaths(platform.layout, vm.id);
     const alive = i < RECONCILE_ALIVE;
-    const child = await startMarkedSleep(paths.qmpSocket, options.onPid);
+    const child = await startMarkedSleep(qemuControlSocket(paths.dir), options.onPid);
     children.defer(() => endChild(child));
     const stat = await readProcStat(child.pid!);
     if (!stat) throw new Error(`sleep pid ${child.pid} vanished`);
@@ -173,7 +174,7 @@ export async function benchReconcile(options: RowOptions): Promise<RowResult> {
       pid: child.pid!,
       pidStartTicks: stat.startTicks,
       tap: tapNameForVmId(vm.id),
-      controlSocket: paths.qmpSocket,
+      controlSocket: qemuControlSocket(paths.dir),
       disk: { strategy: "file", path: join(paths.dir, ROOT_DISK_FILES["qcow2-overlay"].file) },
     };
     platform.store.insertVm(vm);

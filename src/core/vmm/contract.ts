@@ -44,12 +44,12 @@ export interface BootSpec {
   consoleLog: string;
   /** The VMM's own stdout/stderr. */
   vmmLog: string;
-  /** QMP socket (QEMU) or API socket (Firecracker). */
-  controlSocket: string;
-  /** Firecracker's vsock UDS; ignored by drivers without vsock. */
-  vsockSocket: string;
-  /** Firecracker's metrics file; ignored by others. */
-  metricsFile: string;
+  /**
+   * The VM's directory. The driver keeps its private files here (control
+   * socket, vsock socket, logs, metrics) under names it owns, and returns
+   * the control socket in the handle.
+   */
+  vmDir: string;
 }
 
 /** What a driver needs to find its VMM again, as stored in handles.json. */

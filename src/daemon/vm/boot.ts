@@ -96,7 +96,6 @@ async function launchVmm(run: BootRun, stack: AsyncDisposableStack): Promise<voi
     extraArgs: deps.config.vm.kernel_args,
   });
   await deps.files.rotate(paths.console);
-  const controlSocket = vm.vmm === "qemu" ? paths.qmpSocket : paths.apiSocket;
   run.progress({ step: "vm.boot", message: `booting ${vm.name} (${vm.vmm})` });
   const handle = await driver.start(
     {
@@ -112,9 +111,7 @@ async function launchVmm(run: BootRun, stack: AsyncDisposableStack): Promise<voi
       mac: vm.mac,
       consoleLog: paths.console,
       vmmLog: paths.vmmLog,
-      controlSocket,
-      vsockSocket: paths.vsockSocket,
-      metricsFile: paths.metrics,
+      vmDir: paths.dir,
     },
     signal,
   );

@@ -1,11 +1,11 @@
 import { spawn } from "node:child_process";
 import { closeSync, openSync } from "node:fs";
 import { rm, writeFile } from "node:fs/promises";
-import { dirname, join } from "node:path";
 import {
   capabilitiesFor,
   type FirecrackerCapabilities,
   firecrackerFeatures,
+  firecrackerFiles,
   parseFirecrackerVersion,
   planFirecrackerBoot,
   type VmState,
@@ -46,7 +46,6 @@ export interface FirecrackerDriver extends VmmDriver {
 }
 
 /** Name of Firecracker's own log, next to the API socket. */
-const FIRECRACKER_LOG = "firecracker.log";
 
 export function createFirecrackerDriver(options: FirecrackerDriverOptions): FirecrackerDriver {
   const runner = options.runner ?? createProcessRunner();
@@ -84,23 +83,23 @@ export function createFirecrackerDriver(options: FirecrackerDriverOptions): Fire
     }
     const plan = planFirecrackerBoot(spec, caps);
     throwIfAborted(signal);
-    await removeSockets(spec);
-    const logPath = join(dirname(spec.controlSocket), FIRECRACKER_LOG);
+    const files = firecrackerFiles(spec.vmDir);
+    await removeSockets(files);
     // Firecracker opens --log-path and --metrics-path without O_CREAT.
-    await writeFile(logPath, "", { flag: "a" });
-    await writeFile(spec.metricsFile, "", { flag: "a" });
+    await writeFile(files.log, "", { flag: "a" });
+    await writeFile(files.metrics, "", { flag: "a" });
 
-    const { pid, hasExited } = await spawnDetached(options.binary, spec, logPath);
+    const { pid, hasExited } = await spawnDetached(options.binary, spec, files);
     const stat = await readProcStat(pid);
     const handle: VmmHandle = {
       pid,
       pidStartTicks: stat?.startTicks ?? 0,
-      controlSocket: spec.controlSocket,
+      controlSocket: files.api,
     };
     const vmLog = log.child({ vm: spec.vmName, pid });
-    vmLog.info("firecracker spawned", { socket: spec.controlSocket });
+    vmLog.info("firecracker spawned", { socket: files.api });
     try {
-      await waitForApi(spec.controlSocket, Date.now() + apiTimeoutMs, {
+      await waitForApi(files.api, Date.now() + apiTimeoutMs, {
         signal,
         // Our own child: its exit event is exact, while /proc can show a
         // half-exec'd command line when the binary is a wrapper script.
@@ -108,12 +107,12 @@ export function createFirecrackerDriver(options: FirecrackerDriverOptions): Fire
       });
       for (const call of plan) {
         throwIfAborted(signal);
-        await firecrackerRequest(spec.controlSocket, call.method, call.path, call.body, { signal });
+        await firecrackerRequest(files.api, call.method, call.path, call.body, { signal });
       }
     } catch (error) {
       vmLog.warn("firecracker start failed; killing it", { error: String(error) });
       await killAndWait(handle, signalTimeoutMs);
-      await removeSockets(spec);
+      await removeSockets(files);
       throw error;
     }
     vmLog.info("firecracker started");
@@ -200,7 +199,7 @@ async function probeCapabilities(runner: Runner, binary: string): Promise<Firecr
 function spawnDetached(
   binary: string,
   spec: BootSpec,
-  logPath: string,
+  files: ReturnType<typeof firecrackerFiles>,
 ): Promise<{ pid: number; hasExited(): boolean }> {
   const consoleFd = openSync(spec.consoleLog, "a");
   let vmmFd: number | undefined;
@@ -208,15 +207,15 @@ function spawnDetached(
     vmmFd = openSync(spec.vmmLog, "a");
     const args = [
       "--api-sock",
-      spec.controlSocket,
+      files.api,
       "--id",
       spec.vmId,
       "--log-path",
-      logPath,
+      files.log,
       "--level",
       "Info",
       "--metrics-path",
-      spec.metricsFile,
+      files.metrics,
     ];
     const child = spawn(binary, args, { detached: true, stdio: ["ignore", consoleFd, vmmFd] });
     let exited = false;
@@ -276,9 +275,9 @@ async function killAndWait(handle: VmmHandle, timeoutMs: number): Promise<void> 
   throw new BangerError(ErrorCode.INTERNAL, `firecracker (pid ${handle.pid}) survived SIGKILL`);
 }
 
-async function removeSockets(spec: BootSpec): Promise<void> {
-  await rm(spec.controlSocket, { force: true });
-  await rm(spec.vsockSocket, { force: true });
+async function removeSockets(files: { api: string; vsock: string }): Promise<void> {
+  await rm(files.api, { force: true });
+  await rm(files.vsock, { force: true });
 }
 
 async function removeControlSocket(handle: VmmHandle): Promise<void> {

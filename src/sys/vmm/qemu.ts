@@ -10,6 +10,7 @@ import {
   type BootSpec,
   planQemuArgv,
   type QemuAccel,
+  qemuControlSocket,
   runStateOf,
   type VmmDriver,
   type VmmHandle,
@@ -123,7 +124,8 @@ export function createQemuDriver(options: QemuDriverOptions): VmmDriver {
     const [command, ...args] = [...launcher, ...planQemuArgv({ spec, accel, binary: options.binary })];
     if (command === undefined) throw new BangerError(ErrorCode.INTERNAL, "QEMU argv is empty");
     const log = options.logger.child({ vm: spec.vmName });
-    await removeSocket(spec.controlSocket);
+    const controlSocket = qemuControlSocket(spec.vmDir);
+    await removeSocket(controlSocket);
     const { pid, exited, exitDescription } = await spawnDetached(command, args, spec.vmmLog);
     log.info("QEMU started", { pid, accel });
 
@@ -131,11 +133,11 @@ export function createQemuDriver(options: QemuDriverOptions): VmmDriver {
     const handle: VmmHandle = {
       pid,
       pidStartTicks: stat?.startTicks ?? 0,
-      controlSocket: spec.controlSocket,
+      controlSocket,
     };
     try {
       const qmp = await connectQmp({
-        socketPath: spec.controlSocket,
+        socketPath: controlSocket,
         timeoutMs: qmpTimeoutMs,
         signal: AbortSignal.any([signal, exited]),
       }).catch(async (error: unknown) => {
@@ -154,7 +156,7 @@ export function createQemuDriver(options: QemuDriverOptions): VmmDriver {
         throwIfCancelled(signal, spec);
         throw new BangerError(
           ErrorCode.BOOT_FAILED,
-          `QEMU for ${spec.vmName} did not answer on ${spec.controlSocket} within ${qmpTimeoutMs} ms`,
+          `QEMU for ${spec.vmName} did not answer on ${controlSocket} within ${qmpTimeoutMs} ms`,
           { hint: `see ${spec.vmmLog}`, cause: error },
         );
       });

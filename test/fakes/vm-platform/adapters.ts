@@ -13,6 +13,7 @@ import { ROOT_DISK_FILES, rootDiskStrategyFor, STORED_DISK_LOOKUP } from "../../
 import { allocateGuestIp, parseSubnet } from "../../../src/core/network/index.ts";
 import type { Layout } from "../../../src/core/paths/index.ts";
 import type { VmmDriver, VmmHandle } from "../../../src/core/vmm/contract.ts";
+import { qemuControlSocket } from "../../../src/core/vmm/qemu-plan.ts";
 import type {
   GuestAccess,
   VmDisks,
@@ -253,7 +254,7 @@ export function fakeDrivers(
         { kind: "vmm-start", vmId: spec.vmId, pid },
       );
       log.record({ kind: "boot-end", vmId: spec.vmId });
-      return { pid, pidStartTicks: pid * 10, controlSocket: spec.controlSocket };
+      return { pid, pidStartTicks: pid * 10, controlSocket: qemuControlSocket(spec.vmDir) };
     },
     async stop(handle) {
       faults.step("driver.stop");
