@@ -16,6 +16,7 @@ export type {
   VmmDrivers,
   VmNetwork,
 } from "./platform.ts";
+export { sshReadiness } from "./readiness/index.ts";
 export {
   createVmService,
   type OpOptions,
