@@ -6,7 +6,7 @@ import { join } from "node:path";
 import type { BootSpec } from "./contract.ts";
 
 /** QEMU's private files in a VM's directory. */
-export const QEMU_FILES = { control: "qmp.sock" } as const;
+const QEMU_FILES = { control: "qmp.sock" } as const;
 
 /** The QMP socket of the VM whose directory is `vmDir`. */
 export function qemuControlSocket(vmDir: string): string {
