@@ -9,6 +9,7 @@
  * guest-ready) or a GuestReadiness check, registered where the service is
  * built; a new step here is only for something every VM needs.
  */
+import type { DiskFormat } from "../../core/disk/index.ts";
 import { planKernelCmdline } from "../../core/image/index.ts";
 import type { VmPaths } from "../../core/paths/index.ts";
 import {
@@ -36,7 +37,7 @@ export interface BootRun {
   /** What handles.json holds so far. */
   readonly handles: VmHandles;
   /** Set by attachDisk: what the VMM opens. */
-  disk?: { path: string; format: "qcow2" | "raw" };
+  disk?: { path: string; format: DiskFormat };
   /** Set by launchVmm. */
   vmm?: VmmHandle;
   /** Set by awaitGuest when a readiness check fails: its hint leads the error's. */
