@@ -2,6 +2,7 @@
  * What every command receives: where things are, how to reach the daemon,
  * and where to write. Commands are thin: parse → RPC → render.
  */
+import { errorMessage } from "../core/async/index.ts";
 import type { Layout } from "../core/paths/index.ts";
 import { BangerError, ErrorCode, exitStatusFor } from "../protocol/index.ts";
 import { connectDaemon } from "./connect.ts";
@@ -85,8 +86,7 @@ export function reportError(ctx: Pick<CliContext, "stderr">, error: unknown): nu
     if (error.hint) ctx.stderr.write(`hint: ${error.hint}\n`);
     return exitStatusFor[error.code] ?? 1;
   }
-  const message = error instanceof Error ? error.message : String(error);
-  ctx.stderr.write(`banger: ${message}\n`);
+  ctx.stderr.write(`banger: ${errorMessage(error)}\n`);
   return exitStatusFor[ErrorCode.INTERNAL];
 }
 

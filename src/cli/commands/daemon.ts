@@ -3,6 +3,7 @@
  */
 import { open, readFile, stat } from "node:fs/promises";
 import type { Command } from "commander";
+import { sleep } from "../../core/async/index.ts";
 import { BangerError, ErrorCode, type ResultOf } from "../../protocol/index.ts";
 import { waitForPidGone } from "../connect.ts";
 import { type CliContext, printJson } from "../context.ts";
@@ -171,7 +172,7 @@ async function printLog(ctx: CliContext, file: string, count: number, follow: bo
   if (!follow) return;
   let offset = Buffer.byteLength(text);
   for (;;) {
-    await new Promise((resolve) => setTimeout(resolve, 250));
+    await sleep(250);
     const size = await stat(file)
       .then((s) => s.size)
       .catch(() => offset);

@@ -4,6 +4,7 @@
  */
 import { spawn } from "node:child_process";
 import { type Command, Option } from "commander";
+import { cancelled as cancelledError } from "../../core/async/index.ts";
 import { shellQuoteArgv } from "../../core/ssh/index.ts";
 import {
   BangerError,
@@ -348,8 +349,7 @@ async function createWithProgress(
       if (op.state !== "running") {
         progress.finish();
         const error = op.error;
-        if (op.state === "cancelled" || cancelled)
-          throw new BangerError(ErrorCode.CANCELLED, "VM creation cancelled; nothing was left behind");
+        if (op.state === "cancelled" || cancelled) throw cancelledError(undefined, "VM creation");
         throw new BangerError(
           (error?.code as ErrorCode | undefined) ?? ErrorCode.INTERNAL,
           error?.message ?? "VM creation failed",

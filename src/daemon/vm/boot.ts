@@ -9,9 +9,11 @@
  * guest-ready) or a GuestReadiness check, registered where the service is
  * built; a new step here is only for something every VM needs.
  */
+import { errorMessage } from "../../core/async/index.ts";
 import type { DiskFormat } from "../../core/disk/index.ts";
 import { planKernelCmdline } from "../../core/image/index.ts";
 import type { VmPaths } from "../../core/paths/index.ts";
+import { GIB } from "../../core/units.ts";
 import {
   bootFailureSummary,
   emptyHandles,
@@ -20,9 +22,9 @@ import {
   type VmRecord,
 } from "../../core/vm/index.ts";
 import type { VmmDriver, VmmHandle } from "../../core/vmm/contract.ts";
-import { BangerError, ErrorCode } from "../../protocol/index.ts";
+import { BangerError, ErrorCode, isCancelled, type Progress } from "../../protocol/index.ts";
 import type { ImageRecord } from "../../sys/store/index.ts";
-import { GIB, type OpOptions, type Progress, type VmContext } from "./context.ts";
+import type { OpOptions, VmContext } from "./context.ts";
 import type { GuestReadiness } from "./platform.ts";
 
 /** One boot in progress: what the steps share, filled in as they go. */
@@ -204,7 +206,7 @@ export async function startLocked(ctx: VmContext, vm: VmRecord, options: OpOptio
         ctx.deps.logger.error("undo after failed start failed", { vm: vm.name, err: String(undoError) }),
       );
     ctx.setState(current, "error", reason);
-    if (error instanceof BangerError && error.code === ErrorCode.CANCELLED) throw error;
+    if (isCancelled(error)) throw error;
     throw new BangerError(
       error instanceof BangerError ? error.code : ErrorCode.BOOT_FAILED,
       `VM '${vm.name}' failed to start: ${reason}`,
@@ -222,8 +224,8 @@ export async function startLocked(ctx: VmContext, vm: VmRecord, options: OpOptio
 }
 
 async function describeBootFailure(ctx: VmContext, error: unknown, consoleLog: string): Promise<string> {
-  if (error instanceof BangerError && error.code === ErrorCode.CANCELLED) return "cancelled";
-  const message = error instanceof Error ? error.message : String(error);
+  if (isCancelled(error)) return "cancelled";
+  const message = errorMessage(error);
   const tail = await ctx.deps.files.tail(consoleLog, 1500).catch(() => "");
   return bootFailureSummary(message, tail);
 }

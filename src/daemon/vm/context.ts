@@ -11,13 +11,7 @@ import type { Config } from "../../core/config/index.ts";
 import type { Logger } from "../../core/log/index.ts";
 import { type Layout, type VmPaths, vmPaths } from "../../core/paths/index.ts";
 import { assertTransition, type VmRecord } from "../../core/vm/index.ts";
-import {
-  BangerError,
-  ErrorCode,
-  type ProgressEvent,
-  type VmInfo,
-  type VmState,
-} from "../../protocol/index.ts";
+import { BangerError, ErrorCode, type Progress, type VmInfo, type VmState } from "../../protocol/index.ts";
 import type { Store } from "../../sys/store/index.ts";
 import type { ImageService } from "../image/index.ts";
 import { HandleStore } from "./handles.ts";
@@ -35,8 +29,6 @@ import type {
   VmNetwork,
 } from "./platform.ts";
 import { sshReadiness } from "./readiness/index.ts";
-
-export type Progress = (event: Omit<ProgressEvent, "status"> & { status?: ProgressEvent["status"] }) => void;
 
 export interface OpOptions {
   signal: AbortSignal;
@@ -67,8 +59,6 @@ export interface VmServiceDeps {
   newId(): string;
   tscKhz(): Promise<number>;
 }
-
-export const GIB = 1024 ** 3;
 
 export interface VmContext {
   readonly deps: VmServiceDeps;

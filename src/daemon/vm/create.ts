@@ -4,6 +4,7 @@
  * not to), `reserve` (the short critical section under the reservation
  * mutex), and `removeVm` (disk, directory, row).
  */
+import { GIB } from "../../core/units.ts";
 import { macForVmId, type VmRecord, validateVmName } from "../../core/vm/index.ts";
 import {
   BangerError,
@@ -13,7 +14,7 @@ import {
   type VmmKind,
 } from "../../protocol/index.ts";
 import { startLocked } from "./boot.ts";
-import { GIB, type OpOptions, type VmContext } from "./context.ts";
+import type { OpOptions, VmContext } from "./context.ts";
 
 export async function createVm(ctx: VmContext, params: CreateVmParams, options: OpOptions): Promise<VmInfo> {
   const { deps } = ctx;

@@ -20,7 +20,6 @@ export { sshReadiness } from "./readiness/index.ts";
 export {
   createVmService,
   type OpOptions,
-  type Progress,
   type VmRuntime,
   type VmService,
   type VmServiceDeps,

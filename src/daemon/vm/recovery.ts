@@ -4,6 +4,7 @@
  * died on its own. Both release through `releaseRuntime`, so a VM found
  * dead gives back exactly what a stopped one does.
  */
+import { errorMessage } from "../../core/async/index.ts";
 import { emptyHandles, isActiveState, mayHoldRuntime, vmmExitReason } from "../../core/vm/index.ts";
 import type { VmContext } from "./context.ts";
 import { releaseRuntime } from "./stop.ts";
@@ -32,7 +33,7 @@ export async function reconcile(ctx: VmContext): Promise<ReconcileResult> {
         kept.push(vm.name);
         // A VMM whose control channel is dead still runs its guest; keep it, and say so.
         const status = await driver.reattach(handle).catch((error: unknown) => {
-          const reason = `its ${vm.vmm} control channel did not answer after a daemon restart: ${error instanceof Error ? error.message : String(error)}`;
+          const reason = `its ${vm.vmm} control channel did not answer after a daemon restart: ${errorMessage(error)}`;
           store.setVmState(vm.id, vm.state, reason, deps.now().toISOString());
           logger.warn("kept VM without a control channel", { vm: vm.name, err: reason });
           return "unreachable" as const;

@@ -17,16 +17,17 @@
  * reverse order, a success moves them to the VM (its handles.json).
  */
 import type { Socket } from "node:net";
+import { GIB } from "../../core/units.ts";
 import { canReconfigure, isActiveState, isAtRest, mayHoldRuntime } from "../../core/vm/index.ts";
 import { BangerError, type CreateVmParams, ErrorCode, type VmInfo } from "../../protocol/index.ts";
 import { startLocked } from "./boot.ts";
-import { createVmContext, GIB, type OpOptions, type VmServiceDeps } from "./context.ts";
+import { createVmContext, type OpOptions, type VmServiceDeps } from "./context.ts";
 import { createVm, removeVm } from "./create.ts";
 import type { GuestExec, GuestExecResult } from "./platform.ts";
 import { type ReconcileResult, reap, reconcile } from "./recovery.ts";
 import { pauseOrResume, releaseRuntime, stopLocked } from "./stop.ts";
 
-export type { OpOptions, Progress, VmServiceDeps } from "./context.ts";
+export type { OpOptions, VmServiceDeps } from "./context.ts";
 
 export interface VmService {
   create(params: CreateVmParams, options: OpOptions): Promise<VmInfo>;

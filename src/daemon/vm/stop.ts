@@ -9,6 +9,7 @@
  * stays half-stopped; the stop then fails with CANCELLED and the VM is
  * `stopped` with the reason.
  */
+import { cancelled } from "../../core/async/index.ts";
 import type { VmHandles, VmRecord } from "../../core/vm/index.ts";
 import type { VmmDriver, VmmHandle } from "../../core/vmm/contract.ts";
 import { BangerError, ErrorCode } from "../../protocol/index.ts";
@@ -37,7 +38,7 @@ export async function stopLocked(
   const handles = await ctx.handles.load(vm);
   const handle = ctx.handles.vmmHandle(handles);
   let current = vm;
-  let cancelled = false;
+  let interrupted = false;
   if (handle) {
     const driver = ctx.deps.drivers.get(vm.vmm);
     if (mode === "graceful") {
@@ -46,16 +47,20 @@ export async function stopLocked(
       if (vm.state === "paused") await driver.resume(handle).catch(() => undefined);
       current = ctx.setState(vm, "stopping");
       await ctx.channel.close(ctx.target(vm)).catch(() => undefined);
-      cancelled = await gracefulStop(ctx, driver, handle, options?.signal);
+      interrupted = await gracefulStop(ctx, driver, handle, options?.signal);
     } else {
       await driver.kill(handle);
     }
   }
   await releaseRuntime(ctx, vm, handles);
-  const reason = cancelled ? "the stop was cancelled; the VMM was killed" : mode === "kill" ? "killed" : null;
+  const reason = interrupted
+    ? "the stop was cancelled; the VMM was killed"
+    : mode === "kill"
+      ? "killed"
+      : null;
   const stopped = ctx.setState(current, "stopped", reason);
-  if (cancelled) {
-    throw new BangerError(ErrorCode.CANCELLED, `stop of VM '${vm.name}' cancelled; its VMM was killed`);
+  if (interrupted) {
+    throw cancelled(options?.signal, `stop of VM '${vm.name}'`);
   }
   return stopped;
 }

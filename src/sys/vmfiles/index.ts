@@ -1,12 +1,15 @@
 /**
  * Per-VM files on disk: the VM directory, its handles.json scratch file
- * (transient kernel handles, written atomically), console logs.
+ * (transient kernel handles that recovery reads back, so written with the
+ * synced atomic writer), console logs.
  */
 import { createReadStream } from "node:fs";
-import { mkdir, open, readFile, rename, rm, stat, writeFile } from "node:fs/promises";
+import { mkdir, open, readFile, rename, rm, stat } from "node:fs/promises";
 import { z } from "zod";
+import { sleep } from "../../core/async/index.ts";
 import { diskHandlesFrom } from "../../core/disk/index.ts";
 import type { VmHandles } from "../../core/vm/index.ts";
+import { writeFileAtomic } from "../fs/index.ts";
 
 const DiskHandlesSchema = z.discriminatedUnion("strategy", [
   z.object({
@@ -66,9 +69,7 @@ export function createVmFiles() {
       }
     },
     async writeHandles(path: string, handles: VmHandles): Promise<void> {
-      const temp = `${path}.tmp`;
-      await writeFile(temp, `${JSON.stringify(handles, null, 2)}\n`, { mode: 0o600 });
-      await rename(temp, path);
+      await writeFileAtomic(path, `${JSON.stringify(handles, null, 2)}\n`, { mode: 0o600 });
     },
     removeFile: (path: string): Promise<void> => rm(path, { force: true }),
     async rotate(path: string): Promise<void> {
@@ -112,7 +113,7 @@ export function createVmFiles() {
       };
       await pump();
       while (options.follow && !options.signal.aborted) {
-        await new Promise((resolve) => setTimeout(resolve, 200));
+        await sleep(200);
         await pump();
       }
     },

@@ -7,7 +7,7 @@
 import { existsSync } from "node:fs";
 import { rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
-import { setTimeout as sleep } from "node:timers/promises";
+import { sleep } from "../../../src/core/async/index.ts";
 import type { Config } from "../../../src/core/config/index.ts";
 import { ROOT_DISK_FILES, rootDiskStrategyFor, STORED_DISK_LOOKUP } from "../../../src/core/disk/index.ts";
 import { allocateGuestIp, parseSubnet } from "../../../src/core/network/index.ts";
@@ -149,6 +149,13 @@ export function fakeHook({ faults, ledger }: FakeHost, name: string, phase: VmHo
 /** The real per-VM files over the temp dir, with directories and handles.json in the ledger. */
 export function fakeFiles({ faults, ledger, log }: FakeHost): VmFiles {
   const real = createVmFiles();
+  /** A call of the real adapter that counts as one step. */
+  const through =
+    <A extends unknown[], R>(step: string, call: (...args: A) => Promise<R>) =>
+    (...args: A): Promise<R> => {
+      faults.step(step);
+      return call(...args);
+    };
   return {
     async makeDir(dir) {
       faults.step("files.makeDir");
@@ -166,10 +173,7 @@ export function fakeFiles({ faults, ledger, log }: FakeHost): VmFiles {
       }
       ledger.release({ kind: "dir", id: dir }, { kind: "dir-remove", path: dir });
     },
-    async readHandles(path) {
-      faults.step("files.readHandles");
-      return real.readHandles(path);
-    },
+    readHandles: through("files.readHandles", real.readHandles),
     async writeHandles(path, handles) {
       faults.step("files.writeHandles");
       await real.writeHandles(path, handles);
@@ -182,26 +186,11 @@ export function fakeFiles({ faults, ledger, log }: FakeHost): VmFiles {
       if (ledger.holds(resource)) ledger.release(resource, { kind: "handles-remove", path });
       else log.record({ kind: "file-remove", path });
     },
-    async rotate(path) {
-      faults.step("files.rotate");
-      await real.rotate(path);
-    },
-    async tail(path, bytes) {
-      faults.step("files.tail");
-      return real.tail(path, bytes);
-    },
-    async exists(path) {
-      faults.step("files.exists");
-      return real.exists(path);
-    },
-    async size(path) {
-      faults.step("files.size");
-      return real.size(path);
-    },
-    async stream(path, streamOptions) {
-      faults.step("files.stream");
-      return real.stream(path, streamOptions);
-    },
+    rotate: through("files.rotate", real.rotate),
+    tail: through("files.tail", real.tail),
+    exists: through("files.exists", real.exists),
+    size: through("files.size", real.size),
+    stream: through("files.stream", real.stream),
   };
 }
 
@@ -239,8 +228,7 @@ export function fakeDrivers(
       faults.step("driver.start");
       log.record({ kind: "boot-start", vmId: spec.vmId });
       try {
-        if (options.bootDelayMs)
-          await sleep(options.bootDelayMs, undefined, { signal }).catch(() => undefined);
+        if (options.bootDelayMs) await sleep(options.bootDelayMs, signal).catch(() => undefined);
         await options.boots.pass(spec.vmId, "driver.start", signal);
         checkSignal("driver.start", signal);
       } catch (error) {

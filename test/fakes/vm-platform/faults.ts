@@ -4,16 +4,13 @@
  * now throw, `cancelAt(k, controller)` aborts the controller at the k-th
  * step, and every fake that gets a signal then throws CANCELLED.
  */
+import { cancelled } from "../../../src/core/async/index.ts";
 import { BangerError, ErrorCode } from "../../../src/protocol/index.ts";
 import type { EventLog } from "./ledger.ts";
 
-export function cancelledError(step: string): BangerError {
-  return new BangerError(ErrorCode.CANCELLED, `${step} was cancelled`);
-}
-
 /** Throws CANCELLED when `signal` is aborted. */
 export function checkSignal(step: string, signal?: AbortSignal): void {
-  if (signal?.aborted) throw cancelledError(step);
+  if (signal?.aborted) throw cancelled(undefined, step);
 }
 
 export class Faults {
@@ -69,7 +66,7 @@ export class Faults {
     if (this.#cancel && index === this.#cancel.k) {
       this.#injected = { step: name, index };
       this.#log.record({ kind: "cancel", step: name });
-      this.#cancel.controller.abort(cancelledError(name));
+      this.#cancel.controller.abort(cancelled(undefined, name));
       return true;
     }
     return false;

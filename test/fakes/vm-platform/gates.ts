@@ -1,5 +1,5 @@
 /** Gates: hold an operation of a VM (by id) until a test releases it; an abort rejects with CANCELLED. */
-import { cancelledError } from "./faults.ts";
+import { cancelled } from "../../../src/core/async/index.ts";
 
 export interface Gate {
   /** From now on, every passing VM waits until released. */
@@ -44,7 +44,7 @@ export function createGate(): PassableGate {
       return new Promise<void>((resolve, reject) => {
         const onAbort = () => {
           waiting.delete(vmId);
-          reject(cancelledError(step));
+          reject(cancelled(undefined, step));
         };
         waiting.set(vmId, () => {
           signal?.removeEventListener("abort", onAbort);
