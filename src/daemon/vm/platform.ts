@@ -144,6 +144,7 @@ export interface VmFiles {
   /** The last `bytes` bytes as text. */
   tail(path: string, bytes: number): Promise<string>;
   exists(path: string): Promise<boolean>;
+  /** Bytes in the file; 0 when it is absent. */
   size(path: string): Promise<number>;
   /** Sends the file from `offset`, then (with `follow`) what is appended, until `signal` aborts. */
   stream(

@@ -4,12 +4,12 @@
  * synced atomic writer), console logs.
  */
 import { createReadStream } from "node:fs";
-import { mkdir, open, readFile, rename, rm, stat } from "node:fs/promises";
+import { open } from "node:fs/promises";
 import { z } from "zod";
 import { sleep } from "../../core/async/index.ts";
 import { diskHandlesFrom } from "../../core/disk/index.ts";
 import type { VmHandles } from "../../core/vm/index.ts";
-import { writeFileAtomic } from "../fs/index.ts";
+import { createNodeFs, type Fs, writeFileAtomic } from "../fs/index.ts";
 
 const DiskHandlesSchema = z.discriminatedUnion("strategy", [
   z.object({
@@ -49,15 +49,19 @@ function parseHandles(json: unknown): VmHandles | undefined {
   };
 }
 
-/** Implements the VM service's `VmFiles` port (declared in daemon/vm/platform.ts). */
-export function createVmFiles() {
+/**
+ * Implements the VM service's `VmFiles` port (declared in
+ * daemon/vm/platform.ts) on the `Fs` seam; only the ranged reads of a
+ * console (tail, stream) go to node:fs directly, as Fs has none.
+ */
+export function createVmFiles(fs: Fs = createNodeFs()) {
   return {
-    makeDir: async (dir: string): Promise<void> => void (await mkdir(dir, { recursive: true, mode: 0o700 })),
-    removeDir: (dir: string): Promise<void> => rm(dir, { recursive: true, force: true }),
+    makeDir: (dir: string): Promise<void> => fs.mkdir(dir, { mode: 0o700 }),
+    removeDir: (dir: string): Promise<void> => fs.rm(dir),
     async readHandles(path: string): Promise<VmHandles | undefined> {
       let text: string;
       try {
-        text = await readFile(path, "utf8");
+        text = (await fs.readFile(path)).toString("utf8");
       } catch {
         return undefined;
       }
@@ -71,9 +75,9 @@ export function createVmFiles() {
     async writeHandles(path: string, handles: VmHandles): Promise<void> {
       await writeFileAtomic(path, `${JSON.stringify(handles, null, 2)}\n`, { mode: 0o600 });
     },
-    removeFile: (path: string): Promise<void> => rm(path, { force: true }),
+    removeFile: (path: string): Promise<void> => fs.rm(path),
     async rotate(path: string): Promise<void> {
-      await rename(path, `${path}.1`).catch(() => undefined);
+      await fs.rename(path, `${path}.1`).catch(() => undefined);
     },
     async tail(path: string, bytes: number): Promise<string> {
       const handle = await open(path, "r");
@@ -87,22 +91,16 @@ export function createVmFiles() {
         await handle.close();
       }
     },
-    exists: (path: string): Promise<boolean> =>
-      stat(path).then(
-        () => true,
-        () => false,
-      ),
-    size: async (path: string): Promise<number> => (await stat(path)).size,
+    exists: async (path: string): Promise<boolean> =>
+      (await fs.stat(path).catch(() => undefined)) !== undefined,
+    size: async (path: string): Promise<number> => (await fs.stat(path))?.size ?? 0,
     async stream(
       path: string,
       options: { offset: number; follow: boolean; signal: AbortSignal; onData(chunk: Buffer): Promise<void> },
     ): Promise<void> {
       let offset = options.offset;
       const pump = async () => {
-        const size = await stat(path).then(
-          (s) => s.size,
-          () => offset,
-        );
+        const size = (await fs.stat(path).catch(() => undefined))?.size ?? offset;
         if (size < offset) offset = 0;
         if (size === offset) return;
         const reader = createReadStream(path, { start: offset, end: size - 1 });
