@@ -162,7 +162,7 @@ export function createVmService(deps: VmServiceDeps): VmService {
 
     async logs(name, options) {
       const file = ctx.paths(ctx.byName(name)).console;
-      const size = await deps.files.size(file).catch(() => 0);
+      const size = await deps.files.size(file);
       let sent = 0;
       await deps.files.stream(file, {
         offset: Math.max(0, size - options.tailBytes),
