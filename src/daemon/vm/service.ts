@@ -18,7 +18,13 @@
  */
 import type { Socket } from "node:net";
 import { GIB } from "../../core/units.ts";
-import { canReconfigure, isActiveState, isAtRest, mayHoldRuntime } from "../../core/vm/index.ts";
+import {
+  canReconfigure,
+  isActiveState,
+  isAtRest,
+  mayHoldRuntime,
+  type VmRecord,
+} from "../../core/vm/index.ts";
 import { BangerError, type CreateVmParams, ErrorCode, type VmInfo } from "../../protocol/index.ts";
 import { startLocked } from "./boot.ts";
 import { createVmContext, type OpOptions, type VmServiceDeps } from "./context.ts";
@@ -93,7 +99,7 @@ export function createVmService(deps: VmServiceDeps): VmService {
   const ctx = createVmContext(deps);
   const { store, vmLocks } = deps;
   /** Runs `op` under the named VM's lock, with its row read again once the lock is held. */
-  const locked = <T>(name: string, op: (fresh: ReturnType<typeof ctx.byName>) => Promise<T>): Promise<T> => {
+  const locked = <T>(name: string, op: (fresh: VmRecord) => Promise<T>): Promise<T> => {
     const vm = ctx.byName(name);
     return vmLocks.run(vm.id, () => op(ctx.byName(name)));
   };
@@ -134,9 +140,9 @@ export function createVmService(deps: VmServiceDeps): VmService {
 
     kill: (name) => locked(name, async (fresh) => ctx.toInfo(await stopLocked(ctx, fresh, "kill"))),
 
-    pause: async (name) => ctx.toInfo(await pauseOrResume(ctx, name, "pause")),
+    pause: (name) => locked(name, async (fresh) => ctx.toInfo(await pauseOrResume(ctx, fresh, "pause"))),
 
-    resume: async (name) => ctx.toInfo(await pauseOrResume(ctx, name, "resume")),
+    resume: (name) => locked(name, async (fresh) => ctx.toInfo(await pauseOrResume(ctx, fresh, "resume"))),
 
     async delete(name) {
       const vm = ctx.byName(name);

@@ -99,26 +99,25 @@ async function gracefulStop(
   return true;
 }
 
-/** Pause or resume under the VM's lock; asking for the state it is already in is a no-op. */
-export function pauseOrResume(ctx: VmContext, name: string, action: "pause" | "resume"): Promise<VmRecord> {
-  const vm = ctx.byName(name);
-  return ctx.deps.vmLocks.run(vm.id, async () => {
-    const fresh = ctx.byName(name);
-    const [from, to] =
-      action === "pause" ? (["running", "paused"] as const) : (["paused", "running"] as const);
-    if (fresh.state === to && (await ctx.isAlive(fresh))) return fresh;
-    if (fresh.state !== from || !(await ctx.isAlive(fresh))) {
-      throw new BangerError(
-        ErrorCode.BAD_STATE,
-        `VM '${name}' is ${fresh.state}; only a ${from} VM can be ${action}d`,
-        {
-          hint: `see its state with \`banger vm show ${name}\``,
-        },
-      );
-    }
-    const handle = ctx.handles.vmmHandle(await ctx.handles.load(fresh))!;
-    await ctx.deps.drivers.get(fresh.vmm)[action](handle);
-    ctx.deps.logger.info(`vm ${action}d`, { vm: name });
-    return ctx.setState(fresh, to, fresh.lastError);
-  });
+/** Pauses or resumes a VM (under its lock); asking for the state it is already in is a no-op. */
+export async function pauseOrResume(
+  ctx: VmContext,
+  vm: VmRecord,
+  action: "pause" | "resume",
+): Promise<VmRecord> {
+  const [from, to] = action === "pause" ? (["running", "paused"] as const) : (["paused", "running"] as const);
+  if (vm.state === to && (await ctx.isAlive(vm))) return vm;
+  if (vm.state !== from || !(await ctx.isAlive(vm))) {
+    throw new BangerError(
+      ErrorCode.BAD_STATE,
+      `VM '${vm.name}' is ${vm.state}; only a ${from} VM can be ${action}d`,
+      {
+        hint: `see its state with \`banger vm show ${vm.name}\``,
+      },
+    );
+  }
+  const handle = ctx.handles.vmmHandle(await ctx.handles.load(vm))!;
+  await ctx.deps.drivers.get(vm.vmm)[action](handle);
+  ctx.deps.logger.info(`vm ${action}d`, { vm: vm.name });
+  return ctx.setState(vm, to, vm.lastError);
 }
