@@ -258,6 +258,11 @@ describe("VM service: concurrency", () => {
       assert.deepEqual(readdirSync(platform.layout.vmsDir), [winner.id]);
       assert.ok(platform.held().length > 0);
       assert.deepEqual(platform.held(), platform.heldBy(winner.id), "everything held is the winner's");
+      assert.equal(
+        platform.events.of(winner.id).filter((event) => event.kind === "boot-start").length,
+        platform.events.count("boot-start"),
+        "the one boot was the winner's",
+      );
       for (const kind of ["dir-make", "disk-create", "tap-create", "boot-start"] as const) {
         assert.equal(platform.events.count(kind), 1, `one ${kind}: the losers acquired nothing`);
       }
