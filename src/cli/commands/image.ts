@@ -1,10 +1,14 @@
 /**
- * `banger image ...`: list, show, build-default, delete.
+ * `banger image ...`: list, show, build-default, delete, pull, import,
+ * prune, login, logout.
  */
+import { resolve } from "node:path";
 import type { Command } from "commander";
+import { BangerError, ErrorCode, type ProgressParams } from "../../protocol/index.ts";
 import { type CliContext, printJson } from "../context.ts";
 import { createProgressRenderer } from "../render/progress.ts";
 import { formatAge, formatBytes, formatTable } from "../render/table.ts";
+import type { RpcClient } from "../rpc/client.ts";
 
 export function registerImageCommands(program: Command, ctx: CliContext): void {
   const image = program.command("image").description("manage the images VMs boot from");
@@ -21,13 +25,16 @@ export function registerImageCommands(program: Command, ctx: CliContext): void {
       else
         ctx.stdout.write(
           `${formatTable(
-            ["name", "id", "kind", "size", "created"],
+            ["name", "id", "kind", "source", "digest", "size", "created", "used by"],
             images.map((i) => [
               i.name,
               i.id.slice(0, 12),
               i.kind,
+              i.source ?? "-",
+              i.digest ? i.digest.slice(0, 19) : "-",
               formatBytes(i.sizeBytes),
               formatAge(i.createdAt),
+              i.usedBy && i.usedBy.length > 0 ? i.usedBy.join(",") : "-",
             ]),
           )}\n`,
         );
@@ -55,6 +62,19 @@ export function registerImageCommands(program: Command, ctx: CliContext): void {
               ["rootfs", info.rootfs],
               ["size", formatBytes(info.sizeBytes)],
               ["created", info.createdAt],
+              ["source", info.source ?? "-"],
+              ["digest", info.digest ?? "-"],
+              ["platform", info.platform ?? "-"],
+              ["used by", info.usedBy && info.usedBy.length > 0 ? info.usedBy.join(", ") : "-"],
+              ...(info.runDefaults
+                ? [
+                    ["entrypoint", JSON.stringify(info.runDefaults.entrypoint)],
+                    ["cmd", JSON.stringify(info.runDefaults.cmd)],
+                    ["env", info.runDefaults.env.join(" ") || "-"],
+                    ["workdir", info.runDefaults.workdir ?? "-"],
+                    ["user", info.runDefaults.user ?? "-"],
+                  ]
+                : []),
             ],
           )}\n`,
         );
@@ -85,9 +105,166 @@ export function registerImageCommands(program: Command, ctx: CliContext): void {
     .command("delete <name>")
     .alias("rm")
     .description("delete an image no VM uses")
-    .addHelpText("after", "\nExamples:\n  banger image rm debian-bookworm")
-    .action(async (name: string) => {
-      await (await ctx.client()).call("image.delete", { name });
+    .option("-f, --force", "also delete the stopped VMs that use it (running ones still refuse)")
+    .addHelpText(
+      "after",
+      "\nExamples:\n  banger image rm alpine:latest\n  banger image rm --force debian-bookworm",
+    )
+    .action(async (name: string, options: { force?: boolean }) => {
+      const result = await (await ctx.client()).call("image.delete", { name, force: options.force === true });
+      if (result.vmsDeleted) ctx.stderr.write(`deleted VMs: ${result.vmsDeleted.join(", ")}\n`);
       ctx.stdout.write(`${name}\n`);
     });
+
+  image
+    .command("pull <reference>")
+    .description(
+      "pull an image from an OCI registry (docker's references: alpine, debian:12, host:port/repo:tag, @sha256:...)",
+    )
+    .option("--platform <os/arch>", "the platform to pull from a multi-platform image (default: this host's)")
+    .option("--name <name>", "store it under this name instead of the reference")
+    .option(
+      "--insecure-registry <host>",
+      "speak plain HTTP to this registry (loopback ones always are)",
+      collect,
+      [],
+    )
+    .option("--json", "print JSON")
+    .addHelpText(
+      "after",
+      "\nCredentials come from `banger image login` or docker's ~/.docker/config.json.\n\nExamples:\n  banger image pull alpine\n  banger image pull --platform linux/arm64 debian:bookworm\n  banger image pull 127.0.0.1:5000/team/app:v1",
+    )
+    .action(
+      async (
+        reference: string,
+        options: { platform?: string; name?: string; insecureRegistry: string[]; json?: boolean },
+      ) => {
+        const pulled = await withProgress(ctx, (client, call) =>
+          client.call(
+            "image.pull",
+            {
+              reference,
+              ...(options.platform ? { platform: options.platform } : {}),
+              ...(options.name ? { name: options.name } : {}),
+              ...(options.insecureRegistry.length > 0
+                ? { insecureRegistries: options.insecureRegistry }
+                : {}),
+            },
+            call,
+          ),
+        );
+        if (options.json) printJson(ctx, pulled);
+        else ctx.stdout.write(`${pulled.name} ${pulled.digest ?? ""}\n`);
+      },
+    );
+
+  image
+    .command("import <file>")
+    .description("import `docker save` output (either format), an OCI layout directory, or a tar of one")
+    .option("--name <name>", "store it under this name (default: the name the archive gives, else import-ID)")
+    .option("--tag <tag>", "the image to take from an OCI layout that holds several")
+    .option("--platform <os/arch>", "the platform to take from a multi-platform layout")
+    .option("--json", "print JSON")
+    .addHelpText(
+      "after",
+      "\nExamples:\n  docker save app:v1 -o app.tar && banger image import app.tar --name app\n  banger image import ./oci-layout --tag v1",
+    )
+    .action(
+      async (file: string, options: { name?: string; tag?: string; platform?: string; json?: boolean }) => {
+        const imported = await withProgress(ctx, (client, call) =>
+          client.call(
+            "image.import",
+            {
+              path: resolve(file),
+              ...(options.name ? { name: options.name } : {}),
+              ...(options.tag ? { tag: options.tag } : {}),
+              ...(options.platform ? { platform: options.platform } : {}),
+            },
+            call,
+          ),
+        );
+        if (options.json) printJson(ctx, imported);
+        else ctx.stdout.write(`${imported.name} ${imported.digest ?? ""}\n`);
+      },
+    );
+
+  image
+    .command("prune")
+    .description("remove cached layer blobs that no image uses")
+    .option("--json", "print JSON")
+    .addHelpText("after", "\nExamples:\n  banger image prune")
+    .action(async (options: { json?: boolean }) => {
+      const pruned = await (await ctx.client()).call("image.prune", {});
+      if (options.json) printJson(ctx, pruned);
+      else ctx.stdout.write(`removed ${pruned.blobs} blobs, ${formatBytes(pruned.bytes)}\n`);
+    });
+
+  image
+    .command("login <registry>")
+    .description("store credentials for a registry in banger's own 0600 file")
+    .option("-u, --username <user>", "user name")
+    .option("-p, --password <password>", "password (prefer --password-stdin)")
+    .option("--password-stdin", "read the password from stdin")
+    .addHelpText("after", '\nExamples:\n  echo "$TOKEN" | banger image login ghcr.io -u me --password-stdin')
+    .action(
+      async (
+        registry: string,
+        options: { username?: string; password?: string; passwordStdin?: boolean },
+      ) => {
+        const password = options.passwordStdin
+          ? (await readAll(process.stdin)).replace(/\r?\n$/, "")
+          : options.password;
+        if (!options.username || !password) {
+          throw new BangerError(ErrorCode.INVALID_PARAMS, "image login needs --username and a password", {
+            hint: "pass -u USER and --password-stdin (or -p PASSWORD)",
+          });
+        }
+        await (await ctx.client()).call("image.login", { registry, username: options.username, password });
+        ctx.stdout.write(`Login Succeeded (${registry})\n`);
+      },
+    );
+
+  image
+    .command("logout <registry>")
+    .description("remove banger's stored credentials for a registry")
+    .addHelpText("after", "\nExamples:\n  banger image logout ghcr.io")
+    .action(async (registry: string) => {
+      const result = await (await ctx.client()).call("image.logout", { registry });
+      ctx.stdout.write(
+        result.removed ? `Removed login credentials for ${registry}\n` : `Not logged in to ${registry}\n`,
+      );
+    });
+}
+
+function collect(value: string, previous: string[]): string[] {
+  return [...previous, value];
+}
+
+async function readAll(stream: NodeJS.ReadableStream): Promise<string> {
+  const chunks: Buffer[] = [];
+  for await (const chunk of stream) chunks.push(Buffer.from(chunk as Buffer));
+  return Buffer.concat(chunks).toString("utf8");
+}
+
+/** Runs a call with a progress renderer on stderr and Ctrl-C as cancel. */
+async function withProgress<T>(
+  ctx: CliContext,
+  run: (
+    client: RpcClient,
+    call: { signal: AbortSignal; onProgress: (event: ProgressParams) => void },
+  ) => Promise<T>,
+): Promise<T> {
+  const progress = createProgressRenderer(ctx.stderr, false);
+  const controller = new AbortController();
+  const onSigint = (): void => controller.abort();
+  process.once("SIGINT", onSigint);
+  try {
+    return await run(await ctx.client(), {
+      signal: controller.signal,
+      onProgress: (event) => progress.onProgress(event),
+    });
+  } finally {
+    process.off("SIGINT", onSigint);
+    progress.finish();
+  }
 }

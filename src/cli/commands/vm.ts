@@ -289,7 +289,10 @@ export function registerVmCommands(program: Command, ctx: CliContext): void {
 
 function withSizing(command: Command): Command {
   return command
-    .option("--image <ref>", "image name (default: the configured default image)")
+    .option(
+      "--image <ref>",
+      "image name, or a registry reference pulled on first use (default: the configured default image)",
+    )
     .option("--cpus <n>", "virtual CPUs")
     .option("--memory <mib>", "memory in MiB")
     .option("--disk <gib>", "root disk size in GiB")
