@@ -211,6 +211,44 @@ describe("VM service: cancel", () => {
     assert.equal(cancelled, steps.length);
     assert.ok(cancelled > 5);
   });
+
+  it(
+    "a cancel during any boot step of a stopped VM unwinds the boot and leaves it in error",
+    HANG_GUARD,
+    async (t) => {
+      const steps = await forwardSteps(async (platform, service) => {
+        await service.create({ name: "web", start: false }, options());
+        platform.resetSteps();
+        await service.start("web", options());
+      });
+      const cancelled = await eachStep(t, steps, async (k, step) => {
+        await using platform = createFakeVmPlatform();
+        const service = createVmService(platform.deps);
+        await service.create({ name: "web", start: false }, options());
+        const before = platform.held();
+        const controller = new AbortController();
+        platform.cancelAt(k, controller);
+        const error = await service.start("web", options(controller.signal)).then(
+          () => undefined,
+          (caught: unknown) => caught,
+        );
+        if (platform.injected === null) {
+          assert.equal(error, undefined);
+          return "succeeded";
+        }
+        assert.equal(platform.injected.step, step);
+        assert.ok(isBangerError(error, ErrorCode.CANCELLED), `start ended with CANCELLED: ${error}`);
+        assert.deepEqual(platform.held(), before, "only the stopped VM's dir and disk remain");
+        const row = platform.store.getVmByName("web");
+        assert.equal(row?.state, "error");
+        assert.equal(row?.lastError, "cancelled");
+        assertNoErrorsLogged(platform);
+        return "failed";
+      });
+      assert.equal(cancelled, steps.length);
+      assert.ok(cancelled > 5);
+    },
+  );
 });
 
 describe("VM service: concurrency", () => {
