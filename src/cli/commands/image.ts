@@ -16,10 +16,23 @@ export function registerImageCommands(program: Command, ctx: CliContext): void {
   image
     .command("list")
     .alias("ls")
-    .description("list images")
+    .description("list images (--catalog: the images banger can build)")
+    .option("--catalog", "list the built-in catalog instead")
     .option("--json", "print JSON")
-    .addHelpText("after", "\nExamples:\n  banger image ls")
-    .action(async (options: { json?: boolean }) => {
+    .addHelpText("after", "\nExamples:\n  banger image ls\n  banger image ls --catalog")
+    .action(async (options: { json?: boolean; catalog?: boolean }) => {
+      if (options.catalog) {
+        const { entries } = await (await ctx.client()).call("image.catalog", {});
+        if (options.json) printJson(ctx, entries);
+        else
+          ctx.stdout.write(
+            `${formatTable(
+              ["name", "kind", "present", "description"],
+              entries.map((e) => [e.name, e.kind, e.present ? "yes" : "no", e.description]),
+            )}\n`,
+          );
+        return;
+      }
       const { images } = await (await ctx.client()).call("image.list", {});
       if (options.json) printJson(ctx, images);
       else
@@ -185,6 +198,83 @@ export function registerImageCommands(program: Command, ctx: CliContext): void {
         );
         if (options.json) printJson(ctx, imported);
         else ctx.stdout.write(`${imported.name} ${imported.digest ?? ""}\n`);
+      },
+    );
+
+  image
+    .command("build <context>")
+    .description(
+      "build an image from a Dockerfile with buildah (chroot isolation); FROM names a registry image",
+    )
+    .requiredOption("-t, --tag <name>", "the image's name")
+    .option("-f, --file <dockerfile>", "the Dockerfile (default: CONTEXT/Dockerfile)")
+    .option("--build-arg <key=value>", "a build argument (repeatable)", collect, [])
+    .option("--json", "print JSON")
+    .addHelpText(
+      "after",
+      "\nExamples:\n  banger image build -t app .\n  banger image build -t app -f docker/Dockerfile --build-arg VERSION=1.2 .",
+    )
+    .action(
+      async (
+        context: string,
+        options: { tag: string; file?: string; buildArg: string[]; json?: boolean },
+      ) => {
+        const built = await withProgress(ctx, (client, call) =>
+          client.call(
+            "image.build",
+            {
+              name: options.tag,
+              context: resolve(context),
+              ...(options.file ? { dockerfile: resolve(options.file) } : {}),
+              ...(options.buildArg.length > 0 ? { buildArgs: options.buildArg } : {}),
+            },
+            call,
+          ),
+        );
+        if (options.json) printJson(ctx, built);
+        else ctx.stdout.write(`${built.name} ${built.digest ?? ""}\n`);
+      },
+    );
+
+  image
+    .command("promote <vm> <name>")
+    .description(
+      "make a stopped VM's disk a new image (its host keys, authorized key and machine id removed)",
+    )
+    .option("--json", "print JSON")
+    .addHelpText(
+      "after",
+      "\nExamples:\n  banger vm stop dev && banger image promote dev golden\n  banger vm run --image golden -- make test",
+    )
+    .action(async (vm: string, name: string, options: { json?: boolean }) => {
+      const promoted = await withProgress(ctx, (client, call) =>
+        client.call("image.promote", { vm, name }, call),
+      );
+      if (options.json) printJson(ctx, promoted);
+      else ctx.stdout.write(`${promoted.name} ${promoted.id}\n`);
+    });
+
+  image
+    .command("register <name>")
+    .description("add a root filesystem, kernel and initrd made elsewhere (copied into the store)")
+    .requiredOption("--rootfs <file>", "ext4 root filesystem image")
+    .requiredOption("--kernel <file>", "guest kernel (bzImage)")
+    .option("--initrd <file>", "initramfs")
+    .option("--json", "print JSON")
+    .addHelpText(
+      "after",
+      "\nExamples:\n  banger image register mine --rootfs rootfs.ext4 --kernel vmlinuz --initrd initrd.gz",
+    )
+    .action(
+      async (name: string, options: { rootfs: string; kernel: string; initrd?: string; json?: boolean }) => {
+        const registered = await (await ctx.client()).call("image.register", {
+          name,
+          rootfs: resolve(options.rootfs),
+          kernel: resolve(options.kernel),
+          ...(options.initrd ? { initrd: resolve(options.initrd) } : {}),
+        });
+        if (options.json) printJson(ctx, registered);
+        else ctx.stdout.write(`${registered.name} ${registered.id}\n`);
       },
     );
 

@@ -42,7 +42,8 @@ export function createAccelProbe(options: {
   const { config } = options;
   return {
     get() {
-      const kernel = options.store.listImages()[0]?.kernel;
+      // OCI images keep no kernel of their own.
+      const kernel = options.store.listImages().find((image) => image.kernel !== "")?.kernel;
       if (!kernel)
         return Promise.resolve({
           accel: "tcg",

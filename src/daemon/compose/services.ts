@@ -12,6 +12,7 @@ import { join } from "node:path";
 import { sleep } from "../../core/async/index.ts";
 import { KeyedLocks, Mutex, OperationRegistry } from "../../core/concurrency/index.ts";
 import type { Config } from "../../core/config/index.ts";
+import { copyFileArgv } from "../../core/image/index.ts";
 import type { Logger } from "../../core/log/index.ts";
 import type { Layout } from "../../core/paths/index.ts";
 import type { VmInfo } from "../../protocol/index.ts";
@@ -29,7 +30,10 @@ import { createVmFiles } from "../../sys/vmfiles/index.ts";
 import { createQemuDriver } from "../../sys/vmm/index.ts";
 import { doctorChecks, runDoctor } from "../doctor/index.ts";
 import { createImageService, type ImageService } from "../image/index.ts";
+import { createDockerfileBuilds, type DockerfileBuilds } from "../image/dockerfile.ts";
 import { createOciImages, type OciImages, withAutoPull } from "../image/oci.ts";
+import { createPromoter, type Promote } from "../image/promote.ts";
+import { createPublisher } from "../image/publish.ts";
 import { createVmService, createVmStats, type VmService, type VmStatsService } from "../vm/index.ts";
 import { createVmDisks } from "./adapters/disks.ts";
 import { createDrivers } from "./adapters/drivers.ts";
@@ -51,6 +55,8 @@ export interface Services {
   runner: Runner;
   images: ImageService;
   oci: OciImages;
+  dockerfiles: DockerfileBuilds;
+  promote: Promote;
   vms: VmService;
   stats: VmStatsService;
   createOps: OperationRegistry<VmInfo>;
@@ -68,6 +74,7 @@ export async function buildServices(deps: ServiceDeps, life: AsyncDisposableStac
   const probes: HostProbes = createHostProbes(deps.env);
   const now = () => new Date();
   const capabilities = deps.registerCapabilities({ config, layout, runner, logger });
+  const copyFile = async (from: string, to: string): Promise<void> => void (await runner.run(copyFileArgv(from, to)));
   // The narrow global mutex for image publication, shared by every way of making an image (ARCHITECTURE.md "Lock order").
   const publishMutex = new Mutex();
 
@@ -100,9 +107,32 @@ export async function buildServices(deps: ServiceDeps, life: AsyncDisposableStac
     newId,
     fs: createNodeFs(),
     runWorker: runImageWorker,
+    copyFile,
     blobs,
     launcher: hostNetnsLauncher(deps.env),
     dockerConfigFile: join(deps.env.DOCKER_CONFIG || join(homedir(), ".docker"), "config.json"),
+  });
+
+  const publish = createPublisher({ store, fs: createNodeFs(), publishMutex });
+  const dockerfiles = createDockerfileBuilds({
+    layout,
+    runner,
+    fs: createNodeFs(),
+    logger: logger.child({ svc: "image-dockerfile" }),
+    newId,
+    oci,
+    launcher: hostNetnsLauncher(deps.env),
+  });
+  const promote = createPromoter({
+    store,
+    layout,
+    runner,
+    fs: createNodeFs(),
+    logger: logger.child({ svc: "image-promote" }),
+    newId,
+    now,
+    copyFile,
+    publish,
   });
 
   const accel = createAccelProbe({ config, layout, runner, store });
@@ -155,8 +185,8 @@ export async function buildServices(deps: ServiceDeps, life: AsyncDisposableStac
     monotonicMs: () => performance.now(),
     sleep,
   });
-  const doctor = () => runDoctor(doctorChecks({ probes, runner, layout, config, cowStrategy, accel }));
-  return { runner, images, oci, vms, stats, createOps, capabilities, doctor, now };
+  const doctor = () => runDoctor(doctorChecks({ probes, runner, layout, config, cowStrategy, accel, blobs }));
+  return { runner, images, oci, dockerfiles, promote, vms, stats, createOps, capabilities, doctor, now };
 }
 
 /** Short random ids for VMs, images and operations. */

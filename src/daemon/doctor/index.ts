@@ -10,6 +10,7 @@ import type { Layout } from "../../core/paths/index.ts";
 import type { DoctorCheck } from "../../protocol/index.ts";
 import type { CowStrategyProbe } from "../../sys/disk/index.ts";
 import type { HostProbes } from "../../sys/host/index.ts";
+import type { BlobCache } from "../../sys/oci/blob-cache.ts";
 import type { Runner } from "../../sys/runner/index.ts";
 import type { AccelChoice } from "../../sys/vmm/index.ts";
 import { accelCheck } from "./checks/accel.ts";
@@ -21,6 +22,7 @@ import { kvmCheck } from "./checks/kvm.ts";
 import { nodeCheck } from "./checks/node.ts";
 import { privilegesCheck } from "./checks/privileges.ts";
 import { socketDirCheck } from "./checks/socket-dir.ts";
+import { imageStoreCheck } from "./checks/images.ts";
 import { toolsCheck } from "./checks/tools.ts";
 
 export type { HostCheck } from "./checks/check.ts";
@@ -32,6 +34,7 @@ export interface DoctorDeps {
   config: Config;
   cowStrategy: { get(): Promise<CowStrategyProbe> };
   accel: { get(): Promise<AccelChoice> };
+  blobs: Pick<BlobCache, "list">;
 }
 
 /** The checks in the order `banger doctor` prints them. */
@@ -46,6 +49,7 @@ export function doctorChecks(deps: DoctorDeps): HostCheck[] {
     firecrackerCheck(deps),
     cowStrategyCheck(deps.cowStrategy),
     accelCheck(deps.accel),
+    imageStoreCheck(deps),
   ];
 }
 
