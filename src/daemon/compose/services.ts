@@ -29,8 +29,8 @@ import type { Store } from "../../sys/store/index.ts";
 import { createVmFiles } from "../../sys/vmfiles/index.ts";
 import { createQemuDriver } from "../../sys/vmm/index.ts";
 import { doctorChecks, runDoctor } from "../doctor/index.ts";
-import { createImageService, type ImageService } from "../image/index.ts";
 import { createDockerfileBuilds, type DockerfileBuilds } from "../image/dockerfile.ts";
+import { createImageService, type ImageService } from "../image/index.ts";
 import { createOciImages, type OciImages, withAutoPull } from "../image/oci.ts";
 import { createPromoter, type Promote } from "../image/promote.ts";
 import { createPublisher } from "../image/publish.ts";
@@ -74,7 +74,8 @@ export async function buildServices(deps: ServiceDeps, life: AsyncDisposableStac
   const probes: HostProbes = createHostProbes(deps.env);
   const now = () => new Date();
   const capabilities = deps.registerCapabilities({ config, layout, runner, logger });
-  const copyFile = async (from: string, to: string): Promise<void> => void (await runner.run(copyFileArgv(from, to)));
+  const copyFile = async (from: string, to: string): Promise<void> =>
+    void (await runner.run(copyFileArgv(from, to)));
   // The narrow global mutex for image publication, shared by every way of making an image (ARCHITECTURE.md "Lock order").
   const publishMutex = new Mutex();
 

@@ -18,11 +18,11 @@ import type { HostCheck } from "./checks/check.ts";
 import { cowStrategyCheck } from "./checks/cow.ts";
 import { freeDiskCheck } from "./checks/disk.ts";
 import { firecrackerCheck } from "./checks/firecracker.ts";
+import { imageStoreCheck } from "./checks/images.ts";
 import { kvmCheck } from "./checks/kvm.ts";
 import { nodeCheck } from "./checks/node.ts";
 import { privilegesCheck } from "./checks/privileges.ts";
 import { socketDirCheck } from "./checks/socket-dir.ts";
-import { imageStoreCheck } from "./checks/images.ts";
 import { toolsCheck } from "./checks/tools.ts";
 
 export type { HostCheck } from "./checks/check.ts";

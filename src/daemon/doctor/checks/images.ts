@@ -16,7 +16,9 @@ export function imageStoreCheck(deps: { blobs: Pick<BlobCache, "list">; runner: 
       const blobs = await deps.blobs.list();
       const bytes = blobs.reduce((sum, blob) => sum + blob.size, 0);
       const large = bytes > LARGE_CACHE_BYTES;
-      const setfattr = await deps.runner.run(["setfattr", "--version"], { allowFailure: true }).catch(() => undefined);
+      const setfattr = await deps.runner
+        .run(["setfattr", "--version"], { allowFailure: true })
+        .catch(() => undefined);
       return [
         {
           name: "image-blob-cache",
@@ -25,7 +27,11 @@ export function imageStoreCheck(deps: { blobs: Pick<BlobCache, "list">; runner: 
           ...(large ? { hint: "run `banger image prune` to remove the blobs no image uses" } : {}),
         },
         setfattr?.code === 0
-          ? { name: "setfattr", status: "ok", detail: "found (keeps the extended attributes of pulled images' files)" }
+          ? {
+              name: "setfattr",
+              status: "ok",
+              detail: "found (keeps the extended attributes of pulled images' files)",
+            }
           : {
               name: "setfattr",
               status: "warn",
