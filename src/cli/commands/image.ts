@@ -70,7 +70,7 @@ export function registerImageCommands(program: Command, ctx: CliContext): void {
               ["id", info.id],
               ["kind", info.kind],
               ["dir", info.dir],
-              ["kernel", info.kernel],
+              ["kernel", info.kernel || "-"],
               ["initrd", info.initrd ?? "-"],
               ["rootfs", info.rootfs],
               ["size", formatBytes(info.sizeBytes)],
@@ -280,13 +280,17 @@ export function registerImageCommands(program: Command, ctx: CliContext): void {
 
   image
     .command("prune")
-    .description("remove cached layer blobs that no image uses")
+    .description("remove cached layer blobs that no image uses (--all: also every image no VM uses)")
+    .option("-a, --all", "also delete every image no VM uses")
     .option("--json", "print JSON")
-    .addHelpText("after", "\nExamples:\n  banger image prune")
-    .action(async (options: { json?: boolean }) => {
-      const pruned = await (await ctx.client()).call("image.prune", {});
+    .addHelpText("after", "\nExamples:\n  banger image prune\n  banger image prune --all")
+    .action(async (options: { json?: boolean; all?: boolean }) => {
+      const pruned = await (await ctx.client()).call("image.prune", { all: options.all === true });
       if (options.json) printJson(ctx, pruned);
-      else ctx.stdout.write(`removed ${pruned.blobs} blobs, ${formatBytes(pruned.bytes)}\n`);
+      else
+        ctx.stdout.write(
+          `${pruned.images.map((name) => `deleted ${name}\n`).join("")}removed ${pruned.blobs} blobs, ${formatBytes(pruned.bytes)}\n`,
+        );
     });
 
   image

@@ -1,6 +1,7 @@
 /**
  * `banger vm ...`: create, list, show, start, stop, restart, kill, delete,
- * stats, health, logs, run, ssh (and the hidden proxy used as ssh's ProxyCommand).
+ * stats, health, logs, run, ssh (and the hidden proxy used as ssh's ProxyCommand);
+ * the network commands (ports, port-forward) are in vm-network.ts.
  */
 import { spawn } from "node:child_process";
 import { type Command, Option } from "commander";
@@ -19,6 +20,7 @@ import { createProgressRenderer } from "../render/progress.ts";
 import { formatVmHealth, formatVmStats } from "../render/stats.ts";
 import { formatAge, formatTable } from "../render/table.ts";
 import type { RpcClient } from "../rpc/client.ts";
+import { registerVmNetworkCommands } from "./vm-network.ts";
 
 interface SizingOptions {
   image?: string;
@@ -26,6 +28,8 @@ interface SizingOptions {
   memory?: string;
   disk?: string;
   vmm?: string;
+  publish?: string[];
+  egress?: string;
 }
 
 export function registerVmCommands(program: Command, ctx: CliContext): void {
@@ -37,7 +41,7 @@ export function registerVmCommands(program: Command, ctx: CliContext): void {
     .option("--json", "print the VM as JSON")
     .addHelpText(
       "after",
-      "\nExamples:\n  banger vm create web\n  banger vm create build --cpus 2 --memory 2048 --disk 10\n  banger vm create idle --no-start",
+      "\nExamples:\n  banger vm create web\n  banger vm create build --cpus 2 --memory 2048 --disk 10\n  banger vm create idle --no-start\n  banger vm create web --publish 8080:80 --publish 0.0.0.0:5353:53/udp\n  banger vm create builder --egress '*.debian.org,registry.npmjs.org'",
     )
     .action(async (name: string, options: SizingOptions & { start: boolean; json?: boolean }) => {
       const client = await ctx.client();
@@ -71,9 +75,10 @@ export function registerVmCommands(program: Command, ctx: CliContext): void {
         `${v.diskGib}G`,
         v.guestIp,
         formatAge(v.createdAt),
+        (v.ports ?? []).join(",") || "-",
       ]);
       ctx.stdout.write(
-        `${formatTable(["name", "state", "image", "vmm", "cpus", "memory", "disk", "ip", "created"], rows)}\n`,
+        `${formatTable(["name", "state", "image", "vmm", "cpus", "memory", "disk", "ip", "created", "ports"], rows)}\n`,
       );
     });
 
@@ -126,36 +131,50 @@ export function registerVmCommands(program: Command, ctx: CliContext): void {
   );
 
   vm.command("set <name>")
-    .description("change a stopped VM's vCPUs, memory or disk size (the disk only grows)")
+    .description(
+      "change a stopped VM's vCPUs, memory or disk size (the disk only grows), or any VM's egress policy",
+    )
     .option("--cpus <n>", "vCPUs")
     .option("--memory <mib>", "memory in MiB")
     .option("--disk <gib>", "root disk size in GiB; the guest's filesystem grows at its next boot")
+    .option("--egress <policy>", "allow | deny | NAME,*.SUFFIX,...; a running VM changes at once")
     .option("--json", "print the VM as JSON")
     .addHelpText(
       "after",
-      "\nExamples:\n  banger vm stop web && banger vm set web --cpus 4 --memory 4096 --disk 20 && banger vm start web",
+      "\nExamples:\n  banger vm stop web && banger vm set web --cpus 4 --memory 4096 --disk 20 && banger vm start web\n  banger vm set web --egress 'pypi.org,*.pythonhosted.org'\n  banger vm set web --egress allow",
     )
     .action(
-      async (name: string, options: { cpus?: string; memory?: string; disk?: string; json?: boolean }) => {
+      async (
+        name: string,
+        options: { cpus?: string; memory?: string; disk?: string; egress?: string; json?: boolean },
+      ) => {
         const changes = {
           ...(options.cpus === undefined ? {} : { cpus: integer("--cpus", options.cpus) }),
           ...(options.memory === undefined ? {} : { memoryMib: integer("--memory", options.memory) }),
           ...(options.disk === undefined ? {} : { diskGib: integer("--disk", options.disk) }),
         };
-        if (Object.keys(changes).length === 0) {
+        if (Object.keys(changes).length === 0 && options.egress === undefined) {
           throw new BangerError(
             ErrorCode.INVALID_PARAMS,
-            "vm set needs at least one of --cpus, --memory, --disk",
+            "vm set needs at least one of --cpus, --memory, --disk, --egress",
             {
               hint: `e.g. banger vm set ${name} --disk 20`,
             },
           );
         }
-        const info = await (await ctx.client()).call("vm.set", { name, ...changes });
+        const client = await ctx.client();
+        let info =
+          options.egress === undefined
+            ? undefined
+            : await client.call("vm.egress", { name, egress: options.egress });
+        if (Object.keys(changes).length > 0) info = await client.call("vm.set", { name, ...changes });
+        if (info === undefined) return;
         if (options.json) printJson(ctx, info);
         else ctx.stdout.write(`${describeVm(info)}\n`);
       },
     );
+
+  registerVmNetworkCommands(vm, ctx);
 
   vm.command("stats <name>")
     .description(
@@ -296,7 +315,13 @@ function withSizing(command: Command): Command {
     .option("--cpus <n>", "virtual CPUs")
     .option("--memory <mib>", "memory in MiB")
     .option("--disk <gib>", "root disk size in GiB")
-    .addOption(new Option("--vmm <driver>", "VMM driver").choices(["auto", "qemu", "firecracker"]));
+    .addOption(new Option("--vmm <driver>", "VMM driver").choices(["auto", "qemu", "firecracker"]))
+    .option(
+      "-p, --publish <spec>",
+      "publish a guest port on the host: [HOST_IP:]HOST_PORT:GUEST_PORT[/udp], repeatable",
+      (value: string, previous: string[] | undefined) => [...(previous ?? []), value],
+    )
+    .option("--egress <policy>", "allow | deny | NAME,*.SUFFIX,... (default: config network.egress)");
 }
 
 function sizingParams(options: SizingOptions): CreateVmParams {
@@ -306,6 +331,8 @@ function sizingParams(options: SizingOptions): CreateVmParams {
   if (options.memory !== undefined) params.memoryMib = integer("--memory", options.memory);
   if (options.disk !== undefined) params.diskGib = integer("--disk", options.disk);
   if (options.vmm && options.vmm !== "auto") params.vmm = options.vmm as "qemu" | "firecracker";
+  if (options.publish !== undefined) params.publish = options.publish;
+  if (options.egress !== undefined) params.egress = options.egress;
   return params;
 }
 
@@ -448,6 +475,8 @@ function describeVm(vm: VmInfo): string {
     ["disk", `${vm.diskGib} GiB`],
     ["ip", vm.guestIp],
     ["mac", vm.mac],
+    ["ports", (vm.ports ?? []).join(", ") || "-"],
+    ["egress", vm.egress ?? "allow"],
     ["pid", vm.pid === null ? "-" : String(vm.pid)],
     ["dir", vm.dir],
     ["created", `${vm.createdAt} (${formatAge(vm.createdAt)})`],

@@ -96,6 +96,7 @@ async function launchVmm(run: BootRun, stack: AsyncDisposableStack): Promise<voi
     hostname: vm.name,
     sshPublicKey: await deps.guest.publicKey(),
     tscKhz: await deps.tscKhz(),
+    searchDomain: deps.config.network.domain,
     extraArgs: deps.config.vm.kernel_args,
   });
   await deps.files.rotate(paths.console);
