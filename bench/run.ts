@@ -3,7 +3,7 @@
  * one run, printed as a table (or JSON with --json). Nothing asserts on time.
  *
  * Environment: BENCH_ONLY=rpc,dns,cli,create-parallel,reconcile,rss-stopped,vm-cold,vm-fc,vm-warm,publish,rss,
- * disk-sparse,disk-qcow2,disk-reflink,disk-dm,image-pull,image-pull-shared runs a subset.
+ * disk-sparse,disk-qcow2,disk-reflink,disk-dm,image-pull,image-pull-shared,ws-prepare,cp-in runs a subset.
  * Everything with bridges, taps or guests runs in a network namespace the
  * bench creates and deletes; every process it starts is ended by pid, and
  * its temp dir is removed, also on failure, Ctrl-C or the overall time cap.
@@ -59,6 +59,7 @@ import {
   VM_WARM_ROW,
   type VmContext,
 } from "./row-vm.ts";
+import { benchWorkspaceRows, CP_IN_ROW, WS_PREPARE_ROW } from "./row-workspace.ts";
 import type { VmWorker } from "./worker-client.ts";
 
 const ROWS = [
@@ -79,9 +80,11 @@ const ROWS = [
   DISK_DM_ROW,
   IMAGE_PULL_ROW,
   IMAGE_SHARED_ROW,
+  WS_PREPARE_ROW,
+  CP_IN_ROW,
 ] as const;
 type RowId = (typeof ROWS)[number]["id"];
-const VM_ROW_IDS: readonly RowId[] = ["vm-cold", "vm-fc", "vm-warm", "publish", "rss"];
+const VM_ROW_IDS: readonly RowId[] = ["vm-cold", "vm-fc", "vm-warm", "publish", "rss", "ws-prepare", "cp-in"];
 /** The whole bench ends (cleaning up) after this long, whatever state it is in. */
 const OVERALL_CAP_MS = 9 * 60_000;
 
@@ -242,7 +245,8 @@ async function runRows(session: Session, selected: Set<RowId>, failures: string[
   // rows after it pay nothing for the extra config key.
   if (selected.has("vm-fc")) results.push(...(await attempt(VM_FC_ROW, failures, () => benchVmFc(ctx))));
   let worker: VmWorker | undefined;
-  const needsWorker = selected.has("vm-cold") || selected.has("vm-warm");
+  const wantsWorkspace = selected.has("ws-prepare") || selected.has("cp-in");
+  const needsWorker = selected.has("vm-cold") || selected.has("vm-warm") || wantsWorkspace;
   if (needsWorker) {
     worker = await startBaselineWorker(ctx);
     const started = worker;
@@ -260,6 +264,12 @@ async function runRows(session: Session, selected: Set<RowId>, failures: string[
     results.push(...(await attempt(PUBLISH_ROW, failures, () => benchPublish(ctx))));
   }
   if (selected.has("rss")) results.push(...(await attempt(RSS_ROW, failures, () => benchRss(ctx))));
+  // Last: the longest guest rows; a full run that reaches the overall cap loses only these.
+  if (wantsWorkspace && worker) {
+    const w = worker;
+    const first = selected.has("ws-prepare") ? WS_PREPARE_ROW : CP_IN_ROW;
+    results.push(...(await attempt(first, failures, () => benchWorkspaceRows(ctx, w, selected))));
+  }
   return results;
 }
 

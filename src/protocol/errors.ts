@@ -27,6 +27,10 @@ export const ErrorCode = {
   CANCELLED: "CANCELLED",
   DAEMON_UNAVAILABLE: "DAEMON_UNAVAILABLE",
   RUNTIME_TOO_OLD: "RUNTIME_TOO_OLD",
+  WORKSPACE_NOT_FOUND: "WORKSPACE_NOT_FOUND",
+  WORKSPACE_FAILED: "WORKSPACE_FAILED",
+  UNEXPORTED_WORK: "UNEXPORTED_WORK",
+  BRANCH_DIVERGED: "BRANCH_DIVERGED",
   INTERNAL: "INTERNAL",
 } as const;
 
@@ -63,6 +67,10 @@ export const exitStatusFor: Record<ErrorCode, number> = {
   CANCELLED: 130,
   DAEMON_UNAVAILABLE: 10,
   RUNTIME_TOO_OLD: 11,
+  WORKSPACE_NOT_FOUND: 4,
+  WORKSPACE_FAILED: 7,
+  UNEXPORTED_WORK: 6,
+  BRANCH_DIVERGED: 6,
   INTERNAL: 1,
 };
 
@@ -83,6 +91,11 @@ const defaultHint: Partial<Record<ErrorCode, string>> = {
   INTERNAL: "this is a bug in banger; `banger daemon logs` has the details",
   CONFIG_INVALID: "fix the named key in the config file, or remove it to use the default",
   CANCELLED: "the operation was cancelled and its partial work undone",
+  WORKSPACE_NOT_FOUND: "prepare one with `banger vm workspace prepare NAME --repo PATH`",
+  WORKSPACE_FAILED:
+    "the message shows the guest's own error; `banger vm exec NAME -- git -C PATH status` looks closer",
+  UNEXPORTED_WORK: "export it first with `banger vm workspace export NAME`, or pass --force to delete anyway",
+  BRANCH_DIVERGED: "merge or rename the host branch, or pass --force to move it to the VM's commits",
 };
 
 export interface BangerErrorOptions {

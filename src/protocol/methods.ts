@@ -4,6 +4,7 @@
  * inferred from the same schemas.
  */
 import { z } from "zod";
+import { workspaceMethods } from "./workspace.ts";
 
 export const VmState = z.enum(["created", "starting", "running", "paused", "stopping", "stopped", "error"]);
 export type VmState = z.infer<typeof VmState>;
@@ -255,7 +256,10 @@ export const methods = {
   "vm.kill": { params: ByName, result: VmInfo },
   "vm.pause": { params: ByName, result: VmInfo },
   "vm.resume": { params: ByName, result: VmInfo },
-  "vm.delete": { params: ByName, result: z.object({ name: z.string(), deleted: z.literal(true) }) },
+  "vm.delete": {
+    params: z.object({ name: z.string().min(1), force: z.boolean().optional() }).strict(),
+    result: z.object({ name: z.string(), deleted: z.literal(true) }),
+  },
   "vm.set": {
     params: z
       .object({
@@ -402,6 +406,7 @@ export const methods = {
     params: z.object({ registry: RegistryHost }).strict(),
     result: z.object({ registry: z.string(), removed: z.boolean() }),
   },
+  ...workspaceMethods,
 } as const;
 
 export type MethodTable = typeof methods;

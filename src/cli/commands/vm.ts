@@ -20,7 +20,10 @@ import { createProgressRenderer } from "../render/progress.ts";
 import { formatVmHealth, formatVmStats } from "../render/stats.ts";
 import { formatAge, formatTable } from "../render/table.ts";
 import type { RpcClient } from "../rpc/client.ts";
+import { registerAuthCommands, syncAuthAfterStart } from "./auth.ts";
+import { registerCpCommand } from "./cp.ts";
 import { registerVmNetworkCommands } from "./vm-network.ts";
+import { registerWorkspaceCommands } from "./workspace.ts";
 
 interface SizingOptions {
   image?: string;
@@ -34,6 +37,9 @@ interface SizingOptions {
 
 export function registerVmCommands(program: Command, ctx: CliContext): void {
   const vm = program.command("vm").description("create, run and manage microVMs");
+  registerWorkspaceCommands(vm, ctx);
+  registerCpCommand(vm, ctx);
+  registerAuthCommands(vm, ctx);
 
   withSizing(vm.command("create <name>"))
     .description("create a VM from an image and boot it")
@@ -102,14 +108,21 @@ export function registerVmCommands(program: Command, ctx: CliContext): void {
       .command(`${verb} <names...>`)
       .description(description)
       .addHelpText("after", `\nExamples:\n  ${example}`)
-      .action(async (names: string[]) => {
+      .action(async (names: string[], options: { force?: boolean }) => {
         const client = await ctx.client();
         const progress = createProgressRenderer(ctx.stderr, false);
         const failures: string[] = [];
         for (const name of names) {
           try {
-            await client.call(`vm.${verb}`, { name }, { onProgress: (event) => progress.onProgress(event) });
+            if (verb === "delete") await deleteVm(ctx, client, name, options.force === true);
+            else
+              await client.call(
+                `vm.${verb}`,
+                { name },
+                { onProgress: (event) => progress.onProgress(event) },
+              );
             progress.finish();
+            if (verb === "start" || verb === "restart") await syncAuthAfterStart(ctx, client, name);
             ctx.stdout.write(`${name}\n`);
           } catch (error) {
             progress.finish();
@@ -126,9 +139,13 @@ export function registerVmCommands(program: Command, ctx: CliContext): void {
   multi("kill", "stop VMs at once, without a graceful shutdown", "banger vm kill web");
   multi("pause", "freeze VMs' vCPUs; memory, disk and network stay as they are", "banger vm pause web");
   multi("resume", "let paused VMs run again", "banger vm resume web");
-  multi("delete", "delete VMs and everything they own (disk, tap, files)", "banger vm delete web db").alias(
-    "rm",
-  );
+  multi(
+    "delete",
+    "delete VMs and everything they own (disk, tap, files); asks first when a workspace holds unexported work",
+    "banger vm delete web db\n  banger vm delete --force box      # even with unexported workspace commits",
+  )
+    .alias("rm")
+    .option("-f, --force", "delete even when the VM's workspace holds work no export has taken");
 
   vm.command("set <name>")
     .description(
@@ -368,6 +385,7 @@ async function createWithProgress(
         last = op.message;
       }
       if (op.state === "succeeded" && status.vm) {
+        if (status.vm.state === "running") await syncAuthAfterStart(ctx, client, status.vm.name);
         progress.onProgress({
           id: 0,
           step: "vm.ready",
@@ -429,6 +447,7 @@ async function runInVm(
         { onProgress: (event) => progress.onProgress(event) },
       );
       progress.finish();
+      await syncAuthAfterStart(ctx, client, existing.name);
     }
     if (interrupted) return 130;
     const pipeStdin = process.stdin.isTTY !== true;
@@ -460,6 +479,29 @@ async function runInVm(
     // Stop reading stdin: an open pipe would keep the process alive.
     process.stdin.destroy();
     await removeIfAsked();
+  }
+}
+
+/** Deletes; when the daemon refuses for unexported work, asks on a terminal and retries with force. */
+async function deleteVm(ctx: CliContext, client: RpcClient, name: string, force: boolean): Promise<void> {
+  try {
+    await client.call("vm.delete", { name, force });
+  } catch (error) {
+    if (!(error instanceof BangerError) || error.code !== ErrorCode.UNEXPORTED_WORK || !process.stdin.isTTY)
+      throw error;
+    ctx.stderr.write(`banger: ${error.message}\n`);
+    if (!(await confirm(ctx, `delete '${name}' and lose that work? [y/N] `))) throw error;
+    await client.call("vm.delete", { name, force: true });
+  }
+}
+
+async function confirm(ctx: CliContext, question: string): Promise<boolean> {
+  const readline = await import("node:readline/promises");
+  const rl = readline.createInterface({ input: process.stdin, output: ctx.stderr });
+  try {
+    return /^y(es)?$/i.test((await rl.question(question)).trim());
+  } finally {
+    rl.close();
   }
 }
 

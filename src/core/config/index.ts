@@ -75,6 +75,29 @@ const NetworkSection = z
   })
   .strict();
 
+const AuthSection = z
+  .object({
+    /** The CLI user's public keys put in the guest's authorized_keys2; globs, `~` is the CLI user's home. */
+    authorized_keys: z.array(z.string().min(1)).default(["~/.ssh/*.pub"]),
+    /** Copy user.name and user.email from the CLI user's git config. */
+    git_identity: z.boolean().default(true),
+    /** Host files (the CLI user's) copied to the guest with mode 0600; `guest` defaults to `host`. */
+    files: z
+      .array(
+        z
+          .object({
+            host: z.string().min(1),
+            guest: z
+              .string()
+              .regex(/^(\/|~\/)[^\0\n]*$/, { message: "must be absolute or start with ~/" })
+              .optional(),
+          })
+          .strict(),
+      )
+      .default([]),
+  })
+  .strict();
+
 const ImageSection = z
   .object({
     /** Registries spoken to over plain HTTP (host[:port]); loopback ones always are. */
@@ -93,6 +116,7 @@ const ConfigSchema = z
     vmm: VmmSection.default(VmmSection.parse({})),
     network: NetworkSection.default(NetworkSection.parse({})),
     image: ImageSection.default(ImageSection.parse({})),
+    auth: AuthSection.default(AuthSection.parse({})),
   })
   .strict();
 

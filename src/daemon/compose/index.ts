@@ -22,6 +22,7 @@ import { buildImageHandlers } from "../image-handlers.ts";
 import { buildNetworkHandlers } from "../network-handlers.ts";
 import { createRpcServer } from "../rpc/server.ts";
 import { buildVmHandlers } from "../vm-handlers.ts";
+import { buildWorkspaceHandlers } from "../workspace-handlers.ts";
 import { ensureHostFeatures, type RegisterCapabilities, registerCapabilities } from "./capabilities.ts";
 import { startSerialInterval } from "./reaper.ts";
 import { buildServices, type Services } from "./services.ts";
@@ -93,7 +94,12 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
     await ensureHostFeatures(services.capabilities.hostFeatures, life, { signal: shutdown.signal, logger });
     life.use(startSerialInterval(() => vms.reap(), REAP_INTERVAL_MS, logger.child({ task: "reaper" })));
     const info = daemonInfo({ layout, env: options.env, services, stop });
-    const vmHandlers = buildVmHandlers(services);
+    const vmHandlers = buildVmHandlers({
+      ...services,
+      beforeDelete: async (name, o) => {
+        if (!o.force) await services.workspaces.assertNothingUnexported(name, o.signal);
+      },
+    });
     const { networking } = services.capabilities;
     const handlers = {
       ...buildHandlers({ info, store, doctor: services.doctor }),
@@ -102,6 +108,7 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
       ...(networking
         ? buildNetworkHandlers({ base: vmHandlers, vms, networking, createOps: services.createOps })
         : {}),
+      ...buildWorkspaceHandlers({ ...services, auth: config.auth }),
     };
     const socketGid = await socketGroup(config, layout);
     const server = createRpcServer({
