@@ -84,7 +84,7 @@ export function createPromoter(deps: PromoteDeps) {
     try {
       const rootfs = join(staging, "rootfs.ext4");
       const script = join(staging, "scrub.debugfs");
-      const plan = planPromote(source, rootfs, script, await authFilesOf(deps, paths.dir));
+      const plan = planPromote(source, rootfs, script, await authFilesOf(deps, vmDir));
       await deps.runner.run(plan.flatten, { signal: options.signal });
       await deps.fs.writeFileAtomic(script, plan.scrubScript);
       await deps.runner.run(plan.scrubArgv, { signal: options.signal });
