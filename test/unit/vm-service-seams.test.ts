@@ -42,7 +42,10 @@ describe("VM service seams", () => {
       ErrorCode.GUEST_UNREACHABLE,
       /agent ping timed out/,
     );
-    assert.match(failed.hint ?? "", /^the guest agent did not answer; its console log is /);
+    assert.match(
+      failed.hint ?? "",
+      /^the guest agent did not answer\nthe VMM.s own log is .*vmm.log; the guest console is /,
+    );
     assert.deepEqual(seen, ["agent"]);
     assert.ok(
       steps.indexOf("vm.ssh") < steps.indexOf("vm.agent"),

@@ -317,7 +317,7 @@ export function registerVmCommands(program: Command, ctx: CliContext): void {
           },
         },
       );
-      process.stdin.on("data", (chunk: Buffer) => void call.write("tcp", chunk));
+      process.stdin.on("data", (chunk: Buffer) => forwardPaced(call, "tcp", chunk));
       process.stdin.on("end", () => call.end("tcp"));
       await call.result;
     });
@@ -464,7 +464,7 @@ async function runInVm(
       },
     );
     if (pipeStdin) {
-      process.stdin.on("data", (chunk: Buffer) => void call.write("stdin", chunk));
+      process.stdin.on("data", (chunk: Buffer) => forwardPaced(call, "stdin", chunk));
       process.stdin.on("end", () => call.end("stdin"));
       process.stdin.on("error", () => call.end("stdin"));
     }
@@ -480,6 +480,16 @@ async function runInVm(
     process.stdin.destroy();
     await removeIfAsked();
   }
+}
+
+/** Sends one chunk of our stdin, reading no more until the daemon's socket takes it (backpressure). */
+function forwardPaced(
+  call: { write(ch: "stdin" | "tcp", data: Buffer): Promise<void> },
+  ch: "stdin" | "tcp",
+  chunk: Buffer,
+): void {
+  process.stdin.pause();
+  void call.write(ch, chunk).finally(() => process.stdin.resume());
 }
 
 /** Deletes; when the daemon refuses for unexported work, asks on a terminal and retries with force. */

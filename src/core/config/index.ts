@@ -13,6 +13,16 @@ const DaemonSection = z
     socket_group: z.string().default(""),
     /** Daemon log level. */
     log_level: z.enum(["debug", "info", "warn", "error"]).default("info"),
+    /** Size at which the daemon log and each VM's console.log rotate. */
+    log_max_bytes: z
+      .number()
+      .int()
+      .min(64 * 1024)
+      .default(8 * 1024 * 1024),
+    /** Rotated generations kept (name.1 … name.N) besides the live file. */
+    log_files: z.number().int().min(1).max(20).default(3),
+    /** Open client connections; also capped at half the daemon's open-file limit. */
+    max_connections: z.number().int().min(8).max(65536).default(1024),
   })
   .strict();
 

@@ -23,6 +23,7 @@ import { copyOutOfDisk, runUnprivileged } from "../../sys/diskread/index.ts";
 import { createFirecrackerDriver } from "../../sys/firecracker/index.ts";
 import { createNodeFs, readDiskUsage, writeFileAtomic } from "../../sys/fs/index.ts";
 import { createHostProbes, type HostProbes } from "../../sys/host/index.ts";
+import { createBuildCacheChecks } from "../../sys/image-cache/index.ts";
 import { extractVmlinux } from "../../sys/kernel/index.ts";
 import { createHostNetwork } from "../../sys/network/index.ts";
 import { BlobCache } from "../../sys/oci/blob-cache.ts";
@@ -32,7 +33,7 @@ import { createProcessRunner, type Runner } from "../../sys/runner/index.ts";
 import { probeSshBanner } from "../../sys/ssh/index.ts";
 import type { Store } from "../../sys/store/index.ts";
 import { createVmFiles } from "../../sys/vmfiles/index.ts";
-import { createQemuDriver } from "../../sys/vmm/index.ts";
+import { createQemuDriver, killAndWait, listVmmProcesses } from "../../sys/vmm/index.ts";
 import { doctorChecks, runDoctor } from "../doctor/index.ts";
 import { createDockerfileBuilds, type DockerfileBuilds } from "../image/dockerfile.ts";
 import { createImageService, type ImageService } from "../image/index.ts";
@@ -110,6 +111,9 @@ export async function buildServices(deps: ServiceDeps, life: AsyncDisposableStac
     guestFilesDir: join(import.meta.dirname, "..", "..", "..", "guest"),
     fs: createNodeFs(),
     buildCacheDir: deps.env.BANGER_IMAGE_CACHE || undefined,
+    buildCacheChecks: deps.env.BANGER_IMAGE_CACHE
+      ? createBuildCacheChecks({ cacheDir: deps.env.BANGER_IMAGE_CACHE, uid: process.getuid?.() ?? 0 })
+      : undefined,
     downloadLauncher: hostNetnsLauncher(deps.env),
     sources: capabilities.imageSources,
     extractVmlinux: async (bzImage, out, signal) => {
@@ -164,6 +168,7 @@ export async function buildServices(deps: ServiceDeps, life: AsyncDisposableStac
     config,
     qemu: createQemuDriver({
       binary: config.vmm.qemu_binary,
+      console: { maxBytes: config.daemon.log_max_bytes, files: config.daemon.log_files },
       accel: async () => (await accel.get()).accel,
       logger: logger.child({ svc: "qemu" }),
     }),
@@ -190,6 +195,11 @@ export async function buildServices(deps: ServiceDeps, life: AsyncDisposableStac
     disks: createVmDisks({ runner, cowStrategy, exists: files.exists }),
     files,
     guest,
+    census: {
+      // The control sockets each driver puts in the VM directory (QEMU's QMP, Firecracker's API).
+      list: () => listVmmProcesses({ vmsDir: layout.vmsDir, controlFiles: ["qmp.sock", "api.sock"] }),
+      kill: (handle) => killAndWait(handle, 10_000, "a stray VMM"),
+    },
     hooks: capabilities.vmHooks,
     // Per-VM locks come first, then the narrow reservation mutex (ARCHITECTURE.md "Lock order").
     vmLocks,

@@ -25,7 +25,8 @@ import type { VmmDriver, VmmHandle } from "../../core/vmm/contract.ts";
 import { BangerError, ErrorCode, isCancelled, type Progress } from "../../protocol/index.ts";
 import type { ImageRecord } from "../../sys/store/index.ts";
 import type { OpOptions, VmContext } from "./context.ts";
-import type { GuestReadiness } from "./platform.ts";
+import type { GuestReadiness, StoredDisk } from "./platform.ts";
+import { killStrayVmms } from "./strays.ts";
 
 /** One boot in progress: what the steps share, filled in as they go. */
 export interface BootRun {
@@ -38,6 +39,8 @@ export interface BootRun {
   readonly progress: Progress;
   /** What handles.json holds so far. */
   readonly handles: VmHandles;
+  /** Set by claimDisk: the VM's root disk as stored. */
+  stored?: StoredDisk;
   /** Set by attachDisk: what the VMM opens. */
   disk?: { path: string; format: DiskFormat };
   /** Set by launchVmm. */
@@ -47,6 +50,17 @@ export interface BootRun {
 }
 
 export type BootStep = (run: BootRun, stack: AsyncDisposableStack) => Promise<void>;
+
+/**
+ * The stored root disk first, so a VM whose directory was removed gets the
+ * disk's hint rather than a failed handles.json write; then any VMM of this
+ * VM that a lost handles.json left behind, which would hold the disk's lock.
+ */
+async function claimDisk(run: BootRun): Promise<void> {
+  const { ctx, vm } = run;
+  run.stored = await ctx.storedDisk(vm);
+  await killStrayVmms({ census: ctx.deps.census, logger: ctx.deps.logger, vmId: vm.id });
+}
 
 /** The bridge, then this VM's tap on it. */
 async function attachNetwork(run: BootRun, stack: AsyncDisposableStack): Promise<void> {
@@ -65,7 +79,7 @@ async function attachNetwork(run: BootRun, stack: AsyncDisposableStack): Promise
 async function attachDisk(run: BootRun, stack: AsyncDisposableStack): Promise<void> {
   const { ctx, vm } = run;
   const disks = ctx.deps.disks;
-  const stored = await ctx.storedDisk(vm);
+  const stored = run.stored ?? (await ctx.storedDisk(vm));
   const attached = await disks.attach({
     disk: stored,
     base: run.image.rootfs,
@@ -159,6 +173,7 @@ async function guestReadyHooks(run: BootRun, stack: AsyncDisposableStack): Promi
 
 /** The boot, in order. */
 const BOOT_STEPS: readonly BootStep[] = [
+  claimDisk,
   attachNetwork,
   attachDisk,
   beforeBootHooks,
@@ -208,18 +223,14 @@ export async function startLocked(ctx: VmContext, vm: VmRecord, options: OpOptio
       );
     ctx.setState(current, "error", reason);
     if (isCancelled(error)) throw error;
+    // The failed check's hint, both logs (vmm.log is where a disk lock or ENOMEM shows), then the step's own hint.
+    const logs = `the VMM's own log is ${paths.vmmLog}; the guest console is ${paths.console} (\`banger vm logs ${vm.name}\`)`;
+    const ownHint = error instanceof BangerError ? error.hint : undefined;
+    const hints = [run.failedCheck?.hint, logs, ownHint === run.failedCheck?.hint ? undefined : ownHint];
     throw new BangerError(
       error instanceof BangerError ? error.code : ErrorCode.BOOT_FAILED,
       `VM '${vm.name}' failed to start: ${reason}`,
-      {
-        hint: [
-          run.failedCheck?.hint,
-          `its console log is ${paths.console}; \`banger vm logs ${vm.name}\` shows it`,
-        ]
-          .filter(Boolean)
-          .join("; "),
-        cause: error,
-      },
+      { hint: hints.filter(Boolean).join("\n"), cause: error },
     );
   }
 }

@@ -29,6 +29,7 @@ import type {
   VmNetwork,
 } from "./platform.ts";
 import { sshReadiness } from "./readiness/index.ts";
+import type { VmmCensus } from "./strays.ts";
 
 export interface OpOptions {
   signal: AbortSignal;
@@ -53,6 +54,8 @@ export interface VmServiceDeps {
   readiness?: readonly GuestReadiness[] | undefined;
   /** Capability hooks run at every start and stop, in this order (stopped in reverse). */
   hooks?: readonly VmHook[] | undefined;
+  /** Finds VMMs from /proc, so none survives a lost or torn handles.json (./strays.ts). */
+  census?: VmmCensus | undefined;
   vmLocks: KeyedLocks;
   reservation: Mutex;
   now(): Date;

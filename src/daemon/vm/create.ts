@@ -4,8 +4,10 @@
  * not to), `reserve` (the short critical section under the reservation
  * mutex), and `removeVm` (disk, directory, row).
  */
+import { join } from "node:path";
+import { throwIfAborted } from "../../core/async/index.ts";
 import { GIB } from "../../core/units.ts";
-import { macForVmId, type VmRecord, validateVmName } from "../../core/vm/index.ts";
+import { emptyHandles, macForVmId, type VmRecord, validateVmName } from "../../core/vm/index.ts";
 import {
   BangerError,
   type CreateVmParams,
@@ -15,6 +17,10 @@ import {
 } from "../../protocol/index.ts";
 import { startLocked } from "./boot.ts";
 import type { OpOptions, VmContext } from "./context.ts";
+import { stopLocked } from "./stop.ts";
+
+/** In a VM directory while its create runs; one left at reconcile marks an interrupted create. */
+export const CREATE_PENDING_FILE = "create-pending.json";
 
 export async function createVm(ctx: VmContext, params: CreateVmParams, options: OpOptions): Promise<VmInfo> {
   const { deps } = ctx;
@@ -33,9 +39,18 @@ export async function createVm(ctx: VmContext, params: CreateVmParams, options: 
   // From here the VM exists; any failure before it is usable removes it again.
   return deps.vmLocks.run(vm.id, async () => {
     await using stack = new AsyncDisposableStack();
-    stack.defer(() => removeVm(ctx, vm));
+    stack.defer(async () => {
+      // A failure after the boot (the last step) also ends the VMM that boot left running.
+      const current = store.getVmById(vm.id);
+      if (current && ctx.handles.vmmHandle(await ctx.handles.load(current)))
+        await stopLocked(ctx, current, "kill");
+      await removeVm(ctx, vm);
+    });
     const paths = ctx.paths(vm);
     await deps.files.makeDir(paths.dir);
+    // Until removed below, this file tells a reconcile after a daemon crash that the create never finished.
+    const marker = join(paths.dir, CREATE_PENDING_FILE);
+    await deps.files.writeHandles(marker, emptyHandles());
     options.progress({ step: "vm.disk", message: `creating the root disk of ${vm.name}` });
     await deps.disks.create({
       formats: deps.drivers.get(vmm).features.diskFormats,
@@ -46,6 +61,9 @@ export async function createVm(ctx: VmContext, params: CreateVmParams, options: 
     });
     let result = ctx.setState(vm, "stopped");
     if (params.start !== false) result = await startLocked(ctx, result, options);
+    await deps.files.removeFile(marker);
+    // A cancel that arrived during the last steps still unwinds: the client is told it failed.
+    throwIfAborted(options.signal, `create of ${vm.name}`);
     stack.move();
     return ctx.toInfo(result);
   });

@@ -32,6 +32,7 @@ import { createVm, removeVm } from "./create.ts";
 import type { GuestExec, GuestExecResult } from "./platform.ts";
 import { type ReconcileResult, reap, reconcile } from "./recovery.ts";
 import { pauseOrResume, releaseRuntime, stopLocked } from "./stop.ts";
+import { killStrayVmms } from "./strays.ts";
 
 export type { OpOptions, VmServiceDeps } from "./context.ts";
 
@@ -150,6 +151,8 @@ export function createVmService(deps: VmServiceDeps): VmService {
         const fresh = store.getVmById(vm.id);
         if (!fresh) return;
         if (ctx.handles.vmmHandle(await ctx.handles.load(fresh))) await stopLocked(ctx, fresh, "kill");
+        // Whatever handles.json said: no process of this VM outlives it.
+        await killStrayVmms({ census: deps.census, logger: deps.logger, vmId: fresh.id });
         await removeVm(ctx, fresh);
       });
     },
@@ -157,7 +160,21 @@ export function createVmService(deps: VmServiceDeps): VmService {
     async exec(name, exec) {
       const vm = ctx.byName(name);
       if (vm.state !== "running" || !(await ctx.isAlive(vm))) throw ctx.notRunning(vm);
-      return ctx.channel.exec(ctx.target(vm), exec);
+      const result = await ctx.channel.exec(ctx.target(vm), exec);
+      // ssh's 255 is also what a VM that stopped (or was deleted) under the command looks like.
+      if (result.exitCode === 255) {
+        const fresh = store.getVmById(vm.id);
+        if (fresh?.state !== "running" || !(await ctx.isAlive(fresh))) {
+          throw new BangerError(
+            ErrorCode.BAD_STATE,
+            `VM '${name}' ${fresh ? `stopped (it is ${fresh.state})` : "was deleted"} while the command ran`,
+            {
+              hint: fresh ? `start it with \`banger vm start ${name}\` and run the command again` : undefined,
+            },
+          );
+        }
+      }
+      return result;
     },
 
     async proxy(name, port, signal) {
@@ -167,7 +184,8 @@ export function createVmService(deps: VmServiceDeps): VmService {
     },
 
     async logs(name, options) {
-      const file = ctx.paths(ctx.byName(name)).console;
+      const vm = ctx.byName(name);
+      const file = ctx.paths(vm).console;
       const size = await deps.files.size(file);
       let sent = 0;
       await deps.files.stream(file, {
@@ -179,6 +197,10 @@ export function createVmService(deps: VmServiceDeps): VmService {
           await options.onData(chunk);
         },
       });
+      // A follow ends on its own only when the VM's directory went away.
+      if (options.follow && !options.signal.aborted && !store.getVmById(vm.id)) {
+        throw new BangerError(ErrorCode.VM_NOT_FOUND, `VM '${name}' was deleted`);
+      }
       return sent;
     },
 

@@ -5,6 +5,7 @@
  */
 import { createReadStream } from "node:fs";
 import { open } from "node:fs/promises";
+import { dirname } from "node:path";
 import { z } from "zod";
 import { sleep } from "../../core/async/index.ts";
 import { diskHandlesFrom } from "../../core/disk/index.ts";
@@ -99,8 +100,12 @@ export function createVmFiles(fs: Fs = createNodeFs()) {
       options: { offset: number; follow: boolean; signal: AbortSignal; onData(chunk: Buffer): Promise<void> },
     ): Promise<void> {
       let offset = options.offset;
+      let gone = false;
       const pump = async () => {
-        const size = (await fs.stat(path).catch(() => undefined))?.size ?? offset;
+        const found = await fs.stat(path).catch(() => undefined);
+        // Between boots the file is briefly absent; without its directory the VM is gone.
+        if (!found) gone = (await fs.stat(dirname(path)).catch(() => undefined)) === undefined;
+        const size = found?.size ?? offset;
         if (size < offset) offset = 0;
         if (size === offset) return;
         const reader = createReadStream(path, { start: offset, end: size - 1 });
@@ -110,7 +115,7 @@ export function createVmFiles(fs: Fs = createNodeFs()) {
         }
       };
       await pump();
-      while (options.follow && !options.signal.aborted) {
+      while (options.follow && !options.signal.aborted && !gone) {
         await sleep(200);
         await pump();
       }

@@ -11,7 +11,7 @@ import { sleep } from "../../../src/core/async/index.ts";
 import type { Config } from "../../../src/core/config/index.ts";
 import { ROOT_DISK_FILES, rootDiskStrategyFor, STORED_DISK_LOOKUP } from "../../../src/core/disk/index.ts";
 import { allocateGuestIp, parseSubnet } from "../../../src/core/network/index.ts";
-import type { Layout } from "../../../src/core/paths/index.ts";
+import { type Layout, vmPaths } from "../../../src/core/paths/index.ts";
 import type { VmmDriver, VmmHandle } from "../../../src/core/vmm/contract.ts";
 import { qemuControlSocket } from "../../../src/core/vmm/qemu-plan.ts";
 import type {
@@ -23,6 +23,7 @@ import type {
   VmNetwork,
   VmServiceDeps,
 } from "../../../src/daemon/vm/index.ts";
+import type { VmmCensus } from "../../../src/daemon/vm/strays.ts";
 import { BangerError, ErrorCode } from "../../../src/protocol/index.ts";
 import type { ImageRecord } from "../../../src/sys/store/index.ts";
 import { createVmFiles } from "../../../src/sys/vmfiles/index.ts";
@@ -194,20 +195,24 @@ export function fakeFiles({ faults, ledger, log }: FakeHost): VmFiles {
   };
 }
 
-/** One fake QEMU-like driver: boots and stops pass their gates; liveness is the live-pid table unless replaced. */
-export function fakeDrivers(
-  { faults, ledger, log }: FakeHost,
+/**
+ * One fake QEMU-like driver: boots and stops pass their gates; liveness is
+ * the live-pid table unless replaced. The census sees that same table, as
+ * /proc would: every live fake VMM, whatever handles.json says.
+ */
+export function fakeVmms(
+  { faults, ledger, log, layout }: FakeHost,
   options: {
     boots: PassableGate;
     stops: PassableGate;
     bootDelayMs?: number | undefined;
     isRunning?: ((handle: VmmHandle) => Promise<boolean>) | undefined;
   },
-): VmmDrivers {
+): { drivers: VmmDrivers; census: VmmCensus } {
   let nextPid = FIRST_PID;
   /** Live fake VMM processes: pid -> VM id. */
   const live = new Map<number, string>();
-  const ending = (handle: VmmHandle, how: "vmm-stop" | "vmm-kill") => {
+  const ending = (handle: VmmHandle, how: "vmm-stop" | "vmm-kill" | "stray-kill") => {
     const vmId = live.get(handle.pid);
     if (vmId === undefined) return;
     live.delete(handle.pid);
@@ -274,7 +279,7 @@ export function fakeDrivers(
       return "running";
     },
   };
-  return {
+  const drivers: VmmDrivers = {
     // A lookup, not a platform call: it is not a numbered step.
     get(kind) {
       if (kind !== "qemu") throw new BangerError(ErrorCode.TOOL_MISSING, `no fake ${kind} driver`);
@@ -288,6 +293,18 @@ export function fakeDrivers(
       return "qemu";
     },
   };
+  const census: VmmCensus = {
+    async list() {
+      return [...live].map(([pid, vmId]) => ({
+        vmId,
+        handle: { pid, pidStartTicks: pid * 10, controlSocket: qemuControlSocket(vmPaths(layout, vmId).dir) },
+      }));
+    },
+    async kill(handle) {
+      ending(handle, "stray-kill");
+    },
+  };
+  return { drivers, census };
 }
 
 /** SSH to guests: exec opens a per-VM session (acquired) that close ends. */

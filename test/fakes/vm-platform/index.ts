@@ -30,12 +30,12 @@ import { createMemoryLogger, type LogLine } from "../../helpers/memory-logger.ts
 import {
   type FakeHost,
   fakeDisks,
-  fakeDrivers,
   fakeFiles,
   fakeGuest,
   fakeHook,
   fakeImages,
   fakeNetwork,
+  fakeVmms,
 } from "./adapters.ts";
 import { Faults } from "./faults.ts";
 import { createGate, type Gate } from "./gates.ts";
@@ -130,6 +130,12 @@ export function createFakeVmPlatform(options: FakeVmPlatformOptions = {}): FakeV
   const boots = createGate();
   const stops = createGate();
 
+  const vmms = fakeVmms(host, {
+    boots,
+    stops,
+    bootDelayMs: options.bootDelayMs,
+    isRunning: options.isRunning,
+  });
   let ids = 0;
   const deps: VmServiceDeps = {
     store,
@@ -138,12 +144,8 @@ export function createFakeVmPlatform(options: FakeVmPlatformOptions = {}): FakeV
     logger,
     images: fakeImages(host, image),
     network: fakeNetwork(host),
-    drivers: fakeDrivers(host, {
-      boots,
-      stops,
-      bootDelayMs: options.bootDelayMs,
-      isRunning: options.isRunning,
-    }),
+    drivers: vmms.drivers,
+    census: vmms.census,
     disks: fakeDisks(host),
     files: fakeFiles(host),
     guest: fakeGuest(host),

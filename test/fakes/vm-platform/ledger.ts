@@ -15,7 +15,7 @@ export type FakeEvent =
       kind: "boot-start" | "boot-end" | "boot-abort" | "stop-begin" | "pause" | "resume" | "reattach";
       vmId: string;
     }
-  | { kind: "vmm-start" | "vmm-stop" | "vmm-kill"; vmId: string; pid: number }
+  | { kind: "vmm-start" | "vmm-stop" | "vmm-kill" | "stray-kill"; vmId: string; pid: number }
   | { kind: "ssh-open" | "ssh-close"; vmId: string }
   | { kind: "banner" | "hostkey-pin"; ip: string }
   | { kind: "exec"; vmId: string; argv: readonly string[] }
