@@ -5,14 +5,23 @@
  */
 import { errorMessage } from "../core/async/index.ts";
 import type { OperationRegistry, OperationSnapshot } from "../core/concurrency/index.ts";
-import { BangerError, ErrorCode, type OperationInfo, type VmInfo } from "../protocol/index.ts";
+import {
+  BangerError,
+  type CreateVmParams,
+  ErrorCode,
+  type OperationInfo,
+  type VmInfo,
+} from "../protocol/index.ts";
 import type { HandlerContext, HandlerTable } from "./rpc/server.ts";
-import type { VmService, VmStatsService } from "./vm/index.ts";
+import type { SnapshotService } from "./snapshot/index.ts";
+import type { OpOptions, VmService, VmStatsService } from "./vm/index.ts";
 
 export interface VmHandlerDeps {
   vms: VmService;
   createOps: OperationRegistry<VmInfo>;
   stats: VmStatsService;
+  /** Makes the VMs of `vm.create` with `from` (restored clones). */
+  snapshots: Pick<SnapshotService, "createFrom">;
   /** Refuses a delete that would lose work (a workspace's unexported commits) unless forced. */
   beforeDelete?: (name: string, options: { force: boolean; signal: AbortSignal }) => Promise<void>;
 }
@@ -20,11 +29,17 @@ export interface VmHandlerDeps {
 export function buildVmHandlers(deps: VmHandlerDeps): HandlerTable {
   const { vms, createOps, stats } = deps;
   const op = (ctx: HandlerContext) => ({ signal: ctx.signal, progress: ctx.progress });
+  const create = (params: CreateVmParams, options: OpOptions) => {
+    const { from } = params;
+    return from === undefined
+      ? vms.create(params, options)
+      : deps.snapshots.createFrom({ ...params, from }, options);
+  };
   return {
-    "vm.create": (params, ctx) => vms.create(params, op(ctx)),
+    "vm.create": (params, ctx) => create(params, op(ctx)),
     "vm.create.begin": (params) => {
       const snapshot = createOps.begin("vm.create", params.name ?? null, (opCtx) =>
-        vms.create(params, {
+        create(params, {
           signal: opCtx.signal,
           progress: (event) => opCtx.report(event.step, event.message),
         }),

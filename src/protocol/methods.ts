@@ -108,6 +108,12 @@ export const CreateVmParams = z
     publish: z.array(z.string().max(64)).max(64).optional(),
     /** allow, deny, or comma-separated names (`*.suffix` for subdomains). */
     egress: z.string().min(1).max(4096).optional(),
+    /**
+     * A snapshot to start from instead of booting: its image, VMM, vCPUs and
+     * memory are the snapshot's (a different value given here is
+     * SNAPSHOT_MISMATCH); the disk may only grow.
+     */
+    from: z.string().min(1).optional(),
   })
   .strict();
 export type CreateVmParams = z.infer<typeof CreateVmParams>;

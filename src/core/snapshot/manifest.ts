@@ -7,6 +7,7 @@
 import { createHash } from "node:crypto";
 import { z } from "zod";
 import { BangerError, ErrorCode } from "../../protocol/index.ts";
+import type { BootSpec } from "../vmm/contract.ts";
 
 /** Bumped when the directory's layout or the manifest's meaning changes; older ones are refused. */
 export const SNAPSHOT_FORMAT = 1;
@@ -166,33 +167,38 @@ export function checkRestore(manifest: SnapshotManifest, target: RestoreTarget):
   }
 }
 
-/** Values that differ between two VMs of one machine layout: names, paths, taps, MACs, the cmdline. */
-export interface PerVmValues {
-  /** Replaced wherever they occur inside an argument (paths under the VM directory, names). */
-  substrings: readonly string[];
-  /** Arguments replaced whole (the kernel cmdline, which holds the IP and keys). */
-  whole: readonly string[];
+/**
+ * A boot spec with every per-VM value (names, paths, tap, MAC, kernel,
+ * cmdline) replaced by a placeholder. Paths inside the VM directory keep
+ * their file name, so two VMs of one layout mask to the same spec.
+ */
+export function maskBootSpec(spec: BootSpec): BootSpec {
+  const inVmDir = (path: string, placeholder: string) =>
+    path.startsWith(`${spec.vmDir}/`) ? `<vm-dir>/${path.slice(spec.vmDir.length + 1)}` : placeholder;
+  return {
+    vmId: "<vm-id>",
+    vmName: "<vm-name>",
+    cpus: spec.cpus,
+    memoryMib: spec.memoryMib,
+    kernel: "<kernel>",
+    initrd: spec.initrd === null ? null : inVmDir(spec.initrd, "<initrd>"),
+    kernelCmdline: "<cmdline>",
+    disk: { path: inVmDir(spec.disk.path, "<disk>"), format: spec.disk.format },
+    tap: "<tap>",
+    mac: "<mac>",
+    consoleLog: inVmDir(spec.consoleLog, "<console>"),
+    vmmLog: inVmDir(spec.vmmLog, "<vmm-log>"),
+    vmDir: "<vm-dir>",
+  };
 }
 
 /**
- * sha256 of a VMM plan with its per-VM values masked: two VMs whose QEMU
- * argv (or Firecracker call list) differs only in names, paths, the tap,
- * the MAC and the cmdline have the same signature. A snapshot's state
- * restores only into the same signature, since QEMU and Firecracker load
- * device state by position.
+ * sha256 of a VMM plan made from a masked spec (maskBootSpec): QEMU's argv
+ * or Firecracker's calls. A snapshot's state restores only into the same
+ * signature, since QEMU and Firecracker load device state by position.
  */
-export function machineSignature(plan: readonly string[], values: PerVmValues): string {
-  const whole = new Set(values.whole);
-  const substrings = [...values.substrings]
-    .filter((value) => value !== "")
-    .sort((a, b) => b.length - a.length);
-  const masked = plan.map((arg) => {
-    if (whole.has(arg)) return "<per-vm>";
-    let out = arg;
-    for (const value of substrings) out = out.replaceAll(value, "<per-vm>");
-    return out;
-  });
-  return createHash("sha256").update(masked.join("\0")).digest("hex");
+export function machineSignature(plan: readonly string[]): string {
+  return createHash("sha256").update(plan.join("\0")).digest("hex");
 }
 
 /** `<vm>-<yyyymmdd>-<hhmmss>` in UTC: the name `vm snapshot NAME` gives when none is asked for. */

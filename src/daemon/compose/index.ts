@@ -22,6 +22,7 @@ import { buildHandlers, type DaemonInfo } from "../handlers.ts";
 import { buildImageHandlers } from "../image-handlers.ts";
 import { buildNetworkHandlers } from "../network-handlers.ts";
 import { createRpcServer } from "../rpc/server.ts";
+import { buildSnapshotHandlers } from "../snapshot-handlers.ts";
 import { buildVmHandlers } from "../vm-handlers.ts";
 import { buildWorkspaceHandlers } from "../workspace-handlers.ts";
 import { ensureHostFeatures, type RegisterCapabilities, registerCapabilities } from "./capabilities.ts";
@@ -125,6 +126,7 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
         ? buildNetworkHandlers({ base: vmHandlers, vms, networking, createOps: services.createOps })
         : {}),
       ...buildWorkspaceHandlers({ ...services, auth: config.auth }),
+      ...buildSnapshotHandlers(services),
     };
     const socketGid = await socketGroup(config, layout);
     const server = createRpcServer({

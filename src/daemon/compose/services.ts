@@ -40,6 +40,7 @@ import { createImageService, type ImageService } from "../image/index.ts";
 import { createOciImages, type OciImages, withAutoPull } from "../image/oci.ts";
 import { createPromoter, type Promote } from "../image/promote.ts";
 import { createPublisher } from "../image/publish.ts";
+import { createSnapshotService, createSnapshotStore, type SnapshotService } from "../snapshot/index.ts";
 import { createVmService, createVmStats, type VmService, type VmStatsService } from "../vm/index.ts";
 import {
   createTransferService,
@@ -71,6 +72,7 @@ export interface Services {
   dockerfiles: DockerfileBuilds;
   promote: Promote;
   vms: VmService;
+  snapshots: SnapshotService;
   stats: VmStatsService;
   createOps: OperationRegistry<VmInfo>;
   workspaces: WorkspaceService;
@@ -208,6 +210,29 @@ export async function buildServices(deps: ServiceDeps, life: AsyncDisposableStac
     newId,
     tscKhz: async () => tscKhz ?? 2_000_000,
   });
+  // Snapshots are published under the image publication mutex (ARCHITECTURE.md "Lock order").
+  const snapshotStore = createSnapshotStore({
+    store,
+    fs: createNodeFs(),
+    dir: layout.snapshotsDir,
+    publishMutex,
+    logger: logger.child({ svc: "snapshot" }),
+    newId,
+  });
+  await snapshotStore.cleanup();
+  const snapshots = createSnapshotService({
+    snapshots: snapshotStore,
+    store,
+    fs: createNodeFs(),
+    diskUsage: readDiskUsage,
+    vms: {
+      save: (name, dir, options) => vms.saveSnapshot(name, dir, options),
+      create: (params, options, from) => vms.create(params, options, from),
+      delete: (name) => vms.delete(name),
+    },
+    logger: logger.child({ svc: "snapshot" }),
+    now,
+  });
   const createOps = new OperationRegistry<VmInfo>({ now, newId, retainMs: 10 * 60_000 });
   life.defer(() => createOps.cancelAll());
   const stats = createVmStats({
@@ -250,6 +275,7 @@ export async function buildServices(deps: ServiceDeps, life: AsyncDisposableStac
     dockerfiles,
     promote,
     vms,
+    snapshots,
     stats,
     createOps,
     workspaces,

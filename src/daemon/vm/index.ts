@@ -17,6 +17,7 @@ export type {
   VmNetwork,
 } from "./platform.ts";
 export { sshReadiness } from "./readiness/index.ts";
+export type { RestoreFrom } from "./restore.ts";
 export {
   createVmService,
   type OpOptions,
@@ -24,4 +25,5 @@ export {
   type VmService,
   type VmServiceDeps,
 } from "./service.ts";
+export type { SavedState } from "./snapshot.ts";
 export { createVmStats, type VmStatsDeps, type VmStatsService } from "./stats.ts";

@@ -7,6 +7,7 @@ import type { Socket } from "node:net";
 import type { Readable } from "node:stream";
 import type { DiskFormat, DiskHandles, RootDiskStrategy } from "../../core/disk/index.ts";
 import type { VmPaths } from "../../core/paths/index.ts";
+import type { HostKey } from "../../core/ssh/index.ts";
 import type { VmHandles, VmRecord } from "../../core/vm/index.ts";
 import type { VmmDriver } from "../../core/vmm/contract.ts";
 import type { VmmKind } from "../../protocol/index.ts";
@@ -57,6 +58,8 @@ export interface GuestAccess extends GuestChannel {
   }): Promise<void>;
   /** Reads the guest's host key from its console and pins it; throws if absent. */
   pinHostKey(options: { consoleLog: string; ip: string; knownHostsFile: string }): Promise<void>;
+  /** Pins a host key the guest reported another way (a clone's new key, through the guest channel). */
+  pinKey(options: { key: HostKey; ip: string; knownHostsFile: string }): Promise<void>;
 }
 
 /** A booting guest, as a readiness check sees it. */
@@ -112,6 +115,8 @@ export interface VmDisks {
   create(options: {
     formats: readonly DiskFormat[];
     base: string;
+    /** raw (an image's rootfs) unless given; a qcow2 base (a snapshot's disk) needs the qcow2 overlay. */
+    baseFormat?: DiskFormat | undefined;
     vmDir: string;
     sizeBytes: number;
     signal: AbortSignal;
@@ -129,6 +134,12 @@ export interface VmDisks {
   detach(handles: DiskHandles): Promise<void>;
   remove(disk: StoredDisk): Promise<void>;
   grow(disk: StoredDisk, sizeBytes: number): Promise<void>;
+  /** Copies the disk (its VMM paused, its writes flushed) into a snapshot directory; refused for dm-snapshot. */
+  copyForSnapshot(
+    disk: StoredDisk,
+    dir: string,
+    signal: AbortSignal,
+  ): Promise<{ file: string; format: DiskFormat }>;
 }
 
 /** Per-VM files: the directory, handles.json (written atomically), console logs (implemented by src/sys/vmfiles). */

@@ -31,13 +31,22 @@ import { createVmContext, type OpOptions, type VmServiceDeps } from "./context.t
 import { createVm, removeVm } from "./create.ts";
 import type { GuestExec, GuestExecResult } from "./platform.ts";
 import { type ReconcileResult, reap, reconcile } from "./recovery.ts";
+import type { RestoreFrom } from "./restore.ts";
+import { type SavedState, saveLocked } from "./snapshot.ts";
 import { pauseOrResume, releaseRuntime, stopLocked } from "./stop.ts";
 import { killStrayVmms } from "./strays.ts";
 
 export type { OpOptions, VmServiceDeps } from "./context.ts";
 
 export interface VmService {
-  create(params: CreateVmParams, options: OpOptions): Promise<VmInfo>;
+  /** Boots a new VM from an image, or (with `from`) restores a clone of a snapshot. */
+  create(params: CreateVmParams, options: OpOptions, from?: RestoreFrom): Promise<VmInfo>;
+  /** Saves a running or paused VM's state and disk into `dir` under its lock; the VM goes on (./snapshot.ts). */
+  saveSnapshot(
+    name: string,
+    dir: string,
+    options: OpOptions & { includeSecrets: boolean },
+  ): Promise<SavedState>;
   list(): Promise<VmInfo[]>;
   show(name: string): Promise<VmInfo>;
   start(name: string, options: OpOptions): Promise<VmInfo>;
@@ -106,7 +115,9 @@ export function createVmService(deps: VmServiceDeps): VmService {
   };
 
   return {
-    create: (params, options) => createVm(ctx, params, options),
+    create: (params, options, from) => createVm(ctx, params, options, from),
+
+    saveSnapshot: (name, dir, options) => locked(name, (fresh) => saveLocked(ctx, fresh, dir, options)),
 
     async list() {
       return store.listVms().map(ctx.toInfo);

@@ -1,15 +1,20 @@
 import { rm, writeFile } from "node:fs/promises";
+import { join } from "node:path";
 import { throwIfAborted } from "../../core/async/index.ts";
 import {
   capabilitiesFor,
+  type FirecrackerCall,
   type FirecrackerCapabilities,
   firecrackerFeatures,
   firecrackerFiles,
   parseFirecrackerVersion,
   planFirecrackerBoot,
+  planSnapshotCreate,
+  planSnapshotLoad,
   type VmState,
 } from "../../core/firecracker/index.ts";
 import type { Logger } from "../../core/log/index.ts";
+import { machineSignature, maskBootSpec, SnapshotFiles } from "../../core/snapshot/index.ts";
 import {
   type BootSpec,
   runStateOf,
@@ -53,11 +58,14 @@ export function createFirecrackerDriver(options: FirecrackerDriverOptions): Fire
   const signalTimeoutMs = options.signalTimeoutMs ?? 5_000;
   let capabilities: Promise<FirecrackerCapabilities> | undefined;
   let probed: FirecrackerCapabilities | undefined;
+  /** `--version`'s `major.minor.patch`: a snapshot loads only into the version that made it. */
+  let version: string | null = null;
 
   function probe(): Promise<FirecrackerCapabilities> {
     capabilities ??= probeCapabilities(runner, options.binary).then(
-      (caps) => {
+      ({ caps, versionText }) => {
         probed = caps;
+        version = versionText;
         log.info("firecracker probed", { binary: options.binary, caps });
         return caps;
       },
@@ -80,7 +88,15 @@ export function createFirecrackerDriver(options: FirecrackerDriverOptions): Fire
         },
       );
     }
-    const plan = planFirecrackerBoot(spec, caps);
+    return launch(spec, planFirecrackerBoot(spec, caps), signal);
+  }
+
+  /** Spawns Firecracker in the VM directory, waits for its API and makes the planned calls; kills it if one fails. */
+  async function launch(
+    spec: BootSpec,
+    plan: readonly FirecrackerCall[],
+    signal: AbortSignal,
+  ): Promise<VmmHandle> {
     throwIfAborted(signal);
     const files = firecrackerFiles(spec.vmDir);
     await removeSockets(files);
@@ -89,10 +105,12 @@ export function createFirecrackerDriver(options: FirecrackerDriverOptions): Fire
     await writeFile(files.metrics, "", { flag: "a" });
 
     // Firecracker's stdout is the serial console; its stderr goes to the VMM log.
+    // Its working directory is the VM's, where the drive's relative path points.
     const { pid, startTicks, exited } = await spawnDetachedVmm({
       argv: [options.binary, ...firecrackerArgv(spec, files)],
       stdout: spec.consoleLog,
       stderr: spec.vmmLog,
+      cwd: spec.vmDir,
     });
     const handle: VmmHandle = { pid, pidStartTicks: startTicks, controlSocket: files.api };
     const vmLog = log.child({ vm: spec.vmName, pid });
@@ -154,6 +172,24 @@ export function createFirecrackerDriver(options: FirecrackerDriverOptions): Fire
     },
     probe,
     start,
+    snapshots: {
+      async describe(spec) {
+        const caps = await probe();
+        const plan = planFirecrackerBoot(maskBootSpec(spec), caps).map((call) => JSON.stringify(call));
+        return { signature: machineSignature(plan), vmmVersion: version, accel: null };
+      },
+      async save(handle, dir, signal) {
+        const call = planSnapshotCreate(snapshotFiles(dir));
+        await firecrackerRequest(handle.controlSocket, call.method, call.path, call.body, {
+          signal,
+          timeoutMs: 120_000,
+        });
+      },
+      async restore(spec, dir, signal) {
+        await probe();
+        return launch(spec, [planSnapshotLoad(spec, snapshotFiles(dir))], signal);
+      },
+    },
     stop,
     kill,
     isRunning: isVmmRunning,
@@ -186,9 +222,13 @@ async function patchVmState(handle: VmmHandle, state: VmState): Promise<void> {
   await firecrackerRequest(handle.controlSocket, "PATCH", "/vm", { state });
 }
 
-async function probeCapabilities(runner: Runner, binary: string): Promise<FirecrackerCapabilities> {
+async function probeCapabilities(
+  runner: Runner,
+  binary: string,
+): Promise<{ caps: FirecrackerCapabilities; versionText: string }> {
   const result = await runner.run([binary, "--version"], { timeoutMs: 10_000 });
-  return capabilitiesFor(parseFirecrackerVersion(result.stdout));
+  const parsed = parseFirecrackerVersion(result.stdout);
+  return { caps: capabilitiesFor(parsed), versionText: `${parsed.major}.${parsed.minor}.${parsed.patch}` };
 }
 
 /** Firecracker's own flags: the API socket, the VM id, its log and metrics files. */
@@ -205,6 +245,11 @@ function firecrackerArgv(spec: BootSpec, files: ReturnType<typeof firecrackerFil
     "--metrics-path",
     files.metrics,
   ];
+}
+
+/** A Firecracker snapshot's two files in a snapshot directory. */
+function snapshotFiles(dir: string): { state: string; memory: string } {
+  return { state: join(dir, SnapshotFiles.state), memory: join(dir, SnapshotFiles.memory) };
 }
 
 async function removeSockets(files: { api: string; vsock: string }): Promise<void> {
