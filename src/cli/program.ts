@@ -5,6 +5,7 @@ import { Command, CommanderError } from "commander";
 import { BUILD_VERSION } from "../protocol/index.ts";
 import { registerDaemonCommands } from "./commands/daemon.ts";
 import { registerImageCommands } from "./commands/image.ts";
+import { registerSnapshotCommands } from "./commands/snapshot.ts";
 import { registerVmCommands } from "./commands/vm.ts";
 import { type CliContext, reportError } from "./context.ts";
 
@@ -27,6 +28,7 @@ function buildProgram(ctx: CliContext): Command {
   registerDaemonCommands(program, ctx);
   registerVmCommands(program, ctx);
   registerImageCommands(program, ctx);
+  registerSnapshotCommands(program, ctx);
   return program;
 }
 

@@ -49,7 +49,7 @@ export const VmSnapshotParams = z
 export type VmSnapshotParams = z.infer<typeof VmSnapshotParams>;
 
 /** The most clones one fork makes. */
-export const MAX_FORK_COUNT = 64;
+const MAX_FORK_COUNT = 64;
 
 export const VmForkParams = z
   .object({

@@ -22,6 +22,7 @@ import { formatAge, formatTable } from "../render/table.ts";
 import type { RpcClient } from "../rpc/client.ts";
 import { registerAuthCommands, syncAuthAfterStart } from "./auth.ts";
 import { registerCpCommand } from "./cp.ts";
+import { registerVmSnapshotCommands } from "./snapshot.ts";
 import { registerVmNetworkCommands } from "./vm-network.ts";
 import { registerWorkspaceCommands } from "./workspace.ts";
 
@@ -33,6 +34,7 @@ interface SizingOptions {
   vmm?: string;
   publish?: string[];
   egress?: string;
+  from?: string;
 }
 
 export function registerVmCommands(program: Command, ctx: CliContext): void {
@@ -40,6 +42,7 @@ export function registerVmCommands(program: Command, ctx: CliContext): void {
   registerWorkspaceCommands(vm, ctx);
   registerCpCommand(vm, ctx);
   registerAuthCommands(vm, ctx);
+  registerVmSnapshotCommands(vm, ctx);
 
   withSizing(vm.command("create <name>"))
     .description("create a VM from an image and boot it")
@@ -47,7 +50,7 @@ export function registerVmCommands(program: Command, ctx: CliContext): void {
     .option("--json", "print the VM as JSON")
     .addHelpText(
       "after",
-      "\nExamples:\n  banger vm create web\n  banger vm create build --cpus 2 --memory 2048 --disk 10\n  banger vm create idle --no-start\n  banger vm create web --publish 8080:80 --publish 0.0.0.0:5353:53/udp\n  banger vm create builder --egress '*.debian.org,registry.npmjs.org'",
+      "\nExamples:\n  banger vm create web\n  banger vm create web2 --from warm\n  banger vm create build --cpus 2 --memory 2048 --disk 10\n  banger vm create idle --no-start\n  banger vm create web --publish 8080:80 --publish 0.0.0.0:5353:53/udp\n  banger vm create builder --egress '*.debian.org,registry.npmjs.org'",
     )
     .action(async (name: string, options: SizingOptions & { start: boolean; json?: boolean }) => {
       const client = await ctx.client();
@@ -261,7 +264,7 @@ export function registerVmCommands(program: Command, ctx: CliContext): void {
     .argument("<command...>", "the command and its arguments (after --)")
     .addHelpText(
       "after",
-      "\nExamples:\n  banger vm run -- uname -a\n  banger vm run --rm -- make test\n  echo hi | banger vm run --name box -- cat\n  banger vm run --cpus 2 --memory 2048 -- nproc",
+      "\nExamples:\n  banger vm run -- uname -a\n  banger vm run --rm -- make test\n  banger vm run --rm --from warm -- make test\n  echo hi | banger vm run --name box -- cat\n  banger vm run --cpus 2 --memory 2048 -- nproc",
     )
     .action(async (command: string[], options: SizingOptions & { name?: string; rm?: boolean }) => {
       process.exitCode = await runInVm(ctx, command, options);
@@ -338,7 +341,11 @@ function withSizing(command: Command): Command {
       "publish a guest port on the host: [HOST_IP:]HOST_PORT:GUEST_PORT[/udp], repeatable",
       (value: string, previous: string[] | undefined) => [...(previous ?? []), value],
     )
-    .option("--egress <policy>", "allow | deny | NAME,*.SUFFIX,... (default: config network.egress)");
+    .option("--egress <policy>", "allow | deny | NAME,*.SUFFIX,... (default: config network.egress)")
+    .option(
+      "--from <snapshot>",
+      "start from a memory snapshot instead of booting (its image, VMM, vCPUs and memory)",
+    );
 }
 
 function sizingParams(options: SizingOptions): CreateVmParams {
@@ -350,6 +357,7 @@ function sizingParams(options: SizingOptions): CreateVmParams {
   if (options.vmm && options.vmm !== "auto") params.vmm = options.vmm as "qemu" | "firecracker";
   if (options.publish !== undefined) params.publish = options.publish;
   if (options.egress !== undefined) params.egress = options.egress;
+  if (options.from !== undefined) params.from = options.from;
   return params;
 }
 

@@ -22,10 +22,10 @@ export interface QmpCall {
 }
 
 /** Bytes per second QEMU may send; its default (128 MiB/s) would make a 512 MiB guest take seconds. */
-export const MIGRATION_BANDWIDTH = 64 * 1024 * 1024 * 1024;
+const MIGRATION_BANDWIDTH = 64 * 1024 * 1024 * 1024;
 
 /** The descriptor the restoring QEMU reads its state from (after stdin, stdout, stderr). */
-export const INCOMING_FD = 3;
+const INCOMING_FD = 3;
 
 /**
  * QMP calls that start saving a stopped VM's state to `socketPath` (a Unix
