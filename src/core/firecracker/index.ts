@@ -366,6 +366,7 @@ export function firecrackerFeatures(caps: FirecrackerCapabilities | undefined): 
     pauseResume: true,
     vsock: true,
     softwareEmulation: false,
-    snapshots: false,
+    // A clone's vsock socket is its own only with `vsock_override` on load (>= 1.16).
+    snapshots: caps?.vsockOverride === true,
   };
 }

@@ -32,7 +32,7 @@ export async function saveLocked(
   }
   const driver = deps.drivers.get(vm.vmm);
   const snapshots = driver.snapshots;
-  if (!driver.features.snapshots || !snapshots) {
+  if (!snapshots) {
     throw new BangerError(ErrorCode.BAD_STATE, `the ${vm.vmm} driver cannot snapshot VMs`);
   }
   const paths = ctx.paths(vm);
@@ -60,7 +60,13 @@ export async function saveLocked(
     disk: { path: stored.file, format: stored.format },
     signal: options.signal,
   });
+  // Described first: Firecracker knows its features once its version is probed.
   const machine = await snapshots.describe(spec);
+  if (!driver.features.snapshots) {
+    throw new BangerError(ErrorCode.BAD_STATE, `this ${vm.vmm} cannot snapshot VMs`, {
+      hint: "Firecracker needs v1.16 or newer (vsock_override on snapshot load)",
+    });
+  }
 
   options.progress({ step: "snapshot.save", message: `saving the memory and disk of ${vm.name}` });
   const wasRunning = vm.state === "running";
