@@ -6,12 +6,13 @@
  */
 import assert from "node:assert/strict";
 import { existsSync } from "node:fs";
-import { mkdir, readdir, writeFile } from "node:fs/promises";
+import { mkdir, readdir, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { after, beforeEach, describe, it } from "node:test";
 import { Mutex } from "../../src/core/concurrency/index.ts";
 import { silentLogger } from "../../src/core/log/index.ts";
 import { SnapshotFiles } from "../../src/core/snapshot/index.ts";
+import { snapshotsCheck } from "../../src/daemon/doctor/index.ts";
 import type { VmRecord } from "../../src/core/vm/index.ts";
 import {
   createSnapshotService,
@@ -244,5 +245,12 @@ describe("snapshot store and service", () => {
     assert.deepEqual(removed.sort(), [join(snapshotsDir, ".staging", "half"), join(snapshotsDir, "orphan")]);
     assert.ok(existsSync(join(snapshotsDir, "snap1")));
     assert.deepEqual(await snapshots.missing(), []);
+    assert.equal((await snapshotsCheck(snapshots).run()).status, "ok");
+    await rm(join(snapshotsDir, "snap1"), { recursive: true });
+    const check = await snapshotsCheck(snapshots).run();
+    assert.ok(!Array.isArray(check));
+    assert.equal(check.status, "fail");
+    assert.match(check.detail, /lost their directory: warm/);
+    assert.ok(check.hint);
   });
 });

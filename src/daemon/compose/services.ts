@@ -34,7 +34,7 @@ import { probeSshBanner } from "../../sys/ssh/index.ts";
 import type { Store } from "../../sys/store/index.ts";
 import { createVmFiles } from "../../sys/vmfiles/index.ts";
 import { createQemuDriver, killAndWait, listVmmProcesses } from "../../sys/vmm/index.ts";
-import { doctorChecks, runDoctor } from "../doctor/index.ts";
+import { doctorChecks, runDoctor, snapshotsCheck } from "../doctor/index.ts";
 import { createDockerfileBuilds, type DockerfileBuilds } from "../image/dockerfile.ts";
 import { createImageService, type ImageService } from "../image/index.ts";
 import { createOciImages, type OciImages, withAutoPull } from "../image/oci.ts";
@@ -266,6 +266,7 @@ export async function buildServices(deps: ServiceDeps, life: AsyncDisposableStac
   const doctor = () =>
     runDoctor([
       ...doctorChecks({ probes, runner, layout, config, cowStrategy, accel, blobs }),
+      snapshotsCheck(snapshotStore),
       ...(networking ? [{ name: "network", run: () => networking.doctor() }] : []),
     ]);
   return {
