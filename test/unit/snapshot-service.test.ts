@@ -245,7 +245,8 @@ describe("snapshot store and service", () => {
     assert.deepEqual(removed.sort(), [join(snapshotsDir, ".staging", "half"), join(snapshotsDir, "orphan")]);
     assert.ok(existsSync(join(snapshotsDir, "snap1")));
     assert.deepEqual(await snapshots.missing(), []);
-    assert.equal((await snapshotsCheck(snapshots).run()).status, "ok");
+    const ok = await snapshotsCheck(snapshots).run();
+    assert.ok(!Array.isArray(ok) && ok.status === "ok");
     await rm(join(snapshotsDir, "snap1"), { recursive: true });
     const check = await snapshotsCheck(snapshots).run();
     assert.ok(!Array.isArray(check));
