@@ -12,8 +12,8 @@ import { after, beforeEach, describe, it } from "node:test";
 import { Mutex } from "../../src/core/concurrency/index.ts";
 import { silentLogger } from "../../src/core/log/index.ts";
 import { SnapshotFiles } from "../../src/core/snapshot/index.ts";
-import { snapshotsCheck } from "../../src/daemon/doctor/index.ts";
 import type { VmRecord } from "../../src/core/vm/index.ts";
+import { snapshotsCheck } from "../../src/daemon/doctor/index.ts";
 import {
   createSnapshotService,
   createSnapshotStore,
