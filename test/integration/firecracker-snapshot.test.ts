@@ -8,7 +8,6 @@
  */
 import assert from "node:assert/strict";
 import { type ChildProcess, execFileSync, spawn, spawnSync } from "node:child_process";
-import { existsSync, readdirSync } from "node:fs";
 import { chmod, mkdir, mkdtemp, readFile, readlink, rm, stat, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -17,37 +16,23 @@ import { fileURLToPath } from "node:url";
 import { createFirecrackerClient, waitForApi } from "../../src/sys/firecracker/index.ts";
 import { extractVmlinux } from "../../src/sys/kernel/index.ts";
 import { createProcessRunner } from "../../src/sys/runner/index.ts";
+import { TEST_KERNEL_SKIP_REASON, testKernel } from "../helpers/test-kernel.ts";
 
 const DOUBLE = fileURLToPath(new URL("../doubles/firecracker/firecracker", import.meta.url));
-const KERNEL_DIR = "/var/tmp/banger-test-kernel";
 const NETNS = `banger-fcsnap-${process.pid}`;
+const kernel = await testKernel();
 
-function findKernel(): string | undefined {
-  const boot = join(KERNEL_DIR, "root", "boot");
-  if (!existsSync(boot)) return undefined;
-  const image = readdirSync(boot).find((file) => file.startsWith("vmlinuz-"));
-  return image ? join(boot, image) : undefined;
-}
-
-function childrenOf(pid: number): number[] {
-  try {
-    return execFileSync("cat", [`/proc/${pid}/task/${pid}/children`], { encoding: "utf8" })
-      .trim()
-      .split(/\s+/)
-      .filter(Boolean)
-      .map(Number);
-  } catch {
-    return [];
-  }
+/** The children of `pid` (its main thread's). */
+async function childrenOf(pid: number): Promise<number[]> {
+  const text = await readFile(`/proc/${pid}/task/${pid}/children`, "utf8").catch(() => "");
+  return text.trim().split(/\s+/).filter(Boolean).map(Number);
 }
 
 async function stateOf(socket: string): Promise<string> {
   return ((await createFirecrackerClient(socket).request("GET", "/")).body as { state: string }).state;
 }
 
-describe("Firecracker double snapshots", {
-  skip: findKernel() ? false : "no test kernel in /var/tmp/banger-test-kernel",
-}, () => {
+describe("Firecracker double snapshots", { skip: kernel ? false : TEST_KERNEL_SKIP_REASON }, () => {
   let dir: string;
   let vmlinux: string;
   let strictLog: string;
@@ -69,7 +54,7 @@ describe("Firecracker double snapshots", {
     dir = await mkdtemp(join(tmpdir(), "fc-snap-"));
     strictLog = join(dir, "strict.jsonl");
     vmlinux = join(dir, "vmlinux");
-    await extractVmlinux(createProcessRunner(), findKernel()!, vmlinux);
+    await extractVmlinux(createProcessRunner(), kernel!, vmlinux);
     execFileSync("ip", ["netns", "add", NETNS]);
     for (const tap of ["tap0", "tap1"]) {
       execFileSync("ip", ["-n", NETNS, "tuntap", "add", "dev", tap, "mode", "tap"]);
@@ -189,7 +174,7 @@ describe("Firecracker double snapshots", {
 
 /** The QEMU under a double: its child, or its grandchild through setpriv and ip netns exec. */
 async function qemuPidOf(pid: number): Promise<number> {
-  for (const child of childrenOf(pid)) {
+  for (const child of await childrenOf(pid)) {
     const comm = (await readFile(`/proc/${child}/comm`, "utf8")).trim();
     if (comm.startsWith("qemu")) return child;
     const deeper = await qemuPidOf(child).catch(() => 0);
