@@ -2,7 +2,7 @@
  * `npm run bench`: banger next to a bare baseline doing the same work, in
  * one run, printed as a table (or JSON with --json). Nothing asserts on time.
  *
- * Environment: BENCH_ONLY=rpc,cli,create-parallel,reconcile,rss-stopped,vm-cold,vm-fc,vm-warm,rss,
+ * Environment: BENCH_ONLY=rpc,cli,create-parallel,reconcile,rss-stopped,vm-cold,vm-fc,vm-warm,vm-cat,rss,
  * disk-sparse,disk-qcow2,disk-reflink,disk-dm,image-pull,image-pull-shared runs a subset.
  * Everything with bridges, taps or guests runs in a network namespace the
  * bench creates and deletes; every process it starts is ended by pid, and
@@ -53,6 +53,7 @@ import {
   prepareVms,
   RSS_ROW,
   startBaselineWorker,
+  VM_CAT_ROW,
   VM_COLD_ROW,
   VM_WARM_ROW,
   type VmContext,
@@ -68,6 +69,7 @@ const ROWS = [
   VM_COLD_ROW,
   VM_FC_ROW,
   VM_WARM_ROW,
+  VM_CAT_ROW,
   RSS_ROW,
   DISK_SPARSE_ROW,
   DISK_QCOW2_ROW,
@@ -77,7 +79,7 @@ const ROWS = [
   IMAGE_SHARED_ROW,
 ] as const;
 type RowId = (typeof ROWS)[number]["id"];
-const VM_ROW_IDS: readonly RowId[] = ["vm-cold", "vm-fc", "vm-warm", "rss"];
+const VM_ROW_IDS: readonly RowId[] = ["vm-cold", "vm-fc", "vm-warm", "vm-cat", "rss"];
 /** The whole bench ends (cleaning up) after this long, whatever state it is in. */
 const OVERALL_CAP_MS = 9 * 60_000;
 
@@ -228,7 +230,7 @@ async function runRows(session: Session, selected: Set<RowId>, failures: string[
   // rows after it pay nothing for the extra config key.
   if (selected.has("vm-fc")) results.push(...(await attempt(VM_FC_ROW, failures, () => benchVmFc(ctx))));
   let worker: VmWorker | undefined;
-  const needsWorker = selected.has("vm-cold") || selected.has("vm-warm");
+  const needsWorker = selected.has("vm-cold") || selected.has("vm-warm") || selected.has("vm-cat");
   if (needsWorker) {
     worker = await startBaselineWorker(ctx);
     const started = worker;
@@ -238,7 +240,7 @@ async function runRows(session: Session, selected: Set<RowId>, failures: string[
     const w = worker;
     results.push(...(await attempt(VM_COLD_ROW, failures, () => benchVmCold(ctx, w))));
   }
-  if (selected.has("vm-warm") && worker) {
+  if ((selected.has("vm-warm") || selected.has("vm-cat")) && worker) {
     const w = worker;
     results.push(...(await attempt(VM_WARM_ROW, failures, () => benchVmWarm(ctx, w))));
   }

@@ -42,6 +42,7 @@ export type WorkerRequest =
   | { op: "cold" }
   | { op: "master-open"; ip: string; knownHostsFile: string }
   | { op: "mux-exec" }
+  | { op: "mux-cat"; bytes: number }
   | { op: "master-close" };
 
 export const BASELINE_BRIDGE = "benchbr0";
@@ -313,7 +314,7 @@ async function openMaster(state: WorkerState, ip: string, knownHostsFile: string
   }
 }
 
-async function muxExec(state: WorkerState): Promise<number> {
+async function muxExec(state: WorkerState, remote: readonly string[] = ["true"]): Promise<number> {
   const master = state.master;
   if (!master) throw new Error("no ControlMaster is open");
   const result = await runChecked(
@@ -325,10 +326,13 @@ async function muxExec(state: WorkerState): Promise<number> {
       "-o",
       "ControlMaster=no",
       `root@${master.ip}`,
-      "true",
+      ...remote,
     ],
-    { timeoutMs: 30_000 },
+    { timeoutMs: 120_000, discardStdout: true },
   );
+  const wanted = remote[0] === "head" ? Number(remote[2]) : 0;
+  if (result.stdoutBytes !== wanted)
+    throw new Error(`ssh ${remote.join(" ")}: ${result.stdoutBytes} bytes, not ${wanted}`);
   return result.ms;
 }
 
@@ -349,6 +353,8 @@ async function handle(state: WorkerState, request: WorkerRequest): Promise<objec
       return { pid: await openMaster(state, request.ip, request.knownHostsFile) };
     case "mux-exec":
       return { ms: await muxExec(state) };
+    case "mux-cat":
+      return { ms: await muxExec(state, ["head", "-c", String(request.bytes), "/dev/zero"]) };
     case "master-close":
       await closeMaster(state);
       return {};

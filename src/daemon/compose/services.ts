@@ -15,6 +15,7 @@ import type { Config } from "../../core/config/index.ts";
 import type { Logger } from "../../core/log/index.ts";
 import type { Layout } from "../../core/paths/index.ts";
 import type { VmInfo } from "../../protocol/index.ts";
+import { agentBinaryPath, createGuestAgents } from "../../sys/agent/index.ts";
 import { createFirecrackerDriver } from "../../sys/firecracker/index.ts";
 import { createNodeFs, readDiskUsage } from "../../sys/fs/index.ts";
 import { createHostProbes, type HostProbes } from "../../sys/host/index.ts";
@@ -30,7 +31,14 @@ import { createQemuDriver } from "../../sys/vmm/index.ts";
 import { doctorChecks, runDoctor } from "../doctor/index.ts";
 import { createImageService, type ImageService } from "../image/index.ts";
 import { createOciImages, type OciImages, withAutoPull } from "../image/oci.ts";
-import { createVmService, createVmStats, type VmService, type VmStatsService } from "../vm/index.ts";
+import {
+  agentChannel,
+  agentReadiness,
+  createVmService,
+  createVmStats,
+  type VmService,
+  type VmStatsService,
+} from "../vm/index.ts";
 import { createVmDisks } from "./adapters/disks.ts";
 import { createDrivers } from "./adapters/drivers.ts";
 import { createGuestAccess } from "./adapters/guest.ts";
@@ -125,6 +133,10 @@ export async function buildServices(deps: ServiceDeps, life: AsyncDisposableStac
   const guest = life.use(createGuestAccess({ layout, runner }));
   const tscKhz = await probes.tscKhz();
   const files = createVmFiles();
+  const agents = createGuestAgents({
+    agentBinary: agentBinaryPath(),
+    logger: logger.child({ svc: "agent" }),
+  });
   const vms = createVmService({
     store,
     layout,
@@ -136,6 +148,9 @@ export async function buildServices(deps: ServiceDeps, life: AsyncDisposableStac
     disks: createVmDisks({ runner, cowStrategy, exists: files.exists }),
     files,
     guest,
+    agents,
+    channel: agentChannel(agents, guest),
+    readiness: agentReadiness(agents, guest, files),
     hooks: capabilities.vmHooks,
     // Per-VM locks come first, then the narrow reservation mutex (ARCHITECTURE.md "Lock order").
     vmLocks: new KeyedLocks(),
