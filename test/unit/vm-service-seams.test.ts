@@ -44,7 +44,7 @@ describe("VM service seams", () => {
     );
     assert.match(
       failed.hint ?? "",
-      /^the guest agent did not answer\nthe VMM.s own log is .*vmm.log; the guest console is /,
+      /^the guest agent did not answer; the VMM's own log is .*vmm\.log; the guest console is /,
     );
     assert.deepEqual(seen, ["agent"]);
     assert.ok(

@@ -232,11 +232,12 @@ export async function startLocked(ctx: VmContext, vm: VmRecord, options: OpOptio
     // The failed check's hint, both logs (vmm.log is where a disk lock or ENOMEM shows), then the step's own hint.
     const logs = `the VMM's own log is ${paths.vmmLog}; the guest console is ${paths.console} (\`banger vm logs ${vm.name}\`)`;
     const ownHint = error instanceof BangerError ? error.hint : undefined;
-    const hints = [run.failedCheck?.hint, logs, ownHint === run.failedCheck?.hint ? undefined : ownHint];
+    const lead = [run.failedCheck?.hint, logs].filter(Boolean).join("; ");
+    const hint = ownHint && ownHint !== run.failedCheck?.hint ? `${lead}\n${ownHint}` : lead;
     throw new BangerError(
       error instanceof BangerError ? error.code : ErrorCode.BOOT_FAILED,
       `VM '${vm.name}' failed to start: ${reason}`,
-      { hint: hints.filter(Boolean).join("\n"), cause: error },
+      { hint, cause: error },
     );
   }
 }
