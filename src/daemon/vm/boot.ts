@@ -106,6 +106,8 @@ export async function bootSpecFor(
     paths: VmPaths;
     disk: { path: string; format: DiskFormat };
     signal: AbortSignal;
+    /** Write this boot's initrd (true for a VMM about to start). */
+    writeInitrd: boolean;
   },
 ): Promise<BootSpec> {
   const { deps } = ctx;
@@ -123,13 +125,20 @@ export async function bootSpecFor(
     searchDomain: deps.config.network.domain,
     extraArgs: deps.config.vm.kernel_args,
   });
+  // This boot's initrd carries the guest agent (ARCHITECTURE.md "Guest channel"); it is
+  // written only for a VMM about to start (a save describes the running one).
+  let initrd = image.initrd;
+  if (initrd !== null && deps.agents) {
+    if (options.writeInitrd) await deps.agents.prepareInitrd({ imageInitrd: initrd, out: paths.initrd });
+    initrd = paths.initrd;
+  }
   return {
     vmId: vm.id,
     vmName: vm.name,
     cpus: vm.cpus,
     memoryMib: vm.memoryMib,
     kernel,
-    initrd: image.initrd,
+    initrd,
     kernelCmdline: cmdline,
     disk: options.disk,
     tap: tapNameForVmId(vm.id),
@@ -153,7 +162,7 @@ export async function recordVmm(run: BootRun, stack: AsyncDisposableStack, handl
 /** Plans the kernel and its cmdline, then starts the VMM (undo: kill it). */
 async function launchVmm(run: BootRun, stack: AsyncDisposableStack): Promise<void> {
   const { ctx, vm, driver, paths, signal } = run;
-  const spec = await bootSpecFor(ctx, vm, { ...run, disk: run.disk! });
+  const spec = await bootSpecFor(ctx, vm, { ...run, disk: run.disk!, writeInitrd: true });
   await ctx.deps.files.rotate(paths.console);
   run.progress({ step: "vm.boot", message: `booting ${vm.name} (${vm.vmm})` });
   await recordVmm(run, stack, await driver.start(spec, signal));

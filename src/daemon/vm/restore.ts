@@ -76,7 +76,7 @@ function restoreVmm(from: RestoreFrom): BootStep {
     if (!snapshots) {
       throw new BangerError(ErrorCode.SNAPSHOT_MISMATCH, `the ${vm.vmm} driver cannot restore snapshots`);
     }
-    const spec = await bootSpecFor(ctx, vm, { ...run, disk: run.disk! });
+    const spec = await bootSpecFor(ctx, vm, { ...run, disk: run.disk!, writeInitrd: true });
     const machine = await snapshots.describe(spec);
     checkRestore(from.manifest, {
       driver: vm.vmm,
