@@ -11,7 +11,7 @@
  */
 import { spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { closeSync, createReadStream, openSync } from "node:fs";
+import { closeSync, createReadStream, mkdirSync, openSync } from "node:fs";
 import { mkdtemp, rm, stat, writeFile } from "node:fs/promises";
 import { connect } from "node:net";
 import { tmpdir } from "node:os";
@@ -47,6 +47,7 @@ await writeFile(join(dir, "disk.raw"), Buffer.alloc(1024 * 1024));
 
 /** The driver's argv without the tap (-netdev user-less: none) so no root is needed. */
 function argv(name: string, extra: string[]): string[] {
+  mkdirSync(join(dir, name), { recursive: true });
   const full = planQemuArgv({ spec: spec(name), accel: "tcg", binary: qemu });
   const out: string[] = [];
   for (let i = 0; i < full.length; i++) {
@@ -79,7 +80,7 @@ async function waitStatus(qmpPath: string, done: (status: string) => boolean): P
 }
 
 // The source: boot, let the kernel free the initrd, stop, save.
-const source = spawn(qemu, argv("src", []).slice(1), { stdio: "ignore" });
+const source = spawn(qemu, argv("src", []).slice(1), { stdio: ["ignore", "ignore", "inherit"] });
 await new Promise((resolve) => setTimeout(resolve, 8000));
 const qmpSrc = join(dir, "src.qmp");
 {
