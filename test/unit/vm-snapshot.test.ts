@@ -146,7 +146,10 @@ describe("VM snapshots on the fake platform", () => {
       await assert.rejects(snapshots.take({ name: "src" }, op()), { code: ErrorCode.BAD_STATE });
       await vms.start("src", op());
       const authFiles = join(vmPaths(platform.layout, source.id).dir, AUTH_FILES_JSON);
-      await createNodeFs().writeFileAtomic(authFiles, "[]\n");
+      // Keys and git identity only (an empty list of files) hold no secret.
+    await createNodeFs().writeFileAtomic(authFiles, "[]\n");
+    await snapshots.take({ name: "src", snapshot: "keys-only" }, op());
+    await createNodeFs().writeFileAtomic(authFiles, `${JSON.stringify(["/root/.config/gh/hosts.yml"])}\n`);
       await assert.rejects(snapshots.take({ name: "src", snapshot: "s" }, op()), {
         code: ErrorCode.SNAPSHOT_SECRETS,
       });

@@ -36,7 +36,7 @@ export async function saveLocked(
     throw new BangerError(ErrorCode.BAD_STATE, `the ${vm.vmm} driver cannot snapshot VMs`);
   }
   const paths = ctx.paths(vm);
-  const hasSecrets = await deps.files.exists(join(paths.dir, AUTH_FILES_JSON));
+  const hasSecrets = await holdsSyncedFiles(ctx, join(paths.dir, AUTH_FILES_JSON));
   if (hasSecrets && !options.includeSecrets) {
     throw new BangerError(
       ErrorCode.SNAPSHOT_SECRETS,
@@ -98,6 +98,21 @@ export async function saveLocked(
     stateBytes: await stateBytes(ctx, dir),
     includesSecrets: hasSecrets,
   };
+}
+
+/**
+ * Whether `vm auth sync` wrote credential files into the guest: its record
+ * lists their guest paths. An empty list (keys and git identity only) is
+ * no secret; an unreadable record counts as one.
+ */
+async function holdsSyncedFiles(ctx: VmContext, record: string): Promise<boolean> {
+  if (!(await ctx.deps.files.exists(record))) return false;
+  try {
+    const paths: unknown = JSON.parse(await ctx.deps.files.tail(record, 1024 * 1024));
+    return !Array.isArray(paths) || paths.length > 0;
+  } catch {
+    return true;
+  }
 }
 
 async function stateBytes(ctx: VmContext, dir: string): Promise<number> {
