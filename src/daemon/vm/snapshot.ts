@@ -85,6 +85,14 @@ export async function saveLocked(
       );
     if (!wasRunning) await driver.pause(vmm);
   }
+  if (wasRunning && deps.agents) {
+    // The guest's clock stood still while it was paused for the save.
+    await deps.agents
+      .setClock(vm.id, ctx.target(vm).agent)
+      .catch((error: unknown) =>
+        deps.logger.warn("setting the guest clock failed", { vm: vm.name, err: String(error) }),
+      );
+  }
   return {
     vm,
     source: { vmId: vm.id, vmName: vm.name, guestIp: vm.guestIp, mac: vm.mac },
