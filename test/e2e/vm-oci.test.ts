@@ -7,6 +7,7 @@
  * the kernel's modules checked from inside), a scratch image holding one
  * static binary, a distroless-like one (no shell, a non-root USER), and a
  * Debian-based one (glibc, dash and os-release taken from this Debian host).
+ * A promoted busybox VM boots as an image with its file and run defaults.
  * QEMU driver.
  */
 import assert from "node:assert/strict";
@@ -166,8 +167,27 @@ describe("OCI images of every shape boot and run their defaults (QEMU)", { skip 
     ]);
     assert.equal(inside.code, 0, inside.stderr);
     assert.equal(inside.stdout, "bb\n1\nup\nmodules\nthe image's own\n");
+    // Promoted, the VM's disk boots as an image of its own, with the file it wrote and the run defaults.
+    const wrote = await env.banger(["vm", "run", "--name", "bb", "--", "sh", "-c", "echo kept > /srv/note"]);
+    assert.equal(wrote.code, 0, wrote.stderr);
+    assert.equal((await env.banger(["vm", "stop", "bb"])).code, 0);
+    const promoted = await env.banger(["image", "promote", "bb", "bb-golden"]);
+    assert.equal(promoted.code, 0, promoted.stderr);
     const deleted = await env.banger(["vm", "delete", "bb"]);
     assert.equal(deleted.code, 0, deleted.stderr);
+    const golden = await env.banger([
+      "vm",
+      "run",
+      "--rm",
+      "--image",
+      "bb-golden",
+      "--",
+      "sh",
+      "-c",
+      'cat note; echo "$GREETING"',
+    ]);
+    assert.equal(golden.code, 0, golden.stderr);
+    assert.equal(golden.stdout, "kept\nhello\n");
   });
 
   it("a scratch image with one static binary runs ENTRYPOINT+CMD, and given args replace CMD", async () => {

@@ -235,8 +235,13 @@ test("vm.exec applies an image's run defaults as docker run and docker exec do",
     applyRunDefaults(defaults, { argv: ["there"], entrypoint: true, env: ["A=2"], cwd: "/", user: "root" }),
     { argv: ["/bin/hi", "there"], env: ["PATH=/bin", "A=2"], cwd: "/", user: "root" },
   );
-  // docker exec: the argv is the whole command.
-  assert.deepEqual(applyRunDefaults(defaults, { argv: ["ls"] }).argv, ["ls"]);
+  // docker exec: the argv is the whole command; with no WORKDIR the directory is /.
+  assert.deepEqual(applyRunDefaults({ ...defaults, workdir: undefined }, { argv: ["ls"] }), {
+    argv: ["ls"],
+    env: ["PATH=/bin", "A=1"],
+    cwd: "/",
+    user: "app",
+  });
   // An image without defaults (banger's own): what the caller gave, unchanged.
   assert.deepEqual(applyRunDefaults(undefined, { argv: ["ls"], entrypoint: true }), {
     argv: ["ls"],

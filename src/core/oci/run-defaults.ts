@@ -54,8 +54,9 @@ export interface ExecRequest {
 
 /**
  * A command to run in a VM of an image with these defaults: no argv runs
- * ENTRYPOINT then CMD; the image's ENV comes before the caller's; WORKDIR and
- * USER apply when the caller names none (USER `name:group` runs as `name`:
+ * ENTRYPOINT then CMD; the image's ENV comes before the caller's; WORKDIR
+ * (else `/`, as docker has it) and USER apply when the caller names none
+ * (USER `name:group` runs as `name`:
  * the guest agent sets the user's own groups). An argv that stays empty is
  * INVALID_PARAMS.
  */
@@ -83,7 +84,7 @@ export function applyRunDefaults(
   return {
     argv,
     env: env === undefined ? undefined : [...env],
-    cwd: request.cwd ?? defaults?.workdir,
+    cwd: request.cwd ?? (defaults === undefined ? undefined : (defaults.workdir ?? "/")),
     user: request.user ?? (defaults?.user?.split(":")[0] || undefined),
   };
 }
