@@ -183,6 +183,7 @@ export async function buildServices(deps: ServiceDeps, life: AsyncDisposableStac
     }),
     firecracker: createFirecrackerDriver({
       binary: config.vmm.firecracker_binary,
+      console: { maxBytes: config.daemon.log_max_bytes, files: config.daemon.log_files },
       logger: logger.child({ svc: "firecracker" }),
       runner,
     }),
