@@ -147,9 +147,9 @@ describe("VM snapshots on the fake platform", () => {
       await vms.start("src", op());
       const authFiles = join(vmPaths(platform.layout, source.id).dir, AUTH_FILES_JSON);
       // Keys and git identity only (an empty list of files) hold no secret.
-    await createNodeFs().writeFileAtomic(authFiles, "[]\n");
-    await snapshots.take({ name: "src", snapshot: "keys-only" }, op());
-    await createNodeFs().writeFileAtomic(authFiles, `${JSON.stringify(["/root/.config/gh/hosts.yml"])}\n`);
+      await createNodeFs().writeFileAtomic(authFiles, "[]\n");
+      await snapshots.take({ name: "src", snapshot: "keys-only" }, op());
+      await createNodeFs().writeFileAtomic(authFiles, `${JSON.stringify(["/root/.config/gh/hosts.yml"])}\n`);
       await assert.rejects(snapshots.take({ name: "src", snapshot: "s" }, op()), {
         code: ErrorCode.SNAPSHOT_SECRETS,
       });

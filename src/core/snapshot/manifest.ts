@@ -184,6 +184,7 @@ export function maskBootSpec(spec: BootSpec): BootSpec {
     initrd: spec.initrd === null ? null : inVmDir(spec.initrd, "<initrd>"),
     kernelCmdline: "<cmdline>",
     disk: { path: inVmDir(spec.disk.path, "<disk>"), format: spec.disk.format },
+    baseDisk: spec.baseDisk === undefined ? undefined : "<base-disk>",
     tap: "<tap>",
     mac: "<mac>",
     consoleLog: inVmDir(spec.consoleLog, "<console>"),

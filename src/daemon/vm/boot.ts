@@ -96,7 +96,32 @@ export async function beforeBootHooks(run: BootRun, stack: AsyncDisposableStack)
   await run.ctx.hooks.start(run.vm, "before-boot", stack, run.signal);
 }
 
-/** The VMM's view of this boot: kernel, cmdline, disk, tap and the VM's files. */
+/** The guest's second disk when an OCI image boots: the kernel's own image, read-only. */
+const BASE_DEVICE = "/dev/vdb";
+
+/**
+ * The image whose kernel and initrd boot this VM: its own, or, for an image
+ * with no kernel (an OCI image; its row's kernel is empty), the configured
+ * default image's, made on first use like a create's.
+ */
+async function kernelImage(
+  ctx: VmContext,
+  image: ImageRecord,
+  options: { signal: AbortSignal; progress: Progress },
+): Promise<ImageRecord> {
+  if (image.kernel !== "") return image;
+  const base = await ctx.deps.images.resolve(ctx.deps.config.vm.default_image, options);
+  if (base.kernel === "" || base.initrd === null) {
+    throw new BangerError(
+      ErrorCode.BAD_STATE,
+      `image '${image.name}' has no kernel, and neither has the default image '${base.name}' to boot it with`,
+      { hint: "set vm.default_image in config.toml to an image with a kernel, such as debian-bookworm" },
+    );
+  }
+  return base;
+}
+
+/** The VMM's view of this boot: kernel, cmdline, initrd, disks, tap and the VM's files. */
 export async function bootSpecFor(
   ctx: VmContext,
   vm: VmRecord,
@@ -106,15 +131,18 @@ export async function bootSpecFor(
     paths: VmPaths;
     disk: { path: string; format: DiskFormat };
     signal: AbortSignal;
+    progress: Progress;
     /** Write this boot's initrd (true for a VMM about to start). */
     writeInitrd: boolean;
   },
 ): Promise<BootSpec> {
   const { deps } = ctx;
   const { image, paths } = options;
+  const boot = await kernelImage(ctx, image, options);
+  const kernelless = boot !== image;
   const kernel = options.driver.features.kernelFormats.includes("bzImage")
-    ? image.kernel
-    : await deps.images.vmlinux(image, { signal: options.signal });
+    ? boot.kernel
+    : await deps.images.vmlinux(boot, { signal: options.signal });
   const cmdline = planKernelCmdline({
     guestIp: vm.guestIp,
     gatewayIp: deps.network.gateway,
@@ -123,14 +151,21 @@ export async function bootSpecFor(
     sshPublicKey: await deps.guest.publicKey(),
     tscKhz: await deps.tscKhz(),
     searchDomain: deps.config.network.domain,
+    kernelless: kernelless ? { baseDevice: BASE_DEVICE } : undefined,
     extraArgs: deps.config.vm.kernel_args,
   });
   // This boot's initrd carries the guest agent (ARCHITECTURE.md "Guest channel"); it is
   // written only for a VMM about to start (a save describes the running one).
-  let initrd = image.initrd;
+  let initrd = boot.initrd;
   if (initrd !== null && deps.agents) {
-    if (options.writeInitrd) await deps.agents.prepareInitrd({ imageInitrd: initrd, out: paths.initrd });
+    if (options.writeInitrd) {
+      await deps.agents.prepareInitrd({ imageInitrd: initrd, out: paths.initrd, kernelless });
+    }
     initrd = paths.initrd;
+  } else if (kernelless) {
+    throw new BangerError(ErrorCode.BAD_STATE, `image '${image.name}' boots only with banger's guest agent`, {
+      hint: "build it with `npm run build`",
+    });
   }
   return {
     vmId: vm.id,
@@ -141,6 +176,7 @@ export async function bootSpecFor(
     initrd,
     kernelCmdline: cmdline,
     disk: options.disk,
+    baseDisk: kernelless ? boot.rootfs : undefined,
     tap: tapNameForVmId(vm.id),
     mac: vm.mac,
     consoleLog: paths.console,

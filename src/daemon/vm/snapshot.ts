@@ -59,6 +59,7 @@ export async function saveLocked(
     paths,
     disk: { path: stored.file, format: stored.format },
     signal: options.signal,
+    progress: options.progress,
     writeInitrd: false,
   });
   // Described first: Firecracker knows its features once its version is probed.
