@@ -75,8 +75,9 @@ describe("one daemon per home", () => {
   it("autostarts although the pid file names a zombie (a dead daemon nobody reaped)", async () => {
     const home = newHome();
     await plantStaleSocket(home);
-    // sh forks `true` and then execs sleep, which never reaps it: a zombie.
-    const parent = spawn("sh", ["-c", "true & echo $!; exec sleep 60"], {
+    // sh forks a short sleep and then execs a long one, which never reaps it: a zombie once the
+    // short one ends (it still runs when sh execs, so sh cannot have reaped it first).
+    const parent = spawn("sh", ["-c", "sleep 0.3 & echo $!; exec sleep 60"], {
       stdio: ["ignore", "pipe", "ignore"],
     });
     const zombie = Number.parseInt(
