@@ -4,6 +4,7 @@
  * inferred from the same schemas.
  */
 import { z } from "zod";
+import { ProgressStep } from "./notifications.ts";
 
 export const VmState = z.enum(["created", "starting", "running", "paused", "stopping", "stopped", "error"]);
 export type VmState = z.infer<typeof VmState>;
@@ -80,7 +81,7 @@ export const OperationInfo = z.object({
   id: z.string(),
   kind: z.string(),
   state: z.enum(["running", "succeeded", "failed", "cancelled"]),
-  step: z.string(),
+  step: ProgressStep,
   message: z.string(),
   vmName: z.string().nullable(),
   error: z.object({ code: z.string(), message: z.string(), hint: z.string().optional() }).nullable(),

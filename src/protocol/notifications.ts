@@ -17,9 +17,35 @@ export type StreamParams = z.infer<typeof StreamParams>;
 
 export const CancelParams = z.object({ id: z.union([z.number(), z.string()]) });
 
+/**
+ * Every step a long operation reports, by machine name. A new step is added
+ * here first, so clients can rely on the list (the CLI renders the daemon's
+ * message for each and never writes one of its own).
+ */
+export const ProgressStep = z.enum([
+  /** An async operation accepted, not yet begun. */
+  "queued",
+  "vm.disk",
+  "vm.network",
+  "vm.boot",
+  "vm.ssh",
+  /** The last step of a start: the VM is running; its message says so. */
+  "vm.ready",
+  "image.rootfs",
+  "image.customize",
+  "image.kernel",
+  "image.initrd",
+  "image.mkfs",
+  "image.cleanup",
+  "image.cache-copy",
+  "image.cache-store",
+  "image.publish",
+]);
+export type ProgressStep = z.infer<typeof ProgressStep>;
+
 export const ProgressEvent = z.object({
-  /** Machine name of the step, e.g. "image.build.rootfs", "vm.boot". */
-  step: z.string(),
+  /** Machine name of the step. */
+  step: ProgressStep,
   /** What the step is doing, for humans. */
   message: z.string(),
   status: z.enum(["start", "running", "done", "failed"]).default("running"),

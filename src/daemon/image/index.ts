@@ -189,7 +189,7 @@ export function createImageService(deps: ImageServiceDeps): ImageService {
     options: { signal: AbortSignal; progress: (event: ProgressEvent) => void },
     buildLog: Logger,
   ): Promise<void> {
-    const name = `image.${step.id}`;
+    const name = `image.${step.id}` as const;
     throwIfAborted(options.signal, step.id);
     options.progress({ step: name, message: step.message, status: "start" });
     const stepStarted = deps.now();

@@ -1,0 +1,66 @@
+/**
+ * Creating a VM through the async operation API (vm create, vm run): renders
+ * the daemon's steps; an interrupt (Ctrl-C, SIGTERM, SIGHUP) cancels the
+ * operation, which unwinds in the daemon, and the CLI says so.
+ */
+import {
+  BangerError,
+  type CreateVmParams,
+  ErrorCode,
+  isErrorCode,
+  type VmInfo,
+} from "../../../protocol/index.ts";
+import type { CliContext } from "../../context.ts";
+import { createProgressRenderer } from "../../render/progress.ts";
+import type { DaemonClient } from "../../rpc/client.ts";
+
+/** How long one status call waits for the operation to change. */
+const STATUS_WAIT_MS = 500;
+
+export async function createWithProgress(
+  ctx: CliContext,
+  client: DaemonClient,
+  params: CreateVmParams,
+): Promise<VmInfo> {
+  const progress = createProgressRenderer(ctx.stderr, false);
+  const { operation } = await client.call("vm.create.begin", params);
+  const interrupted = ctx.interrupted();
+  const onInterrupt = () => {
+    progress.onProgress({ message: `${String(interrupted.reason)}: cancelling…`, status: "running" });
+    void client.call("vm.create.cancel", { operationId: operation.id }).catch(() => undefined);
+  };
+  if (interrupted.aborted) onInterrupt();
+  else interrupted.addEventListener("abort", onInterrupt, { once: true });
+  try {
+    let last = "";
+    for (;;) {
+      const status = await client.call("vm.create.status", {
+        operationId: operation.id,
+        waitMs: STATUS_WAIT_MS,
+      });
+      const op = status.operation;
+      if (op.state === "running") {
+        if (op.message !== last)
+          progress.onProgress({ step: op.step, message: op.message, status: "running" });
+        last = op.message;
+        continue;
+      }
+      if (op.state === "succeeded" && status.vm) {
+        if (op.step === "vm.ready")
+          progress.onProgress({ step: op.step, message: op.message, status: "done" });
+        return status.vm;
+      }
+      if (op.state === "cancelled" || interrupted.aborted)
+        throw new BangerError(ErrorCode.CANCELLED, "VM creation cancelled; nothing was left behind");
+      const error = op.error;
+      throw new BangerError(
+        isErrorCode(error?.code) ? error.code : ErrorCode.INTERNAL,
+        error?.message ?? "VM creation failed",
+        { hint: error?.hint },
+      );
+    }
+  } finally {
+    interrupted.removeEventListener("abort", onInterrupt);
+    progress.finish();
+  }
+}

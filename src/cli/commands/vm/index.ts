@@ -1,0 +1,30 @@
+/** `banger vm ...`: the VM commands, in the order --help lists them. */
+import type { GroupSpec } from "../../spec.ts";
+import { createSpec } from "./create.ts";
+import { lifecycleSpecs } from "./lifecycle.ts";
+import { listSpec } from "./list.ts";
+import { logsSpec } from "./logs.ts";
+import { proxySpec } from "./proxy.ts";
+import { runSpec } from "./run.ts";
+import { setSpec } from "./set.ts";
+import { showSpec } from "./show.ts";
+import { sshSpec } from "./ssh.ts";
+import { healthSpec, statsSpec } from "./stats.ts";
+
+export const vmGroup: GroupSpec = {
+  name: "vm",
+  describe: "create, run and manage microVMs",
+  commands: [
+    createSpec,
+    listSpec,
+    showSpec,
+    ...lifecycleSpecs,
+    setSpec,
+    statsSpec,
+    healthSpec,
+    logsSpec,
+    runSpec,
+    sshSpec,
+    proxySpec,
+  ],
+};

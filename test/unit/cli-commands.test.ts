@@ -1,0 +1,353 @@
+/**
+ * CLI commands run in-process against a fake daemon client: what each prints,
+ * what it asks the daemon, and the exit status it ends with.
+ */
+import assert from "node:assert/strict";
+import { describe, it } from "node:test";
+import {
+  BangerError,
+  ErrorCode,
+  exitStatusFor,
+  type OperationInfo,
+  type VmInfo,
+} from "../../src/protocol/index.ts";
+import { FakeDaemonClient, fakeCli } from "../fakes/cli.ts";
+
+function vmInfo(overrides: Partial<VmInfo> = {}): VmInfo {
+  return {
+    id: "0123456789abcdef",
+    name: "web",
+    state: "running",
+    image: "debian-bookworm",
+    vmm: "qemu",
+    cpus: 1,
+    memoryMib: 1024,
+    diskGib: 4,
+    guestIp: "172.30.0.2",
+    mac: "02:00:00:00:00:02",
+    createdAt: new Date(Date.now() - 1000).toISOString(),
+    updatedAt: new Date().toISOString(),
+    lastError: null,
+    dir: "/var/lib/banger/vms/0123",
+    pid: 4242,
+    ...overrides,
+  };
+}
+
+function operation(overrides: Partial<OperationInfo> = {}): OperationInfo {
+  return {
+    id: "op-1",
+    kind: "vm.create",
+    state: "running",
+    step: "queued",
+    message: "queued",
+    vmName: "web",
+    error: null,
+    startedAt: new Date().toISOString(),
+    finishedAt: null,
+    ...overrides,
+  };
+}
+
+const notFound = (name: string) => new BangerError(ErrorCode.VM_NOT_FOUND, `no VM named '${name}'`);
+
+describe("vm list and show", () => {
+  it("lists VMs as a table, and as JSON with --json", async () => {
+    const client = new FakeDaemonClient({
+      "vm.list": () => ({ vms: [vmInfo(), vmInfo({ name: "db", state: "stopped" })] }),
+    });
+    const table = fakeCli({ client });
+    assert.equal(await table.run(["vm", "ls"]), 0);
+    const lines = table.stdout().trimEnd().split("\n");
+    assert.match(lines[0]!, /^NAME\s+STATE\s+IMAGE/);
+    assert.match(
+      lines[1]!,
+      /^web\s+running\s+debian-bookworm\s+qemu\s+1\s+1024M\s+4G\s+172\.30\.0\.2\s+1 second ago$/,
+    );
+    assert.match(lines[2]!, /^db\s+stopped/);
+    const asJson = fakeCli({ client });
+    assert.equal(await asJson.run(["vm", "list", "--json"]), 0);
+    assert.deepEqual(
+      (JSON.parse(asJson.stdout()) as VmInfo[]).map((vm) => vm.name),
+      ["web", "db"],
+    );
+  });
+
+  it("a missing VM exits with VM_NOT_FOUND's status, the message and a hint", async () => {
+    const cli = fakeCli({
+      client: new FakeDaemonClient({
+        "vm.show": (params) => {
+          throw notFound(params.name);
+        },
+      }),
+    });
+    assert.equal(await cli.run(["vm", "show", "nope"]), exitStatusFor[ErrorCode.VM_NOT_FOUND]);
+    assert.match(cli.stderr(), /^banger: no VM named 'nope'\nhint: run `banger vm list`/);
+    assert.equal(cli.stdout(), "");
+  });
+});
+
+describe("vm create", () => {
+  const creating = (finalOp: Partial<OperationInfo>, vm: VmInfo | null) => {
+    const steps: Partial<OperationInfo>[] = [
+      { step: "vm.disk", message: "creating the root disk of web" },
+      { step: "vm.boot", message: "booting web (qemu)" },
+      finalOp,
+    ];
+    let index = 0;
+    return new FakeDaemonClient({
+      "vm.create.begin": () => ({ operation: operation() }),
+      "vm.create.status": () => {
+        const op = operation(steps[Math.min(index, steps.length - 1)]);
+        index++;
+        return { operation: op, vm: op.state === "succeeded" ? vm : null };
+      },
+    });
+  };
+
+  it("sends sizes with units, prints the name, and shows the daemon's steps and its final line once", async () => {
+    const client = creating(
+      { state: "succeeded", step: "vm.ready", message: "web is running (172.30.0.2)" },
+      vmInfo(),
+    );
+    const cli = fakeCli({ client });
+    assert.equal(
+      await cli.run(["vm", "create", "web", "--memory", "1g", "--disk", "8GiB", "--cpus", "2"]),
+      0,
+    );
+    assert.deepEqual(client.callsOf("vm.create.begin")[0]!.params, {
+      name: "web",
+      start: true,
+      cpus: 2,
+      memoryMib: 1024,
+      diskGib: 8,
+    });
+    assert.equal(cli.stdout(), "web\n");
+    assert.match(
+      cli.stderr(),
+      /… creating the root disk of web\n… booting web \(qemu\)\n✓ web is running \(172\.30\.0\.2\)\n/,
+    );
+    assert.equal(cli.stderr().match(/is running/g)?.length, 1);
+  });
+
+  it("refuses a size it cannot read, naming the flag, before asking the daemon", async () => {
+    const client = creating({ state: "succeeded" }, vmInfo());
+    const cli = fakeCli({ client });
+    assert.equal(
+      await cli.run(["vm", "create", "web", "--memory", "lots"]),
+      exitStatusFor[ErrorCode.INVALID_PARAMS],
+    );
+    assert.match(cli.stderr(), /--memory must be a size such as 2g or 512m, not 'lots'/);
+    assert.equal(client.calls.length, 0);
+  });
+
+  it("Ctrl-C cancels the operation, and the CLI says it unwound", async () => {
+    let cancelled = false;
+    const cli = fakeCli({
+      client: new FakeDaemonClient({
+        "vm.create.begin": () => ({ operation: operation() }),
+        "vm.create.status": async () => {
+          await new Promise((resolve) => setImmediate(resolve));
+          return {
+            operation: cancelled
+              ? operation({ state: "cancelled", step: "vm.boot", message: "cancelled" })
+              : operation({ step: "vm.boot", message: "booting web (qemu)" }),
+            vm: null,
+          };
+        },
+        "vm.create.cancel": () => {
+          cancelled = true;
+          return { operation: operation({ state: "cancelled" }) };
+        },
+      }),
+    });
+    const status = cli.run(["vm", "create", "web"]);
+    while (!cli.stderr().includes("booting")) await new Promise((resolve) => setImmediate(resolve));
+    cli.signal("SIGINT");
+    assert.equal(await status, exitStatusFor[ErrorCode.CANCELLED]);
+    assert.match(cli.stderr(), /SIGINT: cancelling…/);
+    assert.match(cli.stderr(), /banger: VM creation cancelled; nothing was left behind/);
+  });
+
+  it("a failed operation exits with its error's code and hint", async () => {
+    const cli = fakeCli({
+      client: creating(
+        {
+          state: "failed",
+          error: { code: "BOOT_FAILED", message: "VM 'web' failed to start", hint: "see banger vm logs web" },
+        },
+        null,
+      ),
+    });
+    assert.equal(await cli.run(["vm", "create", "web"]), exitStatusFor[ErrorCode.BOOT_FAILED]);
+    assert.match(cli.stderr(), /banger: VM 'web' failed to start\nhint: see banger vm logs web/);
+  });
+});
+
+describe("vm lifecycle verbs", () => {
+  it("acts on every VM, prints those done, and exits with the last failure's status", async () => {
+    const client = new FakeDaemonClient({
+      "vm.stop": (params, call) => {
+        if (params.name === "ghost") throw notFound("ghost");
+        call.options.onProgress?.({
+          id: call.id,
+          step: "vm.boot",
+          message: `stopping ${params.name}`,
+          status: "running",
+        });
+        return vmInfo({ name: params.name, state: "stopped" });
+      },
+    });
+    const cli = fakeCli({ client });
+    assert.equal(await cli.run(["vm", "stop", "web", "ghost", "db"]), exitStatusFor[ErrorCode.VM_NOT_FOUND]);
+    assert.equal(cli.stdout(), "web\ndb\n");
+    assert.match(cli.stderr(), /no VM named 'ghost'/);
+    assert.match(cli.stderr(), /banger: stop failed for: ghost\n/);
+    assert.deepEqual(
+      client.callsOf("vm.stop").map((call) => call.params),
+      [{ name: "web" }, { name: "ghost" }, { name: "db" }],
+    );
+  });
+});
+
+describe("vm set", () => {
+  it("needs a change, and sends sizes with units", async () => {
+    const client = new FakeDaemonClient({
+      "vm.set": (params) => vmInfo({ name: params.name, memoryMib: params.memoryMib ?? 1024 }),
+    });
+    const none = fakeCli({ client });
+    assert.equal(await none.run(["vm", "set", "web"]), exitStatusFor[ErrorCode.INVALID_PARAMS]);
+    assert.match(
+      none.stderr(),
+      /needs at least one of --cpus, --memory, --disk\nhint: e\.g\. banger vm set web/,
+    );
+    const some = fakeCli({ client });
+    assert.equal(await some.run(["vm", "set", "web", "--memory", "2048", "--disk", "20g", "--json"]), 0);
+    assert.deepEqual(client.callsOf("vm.set")[0]!.params, { name: "web", memoryMib: 2048, diskGib: 20 });
+    assert.equal(JSON.parse(some.stdout()).memoryMib, 2048);
+  });
+});
+
+describe("vm health and doctor", () => {
+  it("an unhealthy VM prints its checks and exits with GUEST_UNREACHABLE's status", async () => {
+    const cli = fakeCli({
+      client: new FakeDaemonClient({
+        "vm.health": () => ({
+          name: "web",
+          state: "running",
+          healthy: false,
+          checks: [
+            { name: "vmm", ok: true, detail: "pid 4242" },
+            { name: "ssh-exec", ok: false, detail: "timed out" },
+          ],
+        }),
+      }),
+    });
+    assert.equal(await cli.run(["vm", "health", "web"]), exitStatusFor[ErrorCode.GUEST_UNREACHABLE]);
+    assert.match(cli.stdout(), /ssh-exec\s+fail\s+timed out/);
+    assert.match(cli.stderr(), /VM 'web' is not healthy: ssh-exec failed \(ssh-exec: timed out\)/);
+  });
+
+  it("doctor exits 1 when a check fails, and lists the fixes", async () => {
+    const cli = fakeCli({
+      client: new FakeDaemonClient({
+        "daemon.doctor": () => ({
+          checks: [
+            { name: "kvm", status: "warn", detail: "no /dev/kvm", hint: "QEMU runs under TCG" },
+            { name: "qemu", status: "fail", detail: "not found", hint: "apt-get install qemu-system-x86" },
+          ],
+        }),
+      }),
+    });
+    assert.equal(await cli.run(["doctor"]), 1);
+    assert.match(
+      cli.stdout(),
+      /To fix:\n {2}kvm: QEMU runs under TCG\n {2}qemu: apt-get install qemu-system-x86\n$/,
+    );
+  });
+});
+
+describe("daemon status", () => {
+  it("says the daemon is not running and exits with DAEMON_UNAVAILABLE's status", async () => {
+    const cli = fakeCli({
+      client: async () => {
+        throw new BangerError(ErrorCode.DAEMON_UNAVAILABLE, "bangerd is not running");
+      },
+    });
+    assert.equal(await cli.run(["daemon", "status", "--json"]), exitStatusFor[ErrorCode.DAEMON_UNAVAILABLE]);
+    assert.equal(JSON.parse(cli.stdout()).running, false);
+  });
+});
+
+describe("vm ssh", () => {
+  const config = {
+    user: "root",
+    host: "172.30.0.2",
+    identityFile: "/state/ssh/id_ed25519",
+    knownHostsFile: "/state/vms/0123/known_hosts",
+  };
+
+  it("runs ssh on the terminal through vm proxy, passing a command word for word, and exits with its status", async () => {
+    const cli = fakeCli({
+      client: new FakeDaemonClient({ "vm.ssh-config": () => config }),
+      interactiveStatus: 3,
+    });
+    assert.equal(await cli.run(["vm", "ssh", "web", "--", "printf", "%s|", "a b", "$HOME"]), 3);
+    assert.equal(cli.interactive.length, 1);
+    const argv = cli.interactive[0]!;
+    assert.equal(argv[0], "ssh");
+    assert.ok(argv.includes("ProxyCommand='/opt/banger/bin/banger' 'vm' 'proxy' 'web' '22'"));
+    assert.deepEqual(argv.slice(-3), ["root@172.30.0.2", "--", "'printf' '%s|' 'a b' '$HOME'"]);
+    assert.ok(!argv.includes("-t"), "no PTY asked for when stdin is not a terminal");
+  });
+});
+
+describe("vm run", () => {
+  it("streams the command's output and exits with its status, or 128+N when a signal killed it", async () => {
+    for (const [reply, expected] of [
+      [{ exitCode: 7, signal: null }, 7],
+      [{ exitCode: null, signal: "SIGKILL" }, 137],
+    ] as const) {
+      const client = new FakeDaemonClient({
+        "vm.show": () => vmInfo({ name: "box" }),
+        "vm.exec": (_params, call) => {
+          call.options.onStream?.("stdout", Buffer.from("out\n"));
+          call.options.onStream?.("stderr", Buffer.from("err\n"));
+          return reply;
+        },
+      });
+      const cli = fakeCli({ client });
+      assert.equal(await cli.run(["vm", "run", "--name", "box", "--", "sh", "-c", "exit 7"]), expected);
+      assert.equal(cli.stdout(), "out\n");
+      assert.equal(cli.stderr(), "err\n");
+      assert.deepEqual(client.callsOf("vm.exec")[0]!.params, {
+        name: "box",
+        argv: ["sh", "-c", "exit 7"],
+        stdin: true,
+      });
+    }
+  });
+});
+
+describe("the command tree", () => {
+  it("suggests a command for a typo and exits 2", async () => {
+    const cli = fakeCli({ client: new FakeDaemonClient({}) });
+    assert.equal(await cli.run(["vm", "lst"]), 2);
+    assert.match(cli.stderr(), /unknown command 'lst'\n\(Did you mean one of list, ls\?\)/);
+  });
+
+  it("every command's --help has examples", async () => {
+    for (const argv of [
+      ["vm", "create"],
+      ["vm", "run"],
+      ["vm", "ssh"],
+      ["daemon", "logs"],
+      ["image", "build-default"],
+      ["doctor"],
+    ]) {
+      const cli = fakeCli({ client: new FakeDaemonClient({}) });
+      assert.equal(await cli.run([...argv, "--help"]), 0);
+      assert.match(cli.stdout(), /\nExamples:\n {2}banger /, argv.join(" "));
+    }
+  });
+});
