@@ -66,7 +66,7 @@ export async function prepareVms(base: Omit<VmContext, "defaults" | "image">): P
     300_000,
   );
   const defaults = JSON.parse(created.stdout) as VmInfo;
-  await bangerChecked(base.env, ["vm", "delete", "bench-prep"], 60_000);
+  await bangerChecked(base.env, ["vm", "delete", "--force", "bench-prep"], 60_000);
   const client = await base.daemon.connect();
   try {
     const image = await client.call("image.show", { name: defaults.image });
@@ -134,7 +134,7 @@ export async function benchVmWarm(ctx: VmContext, worker: VmWorker): Promise<Row
   ) as VmInfo;
   await using stack = new AsyncDisposableStack();
   stack.defer(async () => {
-    await bangerChecked(ctx.env, ["vm", "delete", name], 60_000);
+    await bangerChecked(ctx.env, ["vm", "delete", "--force", name], 60_000);
   });
   await worker.request(
     { op: "master-open", ip: vm.guestIp, knownHostsFile: join(vm.dir, "known_hosts") },
@@ -188,7 +188,7 @@ export async function benchRss(ctx: VmContext): Promise<RowResult> {
     ctx.log(`rss: creating VM ${name}`);
     await bangerChecked(ctx.env, ["vm", "create", name], VM_TIMEOUT_MS);
     stack.defer(async () => {
-      await bangerChecked(ctx.env, ["vm", "delete", name], 60_000);
+      await bangerChecked(ctx.env, ["vm", "delete", "--force", name], 60_000);
     });
   }
   await sleep(1000);

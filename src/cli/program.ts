@@ -6,15 +6,21 @@
  */
 import { Command, CommanderError, Option } from "commander";
 import { BUILD_VERSION, ErrorCode, exitStatusFor } from "../protocol/index.ts";
+import { completionSpec } from "./commands/completion.ts";
 import { daemonGroup } from "./commands/daemon/index.ts";
 import { doctorSpec, pingSpec } from "./commands/doctor.ts";
 import { imageGroup } from "./commands/image/index.ts";
 import { vmGroup } from "./commands/vm/index.ts";
 import { type CliContext, reportError } from "./context.ts";
 import type { AnyCommandSpec, CommandResult, GroupSpec, OptionSpec } from "./spec.ts";
+import { suggestVmName } from "./suggest.ts";
 
 const groups: readonly GroupSpec[] = [daemonGroup, vmGroup, imageGroup];
-const topLevel: readonly AnyCommandSpec[] = [pingSpec, doctorSpec];
+const topLevel: readonly AnyCommandSpec[] = [
+  pingSpec,
+  doctorSpec,
+  completionSpec(() => ({ groups, topLevel })),
+];
 
 function buildProgram(
   ctx: CliContext,
@@ -99,7 +105,7 @@ export async function runCli(ctx: CliContext, argv: readonly string[]): Promise<
   } catch (error) {
     if (error instanceof CommanderError)
       return error.exitCode === 0 ? 0 : exitStatusFor[ErrorCode.INVALID_PARAMS];
-    return reportError(ctx, error);
+    return reportError(ctx, await suggestVmName(ctx, error));
   } finally {
     ctx.close();
   }

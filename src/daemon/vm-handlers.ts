@@ -4,6 +4,7 @@
  * logs, the async create operations, and the stats and health probes.
  */
 import type { OperationRegistry, OperationSnapshot } from "../core/concurrency/index.ts";
+import { isActiveState } from "../core/vm/index.ts";
 import {
   BangerError,
   ErrorCode,
@@ -61,6 +62,7 @@ export function buildVmHandlers(deps: VmHandlerDeps): HandlerTable {
     "vm.resume": (params) => vms.resume(params.name),
     "vm.set": ({ name, ...changes }) => vms.set(name, changes),
     "vm.delete": async (params) => {
+      if (params.force !== true) refuseActiveDelete(await vms.show(params.name));
       await vms.delete(params.name);
       return { name: params.name, deleted: true as const };
     },
@@ -148,6 +150,13 @@ function operationInfo(snapshot: OperationSnapshot<VmInfo>): OperationInfo {
     startedAt: snapshot.startedAt.toISOString(),
     finishedAt: snapshot.finishedAt?.toISOString() ?? null,
   };
+}
+
+function refuseActiveDelete(vm: VmInfo): void {
+  if (!isActiveState(vm.state)) return;
+  throw new BangerError(ErrorCode.BAD_STATE, `VM '${vm.name}' is ${vm.state}; deleting it needs --force`, {
+    hint: `stop it first (\`banger vm stop ${vm.name}\`), or \`banger vm delete --force ${vm.name}\``,
+  });
 }
 
 function operationNotFound(id: string): BangerError {

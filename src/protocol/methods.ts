@@ -211,7 +211,11 @@ export const methods = {
   "vm.kill": { params: ByName, result: VmInfo },
   "vm.pause": { params: ByName, result: VmInfo },
   "vm.resume": { params: ByName, result: VmInfo },
-  "vm.delete": { params: ByName, result: z.object({ name: z.string(), deleted: z.literal(true) }) },
+  /** A running or paused VM is deleted only with `force` (it is killed first). */
+  "vm.delete": {
+    params: z.object({ name: z.string().min(1), force: z.boolean().optional() }).strict(),
+    result: z.object({ name: z.string(), deleted: z.literal(true) }),
+  },
   "vm.set": {
     params: z
       .object({

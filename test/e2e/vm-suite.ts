@@ -316,7 +316,10 @@ export function defineVmSuite(options: VmSuiteOptions): void {
       assert.equal((await show("beta")).state, "stopped");
       assert.equal(env.taps().length, 1);
 
-      const del = await env.banger(["vm", "delete", "alpha", "beta"]);
+      const refused = await env.banger(["vm", "delete", "alpha"]);
+      assert.equal(refused.code, 6, "a running VM is deleted only with --force");
+      assert.match(refused.stderr, /VM 'alpha' is running; deleting it needs --force/);
+      const del = await env.banger(["vm", "delete", "--force", "alpha", "beta"]);
       assert.equal(del.code, 0, del.stderr);
       assert.deepEqual(JSON.parse((await env.banger(["vm", "ls", "--json"])).stdout), []);
       assert.deepEqual(env.taps(), []);

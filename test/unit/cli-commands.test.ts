@@ -3,6 +3,7 @@
  * what it asks the daemon, and the exit status it ends with.
  */
 import assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
 import { describe, it } from "node:test";
 import {
   BangerError,
@@ -349,5 +350,159 @@ describe("the command tree", () => {
       assert.equal(await cli.run([...argv, "--help"]), 0);
       assert.match(cli.stdout(), /\nExamples:\n {2}banger /, argv.join(" "));
     }
+  });
+});
+
+describe("docker habits", () => {
+  const fleet = () => [
+    vmInfo({ name: "web" }),
+    vmInfo({ name: "web-2", state: "stopped", vmm: "firecracker" }),
+    vmInfo({ name: "db", state: "stopped" }),
+    vmInfo({ name: "new", state: "created" }),
+    vmInfo({ name: "frozen", state: "paused" }),
+  ];
+
+  it("vm ls -q prints names only; --filter narrows by state, name, image and vmm", async () => {
+    const client = new FakeDaemonClient({ "vm.list": () => ({ vms: fleet() }) });
+    const quiet = fakeCli({ client });
+    assert.equal(
+      await quiet.run(["vm", "ls", "-q", "--filter", "state=stopped", "--filter", "state=created"]),
+      0,
+    );
+    assert.equal(quiet.stdout(), "web-2\ndb\nnew\n");
+    const both = fakeCli({ client });
+    assert.equal(
+      await both.run(["vm", "ls", "-q", "--filter", "name=web", "--filter", "vmm=firecracker"]),
+      0,
+    );
+    assert.equal(both.stdout(), "web-2\n");
+    const bad = fakeCli({ client });
+    assert.equal(
+      await bad.run(["vm", "ls", "--filter", "colour=red"]),
+      exitStatusFor[ErrorCode.INVALID_PARAMS],
+    );
+    assert.match(
+      bad.stderr(),
+      /--filter 'colour=red' is not one of state=, name=, image=, vmm=\nhint: e\.g\. --filter state=running/,
+    );
+  });
+
+  it("vm prune deletes the VMs that are not running, asking on a terminal, refusing without one", async () => {
+    const client = () =>
+      new FakeDaemonClient({
+        "vm.list": () => ({ vms: fleet() }),
+        "vm.delete": (p) => ({ name: p.name, deleted: true }),
+      });
+    const forced = client();
+    const cli = fakeCli({ client: forced });
+    assert.equal(await cli.run(["vm", "prune", "--force"]), 0);
+    assert.equal(cli.stdout(), "web-2\ndb\nnew\n");
+    assert.deepEqual(
+      forced.callsOf("vm.delete").map((call) => call.params),
+      [{ name: "web-2" }, { name: "db" }, { name: "new" }],
+      "running and paused VMs are kept",
+    );
+
+    const piped = client();
+    const noTerminal = fakeCli({ client: piped });
+    assert.equal(await noTerminal.run(["vm", "prune"]), exitStatusFor[ErrorCode.INVALID_PARAMS]);
+    assert.match(noTerminal.stderr(), /stdin is not a terminal\nhint: add --force/);
+    assert.equal(piped.callsOf("vm.delete").length, 0);
+
+    for (const [answer, deletes] of [
+      ["n\n", 0],
+      ["y\n", 3],
+    ] as const) {
+      const asked = client();
+      const terminal = fakeCli({ client: asked, stdinTty: true });
+      const status = terminal.run(["vm", "prune"]);
+      while (!terminal.stderr().includes("[y/N]")) await new Promise((resolve) => setImmediate(resolve));
+      terminal.stdin.write(answer);
+      assert.equal(await status, 0);
+      assert.match(terminal.stderr(), /delete 3 stopped VM\(s\): web-2, db, new\? \[y\/N\] /);
+      assert.equal(asked.callsOf("vm.delete").length, deletes);
+    }
+  });
+
+  it("vm delete asks the daemon to refuse a running VM unless --force", async () => {
+    const client = new FakeDaemonClient({
+      "vm.delete": (params) => {
+        if (!params.force)
+          throw new BangerError(
+            ErrorCode.BAD_STATE,
+            `VM '${params.name}' is running; deleting it needs --force`,
+          );
+        return { name: params.name, deleted: true };
+      },
+    });
+    const plain = fakeCli({ client });
+    assert.equal(await plain.run(["vm", "rm", "web"]), exitStatusFor[ErrorCode.BAD_STATE]);
+    assert.match(plain.stderr(), /needs --force/);
+    const forced = fakeCli({ client });
+    assert.equal(await forced.run(["vm", "rm", "-f", "web"]), 0);
+    assert.deepEqual(
+      client.callsOf("vm.delete").map((call) => call.params),
+      [
+        { name: "web", force: false },
+        { name: "web", force: true },
+      ],
+    );
+  });
+
+  it("an unknown VM name gets a 'did you mean' hint naming the closest VM", async () => {
+    const client = new FakeDaemonClient({
+      "vm.list": () => ({ vms: fleet() }),
+      "vm.show": (params) => {
+        throw notFound(params.name);
+      },
+    });
+    const typo = fakeCli({ client });
+    assert.equal(await typo.run(["vm", "show", "wbe"]), exitStatusFor[ErrorCode.VM_NOT_FOUND]);
+    assert.match(typo.stderr(), /no VM named 'wbe'\nhint: did you mean 'web'\?/);
+    const far = fakeCli({ client });
+    assert.equal(await far.run(["vm", "show", "zzzzzz"]), exitStatusFor[ErrorCode.VM_NOT_FOUND]);
+    assert.match(far.stderr(), /hint: run `banger vm list`/);
+  });
+});
+
+describe("completion", () => {
+  it("prints a bash script that completes nouns, verbs, flags and VM names in bash", async () => {
+    const cli = fakeCli({ client: new FakeDaemonClient({}) });
+    assert.equal(await cli.run(["completion", "bash"]), 0);
+    const complete = (words: string[]) => {
+      const probe = spawnSync(
+        "bash",
+        [
+          "--norc",
+          "--noprofile",
+          "-c",
+          `source <(printf '%s' "$SCRIPT"); banger() { printf 'web\\nweb-2\\ndb\\n'; }; COMP_WORDS=(${words.map((w) => `'${w}'`).join(" ")}); COMP_CWORD=${words.length - 1}; _banger; printf '%s\\n' "\${COMPREPLY[@]}"; complete -p banger`,
+        ],
+        { env: { PATH: process.env.PATH, SCRIPT: cli.stdout() }, encoding: "utf8" },
+      );
+      assert.equal(probe.status, 0, probe.stderr);
+      assert.equal(probe.stderr, "");
+      return probe.stdout.trim().split("\n");
+    };
+    assert.deepEqual(complete(["banger", "vm", "st"]), [
+      "start",
+      "stop",
+      "stats",
+      "complete -o default -F _banger banger",
+    ]);
+    assert.deepEqual(complete(["banger", "vm", "start", "w"]).slice(0, 2), ["web", "web-2"]);
+    assert.deepEqual(complete(["banger", "vm", "ls", "--fi"])[0], "--filter");
+    assert.ok(complete(["banger", ""]).includes("completion"));
+  });
+
+  it("prints zsh and fish scripts, and refuses another shell", async () => {
+    for (const shell of ["zsh", "fish"]) {
+      const cli = fakeCli({ client: new FakeDaemonClient({}) });
+      assert.equal(await cli.run(["completion", shell]), 0);
+      assert.match(cli.stdout(), /vm ls -q/);
+    }
+    const cli = fakeCli({ client: new FakeDaemonClient({}) });
+    assert.equal(await cli.run(["completion", "tcsh"]), exitStatusFor[ErrorCode.INVALID_PARAMS]);
+    assert.match(cli.stderr(), /no completion for shell 'tcsh'\nhint: one of: bash, zsh, fish/);
   });
 });

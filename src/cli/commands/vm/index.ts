@@ -5,6 +5,7 @@ import { lifecycleSpecs } from "./lifecycle.ts";
 import { listSpec } from "./list.ts";
 import { logsSpec } from "./logs.ts";
 import { proxySpec } from "./proxy.ts";
+import { pruneSpec } from "./prune.ts";
 import { runSpec } from "./run.ts";
 import { setSpec } from "./set.ts";
 import { showSpec } from "./show.ts";
@@ -19,6 +20,7 @@ export const vmGroup: GroupSpec = {
     listSpec,
     showSpec,
     ...lifecycleSpecs,
+    pruneSpec,
     setSpec,
     statsSpec,
     healthSpec,

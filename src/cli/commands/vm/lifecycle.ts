@@ -1,45 +1,67 @@
 /**
  * `banger vm start|stop|restart|kill|pause|resume|delete NAME...`: one verb
- * over many VMs; each VM that fails is reported and the rest still run.
+ * over many VMs; each VM that fails is reported and the rest still run. An
+ * interrupt (Ctrl-C, SIGTERM, SIGHUP) cancels the VM in progress, which the
+ * daemon unwinds, and skips the rest.
  */
+import { BangerError, ErrorCode, exitStatusFor } from "../../../protocol/index.ts";
 import { reportError } from "../../context.ts";
 import { createProgressRenderer } from "../../render/progress.ts";
-import type { CommandSpec } from "../../spec.ts";
+import type { CommandSpec, OptionSpec } from "../../spec.ts";
+import { suggestVmName } from "../../suggest.ts";
 
 type Verb = "start" | "stop" | "restart" | "kill" | "pause" | "resume" | "delete";
 
 interface LifecycleArgs {
   names: string[];
+  force?: boolean;
 }
 
-function lifecycleSpec(
-  verb: Verb,
-  describe: string,
-  examples: readonly string[],
-  aliases: readonly string[] = [],
-): CommandSpec<LifecycleArgs> {
+interface VerbSpec {
+  verb: Verb;
+  describe: string;
+  examples: readonly string[];
+  aliases?: readonly string[];
+  options?: readonly OptionSpec[];
+}
+
+function lifecycleSpec(spec: VerbSpec): CommandSpec<LifecycleArgs> {
+  const { verb } = spec;
   return {
     name: `${verb} <names...>`,
-    aliases,
-    describe,
-    examples,
-    async handler(ctx, { names }) {
+    aliases: spec.aliases ?? [],
+    describe: spec.describe,
+    examples: spec.examples,
+    options: spec.options ?? [],
+    async handler(ctx, { names, force }) {
       const client = await ctx.client();
       const progress = createProgressRenderer(ctx.stderr, false);
+      const interrupted = ctx.interrupted();
+      const onInterrupt = () =>
+        progress.onProgress({ message: `${String(interrupted.reason)}: cancelling…`, status: "running" });
+      interrupted.addEventListener("abort", onInterrupt, { once: true });
       const done: string[] = [];
       const failures: string[] = [];
       let exitCode = 0;
       for (const name of names) {
+        if (interrupted.aborted) {
+          failures.push(name);
+          exitCode = exitStatusFor[ErrorCode.CANCELLED];
+          continue;
+        }
         try {
-          await client.call(`vm.${verb}`, { name }, { onProgress: (event) => progress.onProgress(event) });
+          const options = { signal: interrupted, onProgress: progress.onProgress };
+          if (verb === "delete") await client.call("vm.delete", { name, force: force === true }, options);
+          else await client.call(`vm.${verb}`, { name }, options);
           progress.finish();
           done.push(name);
         } catch (error) {
           progress.finish();
           failures.push(name);
-          exitCode = reportError(ctx, error);
+          exitCode = reportError(ctx, await suggestVmName(ctx, explainCancel(verb, name, error)));
         }
       }
+      interrupted.removeEventListener("abort", onInterrupt);
       if (failures.length > 0 && names.length > 1)
         ctx.stderr.write(`banger: ${verb} failed for: ${failures.join(", ")}\n`);
       return { output: done.join("\n"), exitCode };
@@ -47,21 +69,42 @@ function lifecycleSpec(
   };
 }
 
+/** A cancelled verb says what was undone, in the CLI user's words. */
+function explainCancel(verb: Verb, name: string, error: unknown): unknown {
+  if (!(error instanceof BangerError) || error.code !== ErrorCode.CANCELLED) return error;
+  return new BangerError(
+    ErrorCode.CANCELLED,
+    `${verb} of VM '${name}' cancelled; what it had set up is undone`,
+    {
+      hint: `\`banger vm show ${name}\` shows its state`,
+    },
+  );
+}
+
 export const lifecycleSpecs: readonly CommandSpec<LifecycleArgs>[] = [
-  lifecycleSpec("start", "boot stopped VMs", ["banger vm start web db"]),
-  lifecycleSpec("stop", "shut VMs down gracefully (power button, then quit, then kill)", [
-    "banger vm stop web",
-  ]),
-  lifecycleSpec("restart", "stop, then start VMs", ["banger vm restart web"]),
-  lifecycleSpec("kill", "stop VMs at once, without a graceful shutdown", ["banger vm kill web"]),
-  lifecycleSpec("pause", "freeze VMs' vCPUs; memory, disk and network stay as they are", [
-    "banger vm pause web",
-  ]),
-  lifecycleSpec("resume", "let paused VMs run again", ["banger vm resume web"]),
-  lifecycleSpec(
-    "delete",
-    "delete VMs and everything they own (disk, tap, files)",
-    ["banger vm delete web db"],
-    ["rm"],
-  ),
+  lifecycleSpec({ verb: "start", describe: "boot stopped VMs", examples: ["banger vm start web db"] }),
+  lifecycleSpec({
+    verb: "stop",
+    describe: "shut VMs down gracefully (power button, then quit, then kill)",
+    examples: ["banger vm stop web"],
+  }),
+  lifecycleSpec({ verb: "restart", describe: "stop, then start VMs", examples: ["banger vm restart web"] }),
+  lifecycleSpec({
+    verb: "kill",
+    describe: "stop VMs at once, without a graceful shutdown",
+    examples: ["banger vm kill web"],
+  }),
+  lifecycleSpec({
+    verb: "pause",
+    describe: "freeze VMs' vCPUs; memory, disk and network stay as they are",
+    examples: ["banger vm pause web"],
+  }),
+  lifecycleSpec({ verb: "resume", describe: "let paused VMs run again", examples: ["banger vm resume web"] }),
+  lifecycleSpec({
+    verb: "delete",
+    aliases: ["rm"],
+    describe: "delete VMs and everything they own (disk, tap, files); a running VM needs --force",
+    examples: ["banger vm delete web db", "banger vm rm -f web"],
+    options: [{ flags: "-f, --force", description: "delete running or paused VMs too (they are killed)" }],
+  }),
 ];
