@@ -8,10 +8,11 @@ import {
   ipv4ToInt,
   isGuestAddress,
   isIpv4,
+  type NetworkStep,
   parseIpJson,
   parseSubnet,
   planCreateTap,
-  planDeleteTap,
+  planDeleteDevice,
   planEnsureBridge,
   planShowDevice,
   validateInterfaceName,
@@ -171,11 +172,13 @@ describe("parseIpJson", () => {
   });
 });
 
+const argvOf = (plan: readonly NetworkStep[]) => plan.map((step) => step.argv);
+
 describe("planEnsureBridge", () => {
   const base = { bridge: "banger0", gatewayCidr: gatewayCidr(parseSubnet("10.77.0.0/24")) };
 
   it("creates, addresses and raises a bridge that does not exist", () => {
-    assert.deepEqual(planEnsureBridge({ ...base, current: undefined }), [
+    assert.deepEqual(argvOf(planEnsureBridge({ ...base, current: undefined })), [
       ["ip", "link", "add", "name", "banger0", "type", "bridge"],
       ["ip", "addr", "add", "10.77.0.1/24", "dev", "banger0"],
       ["ip", "link", "set", "dev", "banger0", "up"],
@@ -189,7 +192,7 @@ describe("planEnsureBridge", () => {
       linkinfo: { info_kind: "bridge" },
       addr_info: [],
     };
-    assert.deepEqual(planEnsureBridge({ ...base, current }), [
+    assert.deepEqual(argvOf(planEnsureBridge({ ...base, current })), [
       ["ip", "addr", "add", "10.77.0.1/24", "dev", "banger0"],
       ["ip", "link", "set", "dev", "banger0", "up"],
     ]);
@@ -201,7 +204,9 @@ describe("planEnsureBridge", () => {
       flags: ["BROADCAST"],
       addr_info: [{ family: "inet", local: "10.77.0.1", prefixlen: 24 }],
     };
-    assert.deepEqual(planEnsureBridge({ ...base, current }), [["ip", "link", "set", "dev", "banger0", "up"]]);
+    assert.deepEqual(argvOf(planEnsureBridge({ ...base, current })), [
+      ["ip", "link", "set", "dev", "banger0", "up"],
+    ]);
   });
 
   it("plans nothing for a complete bridge (no-carrier is still up)", () => {
@@ -214,7 +219,7 @@ describe("planEnsureBridge", () => {
         { family: "inet", local: "10.77.0.1", prefixlen: 24 },
       ],
     };
-    assert.deepEqual(planEnsureBridge({ ...base, current }), []);
+    assert.deepEqual(argvOf(planEnsureBridge({ ...base, current })), []);
   });
 
   it("adds the gateway when the bridge holds the address with another prefix", () => {
@@ -223,9 +228,20 @@ describe("planEnsureBridge", () => {
       flags: ["UP"],
       addr_info: [{ family: "inet", local: "10.77.0.1", prefixlen: 16 }],
     };
-    assert.deepEqual(planEnsureBridge({ ...base, current }), [
+    assert.deepEqual(argvOf(planEnsureBridge({ ...base, current })), [
       ["ip", "addr", "add", "10.77.0.1/24", "dev", "banger0"],
     ]);
+  });
+
+  it("tolerates only 'address already present' on the address step; no step undoes the bridge", () => {
+    const plan = planEnsureBridge({ ...base, current: undefined });
+    const tolerated = plan.filter((step) => step.tolerate !== undefined);
+    assert.deepEqual(
+      tolerated.map((step) => step.argv[1]),
+      ["addr"],
+    );
+    assert.ok(tolerated[0]?.tolerate?.test("RTNETLINK answers: File exists"));
+    assert.ok(plan.every((step) => step.undo === undefined));
   });
 
   it("refuses a device of that name that is not a bridge", () => {
@@ -248,14 +264,18 @@ describe("planEnsureBridge", () => {
 
 describe("tap plans", () => {
   it("creates a tap, enslaves it and raises it", () => {
-    assert.deepEqual(planCreateTap({ tap: "bgr-abc", bridge: "banger0" }), [
+    const plan = planCreateTap({ tap: "bgr-abc", bridge: "banger0" });
+    assert.deepEqual(argvOf(plan), [
       ["ip", "tuntap", "add", "dev", "bgr-abc", "mode", "tap"],
       ["ip", "link", "set", "dev", "bgr-abc", "master", "banger0", "up"],
     ]);
+    assert.deepEqual(plan[0]?.undo, ["ip", "link", "del", "dev", "bgr-abc"]);
   });
 
-  it("deletes a tap and reads a device with details in JSON", () => {
-    assert.deepEqual(planDeleteTap("bgr-abc"), [["ip", "link", "del", "dev", "bgr-abc"]]);
+  it("deletes a device (gone already is fine) and reads a device with details in JSON", () => {
+    const [remove] = planDeleteDevice("bgr-abc");
+    assert.deepEqual(remove?.argv, ["ip", "link", "del", "dev", "bgr-abc"]);
+    assert.ok(remove?.tolerate?.test('Cannot find device "bgr-abc"'));
     assert.deepEqual(planShowDevice("banger0"), ["ip", "-j", "-d", "addr", "show", "dev", "banger0"]);
   });
 });

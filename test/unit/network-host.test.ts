@@ -60,6 +60,15 @@ describe("createHostNetwork.ensureBridge", () => {
     assert.equal(runner.commands().filter((command) => command.includes("type bridge")).length, 1);
   });
 
+  it("counts an address another process added meanwhile as done", async () => {
+    const runner = new FakeRunner()
+      .on(SHOW, { code: 1, stderr: 'Device "banger0" does not exist.\n' })
+      .on(["ip", "addr", "add"], { code: 2, stderr: "RTNETLINK answers: File exists\n" })
+      .on(["ip"]);
+    await network(runner).ensureBridge();
+    assert.equal(runner.commands().at(-1), "ip link set dev banger0 up");
+  });
+
   it("maps 'Operation not permitted' to PERMISSION_DENIED and other failures to NETWORK_FAILED", async () => {
     const denied = new FakeRunner()
       .on(SHOW, { code: 1, stderr: 'Device "banger0" does not exist.' })

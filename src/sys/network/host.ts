@@ -1,0 +1,146 @@
+/**
+ * The bridge and the taps: runs the `ip` plans of src/core/network through
+ * the Runner to keep the bridge up and create, list and remove VM taps.
+ *
+ * Every operation is idempotent so the daemon can repeat it after a crash:
+ * - ensureBridge reads the bridge and runs only the missing steps (none when
+ *   it is up to date); calls are serialised so two VM starts do not race.
+ * - createTap: a tap of the same name that already exists is deleted and
+ *   created afresh. Tap names derive from the VM id, and the caller creates
+ *   the tap only while no VMM of that VM runs, so an existing one is debris
+ *   of a crash whose state (master, flags, owner) we do not trust.
+ * - deleteTap / teardownBridge: a missing device is success.
+ * Failures map to coded errors as `runSteps` (steps.ts) says.
+ */
+
+import { Mutex } from "../../core/concurrency/index.ts";
+import type { Logger } from "../../core/log/index.ts";
+import {
+  gatewayCidr,
+  type IpLinkInfo,
+  MISSING_DEVICE,
+  parseIpJson,
+  parseSubnet,
+  planCreateTap,
+  planDeleteDevice,
+  planEnsureBridge,
+  planListTunDevices,
+  planShowDevice,
+  type Subnet,
+} from "../../core/network/index.ts";
+import { TAP_PREFIX } from "../../core/vm/index.ts";
+import { isBangerError } from "../../protocol/index.ts";
+import type { Runner } from "../runner/index.ts";
+import { runSteps, translateNetworkError } from "./steps.ts";
+
+export interface HostNetworkOptions {
+  runner: Runner;
+  logger: Logger;
+  bridge: string;
+  /** CIDR ("10.77.0.0/24") or an already parsed subnet. */
+  subnet: string | Subnet;
+}
+
+export interface HostNetwork {
+  readonly bridge: string;
+  readonly subnet: Subnet;
+  /** Creates the bridge, adds the gateway address and sets it up, as far as needed. */
+  ensureBridge(signal?: AbortSignal): Promise<void>;
+  /** Creates `tap` on the bridge, replacing a leftover device of that name. */
+  createTap(tap: string, signal?: AbortSignal): Promise<void>;
+  /** Removes `tap`; a missing tap is fine. */
+  deleteTap(tap: string): Promise<void>;
+  /** Names of tun/tap devices with the banger prefix. */
+  listTaps(): Promise<string[]>;
+  /** Deletes banger taps not in `owned` (reconcile); returns the names removed. */
+  removeLeftoverTaps(owned: ReadonlySet<string>): Promise<string[]>;
+  /** Deletes the bridge (tests, uninstall); a missing bridge is fine. Taps are left to `removeLeftoverTaps`. */
+  teardownBridge(): Promise<void>;
+}
+
+export function createHostNetwork(options: HostNetworkOptions): HostNetwork {
+  const { runner, bridge } = options;
+  const subnet = typeof options.subnet === "string" ? parseSubnet(options.subnet) : options.subnet;
+  const logger = options.logger.child({ component: "network", bridge });
+  const bridgeLock = new Mutex();
+
+  const steps = (device: string, plan: Parameters<typeof runSteps>[0], signal?: AbortSignal) =>
+    runSteps(plan, { runner, logger, device, signal });
+
+  const readDevice = async (device: string): Promise<IpLinkInfo | undefined> => {
+    const argv = planShowDevice(device);
+    const result = await runner.run(argv, { allowFailure: true });
+    if (result.code !== 0) {
+      if (MISSING_DEVICE.test(result.stderr)) return undefined;
+      throw translateNetworkError(device, argv, undefined, result.stderr);
+    }
+    return parseIpJson(result.stdout).find((entry) => entry.ifname === device);
+  };
+
+  const deleteDevice = async (device: string) => {
+    if ((await steps(device, planDeleteDevice(device))) > 0)
+      logger.debug("deleted network device", { device });
+  };
+
+  const listTaps = async (): Promise<string[]> => {
+    const argv = planListTunDevices();
+    let stdout: string;
+    try {
+      stdout = (await runner.run(argv)).stdout;
+    } catch (error) {
+      throw translateNetworkError(bridge, argv, error);
+    }
+    return parseIpJson(stdout)
+      .map((entry) => entry.ifname)
+      .filter((name) => name.startsWith(TAP_PREFIX))
+      .sort();
+  };
+
+  return {
+    bridge,
+    subnet,
+
+    ensureBridge(signal) {
+      return bridgeLock.run(async () => {
+        const current = await readDevice(bridge);
+        const plan = planEnsureBridge({ bridge, gatewayCidr: gatewayCidr(subnet), current });
+        const changed = await steps(bridge, plan, signal);
+        if (changed > 0) logger.info("bridge ready", { gateway: gatewayCidr(subnet), steps: changed });
+      });
+    },
+
+    async createTap(tap, signal) {
+      const plan = planCreateTap({ tap, bridge });
+      try {
+        await steps(tap, plan, signal);
+      } catch (error) {
+        if (!(isBangerError(error) && /busy|exists/i.test(error.message))) throw error;
+        logger.warn("replacing leftover tap", { tap });
+        await deleteDevice(tap);
+        await steps(tap, plan, signal);
+      }
+      logger.debug("tap created", { tap });
+    },
+
+    deleteTap(tap) {
+      return deleteDevice(tap);
+    },
+
+    listTaps,
+
+    async removeLeftoverTaps(owned) {
+      const removed: string[] = [];
+      for (const tap of await listTaps()) {
+        if (owned.has(tap)) continue;
+        await deleteDevice(tap);
+        logger.info("removed leftover tap", { tap });
+        removed.push(tap);
+      }
+      return removed;
+    },
+
+    teardownBridge() {
+      return bridgeLock.run(() => deleteDevice(bridge));
+    },
+  };
+}
