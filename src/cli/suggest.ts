@@ -6,7 +6,7 @@ import { BangerError, ErrorCode } from "../protocol/index.ts";
 import type { CliContext } from "./context.ts";
 
 /** The candidate closest to `word` by edit distance, if it is close enough to be a typo. */
-export function closest(word: string, candidates: readonly string[]): string | undefined {
+function closest(word: string, candidates: readonly string[]): string | undefined {
   const limit = Math.max(1, Math.floor(word.length / 3));
   let best: { name: string; distance: number } | undefined;
   for (const name of candidates) {

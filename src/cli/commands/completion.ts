@@ -45,7 +45,7 @@ export function completionSpec(tree: () => CommandTree): CommandSpec<{ shell: st
   };
 }
 
-export function completionScript(shell: Shell, tree: CommandTree): string {
+function completionScript(shell: Shell, tree: CommandTree): string {
   const commands = entries(tree);
   if (shell === "fish") return fishScript(tree, commands);
   const bash = bashScript(tree, commands);

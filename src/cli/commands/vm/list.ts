@@ -42,7 +42,7 @@ export const listSpec: CommandSpec<ListArgs> = {
 };
 
 /** A predicate from `--filter key=value` flags; refuses an unknown key or a flag without `=`. */
-export function vmFilter(flags: readonly string[]): (vm: VmInfo) => boolean {
+function vmFilter(flags: readonly string[]): (vm: VmInfo) => boolean {
   const wanted = new Map<FilterKey, string[]>();
   for (const flag of flags) {
     const equals = flag.indexOf("=");
