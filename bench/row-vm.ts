@@ -2,7 +2,7 @@
  * The rows with real guests, all inside the bench's network namespace:
  * - "vm-cold": `banger vm run --rm -- true` next to the same QEMU boot done
  *   by hand (bench/vm-worker.ts), alternating runs.
- * - "vm-warm": `banger vm run --name NAME -- true` on a running VM next to
+ * - "vm-warm": `banger vm exec NAME -- true` on a running VM next to
  *   bare `ssh -S CONTROL … true` over a ControlMaster the worker opens.
  * - "rss": bangerd's resident memory with 0 and with 2 running VMs.
  */
@@ -23,7 +23,7 @@ export const VM_COLD_ROW = {
 } as const;
 export const VM_WARM_ROW = {
   id: "vm-warm",
-  benchmark: "vm run --name N -- true (running VM)",
+  benchmark: "vm exec N -- true (running VM)",
   unit: "ms",
   goal: "≤1.5x",
 } as const;
@@ -144,7 +144,7 @@ export async function benchVmWarm(ctx: VmContext, worker: VmWorker): Promise<Row
     await worker.request({ op: "master-close" }, 30_000);
   });
   const bangerOnce = async () =>
-    (await bangerChecked(ctx.env, ["vm", "run", "--name", name, "--", "true"], 60_000)).ms;
+    (await bangerChecked(ctx.env, ["vm", "exec", name, "--", "true"], 60_000)).ms;
   const baselineOnce = async () => (await worker.request({ op: "mux-exec" }, 60_000)).ms as number;
   await bangerOnce();
   await baselineOnce();

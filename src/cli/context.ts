@@ -41,6 +41,8 @@ export interface CliContext {
   interrupted(): AbortSignal;
   /** Calls `listener` on every SIGINT, SIGTERM and SIGHUP until the returned function is called. */
   onSignal(listener: (signal: CliSignal) => void): () => void;
+  /** Aborted when stdout cannot be written any more (its reader went away: EPIPE). */
+  outputClosed(): AbortSignal;
   /** Calls `listener` when the terminal on stdout changes size, until the returned function is called. */
   onResize(listener: () => void): () => void;
   /** Runs a program on this terminal (inherited stdio) and resolves its exit status. */
@@ -58,6 +60,9 @@ export function createCliContext(options: {
   let client: DaemonClient | undefined;
   let autostart = !isTruthy(options.env.BANGER_NO_AUTOSTART);
   const signals = processSignals();
+  // A reader that goes away (`banger vm exec … | head -2`) ends output quietly, without a stack trace.
+  const output = new AbortController();
+  process.stdout.on("error", () => output.abort());
   return {
     layout: options.layout,
     env: options.env,
@@ -83,6 +88,7 @@ export function createCliContext(options: {
     },
     interrupted: signals.interrupted,
     onSignal: signals.onSignal,
+    outputClosed: () => output.signal,
     onResize(listener) {
       process.stdout.on("resize", listener);
       return () => process.stdout.off("resize", listener);

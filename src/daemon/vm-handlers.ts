@@ -108,7 +108,18 @@ export function buildVmHandlers(deps: VmHandlerDeps): HandlerTable {
       ctx.streams.end("stdout");
       return { bytes };
     },
-    "vm.ssh-config": (params) => vms.sshConfig(params.name),
+    "vm.ssh-config": async (params) => {
+      const vm = await vms.show(params.name);
+      if (vm.state !== "running") {
+        throw new BangerError(ErrorCode.BAD_STATE, `VM '${vm.name}' is ${vm.state}; ssh needs it running`, {
+          hint:
+            vm.state === "paused"
+              ? `resume it with \`banger vm resume ${vm.name}\``
+              : `start it with \`banger vm start ${vm.name}\``,
+        });
+      }
+      return vms.sshConfig(params.name);
+    },
     "vm.stats": (params, ctx) => stats.stats(params.name, ctx.signal),
     "vm.health": (params, ctx) => stats.health(params.name, ctx.signal),
     "image.list": () => ({ images: images.list().map(imageInfo) }),

@@ -12,6 +12,7 @@ import { resolveLayout } from "../../src/core/paths/index.ts";
 import {
   BangerError,
   ErrorCode,
+  type ExecSignal,
   type MethodName,
   type ParamsOf,
   type ResultOf,
@@ -28,6 +29,9 @@ export interface FakeCall {
   written: Partial<Record<StreamChannel, Buffer[]>>;
   ended: Set<StreamChannel>;
   cancelled: boolean;
+  /** `$/signal` and `$/resize` the command sent, in order. */
+  signals: ExecSignal[];
+  resizes: { cols: number; rows: number }[];
   /** Resolves once the command cancels the call (a `$/cancel` or its abort signal). */
   whenCancelled: Promise<void>;
 }
@@ -72,6 +76,8 @@ export class FakeDaemonClient implements DaemonClient {
       written: {},
       ended: new Set(),
       cancelled: false,
+      signals: [],
+      resizes: [],
       whenCancelled: new Promise<void>((resolve) => {
         markCancelled = resolve;
       }),
@@ -99,6 +105,12 @@ export class FakeDaemonClient implements DaemonClient {
         call.ended.add(ch);
       },
       cancel,
+      signal: (signal) => {
+        call.signals.push(signal);
+      },
+      resize: (cols, rows) => {
+        call.resizes.push({ cols, rows });
+      },
     };
   }
 
@@ -121,6 +133,12 @@ export interface FakeCli {
   stderr(): string;
   /** Delivers a signal to the CLI as the terminal or a supervisor would. */
   signal(signal: CliSignal): void;
+  /** Every setRawMode call on the terminal's stdin. */
+  rawModes: boolean[];
+  /** The reader of stdout goes away (EPIPE). */
+  closeOutput(): void;
+  /** The terminal changes size. */
+  resize(columns: number, rows: number): void;
   /** argv of every program the command ran on the terminal. */
   interactive: string[][];
   /** Runs `banger ARGV` in-process; resolves its exit status. */
@@ -130,6 +148,8 @@ export interface FakeCli {
 export interface FakeCliOptions extends FakeTerminal {
   client: DaemonClient | (() => Promise<DaemonClient>);
   home?: string;
+  /** The CLI's environment (for -e KEY). */
+  env?: Record<string, string>;
   /** Exit status of programs run on the terminal (vm ssh). */
   interactiveStatus?: number;
 }
@@ -137,8 +157,11 @@ export interface FakeCliOptions extends FakeTerminal {
 export function fakeCli(options: FakeCliOptions): FakeCli {
   const out: Buffer[] = [];
   const err: Buffer[] = [];
-  const stdin = Object.assign(new PassThrough(), { isTTY: options.stdinTty === true }) as PassThrough &
-    InputStream;
+  const rawModes: boolean[] = [];
+  const stdin = Object.assign(
+    new PassThrough(),
+    options.stdinTty ? { isTTY: true, setRawMode: (raw: boolean) => rawModes.push(raw) } : { isTTY: false },
+  ) as PassThrough & InputStream;
   const collector = (chunks: Buffer[]): OutputStream =>
     Object.assign(
       new Writable({
@@ -150,6 +173,8 @@ export function fakeCli(options: FakeCliOptions): FakeCli {
       { isTTY: options.stdoutTty === true, columns: options.columns ?? 80, rows: options.rows ?? 24 },
     );
   const controller = new AbortController();
+  const output = new AbortController();
+  const resizeListeners = new Set<() => void>();
   const listeners = new Set<(signal: CliSignal) => void>();
   const interactive: string[][] = [];
   const client = options.client;
@@ -159,7 +184,7 @@ export function fakeCli(options: FakeCliOptions): FakeCli {
       uid: 0,
       homeDir: "/root",
     }),
-    env: {},
+    env: options.env ?? {},
     root: "/opt/banger",
     stdin,
     stdout: collector(out),
@@ -170,7 +195,11 @@ export function fakeCli(options: FakeCliOptions): FakeCli {
       listeners.add(listener);
       return () => listeners.delete(listener);
     },
-    onResize: () => () => {},
+    outputClosed: () => output.signal,
+    onResize(listener) {
+      resizeListeners.add(listener);
+      return () => resizeListeners.delete(listener);
+    },
     async runInteractive(argv) {
       interactive.push([...argv]);
       return options.interactiveStatus ?? 0;
@@ -187,6 +216,12 @@ export function fakeCli(options: FakeCliOptions): FakeCli {
     signal(signal) {
       if (!controller.signal.aborted) controller.abort(signal);
       for (const listener of [...listeners]) listener(signal);
+    },
+    rawModes,
+    closeOutput: () => output.abort(),
+    resize(columns, rows) {
+      Object.assign(ctx.stdout, { columns, rows });
+      for (const listener of [...resizeListeners]) listener();
     },
     interactive,
     run: (argv) => runCli(ctx, argv),

@@ -4,6 +4,9 @@
  */
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { describe, it } from "node:test";
 import {
   BangerError,
@@ -12,7 +15,7 @@ import {
   type OperationInfo,
   type VmInfo,
 } from "../../src/protocol/index.ts";
-import { FakeDaemonClient, fakeCli } from "../fakes/cli.ts";
+import { FakeDaemonClient, type FakeHandlers, fakeCli } from "../fakes/cli.ts";
 
 function vmInfo(overrides: Partial<VmInfo> = {}): VmInfo {
   return {
@@ -303,30 +306,260 @@ describe("vm ssh", () => {
   });
 });
 
-describe("vm run", () => {
-  it("streams the command's output and exits with its status, or 128+N when a signal killed it", async () => {
-    for (const [reply, expected] of [
-      [{ exitCode: 7, signal: null }, 7],
-      [{ exitCode: null, signal: "SIGKILL" }, 137],
+const tick = () => new Promise((resolve) => setImmediate(resolve));
+async function until(condition: () => boolean): Promise<void> {
+  while (!condition()) await tick();
+}
+
+describe("vm exec", () => {
+  it("sends argv, env, workdir, user and timeout as given, and exits with the command's status", async () => {
+    const client = new FakeDaemonClient({
+      "vm.exec": (_params, call) => {
+        call.options.onStream?.("stdout", Buffer.from("out\n"));
+        call.options.onStream?.("stderr", Buffer.from("err\n"));
+        return { exitCode: 7, signal: null };
+      },
+    });
+    const dir = mkdtempSync(join(tmpdir(), "bgt-env-"));
+    writeFileSync(join(dir, "env"), "# comment\n\nFROM_FILE=1\r\nHOME_HERE\n");
+    const cli = fakeCli({ client, env: { HOME_HERE: "/home/me", ONLY_HERE: "x" } });
+    const status = await cli.run([
+      "vm",
+      "exec",
+      "-e",
+      "A=1 2",
+      "-e",
+      "ONLY_HERE",
+      "-e",
+      "UNSET",
+      "--env-file",
+      join(dir, "env"),
+      "-w",
+      "/srv",
+      "-u",
+      "www-data",
+      "--timeout",
+      "1.5m",
+      "web",
+      "--",
+      "printf",
+      "%s|",
+      "a b",
+      "$HOME",
+    ]);
+    rmSync(dir, { recursive: true });
+    assert.equal(status, 7);
+    assert.equal(cli.stdout(), "out\n");
+    assert.equal(cli.stderr(), "err\n");
+    assert.deepEqual(client.callsOf("vm.exec")[0]!.params, {
+      name: "web",
+      argv: ["printf", "%s|", "a b", "$HOME"],
+      env: ["FROM_FILE=1", "HOME_HERE=/home/me", "A=1 2", "ONLY_HERE=x"],
+      cwd: "/srv",
+      user: "www-data",
+      timeoutMs: 90_000,
+    });
+  });
+
+  it("maps a signal death to 128+N and a timeout to 124", async () => {
+    for (const [reply, expected, says] of [
+      [{ exitCode: null, signal: "SIGKILL" }, 137, ""],
+      [{ exitCode: null, signal: "SIGTERM" }, 143, ""],
+      [{ exitCode: 0, signal: null }, 0, ""],
+      [{ exitCode: 255, signal: null }, 255, ""],
+      [{ exitCode: null, signal: "SIGKILL", timedOut: true }, 124, "ran out of time"],
     ] as const) {
-      const client = new FakeDaemonClient({
-        "vm.show": () => vmInfo({ name: "box" }),
-        "vm.exec": (_params, call) => {
-          call.options.onStream?.("stdout", Buffer.from("out\n"));
-          call.options.onStream?.("stderr", Buffer.from("err\n"));
-          return reply;
-        },
-      });
-      const cli = fakeCli({ client });
-      assert.equal(await cli.run(["vm", "run", "--name", "box", "--", "sh", "-c", "exit 7"]), expected);
-      assert.equal(cli.stdout(), "out\n");
-      assert.equal(cli.stderr(), "err\n");
-      assert.deepEqual(client.callsOf("vm.exec")[0]!.params, {
-        name: "box",
-        argv: ["sh", "-c", "exit 7"],
-        stdin: true,
-      });
+      const cli = fakeCli({ client: new FakeDaemonClient({ "vm.exec": () => reply }) });
+      assert.equal(await cli.run(["vm", "exec", "--timeout", "2s", "web", "--", "sleep", "9"]), expected);
+      assert.match(cli.stderr(), new RegExp(says));
     }
+  });
+
+  it("reads stdin only with -i, passing it through to its end", async () => {
+    const client = new FakeDaemonClient({
+      "vm.exec": async (params, call) => {
+        if (params.stdin) await until(() => call.ended.has("stdin"));
+        return { exitCode: 0, signal: null };
+      },
+    });
+    const without = fakeCli({ client });
+    without.stdin.end("ignored\n");
+    assert.equal(await without.run(["vm", "exec", "web", "--", "cat"]), 0);
+    assert.equal(client.callsOf("vm.exec")[0]!.written.stdin, undefined, "stdin is not read without -i");
+    assert.equal((client.callsOf("vm.exec")[0]!.params as { stdin?: boolean }).stdin, undefined);
+    const piped = fakeCli({ client });
+    piped.stdin.end("line 1\nline 2\n");
+    assert.equal(await piped.run(["vm", "exec", "-i", "web", "--", "cat"]), 0);
+    const call = client.callsOf("vm.exec")[1]!;
+    assert.equal(Buffer.concat(call.written.stdin ?? []).toString(), "line 1\nline 2\n");
+    assert.ok(call.ended.has("stdin"));
+  });
+
+  it("refuses -t when stdin is not a terminal, with a hint, before asking the daemon", async () => {
+    const client = new FakeDaemonClient({});
+    const cli = fakeCli({ client });
+    assert.equal(
+      await cli.run(["vm", "exec", "-it", "web", "--", "bash"]),
+      exitStatusFor[ErrorCode.INVALID_PARAMS],
+    );
+    assert.match(cli.stderr(), /-t needs a terminal on stdin, and stdin is not one\nhint: drop -t/);
+    assert.equal(client.calls.length, 0);
+  });
+
+  it("with -it: asks for a PTY of the terminal's size, makes the terminal raw, follows its size, restores it", async () => {
+    const client = new FakeDaemonClient({
+      "vm.exec": async (_params, call) => {
+        await until(() => call.resizes.length > 0);
+        return { exitCode: 0, signal: null };
+      },
+    });
+    const cli = fakeCli({ client, stdinTty: true, stdoutTty: true, columns: 132, rows: 43 });
+    const status = cli.run(["vm", "exec", "-it", "web", "--", "bash"]);
+    await until(() => client.callsOf("vm.exec").length > 0);
+    cli.resize(100, 30);
+    assert.equal(await status, 0);
+    const call = client.callsOf("vm.exec")[0]!;
+    assert.deepEqual((call.params as { tty?: unknown }).tty, { cols: 132, rows: 43 });
+    assert.deepEqual(call.resizes, [{ cols: 100, rows: 30 }]);
+    assert.deepEqual(cli.rawModes, [true, false]);
+  });
+
+  it("without a PTY: Ctrl-C sends SIGINT, a second Ctrl-C kills; SIGTERM and SIGHUP are forwarded", async () => {
+    const client = new FakeDaemonClient({
+      "vm.exec": async (_params, call) => {
+        await call.whenCancelled;
+        throw new BangerError(ErrorCode.CANCELLED, "exec cancelled");
+      },
+    });
+    const cli = fakeCli({ client });
+    const status = cli.run(["vm", "exec", "web", "--", "sleep", "300"]);
+    await until(() => client.callsOf("vm.exec").length > 0);
+    for (const signal of ["SIGTERM", "SIGINT", "SIGHUP"] as const) cli.signal(signal);
+    await tick();
+    const call = client.callsOf("vm.exec")[0]!;
+    assert.deepEqual(call.signals, ["SIGTERM", "SIGINT", "SIGHUP"]);
+    assert.equal(call.cancelled, false, "one Ctrl-C only interrupts");
+    cli.signal("SIGINT");
+    assert.equal(await status, exitStatusFor[ErrorCode.CANCELLED]);
+    assert.ok(call.cancelled, "the second Ctrl-C kills");
+    assert.match(cli.stderr(), /the command was killed \(Ctrl-C twice\)/);
+  });
+
+  it("stdout's reader going away cancels the command and ends quietly", async () => {
+    const client = new FakeDaemonClient({
+      "vm.exec": async (_params, call) => {
+        call.options.onStream?.("stdout", Buffer.from("1\n"));
+        await call.whenCancelled;
+        throw new BangerError(ErrorCode.CANCELLED, "exec cancelled");
+      },
+    });
+    const cli = fakeCli({ client });
+    const status = cli.run(["vm", "exec", "web", "--", "yes"]);
+    await until(() => cli.stdout() !== "");
+    cli.closeOutput();
+    assert.equal(await status, 141);
+    assert.equal(cli.stderr(), "", "no error, no stack trace");
+    assert.ok(client.callsOf("vm.exec")[0]!.cancelled);
+  });
+
+  it("a stopped VM's refusal reaches the user with its code", async () => {
+    const cli = fakeCli({
+      client: new FakeDaemonClient({
+        "vm.exec": () => {
+          throw new BangerError(ErrorCode.BAD_STATE, "VM 'web' is stopped; exec needs it running");
+        },
+      }),
+    });
+    assert.equal(await cli.run(["vm", "exec", "web", "--", "true"]), exitStatusFor[ErrorCode.BAD_STATE]);
+    assert.match(cli.stderr(), /VM 'web' is stopped/);
+  });
+});
+
+describe("vm run", () => {
+  const runClient = (exec: NonNullable<FakeHandlers["vm.exec"]>, vms: VmInfo[] = []) =>
+    new FakeDaemonClient({
+      "vm.list": () => ({ vms }),
+      "vm.create.begin": () => ({ operation: operation({ vmName: "vm-1a2b3c" }) }),
+      "vm.create.status": () => ({
+        operation: operation({
+          state: "succeeded",
+          step: "vm.ready",
+          message: "vm-1a2b3c is running (172.30.0.2)",
+        }),
+        vm: vmInfo({ name: "vm-1a2b3c" }),
+      }),
+      "vm.exec": exec,
+      "vm.delete": (params) => ({ name: params.name, deleted: true }),
+    });
+
+  it("creates a new VM, runs the command after -- in it, and with --rm deletes that VM", async () => {
+    const client = runClient(() => ({ exitCode: 3, signal: null }));
+    const cli = fakeCli({ client });
+    assert.equal(await cli.run(["vm", "run", "--rm", "--memory", "1g", "--", "sh", "-c", "exit 3"]), 3);
+    assert.deepEqual(client.callsOf("vm.create.begin")[0]!.params, { memoryMib: 1024 });
+    assert.deepEqual(client.callsOf("vm.exec")[0]!.params, {
+      name: "vm-1a2b3c",
+      argv: ["sh", "-c", "exit 3"],
+    });
+    assert.deepEqual(client.callsOf("vm.delete")[0]!.params, { name: "vm-1a2b3c", force: true });
+  });
+
+  it("refuses an existing --name with NAME_TAKEN and the vm exec line, creating and deleting nothing", async () => {
+    const client = runClient(() => ({ exitCode: 0, signal: null }), [vmInfo({ name: "web" })]);
+    const cli = fakeCli({ client });
+    assert.equal(
+      await cli.run(["vm", "run", "--rm", "--name", "web", "--", "uname", "-a"]),
+      exitStatusFor[ErrorCode.NAME_TAKEN],
+    );
+    assert.match(
+      cli.stderr(),
+      /a VM named 'web' exists; vm run always creates a new VM\nhint: to run in it: banger vm exec web -- uname -a/,
+    );
+    assert.equal(client.callsOf("vm.create.begin").length, 0);
+    assert.equal(client.callsOf("vm.delete").length, 0);
+  });
+
+  it("a VM name before -- gets the vm exec hint instead of becoming the command; other words are refused", async () => {
+    const client = runClient(() => ({ exitCode: 0, signal: null }), [vmInfo({ name: "web" })]);
+    const named = fakeCli({ client });
+    assert.equal(
+      await named.run(["vm", "run", "web", "--", "uname", "-a"]),
+      exitStatusFor[ErrorCode.INVALID_PARAMS],
+    );
+    assert.match(
+      named.stderr(),
+      /'web' is an existing VM; vm run always creates a new one\nhint: to run in it: banger vm exec web -- uname -a/,
+    );
+    const stray = fakeCli({ client });
+    assert.equal(
+      await stray.run(["vm", "run", "wbe", "--", "true"]),
+      exitStatusFor[ErrorCode.INVALID_PARAMS],
+    );
+    assert.match(stray.stderr(), /unexpected 'wbe' before --/);
+    assert.equal(client.callsOf("vm.create.begin").length, 0);
+  });
+
+  it("SIGTERM reaches the command and --rm still deletes the VM", async () => {
+    const client = runClient(async (_params, call) => {
+      await until(() => call.signals.length > 0);
+      return { exitCode: null, signal: call.signals[0]! };
+    });
+    const cli = fakeCli({ client });
+    const status = cli.run(["vm", "run", "--rm", "--", "sleep", "300"]);
+    await until(() => client.callsOf("vm.exec").length > 0);
+    cli.signal("SIGTERM");
+    assert.equal(await status, 143);
+    assert.deepEqual(client.callsOf("vm.delete")[0]!.params, { name: "vm-1a2b3c", force: true });
+  });
+
+  it("refuses --rm with -d", async () => {
+    const client = runClient(() => ({ exitCode: null, signal: null }));
+    const cli = fakeCli({ client });
+    assert.equal(
+      await cli.run(["vm", "run", "--rm", "-d", "--", "sleep", "1"]),
+      exitStatusFor[ErrorCode.INVALID_PARAMS],
+    );
+    assert.equal(client.calls.length, 0);
   });
 });
 

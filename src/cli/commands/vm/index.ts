@@ -1,6 +1,7 @@
 /** `banger vm ...`: the VM commands, in the order --help lists them. */
 import type { GroupSpec } from "../../spec.ts";
 import { createSpec } from "./create.ts";
+import { execSpec } from "./exec.ts";
 import { lifecycleSpecs } from "./lifecycle.ts";
 import { listSpec } from "./list.ts";
 import { logsSpec } from "./logs.ts";
@@ -25,6 +26,7 @@ export const vmGroup: GroupSpec = {
     statsSpec,
     healthSpec,
     logsSpec,
+    execSpec,
     runSpec,
     sshSpec,
     proxySpec,
