@@ -9,6 +9,7 @@
 import { spawn, spawnSync } from "node:child_process";
 import { closeSync, existsSync, mkdirSync, openSync } from "node:fs";
 import { readFile, rm } from "node:fs/promises";
+import { pollUntil, sleep } from "../core/async/index.ts";
 import type { Layout } from "../core/paths/index.ts";
 import { BangerError, BUILD_VERSION, ErrorCode, PROTOCOL_VERSION, type ResultOf } from "../protocol/index.ts";
 import { RpcClient } from "./rpc/client.ts";
@@ -187,8 +188,7 @@ async function logTail(file: string): Promise<string> {
 }
 
 export async function waitForPidGone(pid: number, timeoutMs: number): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (Date.now() < deadline && pidAlive(pid)) await sleep(50);
+  await pollUntil(() => !pidAlive(pid), { timeoutMs, intervalMs: 50 });
 }
 
 function pidAlive(pid: number): boolean {
@@ -198,8 +198,4 @@ function pidAlive(pid: number): boolean {
   } catch (error) {
     return (error as NodeJS.ErrnoException).code === "EPERM";
   }
-}
-
-function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
 }

@@ -5,6 +5,7 @@
  * globals: this context owns them, so a test can give a command fakes.
  */
 import { spawn } from "node:child_process";
+import { errorMessage } from "../core/async/index.ts";
 import type { Layout } from "../core/paths/index.ts";
 import { BangerError, ErrorCode, exitStatusFor } from "../protocol/index.ts";
 import { connectDaemon } from "./connect.ts";
@@ -172,7 +173,6 @@ export function reportError(ctx: Pick<CliContext, "stderr">, error: unknown): nu
     if (error.hint) ctx.stderr.write(`hint: ${error.hint}\n`);
     return exitStatusFor[error.code];
   }
-  const message = error instanceof Error ? error.message : String(error);
-  ctx.stderr.write(`banger: ${message}\n`);
+  ctx.stderr.write(`banger: ${errorMessage(error)}\n`);
   return exitStatusFor[ErrorCode.INTERNAL];
 }

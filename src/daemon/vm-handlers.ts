@@ -3,6 +3,7 @@
  * protocol and the services, including the byte streams of exec, proxy and
  * logs, the async create operations, and the stats and health probes.
  */
+import { errorMessage } from "../core/async/index.ts";
 import type { OperationRegistry, OperationSnapshot } from "../core/concurrency/index.ts";
 import { isActiveState } from "../core/vm/index.ts";
 import {
@@ -30,15 +31,11 @@ export function buildVmHandlers(deps: VmHandlerDeps): HandlerTable {
   return {
     "vm.create": (params, ctx) => vms.create(params, op(ctx)),
     "vm.create.begin": (params) => {
-      const snapshot = createOps.begin(
-        "vm.create",
-        params.name ?? null,
-        (opCtx) =>
-          vms.create(params, {
-            signal: opCtx.signal,
-            progress: (event) => opCtx.report(event.step, event.message),
-          }),
-        (error) => error instanceof BangerError && error.code === ErrorCode.CANCELLED,
+      const snapshot = createOps.begin("vm.create", params.name ?? null, (opCtx) =>
+        vms.create(params, {
+          signal: opCtx.signal,
+          progress: (event) => opCtx.report(event.step, event.message),
+        }),
       );
       return { operation: operationInfo(snapshot) };
     },
@@ -157,7 +154,7 @@ function operationInfo(snapshot: OperationSnapshot<VmInfo>): OperationInfo {
         ? null
         : error instanceof BangerError
           ? { code: error.code, message: error.message, ...(error.hint ? { hint: error.hint } : {}) }
-          : { code: ErrorCode.INTERNAL, message: error instanceof Error ? error.message : String(error) },
+          : { code: ErrorCode.INTERNAL, message: errorMessage(error) },
     startedAt: snapshot.startedAt.toISOString(),
     finishedAt: snapshot.finishedAt?.toISOString() ?? null,
   };

@@ -105,6 +105,11 @@ export function isBangerError(value: unknown): value is BangerError {
   return value instanceof BangerError;
 }
 
+/** True for the CANCELLED error that an aborted operation rejects with. */
+export function isCancelled(error: unknown): error is BangerError {
+  return error instanceof BangerError && error.code === ErrorCode.CANCELLED;
+}
+
 /** The payload an error travels in, inside a JSON-RPC error's `data`. */
 export interface WireErrorData {
   code: ErrorCode;

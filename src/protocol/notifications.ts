@@ -77,5 +77,8 @@ export const ProgressEvent = z.object({
 });
 export type ProgressEvent = z.infer<typeof ProgressEvent>;
 
+/** Reports one step of a long operation; `status` defaults to "running". */
+export type Progress = (event: Omit<ProgressEvent, "status"> & { status?: ProgressEvent["status"] }) => void;
+
 export const ProgressParams = ProgressEvent.extend({ id: z.union([z.number(), z.string()]) });
 export type ProgressParams = z.infer<typeof ProgressParams>;

@@ -24,7 +24,7 @@
 import { existsSync, mkdirSync, mkdtempSync, rmSync } from "node:fs";
 import { rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
-import { setTimeout as sleep } from "node:timers/promises";
+import { cancelled, sleep } from "../../src/core/async/index.ts";
 import { KeyedLocks, Mutex } from "../../src/core/concurrency/index.ts";
 import { type Config, defaultConfig } from "../../src/core/config/index.ts";
 import type { Logger } from "../../src/core/log/index.ts";
@@ -109,10 +109,6 @@ export interface FakeVmPlatform extends AsyncDisposable {
 
 const FIRST_PID = 100_000;
 
-function cancelledError(step: string): BangerError {
-  return new BangerError(ErrorCode.CANCELLED, `${step} was cancelled`);
-}
-
 function createGate(): Gate & { pass(vmId: string, step: string, signal?: AbortSignal): Promise<void> } {
   let holding = false;
   const waiting = new Map<string, () => void>();
@@ -141,7 +137,7 @@ function createGate(): Gate & { pass(vmId: string, step: string, signal?: AbortS
       return new Promise<void>((resolve, reject) => {
         const onAbort = () => {
           waiting.delete(vmId);
-          reject(cancelledError(step));
+          reject(cancelled(undefined, step));
         };
         waiting.set(vmId, () => {
           signal?.removeEventListener("abort", onAbort);
@@ -218,13 +214,13 @@ export function createFakeVmPlatform(options: FakeVmPlatformOptions = {}): FakeV
     if (cancel && index === cancel.k) {
       injected = { step: name, index };
       record(`cancel ${name}`);
-      cancel.controller.abort(cancelledError(name));
+      cancel.controller.abort(cancelled(undefined, name));
       return true;
     }
     return false;
   };
   const checkSignal = (name: string, signal?: AbortSignal) => {
-    if (signal?.aborted) throw cancelledError(name);
+    if (signal?.aborted) throw cancelled(undefined, name);
   };
 
   const subnet = parseSubnet(config.network.subnet);
@@ -406,7 +402,7 @@ export function createFakeVmPlatform(options: FakeVmPlatformOptions = {}): FakeV
       record(`boot-start ${spec.vmId}`);
       try {
         if (options.bootDelayMs) {
-          await sleep(options.bootDelayMs, undefined, { signal }).catch(() => undefined);
+          await sleep(options.bootDelayMs, signal).catch(() => undefined);
         }
         await boots.pass(spec.vmId, "driver.start", signal);
         checkSignal("driver.start", signal);

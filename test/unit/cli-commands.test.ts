@@ -170,7 +170,10 @@ describe("vm create", () => {
     cli.signal("SIGINT");
     assert.equal(await status, exitStatusFor[ErrorCode.CANCELLED]);
     assert.match(cli.stderr(), /SIGINT: cancelling…/);
-    assert.match(cli.stderr(), /banger: VM creation cancelled; nothing was left behind/);
+    assert.match(
+      cli.stderr(),
+      /banger: VM creation cancelled\nhint: the operation was cancelled and its partial work undone/,
+    );
   });
 
   it("a failed operation exits with its error's code and hint", async () => {

@@ -1,6 +1,8 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
+import { cancelled } from "../../src/core/async/index.ts";
 import { KeyedLocks, Mutex, OperationRegistry } from "../../src/core/concurrency/index.ts";
+import { BangerError, ErrorCode, isCancelled } from "../../src/protocol/index.ts";
 
 const tick = () => new Promise((resolve) => setImmediate(resolve));
 
@@ -109,6 +111,30 @@ describe("OperationRegistry", () => {
     assert.deepEqual(unwound, ["x"]);
     assert.equal(ops.get(begun2.id)?.state, "cancelled");
     assert.equal(ops.running, 0);
+  });
+
+  it("cancel aborts with the CANCELLED error, which the snapshot keeps", async () => {
+    const ops = registry();
+    const begun = ops.begin("vm.create", "web", async (ctx) => {
+      await new Promise((_, reject) => ctx.signal.addEventListener("abort", () => reject(ctx.signal.reason)));
+      return "never";
+    });
+    const snapshot = await ops.cancel(begun.id);
+    assert.equal(snapshot?.state, "cancelled");
+    assert.ok(isCancelled(snapshot?.error), `expected CANCELLED, got ${String(snapshot?.error)}`);
+    assert.match(String(snapshot?.error), new RegExp(`operation ${begun.id} cancelled`));
+  });
+
+  it("counts work that rejects with CANCELLED on its own as cancelled, and other errors as failed", async () => {
+    const ops = registry();
+    const own = ops.begin("k", null, async () => {
+      throw cancelled(undefined, "an inner step");
+    });
+    assert.equal((await ops.wait(own.id, 1000))?.state, "cancelled");
+    const other = ops.begin("k", null, async () => {
+      throw new BangerError(ErrorCode.BOOT_FAILED, "boom");
+    });
+    assert.equal((await ops.wait(other.id, 1000))?.state, "failed");
   });
 
   it("prunes finished operations past the retention window", async () => {

@@ -4,6 +4,7 @@ import { createServer, type Server, type Socket } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
+import { isCancelled } from "../../src/protocol/index.ts";
 import { connectQmp, QmpError, type QmpEvent } from "../../src/sys/qmp/index.ts";
 
 const GREETING = {
@@ -214,7 +215,11 @@ describe("QMP client", () => {
     setTimeout(() => controller.abort(new Error("qemu exited")), 50);
     await assert.rejects(
       connectQmp({ socketPath: join(dir, "never2.sock"), timeoutMs: 60_000, signal: controller.signal }),
-      /aborted/,
+      (error: unknown) => {
+        assert.ok(isCancelled(error), `expected CANCELLED, got ${String(error)}`);
+        assert.match(String((error.cause as Error).message), /qemu exited/);
+        return true;
+      },
     );
   });
 

@@ -4,7 +4,8 @@
  * cancelled through its AbortSignal. Owns its own bookkeeping; holds no lock
  * across the operation's work.
  */
-import type { ProgressStep } from "../../protocol/index.ts";
+import { isCancelled, type ProgressStep } from "../../protocol/index.ts";
+import { cancelled } from "../async/index.ts";
 
 export type OperationState = "running" | "succeeded" | "failed" | "cancelled";
 
@@ -38,7 +39,6 @@ interface Entry<T> {
   snapshot: OperationSnapshot<T>;
   controller: AbortController;
   done: Promise<void>;
-  isCancelError: (error: unknown) => boolean;
 }
 
 export class OperationRegistry<T> {
@@ -50,14 +50,14 @@ export class OperationRegistry<T> {
   }
 
   /**
-   * Starts `work` in the background and returns its snapshot at once.
-   * `isCancelError` tells a failure caused by cancellation apart.
+   * Starts `work` in the background and returns its snapshot at once. A
+   * failure counts as "cancelled" when the operation was cancelled or `work`
+   * rejected with a CANCELLED error.
    */
   begin(
     kind: string,
     subject: string | null,
     work: (ctx: OperationContext) => Promise<T>,
-    isCancelError: (error: unknown) => boolean = () => false,
   ): OperationSnapshot<T> {
     this.prune();
     const controller = new AbortController();
@@ -86,12 +86,12 @@ export class OperationRegistry<T> {
         snapshot.state = "succeeded";
       } catch (error) {
         snapshot.error = error;
-        snapshot.state = controller.signal.aborted || isCancelError(error) ? "cancelled" : "failed";
+        snapshot.state = controller.signal.aborted || isCancelled(error) ? "cancelled" : "failed";
       } finally {
         snapshot.finishedAt = this.#options.now();
       }
     })();
-    this.#entries.set(snapshot.id, { snapshot, controller, done, isCancelError });
+    this.#entries.set(snapshot.id, { snapshot, controller, done });
     return { ...snapshot };
   }
 
@@ -122,7 +122,7 @@ export class OperationRegistry<T> {
     const entry = this.#entries.get(id);
     if (!entry) return undefined;
     if (entry.snapshot.state === "running") {
-      entry.controller.abort(new Error("cancelled"));
+      entry.controller.abort(cancelled(undefined, `operation ${id}`));
       await entry.done;
     }
     return { ...entry.snapshot };

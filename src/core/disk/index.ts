@@ -8,6 +8,7 @@
 import { createHash } from "node:crypto";
 import { isAbsolute } from "node:path";
 import { BangerError, ErrorCode } from "../../protocol/index.ts";
+import { MIB } from "../units.ts";
 
 export const RootDiskStrategy = ["qcow2-overlay", "reflink", "sparse-copy", "dm-snapshot"] as const;
 export type RootDiskStrategy = (typeof RootDiskStrategy)[number];
@@ -196,7 +197,7 @@ function planDmSnapshot(input: RootDiskPlanInput): RootDiskPlan {
 
 function cowStoreBytes(sizeBytes: number): number {
   const bytes = Math.floor(sizeBytes / SECTOR) * SECTOR;
-  return bytes + Math.ceil(bytes / 128) + 1024 * 1024;
+  return bytes + Math.ceil(bytes / 128) + MIB;
 }
 
 function dmName(input: { target: string; dmName?: string | undefined }): string {

@@ -8,6 +8,7 @@
  * `@df`; the parser reads each section on its own, so a guest that lacks one
  * tool still reports the others (the missing fields are null).
  */
+import { KIB } from "../units.ts";
 
 /** What the guest reports about itself; a field is null when its section was missing or garbled. */
 export interface GuestStats {
@@ -90,7 +91,7 @@ export function parseProcKeyValues(text: string): Map<string, number> {
     const match = /^([A-Za-z0-9_()]+):\s+(\d+)(?:\s+(kB))?\s*$/.exec(line.trim());
     if (!match) continue;
     const value = Number(match[2]);
-    values.set(match[1]!, match[3] === "kB" ? value * 1024 : value);
+    values.set(match[1]!, match[3] === "kB" ? value * KIB : value);
   }
   return values;
 }
@@ -117,7 +118,7 @@ function parseDfRoot(text: string): DfRoot | null {
   if (fields.length < 6 || !/^\d+%$/.test(fields.at(-2)!)) return null;
   const [size, used, available] = fields.slice(-5, -2).map((field) => nonNegative(Number(field)));
   if (size == null || used == null || available == null) return null;
-  return { sizeBytes: size * 1024, usedBytes: used * 1024, availableBytes: available * 1024 };
+  return { sizeBytes: size * KIB, usedBytes: used * KIB, availableBytes: available * KIB };
 }
 
 /**

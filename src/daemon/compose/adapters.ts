@@ -4,6 +4,7 @@
  */
 import { mkdir } from "node:fs/promises";
 import { join } from "node:path";
+import { errorMessage } from "../../core/async/index.ts";
 import type { Config } from "../../core/config/index.ts";
 import type { RootDiskStrategy } from "../../core/disk/index.ts";
 import { capabilitiesFor, parseFirecrackerVersion } from "../../core/firecracker/index.ts";
@@ -226,7 +227,7 @@ export async function firecrackerDoctorCheck(options: {
       status: "warn",
       detail: missing
         ? `${binary} is not installed: VMs use the QEMU driver`
-        : `${binary} is not usable: ${error instanceof Error ? error.message : String(error)}`,
+        : `${binary} is not usable: ${errorMessage(error)}`,
       hint: "optional: install a Firecracker release (>= 1.8) on a KVM host for --vmm firecracker",
     };
   }

@@ -9,7 +9,7 @@ import { readlinkSync } from "node:fs";
 import { mkdir, readFile, rm, writeFile } from "node:fs/promises";
 import { homedir } from "node:os";
 import { join } from "node:path";
-import { setTimeout as sleep } from "node:timers/promises";
+import { sleep } from "../../core/async/index.ts";
 import { KeyedLocks, Mutex, OperationRegistry } from "../../core/concurrency/index.ts";
 import type { Config } from "../../core/config/index.ts";
 import type { Logger } from "../../core/log/index.ts";
@@ -186,7 +186,7 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
     probeBanner: probeSshBanner,
     now,
     monotonicMs: () => performance.now(),
-    sleep: async (ms, signal) => void (await sleep(ms, undefined, { signal })),
+    sleep,
   });
 
   let stopRequested: ((reason: string, stopVms: boolean) => Promise<string[]>) | undefined;

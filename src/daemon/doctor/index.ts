@@ -6,6 +6,7 @@
 import { dirname } from "node:path";
 import type { Config } from "../../core/config/index.ts";
 import type { Layout } from "../../core/paths/index.ts";
+import { GIB } from "../../core/units.ts";
 import type { DoctorCheck } from "../../protocol/index.ts";
 import type { HostProbes } from "../../sys/host/index.ts";
 import type { Runner } from "../../sys/runner/index.ts";
@@ -25,8 +26,6 @@ interface ToolSpec {
   required: boolean;
   versionArgs?: readonly string[];
 }
-
-const GIB = 1024 ** 3;
 
 export async function runDoctor(deps: DoctorDeps): Promise<DoctorCheck[]> {
   const checks: DoctorCheck[] = [

@@ -6,6 +6,7 @@
  * that fails or is cancelled leaves neither a directory nor a row behind.
  */
 import { join } from "node:path";
+import { cancelled, errorMessage, throwIfAborted } from "../../core/async/index.ts";
 import type { Mutex } from "../../core/concurrency/index.ts";
 import {
   APT_DEB822_SOURCES,
@@ -27,7 +28,13 @@ import {
 } from "../../core/image/index.ts";
 import type { Logger } from "../../core/log/index.ts";
 import { imagePaths, type Layout } from "../../core/paths/index.ts";
-import { BangerError, ErrorCode, isBangerError, type ProgressEvent } from "../../protocol/index.ts";
+import {
+  BangerError,
+  ErrorCode,
+  isBangerError,
+  isCancelled,
+  type ProgressEvent,
+} from "../../protocol/index.ts";
 import type { Fs } from "../../sys/fs/index.ts";
 import type { Runner } from "../../sys/runner/index.ts";
 import type { ImageRecord, Store } from "../../sys/store/index.ts";
@@ -166,7 +173,7 @@ export function createImageService(deps: ImageServiceDeps): ImageService {
         builtFrom: cacheEntry ? "cache" : "mmdebstrap",
       });
       if (!cacheEntry) await storeInCache(plan, recipeKey, options, buildLog);
-      throwIfAborted(options.signal, "publish");
+      throwIfAborted(options.signal, "image build before step 'publish'");
       const record = await publish({
         entry,
         stagingDir,
@@ -190,7 +197,7 @@ export function createImageService(deps: ImageServiceDeps): ImageService {
     buildLog: Logger,
   ): Promise<void> {
     const name = `image.${step.id}` as const;
-    throwIfAborted(options.signal, step.id);
+    throwIfAborted(options.signal, `image build before step '${step.id}'`);
     options.progress({ step: name, message: step.message, status: "start" });
     const stepStarted = deps.now();
     try {
@@ -467,27 +474,20 @@ function alreadyExists(name: string): BangerError {
   });
 }
 
-function throwIfAborted(signal: AbortSignal, stepId: string): void {
-  if (signal.aborted) {
-    throw new BangerError(ErrorCode.CANCELLED, `image build cancelled before step '${stepId}'`, {
-      cause: signal.reason,
-    });
-  }
-}
-
 function stepError(step: { id: string }, error: unknown, signal: AbortSignal): BangerError {
-  if (signal.aborted || (isBangerError(error) && error.code === ErrorCode.CANCELLED)) {
-    return new BangerError(ErrorCode.CANCELLED, `image build cancelled during step '${step.id}'`, {
-      cause: error,
-    });
+  if (signal.aborted || isCancelled(error)) {
+    return cancelled(signal, `image build during step '${step.id}'`, { cause: error });
   }
   if (isBangerError(error) && error.code === ErrorCode.TOOL_MISSING) return error;
-  const detail = error instanceof Error ? error.message : String(error);
-  return new BangerError(ErrorCode.IMAGE_BUILD_FAILED, `image build failed at step '${step.id}': ${detail}`, {
-    cause: error,
-    hint:
-      step.id === "rootfs"
-        ? "mmdebstrap needs root and apt access to the Debian mirror; `banger daemon logs` has its output"
-        : "`banger daemon logs` has the failing command's output",
-  });
+  return new BangerError(
+    ErrorCode.IMAGE_BUILD_FAILED,
+    `image build failed at step '${step.id}': ${errorMessage(error)}`,
+    {
+      cause: error,
+      hint:
+        step.id === "rootfs"
+          ? "mmdebstrap needs root and apt access to the Debian mirror; `banger daemon logs` has its output"
+          : "`banger daemon logs` has the failing command's output",
+    },
+  );
 }

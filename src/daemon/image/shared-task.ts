@@ -4,7 +4,7 @@
  * aborts leaves at once; the task itself is aborted only when every caller
  * has left, and the last one to leave waits until the task has unwound.
  */
-import { BangerError, ErrorCode } from "../../protocol/index.ts";
+import { cancelled } from "../../core/async/index.ts";
 
 interface Running<T, E> {
   controller: AbortController;
@@ -31,7 +31,7 @@ export class SharedTask<T, E> {
     start: (signal: AbortSignal, emit: (event: E) => void) => Promise<T>,
     options: JoinOptions<E> = {},
   ): Promise<T> {
-    if (options.signal?.aborted) return Promise.reject(cancelled(options.signal.reason));
+    if (options.signal?.aborted) return Promise.reject(cancelled(options.signal));
     const running = this.#running ?? this.#start(start);
     running.callers += 1;
     const onEvent = options.onEvent;
@@ -50,12 +50,12 @@ export class SharedTask<T, E> {
         if (!leave()) return;
         const reason = options.signal?.reason;
         if (running.callers > 0 || running.settled) {
-          reject(cancelled(reason));
+          reject(cancelled(options.signal));
           return;
         }
         running.controller.abort(reason);
         running.promise.then(
-          () => reject(cancelled(reason)),
+          () => reject(cancelled(options.signal)),
           (error: unknown) => reject(error),
         );
       };
@@ -102,8 +102,4 @@ export class SharedTask<T, E> {
     running.settled = true;
     if (this.#running === running) this.#running = undefined;
   }
-}
-
-function cancelled(reason: unknown): BangerError {
-  return new BangerError(ErrorCode.CANCELLED, "cancelled", { cause: reason });
 }

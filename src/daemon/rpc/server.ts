@@ -17,9 +17,9 @@ import { chmod, chown, rm } from "node:fs/promises";
 import { createServer, type Server, type Socket } from "node:net";
 import { PassThrough, type Readable } from "node:stream";
 import type { z } from "zod";
+import { cancelled, errorMessage } from "../../core/async/index.ts";
 import type { Logger } from "../../core/log/index.ts";
 import {
-  BangerError,
   CancelParams,
   ErrorCode,
   isBangerError,
@@ -32,7 +32,7 @@ import {
   type MethodName,
   type MethodTable,
   methods,
-  type ProgressEvent,
+  type Progress,
   type RequestId,
   type ResultOf,
   STREAM_CHUNK_BYTES,
@@ -56,7 +56,7 @@ export interface HandlerContext {
   requestId: RequestId;
   signal: AbortSignal;
   logger: Logger;
-  progress(event: Omit<ProgressEvent, "status"> & { status?: ProgressEvent["status"] }): void;
+  progress: Progress;
   streams: RequestStreams;
 }
 
@@ -155,7 +155,7 @@ class Connection {
 
   abortAll(): void {
     for (const { controller, incoming } of this.#inflight.values()) {
-      controller.abort(new BangerError(ErrorCode.CANCELLED, "client disconnected"));
+      controller.abort(cancelled(undefined, "request of a disconnected client"));
       for (const stream of incoming.values()) stream.end();
     }
   }
@@ -225,9 +225,7 @@ class Connection {
     if (method === "$/cancel") {
       const parsed = CancelParams.safeParse(params);
       if (parsed.success) {
-        this.#inflight
-          .get(parsed.data.id)
-          ?.controller.abort(new BangerError(ErrorCode.CANCELLED, "cancelled by the client"));
+        this.#inflight.get(parsed.data.id)?.controller.abort(cancelled(undefined, "request"));
       }
       return;
     }
@@ -388,7 +386,7 @@ class Connection {
     const correlation = randomUUID().slice(0, 8);
     logger.error("internal error", {
       correlation,
-      err: error instanceof Error ? error.message : String(error),
+      err: errorMessage(error),
       stack: error instanceof Error ? error.stack : undefined,
     });
     this.#replyError(id, JSONRPC_SERVER_ERROR, `internal error (correlation id ${correlation})`, {

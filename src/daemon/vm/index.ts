@@ -17,7 +17,6 @@ export type {
 export {
   createVmService,
   type OpOptions,
-  type Progress,
   type VmRuntime,
   type VmService,
   type VmServiceDeps,

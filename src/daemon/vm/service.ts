@@ -12,11 +12,13 @@
  * an AsyncDisposableStack with its undo; a failure or cancel unwinds in
  * reverse order, a success moves them to the VM (its handles.json).
  */
+import { errorMessage } from "../../core/async/index.ts";
 import type { KeyedLocks, Mutex } from "../../core/concurrency/index.ts";
 import type { Config } from "../../core/config/index.ts";
 import { planKernelCmdline } from "../../core/image/index.ts";
 import type { Logger } from "../../core/log/index.ts";
 import { type Layout, vmPaths } from "../../core/paths/index.ts";
+import { GIB } from "../../core/units.ts";
 import {
   assertTransition,
   emptyHandles,
@@ -32,7 +34,8 @@ import {
   BangerError,
   type CreateVmParams,
   ErrorCode,
-  type ProgressEvent,
+  isCancelled,
+  type Progress,
   type VmInfo,
   type VmmKind,
   type VmState,
@@ -49,8 +52,6 @@ import type {
   VmmDrivers,
   VmNetwork,
 } from "./platform.ts";
-
-export type Progress = (event: Omit<ProgressEvent, "status"> & { status?: ProgressEvent["status"] }) => void;
 
 export interface OpOptions {
   signal: AbortSignal;
@@ -135,8 +136,6 @@ export interface VmRuntime {
   /** The file on the host that stores the VM's root disk. */
   diskFile: string;
 }
-
-const GIB = 1024 ** 3;
 
 export function createVmService(deps: VmServiceDeps): VmService {
   const { store, layout, config, logger } = deps;
@@ -383,7 +382,7 @@ export function createVmService(deps: VmServiceDeps): VmService {
           logger.error("undo after failed start failed", { vm: vm.name, err: String(undoError) }),
         );
       setState(current, "error", reason);
-      if (error instanceof BangerError && error.code === ErrorCode.CANCELLED) throw error;
+      if (isCancelled(error)) throw error;
       throw new BangerError(
         error instanceof BangerError ? error.code : ErrorCode.BOOT_FAILED,
         `VM '${vm.name}' failed to start: ${reason}`,
@@ -393,8 +392,8 @@ export function createVmService(deps: VmServiceDeps): VmService {
   }
 
   async function describeBootFailure(error: unknown, consoleLog: string): Promise<string> {
-    const message = error instanceof Error ? error.message : String(error);
-    if (error instanceof BangerError && error.code === ErrorCode.CANCELLED) return "cancelled";
+    const message = errorMessage(error);
+    if (isCancelled(error)) return "cancelled";
     const tail = (await deps.files.tail(consoleLog, 1500).catch(() => "")).trim();
     return tail ? `${message}\n--- console tail ---\n${tail.split("\n").slice(-12).join("\n")}` : message;
   }
@@ -665,7 +664,7 @@ export function createVmService(deps: VmServiceDeps): VmService {
             kept.push(vm.name);
             // A VMM whose control channel is dead still runs its guest; keep it, and say so.
             const status = await driver.reattach(handle).catch((error: unknown) => {
-              const reason = `its ${vm.vmm} control channel did not answer after a daemon restart: ${error instanceof Error ? error.message : String(error)}`;
+              const reason = `its ${vm.vmm} control channel did not answer after a daemon restart: ${errorMessage(error)}`;
               store.setVmState(vm.id, vm.state, reason, deps.now().toISOString());
               logger.warn("kept VM without a control channel", { vm: vm.name, err: reason });
               return "unreachable";

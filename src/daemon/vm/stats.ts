@@ -7,14 +7,10 @@
  * passed down, and the wait ends at the deadline even if the probe ignores
  * it), so a hung guest yields a partial answer instead of a hung RPC.
  */
+import { errorMessage, throwIfAborted } from "../../core/async/index.ts";
 import { cpuPercent, guestStatsArgv, hasAnyGuestStat, parseGuestStats } from "../../core/stats/index.ts";
-import {
-  BangerError,
-  ErrorCode,
-  type HealthCheck,
-  type VmHealth,
-  type VmStats,
-} from "../../protocol/index.ts";
+import { KIB } from "../../core/units.ts";
+import type { HealthCheck, VmHealth, VmStats } from "../../protocol/index.ts";
 import type { VmRuntime, VmService } from "./service.ts";
 
 export interface VmStatsDeps {
@@ -49,7 +45,7 @@ export interface VmStatsService {
 const DEFAULT_CPU_SAMPLE_MS = 250;
 const DEFAULT_GUEST_TIMEOUT_MS = 4000;
 /** Guest output beyond this is dropped; the stats command prints a few KiB. */
-const MAX_GUEST_OUTPUT = 64 * 1024;
+const MAX_GUEST_OUTPUT = 64 * KIB;
 const SSH_PORT = 22;
 
 type Probe<T> = { ok: true; value: T } | { ok: false; reason: string };
@@ -63,7 +59,7 @@ export function createVmStats(deps: VmStatsDeps): VmStatsService {
     signal: AbortSignal,
     probe: (probeSignal: AbortSignal) => Promise<T>,
   ): Promise<Probe<T>> {
-    throwIfCancelled(signal);
+    throwIfAborted(signal);
     const deadline = new AbortController();
     const probeSignal = AbortSignal.any([signal, deadline.signal]);
     let timer: NodeJS.Timeout | undefined;
@@ -81,11 +77,11 @@ export function createVmStats(deps: VmStatsDeps): VmStatsService {
     });
     const running = probe(probeSignal).then(
       (value): Probe<T> => ({ ok: true, value }),
-      (error: unknown): Probe<T> => ({ ok: false, reason: describeError(error) }),
+      (error: unknown): Probe<T> => ({ ok: false, reason: errorMessage(error) }),
     );
     try {
       const outcome = await Promise.race([running, expired, cancelled]);
-      throwIfCancelled(signal);
+      throwIfAborted(signal);
       return outcome;
     } finally {
       clearTimeout(timer);
@@ -116,7 +112,7 @@ export function createVmStats(deps: VmStatsDeps): VmStatsService {
     const startedMs = deps.monotonicMs();
     if (!before) return { ok: false, reason: `the VMM process (pid ${pid}) is gone` };
     await deps.sleep(cpuSampleMs, signal).catch((error: unknown) => {
-      throwIfCancelled(signal);
+      throwIfAborted(signal);
       throw error;
     });
     const after = await deps.processUsage(pid);
@@ -143,7 +139,7 @@ export function createVmStats(deps: VmStatsDeps): VmStatsService {
       if (!usage) return { ok: false, reason: `the root disk ${path} does not exist` };
       return { ok: true, value: { path, ...usage } };
     } catch (error) {
-      return { ok: false, reason: `cannot stat the root disk ${path}: ${describeError(error)}` };
+      return { ok: false, reason: `cannot stat the root disk ${path}: ${errorMessage(error)}` };
     }
   }
 
@@ -272,14 +268,6 @@ function describeExit(exitCode: number | null, stderr: string): string {
   return firstLine ? `${status} (${firstLine})` : status;
 }
 
-function describeError(error: unknown): string {
-  return error instanceof Error ? error.message : String(error);
-}
-
 function formatDuration(ms: number): string {
   return ms < 1000 ? `${ms} ms` : `${Number((ms / 1000).toFixed(1))} s`;
-}
-
-function throwIfCancelled(signal: AbortSignal): void {
-  if (signal.aborted) throw new BangerError(ErrorCode.CANCELLED, "cancelled");
 }

@@ -5,6 +5,7 @@
  */
 import { access, mkdtemp, rm, stat, writeFile } from "node:fs/promises";
 import { join } from "node:path";
+import { throwIfAborted } from "../../core/async/index.ts";
 import {
   CAPTURED_HANDLE,
   type DiskCommand,
@@ -19,6 +20,7 @@ import {
   type RootDiskStrategy,
   resolveCommand,
 } from "../../core/disk/index.ts";
+import { KIB } from "../../core/units.ts";
 import { BangerError, ErrorCode } from "../../protocol/index.ts";
 import { CommandFailedError, type Runner } from "../runner/index.ts";
 
@@ -91,9 +93,7 @@ async function runSteps(
   const runner = options.runner;
   try {
     for (const step of steps) {
-      if (options.signal?.aborted) {
-        throw new BangerError(ErrorCode.CANCELLED, `preparing root disk ${options.target} cancelled`);
-      }
+      throwIfAborted(options.signal, `preparing root disk ${options.target}`);
       const command = resolveCommand(step.run, handles);
       const undoFirst = step.undo !== undefined && step.undoAfterFailure === true;
       if (step.undo && undoFirst) undos.push(resolveCommand(step.undo, handles));
@@ -155,7 +155,7 @@ async function tryReflink(dir: string, runner: Runner): Promise<{ ok: boolean; w
   const scratch = await mkdtemp(join(dir, ".banger-reflink-probe-"));
   try {
     const source = join(scratch, "source");
-    await writeFile(source, Buffer.alloc(64 * 1024, 0x5a));
+    await writeFile(source, Buffer.alloc(64 * KIB, 0x5a));
     const result = await runner.run(["cp", "--reflink=always", "--", source, join(scratch, "copy")], {
       allowFailure: true,
     });

@@ -1,4 +1,5 @@
 import { request as httpRequest } from "node:http";
+import { cancelled, sleep, throwIfAborted } from "../../core/async/index.ts";
 import type { FirecrackerMethod } from "../../core/firecracker/index.ts";
 import { BangerError, ErrorCode } from "../../protocol/index.ts";
 
@@ -113,7 +114,7 @@ function faultError(call: string, status: number, body: unknown): BangerError {
 
 function transportError(call: string, error: Error): BangerError {
   if (error.name === "AbortError") {
-    return new BangerError(ErrorCode.CANCELLED, `${call}: cancelled`, { cause: error });
+    return cancelled(undefined, call, { cause: error });
   }
   return new BangerError(ErrorCode.BOOT_FAILED, `${call}: ${error.message}`, { cause: error });
 }
@@ -129,11 +130,7 @@ export async function waitForApi(
 ): Promise<void> {
   let lastError: unknown;
   for (;;) {
-    if (options.signal?.aborted) {
-      throw new BangerError(ErrorCode.CANCELLED, "cancelled while waiting for the Firecracker API", {
-        cause: options.signal.reason,
-      });
-    }
+    throwIfAborted(options.signal, "waiting for the Firecracker API");
     try {
       await firecrackerRequest(socketPath, "GET", "/", undefined, { timeoutMs: 2000 });
       return;
@@ -158,7 +155,7 @@ export async function waitForApi(
         },
       );
     }
-    await new Promise((resolve) => setTimeout(resolve, 25));
+    await sleep(25, options.signal);
   }
 }
 

@@ -1,7 +1,6 @@
-import { spawn } from "node:child_process";
-import { closeSync, openSync } from "node:fs";
 import { rm, writeFile } from "node:fs/promises";
 import { dirname, join } from "node:path";
+import { throwIfAborted } from "../../core/async/index.ts";
 import {
   capabilitiesFor,
   type FirecrackerCapabilities,
@@ -14,8 +13,8 @@ import type { Logger } from "../../core/log/index.ts";
 import type { BootSpec, VmmDriver, VmmFeatures, VmmHandle } from "../../core/vmm/contract.ts";
 import { BangerError, ErrorCode } from "../../protocol/index.ts";
 import { kernelFormat } from "../kernel/index.ts";
-import { processLiveness, readProcStat } from "../proc/index.ts";
 import { createProcessRunner, type Runner } from "../runner/index.ts";
+import { isVmmRunning, killAndWait, signalAndWait, spawnDetachedVmm, waitVmmGone } from "../vmm/process.ts";
 import { firecrackerRequest, waitForApi } from "./client.ts";
 
 export interface FirecrackerDriverOptions {
@@ -84,13 +83,13 @@ export function createFirecrackerDriver(options: FirecrackerDriverOptions): Fire
     await writeFile(logPath, "", { flag: "a" });
     await writeFile(spec.metricsFile, "", { flag: "a" });
 
-    const { pid, hasExited } = await spawnDetached(options.binary, spec, logPath);
-    const stat = await readProcStat(pid);
-    const handle: VmmHandle = {
-      pid,
-      pidStartTicks: stat?.startTicks ?? 0,
-      controlSocket: spec.controlSocket,
-    };
+    // Firecracker's stdout is the serial console; its stderr goes to the VMM log.
+    const { pid, startTicks, exited } = await spawnDetachedVmm({
+      argv: [options.binary, ...firecrackerArgv(spec, logPath)],
+      stdout: spec.consoleLog,
+      stderr: spec.vmmLog,
+    });
+    const handle: VmmHandle = { pid, pidStartTicks: startTicks, controlSocket: spec.controlSocket };
     const vmLog = log.child({ vm: spec.vmName, pid });
     vmLog.info("firecracker spawned", { socket: spec.controlSocket });
     try {
@@ -98,7 +97,7 @@ export function createFirecrackerDriver(options: FirecrackerDriverOptions): Fire
         signal,
         // Our own child: its exit event is exact, while /proc can show a
         // half-exec'd command line when the binary is a wrapper script.
-        isAlive: () => !hasExited(),
+        isAlive: () => !exited.aborted,
       });
       for (const call of plan) {
         throwIfAborted(signal);
@@ -106,7 +105,7 @@ export function createFirecrackerDriver(options: FirecrackerDriverOptions): Fire
       }
     } catch (error) {
       vmLog.warn("firecracker start failed; killing it", { error: String(error) });
-      await killAndWait(handle, signalTimeoutMs);
+      await killAndWait(handle, signalTimeoutMs, "firecracker");
       await removeSockets(spec);
       throw error;
     }
@@ -115,7 +114,7 @@ export function createFirecrackerDriver(options: FirecrackerDriverOptions): Fire
   }
 
   async function stop(handle: VmmHandle, stopOptions: { timeoutMs: number }): Promise<void> {
-    if ((await liveness(handle)) !== "alive") return removeControlSocket(handle);
+    if (!(await isVmmRunning(handle))) return removeControlSocket(handle);
     const stopLog = log.child({ pid: handle.pid });
     try {
       await firecrackerRequest(
@@ -127,19 +126,19 @@ export function createFirecrackerDriver(options: FirecrackerDriverOptions): Fire
           timeoutMs: Math.max(1000, stopOptions.timeoutMs),
         },
       );
-      if (await waitGone(handle, stopOptions.timeoutMs)) return removeControlSocket(handle);
+      if (await waitVmmGone(handle, stopOptions.timeoutMs)) return removeControlSocket(handle);
       stopLog.warn("guest ignored Ctrl-Alt-Del; sending SIGTERM");
     } catch (error) {
       stopLog.warn("SendCtrlAltDel failed; sending SIGTERM", { error: String(error) });
     }
     if (await signalAndWait(handle, "SIGTERM", signalTimeoutMs)) return removeControlSocket(handle);
     stopLog.warn("firecracker ignored SIGTERM; sending SIGKILL");
-    await killAndWait(handle, signalTimeoutMs);
+    await killAndWait(handle, signalTimeoutMs, "firecracker");
     await removeControlSocket(handle);
   }
 
   async function kill(handle: VmmHandle): Promise<void> {
-    await killAndWait(handle, signalTimeoutMs);
+    await killAndWait(handle, signalTimeoutMs, "firecracker");
     await removeControlSocket(handle);
   }
 
@@ -152,7 +151,7 @@ export function createFirecrackerDriver(options: FirecrackerDriverOptions): Fire
     start,
     stop,
     kill,
-    isRunning: async (handle) => (await liveness(handle)) === "alive",
+    isRunning: isVmmRunning,
     pause: (handle) => pauseFirecracker(handle),
     resume: (handle) => resumeFirecracker(handle),
     async reattach(handle) {
@@ -176,7 +175,7 @@ export function resumeFirecracker(handle: VmmHandle): Promise<void> {
 }
 
 async function patchVmState(handle: VmmHandle, state: VmState): Promise<void> {
-  if ((await liveness(handle)) !== "alive") {
+  if (!(await isVmmRunning(handle))) {
     throw new BangerError(ErrorCode.BAD_STATE, `firecracker (pid ${handle.pid}) is not running`);
   }
   await firecrackerRequest(handle.controlSocket, "PATCH", "/vm", { state });
@@ -187,87 +186,20 @@ async function probeCapabilities(runner: Runner, binary: string): Promise<Firecr
   return capabilitiesFor(parseFirecrackerVersion(result.stdout));
 }
 
-/**
- * Spawns Firecracker in its own session so it outlives the daemon. Its
- * stdout (the serial console) is appended to consoleLog, stderr to vmmLog.
- */
-function spawnDetached(
-  binary: string,
-  spec: BootSpec,
-  logPath: string,
-): Promise<{ pid: number; hasExited(): boolean }> {
-  const consoleFd = openSync(spec.consoleLog, "a");
-  let vmmFd: number | undefined;
-  try {
-    vmmFd = openSync(spec.vmmLog, "a");
-    const args = [
-      "--api-sock",
-      spec.controlSocket,
-      "--id",
-      spec.vmId,
-      "--log-path",
-      logPath,
-      "--level",
-      "Info",
-      "--metrics-path",
-      spec.metricsFile,
-    ];
-    const child = spawn(binary, args, { detached: true, stdio: ["ignore", consoleFd, vmmFd] });
-    let exited = false;
-    child.once("exit", () => {
-      exited = true;
-    });
-    return new Promise((resolve, reject) => {
-      child.once("error", (error: NodeJS.ErrnoException) => {
-        reject(
-          error.code === "ENOENT"
-            ? new BangerError(ErrorCode.TOOL_MISSING, `${binary} is not installed or not on PATH`, {
-                cause: error,
-                data: { tool: binary },
-              })
-            : new BangerError(ErrorCode.BOOT_FAILED, `cannot start ${binary}: ${error.message}`, {
-                cause: error,
-              }),
-        );
-      });
-      child.once("spawn", () => {
-        child.unref();
-        resolve({ pid: child.pid!, hasExited: () => exited });
-      });
-    });
-  } finally {
-    closeSync(consoleFd);
-    if (vmmFd !== undefined) closeSync(vmmFd);
-  }
-}
-
-function liveness(handle: VmmHandle) {
-  return processLiveness({ pid: handle.pid, startTicks: handle.pidStartTicks, marker: handle.controlSocket });
-}
-
-/** True once the process is gone (dead, a zombie, or the pid now belongs to another process). */
-async function waitGone(handle: VmmHandle, timeoutMs: number): Promise<boolean> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    if ((await liveness(handle)) !== "alive") return true;
-    if (Date.now() >= deadline) return false;
-    await new Promise((resolve) => setTimeout(resolve, 50));
-  }
-}
-
-async function signalAndWait(handle: VmmHandle, signal: NodeJS.Signals, timeoutMs: number): Promise<boolean> {
-  if ((await liveness(handle)) !== "alive") return true;
-  try {
-    process.kill(handle.pid, signal);
-  } catch (error) {
-    if ((error as NodeJS.ErrnoException).code !== "ESRCH") throw error;
-  }
-  return waitGone(handle, timeoutMs);
-}
-
-async function killAndWait(handle: VmmHandle, timeoutMs: number): Promise<void> {
-  if (await signalAndWait(handle, "SIGKILL", timeoutMs)) return;
-  throw new BangerError(ErrorCode.INTERNAL, `firecracker (pid ${handle.pid}) survived SIGKILL`);
+/** Firecracker's own flags: the API socket, the VM id, its log and metrics files. */
+function firecrackerArgv(spec: BootSpec, logPath: string): string[] {
+  return [
+    "--api-sock",
+    spec.controlSocket,
+    "--id",
+    spec.vmId,
+    "--log-path",
+    logPath,
+    "--level",
+    "Info",
+    "--metrics-path",
+    spec.metricsFile,
+  ];
 }
 
 async function removeSockets(spec: BootSpec): Promise<void> {
@@ -277,8 +209,4 @@ async function removeSockets(spec: BootSpec): Promise<void> {
 
 async function removeControlSocket(handle: VmmHandle): Promise<void> {
   await rm(handle.controlSocket, { force: true });
-}
-
-function throwIfAborted(signal: AbortSignal): void {
-  if (signal.aborted) throw new BangerError(ErrorCode.CANCELLED, "cancelled", { cause: signal.reason });
 }

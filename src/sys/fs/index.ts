@@ -3,9 +3,12 @@
  * interface so unit tests can inject failures. Whole-tree removal of build
  * trees goes through the Runner (`rm --one-file-system`), not through here.
  * `readDiskUsage` tells a file's allocated bytes from its apparent size.
+ * `writeFileAtomic` is the one writer for files that recovery reads back.
  */
+import { randomBytes } from "node:crypto";
 import { constants } from "node:fs";
 import * as fsp from "node:fs/promises";
+import { dirname } from "node:path";
 
 interface FileStat {
   /** Apparent size in bytes. */
@@ -25,7 +28,7 @@ export interface Fs {
   /** Entry names, unsorted; [] when the directory does not exist. */
   readdir(path: string): Promise<string[]>;
   readFile(path: string): Promise<Buffer>;
-  /** Writes to a sibling temporary file, then renames it over `path`. */
+  /** `writeFileAtomic` below, with mode 0644. */
   writeFileAtomic(path: string, data: string | Uint8Array): Promise<void>;
 }
 
@@ -63,27 +66,52 @@ export function createNodeFs(): Fs {
     readFile(path) {
       return fsp.readFile(path);
     },
-    async writeFileAtomic(path, data) {
-      const temporary = `${path}.tmp-${process.pid}`;
-      try {
-        const handle = await fsp.open(
-          temporary,
-          constants.O_WRONLY | constants.O_CREAT | constants.O_TRUNC,
-          0o644,
-        );
-        try {
-          await handle.writeFile(data);
-          await handle.sync();
-        } finally {
-          await handle.close();
-        }
-        await fsp.rename(temporary, path);
-      } catch (error) {
-        await fsp.rm(temporary, { force: true });
-        throw error;
-      }
+    writeFileAtomic(path, data) {
+      return writeFileAtomic(path, data, { mode: 0o644 });
     },
   };
+}
+
+/**
+ * Replaces `path` with `data` so that a reader (after a crash too) sees the
+ * old content or the new, never a torn file: writes a sibling temporary
+ * file, fsyncs it, renames it over `path`, then fsyncs the directory so the
+ * rename itself is durable. On failure the temporary file is removed and
+ * `path` is left as it was. `mode` applies to the new file (default 0600).
+ */
+export async function writeFileAtomic(
+  path: string,
+  data: string | Uint8Array,
+  options: { mode?: number } = {},
+): Promise<void> {
+  const temporary = `${path}.tmp-${process.pid}-${randomBytes(4).toString("hex")}`;
+  try {
+    const handle = await fsp.open(
+      temporary,
+      constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL,
+      options.mode ?? 0o600,
+    );
+    try {
+      await handle.writeFile(data);
+      await handle.sync();
+    } finally {
+      await handle.close();
+    }
+    await fsp.rename(temporary, path);
+  } catch (error) {
+    await fsp.rm(temporary, { force: true });
+    throw error;
+  }
+  await syncDirectory(dirname(path));
+}
+
+async function syncDirectory(dir: string): Promise<void> {
+  const handle = await fsp.open(dir, constants.O_RDONLY | constants.O_DIRECTORY);
+  try {
+    await handle.sync();
+  } finally {
+    await handle.close();
+  }
 }
 
 export interface DiskUsage {

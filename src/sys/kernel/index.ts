@@ -7,6 +7,7 @@
  */
 import { mkdtemp, open, readFile, rename, rm, stat, writeFile } from "node:fs/promises";
 import { basename, dirname, join } from "node:path";
+import { KIB } from "../../core/units.ts";
 import { BangerError, ErrorCode } from "../../protocol/index.ts";
 import type { Runner } from "../runner/index.ts";
 
@@ -105,7 +106,7 @@ export async function extractVmlinux(
     const result = await runner.run(argv, {
       allowFailure: true,
       signal: options.signal,
-      maxOutputBytes: 64 * 1024,
+      maxOutputBytes: 64 * KIB,
     });
     const elf = await readFile(elfPath).catch(() => Buffer.alloc(0));
     if (result.code !== 0 && !isElf64X86Executable(elf)) {

@@ -6,6 +6,7 @@
  * Failures become NETWORK_FAILED naming the device and the argv, or
  * PERMISSION_DENIED when the kernel said "Operation not permitted".
  */
+import { errorMessage } from "../../core/async/index.ts";
 import type { Logger } from "../../core/log/index.ts";
 import type { NetworkStep } from "../../core/network/index.ts";
 import { BangerError, ErrorCode, isBangerError } from "../../protocol/index.ts";
@@ -70,7 +71,7 @@ export function translateNetworkError(
   stderrText?: string,
 ): Error {
   if (isBangerError(error)) return error;
-  const stderr = stderrText ?? stderrOf(error) ?? (error instanceof Error ? error.message : String(error));
+  const stderr = stderrText ?? stderrOf(error) ?? errorMessage(error);
   const detail = stderr.trim().split("\n").slice(-3).join("; ");
   const data = { device, argv: [...argv] };
   if (/Operation not permitted/i.test(stderr)) {

@@ -6,6 +6,7 @@
  * mistaken for replies.
  */
 import { createConnection, type Socket } from "node:net";
+import { cancelled, sleep, throwIfAborted } from "../../core/async/index.ts";
 
 export interface QmpEvent {
   event: string;
@@ -81,7 +82,7 @@ export async function connectQmp(options: QmpConnectOptions): Promise<QmpClient>
 async function connectWithRetry(options: QmpConnectOptions, deadline: number): Promise<Socket> {
   const interval = options.retryIntervalMs ?? DEFAULT_RETRY_MS;
   for (;;) {
-    throwIfAborted(options.signal);
+    throwIfAborted(options.signal, "QMP connect");
     try {
       return await openSocket(options.socketPath);
     } catch (error) {
@@ -157,7 +158,7 @@ class QmpConnection {
         () => finish(new QmpError("QMP: no greeting before the deadline")),
         Math.max(0, deadline - Date.now()),
       );
-      const onAbort = () => finish(new QmpError("QMP: connect aborted", { cause: signal?.reason }));
+      const onAbort = () => finish(cancelled(signal, "QMP connect"));
       const finish = (outcome: QmpGreeting | Error) => {
         clearTimeout(timer);
         signal?.removeEventListener("abort", onAbort);
@@ -266,20 +267,4 @@ function withDeadline<T>(promise: Promise<T>, deadline: number, what: string): P
     );
   });
   return Promise.race([promise, expired]).finally(() => clearTimeout(timer));
-}
-
-function throwIfAborted(signal: AbortSignal | undefined): void {
-  if (signal?.aborted) throw new QmpError("QMP: connect aborted", { cause: signal.reason });
-}
-
-function sleep(ms: number, signal: AbortSignal | undefined): Promise<void> {
-  return new Promise((resolve) => {
-    const timer = setTimeout(done, ms);
-    signal?.addEventListener("abort", done, { once: true });
-    function done() {
-      clearTimeout(timer);
-      signal?.removeEventListener("abort", done);
-      resolve();
-    }
-  });
 }

@@ -4,6 +4,8 @@
  * with a fake that matches argv and records calls.
  */
 import { spawn } from "node:child_process";
+import { cancelled } from "../../core/async/index.ts";
+import { MIB } from "../../core/units.ts";
 import { BangerError, ErrorCode } from "../../protocol/index.ts";
 
 export interface RunOptions {
@@ -47,7 +49,7 @@ export class CommandFailedError extends Error {
   }
 }
 
-const DEFAULT_MAX_OUTPUT = 8 * 1024 * 1024;
+const DEFAULT_MAX_OUTPUT = 8 * MIB;
 
 export interface ProcessRunnerOptions {
   /** Called after each command with its duration, for debug logging. */
@@ -69,7 +71,7 @@ export function createProcessRunner(options: ProcessRunnerOptions = {}): Runner 
 function runProcess(argv: readonly string[], options: RunOptions): Promise<RunResult> {
   const [command, ...args] = argv;
   if (command === undefined) return Promise.reject(new Error("runner: empty argv"));
-  if (options.signal?.aborted) return Promise.reject(abortError(options.signal));
+  if (options.signal?.aborted) return Promise.reject(cancelled(options.signal));
   const started = performance.now();
   const maxOutput = options.maxOutputBytes ?? DEFAULT_MAX_OUTPUT;
   return new Promise<RunResult>((resolve, reject) => {
@@ -112,7 +114,7 @@ function runProcess(argv: readonly string[], options: RunOptions): Promise<RunRe
     child.on("close", (code, signal) => {
       cleanup();
       if (options.signal?.aborted) {
-        reject(abortError(options.signal));
+        reject(cancelled(options.signal));
         return;
       }
       resolve({
@@ -130,10 +132,6 @@ function runProcess(argv: readonly string[], options: RunOptions): Promise<RunRe
       options.signal?.removeEventListener("abort", onAbort);
     }
   });
-}
-
-function abortError(signal: AbortSignal): Error {
-  return new BangerError(ErrorCode.CANCELLED, "cancelled", { cause: signal.reason });
 }
 
 /** Keeps the last `limit` bytes of a stream. */

@@ -16,6 +16,7 @@ import { connect, type Socket } from "node:net";
 import { join } from "node:path";
 import type { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
+import { cancelled, sleep, throwIfAborted } from "../../core/async/index.ts";
 import {
   type HostKey,
   knownHostsLine,
@@ -25,6 +26,7 @@ import {
   sshExecArgv,
 } from "../../core/ssh/index.ts";
 import { BangerError, ErrorCode } from "../../protocol/index.ts";
+import { writeFileAtomic } from "../fs/index.ts";
 import { createProcessRunner, type Runner } from "../runner/index.ts";
 
 export interface ClientKey {
@@ -109,9 +111,9 @@ export async function pinHostKey(options: PinHostKeyOptions): Promise<HostKey> {
       { hint: "the image's init must print `banger-init: hostkey <type> <key>` to the console" },
     );
   }
-  const temp = `${options.knownHostsFile}.tmp-${process.pid}`;
-  await writeFile(temp, knownHostsLine(options.ip, key, options.port), { mode: 0o600 });
-  await rename(temp, options.knownHostsFile);
+  await writeFileAtomic(options.knownHostsFile, knownHostsLine(options.ip, key, options.port), {
+    mode: 0o600,
+  });
   return key;
 }
 
@@ -281,7 +283,7 @@ function spawnSsh(argv: readonly string[], options: ExecOptions): Promise<ExecRe
       killTimer = setTimeout(() => child.kill("SIGKILL"), 2000);
       killTimer.unref();
     };
-    const onAbort = () => terminate(cancelled(signal!));
+    const onAbort = () => terminate(cancelled(signal));
     signal?.addEventListener("abort", onAbort, { once: true });
 
     const pumps = [
@@ -379,7 +381,7 @@ export function openTcp(host: string, port: number, signal?: AbortSignal): Promi
     const socket = connect({ host, port });
     const onAbort = () => {
       socket.destroy();
-      reject(cancelled(signal!));
+      reject(cancelled(signal));
     };
     signal?.addEventListener("abort", onAbort, { once: true });
     socket.once("connect", () => {
@@ -399,28 +401,6 @@ export function openTcp(host: string, port: number, signal?: AbortSignal): Promi
       );
     };
     socket.once("error", onError);
-  });
-}
-
-function cancelled(signal: AbortSignal): BangerError {
-  return new BangerError(ErrorCode.CANCELLED, "cancelled", { cause: signal.reason });
-}
-
-function throwIfAborted(signal: AbortSignal | undefined): void {
-  if (signal?.aborted) throw cancelled(signal);
-}
-
-function sleep(ms: number, signal?: AbortSignal): Promise<void> {
-  return new Promise<void>((resolve, reject) => {
-    const timer = setTimeout(() => {
-      signal?.removeEventListener("abort", onAbort);
-      resolve();
-    }, ms);
-    const onAbort = () => {
-      clearTimeout(timer);
-      reject(cancelled(signal!));
-    };
-    signal?.addEventListener("abort", onAbort, { once: true });
   });
 }
 

@@ -1,11 +1,14 @@
 /**
  * Per-VM files on disk: the VM directory, its handles.json scratch file
- * (transient kernel handles, written atomically), console logs.
+ * (transient kernel handles that recovery reads back, so written with the
+ * synced atomic writer), console logs.
  */
 import { createReadStream } from "node:fs";
-import { mkdir, open, readFile, rename, rm, stat, writeFile } from "node:fs/promises";
+import { mkdir, open, readFile, rename, rm, stat } from "node:fs/promises";
 import { z } from "zod";
+import { sleep } from "../../core/async/index.ts";
 import type { VmHandles } from "../../core/vm/index.ts";
+import { writeFileAtomic } from "../fs/index.ts";
 
 const HandlesSchema = z.object({
   pid: z.number().int().nullable(),
@@ -51,9 +54,7 @@ export function createVmFiles(): VmFilesAdapter {
       }
     },
     async writeHandles(path, handles) {
-      const temp = `${path}.tmp`;
-      await writeFile(temp, `${JSON.stringify(handles, null, 2)}\n`, { mode: 0o600 });
-      await rename(temp, path);
+      await writeFileAtomic(path, `${JSON.stringify(handles, null, 2)}\n`, { mode: 0o600 });
     },
     removeFile: (path) => rm(path, { force: true }),
     async rotate(path) {
@@ -94,7 +95,7 @@ export function createVmFiles(): VmFilesAdapter {
       };
       await pump();
       while (options.follow && !options.signal.aborted) {
-        await new Promise((resolve) => setTimeout(resolve, 200));
+        await sleep(200);
         await pump();
       }
     },

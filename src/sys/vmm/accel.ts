@@ -5,11 +5,13 @@
  * hang or QEMU aborts. The probe result is cached per kernel and binary.
  */
 import { constants } from "node:fs";
-import { access, mkdir, mkdtemp, readFile, rename, rm, stat, writeFile } from "node:fs/promises";
+import { access, mkdir, mkdtemp, readFile, rm, stat } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
+import { KIB } from "../../core/units.ts";
 import { planKvmProbeArgv, type QemuAccel } from "../../core/vmm/index.ts";
 import { BangerError, type DoctorCheck, ErrorCode } from "../../protocol/index.ts";
+import { writeFileAtomic } from "../fs/index.ts";
 import { createProcessRunner, type Runner } from "../runner/index.ts";
 
 export type AccelSetting = "auto" | "kvm" | "tcg";
@@ -150,9 +152,7 @@ async function readCache(file: string): Promise<ProbeCache> {
 
 async function writeCache(file: string, cache: ProbeCache): Promise<void> {
   await mkdir(dirname(file), { recursive: true });
-  const temporary = `${file}.${process.pid}.tmp`;
-  await writeFile(temporary, `${JSON.stringify(cache, null, 2)}\n`);
-  await rename(temporary, file);
+  await writeFileAtomic(file, `${JSON.stringify(cache, null, 2)}\n`, { mode: 0o644 });
 }
 
 /**
@@ -173,7 +173,7 @@ async function probeKvm(options: ChooseAccelOptions): Promise<ProbeOutcome> {
         timeoutMs,
         allowFailure: true,
         signal: options.signal,
-        maxOutputBytes: 64 * 1024,
+        maxOutputBytes: 64 * KIB,
       },
     );
     const consoleText = await readFile(consoleLog, "utf8").catch(() => "");

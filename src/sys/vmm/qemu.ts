@@ -1,10 +1,10 @@
 /**
- * The QEMU `microvm` driver: spawns QEMU detached from the daemon, talks to
- * it over QMP, and decides liveness through /proc (a reparented QEMU leaves
- * a zombie behind for a while, which counts as gone).
+ * The QEMU `microvm` driver: plans QEMU's argv, spawns it detached from the
+ * daemon and talks to it over QMP. Process control (spawn, liveness,
+ * signal and wait) is ./process.ts, shared with the Firecracker driver.
  */
-import { spawn } from "node:child_process";
-import { open, readFile, rm } from "node:fs/promises";
+import { readFile, rm } from "node:fs/promises";
+import { pollUntil, throwIfAborted } from "../../core/async/index.ts";
 import type { Logger } from "../../core/log/index.ts";
 import {
   type BootSpec,
@@ -14,8 +14,8 @@ import {
   type VmmHandle,
 } from "../../core/vmm/index.ts";
 import { BangerError, ErrorCode } from "../../protocol/index.ts";
-import { processLiveness, readProcStat } from "../proc/index.ts";
 import { connectQmp, type QmpClient } from "../qmp/index.ts";
+import { isVmmRunning, killAndWait, signalVmm, spawnDetachedVmm, waitVmmGone } from "./process.ts";
 
 export interface QemuDriverOptions {
   /** The QEMU executable (name on PATH or absolute path). */
@@ -32,63 +32,29 @@ export interface QemuDriverOptions {
   qmpTimeoutMs?: number | undefined;
   /** How long `kill` (and the last step of `stop`) waits after SIGKILL. */
   killTimeoutMs?: number | undefined;
-  pollIntervalMs?: number | undefined;
 }
 
 const DEFAULT_QMP_TIMEOUT_MS = 10_000;
 const DEFAULT_KILL_TIMEOUT_MS = 10_000;
-const DEFAULT_POLL_MS = 50;
 /** QMP connects during `stop` are to a running QEMU: the socket is already there. */
 const STOP_QMP_TIMEOUT_MS = 2_000;
 const LOG_TAIL_LINES = 15;
+/** How long a start that saw QEMU vanish waits for the child's exit event. */
+const EXIT_EVENT_WAIT_MS = 2_000;
 
 export function createQemuDriver(options: QemuDriverOptions): VmmDriver {
   const qmpTimeoutMs = options.qmpTimeoutMs ?? DEFAULT_QMP_TIMEOUT_MS;
   const killTimeoutMs = options.killTimeoutMs ?? DEFAULT_KILL_TIMEOUT_MS;
-  const pollMs = options.pollIntervalMs ?? DEFAULT_POLL_MS;
   const launcher = options.launcher ?? [];
 
-  const liveness = (handle: VmmHandle) =>
-    processLiveness({ pid: handle.pid, startTicks: handle.pidStartTicks, marker: handle.controlSocket });
-  const isRunning = async (handle: VmmHandle) => (await liveness(handle)) === "alive";
-
-  /** Polls until the process is not "alive" (dead, zombie or a reused pid); false on timeout. */
-  async function waitGone(handle: VmmHandle, timeoutMs: number): Promise<boolean> {
-    const deadline = Date.now() + timeoutMs;
-    for (;;) {
-      if (!(await isRunning(handle))) return true;
-      if (Date.now() >= deadline) return false;
-      await delay(pollMs);
-    }
-  }
-
-  /** Sends `signal` only to our own live process, never to a reused pid. */
-  async function signalProcess(handle: VmmHandle, signal: NodeJS.Signals): Promise<void> {
-    if (!(await isRunning(handle))) return;
-    try {
-      process.kill(handle.pid, signal);
-    } catch (error) {
-      if ((error as NodeJS.ErrnoException).code !== "ESRCH") throw error;
-    }
-  }
-
   async function kill(handle: VmmHandle): Promise<void> {
-    await signalProcess(handle, "SIGKILL");
-    if (!(await waitGone(handle, killTimeoutMs))) {
-      throw new BangerError(
-        ErrorCode.INTERNAL,
-        `QEMU (pid ${handle.pid}) survived SIGKILL for ${killTimeoutMs} ms`,
-        {
-          hint: "the process may be stuck in the kernel (D state); check `cat /proc/PID/stack`",
-        },
-      );
-    }
+    await killAndWait(handle, killTimeoutMs, "QEMU");
     await removeSocket(handle.controlSocket);
   }
 
   async function stop(handle: VmmHandle, stopOptions: { timeoutMs: number }): Promise<void> {
     const log = options.logger.child({ pid: handle.pid });
-    if (!(await isRunning(handle))) {
+    if (!(await isVmmRunning(handle))) {
       await removeSocket(handle.controlSocket);
       return;
     }
@@ -97,7 +63,7 @@ export function createQemuDriver(options: QemuDriverOptions): VmmDriver {
       if (qmp) {
         if (await step("system_powerdown", () => qmp.powerdown())) return;
         if (await step("quit", () => qmp.quit())) return;
-      } else if (await step("SIGTERM", () => signalProcess(handle, "SIGTERM"))) {
+      } else if (await step("SIGTERM", () => signalVmm(handle, "SIGTERM"))) {
         return;
       }
     } finally {
@@ -109,7 +75,7 @@ export function createQemuDriver(options: QemuDriverOptions): VmmDriver {
     /** Fires `action` without awaiting it (a wedged QEMU may never reply) and waits for the exit. */
     async function step(name: string, action: () => Promise<void>): Promise<boolean> {
       action().catch((error: unknown) => log.debug(`QEMU stop: ${name} failed`, { error: String(error) }));
-      if (!(await waitGone(handle, stopOptions.timeoutMs))) return false;
+      if (!(await waitVmmGone(handle, stopOptions.timeoutMs))) return false;
       log.debug(`QEMU stopped after ${name}`);
       await removeSocket(handle.controlSocket);
       return true;
@@ -117,20 +83,29 @@ export function createQemuDriver(options: QemuDriverOptions): VmmDriver {
   }
 
   async function start(spec: BootSpec, signal: AbortSignal): Promise<VmmHandle> {
-    throwIfCancelled(signal, spec);
+    throwIfAborted(signal, `start of ${spec.vmName}`);
     const accel = await options.accel();
-    const [command, ...args] = [...launcher, ...planQemuArgv({ spec, accel, binary: options.binary })];
-    if (command === undefined) throw new BangerError(ErrorCode.INTERNAL, "QEMU argv is empty");
+    const argv = [...launcher, ...planQemuArgv({ spec, accel, binary: options.binary })];
     const log = options.logger.child({ vm: spec.vmName });
     await removeSocket(spec.controlSocket);
-    const { pid, exited, exitDescription } = await spawnDetached(command, args, spec.vmmLog);
+    const { pid, startTicks, exited, exitDescription } = await spawnDetachedVmm({
+      argv,
+      stdout: spec.vmmLog,
+      stderr: spec.vmmLog,
+    });
     log.info("QEMU started", { pid, accel });
 
-    const stat = await readProcStat(pid);
-    const handle: VmmHandle = {
-      pid,
-      pidStartTicks: stat?.startTicks ?? 0,
-      controlSocket: spec.controlSocket,
+    const handle: VmmHandle = { pid, pidStartTicks: startTicks, controlSocket: spec.controlSocket };
+    /**
+     * QEMU's exit event can trail the closing of the QMP connection it
+     * accepted; once /proc says it is gone, wait briefly for the event and
+     * its status.
+     */
+    const exitedDuringStart = async () => {
+      if (exited.aborted) return true;
+      if (await isVmmRunning(handle)) return false;
+      await pollUntil(() => exited.aborted, { timeoutMs: EXIT_EVENT_WAIT_MS, intervalMs: 10 });
+      return true;
     };
     try {
       const qmp = await connectQmp({
@@ -138,7 +113,7 @@ export function createQemuDriver(options: QemuDriverOptions): VmmDriver {
         timeoutMs: qmpTimeoutMs,
         signal: AbortSignal.any([signal, exited]),
       }).catch(async (error: unknown) => {
-        if (exited.aborted) {
+        if (await exitedDuringStart()) {
           const tail = await logTail(spec.vmmLog);
           throw new BangerError(
             ErrorCode.BOOT_FAILED,
@@ -150,7 +125,7 @@ export function createQemuDriver(options: QemuDriverOptions): VmmDriver {
             },
           );
         }
-        throwIfCancelled(signal, spec);
+        throwIfAborted(signal, `start of ${spec.vmName}`);
         throw new BangerError(
           ErrorCode.BOOT_FAILED,
           `QEMU for ${spec.vmName} did not answer on ${spec.controlSocket} within ${qmpTimeoutMs} ms`,
@@ -180,7 +155,7 @@ export function createQemuDriver(options: QemuDriverOptions): VmmDriver {
     start,
     stop,
     kill,
-    isRunning,
+    isRunning: isVmmRunning,
     pause: (handle) => qmpCommand(handle, "stop"),
     resume: (handle) => qmpCommand(handle, "cont"),
     async reattach(handle) {
@@ -200,49 +175,6 @@ async function qmpCommand(handle: VmmHandle, command: "stop" | "cont"): Promise<
     await qmp.execute(command);
   } finally {
     qmp.close();
-  }
-}
-
-interface DetachedChild {
-  pid: number;
-  /** Aborted when the process exits while this daemon is still its parent. */
-  exited: AbortSignal;
-  exitDescription(): string;
-}
-
-/**
- * Spawns in a new session with stdout/stderr appended to `logPath` and the
- * child unref'd, so QEMU outlives the daemon. Resolves once the process exists.
- */
-async function spawnDetached(command: string, args: string[], logPath: string): Promise<DetachedChild> {
-  const log = await open(logPath, "a", 0o640);
-  try {
-    const child = spawn(command, args, { detached: true, stdio: ["ignore", log.fd, log.fd] });
-    const exited = new AbortController();
-    let description = "is still running";
-    child.once("exit", (code, signal) => {
-      description = signal ? `was killed by ${signal}` : `exited with status ${code}`;
-      exited.abort();
-    });
-    const spawnError = await new Promise<Error | undefined>((resolve) => {
-      child.once("spawn", () => resolve(undefined));
-      child.once("error", resolve);
-    });
-    if (spawnError || child.pid === undefined) {
-      const missing = (spawnError as NodeJS.ErrnoException | undefined)?.code === "ENOENT";
-      throw new BangerError(
-        missing ? ErrorCode.TOOL_MISSING : ErrorCode.BOOT_FAILED,
-        missing
-          ? `${command} is not installed or not on PATH`
-          : `could not start ${command}: ${String(spawnError)}`,
-        { cause: spawnError, data: { tool: command } },
-      );
-    }
-    child.on("error", () => {});
-    child.unref();
-    return { pid: child.pid, exited: exited.signal, exitDescription: () => description };
-  } finally {
-    await log.close();
   }
 }
 
@@ -266,14 +198,4 @@ async function logTail(path: string): Promise<string> {
 
 async function removeSocket(path: string): Promise<void> {
   await rm(path, { force: true });
-}
-
-function throwIfCancelled(signal: AbortSignal, spec: BootSpec): void {
-  if (signal.aborted) {
-    throw new BangerError(ErrorCode.CANCELLED, `start of ${spec.vmName} cancelled`, { cause: signal.reason });
-  }
-}
-
-function delay(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
 }

@@ -3,7 +3,7 @@
  * line per record (--json: the raw JSON lines); -f follows until Ctrl-C.
  */
 import { open, readFile, stat } from "node:fs/promises";
-import { setTimeout as sleep } from "node:timers/promises";
+import { sleep } from "../../../core/async/index.ts";
 import { BangerError, ErrorCode } from "../../../protocol/index.ts";
 import type { CliContext } from "../../context.ts";
 import { parseInteger } from "../../flags.ts";
@@ -68,7 +68,7 @@ async function follow(
   const interrupted = ctx.interrupted();
   let partial = "";
   while (!interrupted.aborted) {
-    await sleep(FOLLOW_POLL_MS, undefined, { signal: interrupted }).catch(() => undefined);
+    await sleep(FOLLOW_POLL_MS, interrupted).catch(() => undefined);
     const size = await stat(file)
       .then((s) => s.size)
       .catch(() => offset);

@@ -3,6 +3,7 @@
  * the daemon's steps; an interrupt (Ctrl-C, SIGTERM, SIGHUP) cancels the
  * operation, which unwinds in the daemon, and the CLI says so.
  */
+import { cancelled } from "../../../core/async/index.ts";
 import {
   BangerError,
   type CreateVmParams,
@@ -50,8 +51,7 @@ export async function createWithProgress(
           progress.onProgress({ step: op.step, message: op.message, status: "done" });
         return status.vm;
       }
-      if (op.state === "cancelled" || interrupted.aborted)
-        throw new BangerError(ErrorCode.CANCELLED, "VM creation cancelled; nothing was left behind");
+      if (op.state === "cancelled" || interrupted.aborted) throw cancelled(interrupted, "VM creation");
       const error = op.error;
       throw new BangerError(
         isErrorCode(error?.code) ? error.code : ErrorCode.INTERNAL,

@@ -4,7 +4,8 @@
  * interrupt (Ctrl-C, SIGTERM, SIGHUP) cancels the VM in progress, which the
  * daemon unwinds, and skips the rest.
  */
-import { BangerError, ErrorCode, exitStatusFor } from "../../../protocol/index.ts";
+import { cancelled } from "../../../core/async/index.ts";
+import { ErrorCode, exitStatusFor, isCancelled } from "../../../protocol/index.ts";
 import { reportError } from "../../context.ts";
 import { createProgressRenderer } from "../../render/progress.ts";
 import type { CommandSpec, OptionSpec } from "../../spec.ts";
@@ -69,16 +70,9 @@ function lifecycleSpec(spec: VerbSpec): CommandSpec<LifecycleArgs> {
   };
 }
 
-/** A cancelled verb says what was undone, in the CLI user's words. */
+/** A cancelled verb names itself and its VM (the hint says its partial work is undone). */
 function explainCancel(verb: Verb, name: string, error: unknown): unknown {
-  if (!(error instanceof BangerError) || error.code !== ErrorCode.CANCELLED) return error;
-  return new BangerError(
-    ErrorCode.CANCELLED,
-    `${verb} of VM '${name}' cancelled; what it had set up is undone`,
-    {
-      hint: `\`banger vm show ${name}\` shows its state`,
-    },
-  );
+  return isCancelled(error) ? cancelled(undefined, `${verb} of VM '${name}'`, { cause: error }) : error;
 }
 
 export const lifecycleSpecs: readonly CommandSpec<LifecycleArgs>[] = [
