@@ -3,7 +3,7 @@
  * one run, printed as a table (or JSON with --json). Nothing asserts on time.
  *
  * Environment: BENCH_ONLY=rpc,cli,create-parallel,reconcile,rss-stopped,vm-cold,vm-fc,vm-warm,rss,
- * disk-sparse,disk-qcow2,disk-reflink,disk-dm runs a subset.
+ * disk-sparse,disk-qcow2,disk-reflink,disk-dm,image-pull,image-pull-shared runs a subset.
  * Everything with bridges, taps or guests runs in a network namespace the
  * bench creates and deletes; every process it starts is ended by pid, and
  * its temp dir is removed, also on failure, Ctrl-C or the overall time cap.
@@ -36,6 +36,7 @@ import {
   openDiskBench,
 } from "./row-disk.ts";
 import { benchVmFc, VM_FC_ROW, writeFirecrackerConfig } from "./row-firecracker.ts";
+import { benchImageRows, IMAGE_PULL_ROW, IMAGE_SHARED_ROW, imageSkipReason } from "./row-image.ts";
 import {
   benchCreateParallel,
   benchReconcile,
@@ -72,6 +73,8 @@ const ROWS = [
   DISK_QCOW2_ROW,
   DISK_REFLINK_ROW,
   DISK_DM_ROW,
+  IMAGE_PULL_ROW,
+  IMAGE_SHARED_ROW,
 ] as const;
 type RowId = (typeof ROWS)[number]["id"];
 const VM_ROW_IDS: readonly RowId[] = ["vm-cold", "vm-fc", "vm-warm", "rss"];
@@ -199,6 +202,7 @@ async function runRows(session: Session, selected: Set<RowId>, failures: string[
     results.push(...(await attempt(RSS_STOPPED_ROW, failures, () => benchRssStopped(lifecycle))));
   }
   results.push(...(await runDiskRows(session, selected, failures)));
+  results.push(...(await runImageRows(session, selected, failures)));
 
   const vmRows = ROWS.filter((row) => VM_ROW_IDS.includes(row.id) && selected.has(row.id));
   if (vmRows.length === 0) return results;
@@ -240,6 +244,22 @@ async function runRows(session: Session, selected: Set<RowId>, failures: string[
   }
   if (selected.has("rss")) results.push(...(await attempt(RSS_ROW, failures, () => benchRss(ctx))));
   return results;
+}
+
+/** The image-* rows: one registry and one pair of images for both. */
+async function runImageRows(
+  session: Session,
+  selected: Set<RowId>,
+  failures: string[],
+): Promise<RowResult[]> {
+  const rows = [IMAGE_PULL_ROW, IMAGE_SHARED_ROW].filter((row) => selected.has(row.id));
+  if (rows.length === 0) return [];
+  const skip = imageSkipReason();
+  if (skip !== null) return rows.map((row) => skippedRow(row, skip));
+  const first = rows[0] as (typeof rows)[number];
+  return attempt(first, failures, () =>
+    benchImageRows({ env: session.env, log }, new Set(rows.map((row) => row.id))),
+  );
 }
 
 /** The disk-* rows: one shared base (and XFS mount), removed when the rows are done or the bench ends. */

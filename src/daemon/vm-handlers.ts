@@ -1,32 +1,23 @@
 /**
- * RPC handlers of the `vm.*` and `image.*` methods: translate between the
+ * RPC handlers of the `vm.*` methods: translate between the
  * protocol and the services, including the byte streams of exec, proxy and
  * logs, the async create operations, and the stats and health probes.
  */
 import { errorMessage } from "../core/async/index.ts";
 import type { OperationRegistry, OperationSnapshot } from "../core/concurrency/index.ts";
 import { isActiveState } from "../core/vm/index.ts";
-import {
-  BangerError,
-  ErrorCode,
-  type ImageInfo,
-  type OperationInfo,
-  type VmInfo,
-} from "../protocol/index.ts";
-import type { ImageRecord } from "../sys/store/index.ts";
-import type { ImageService } from "./image/index.ts";
+import { BangerError, ErrorCode, type OperationInfo, type VmInfo } from "../protocol/index.ts";
 import type { HandlerContext, HandlerTable } from "./rpc/server.ts";
 import type { VmService, VmStatsService } from "./vm/index.ts";
 
 export interface VmHandlerDeps {
   vms: VmService;
-  images: ImageService;
   createOps: OperationRegistry<VmInfo>;
   stats: VmStatsService;
 }
 
 export function buildVmHandlers(deps: VmHandlerDeps): HandlerTable {
-  const { vms, images, createOps, stats } = deps;
+  const { vms, createOps, stats } = deps;
   const op = (ctx: HandlerContext) => ({ signal: ctx.signal, progress: ctx.progress });
   return {
     "vm.create": (params, ctx) => vms.create(params, op(ctx)),
@@ -119,25 +110,7 @@ export function buildVmHandlers(deps: VmHandlerDeps): HandlerTable {
     },
     "vm.stats": (params, ctx) => stats.stats(params.name, ctx.signal),
     "vm.health": (params, ctx) => stats.health(params.name, ctx.signal),
-    "image.list": () => ({ images: images.list().map(imageInfo) }),
-    "image.show": (params) => imageInfo(images.get(params.name)),
-    "image.build-default": async (params, ctx) =>
-      imageInfo(
-        await images.buildDefault({
-          force: params?.force === true,
-          signal: ctx.signal,
-          progress: ctx.progress,
-        }),
-      ),
-    "image.delete": async (params) => {
-      await images.delete(params.name);
-      return { name: params.name, deleted: true as const };
-    },
   };
-}
-
-function imageInfo(image: ImageRecord): ImageInfo {
-  return { ...image };
 }
 
 function operationInfo(snapshot: OperationSnapshot<VmInfo>): OperationInfo {

@@ -50,8 +50,34 @@ export const ImageInfo = z.object({
   rootfs: z.string(),
   sizeBytes: z.number(),
   createdAt: z.string(),
+  /** Registry reference or imported file (OCI images). */
+  source: z.string().nullable().optional(),
+  /** Manifest digest (OCI images). */
+  digest: z.string().nullable().optional(),
+  /** Names of the VMs that use it. */
+  usedBy: z.array(z.string()).optional(),
+  platform: z.string().optional(),
+  /** ENTRYPOINT, CMD, ENV, WORKDIR, USER of an OCI image. */
+  runDefaults: z
+    .object({
+      entrypoint: z.array(z.string()),
+      cmd: z.array(z.string()),
+      env: z.array(z.string()),
+      workdir: z.string().optional(),
+      user: z.string().optional(),
+    })
+    .optional(),
 });
 export type ImageInfo = z.infer<typeof ImageInfo>;
+
+const PlatformText = z
+  .string()
+  .regex(/^[a-z0-9_]+(\/[a-z0-9_]+){0,2}$/, { message: "must be OS/ARCH[/VARIANT], e.g. linux/amd64" });
+const RegistryHost = z
+  .string()
+  .min(1)
+  .max(255)
+  .regex(/^[A-Za-z0-9.\-[\]:]+$/, { message: "must be a registry host[:port]" });
 
 export const DoctorCheck = z.object({
   name: z.string(),
@@ -289,7 +315,51 @@ export const methods = {
     params: z.object({ force: z.boolean().optional() }).strict().optional(),
     result: ImageInfo,
   },
-  "image.delete": { params: ByName, result: z.object({ name: z.string(), deleted: z.literal(true) }) },
+  "image.delete": {
+    params: z.object({ name: z.string().min(1), force: z.boolean().optional() }).strict(),
+    result: z.object({
+      name: z.string(),
+      deleted: z.literal(true),
+      vmsDeleted: z.array(z.string()).optional(),
+    }),
+  },
+  "image.pull": {
+    params: z
+      .object({
+        reference: z.string().min(1).max(1024),
+        name: z.string().min(1).max(255).optional(),
+        platform: PlatformText.optional(),
+        insecureRegistries: z.array(RegistryHost).max(16).optional(),
+      })
+      .strict(),
+    result: ImageInfo,
+  },
+  "image.import": {
+    params: z
+      .object({
+        path: z.string().min(1).max(4096),
+        name: z.string().min(1).max(255).optional(),
+        tag: z.string().min(1).max(128).optional(),
+        platform: PlatformText.optional(),
+      })
+      .strict(),
+    result: ImageInfo,
+  },
+  "image.prune": { params: Empty, result: z.object({ blobs: z.number(), bytes: z.number() }) },
+  "image.login": {
+    params: z
+      .object({
+        registry: RegistryHost,
+        username: z.string().min(1).max(1024),
+        password: z.string().min(1).max(65536),
+      })
+      .strict(),
+    result: z.object({ registry: z.string() }),
+  },
+  "image.logout": {
+    params: z.object({ registry: RegistryHost }).strict(),
+    result: z.object({ registry: z.string(), removed: z.boolean() }),
+  },
 } as const;
 
 export type MethodTable = typeof methods;

@@ -63,6 +63,11 @@ export const ProgressStep = z.enum([
   "image.cache-copy",
   "image.cache-store",
   "image.publish",
+  "image.pull.resolve",
+  "image.pull.layers",
+  "image.pull.apply",
+  "image.pull.rootfs",
+  "image.import.read",
 ]);
 export type ProgressStep = z.infer<typeof ProgressStep>;
 

@@ -34,6 +34,10 @@ export interface Layout {
   imagesDir: string;
   /** Half-built images; anything here at start-up is debris and removed. */
   imageStagingDir: string;
+  /** Image layer and config blobs by digest (`sha256/<hex>`), shared by every image. */
+  blobsDir: string;
+  /** Registry credentials written by `banger image login` (0600; docker's `auths` shape). */
+  registryAuthFile: string;
   /** One directory per VM, named by VM id. */
   vmsDir: string;
   /** The daemon-managed SSH client key pair (id_ed25519, id_ed25519.pub). */
@@ -75,6 +79,8 @@ export function resolveLayout(inputs: LayoutInputs): Layout {
     daemonLog: join(stateDir, "bangerd.log"),
     imagesDir: join(stateDir, "images"),
     imageStagingDir: join(stateDir, "images", ".staging"),
+    blobsDir: join(stateDir, "blobs"),
+    registryAuthFile: join(configDir, "registry-auth.json"),
     vmsDir: join(stateDir, "vms"),
     sshDir: join(stateDir, "ssh"),
     cacheDir: join(stateDir, "cache"),

@@ -28,6 +28,8 @@ import { createNodeFs, readDiskUsage } from "../../sys/fs/index.ts";
 import { createHostProbes, groupIdByName } from "../../sys/host/index.ts";
 import { extractVmlinux } from "../../sys/kernel/index.ts";
 import { createFileLogger } from "../../sys/log/index.ts";
+import { BlobCache } from "../../sys/oci/blob-cache.ts";
+import { runImageWorker } from "../../sys/oci/worker-client.ts";
 import { isPidAlive, readCmdline, readProcessUsage } from "../../sys/proc/index.ts";
 import { createProcessRunner } from "../../sys/runner/index.ts";
 import { probeSshBanner } from "../../sys/ssh/index.ts";
@@ -37,6 +39,8 @@ import { chooseAccel, createQemuDriver, describeAccel, describeAccelFailure } fr
 import { runDoctor } from "../doctor/index.ts";
 import { buildHandlers, type DaemonInfo } from "../handlers.ts";
 import { createImageService } from "../image/index.ts";
+import { createOciImages, withAutoPull } from "../image/oci.ts";
+import { buildImageHandlers } from "../image-handlers.ts";
 import { createRpcServer, type RpcServer } from "../rpc/server.ts";
 import { createVmService, createVmStats } from "../vm/index.ts";
 import { buildVmHandlers } from "../vm-handlers.ts";
@@ -104,6 +108,21 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
     },
   });
   await images.cleanupStaging();
+  const blobs = new BlobCache(layout.blobsDir);
+  await blobs.clearDebris();
+  const oci = createOciImages({
+    store,
+    layout,
+    logger: logger.child({ svc: "image-oci" }),
+    publishMutex: imagePublication,
+    now,
+    newId,
+    fs: createNodeFs(),
+    runWorker: runImageWorker,
+    blobs,
+    launcher: hostNetnsLauncher(options.env),
+    dockerConfigFile: join(options.env.DOCKER_CONFIG || join(homedir(), ".docker"), "config.json"),
+  });
 
   const accel = () => {
     const kernel = store.listImages()[0]?.kernel;
@@ -153,7 +172,7 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
     layout,
     config,
     logger: logger.child({ svc: "vm" }),
-    images,
+    images: withAutoPull(images, oci, store),
     network: createVmNetwork({ runner, logger, config }),
     drivers,
     disks: createVmDisks({ runner, rawStrategy, exists: files.exists }),
@@ -228,7 +247,8 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
           ],
         }),
     }),
-    ...buildVmHandlers({ vms, images, createOps, stats }),
+    ...buildVmHandlers({ vms, createOps, stats }),
+    ...buildImageHandlers({ images, oci, vms, store }),
   };
   const socketGid = config.daemon.socket_group ? await groupIdByName(config.daemon.socket_group) : undefined;
   if (config.daemon.socket_group && socketGid === undefined) {

@@ -413,20 +413,22 @@ export function createImageService(deps: ImageServiceDeps): ImageService {
     },
 
     async delete(name) {
-      await deps.publishMutex.run(async () => {
-        const image = find(name);
-        if (!image) throw notFound(name);
-        refuseIfInUse(image);
-        const aside = await moveAside(image.dir);
+      // The lock covers lookup, reference check, move-aside and row; the files go after it.
+      const { image, aside } = await deps.publishMutex.run(async () => {
+        const found = find(name);
+        if (!found) throw notFound(name);
+        refuseIfInUse(found);
+        const moved = await moveAside(found.dir);
         try {
-          store.deleteImage(image.id);
+          store.deleteImage(found.id);
         } catch (error) {
-          if (aside) await fs.rename(aside, image.dir);
+          if (moved) await fs.rename(moved, found.dir);
           throw error;
         }
-        if (aside) await fs.rm(aside);
-        log.info("image deleted", { image: image.name, dir: image.dir });
+        return { image: found, aside: moved };
       });
+      if (aside) await fs.rm(aside);
+      log.info("image deleted", { image: image.name, dir: image.dir });
     },
 
     async resolve(ref, options = {}) {

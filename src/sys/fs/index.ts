@@ -28,8 +28,8 @@ export interface Fs {
   /** Entry names, unsorted; [] when the directory does not exist. */
   readdir(path: string): Promise<string[]>;
   readFile(path: string): Promise<Buffer>;
-  /** `writeFileAtomic` below, with mode 0644. */
-  writeFileAtomic(path: string, data: string | Uint8Array): Promise<void>;
+  /** `writeFileAtomic` below; mode 0644 unless given. */
+  writeFileAtomic(path: string, data: string | Uint8Array, options?: { mode?: number }): Promise<void>;
 }
 
 export function createNodeFs(): Fs {
@@ -66,8 +66,8 @@ export function createNodeFs(): Fs {
     readFile(path) {
       return fsp.readFile(path);
     },
-    writeFileAtomic(path, data) {
-      return writeFileAtomic(path, data, { mode: 0o644 });
+    writeFileAtomic(path, data, options = {}) {
+      return writeFileAtomic(path, data, { mode: options.mode ?? 0o644 });
     },
   };
 }

@@ -21,6 +21,12 @@ export interface ImageRecord {
   rootfs: string;
   sizeBytes: number;
   createdAt: string;
+  /** Where it came from: a registry reference or an imported file (OCI images). */
+  source?: string | null | undefined;
+  /** The manifest digest (OCI images). */
+  digest?: string | null | undefined;
+  /** JSON: run defaults, platform and layer digests (OCI images). */
+  meta?: string | null | undefined;
 }
 
 export interface Store {
@@ -97,6 +103,10 @@ export const migrations: readonly string[] = [
    DROP TABLE vms;
    ALTER TABLE vms_v2 RENAME TO vms;
    CREATE INDEX vms_image ON vms(image_id);`,
+  // 3: OCI images record their source, manifest digest and run defaults.
+  `ALTER TABLE images ADD COLUMN source TEXT;
+   ALTER TABLE images ADD COLUMN digest TEXT;
+   ALTER TABLE images ADD COLUMN meta TEXT;`,
 ];
 
 export function openStore(path: string): Store {
@@ -184,6 +194,9 @@ function imageFromRow(row: Row): ImageRecord {
     rootfs: row.rootfs as string,
     sizeBytes: Number(row.size_bytes),
     createdAt: row.created_at as string,
+    ...(row.source == null ? {} : { source: row.source as string }),
+    ...(row.digest == null ? {} : { digest: row.digest as string }),
+    ...(row.meta == null ? {} : { meta: row.meta as string }),
   };
 }
 
@@ -206,8 +219,8 @@ function createStore(db: DatabaseSync): Store {
     usedIps: db.prepare("SELECT guest_ip FROM vms"),
     setState: db.prepare("UPDATE vms SET state = ?, last_error = ?, updated_at = ? WHERE id = ?"),
     insertImage: db.prepare(
-      `INSERT INTO images (id, name, kind, dir, kernel, initrd, rootfs, size_bytes, created_at)
-       VALUES (:id, :name, :kind, :dir, :kernel, :initrd, :rootfs, :size_bytes, :created_at)`,
+      `INSERT INTO images (id, name, kind, dir, kernel, initrd, rootfs, size_bytes, created_at, source, digest, meta)
+       VALUES (:id, :name, :kind, :dir, :kernel, :initrd, :rootfs, :size_bytes, :created_at, :source, :digest, :meta)`,
     ),
     imageByName: db.prepare("SELECT * FROM images WHERE name = ?"),
     imageById: db.prepare("SELECT * FROM images WHERE id = ?"),
@@ -248,6 +261,9 @@ function createStore(db: DatabaseSync): Store {
         rootfs: image.rootfs,
         size_bytes: image.sizeBytes,
         created_at: image.createdAt,
+        source: image.source ?? null,
+        digest: image.digest ?? null,
+        meta: image.meta ?? null,
       }),
     getImageByName: (name) => maybe(q.imageByName.get(name) as Row | undefined, imageFromRow),
     getImageById: (id) => maybe(q.imageById.get(id) as Row | undefined, imageFromRow),

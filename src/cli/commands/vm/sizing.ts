@@ -14,7 +14,11 @@ export interface SizingFlags {
 }
 
 export const sizingOptions: readonly OptionSpec[] = [
-  { flags: "--image <ref>", description: "image name (default: the configured default image)" },
+  {
+    flags: "--image <ref>",
+    description:
+      "image name, or a registry reference pulled on first use (default: the configured default image)",
+  },
   { flags: "--cpus <n>", description: "virtual CPUs" },
   { flags: "--memory <size>", description: "memory: MiB, or with a unit (512m, 2g)" },
   { flags: "--disk <size>", description: "root disk: GiB, or with a unit (10g, 20GiB)" },

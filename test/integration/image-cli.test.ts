@@ -1,0 +1,186 @@
+/**
+ * The image commands end to end through the CLI and a daemon kept in its
+ * own network namespace, against registries on the host's 127.0.0.1 (the
+ * pull worker runs in the host's namespace): pull, ls, show, import of
+ * both `docker save` formats and an OCI layout, login to an htpasswd
+ * registry, auto-pull by `vm create`, delete and prune. The root
+ * filesystems are read back with debugfs.
+ */
+import assert from "node:assert/strict";
+import { execFileSync } from "node:child_process";
+import { existsSync, mkdirSync, readdirSync, statSync } from "node:fs";
+import { join } from "node:path";
+import { after, before, test } from "node:test";
+import { createE2eEnv, type E2eEnv } from "../helpers/e2e.ts";
+import {
+  makeFixture,
+  pushToRegistry,
+  startRegistry,
+  TEST_USER,
+  type TestRegistry,
+} from "../helpers/registry.ts";
+import { makeTempDir } from "../helpers/tmp.ts";
+
+const skip = process.getuid?.() !== 0 ? "needs root (network namespaces)" : undefined;
+const tmp = makeTempDir("bgt-icli-");
+const fixture = join(tmp.path, "fixture");
+let registry: TestRegistry;
+let secured: TestRegistry;
+let env: E2eEnv;
+
+interface ImageJson {
+  name: string;
+  kind: string;
+  source: string;
+  digest: string;
+  rootfs: string;
+  usedBy: string[];
+  runDefaults?: { entrypoint: string[]; cmd: string[]; env: string[]; workdir?: string; user?: string };
+}
+
+async function json<T>(args: string[], input?: string): Promise<T> {
+  const result = await env.banger([...args, "--json"], input === undefined ? {} : { input });
+  assert.equal(result.code, 0, `banger ${args.join(" ")}: ${result.stderr}`);
+  return JSON.parse(result.stdout) as T;
+}
+
+function debugfs(rootfs: string, request: string): string {
+  return execFileSync("debugfs", ["-R", request, rootfs], {
+    encoding: "utf8",
+    stdio: ["ignore", "pipe", "ignore"],
+  });
+}
+
+before(async () => {
+  if (skip) return;
+  makeFixture(fixture);
+  mkdirSync(join(tmp.path, "r1"));
+  mkdirSync(join(tmp.path, "r2"));
+  registry = await startRegistry(join(tmp.path, "r1"));
+  secured = await startRegistry(join(tmp.path, "r2"), "htpasswd");
+  await pushToRegistry(registry, `oci:${join(fixture, "oci")}:v1`, "banger/fixture:v1");
+  await pushToRegistry(registry, `oci:${join(fixture, "oci")}:zstd`, "banger/fixture:zstd");
+  await pushToRegistry(secured, `oci:${join(fixture, "oci")}:v1`, "banger/private:v1");
+  env = createE2eEnv({ name: "image-cli" });
+});
+
+after(async () => {
+  await env?.dispose();
+  await registry?.stop();
+  await secured?.stop();
+  tmp.cleanup();
+});
+
+test("pull, ls, show: the image's tree, source, digest and run defaults", { skip }, async () => {
+  const reference = `${registry.address}/banger/fixture:v1`;
+  const pulled = await json<ImageJson>(["image", "pull", reference]);
+  assert.equal(pulled.name, reference);
+  assert.equal(pulled.kind, "oci");
+  assert.match(pulled.digest, /^sha256:[0-9a-f]{64}$/);
+  assert.equal(debugfs(pulled.rootfs, "cat /etc/deleteme.txt"), "back-again\n");
+  assert.match(debugfs(pulled.rootfs, "stat /usr/bin/suid"), /Mode:\s+04755/);
+  assert.match(debugfs(pulled.rootfs, "stat /home/user/notes.txt"), /User:\s+1000\s+Group:\s+1000/);
+  assert.doesNotMatch(debugfs(pulled.rootfs, "ls /opt/app"), /a\.txt/);
+  execFileSync("e2fsck", ["-fn", pulled.rootfs], { stdio: "ignore" });
+  const listed = await json<ImageJson[]>(["image", "ls"]);
+  const row = listed.find((image) => image.name === reference);
+  assert.equal(row?.source, `${registry.address}/banger/fixture:v1`);
+  assert.deepEqual(row?.usedBy, []);
+  const shown = await json<ImageJson>(["image", "show", reference]);
+  assert.deepEqual(shown.runDefaults, {
+    entrypoint: ["/bin/hi"],
+    cmd: ["world"],
+    env: ["PATH=/usr/bin:/bin", "GREETING=hello"],
+    workdir: "/opt/app",
+    user: "1000",
+  });
+  const again = await json<ImageJson>(["image", "pull", reference]);
+  assert.equal(again.digest, pulled.digest);
+  assert.deepEqual(readdirSync(join(env.home, "state", "images", ".staging")), []);
+});
+
+test("bad references and unknown tags fail with their codes", { skip }, async () => {
+  const bad = await env.banger(["image", "pull", "Not/Valid"]);
+  assert.equal(bad.code, 2);
+  assert.match(bad.stderr, /invalid image reference/);
+  const missing = await env.banger(["image", "pull", `${registry.address}/banger/fixture:nope`]);
+  assert.equal(missing.code, 4);
+  assert.match(missing.stderr, /banger\/fixture:nope/);
+});
+
+test("import: docker save (both formats) and an OCI layout", { skip }, async () => {
+  const legacy = await json<ImageJson>([
+    "image",
+    "import",
+    join(fixture, "docker-archive.tar"),
+    "--name",
+    "legacy",
+  ]);
+  const modern = await json<ImageJson>(["image", "import", join(fixture, "docker25-save.tar")]);
+  const layout = await json<ImageJson>([
+    "image",
+    "import",
+    join(fixture, "oci"),
+    "--tag",
+    "v1",
+    "--name",
+    "layout",
+  ]);
+  assert.equal(modern.name, "banger/fixture:v1");
+  for (const image of [legacy, modern, layout]) {
+    assert.equal(debugfs(image.rootfs, "cat /etc/deleteme.txt"), "back-again\n", image.name);
+    assert.equal(image.runDefaults?.workdir, "/opt/app");
+  }
+  const several = await env.banger(["image", "import", join(fixture, "oci")]);
+  assert.equal(several.code, 2);
+  assert.match(several.stderr, /--tag/);
+});
+
+test("login stores credentials in a 0600 file; pulls from the htpasswd registry use them", {
+  skip,
+}, async () => {
+  const reference = `${secured.address}/banger/private:v1`;
+  const refused = await env.banger(["image", "pull", reference]);
+  assert.equal(refused.code, 9);
+  assert.match(refused.stderr, /image login/);
+  const login = await env.banger(
+    ["image", "login", secured.address, "-u", TEST_USER.username, "--password-stdin"],
+    {
+      input: `${TEST_USER.password}\n`,
+    },
+  );
+  assert.equal(login.code, 0, login.stderr);
+  assert.equal(statSync(join(env.home, "config", "registry-auth.json")).mode & 0o777, 0o600);
+  const pulled = await json<ImageJson>(["image", "pull", reference]);
+  assert.equal(pulled.name, reference);
+  assert.doesNotMatch(await readLog(), new RegExp(TEST_USER.password));
+});
+
+test("vm create --image REF auto-pulls; delete and prune clean up", { skip }, async () => {
+  const reference = `${registry.address}/banger/fixture:zstd`;
+  const created = await env.banger(["vm", "create", "auto", "--image", reference]);
+  assert.equal(created.code, 6, created.stderr);
+  assert.match(created.stderr, /guest agent/);
+  const shown = await json<ImageJson>(["image", "show", reference]);
+  assert.equal(debugfs(shown.rootfs, "cat /etc/deleteme.txt"), "back-again\n");
+  const removed = await env.banger(["image", "rm", reference]);
+  assert.equal(removed.code, 0, removed.stderr);
+  assert.equal(existsSync(shown.rootfs), false);
+  for (const name of [
+    "legacy",
+    "layout",
+    "banger/fixture:v1",
+    `${registry.address}/banger/fixture:v1`,
+    `${secured.address}/banger/private:v1`,
+  ]) {
+    assert.equal((await env.banger(["image", "rm", name])).code, 0, name);
+  }
+  const pruned = await json<{ blobs: number; bytes: number }>(["image", "prune"]);
+  assert.ok(pruned.blobs > 0);
+  assert.deepEqual(readdirSync(join(env.home, "state", "blobs", "sha256")), []);
+});
+
+async function readLog(): Promise<string> {
+  const { readFile } = await import("node:fs/promises");
+  return readFile(join(env.home, "state", "bangerd.log"), "utf8");
+}
