@@ -742,3 +742,65 @@ describe("completion", () => {
     assert.match(cli.stderr(), /no completion for shell 'tcsh'\nhint: one of: bash, zsh, fish/);
   });
 });
+
+describe("image commands", () => {
+  it("image rm --force names the VMs it deleted; login reads the password from stdin only when asked", async () => {
+    const client = new FakeDaemonClient({
+      "image.delete": (params) => ({ name: params.name, deleted: true, vmsDeleted: ["old"] }),
+      "image.login": (params) => ({ registry: params.registry }),
+    });
+    const rm = fakeCli({ client });
+    assert.equal(await rm.run(["image", "rm", "--force", "app"]), 0);
+    assert.equal(rm.stdout(), "app\n");
+    assert.equal(rm.stderr(), "deleted VMs: old\n");
+    assert.deepEqual(client.callsOf("image.delete")[0]!.params, { name: "app", force: true });
+
+    const login = fakeCli({ client });
+    login.stdin.end("s3cret\n");
+    assert.equal(await login.run(["image", "login", "ghcr.io", "-u", "me", "--password-stdin"]), 0);
+    assert.deepEqual(client.callsOf("image.login")[0]!.params, {
+      registry: "ghcr.io",
+      username: "me",
+      password: "s3cret",
+    });
+    assert.equal(login.stdout(), "Login Succeeded (ghcr.io)\n");
+
+    const missing = fakeCli({ client });
+    assert.equal(
+      await missing.run(["image", "login", "ghcr.io", "-u", "me"]),
+      exitStatusFor[ErrorCode.INVALID_PARAMS],
+    );
+    assert.match(
+      missing.stderr(),
+      /needs --username and a password\nhint: pass -u USER and --password-stdin/,
+    );
+  });
+
+  it("image build-default shows each step with its time and cancels on Ctrl-C", async () => {
+    const client = new FakeDaemonClient({
+      "image.build-default": async (_params, call) => {
+        call.options.onProgress?.({
+          id: call.id,
+          step: "image.rootfs",
+          message: "debootstrap",
+          status: "start",
+        });
+        call.options.onProgress?.({
+          id: call.id,
+          step: "image.rootfs",
+          message: "debootstrap",
+          status: "done",
+        });
+        await call.whenCancelled;
+        throw new BangerError(ErrorCode.CANCELLED, "image build during step 'kernel' cancelled");
+      },
+    });
+    const cli = fakeCli({ client });
+    const status = cli.run(["image", "build-default"]);
+    await until(() => cli.stderr().includes("✓"));
+    cli.signal("SIGINT");
+    assert.equal(await status, exitStatusFor[ErrorCode.CANCELLED]);
+    assert.match(cli.stderr(), /… debootstrap\n✓ debootstrap \[\d+ ms\]\n/);
+    assert.match(cli.stderr(), /banger: image build during step 'kernel' cancelled/);
+  });
+});
