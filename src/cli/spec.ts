@@ -68,3 +68,6 @@ export function success(output?: string): CommandResult {
 export function json(value: unknown): string {
   return JSON.stringify(value, null, 2);
 }
+
+/** The `--json` flag every command that shows something takes. */
+export const JSON_OPTION: OptionSpec = { flags: "--json", description: "print JSON" };

@@ -8,7 +8,7 @@ import type { CliContext } from "../../context.ts";
 import { createProgressRenderer, type ProgressLine } from "../../render/progress.ts";
 import { formatBytes } from "../../render/table.ts";
 import type { DaemonClient } from "../../rpc/client.ts";
-import { type CommandSpec, json, success } from "../../spec.ts";
+import { type CommandSpec, JSON_OPTION, json, success } from "../../spec.ts";
 
 /** Runs a call with a progress renderer on stderr; an interrupt cancels it. */
 async function withProgress<T>(
@@ -69,7 +69,7 @@ export const pullSpec: CommandSpec<PullArgs> = {
       description: "speak plain HTTP to this registry (loopback ones always are)",
       repeatable: true,
     },
-    { flags: "--json", description: "print JSON" },
+    JSON_OPTION,
   ],
   async handler(ctx, args) {
     const insecure = args.insecureRegistry ?? [];
@@ -111,7 +111,7 @@ export const importSpec: CommandSpec<ImportArgs> = {
     },
     { flags: "--tag <tag>", description: "the image to take from an OCI layout that holds several" },
     { flags: "--platform <os/arch>", description: "the platform to take from a multi-platform layout" },
-    { flags: "--json", description: "print JSON" },
+    JSON_OPTION,
   ],
   async handler(ctx, args) {
     const imported = await withProgress(ctx, (client, call) =>
@@ -155,7 +155,7 @@ export const imagePruneSpec: CommandSpec<{ json?: boolean }> = {
   name: "prune",
   describe: "remove cached layer blobs that no image uses",
   examples: ["banger image prune"],
-  options: [{ flags: "--json", description: "print JSON" }],
+  options: [JSON_OPTION],
   async handler(ctx, args) {
     const pruned = await (await ctx.client()).call("image.prune", {});
     return success(args.json ? json(pruned) : `removed ${pruned.blobs} blobs, ${formatBytes(pruned.bytes)}`);

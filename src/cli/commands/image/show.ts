@@ -1,7 +1,7 @@
 /** `banger image list` and `banger image show NAME`. */
 import type { ImageInfo } from "../../../protocol/index.ts";
 import { formatAge, formatBytes, formatTable } from "../../render/table.ts";
-import { type CommandSpec, json, success } from "../../spec.ts";
+import { type CommandSpec, JSON_OPTION, json, success } from "../../spec.ts";
 
 interface JsonArgs {
   json?: boolean;
@@ -15,7 +15,7 @@ export const imageListSpec: CommandSpec<JsonArgs> = {
   aliases: ["ls"],
   describe: "list images",
   examples: ["banger image ls", "banger image ls --json | jq -r '.[].name'"],
-  options: [{ flags: "--json", description: "print JSON" }],
+  options: [JSON_OPTION],
   async handler(ctx, args) {
     const { images } = await (await ctx.client()).call("image.list", {});
     if (args.json) return success(json(images));
@@ -41,7 +41,7 @@ export const imageShowSpec: CommandSpec<JsonArgs & { name: string }> = {
   name: "show <name>",
   describe: "show one image",
   examples: ["banger image show debian-bookworm", "banger image show alpine:latest --json"],
-  options: [{ flags: "--json", description: "print JSON" }],
+  options: [JSON_OPTION],
   async handler(ctx, args) {
     const info = await (await ctx.client()).call("image.show", { name: args.name });
     if (args.json) return success(json(info));
