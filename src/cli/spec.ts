@@ -21,6 +21,8 @@ export interface OptionSpec {
   choices?: readonly string[];
   /** The option may be given many times; its value is the list. */
   repeatable?: boolean;
+  /** The command refuses to run without it. */
+  required?: boolean;
 }
 
 export interface CommandSpec<Args = Record<string, unknown>> {
@@ -68,3 +70,6 @@ export function success(output?: string): CommandResult {
 export function json(value: unknown): string {
   return JSON.stringify(value, null, 2);
 }
+
+/** The `--json` flag every command that shows something takes. */
+export const JSON_OPTION: OptionSpec = { flags: "--json", description: "print JSON" };

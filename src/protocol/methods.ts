@@ -150,7 +150,7 @@ export const VmStats = z.object({
 });
 export type VmStats = z.infer<typeof VmStats>;
 
-/** One `vm.health` check: `vmm` (process alive), `ssh-banner`, `ssh-exec` (`true` over SSH). */
+/** One `vm.health` check: `vmm` (process alive), `agent` (`true` through the guest agent), `ssh-banner`. */
 export const HealthCheck = z.object({
   name: z.string(),
   ok: z.boolean(),
@@ -253,16 +253,33 @@ export const methods = {
       .strict(),
     result: VmInfo,
   },
+  /**
+   * Runs an argv in the guest through its agent (no shell unless the argv is one).
+   * Bytes travel on `$/stream` (with a tty, output arrives on stdout only);
+   * `$/signal` and `$/resize` reach the process group and its PTY; `$/cancel`
+   * or a closed connection kill the group. `detach` returns at once.
+   */
   "vm.exec": {
     params: z
       .object({
         name: z.string().min(1),
         argv: z.array(z.string()).min(1),
+        env: z.array(z.string().regex(/^[^=]+=/, "must be KEY=VALUE")).optional(),
+        cwd: z.string().min(1).optional(),
+        user: z.string().min(1).optional(),
         stdin: z.boolean().optional(),
-        tty: z.boolean().optional(),
+        tty: z
+          .object({ cols: z.number().int().min(0).max(65535), rows: z.number().int().min(0).max(65535) })
+          .optional(),
+        timeoutMs: z.number().int().positive().optional(),
+        detach: z.boolean().optional(),
       })
       .strict(),
-    result: z.object({ exitCode: z.number().nullable(), signal: z.string().nullable() }),
+    result: z.object({
+      exitCode: z.number().nullable(),
+      signal: z.string().nullable(),
+      timedOut: z.boolean().optional(),
+    }),
   },
   "vm.proxy": {
     params: z.object({ name: z.string().min(1), port: z.number().int().min(1).max(65535) }).strict(),
@@ -327,6 +344,43 @@ export const methods = {
       })
       .strict(),
     result: ImageInfo,
+  },
+  "image.build": {
+    params: z
+      .object({
+        name: z.string().min(1).max(255),
+        context: z.string().min(1).max(4096),
+        dockerfile: z.string().min(1).max(4096).optional(),
+        buildArgs: z
+          .array(z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*=/s, { message: "must be KEY=VALUE" }))
+          .max(256)
+          .optional(),
+      })
+      .strict(),
+    result: ImageInfo,
+  },
+  "image.promote": {
+    params: z.object({ vm: z.string().min(1), name: z.string().min(1).max(255) }).strict(),
+    result: ImageInfo,
+  },
+  "image.register": {
+    params: z
+      .object({
+        name: z.string().min(1).max(255),
+        rootfs: z.string().min(1).max(4096),
+        kernel: z.string().min(1).max(4096),
+        initrd: z.string().min(1).max(4096).optional(),
+      })
+      .strict(),
+    result: ImageInfo,
+  },
+  "image.catalog": {
+    params: Empty,
+    result: z.object({
+      entries: z.array(
+        z.object({ name: z.string(), kind: z.string(), description: z.string(), present: z.boolean() }),
+      ),
+    }),
   },
   "image.prune": { params: Empty, result: z.object({ blobs: z.number(), bytes: z.number() }) },
   "image.login": {

@@ -1,5 +1,5 @@
 /**
- * Params of the wire's notifications (`$/stream`, `$/cancel`, `$/progress`;
+ * Params of the wire's notifications (`$/stream`, `$/cancel`, `$/progress`, `$/signal`, `$/resize`;
  * see wire.ts), as zod schemas the daemon validates with.
  */
 import { z } from "zod";
@@ -15,8 +15,6 @@ export const StreamParams = z.object({
 });
 export type StreamParams = z.infer<typeof StreamParams>;
 
-export const CancelParams = z.object({ id: z.union([z.number(), z.string()]) });
-
 /**
  * Every step a long operation reports, by machine name. A new step is added
  * here first, so clients can rely on the list (the CLI renders the daemon's
@@ -29,6 +27,7 @@ export const ProgressStep = z.enum([
   "vm.network",
   "vm.boot",
   "vm.ssh",
+  "vm.agent",
   /** The last step of a start: the VM is running; its message says so. */
   "vm.ready",
   "image.rootfs",
@@ -45,8 +44,35 @@ export const ProgressStep = z.enum([
   "image.pull.apply",
   "image.pull.rootfs",
   "image.import.read",
+  "image.dockerfile.build",
+  "image.dockerfile.export",
 ]);
 export type ProgressStep = z.infer<typeof ProgressStep>;
+
+export const CancelParams = z.object({ id: z.union([z.number(), z.string()]) });
+
+/** Signals a client may send to a running `vm.exec` (delivered to the guest process group). */
+export const ExecSignal = z.enum([
+  "SIGINT",
+  "SIGTERM",
+  "SIGHUP",
+  "SIGKILL",
+  "SIGQUIT",
+  "SIGUSR1",
+  "SIGUSR2",
+  "SIGWINCH",
+]);
+export type ExecSignal = z.infer<typeof ExecSignal>;
+
+/** `$/signal` (client -> server): a signal for request `id`'s guest process group. */
+export const SignalParams = z.object({ id: z.union([z.number(), z.string()]), signal: ExecSignal });
+
+/** `$/resize` (client -> server): the new size of request `id`'s PTY. */
+export const ResizeParams = z.object({
+  id: z.union([z.number(), z.string()]),
+  cols: z.number().int().min(0).max(65535),
+  rows: z.number().int().min(0).max(65535),
+});
 
 export const ProgressEvent = z.object({
   /** Machine name of the step. */

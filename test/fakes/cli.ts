@@ -12,6 +12,7 @@ import { resolveLayout } from "../../src/core/paths/index.ts";
 import {
   BangerError,
   ErrorCode,
+  type ExecSignal,
   type MethodName,
   type ParamsOf,
   type ResultOf,
@@ -28,6 +29,9 @@ export interface FakeCall {
   written: Partial<Record<StreamChannel, Buffer[]>>;
   ended: Set<StreamChannel>;
   cancelled: boolean;
+  /** `$/signal` and `$/resize` the command sent, in order. */
+  signals: ExecSignal[];
+  resizes: { cols: number; rows: number }[];
   /** Resolves once the command cancels the call (a `$/cancel` or its abort signal). */
   whenCancelled: Promise<void>;
 }
@@ -72,6 +76,8 @@ export class FakeDaemonClient implements DaemonClient {
       written: {},
       ended: new Set(),
       cancelled: false,
+      signals: [],
+      resizes: [],
       whenCancelled: new Promise<void>((resolve) => {
         markCancelled = resolve;
       }),
@@ -99,6 +105,12 @@ export class FakeDaemonClient implements DaemonClient {
         call.ended.add(ch);
       },
       cancel,
+      signal: (signal) => {
+        call.signals.push(signal);
+      },
+      resize: (cols, rows) => {
+        call.resizes.push({ cols, rows });
+      },
     };
   }
 

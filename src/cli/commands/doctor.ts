@@ -1,7 +1,7 @@
 /** `banger doctor` and `banger ping`: is this host ready, does the daemon answer. */
 import { EXIT_FAILURE } from "../exit-status.ts";
 import { formatTable } from "../render/table.ts";
-import { type CommandSpec, json, success } from "../spec.ts";
+import { type CommandSpec, JSON_OPTION, json, success } from "../spec.ts";
 
 interface JsonArgs {
   json?: boolean;
@@ -12,7 +12,7 @@ export const doctorSpec: CommandSpec<JsonArgs> = {
   describe: "check this host for what banger needs, with a fix for each problem",
   examples: ["banger doctor", "banger doctor --json | jq '.checks[] | select(.status != \"ok\")'"],
   notes: `Exits 0 when no check fails, ${EXIT_FAILURE} when one does.`,
-  options: [{ flags: "--json", description: "print JSON" }],
+  options: [JSON_OPTION],
   async handler(ctx, args) {
     const { checks } = await (await ctx.client()).call("daemon.doctor", {});
     const exitCode = checks.some((check) => check.status === "fail") ? EXIT_FAILURE : 0;
@@ -32,7 +32,7 @@ export const pingSpec: CommandSpec<JsonArgs> = {
   name: "ping",
   describe: "check that bangerd answers",
   examples: ["banger ping"],
-  options: [{ flags: "--json", description: "print JSON" }],
+  options: [JSON_OPTION],
   async handler(ctx, args) {
     const client = await ctx.client();
     const started = performance.now();

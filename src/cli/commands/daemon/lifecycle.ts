@@ -3,7 +3,7 @@ import { BangerError, ErrorCode, exitStatusFor, type ResultOf } from "../../../p
 import { waitForPidGone } from "../../connect.ts";
 import { formatTable } from "../../render/table.ts";
 import type { DaemonClient } from "../../rpc/client.ts";
-import { type CommandSpec, json, success } from "../../spec.ts";
+import { type CommandSpec, JSON_OPTION, json, success } from "../../spec.ts";
 
 /** How long `daemon stop` waits for the daemon's process to be gone. */
 const STOP_WAIT_MS = 15_000;
@@ -58,7 +58,7 @@ export const statusSpec: CommandSpec<StatusArgs> = {
   describe: "show whether bangerd runs, and its pid, socket and VM counts",
   examples: ["banger daemon status", "banger daemon status --json"],
   notes: `Exits 0 when bangerd runs, ${exitStatusFor[ErrorCode.DAEMON_UNAVAILABLE]} when it does not.`,
-  options: [{ flags: "--json", description: "print JSON" }],
+  options: [JSON_OPTION],
   async handler(ctx, args) {
     ctx.setAutostart(false);
     let status: ResultOf<"daemon.status">;

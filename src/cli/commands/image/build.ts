@@ -8,7 +8,7 @@ import type { CliContext } from "../../context.ts";
 import { createProgressRenderer, type ProgressLine } from "../../render/progress.ts";
 import { formatBytes } from "../../render/table.ts";
 import type { DaemonClient } from "../../rpc/client.ts";
-import { type CommandSpec, json, success } from "../../spec.ts";
+import { type CommandSpec, JSON_OPTION, json, success } from "../../spec.ts";
 
 /** Runs a call with a progress renderer on stderr; an interrupt cancels it. */
 async function withProgress<T>(
@@ -69,7 +69,7 @@ export const pullSpec: CommandSpec<PullArgs> = {
       description: "speak plain HTTP to this registry (loopback ones always are)",
       repeatable: true,
     },
-    { flags: "--json", description: "print JSON" },
+    JSON_OPTION,
   ],
   async handler(ctx, args) {
     const insecure = args.insecureRegistry ?? [];
@@ -111,7 +111,7 @@ export const importSpec: CommandSpec<ImportArgs> = {
     },
     { flags: "--tag <tag>", description: "the image to take from an OCI layout that holds several" },
     { flags: "--platform <os/arch>", description: "the platform to take from a multi-platform layout" },
-    { flags: "--json", description: "print JSON" },
+    JSON_OPTION,
   ],
   async handler(ctx, args) {
     const imported = await withProgress(ctx, (client, call) =>
@@ -155,9 +155,94 @@ export const imagePruneSpec: CommandSpec<{ json?: boolean }> = {
   name: "prune",
   describe: "remove cached layer blobs that no image uses",
   examples: ["banger image prune"],
-  options: [{ flags: "--json", description: "print JSON" }],
+  options: [JSON_OPTION],
   async handler(ctx, args) {
     const pruned = await (await ctx.client()).call("image.prune", {});
     return success(args.json ? json(pruned) : `removed ${pruned.blobs} blobs, ${formatBytes(pruned.bytes)}`);
+  },
+};
+
+interface DockerfileArgs {
+  context: string;
+  tag: string;
+  file?: string;
+  buildArg?: string[];
+  json?: boolean;
+}
+
+export const dockerfileBuildSpec: CommandSpec<DockerfileArgs> = {
+  name: "build <context>",
+  describe: "build an image from a Dockerfile with buildah (chroot isolation); FROM names a registry image",
+  examples: [
+    "banger image build -t app .",
+    "banger image build -t app -f docker/Dockerfile --build-arg VERSION=1.2 .",
+  ],
+  notes: "Each step is shown with the time it took.",
+  options: [
+    { flags: "-t, --tag <name>", description: "the image's name", required: true },
+    { flags: "-f, --file <dockerfile>", description: "the Dockerfile (default: CONTEXT/Dockerfile)" },
+    { flags: "--build-arg <key=value>", description: "a build argument (repeatable)", repeatable: true },
+    JSON_OPTION,
+  ],
+  async handler(ctx, args) {
+    const buildArgs = args.buildArg ?? [];
+    const built = await withProgress(ctx, (client, call) =>
+      client.call(
+        "image.build",
+        {
+          name: args.tag,
+          context: resolve(args.context),
+          ...(args.file ? { dockerfile: resolve(args.file) } : {}),
+          ...(buildArgs.length > 0 ? { buildArgs } : {}),
+        },
+        call,
+      ),
+    );
+    return success(args.json ? json(built) : `${built.name} ${built.digest ?? ""}`);
+  },
+};
+
+export const promoteSpec: CommandSpec<{ vm: string; name: string; json?: boolean }> = {
+  name: "promote <vm> <name>",
+  describe: "make a stopped VM's disk a new image (its host keys, authorized key and machine id removed)",
+  examples: [
+    "banger vm stop dev && banger image promote dev golden",
+    "banger vm run --image golden -- make test",
+  ],
+  options: [JSON_OPTION],
+  async handler(ctx, args) {
+    const promoted = await withProgress(ctx, (client, call) =>
+      client.call("image.promote", { vm: args.vm, name: args.name }, call),
+    );
+    return success(args.json ? json(promoted) : `${promoted.name} ${promoted.id}`);
+  },
+};
+
+interface RegisterArgs {
+  name: string;
+  rootfs: string;
+  kernel: string;
+  initrd?: string;
+  json?: boolean;
+}
+
+export const registerSpec: CommandSpec<RegisterArgs> = {
+  name: "register <name>",
+  describe: "add a root filesystem, kernel and initrd made elsewhere (copied into the store)",
+  examples: ["banger image register mine --rootfs rootfs.ext4 --kernel vmlinuz --initrd initrd.gz"],
+  options: [
+    { flags: "--rootfs <file>", description: "ext4 root filesystem image", required: true },
+    { flags: "--kernel <file>", description: "guest kernel (bzImage)", required: true },
+    { flags: "--initrd <file>", description: "initramfs" },
+    JSON_OPTION,
+  ],
+  async handler(ctx, args) {
+    const registered = await (await ctx.client()).call("image.register", {
+      name: args.name,
+      rootfs: resolve(args.rootfs),
+      kernel: resolve(args.kernel),
+      ...(args.initrd ? { initrd: resolve(args.initrd) } : {}),
+    });
+    return success(args.json ? json(registered) : `${registered.name} ${registered.id}`);
   },
 };

@@ -5,7 +5,7 @@
  */
 import { BangerError, ErrorCode, type VmInfo } from "../../../protocol/index.ts";
 import { formatVmList } from "../../render/vm.ts";
-import { type CommandSpec, json, success } from "../../spec.ts";
+import { type CommandSpec, JSON_OPTION, json, success } from "../../spec.ts";
 
 interface ListArgs {
   json?: boolean;
@@ -29,7 +29,7 @@ export const listSpec: CommandSpec<ListArgs> = {
   options: [
     { flags: "-q, --quiet", description: "print only the names" },
     { flags: "--filter <key=value>", description: "only VMs that match (repeatable)", repeatable: true },
-    { flags: "--json", description: "print JSON" },
+    JSON_OPTION,
   ],
   async handler(ctx, args) {
     const matches = vmFilter(args.filter ?? []);

@@ -1,7 +1,7 @@
 /** `banger vm stats NAME` and `banger vm health NAME`. */
 import { ErrorCode, exitStatusFor } from "../../../protocol/index.ts";
 import { formatVmHealth, formatVmStats } from "../../render/stats.ts";
-import { type CommandSpec, json, success } from "../../spec.ts";
+import { type CommandSpec, JSON_OPTION, json, success } from "../../spec.ts";
 
 interface ProbeArgs {
   name: string;
@@ -14,7 +14,7 @@ export const statsSpec: CommandSpec<ProbeArgs> = {
   examples: ["banger vm stats web", "banger vm stats web --json | jq '.vmm.rssBytes'"],
   notes:
     "CPU is sampled over 250 ms; 100% is one core. Guest numbers need the guest to answer SSH\nwithin a few seconds; otherwise they are null and guestUnavailable says why.",
-  options: [{ flags: "--json", description: "print JSON" }],
+  options: [JSON_OPTION],
   async handler(ctx, args) {
     const stats = await (await ctx.client()).call("vm.stats", { name: args.name });
     return success(args.json ? json(stats) : formatVmStats(stats));
@@ -32,7 +32,7 @@ export const healthSpec: CommandSpec<ProbeArgs> = {
     "until banger vm health web >/dev/null 2>&1; do sleep 1; done",
   ],
   notes: `Exits 0 when every check passes, ${UNHEALTHY} when one fails.`,
-  options: [{ flags: "--json", description: "print JSON" }],
+  options: [JSON_OPTION],
   async handler(ctx, args) {
     const health = await (await ctx.client()).call("vm.health", { name: args.name });
     const output = args.json ? json(health) : formatVmHealth(health);
