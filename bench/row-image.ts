@@ -60,7 +60,7 @@ interface ImageBenchOptions {
 async function layer(index: number, tag: string): Promise<{ blob: Buffer; diffId: string }> {
   const entries = Array.from({ length: FILES_PER_LAYER }, (_, file) => ({
     header: { name: `data/${tag}-${index}/f${file}.bin`, mode: 0o644 },
-    body: randomBytes(FILE_BYTES).toString("latin1"),
+    body: randomBytes(FILE_BYTES),
   }));
   const { tar, diffId } = await makeTar(entries);
   return { blob: gzipSync(tar, { level: 1 }), diffId };

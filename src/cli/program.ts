@@ -89,6 +89,7 @@ function commanderOption(spec: OptionSpec): Option {
   if (spec.choices) option.choices(spec.choices);
   if (spec.repeatable) option.argParser((value: string, previous: string[] = []) => [...previous, value]);
   if (spec.default !== undefined) option.default(spec.default);
+  if (spec.required) option.makeOptionMandatory();
   return option;
 }
 

@@ -21,6 +21,8 @@ export interface OptionSpec {
   choices?: readonly string[];
   /** The option may be given many times; its value is the list. */
   repeatable?: boolean;
+  /** The command refuses to run without it. */
+  required?: boolean;
 }
 
 export interface CommandSpec<Args = Record<string, unknown>> {

@@ -4,16 +4,21 @@
  * logout). `image delete --force` also deletes the stopped VMs that use
  * the image, naming them; a running one still refuses.
  */
+import { catalogEntries } from "../core/image/index.ts";
 import { BangerError, ErrorCode, type ImageInfo } from "../protocol/index.ts";
 import type { ImageRecord, Store } from "../sys/store/index.ts";
+import type { DockerfileBuilds } from "./image/dockerfile.ts";
 import type { ImageService } from "./image/index.ts";
 import { type OciImages, ociMetaOf } from "./image/oci.ts";
+import type { Promote } from "./image/promote.ts";
 import type { HandlerContext, HandlerTable } from "./rpc/server.ts";
 import type { VmService } from "./vm/index.ts";
 
 export interface ImageHandlerDeps {
   images: ImageService;
   oci: OciImages;
+  dockerfiles: DockerfileBuilds;
+  promote: Promote;
   vms: Pick<VmService, "delete">;
   store: Pick<Store, "listVms">;
 }
@@ -21,7 +26,7 @@ export interface ImageHandlerDeps {
 const ACTIVE = new Set(["starting", "running", "paused", "stopping"]);
 
 export function buildImageHandlers(deps: ImageHandlerDeps): HandlerTable {
-  const { images, oci, vms, store } = deps;
+  const { images, oci, dockerfiles, promote, vms, store } = deps;
   const op = (ctx: HandlerContext) => ({ signal: ctx.signal, progress: ctx.progress });
   const users = (image: ImageRecord) => store.listVms().filter((vm) => vm.imageId === image.id);
   const info = (image: ImageRecord): ImageInfo => {
@@ -81,6 +86,18 @@ export function buildImageHandlers(deps: ImageHandlerDeps): HandlerTable {
     },
     "image.pull": async (params, ctx) => info(await oci.pull(params, op(ctx))),
     "image.import": async (params, ctx) => info(await oci.import(params, op(ctx))),
+    "image.build": async (params, ctx) => info(await dockerfiles.build(params, op(ctx))),
+    "image.promote": async (params, ctx) =>
+      info(await promote(params.vm, params.name, { signal: ctx.signal })),
+    "image.register": async (params) => info(await oci.register(params)),
+    "image.catalog": () => ({
+      entries: catalogEntries().map((entry) => ({
+        name: entry.name,
+        kind: entry.kind,
+        description: entry.description,
+        present: images.list().some((image) => image.name === entry.name),
+      })),
+    }),
     "image.prune": () => oci.prune(),
     "image.login": async (params) => {
       await oci.login(params.registry, { username: params.username, password: params.password });

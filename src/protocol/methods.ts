@@ -150,7 +150,7 @@ export const VmStats = z.object({
 });
 export type VmStats = z.infer<typeof VmStats>;
 
-/** One `vm.health` check: `vmm` (process alive), `ssh-banner`, `ssh-exec` (`true` over SSH). */
+/** One `vm.health` check: `vmm` (process alive), `agent` (`true` through the guest agent), `ssh-banner`. */
 export const HealthCheck = z.object({
   name: z.string(),
   ok: z.boolean(),
@@ -344,6 +344,43 @@ export const methods = {
       })
       .strict(),
     result: ImageInfo,
+  },
+  "image.build": {
+    params: z
+      .object({
+        name: z.string().min(1).max(255),
+        context: z.string().min(1).max(4096),
+        dockerfile: z.string().min(1).max(4096).optional(),
+        buildArgs: z
+          .array(z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*=/s, { message: "must be KEY=VALUE" }))
+          .max(256)
+          .optional(),
+      })
+      .strict(),
+    result: ImageInfo,
+  },
+  "image.promote": {
+    params: z.object({ vm: z.string().min(1), name: z.string().min(1).max(255) }).strict(),
+    result: ImageInfo,
+  },
+  "image.register": {
+    params: z
+      .object({
+        name: z.string().min(1).max(255),
+        rootfs: z.string().min(1).max(4096),
+        kernel: z.string().min(1).max(4096),
+        initrd: z.string().min(1).max(4096).optional(),
+      })
+      .strict(),
+    result: ImageInfo,
+  },
+  "image.catalog": {
+    params: Empty,
+    result: z.object({
+      entries: z.array(
+        z.object({ name: z.string(), kind: z.string(), description: z.string(), present: z.boolean() }),
+      ),
+    }),
   },
   "image.prune": { params: Empty, result: z.object({ blobs: z.number(), bytes: z.number() }) },
   "image.login": {

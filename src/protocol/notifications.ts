@@ -15,6 +15,40 @@ export const StreamParams = z.object({
 });
 export type StreamParams = z.infer<typeof StreamParams>;
 
+/**
+ * Every step a long operation reports, by machine name. A new step is added
+ * here first, so clients can rely on the list (the CLI renders the daemon's
+ * message for each and never writes one of its own).
+ */
+export const ProgressStep = z.enum([
+  /** An async operation accepted, not yet begun. */
+  "queued",
+  "vm.disk",
+  "vm.network",
+  "vm.boot",
+  "vm.ssh",
+  "vm.agent",
+  /** The last step of a start: the VM is running; its message says so. */
+  "vm.ready",
+  "image.rootfs",
+  "image.customize",
+  "image.kernel",
+  "image.initrd",
+  "image.mkfs",
+  "image.cleanup",
+  "image.cache-copy",
+  "image.cache-store",
+  "image.publish",
+  "image.pull.resolve",
+  "image.pull.layers",
+  "image.pull.apply",
+  "image.pull.rootfs",
+  "image.import.read",
+  "image.dockerfile.build",
+  "image.dockerfile.export",
+]);
+export type ProgressStep = z.infer<typeof ProgressStep>;
+
 export const CancelParams = z.object({ id: z.union([z.number(), z.string()]) });
 
 /** Signals a client may send to a running `vm.exec` (delivered to the guest process group). */
@@ -39,37 +73,6 @@ export const ResizeParams = z.object({
   cols: z.number().int().min(0).max(65535),
   rows: z.number().int().min(0).max(65535),
 });
-
-/**
- * Every step a long operation reports, by machine name. A new step is added
- * here first, so clients can rely on the list (the CLI renders the daemon's
- * message for each and never writes one of its own).
- */
-export const ProgressStep = z.enum([
-  /** An async operation accepted, not yet begun. */
-  "queued",
-  "vm.disk",
-  "vm.network",
-  "vm.boot",
-  "vm.ssh",
-  /** The last step of a start: the VM is running; its message says so. */
-  "vm.ready",
-  "image.rootfs",
-  "image.customize",
-  "image.kernel",
-  "image.initrd",
-  "image.mkfs",
-  "image.cleanup",
-  "image.cache-copy",
-  "image.cache-store",
-  "image.publish",
-  "image.pull.resolve",
-  "image.pull.layers",
-  "image.pull.apply",
-  "image.pull.rootfs",
-  "image.import.read",
-]);
-export type ProgressStep = z.infer<typeof ProgressStep>;
 
 export const ProgressEvent = z.object({
   /** Machine name of the step. */

@@ -271,7 +271,7 @@ export async function pushRaw(
 
 /** A plain tar made with tar-stream from entries; returns the tar and its diff_id. */
 export async function makeTar(
-  entries: { header: Partial<Header> & { name: string }; body?: string }[],
+  entries: { header: Partial<Header> & { name: string }; body?: string | Buffer }[],
 ): Promise<{ tar: Buffer; diffId: string }> {
   const pack = tarPack();
   const chunks: Buffer[] = [];

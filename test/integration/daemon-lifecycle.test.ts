@@ -159,6 +159,8 @@ describe("daemon lifecycle through the CLI", () => {
       "firecracker",
       "cow-strategy",
       "accelerator",
+      "image-blob-cache",
+      "setfattr",
     ]) {
       assert.ok(names.includes(name), `doctor has a ${name} check`);
     }

@@ -8,13 +8,17 @@
  */
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
-import { existsSync, mkdirSync, readdirSync, statSync } from "node:fs";
+import { existsSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, test } from "node:test";
+import { gzipSync } from "node:zlib";
 import { createE2eEnv, type E2eEnv } from "../helpers/e2e.ts";
 import {
   makeFixture,
+  makeTar,
+  pushRaw,
   pushToRegistry,
+  rawImage,
   startRegistry,
   TEST_USER,
   type TestRegistry,
@@ -154,6 +158,85 @@ test("login stores credentials in a 0600 file; pulls from the htpasswd registry 
   const pulled = await json<ImageJson>(["image", "pull", reference]);
   assert.equal(pulled.name, reference);
   assert.doesNotMatch(await readLog(), new RegExp(TEST_USER.password));
+});
+
+test("register copies files into the store; ls --catalog lists the buildable images", { skip }, async () => {
+  const source = join(tmp.path, "register");
+  mkdirSync(source);
+  for (const file of ["rootfs.ext4", "vmlinuz"]) writeFileSync(join(source, file), file);
+  const registered = await json<ImageJson>([
+    "image",
+    "register",
+    "mine",
+    "--rootfs",
+    join(source, "rootfs.ext4"),
+    "--kernel",
+    join(source, "vmlinuz"),
+  ]);
+  assert.equal(registered.kind, "registered");
+  assert.equal(readFileSync(registered.rootfs, "utf8"), "rootfs.ext4");
+  const catalog = await json<{ name: string; present: boolean }[]>(["image", "ls", "--catalog"]);
+  assert.deepEqual(catalog.find((entry) => entry.name === "debian-bookworm")?.present, false);
+  assert.equal((await env.banger(["image", "rm", "mine"])).code, 0);
+});
+
+test("build: FROM a registry image, ARG, ENV, COPY, RUN and .dockerignore", { skip }, async () => {
+  const busybox = await makeTar([
+    { header: { name: "bin", type: "directory", mode: 0o755 } },
+    { header: { name: "bin/busybox", mode: 0o755 }, body: readFileSync("/bin/busybox") },
+    { header: { name: "bin/sh", type: "symlink", linkname: "busybox" } },
+  ]);
+  await pushRaw(
+    registry,
+    "banger/busybox",
+    "v1",
+    rawImage([{ blob: gzipSync(busybox.tar), diffId: busybox.diffId }]),
+  );
+  const context = join(tmp.path, "context");
+  mkdirSync(context);
+  writeFileSync(join(context, "hello.txt"), "hello from the context\n");
+  writeFileSync(join(context, "secret.txt"), "never copied\n");
+  writeFileSync(join(context, ".dockerignore"), "secret.txt\n");
+  writeFileSync(
+    join(context, "Dockerfile"),
+    [
+      `FROM ${registry.address}/banger/busybox:v1`,
+      "ARG GREETING=hi",
+      "ENV APP_MODE=test",
+      "COPY . /ctx/",
+      'RUN /bin/busybox mkdir -p /app && echo "$GREETING built" > /app/run.txt',
+      "WORKDIR /app",
+      'CMD ["/bin/busybox", "cat", "/app/run.txt"]',
+      "",
+    ].join("\n"),
+  );
+  const built = await json<ImageJson>([
+    "image",
+    "build",
+    "-t",
+    "built",
+    "--build-arg",
+    "GREETING=hola",
+    context,
+  ]);
+  assert.equal(built.name, "built");
+  assert.equal(debugfs(built.rootfs, "cat /app/run.txt"), "hola built\n");
+  assert.equal(debugfs(built.rootfs, "cat /ctx/hello.txt"), "hello from the context\n");
+  assert.doesNotMatch(debugfs(built.rootfs, "ls /ctx"), /secret\.txt/);
+  assert.ok(built.runDefaults?.env.includes("APP_MODE=test"));
+  assert.equal(built.runDefaults?.workdir, "/app");
+  assert.deepEqual(built.runDefaults?.cmd, ["/bin/busybox", "cat", "/app/run.txt"]);
+  assert.deepEqual(readdirSync(join(env.home, "state", "images", ".staging")), []);
+  const broken = join(tmp.path, "broken");
+  mkdirSync(broken);
+  writeFileSync(
+    join(broken, "Dockerfile"),
+    `FROM ${registry.address}/banger/busybox:v1\nRUN /bin/busybox false\n`,
+  );
+  const failed = await env.banger(["image", "build", "-t", "broken", broken]);
+  assert.equal(failed.code, 7, failed.stderr);
+  assert.match(failed.stderr, /failed at build/);
+  assert.equal((await env.banger(["image", "rm", "built"])).code, 0);
 });
 
 test("vm create --image REF auto-pulls; delete and prune clean up", { skip }, async () => {

@@ -11,7 +11,8 @@ import { access, mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
-import { chooseAccel, describeAccel } from "../../src/sys/vmm/index.ts";
+import { describeAccel } from "../../src/daemon/doctor/checks/accel.ts";
+import { chooseAccel } from "../../src/sys/vmm/index.ts";
 import { TEST_KERNEL_SKIP_REASON, testKernel } from "../helpers/test-kernel.ts";
 
 const kernel = await testKernel();

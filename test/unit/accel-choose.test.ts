@@ -3,9 +3,10 @@ import { mkdtemp, readFile, rm, utimes, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
+import { describeAccel, describeAccelFailure } from "../../src/daemon/doctor/checks/accel.ts";
 import { BangerError, ErrorCode } from "../../src/protocol/index.ts";
 import type { RunResult } from "../../src/sys/runner/index.ts";
-import { chooseAccel, describeAccel, describeAccelFailure } from "../../src/sys/vmm/index.ts";
+import { chooseAccel } from "../../src/sys/vmm/index.ts";
 import { FakeRunner } from "../fakes/runner.ts";
 
 /** A FakeRunner that plays the KVM probe QEMU: writes `console` to its -serial file, then replies. */

@@ -7,12 +7,14 @@ import {
   envFor,
   familiarReference,
   formatReference,
+  fromReferences,
   isLoopbackRegistry,
   LayerEscapeError,
   parseChallenge,
   parseManifestDocument,
   parsePlatform,
   parseReference,
+  planDockerfileBuild,
   planRootfsMkfs,
   resolveParents,
   rootfsSizeBytes,
@@ -223,4 +225,50 @@ test("the ext4 for a tree has room for its data and inodes", () => {
   const size = rootfsSizeBytes({ bytes: 100 * 1024 * 1024, inodes: 10_000 });
   assert.equal(argv.at(-1), `${size / 1024 / 1024}M`);
   assert.ok(size > 100 * 1024 * 1024 && size < 200 * 1024 * 1024);
+});
+
+test("a Dockerfile build is planned as a buildah build and a push to an OCI layout", () => {
+  const steps = planDockerfileBuild({
+    storage: "/s/storage",
+    runroot: "/s/run",
+    context: "/ctx",
+    dockerfile: "/ctx/Dockerfile.dev",
+    buildArgs: ["A=1", "B=two words"],
+    layout: "/s/layout",
+    insecure: true,
+    registriesConf: "/s/registries.conf",
+  });
+  assert.deepEqual(
+    steps.map((step) => step.id),
+    ["build", "export"],
+  );
+  const build = steps[0]?.argv ?? [];
+  assert.deepEqual(build.slice(0, 9), [
+    "buildah",
+    "--root",
+    "/s/storage",
+    "--runroot",
+    "/s/run",
+    "--storage-driver",
+    "vfs",
+    "--registries-conf",
+    "/s/registries.conf",
+  ]);
+  for (const flag of [
+    "--isolation",
+    "chroot",
+    "--tls-verify=false",
+    "--file",
+    "/ctx/Dockerfile.dev",
+    "B=two words",
+  ])
+    assert.ok(build.includes(flag), flag);
+  assert.equal(build.at(-1), "/ctx");
+  assert.equal(steps[1]?.argv.at(-1), "oci:/s/layout:latest");
+  assert.deepEqual(
+    fromReferences(
+      "FROM --platform=linux/amd64 127.0.0.1:5000/base:v1 AS build\nRUN x\nFROM build\nFROM scratch\nfrom \\\n  alpine\n",
+    ),
+    ["127.0.0.1:5000/base:v1", "alpine"],
+  );
 });

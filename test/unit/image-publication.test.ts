@@ -5,7 +5,8 @@
  * files; the worker is a gated fake.
  */
 import assert from "node:assert/strict";
-import { existsSync, readdirSync, statSync, writeFileSync } from "node:fs";
+import { existsSync, readdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
+import { copyFile } from "node:fs/promises";
 import { join } from "node:path";
 import { afterEach, beforeEach, test } from "node:test";
 import { Mutex } from "../../src/core/concurrency/index.ts";
@@ -84,6 +85,7 @@ function service(): OciImages {
     newId: nextId,
     fs: createNodeFs(),
     runWorker: fakeWorker,
+    copyFile: (from, to) => copyFile(from, to),
     blobs: new BlobCache(layout.blobsDir),
   });
 }
@@ -161,4 +163,30 @@ test("a re-pull with new content replaces an unused image; login writes a 0600 f
   assert.equal(statSync(layout.registryAuthFile).mode & 0o777, 0o600);
   assert.equal(await images.logout("reg.example:5000"), true);
   assert.equal(await images.logout("reg.example:5000"), false);
+});
+
+test("register copies rootfs, kernel and initrd into the store; a taken name is refused", async () => {
+  const images = service();
+  const source = join(tmp.path, "src");
+  await createNodeFs().mkdir(source);
+  for (const file of ["rootfs.ext4", "vmlinuz", "initrd.gz"]) writeFileSync(join(source, file), file);
+  const record = await images.register({
+    name: "custom",
+    rootfs: join(source, "rootfs.ext4"),
+    kernel: join(source, "vmlinuz"),
+    initrd: join(source, "initrd.gz"),
+  });
+  assert.equal(record.kind, "registered");
+  assert.equal(readFileSync(record.kernel, "utf8"), "vmlinuz");
+  assert.equal(readFileSync(record.initrd as string, "utf8"), "initrd.gz");
+  await assert.rejects(
+    images.register({ name: "custom", rootfs: join(source, "rootfs.ext4"), kernel: join(source, "vmlinuz") }),
+    {
+      code: "NAME_TAKEN",
+    },
+  );
+  await assert.rejects(images.register({ name: "other", rootfs: source, kernel: join(source, "vmlinuz") }), {
+    code: "INVALID_PARAMS",
+  });
+  assert.deepEqual(readdirSync(layout.imageStagingDir), []);
 });

@@ -34,9 +34,9 @@ export interface PendingCall<M extends MethodName> {
   write(ch: StreamChannel, data: Buffer): Promise<void>;
   end(ch: StreamChannel): void;
   cancel(): void;
-  /** Sends `$/signal`: the daemon delivers it to the request's guest process group. */
+  /** Sends `$/signal`: a signal for the request's guest process group (vm.exec). */
   signal(signal: ExecSignal): void;
-  /** Sends `$/resize`: the new size of the request's PTY. */
+  /** Sends `$/resize`: the new size of the request's PTY (vm.exec with a tty). */
   resize(cols: number, rows: number): void;
 }
 

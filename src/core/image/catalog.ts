@@ -61,6 +61,11 @@ export function findCatalogEntry(name: string): CatalogEntry | undefined {
   return catalog.find((entry) => entry.name === name);
 }
 
+/** Every entry of the built-in catalog. */
+export function catalogEntries(): readonly CatalogEntry[] {
+  return catalog;
+}
+
 /** The entry the default image is built from. */
 export function defaultCatalogEntry(): CatalogEntry {
   return debianBookworm;

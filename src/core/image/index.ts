@@ -4,6 +4,7 @@
  */
 export {
   type CatalogEntry,
+  catalogEntries,
   DEFAULT_IMAGE_NAME,
   defaultCatalogEntry,
   findCatalogEntry,
@@ -20,9 +21,11 @@ export {
   type BuildPlan,
   type BuildStep,
   chooseAptSourcesFile,
+  copyFileArgv,
   imageFiles,
   planCachedImageCopy,
   planDefaultImageBuild,
   removeTreeArgv,
   sparseCopyArgv,
 } from "./plan.ts";
+export { PER_VM_FILES, type PromoteSource, planPromote } from "./promote.ts";

@@ -132,6 +132,11 @@ export function sparseCopyArgv(sources: readonly string[], targetDir: string): s
   return ["cp", "--sparse=always", "--", ...sources, `${targetDir}/`];
 }
 
+/** One file to a new name: sparse, and a reflink where the filesystem has them. */
+export function copyFileArgv(from: string, to: string): string[] {
+  return ["cp", "--sparse=always", "--reflink=auto", "--", from, to];
+}
+
 /**
  * Removes a tree without crossing into other filesystems: a build killed
  * mid-way can leave /proc, /sys or /dev/pts mounted inside the rootfs tree.

@@ -15,6 +15,12 @@ export {
   withCredentials,
 } from "./auth.ts";
 export {
+  BUILD_REGISTRIES_CONF,
+  type DockerfileBuild,
+  fromReferences,
+  planDockerfileBuild,
+} from "./dockerfile.ts";
+export {
   classifyEntry,
   type EntryMeaning,
   entryComponents,

@@ -30,6 +30,7 @@ import type { BlobCache } from "../../sys/oci/blob-cache.ts";
 import type { WorkerRequest, WorkerResult, WorkerRunOptions } from "../../sys/oci/worker-client.ts";
 import type { ImageRecord, Store } from "../../sys/store/index.ts";
 import type { ImageService } from "./index.ts";
+import { createPublisher } from "./publish.ts";
 
 /** What an OCI image's row keeps in `meta`. */
 export interface OciImageMeta {
@@ -48,6 +49,8 @@ export interface OciImagesDeps {
   newId(): string;
   fs: Pick<Fs, "mkdir" | "rm" | "rename" | "stat" | "readFile" | "writeFileAtomic">;
   runWorker(options: WorkerRunOptions): Promise<WorkerResult>;
+  /** Copies a file (sparse, reflinked where the filesystem can). */
+  copyFile(from: string, to: string): Promise<void>;
   blobs: Pick<BlobCache, "list" | "remove" | "clearDebris">;
   /** Argv prefix that puts the worker in the host's network namespace (BANGER_NETNS). */
   launcher?: readonly string[] | undefined;
@@ -72,9 +75,18 @@ export interface PullRequest {
 
 export interface ImportRequest {
   path: string;
+  /** Recorded as the image's source instead of the path. */
+  source?: string | undefined;
   name?: string | undefined;
   tag?: string | undefined;
   platform?: string | undefined;
+}
+
+export interface RegisterRequest {
+  name: string;
+  rootfs: string;
+  kernel: string;
+  initrd?: string | undefined;
 }
 
 export interface PruneResult {
@@ -87,6 +99,8 @@ export interface OciImages {
   import(request: ImportRequest, options?: Options): Promise<ImageRecord>;
   /** Removes blobs that no image references (and cache debris). */
   prune(): Promise<PruneResult>;
+  /** Copies a root filesystem, a kernel and an initrd made elsewhere into the store. */
+  register(request: RegisterRequest): Promise<ImageRecord>;
   login(registry: string, credentials: Credentials): Promise<void>;
   logout(registry: string): Promise<boolean>;
 }
@@ -115,6 +129,7 @@ export function createOciImages(deps: OciImagesDeps): OciImages {
   const log = deps.logger.child({ service: "image-oci" });
   /** Start times of pulls in flight: their blobs are not referenced by a row yet, so prune keeps newer blobs. */
   const inFlight = new Map<string, number>();
+  const publish = createPublisher({ store, fs, publishMutex: deps.publishMutex });
 
   async function readJson(path: string | undefined): Promise<unknown> {
     if (!path) return undefined;
@@ -194,60 +209,6 @@ export function createOciImages(deps: OciImagesDeps): OciImages {
     }
   }
 
-  /**
-   * The publication atom, under the mutex: re-check the name, rename the
-   * staging directory into place, insert the row. An image of that name
-   * with the same manifest is returned as is. A different one is replaced
-   * only if it already held the name when this pull started (a re-pull)
-   * and no VM uses it; one published meanwhile wins the name.
-   */
-  function publish(
-    record: ImageRecord,
-    stagingDir: string,
-    replaces: string | undefined,
-  ): Promise<ImageRecord> {
-    return deps.publishMutex.run(async () => {
-      const existing = store.getImageByName(record.name);
-      if (existing && existing.digest === record.digest && existing.kind === "oci") return existing;
-      if (existing && existing.id !== replaces) {
-        throw new BangerError(
-          ErrorCode.NAME_TAKEN,
-          `image '${record.name}' was published by another pull meanwhile`,
-          {
-            hint: "pull under another name with --name, or pull again to replace it",
-          },
-        );
-      }
-      if (existing) {
-        const users = store
-          .listVms()
-          .filter((vm) => vm.imageId === existing.id)
-          .map((vm) => vm.name);
-        if (users.length > 0) {
-          throw new BangerError(
-            ErrorCode.NAME_TAKEN,
-            `image '${record.name}' exists with other content and VMs use it (${users.join(", ")})`,
-            {
-              hint: "pull under another name with --name, or delete those VMs first",
-            },
-          );
-        }
-      }
-      await fs.rename(stagingDir, record.dir);
-      try {
-        store.transaction(() => {
-          if (existing) store.deleteImage(existing.id);
-          store.insertImage(record);
-        });
-      } catch (error) {
-        await fs.rename(record.dir, stagingDir);
-        throw error;
-      }
-      if (existing) await fs.rm(existing.dir);
-      return record;
-    });
-  }
-
   return {
     async pull(request, options = {}) {
       const ref = parseReference(request.reference);
@@ -278,7 +239,7 @@ export function createOciImages(deps: OciImagesDeps): OciImages {
       return runInStaging(
         { source: { kind: "archive", path: request.path, tag: request.tag }, platform },
         request.name ?? ((result) => nameFromArchive(result.suggestedName) ?? fallback),
-        request.path,
+        request.source ?? request.path,
         options,
       );
     },
@@ -304,6 +265,51 @@ export function createOciImages(deps: OciImagesDeps): OciImages {
         log.info("blobs pruned", { blobs, bytes });
         return { blobs, bytes };
       });
+    },
+
+    async register(request) {
+      const id = deps.newId();
+      const stagingDir = join(layout.imageStagingDir, `register-${id}`);
+      const files: [string, string | undefined][] = [
+        ["rootfs.ext4", request.rootfs],
+        ["vmlinuz", request.kernel],
+        ["initrd.gz", request.initrd],
+      ];
+      for (const [, path] of files) {
+        if (path === undefined) continue;
+        const found = await fs.stat(path);
+        if (!found || found.isDirectory) {
+          throw new BangerError(ErrorCode.INVALID_PARAMS, `${path} is not a file`, {
+            hint: "image register takes the paths of a root filesystem image, a kernel and optionally an initrd",
+          });
+        }
+      }
+      if (store.getImageByName(request.name)) {
+        throw new BangerError(ErrorCode.NAME_TAKEN, `an image named '${request.name}' exists`, {
+          hint: "pick another name, or delete that image first",
+        });
+      }
+      await fs.mkdir(stagingDir);
+      try {
+        for (const [file, path] of files)
+          if (path !== undefined) await deps.copyFile(path, join(stagingDir, file));
+        const dir = join(layout.imagesDir, id);
+        const record: ImageRecord = {
+          id,
+          name: request.name,
+          kind: "registered",
+          dir,
+          kernel: join(dir, "vmlinuz"),
+          initrd: request.initrd === undefined ? null : join(dir, "initrd.gz"),
+          rootfs: join(dir, "rootfs.ext4"),
+          sizeBytes: (await fs.stat(join(stagingDir, "rootfs.ext4")))?.size ?? 0,
+          createdAt: deps.now().toISOString(),
+          source: request.rootfs,
+        };
+        return await publish(record, stagingDir, undefined);
+      } finally {
+        await fs.rm(stagingDir);
+      }
     },
 
     async login(registry, credentials) {

@@ -21,8 +21,13 @@ import { classifyEntry, entryComponents, LayerEscapeError, resolveParents } from
 import { BangerError, ErrorCode } from "../../protocol/index.ts";
 
 export interface LayerToApply {
-  /** The layer blob (compressed or plain tar). */
-  file: string;
+  /** The layer blob (compressed or plain tar) in the cache, or `stream`. */
+  file?: string | undefined;
+  /**
+   * The blob as it downloads, checked by its source (digest and size), and
+   * its compression from the media type: then the file is not read.
+   */
+  stream?: { source: NodeJS.ReadableStream; compression: Compression } | undefined;
   /** Its compressed digest; checked again as it is read. */
   digest: string;
   /** The config's diff_id for it (sha256 of the plain tar), when known. */
@@ -43,16 +48,19 @@ export class TreeFlattener {
     const written = new Set<string>();
     const compressedHash = createHash("sha256");
     const plainHash = createHash("sha256");
-    const magic = await readMagic(layer.file);
     const extract = tarExtract();
-    const feeding = pipeline(
-      createReadStream(layer.file),
-      hashing(compressedHash),
-      decompressor(magic),
-      hashing(plainHash),
-      extract,
-      { signal },
-    );
+    const feeding = layer.stream
+      ? pipeline(layer.stream.source, decompressor(layer.stream.compression), hashing(plainHash), extract, {
+          signal,
+        })
+      : pipeline(
+          createReadStream(layer.file as string),
+          hashing(compressedHash),
+          decompressor(compressionOf(await readMagic(layer.file as string))),
+          hashing(plainHash),
+          extract,
+          { signal },
+        );
     let entryName = "";
     try {
       for await (const entry of extract) {
@@ -66,7 +74,7 @@ export class TreeFlattener {
       await feeding.catch(() => undefined);
       throw layerError(error, label, entryName);
     }
-    const digest = `sha256:${compressedHash.digest("hex")}`;
+    const digest = layer.stream ? layer.digest : `sha256:${compressedHash.digest("hex")}`;
     if (digest !== layer.digest) {
       throw new BangerError(ErrorCode.IMAGE_INVALID, `${label}: the blob's digest is ${digest}`, {
         hint: "the cached blob is corrupt; run `banger image prune` and pull again",
@@ -256,9 +264,26 @@ async function readMagic(file: string): Promise<Buffer> {
   }
 }
 
-function decompressor(magic: Buffer): NodeJS.ReadWriteStream {
-  if (magic[0] === 0x1f && magic[1] === 0x8b) return createGunzip();
-  if (magic.equals(Buffer.from([0x28, 0xb5, 0x2f, 0xfd]))) return createZstdDecompress();
+export type Compression = "gzip" | "zstd" | "none";
+
+function compressionOf(magic: Buffer): Compression {
+  if (magic[0] === 0x1f && magic[1] === 0x8b) return "gzip";
+  if (magic.equals(Buffer.from([0x28, 0xb5, 0x2f, 0xfd]))) return "zstd";
+  return "none";
+}
+
+/** A layer's compression from its media type, when the type says; undefined means sniff the bytes. */
+export function compressionOfMediaType(mediaType: string | undefined): Compression | undefined {
+  if (!mediaType) return undefined;
+  if (mediaType.endsWith("+gzip") || mediaType.endsWith(".tar.gzip")) return "gzip";
+  if (mediaType.endsWith("+zstd") || mediaType.endsWith(".tar.zstd")) return "zstd";
+  if (mediaType.endsWith(".tar") || mediaType.endsWith("layer.v1.tar")) return "none";
+  return undefined;
+}
+
+function decompressor(compression: Compression): NodeJS.ReadWriteStream {
+  if (compression === "gzip") return createGunzip();
+  if (compression === "zstd") return createZstdDecompress();
   return new PassThrough();
 }
 

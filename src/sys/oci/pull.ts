@@ -5,6 +5,9 @@
  * soon as it and every layer below it are there. The source is a registry
  * or a local archive (`ImageReader`); both share the checks.
  */
+import { createWriteStream } from "node:fs";
+import { PassThrough, type Readable, Transform } from "node:stream";
+import { pipeline } from "node:stream/promises";
 import {
   checkConfigPlatform,
   type Descriptor,
@@ -19,7 +22,7 @@ import {
 } from "../../core/oci/index.ts";
 import { BangerError, ErrorCode, type ProgressStep } from "../../protocol/index.ts";
 import type { BlobCache } from "./blob-cache.ts";
-import { TreeFlattener } from "./flatten.ts";
+import { type Compression, compressionOfMediaType, TreeFlattener } from "./flatten.ts";
 import type { RegistryClient } from "./registry.ts";
 
 /** Where an image's documents and blobs come from. */
@@ -32,6 +35,8 @@ export interface ImageReader {
   readBlob(descriptor: Descriptor): Promise<Buffer>;
   /** Writes a layer blob to `file`, checked against its descriptor. */
   fetchBlob(descriptor: Descriptor, file: string, onBytes: (delta: number) => void): Promise<void>;
+  /** The blob as a stream that fails unless it matches the descriptor (registries only). */
+  openBlob?(descriptor: Descriptor): Promise<NodeJS.ReadableStream>;
 }
 
 export type PullProgress = (event: {
@@ -89,7 +94,16 @@ export async function pullIntoTree(options: PullOptions): Promise<PulledImage> {
       total,
     });
   };
-  const fetches = runLimited(manifest.layers, options.parallel ?? 3, async (layer) => {
+  const cached = await Promise.all(manifest.layers.map((layer) => cache.has(layer.digest, layer.size)));
+  // The first layer not in the cache is applied while it downloads (teed into the cache); the others
+  // are fetched into the cache meanwhile, in parallel, and applied from there in order.
+  const streamed = reader.openBlob
+    ? manifest.layers.findIndex(
+        (layer, index) => !cached[index] && compressionOfMediaType(layer.mediaType) !== undefined,
+      )
+    : -1;
+  const fetches = runLimited(manifest.layers, options.parallel ?? 3, async (layer, index) => {
+    if (index === streamed) return;
     const fetched = await cache.ensure(layer.digest, layer.size, (file) =>
       reader.fetchBlob(layer, file, (delta) => {
         fetchedBytes += delta;
@@ -111,8 +125,31 @@ export async function pullIntoTree(options: PullOptions): Promise<PulledImage> {
         current: index,
         total: manifest.layers.length,
       });
+      const diffId = diffIds[index];
+      if (index === streamed && reader.openBlob) {
+        const open = reader.openBlob;
+        const compression = compressionOfMediaType(layer.mediaType) as Compression;
+        let applied = false;
+        await cache.ensure(layer.digest, layer.size, async (file) => {
+          const source = await open(layer);
+          const onBytes = (delta: number): void => {
+            fetchedBytes += delta;
+            report(delta);
+          };
+          await teeIntoTree(source, file, onBytes, (stream) =>
+            flattener.apply(
+              { digest: layer.digest, diffId, stream: { source: stream, compression } },
+              index,
+              options.signal,
+            ),
+          );
+          applied = true;
+        });
+        if (applied) continue;
+        report(layer.size);
+      }
       await flattener.apply(
-        { file: cache.path(layer.digest), digest: layer.digest, diffId: diffIds[index] },
+        { file: cache.path(layer.digest), digest: layer.digest, diffId },
         index,
         options.signal,
       );
@@ -131,19 +168,56 @@ export async function pullIntoTree(options: PullOptions): Promise<PulledImage> {
   };
 }
 
+/**
+ * Feeds one download both to a file (the cache's temporary file) and to
+ * `apply`; a failure on either side stops both.
+ */
+async function teeIntoTree(
+  source: NodeJS.ReadableStream,
+  file: string,
+  onBytes: (delta: number) => void,
+  apply: (stream: NodeJS.ReadableStream) => Promise<void>,
+): Promise<void> {
+  const toFile = new PassThrough();
+  const toTree = new PassThrough();
+  const fail = (error: Error): void => {
+    toFile.destroy(error);
+    toTree.destroy(error);
+  };
+  (source as Readable).on("error", fail);
+  source.pipe(toFile);
+  source.pipe(toTree);
+  let counted = 0;
+  const counting = new Transform({
+    transform(chunk: Buffer, _encoding, next) {
+      counted += chunk.length;
+      onBytes(chunk.length);
+      next(null, chunk);
+    },
+  });
+  try {
+    await Promise.all([pipeline(toFile, counting, createWriteStream(file)), apply(toTree)]);
+  } catch (error) {
+    (source as Readable).destroy();
+    fail(error as Error);
+    onBytes(-counted);
+    throw error;
+  }
+}
+
 /** Starts `work` for every item with at most `limit` running; one promise per item, in order. */
 function runLimited<T>(
   items: readonly T[],
   limit: number,
-  work: (item: T) => Promise<void>,
+  work: (item: T, index: number) => Promise<void>,
 ): Promise<void>[] {
   let running = 0;
   const waiting: (() => void)[] = [];
-  return items.map(async (item) => {
+  return items.map(async (item, index) => {
     if (running >= limit) await new Promise<void>((resolve) => waiting.push(resolve));
     running += 1;
     try {
-      await work(item);
+      await work(item, index);
     } finally {
       running -= 1;
       waiting.shift()?.();

@@ -174,6 +174,49 @@ export class RegistryClient {
     }
   }
 
+  /**
+   * The blob as a stream that fails at its end (or as soon as it is too
+   * long) unless it matches the descriptor. No retry once bytes flowed:
+   * the caller is consuming them.
+   */
+  async openBlob(repository: string, descriptor: Descriptor): Promise<NodeJS.ReadableStream> {
+    const where = `${this.registry}/${repository}`;
+    const response = await this.send(repository, `/v2/${repository}/blobs/${descriptor.digest}`, {});
+    await this.expectOk(response, `blob ${descriptor.digest}`);
+    if (!response.body)
+      throw new BangerError(ErrorCode.IMAGE_PULL_FAILED, `blob ${descriptor.digest} came with no body`);
+    const hash = createHash("sha256");
+    let received = 0;
+    const checker = new Transform({
+      transform(chunk: Buffer, _encoding, done) {
+        received += chunk.length;
+        if (received > descriptor.size) {
+          done(
+            new BangerError(
+              ErrorCode.IMAGE_INVALID,
+              `blob ${descriptor.digest} from ${where} is larger than its declared ${descriptor.size} bytes`,
+              { hint: "the registry serves content that does not match the manifest; nothing was published" },
+            ),
+          );
+          return;
+        }
+        hash.update(chunk);
+        done(null, chunk);
+      },
+      flush(done) {
+        try {
+          checkBlob(descriptor, received, `sha256:${hash.digest("hex")}`, where);
+          done();
+        } catch (error) {
+          done(error as Error);
+        }
+      },
+    });
+    const body = Readable.fromWeb(response.body as never);
+    body.on("error", (error) => checker.destroy(this.wrap(error)));
+    return body.pipe(checker);
+  }
+
   /** One request with auth and retries; the caller reads the body. */
   private async send(repository: string, path: string, headers: Record<string, string>): Promise<Response> {
     const scope = pullScope(repository);

@@ -10,7 +10,7 @@ import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { KIB } from "../../core/units.ts";
 import { planKvmProbeArgv, type QemuAccel } from "../../core/vmm/index.ts";
-import { BangerError, type DoctorCheck, ErrorCode } from "../../protocol/index.ts";
+import { BangerError, ErrorCode } from "../../protocol/index.ts";
 import { writeFileAtomic } from "../fs/index.ts";
 import { createProcessRunner, type Runner } from "../runner/index.ts";
 
@@ -70,28 +70,6 @@ export async function chooseAccel(options: ChooseAccelOptions): Promise<AccelCho
   if (outcome.works) return { accel: "kvm", configured, reason: outcome.reason, cached };
   if (configured === "kvm") throw kvmUnusable(outcome.reason, ErrorCode.BAD_STATE);
   return { accel: "tcg", configured, reason: `${outcome.reason}; using TCG`, cached };
-}
-
-/** The accelerator choice as a `banger doctor` check: TCG works but is slow, so it is a warning. */
-export function describeAccel(choice: AccelChoice): DoctorCheck {
-  if (choice.accel === "kvm") return { name: "accelerator", status: "ok", detail: `KVM: ${choice.reason}` };
-  const check: DoctorCheck = { name: "accelerator", status: "warn", detail: `TCG: ${choice.reason}` };
-  if (choice.configured !== "tcg") {
-    check.hint =
-      "guests run under software emulation (several times slower); a host with working KVM is faster";
-  }
-  return check;
-}
-
-/** Describes a failed choice (vmm.accel = kvm on a host without usable KVM) as a failing doctor check. */
-export function describeAccelFailure(error: unknown): DoctorCheck {
-  const check: DoctorCheck = {
-    name: "accelerator",
-    status: "fail",
-    detail: String((error as Error).message),
-  };
-  if (error instanceof BangerError && error.hint) check.hint = error.hint;
-  return check;
 }
 
 async function kvmDeviceProblem(device: string): Promise<{ message: string; code: ErrorCode } | undefined> {

@@ -7,7 +7,5 @@ export {
   type AccelSetting,
   type ChooseAccelOptions,
   chooseAccel,
-  describeAccel,
-  describeAccelFailure,
 } from "./accel.ts";
 export { createQemuDriver, type QemuDriverOptions } from "./qemu.ts";

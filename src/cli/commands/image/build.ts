@@ -161,3 +161,88 @@ export const imagePruneSpec: CommandSpec<{ json?: boolean }> = {
     return success(args.json ? json(pruned) : `removed ${pruned.blobs} blobs, ${formatBytes(pruned.bytes)}`);
   },
 };
+
+interface DockerfileArgs {
+  context: string;
+  tag: string;
+  file?: string;
+  buildArg?: string[];
+  json?: boolean;
+}
+
+export const dockerfileBuildSpec: CommandSpec<DockerfileArgs> = {
+  name: "build <context>",
+  describe: "build an image from a Dockerfile with buildah (chroot isolation); FROM names a registry image",
+  examples: [
+    "banger image build -t app .",
+    "banger image build -t app -f docker/Dockerfile --build-arg VERSION=1.2 .",
+  ],
+  notes: "Each step is shown with the time it took.",
+  options: [
+    { flags: "-t, --tag <name>", description: "the image's name", required: true },
+    { flags: "-f, --file <dockerfile>", description: "the Dockerfile (default: CONTEXT/Dockerfile)" },
+    { flags: "--build-arg <key=value>", description: "a build argument (repeatable)", repeatable: true },
+    JSON_OPTION,
+  ],
+  async handler(ctx, args) {
+    const buildArgs = args.buildArg ?? [];
+    const built = await withProgress(ctx, (client, call) =>
+      client.call(
+        "image.build",
+        {
+          name: args.tag,
+          context: resolve(args.context),
+          ...(args.file ? { dockerfile: resolve(args.file) } : {}),
+          ...(buildArgs.length > 0 ? { buildArgs } : {}),
+        },
+        call,
+      ),
+    );
+    return success(args.json ? json(built) : `${built.name} ${built.digest ?? ""}`);
+  },
+};
+
+export const promoteSpec: CommandSpec<{ vm: string; name: string; json?: boolean }> = {
+  name: "promote <vm> <name>",
+  describe: "make a stopped VM's disk a new image (its host keys, authorized key and machine id removed)",
+  examples: [
+    "banger vm stop dev && banger image promote dev golden",
+    "banger vm run --image golden -- make test",
+  ],
+  options: [JSON_OPTION],
+  async handler(ctx, args) {
+    const promoted = await withProgress(ctx, (client, call) =>
+      client.call("image.promote", { vm: args.vm, name: args.name }, call),
+    );
+    return success(args.json ? json(promoted) : `${promoted.name} ${promoted.id}`);
+  },
+};
+
+interface RegisterArgs {
+  name: string;
+  rootfs: string;
+  kernel: string;
+  initrd?: string;
+  json?: boolean;
+}
+
+export const registerSpec: CommandSpec<RegisterArgs> = {
+  name: "register <name>",
+  describe: "add a root filesystem, kernel and initrd made elsewhere (copied into the store)",
+  examples: ["banger image register mine --rootfs rootfs.ext4 --kernel vmlinuz --initrd initrd.gz"],
+  options: [
+    { flags: "--rootfs <file>", description: "ext4 root filesystem image", required: true },
+    { flags: "--kernel <file>", description: "guest kernel (bzImage)", required: true },
+    { flags: "--initrd <file>", description: "initramfs" },
+    JSON_OPTION,
+  ],
+  async handler(ctx, args) {
+    const registered = await (await ctx.client()).call("image.register", {
+      name: args.name,
+      rootfs: resolve(args.rootfs),
+      kernel: resolve(args.kernel),
+      ...(args.initrd ? { initrd: resolve(args.initrd) } : {}),
+    });
+    return success(args.json ? json(registered) : `${registered.name} ${registered.id}`);
+  },
+};

@@ -1,6 +1,15 @@
-/** `banger image ...`: list, show, build-default, pull, import, delete, prune, login, logout. */
+/** `banger image ...`: list, show, build-default, pull, import, build, promote, register, delete, prune, login, logout. */
 import type { GroupSpec } from "../../spec.ts";
-import { buildDefaultSpec, imageDeleteSpec, imagePruneSpec, importSpec, pullSpec } from "./build.ts";
+import {
+  buildDefaultSpec,
+  dockerfileBuildSpec,
+  imageDeleteSpec,
+  imagePruneSpec,
+  importSpec,
+  promoteSpec,
+  pullSpec,
+  registerSpec,
+} from "./build.ts";
 import { loginSpec, logoutSpec } from "./login.ts";
 import { imageListSpec, imageShowSpec } from "./show.ts";
 
@@ -13,6 +22,9 @@ export const imageGroup: GroupSpec = {
     buildDefaultSpec,
     pullSpec,
     importSpec,
+    dockerfileBuildSpec,
+    promoteSpec,
+    registerSpec,
     imageDeleteSpec,
     imagePruneSpec,
     loginSpec,

@@ -10,14 +10,25 @@ interface JsonArgs {
 const usedBy = (image: ImageInfo, separator: string) =>
   image.usedBy && image.usedBy.length > 0 ? image.usedBy.join(separator) : "-";
 
-export const imageListSpec: CommandSpec<JsonArgs> = {
+export const imageListSpec: CommandSpec<JsonArgs & { catalog?: boolean }> = {
   name: "list",
   aliases: ["ls"],
-  describe: "list images",
-  examples: ["banger image ls", "banger image ls --json | jq -r '.[].name'"],
-  options: [JSON_OPTION],
+  describe: "list images (--catalog: the images banger can build)",
+  examples: ["banger image ls", "banger image ls --catalog", "banger image ls --json | jq -r '.[].name'"],
+  options: [{ flags: "--catalog", description: "list the built-in catalog instead" }, JSON_OPTION],
   async handler(ctx, args) {
-    const { images } = await (await ctx.client()).call("image.list", {});
+    const client = await ctx.client();
+    if (args.catalog) {
+      const { entries } = await client.call("image.catalog", {});
+      if (args.json) return success(json(entries));
+      return success(
+        formatTable(
+          ["name", "kind", "present", "description"],
+          entries.map((e) => [e.name, e.kind, e.present ? "yes" : "no", e.description]),
+        ),
+      );
+    }
+    const { images } = await client.call("image.list", {});
     if (args.json) return success(json(images));
     return success(
       formatTable(

@@ -1,0 +1,212 @@
+/**
+ * Builds the daemon's services from real adapters: runner, drivers, probes,
+ * the image service, the VM service and its stats, and the registry of
+ * async creates. Whatever holds a resource past this call (the SSH session
+ * map, the registry's running operations) is deferred on the daemon's
+ * lifetime stack as it is made.
+ */
+import { randomBytes } from "node:crypto";
+import { readlinkSync } from "node:fs";
+import { homedir } from "node:os";
+import { join } from "node:path";
+import { sleep } from "../../core/async/index.ts";
+import { KeyedLocks, Mutex, OperationRegistry } from "../../core/concurrency/index.ts";
+import type { Config } from "../../core/config/index.ts";
+import { copyFileArgv } from "../../core/image/index.ts";
+import type { Logger } from "../../core/log/index.ts";
+import type { Layout } from "../../core/paths/index.ts";
+import type { VmInfo } from "../../protocol/index.ts";
+import { createFirecrackerDriver } from "../../sys/firecracker/index.ts";
+import { createNodeFs, readDiskUsage } from "../../sys/fs/index.ts";
+import { createHostProbes, type HostProbes } from "../../sys/host/index.ts";
+import { extractVmlinux } from "../../sys/kernel/index.ts";
+import { BlobCache } from "../../sys/oci/blob-cache.ts";
+import { runImageWorker } from "../../sys/oci/worker-client.ts";
+import { readProcessUsage } from "../../sys/proc/index.ts";
+import { createProcessRunner, type Runner } from "../../sys/runner/index.ts";
+import { probeSshBanner } from "../../sys/ssh/index.ts";
+import type { Store } from "../../sys/store/index.ts";
+import { createVmFiles } from "../../sys/vmfiles/index.ts";
+import { createQemuDriver } from "../../sys/vmm/index.ts";
+import { doctorChecks, runDoctor } from "../doctor/index.ts";
+import { createDockerfileBuilds, type DockerfileBuilds } from "../image/dockerfile.ts";
+import { createImageService, type ImageService } from "../image/index.ts";
+import { createOciImages, type OciImages, withAutoPull } from "../image/oci.ts";
+import { createPromoter, type Promote } from "../image/promote.ts";
+import { createPublisher } from "../image/publish.ts";
+import { createVmService, createVmStats, type VmService, type VmStatsService } from "../vm/index.ts";
+import { createVmDisks } from "./adapters/disks.ts";
+import { createDrivers } from "./adapters/drivers.ts";
+import { createGuestAccess } from "./adapters/guest.ts";
+import { createVmNetwork } from "./adapters/network.ts";
+import type { Capabilities, RegisterCapabilities } from "./capabilities.ts";
+import { createAccelProbe, createCowStrategyProbe } from "./probes.ts";
+
+export interface ServiceDeps {
+  env: Readonly<Record<string, string | undefined>>;
+  layout: Layout;
+  config: Config;
+  logger: Logger;
+  store: Store;
+  registerCapabilities: RegisterCapabilities;
+}
+
+export interface Services {
+  runner: Runner;
+  images: ImageService;
+  oci: OciImages;
+  dockerfiles: DockerfileBuilds;
+  promote: Promote;
+  vms: VmService;
+  stats: VmStatsService;
+  createOps: OperationRegistry<VmInfo>;
+  capabilities: Capabilities;
+  doctor(): ReturnType<typeof runDoctor>;
+  now(): Date;
+}
+
+export async function buildServices(deps: ServiceDeps, life: AsyncDisposableStack): Promise<Services> {
+  const { layout, config, logger, store } = deps;
+  const runner = createProcessRunner({
+    onRun: (argv, result) =>
+      logger.debug("ran", { argv: argv.join(" "), code: result.code, ms: Math.round(result.durationMs) }),
+  });
+  const probes: HostProbes = createHostProbes(deps.env);
+  const now = () => new Date();
+  const capabilities = deps.registerCapabilities({ config, layout, runner, logger });
+  const copyFile = async (from: string, to: string): Promise<void> =>
+    void (await runner.run(copyFileArgv(from, to)));
+  // The narrow global mutex for image publication, shared by every way of making an image (ARCHITECTURE.md "Lock order").
+  const publishMutex = new Mutex();
+
+  const images = createImageService({
+    store,
+    runner,
+    layout,
+    logger: logger.child({ svc: "image" }),
+    publishMutex,
+    now,
+    newId,
+    guestFilesDir: join(import.meta.dirname, "..", "..", "..", "guest"),
+    fs: createNodeFs(),
+    buildCacheDir: deps.env.BANGER_IMAGE_CACHE || undefined,
+    downloadLauncher: hostNetnsLauncher(deps.env),
+    sources: capabilities.imageSources,
+    extractVmlinux: async (bzImage, out, signal) => {
+      await extractVmlinux(runner, bzImage, out, signal ? { signal } : {});
+    },
+  });
+  await images.cleanupStaging();
+  const blobs = new BlobCache(layout.blobsDir);
+  await blobs.clearDebris();
+  const oci = createOciImages({
+    store,
+    layout,
+    logger: logger.child({ svc: "image-oci" }),
+    publishMutex,
+    now,
+    newId,
+    fs: createNodeFs(),
+    runWorker: runImageWorker,
+    copyFile,
+    blobs,
+    launcher: hostNetnsLauncher(deps.env),
+    dockerConfigFile: join(deps.env.DOCKER_CONFIG || join(homedir(), ".docker"), "config.json"),
+  });
+
+  const publish = createPublisher({ store, fs: createNodeFs(), publishMutex });
+  const dockerfiles = createDockerfileBuilds({
+    layout,
+    runner,
+    fs: createNodeFs(),
+    logger: logger.child({ svc: "image-dockerfile" }),
+    newId,
+    oci,
+    launcher: hostNetnsLauncher(deps.env),
+  });
+  const promote = createPromoter({
+    store,
+    layout,
+    runner,
+    fs: createNodeFs(),
+    logger: logger.child({ svc: "image-promote" }),
+    newId,
+    now,
+    copyFile,
+    publish,
+  });
+
+  const accel = createAccelProbe({ config, layout, runner, store });
+  const cowStrategy = createCowStrategyProbe(layout, runner);
+  const drivers = createDrivers({
+    config,
+    qemu: createQemuDriver({
+      binary: config.vmm.qemu_binary,
+      accel: async () => (await accel.get()).accel,
+      logger: logger.child({ svc: "qemu" }),
+    }),
+    firecracker: createFirecrackerDriver({
+      binary: config.vmm.firecracker_binary,
+      logger: logger.child({ svc: "firecracker" }),
+      runner,
+    }),
+    // Only a probe boot proves KVM works (a present /dev/kvm can still hang guests).
+    kvmUsable: async () => (await accel.get()).accel === "kvm",
+  });
+  const guest = life.use(createGuestAccess({ layout, runner }));
+  const tscKhz = await probes.tscKhz();
+  const files = createVmFiles();
+  const vms = createVmService({
+    store,
+    layout,
+    config,
+    logger: logger.child({ svc: "vm" }),
+    images: withAutoPull(images, oci, store),
+    network: createVmNetwork({ runner, logger, config }),
+    drivers,
+    disks: createVmDisks({ runner, cowStrategy, exists: files.exists }),
+    files,
+    guest,
+    hooks: capabilities.vmHooks,
+    // Per-VM locks come first, then the narrow reservation mutex (ARCHITECTURE.md "Lock order").
+    vmLocks: new KeyedLocks(),
+    reservation: new Mutex(),
+    now,
+    newId,
+    tscKhz: async () => tscKhz ?? 2_000_000,
+  });
+  const createOps = new OperationRegistry<VmInfo>({ now, newId, retainMs: 10 * 60_000 });
+  life.defer(() => createOps.cancelAll());
+  const stats = createVmStats({
+    vms,
+    processUsage: readProcessUsage,
+    diskUsage: readDiskUsage,
+    probeBanner: probeSshBanner,
+    now,
+    monotonicMs: () => performance.now(),
+    sleep,
+  });
+  const doctor = () => runDoctor(doctorChecks({ probes, runner, layout, config, cowStrategy, accel, blobs }));
+  return { runner, images, oci, dockerfiles, promote, vms, stats, createOps, capabilities, doctor, now };
+}
+
+/** Short random ids for VMs, images and operations. */
+function newId(): string {
+  return randomBytes(6).toString("hex");
+}
+
+/**
+ * When the CLI started this daemon inside a network namespace it passes a
+ * handle on the host's namespace as an inherited fd; package downloads run
+ * there through nsenter.
+ */
+function hostNetnsLauncher(env: Readonly<Record<string, string | undefined>>): string[] | undefined {
+  const fd = env.BANGER_HOST_NETNS_FD;
+  if (!fd || !/^\d+$/.test(fd)) return undefined;
+  try {
+    if (!readlinkSync(`/proc/self/fd/${fd}`).startsWith("net:[")) return undefined;
+  } catch {
+    return undefined;
+  }
+  return ["nsenter", `--net=/proc/${process.pid}/fd/${fd}`, "--"];
+}

@@ -1,0 +1,44 @@
+import type { BlobCache } from "../../../sys/oci/blob-cache.ts";
+import type { Runner } from "../../../sys/runner/index.ts";
+import type { HostCheck } from "./check.ts";
+
+const LARGE_CACHE_BYTES = 20 * 1024 ** 3;
+
+/**
+ * The image store: the blob cache's size (`image prune` is the fix when it
+ * is large), and `setfattr`, which pulls need for images whose files carry
+ * extended attributes. Pulls need no skopeo, umoci or Docker.
+ */
+export function imageStoreCheck(deps: { blobs: Pick<BlobCache, "list">; runner: Runner }): HostCheck {
+  return {
+    name: "image-blob-cache",
+    async run() {
+      const blobs = await deps.blobs.list();
+      const bytes = blobs.reduce((sum, blob) => sum + blob.size, 0);
+      const large = bytes > LARGE_CACHE_BYTES;
+      const setfattr = await deps.runner
+        .run(["setfattr", "--version"], { allowFailure: true })
+        .catch(() => undefined);
+      return [
+        {
+          name: "image-blob-cache",
+          status: large ? "warn" : "ok",
+          detail: `${blobs.length} layer blobs, ${(bytes / 1024 ** 2).toFixed(1)} MiB (registry pulls need no skopeo, umoci or Docker)`,
+          ...(large ? { hint: "run `banger image prune` to remove the blobs no image uses" } : {}),
+        },
+        setfattr?.code === 0
+          ? {
+              name: "setfattr",
+              status: "ok",
+              detail: "found (keeps the extended attributes of pulled images' files)",
+            }
+          : {
+              name: "setfattr",
+              status: "warn",
+              detail: "not found: pulling an image whose files carry extended attributes fails",
+              hint: "apt-get install attr",
+            },
+      ];
+    },
+  };
+}

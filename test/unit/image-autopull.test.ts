@@ -1,0 +1,69 @@
+/**
+ * `vm create --image REF` resolution: stored names and catalog entries
+ * first, then a registry reference pulled once however many creates ask
+ * for it at the same time; OCI images are refused for boot until the guest
+ * agent exists, with a message that says so.
+ */
+import assert from "node:assert/strict";
+import { test } from "node:test";
+import { withAutoPull } from "../../src/daemon/image/oci.ts";
+import { BangerError, ErrorCode } from "../../src/protocol/index.ts";
+import type { ImageRecord } from "../../src/sys/store/index.ts";
+
+function record(name: string, kind: string): ImageRecord {
+  return {
+    id: name,
+    name,
+    kind,
+    dir: "/d",
+    kernel: "/k",
+    initrd: null,
+    rootfs: "/r",
+    sizeBytes: 1,
+    createdAt: "now",
+  };
+}
+
+test("stored images resolve first; references are pulled once and refused for boot", async () => {
+  const stored = new Map<string, ImageRecord>([["debian-bookworm", record("debian-bookworm", "debian")]]);
+  let pulls = 0;
+  let release!: () => void;
+  const gate = new Promise<void>((resolve) => {
+    release = resolve;
+  });
+  const resolver = withAutoPull(
+    {
+      resolve: async (ref) => {
+        const found = stored.get(ref);
+        if (!found) throw new BangerError(ErrorCode.IMAGE_NOT_FOUND, `no image named '${ref}'`);
+        return found;
+      },
+      vmlinux: async () => "/vmlinux",
+    },
+    {
+      pull: async (request) => {
+        pulls += 1;
+        assert.equal(request.reference, "alpine");
+        await gate;
+        const pulled = record("alpine:latest", "oci");
+        stored.set(pulled.name, pulled);
+        return pulled;
+      },
+    },
+    { getImageByName: (name) => stored.get(name) },
+  );
+  assert.equal((await resolver.resolve("debian-bookworm")).kind, "debian");
+  const first = resolver.resolve("alpine");
+  const second = resolver.resolve("alpine");
+  release();
+  for (const outcome of await Promise.allSettled([first, second])) {
+    assert.equal(outcome.status, "rejected");
+    const error = (outcome as PromiseRejectedResult).reason as BangerError;
+    assert.equal(error.code, "BAD_STATE");
+    assert.match(error.message, /OCI image; booting OCI images needs banger's guest agent/);
+  }
+  assert.equal(pulls, 1);
+  await assert.rejects(resolver.resolve("alpine"), { code: "BAD_STATE" });
+  assert.equal(pulls, 1, "a stored reference is not pulled again");
+  await assert.rejects(resolver.resolve("Bad Name"), { code: "IMAGE_NOT_FOUND" });
+});
