@@ -98,7 +98,23 @@ export function buildImageHandlers(deps: ImageHandlerDeps): HandlerTable {
         present: images.list().some((image) => image.name === entry.name),
       })),
     }),
-    "image.prune": () => oci.prune(),
+    "image.prune": async (params) => {
+      // --all: every image no VM uses goes first, so its blobs go with the blob prune.
+      const removed: string[] = [];
+      if (params?.all) {
+        for (const image of images.list()) {
+          if (users(image).length > 0) continue;
+          try {
+            await images.delete(image.name);
+            removed.push(image.name);
+          } catch (error) {
+            // A VM that started using it meanwhile keeps it.
+            if (!(error instanceof BangerError) || error.code !== ErrorCode.BAD_STATE) throw error;
+          }
+        }
+      }
+      return { images: removed, ...(await oci.prune()) };
+    },
     "image.login": async (params) => {
       await oci.login(params.registry, { username: params.username, password: params.password });
       return { registry: params.registry };

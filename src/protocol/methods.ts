@@ -382,7 +382,10 @@ export const methods = {
       ),
     }),
   },
-  "image.prune": { params: Empty, result: z.object({ blobs: z.number(), bytes: z.number() }) },
+  "image.prune": {
+    params: z.object({ all: z.boolean().optional() }).strict().optional(),
+    result: z.object({ images: z.array(z.string()), blobs: z.number(), bytes: z.number() }),
+  },
   "image.login": {
     params: z
       .object({

@@ -6,6 +6,7 @@
  * chroot would.
  */
 import assert from "node:assert/strict";
+import { createHash } from "node:crypto";
 import { mkdirSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, test } from "node:test";
@@ -163,4 +164,22 @@ test("an opaque marker keeps what its own layer wrote, before or after it", asyn
   );
   assert.deepEqual(readdirSync(join(tree, "d")).sort(), ["after.txt", "before.txt", "sub"]);
   assert.deepEqual(readdirSync(join(tree, "d/sub")), ["new.txt"]);
+});
+
+test("a layer that stops right after its last file (no padding, no end blocks) still applies", async () => {
+  const { tar } = await makeTar([
+    { header: { name: "etc/one" }, body: "one\n" },
+    { header: { name: "etc/two" }, body: "two!\n" },
+  ]);
+  // Header 512 + data padded to 512 per file; cut the second file's padding and the end-of-archive blocks.
+  const truncated = tar.subarray(0, 512 * 3 + "two!\n".length);
+  const root = join(tmp.path, "truncated");
+  const tree = join(root, "tree");
+  mkdirSync(tree, { recursive: true });
+  const file = join(root, "layer.tar");
+  writeFileSync(file, truncated);
+  const diffId = `sha256:${createHash("sha256").update(truncated).digest("hex")}`;
+  const flattener = new TreeFlattener(tree);
+  await flattener.apply({ file, digest: diffId, diffId }, 0);
+  assert.equal(readFileSync(join(tree, "etc/two"), "utf8"), "two!\n");
 });

@@ -46,3 +46,14 @@ describe("config", () => {
     assert.throws(() => parseConfig("[vm\n", "/tmp/c.toml"), /\/tmp\/c\.toml: not valid TOML/);
   });
 });
+
+describe("config: image", () => {
+  it("image.insecure_registries takes host[:port] entries", () => {
+    const text = '[image]\ninsecure_registries = ["reg.lan:5000"]\n';
+    assert.deepEqual(parseConfig(text, "c.toml").image.insecure_registries, ["reg.lan:5000"]);
+    assert.throws(
+      () => parseConfig('[image]\ninsecure_registries = ["http://x"]\n', "c.toml"),
+      /image.insecure_registries/,
+    );
+  });
+});

@@ -62,12 +62,24 @@ const NetworkSection = z
   })
   .strict();
 
+const ImageSection = z
+  .object({
+    /** Registries spoken to over plain HTTP (host[:port]); loopback ones always are. */
+    insecure_registries: z
+      .array(
+        z.string().regex(/^[A-Za-z0-9.\-[\]:]+$/, { message: "each entry must be a registry host[:port]" }),
+      )
+      .default([]),
+  })
+  .strict();
+
 const ConfigSchema = z
   .object({
     daemon: DaemonSection.default(DaemonSection.parse({})),
     vm: VmSection.default(VmSection.parse({})),
     vmm: VmmSection.default(VmmSection.parse({})),
     network: NetworkSection.default(NetworkSection.parse({})),
+    image: ImageSection.default(ImageSection.parse({})),
   })
   .strict();
 

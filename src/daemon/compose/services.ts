@@ -112,6 +112,7 @@ export async function buildServices(deps: ServiceDeps, life: AsyncDisposableStac
     blobs,
     launcher: hostNetnsLauncher(deps.env),
     dockerConfigFile: join(deps.env.DOCKER_CONFIG || join(homedir(), ".docker"), "config.json"),
+    insecureRegistries: config.image.insecure_registries,
   });
 
   const publish = createPublisher({ store, fs: createNodeFs(), publishMutex });

@@ -50,14 +50,22 @@ export class TreeFlattener {
     const plainHash = createHash("sha256");
     const extract = tarExtract();
     const feeding = layer.stream
-      ? pipeline(layer.stream.source, decompressor(layer.stream.compression), hashing(plainHash), extract, {
-          signal,
-        })
+      ? pipeline(
+          layer.stream.source,
+          decompressor(layer.stream.compression),
+          hashing(plainHash),
+          tarEnd(),
+          extract,
+          {
+            signal,
+          },
+        )
       : pipeline(
           createReadStream(layer.file as string),
           hashing(compressedHash),
           decompressor(compressionOf(await readMagic(layer.file as string))),
           hashing(plainHash),
+          tarEnd(),
           extract,
           { signal },
         );
@@ -285,6 +293,25 @@ function decompressor(compression: Compression): NodeJS.ReadWriteStream {
   if (compression === "gzip") return createGunzip();
   if (compression === "zstd") return createZstdDecompress();
   return new PassThrough();
+}
+
+/**
+ * Completes a tar that stops right after its last file's data (old umoci
+ * and stacker layers have neither the padding nor the end-of-archive
+ * blocks): pads to a block and adds two zero blocks, which a complete tar
+ * ignores. The diff_id is hashed before this.
+ */
+function tarEnd(): Transform {
+  let length = 0;
+  return new Transform({
+    transform(chunk: Buffer, _encoding, done) {
+      length += chunk.length;
+      done(null, chunk);
+    },
+    flush(done) {
+      done(null, Buffer.alloc(((512 - (length % 512)) % 512) + 1024));
+    },
+  });
 }
 
 function hashing(hash: Hash): Transform {

@@ -151,14 +151,17 @@ export const imageDeleteSpec: CommandSpec<{ name: string; force?: boolean }> = {
   },
 };
 
-export const imagePruneSpec: CommandSpec<{ json?: boolean }> = {
+export const imagePruneSpec: CommandSpec<{ all?: boolean; json?: boolean }> = {
   name: "prune",
-  describe: "remove cached layer blobs that no image uses",
-  examples: ["banger image prune"],
-  options: [JSON_OPTION],
+  describe: "remove cached layer blobs that no image uses (--all: also every image no VM uses)",
+  examples: ["banger image prune", "banger image prune --all"],
+  options: [{ flags: "-a, --all", description: "also delete every image no VM uses" }, JSON_OPTION],
   async handler(ctx, args) {
-    const pruned = await (await ctx.client()).call("image.prune", {});
-    return success(args.json ? json(pruned) : `removed ${pruned.blobs} blobs, ${formatBytes(pruned.bytes)}`);
+    const pruned = await (await ctx.client()).call("image.prune", { all: args.all === true });
+    if (args.json) return success(json(pruned));
+    const lines = pruned.images.map((name) => `deleted ${name}`);
+    lines.push(`removed ${pruned.blobs} blobs, ${formatBytes(pruned.bytes)}`);
+    return success(lines.join("\n"));
   },
 };
 
