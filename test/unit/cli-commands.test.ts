@@ -333,6 +333,34 @@ describe("vm run", () => {
   });
 });
 
+describe("vm run --rm", () => {
+  it("deletes the VM it created (forced, it is running) and never one that was there before", async () => {
+    const client = new FakeDaemonClient({
+      "vm.show": (params) => {
+        if (params.name === "kept") return vmInfo({ name: "kept" });
+        throw notFound(params.name);
+      },
+      "vm.create.begin": () => ({ operation: operation() }),
+      "vm.create.status": () => ({
+        operation: operation({
+          state: "succeeded",
+          step: "vm.ready",
+          message: "fresh is running (172.30.0.3)",
+        }),
+        vm: vmInfo({ name: "fresh" }),
+      }),
+      "vm.exec": () => ({ exitCode: 0, signal: null }),
+      "vm.delete": (params) => ({ name: params.name, deleted: true }),
+    });
+    assert.equal(await fakeCli({ client }).run(["vm", "run", "--rm", "--name", "fresh", "--", "true"]), 0);
+    assert.equal(await fakeCli({ client }).run(["vm", "run", "--rm", "--name", "kept", "--", "true"]), 0);
+    assert.deepEqual(
+      client.callsOf("vm.delete").map((call) => call.params),
+      [{ name: "fresh", force: true }],
+    );
+  });
+});
+
 describe("the command tree", () => {
   it("suggests a command for a typo and exits 2", async () => {
     const cli = fakeCli({ client: new FakeDaemonClient({}) });

@@ -34,7 +34,7 @@ export const runSpec: CommandSpec<RunArgs> = {
   options: [
     ...sizingOptions,
     { flags: "--name <name>", description: "use (or create) the VM with this name" },
-    { flags: "--rm", description: "delete the VM afterwards, also on Ctrl-C" },
+    { flags: "--rm", description: "delete the VM afterwards if this run created it, also on Ctrl-C" },
   ],
   handler: (ctx, args) => runInVm(ctx, args),
 };
@@ -42,12 +42,15 @@ export const runSpec: CommandSpec<RunArgs> = {
 async function runInVm(ctx: CliContext, args: RunArgs): Promise<{ exitCode: number }> {
   const client = await ctx.client();
   let name = args.name;
+  // --rm deletes only a VM this run created, never one that was there before.
+  let created: string | undefined;
   const interrupted = ctx.interrupted();
   try {
     const existing = name ? await client.call("vm.show", { name }).catch(() => undefined) : undefined;
     if (!existing) {
       const vm = await createWithProgress(ctx, client, { ...sizingParams(args), ...(name ? { name } : {}) });
       name = vm.name;
+      created = vm.name;
     } else if (existing.state !== "running") {
       const progress = createProgressRenderer(ctx.stderr, false);
       await client.call(
@@ -85,7 +88,10 @@ async function runInVm(ctx: CliContext, args: RunArgs): Promise<{ exitCode: numb
   } finally {
     // Stop reading stdin: an open pipe would keep the process alive.
     ctx.stdin.pause();
-    if (args.rm && name)
-      await client.call("vm.delete", { name }).catch((error: unknown) => reportError(ctx, error));
+    if (args.rm && created !== undefined) {
+      await client
+        .call("vm.delete", { name: created, force: true })
+        .catch((error: unknown) => reportError(ctx, error));
+    }
   }
 }
