@@ -4,6 +4,7 @@ import { createSpec } from "./create.ts";
 import { lifecycleSpecs } from "./lifecycle.ts";
 import { listSpec } from "./list.ts";
 import { logsSpec } from "./logs.ts";
+import { portForwardSpec, portsSpec } from "./ports.ts";
 import { proxySpec } from "./proxy.ts";
 import { pruneSpec } from "./prune.ts";
 import { runSpec } from "./run.ts";
@@ -22,6 +23,8 @@ export const vmGroup: GroupSpec = {
     ...lifecycleSpecs,
     pruneSpec,
     setSpec,
+    portsSpec,
+    portForwardSpec,
     statsSpec,
     healthSpec,
     logsSpec,
