@@ -2,7 +2,7 @@
  * `npm run bench`: banger next to a bare baseline doing the same work, in
  * one run, printed as a table (or JSON with --json). Nothing asserts on time.
  *
- * Environment: BENCH_ONLY=rpc,cli,create-parallel,reconcile,rss-stopped,vm-cold,vm-fc,vm-warm,rss,
+ * Environment: BENCH_ONLY=rpc,dns,cli,create-parallel,reconcile,rss-stopped,vm-cold,vm-fc,vm-warm,publish,rss,
  * disk-sparse,disk-qcow2,disk-reflink,disk-dm,image-pull,image-pull-shared runs a subset.
  * Everything with bridges, taps or guests runs in a network namespace the
  * bench creates and deletes; every process it starts is ended by pid, and
@@ -35,6 +35,7 @@ import {
   diskSkipReason,
   openDiskBench,
 } from "./row-disk.ts";
+import { benchDns, DNS_ROW, dnsSkipReason } from "./row-dns.ts";
 import { benchVmFc, VM_FC_ROW, writeFirecrackerConfig } from "./row-firecracker.ts";
 import { benchImageRows, IMAGE_PULL_ROW, IMAGE_SHARED_ROW, imageSkipReason } from "./row-image.ts";
 import {
@@ -45,6 +46,7 @@ import {
   RECONCILE_ROW,
   RSS_STOPPED_ROW,
 } from "./row-lifecycle.ts";
+import { benchPublish, PUBLISH_ROW } from "./row-ports.ts";
 import { benchRpc, RPC_ROW } from "./row-rpc.ts";
 import {
   benchRss,
@@ -61,6 +63,7 @@ import type { VmWorker } from "./worker-client.ts";
 
 const ROWS = [
   RPC_ROW,
+  DNS_ROW,
   CLI_ROW,
   CREATE_PARALLEL_ROW,
   RECONCILE_ROW,
@@ -68,6 +71,7 @@ const ROWS = [
   VM_COLD_ROW,
   VM_FC_ROW,
   VM_WARM_ROW,
+  PUBLISH_ROW,
   RSS_ROW,
   DISK_SPARSE_ROW,
   DISK_QCOW2_ROW,
@@ -77,7 +81,7 @@ const ROWS = [
   IMAGE_SHARED_ROW,
 ] as const;
 type RowId = (typeof ROWS)[number]["id"];
-const VM_ROW_IDS: readonly RowId[] = ["vm-cold", "vm-fc", "vm-warm", "rss"];
+const VM_ROW_IDS: readonly RowId[] = ["vm-cold", "vm-fc", "vm-warm", "publish", "rss"];
 /** The whole bench ends (cleaning up) after this long, whatever state it is in. */
 const OVERALL_CAP_MS = 9 * 60_000;
 
@@ -176,7 +180,8 @@ async function runRows(session: Session, selected: Set<RowId>, failures: string[
   const wantsVms = VM_ROW_IDS.some((id) => selected.has(id)) && vmSkip === null;
 
   let daemon: Daemon | undefined;
-  if (selected.has("rpc") || wantsVms) {
+  const wantsDns = selected.has("dns") && dnsSkipReason(env) === null && vmSkip === null;
+  if (selected.has("rpc") || wantsVms || wantsDns) {
     // Only the binary: vmm.default stays "auto", so VMs that do not ask for a driver get QEMU as before.
     if (wantsVms && selected.has("vm-fc")) await writeFirecrackerConfig(env);
     log(`starting bangerd (BANGER_HOME=${env.home}${env.netns ? `, netns ${env.netns}` : ""})`);
@@ -189,6 +194,15 @@ async function runRows(session: Session, selected: Set<RowId>, failures: string[
   if (selected.has("rpc") && daemon) {
     const running = daemon;
     results.push(...(await attempt(RPC_ROW, failures, () => benchRpc({ env, daemon: running, onPid, log }))));
+  }
+  if (selected.has("dns")) {
+    const running = daemon;
+    const skip = dnsSkipReason(env) ?? vmSkip;
+    results.push(
+      ...(skip !== null || !running
+        ? [skippedRow(DNS_ROW, skip ?? "no daemon")]
+        : await attempt(DNS_ROW, failures, () => benchDns({ env, log, onPid }))),
+    );
   }
   if (selected.has("cli")) results.push(...(await attempt(CLI_ROW, failures, () => benchCli({ env, log }))));
   const lifecycle = { env, log, onPid };
@@ -242,6 +256,9 @@ async function runRows(session: Session, selected: Set<RowId>, failures: string[
     const w = worker;
     results.push(...(await attempt(VM_WARM_ROW, failures, () => benchVmWarm(ctx, w))));
   }
+  if (selected.has("publish")) {
+    results.push(...(await attempt(PUBLISH_ROW, failures, () => benchPublish(ctx))));
+  }
   if (selected.has("rss")) results.push(...(await attempt(RSS_ROW, failures, () => benchRss(ctx))));
   return results;
 }
@@ -289,6 +306,7 @@ async function main(): Promise<number> {
   // are not the bench's business. rss-stopped starts daemons of its own.
   const needsDaemon =
     selected.has("rpc") ||
+    selected.has("dns") ||
     selected.has("rss-stopped") ||
     (VM_ROW_IDS.some((id) => selected.has(id)) && vmSkipReason() === null);
   const needsNetns = isRoot() && needsDaemon;

@@ -37,6 +37,10 @@ export const VmInfo = z.object({
   lastError: z.string().nullable(),
   dir: z.string(),
   pid: z.number().nullable(),
+  /** Published ports, "HOST_IP:HOST_PORT->GUEST_PORT/PROTO". */
+  ports: z.array(z.string()).optional(),
+  /** Egress policy: allow, deny, or the allowed names. */
+  egress: z.string().optional(),
 });
 export type VmInfo = z.infer<typeof VmInfo>;
 
@@ -99,6 +103,10 @@ export const CreateVmParams = z
     diskGib: DiskGib.optional(),
     vmm: VmmKind.optional(),
     start: z.boolean().optional(),
+    /** `[HOST_IP:]HOST_PORT:GUEST_PORT[/udp]`, docker's syntax. */
+    publish: z.array(z.string().max(64)).max(64).optional(),
+    /** allow, deny, or comma-separated names (`*.suffix` for subdomains). */
+    egress: z.string().min(1).max(4096).optional(),
   })
   .strict();
 export type CreateVmParams = z.infer<typeof CreateVmParams>;
@@ -115,6 +123,15 @@ export const OperationInfo = z.object({
   finishedAt: z.string().nullable(),
 });
 export type OperationInfo = z.infer<typeof OperationInfo>;
+
+/** One listening socket of a guest (`vm.ports`). */
+const GuestSocket = z.object({
+  protocol: z.enum(["tcp", "udp", "tcp6", "udp6"]),
+  address: z.string(),
+  port: z.number(),
+  process: z.string().nullable(),
+  pid: z.number().nullable(),
+});
 
 /** `vm.stats`: host-side usage of a VM and, when its guest answers, the guest's own view. */
 export const VmStats = z.object({
@@ -147,6 +164,8 @@ export const VmStats = z.object({
     })
     .nullable(),
   guestUnavailable: z.string().nullable(),
+  /** Packets the egress policy dropped since the firewall table was made; absent when not counted. */
+  egressDropped: z.number().nullable().optional(),
 });
 export type VmStats = z.infer<typeof VmStats>;
 
@@ -305,6 +324,11 @@ export const methods = {
     }),
   },
   "vm.stats": { params: ByName, result: VmStats },
+  "vm.ports": { params: ByName, result: z.object({ name: z.string(), sockets: z.array(GuestSocket) }) },
+  "vm.egress": {
+    params: z.object({ name: z.string().min(1), egress: z.string().min(1).max(4096) }).strict(),
+    result: VmInfo,
+  },
   "vm.health": { params: ByName, result: VmHealth },
   "image.list": {
     params: Empty,

@@ -7,11 +7,17 @@
  * filesystems are read back with debugfs.
  */
 import assert from "node:assert/strict";
-import { execFileSync } from "node:child_process";
+import { execFileSync, spawn } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import { once } from "node:events";
 import { existsSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
+import { createServer, type ServerResponse } from "node:http";
+import type { AddressInfo } from "node:net";
 import { join } from "node:path";
 import { after, before, test } from "node:test";
+import { setTimeout as sleep } from "node:timers/promises";
 import { gzipSync } from "node:zlib";
+import { bangerBin, daemonPid } from "../helpers/cli.ts";
 import { createE2eEnv, type E2eEnv } from "../helpers/e2e.ts";
 import {
   makeFixture,
@@ -112,7 +118,9 @@ test("bad references and unknown tags fail with their codes", { skip }, async ()
   assert.match(missing.stderr, /banger\/fixture:nope/);
 });
 
-test("import: docker save (both formats) and an OCI layout", { skip }, async () => {
+test("import: docker save (both formats), an OCI layout, and a tar of a multi-platform layout", {
+  skip,
+}, async () => {
   const legacy = await json<ImageJson>([
     "image",
     "import",
@@ -138,6 +146,26 @@ test("import: docker save (both formats) and an OCI layout", { skip }, async () 
   const several = await env.banger(["image", "import", join(fixture, "oci")]);
   assert.equal(several.code, 2);
   assert.match(several.stderr, /--tag/);
+  // A tar of an OCI layout holding a multi-platform index: the platform picks the image.
+  const archive = join(tmp.path, "oci-archive.tar");
+  execFileSync("skopeo", [
+    "copy",
+    "-q",
+    "--all",
+    `oci:${join(fixture, "oci")}:multi`,
+    `oci-archive:${archive}:multi`,
+  ]);
+  const arm = await json<ImageJson>([
+    "image",
+    "import",
+    archive,
+    "--platform",
+    "linux/arm64",
+    "--name",
+    "layout-tar",
+  ]);
+  assert.equal(debugfs(arm.rootfs, "cat /etc/arch"), "arm64\n");
+  assert.equal((await env.banger(["image", "rm", "layout-tar"])).code, 0);
 });
 
 test("login stores credentials in a 0600 file; pulls from the htpasswd registry use them", {
@@ -160,7 +188,9 @@ test("login stores credentials in a 0600 file; pulls from the htpasswd registry 
   assert.doesNotMatch(await readLog(), new RegExp(TEST_USER.password));
 });
 
-test("register copies files into the store; ls --catalog lists the buildable images", { skip }, async () => {
+test("register copies files into the store; delete --force takes its stopped VMs along; ls --catalog", {
+  skip,
+}, async () => {
   const source = join(tmp.path, "register");
   mkdirSync(source);
   for (const file of ["rootfs.ext4", "vmlinuz"]) writeFileSync(join(source, file), file);
@@ -177,7 +207,17 @@ test("register copies files into the store; ls --catalog lists the buildable ima
   assert.equal(readFileSync(registered.rootfs, "utf8"), "rootfs.ext4");
   const catalog = await json<{ name: string; present: boolean }[]>(["image", "ls", "--catalog"]);
   assert.deepEqual(catalog.find((entry) => entry.name === "debian-bookworm")?.present, false);
-  assert.equal((await env.banger(["image", "rm", "mine"])).code, 0);
+  const created = await env.banger(["vm", "create", "uses-mine", "--image", "mine", "--no-start"]);
+  assert.equal(created.code, 0, created.stderr);
+  const refused = await env.banger(["image", "rm", "mine"]);
+  assert.equal(refused.code, 6);
+  assert.match(refused.stderr, /used by uses-mine \((created|stopped)\)/);
+  assert.match(refused.stderr, /--force/);
+  const forced = await env.banger(["image", "rm", "--force", "mine"]);
+  assert.equal(forced.code, 0, forced.stderr);
+  assert.match(forced.stderr, /deleted VMs: uses-mine/);
+  assert.equal((await env.banger(["vm", "show", "uses-mine"])).code, 4);
+  assert.equal(existsSync(registered.rootfs), false);
 });
 
 test("build: FROM a registry image, ARG, ENV, COPY, RUN and .dockerignore", { skip }, async () => {
@@ -238,6 +278,82 @@ test("build: FROM a registry image, ARG, ENV, COPY, RUN and .dockerignore", { sk
   assert.match(failed.stderr, /failed at build/);
   assert.equal((await env.banger(["image", "rm", "built"])).code, 0);
 });
+
+test("Ctrl-C during a pull cancels it: exit 130, no staging directory, no worker left", {
+  skip,
+}, async () => {
+  let stalled: (() => void) | undefined;
+  const blobAsked = new Promise<void>((resolve) => {
+    stalled = resolve;
+  });
+  const held: ServerResponse[] = [];
+  const front = createServer(async (req, res) => {
+    if (req.url?.includes("/blobs/") && !req.url.includes(configDigest)) {
+      held.push(res);
+      stalled?.();
+      return;
+    }
+    const upstream = await fetch(`http://${registry.address}${req.url}`, {
+      headers: { accept: req.headers.accept ?? "" },
+    });
+    res
+      .writeHead(upstream.status, { "content-type": upstream.headers.get("content-type") ?? "" })
+      .end(Buffer.from(await upstream.arrayBuffer()));
+  });
+  // A layer no earlier pull put in the blob cache, so the pull has to ask for it.
+  const layer = await makeTar([{ header: { name: "slow.bin" }, body: randomBytes(4096) }]);
+  const image = rawImage([{ blob: gzipSync(layer.tar), diffId: layer.diffId }]);
+  await pushRaw(registry, "banger/slow", "v1", image);
+  const configDigest = [...image.blobs.keys()][0] as string;
+  await once(front.listen(0, "127.0.0.1"), "listening");
+  try {
+    const port = (front.address() as AddressInfo).port;
+    const child = spawn(bangerBin, ["image", "pull", `127.0.0.1:${port}/banger/slow:v1`], {
+      env: { ...process.env, BANGER_HOME: env.home, BANGER_NETNS: env.netns },
+      stdio: ["ignore", "ignore", "pipe"],
+    });
+    let stderr = "";
+    child.stderr.on("data", (chunk: Buffer) => {
+      stderr += chunk.toString();
+    });
+    const exited = once(child, "exit");
+    await Promise.race([
+      blobAsked,
+      exited.then(() => assert.fail(`the pull ended before asking for a layer: ${stderr}`)),
+    ]);
+    assert.equal(workerPids().length, 1, "the pull's worker runs under the daemon");
+    child.kill("SIGINT");
+    const [code] = (await exited) as [number | null];
+    assert.equal(code, 130, stderr);
+    const staging = join(env.home, "state", "images", ".staging");
+    for (let tries = 0; tries < 100 && readdirSync(staging).length > 0; tries += 1) await sleep(100);
+    assert.deepEqual(readdirSync(staging), []);
+    assert.deepEqual(workerPids(), []);
+    assert.equal((await env.banger(["image", "show", `127.0.0.1:${port}/banger/slow:v1`])).code, 4);
+  } finally {
+    for (const res of held) res.destroy();
+    front.closeAllConnections();
+    await new Promise((resolve) => front.close(resolve));
+  }
+});
+
+/** Image worker processes whose parent is this test's daemon. */
+function workerPids(): number[] {
+  const daemon = daemonPid(env.home);
+  assert.ok(daemon, "the daemon is running");
+  return readdirSync("/proc")
+    .filter((entry) => /^\d+$/.test(entry))
+    .filter((pid) => {
+      try {
+        const cmdline = readFileSync(`/proc/${pid}/cmdline`, "utf8");
+        const parent = Number(readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1]?.split(" ")[1]);
+        return cmdline.includes("sys/oci/worker.ts") && parent === daemon;
+      } catch {
+        return false;
+      }
+    })
+    .map(Number);
+}
 
 test("vm create --image REF auto-pulls; delete and prune --all clean up", { skip }, async () => {
   const reference = `${registry.address}/banger/fixture:zstd`;

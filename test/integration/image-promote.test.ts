@@ -6,6 +6,7 @@
  */
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
+import { randomUUID } from "node:crypto";
 import { mkdirSync, readdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, test } from "node:test";
@@ -97,7 +98,7 @@ test("promote keeps the VM's files and removes its per-VM material", async () =>
     newId: () => ids.shift() ?? "img-late",
     now: () => new Date(),
     copyFile: async (from, to) => void (await runner.run(["cp", from, to])),
-    publish: createPublisher({ store, fs, publishMutex: new Mutex() }),
+    publish: createPublisher({ store, layout, fs, newId: randomUUID, publishMutex: new Mutex() }),
   });
   const image = await promote("dev", "golden");
   assert.equal(image.kind, "promoted");

@@ -222,6 +222,42 @@ describe("registry without auth", () => {
     );
   });
 
+  test("503s and connection resets are retried with backoff; a server that keeps failing is IMAGE_PULL_FAILED", async () => {
+    const seen = new Map<string, number>();
+    let alwaysFail = false;
+    const flaky = createServer(async (req, res) => {
+      const count = (seen.get(req.url ?? "") ?? 0) + 1;
+      seen.set(req.url ?? "", count);
+      if (alwaysFail || (req.url?.includes("/blobs/") && count === 1)) {
+        if (count % 2 === 1) res.writeHead(503, { "retry-after": "0" }).end();
+        else req.socket.destroy();
+        return;
+      }
+      const upstream = await fetch(`http://${registry.address}${req.url}`, {
+        headers: { accept: req.headers.accept ?? "" },
+      });
+      res
+        .writeHead(upstream.status, { "content-type": upstream.headers.get("content-type") ?? "" })
+        .end(Buffer.from(await upstream.arrayBuffer()));
+    });
+    await once(flaky.listen(0, "127.0.0.1"), "listening");
+    try {
+      const port = (flaky.address() as AddressInfo).port;
+      const { tree } = await pull({ reference: `127.0.0.1:${port}/banger/fixture:v1` });
+      assert.equal(describeTree(tree), expected);
+      const blobTries = [...seen].filter(([url]) => url.includes("/blobs/")).map(([, count]) => count);
+      assert.ok(blobTries.length >= 5 && blobTries.every((count) => count === 2), JSON.stringify(blobTries));
+      alwaysFail = true;
+      await assert.rejects(pull({ reference: `127.0.0.1:${port}/banger/other:v1` }), (error: BangerError) => {
+        assert.equal(error.code, "IMAGE_PULL_FAILED");
+        assert.match(error.message, /127\.0\.0\.1:\d+/);
+        return true;
+      });
+    } finally {
+      await closeServer(flaky);
+    }
+  });
+
   test("a redirect to another origin drops the Authorization header", async () => {
     const cdnSaw: (string | undefined)[] = [];
     const cdn = createServer(async (req, res) => {

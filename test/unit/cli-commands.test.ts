@@ -66,7 +66,7 @@ describe("vm list and show", () => {
     assert.match(lines[0]!, /^NAME\s+STATE\s+IMAGE/);
     assert.match(
       lines[1]!,
-      /^web\s+running\s+debian-bookworm\s+qemu\s+1\s+1024M\s+4G\s+172\.30\.0\.2\s+1 second ago$/,
+      /^web\s+running\s+debian-bookworm\s+qemu\s+1\s+1024M\s+4G\s+172\.30\.0\.2\s+1 second ago\s+-$/,
     );
     assert.match(lines[2]!, /^db\s+stopped/);
     const asJson = fakeCli({ client });
@@ -226,7 +226,7 @@ describe("vm set", () => {
     assert.equal(await none.run(["vm", "set", "web"]), exitStatusFor[ErrorCode.INVALID_PARAMS]);
     assert.match(
       none.stderr(),
-      /needs at least one of --cpus, --memory, --disk\nhint: e\.g\. banger vm set web/,
+      /needs at least one of --cpus, --memory, --disk, --egress\nhint: e\.g\. banger vm set web/,
     );
     const some = fakeCli({ client });
     assert.equal(await some.run(["vm", "set", "web", "--memory", "2048", "--disk", "20g", "--json"]), 0);

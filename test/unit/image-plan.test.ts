@@ -129,7 +129,7 @@ describe("planKernelCmdline", () => {
     assert.equal(
       planKernelCmdline(inputs),
       "console=ttyS0 quiet panic=-1 tsc_early_khz=2596122 root=/dev/vda rw net.ifnames=0 " +
-        `ip=10.77.0.2::10.77.0.1:24:web:eth0:off init=/sbin/banger-init sshkey=${key}`,
+        `ip=10.77.0.2::10.77.0.1:24:web:eth0:off:10.77.0.1 init=/sbin/banger-init sshkey=${key}`,
     );
     assert.match(planKernelCmdline({ ...inputs, extraArgs: ["loglevel=7"] }), / loglevel=7$/);
   });
@@ -210,6 +210,7 @@ describe("guest/banger-setup command-line parsing (dry run)", () => {
       hostname: "web",
       sshPublicKey: key,
       tscKhz: 1000,
+      searchDomain: "vm",
     });
     const result = setup(cmdline);
     assert.equal(result.code, 0, result.errors);
@@ -220,6 +221,7 @@ describe("guest/banger-setup command-line parsing (dry run)", () => {
       "ip addr add 10.77.0.2/24 dev eth0",
       "ip link set eth0 up",
       "ip route add default via 10.77.0.1 dev eth0",
+      "resolv_conf 10.77.0.1 vm",
       `authorized_key ${key}`,
     ]);
   });
@@ -255,6 +257,14 @@ describe("guest/banger-setup command-line parsing (dry run)", () => {
       assert.match(result.errors, message, cmdline);
       assert.deepEqual(result.actions, ["ip link set lo up"], cmdline);
     }
+    const badDns = setup("ip=10.0.0.3::10.0.0.1:24:web:eth0:off:10.0.0.999");
+    assert.equal(badDns.code, 1);
+    assert.match(badDns.errors, /bad nameserver/);
+    assert.ok(!badDns.actions.some((action) => action.startsWith("resolv_conf")));
+    const badSearch = setup("ip=10.0.0.3::10.0.0.1:24:web:eth0:off:10.0.0.1 search=a;b");
+    assert.equal(badSearch.code, 1);
+    assert.match(badSearch.errors, /search=/);
+    assert.equal(badSearch.actions.at(-1), "resolv_conf 10.0.0.1", "the nameserver is still written");
     const badHost = setup("ip=10.0.0.3::10.0.0.1:24:-bad:eth0:off");
     assert.equal(badHost.code, 1);
     assert.match(badHost.errors, /bad hostname/);

@@ -38,6 +38,9 @@ export function formatVmStats(stats: VmStats): string {
   } else {
     rows.push(["guest", unavailable(stats.guestUnavailable)]);
   }
+  if (stats.egressDropped !== undefined) {
+    rows.push(["egress dropped", stats.egressDropped === null ? "-" : `${stats.egressDropped} packets`]);
+  }
   return formatTable(["field", "value"], rows);
 }
 

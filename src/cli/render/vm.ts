@@ -15,8 +15,12 @@ export function formatVmList(vms: readonly VmInfo[], now: Date = new Date()): st
     `${v.diskGib}G`,
     v.guestIp,
     formatAge(v.createdAt, now),
+    (v.ports ?? []).join(",") || "-",
   ]);
-  return formatTable(["name", "state", "image", "vmm", "cpus", "memory", "disk", "ip", "created"], rows);
+  return formatTable(
+    ["name", "state", "image", "vmm", "cpus", "memory", "disk", "ip", "created", "ports"],
+    rows,
+  );
 }
 
 export function describeVm(vm: VmInfo, now: Date = new Date()): string {
@@ -31,6 +35,8 @@ export function describeVm(vm: VmInfo, now: Date = new Date()): string {
     ["disk", `${vm.diskGib} GiB`],
     ["ip", vm.guestIp],
     ["mac", vm.mac],
+    ["ports", (vm.ports ?? []).join(", ") || "-"],
+    ["egress", vm.egress ?? "allow"],
     ["pid", vm.pid === null ? "-" : String(vm.pid)],
     ["dir", vm.dir],
     ["created", `${vm.createdAt} (${formatAge(vm.createdAt, now)})`],

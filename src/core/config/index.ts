@@ -59,6 +59,19 @@ const NetworkSection = z
         message: "must be an IPv4 CIDR with a /16 to /30 prefix",
       })
       .default("10.77.0.0/24"),
+    /** DNS zone of the VMs' names (`<vm>.<domain>`), and the guests' search domain. */
+    domain: z
+      .string()
+      .regex(/^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$/, {
+        message: "must be a lower-case DNS name such as `vm`",
+      })
+      .default("vm"),
+    /** Port of the DNS server on the gateway and on 127.0.0.1. */
+    dns_port: z.number().int().min(1).max(65535).default(53),
+    /** Whether guests may reach each other; false drops traffic between taps. */
+    vm_to_vm: z.boolean().default(true),
+    /** Default egress of new VMs: `allow`, `deny`, or comma-separated names (`*.suffix` for subdomains). */
+    egress: z.string().min(1).default("allow"),
   })
   .strict();
 

@@ -10,6 +10,8 @@ export interface KernelCmdlineInputs {
   sshPublicKey: string;
   /** Host TSC rate in kHz; see tsc_early_khz below. */
   tscKhz: number;
+  /** Search domain of the guest's resolv.conf (config `network.domain`); the gateway is its nameserver. */
+  searchDomain?: string | undefined;
   /** Appended as they are, after banger's own arguments. */
   extraArgs?: readonly string[] | undefined;
 }
@@ -19,12 +21,15 @@ const MAX_CMDLINE_BYTES = 2048;
 
 const IPV4 = /^(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(\.(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}$/;
 const HOSTNAME = /^[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?$/;
+const DOMAIN =
+  /^[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?(\.[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?)*$/;
 
 /**
  * The full command line. `tsc_early_khz` is always set: under TCG the PIT
  * calibration of the TSC fails when the host is busy and the kernel then
  * hangs in calibrate_delay. `ip=` is applied by banger-setup (the cloud
- * kernel has no IP autoconfiguration); `sshkey=` carries the authorized key
+ * kernel has no IP autoconfiguration); its dns0 field, the gateway, and
+ * `search=` become the guest's resolv.conf; `sshkey=` carries the authorized key
  * base64-encoded, because the line holds spaces.
  */
 export function planKernelCmdline(inputs: KernelCmdlineInputs): string {
@@ -35,6 +40,8 @@ export function planKernelCmdline(inputs: KernelCmdlineInputs): string {
     invalid(`prefix length ${prefixLength} is not between 1 and 32`);
   }
   if (!HOSTNAME.test(hostname)) invalid(`hostname '${hostname}' is not a DNS label`);
+  const search = inputs.searchDomain;
+  if (search !== undefined && !DOMAIN.test(search)) invalid(`search domain '${search}' is not a DNS name`);
   if (!Number.isInteger(tscKhz) || tscKhz <= 0) invalid(`TSC rate ${tscKhz} kHz is not a positive integer`);
   const key = sshPublicKey.trim();
   if (key === "" || key.includes("\n")) invalid("the SSH public key must be one authorized_keys line");
@@ -49,7 +56,8 @@ export function planKernelCmdline(inputs: KernelCmdlineInputs): string {
     "root=/dev/vda",
     "rw",
     "net.ifnames=0",
-    `ip=${guestIp}::${gatewayIp}:${prefixLength}:${hostname}:eth0:off`,
+    `ip=${guestIp}::${gatewayIp}:${prefixLength}:${hostname}:eth0:off:${gatewayIp}`,
+    ...(search === undefined ? [] : [`search=${search}`]),
     "init=/sbin/banger-init",
     `sshkey=${Buffer.from(key, "utf8").toString("base64")}`,
     ...(inputs.extraArgs ?? []),

@@ -8,7 +8,20 @@
  *
  * - ipv4.ts: subnet math, address allocation, interface names;
  * - ip-plans.ts: `ip` plans for the bridge and taps, steps with undo and
- *   tolerated errors.
+ *   tolerated errors;
+ * - nft-plans.ts: the firewall (NAT, isolation, anti-spoofing, egress) as
+ *   one atomic nft script;
+ * - dns-zone.ts: answers for the `vm` zone and the guest reverse zone from a
+ *   snapshot of the VMs, query checks, the egress name filter;
+ * - ports.ts: `--publish` and port-forward specs, guest listening sockets;
+ * - egress.ts: the egress policy text and the name filter;
+ * - dns-cache.ts: the forwarder's bounded TTL cache; resolv-conf.ts: its upstreams.
  */
+export * from "./dns-cache.ts";
+export * from "./dns-zone.ts";
+export * from "./egress.ts";
 export * from "./ip-plans.ts";
 export * from "./ipv4.ts";
+export * from "./nft-plans.ts";
+export * from "./ports.ts";
+export * from "./resolv-conf.ts";

@@ -12,15 +12,23 @@
  *   daemon/image/source.ts), tried after the built-in catalog build, in
  *   this order; each publishes through the image store's one path.
  *
+ * Host networking (NAT and isolation, DNS, published ports) is registered
+ * here: its host features and VM hooks, plus its RPC handlers and doctor
+ * checks, which the composition root adds when it is present.
+ *
  * Adding a capability is a new file that builds it plus one entry here.
  * Nothing is registered that does not work.
  */
 import type { Config } from "../../core/config/index.ts";
 import type { Logger } from "../../core/log/index.ts";
 import type { Layout } from "../../core/paths/index.ts";
+import type { HostNetwork } from "../../sys/network/index.ts";
 import type { Runner } from "../../sys/runner/index.ts";
+import type { Store } from "../../sys/store/index.ts";
 import type { ImageSource } from "../image/index.ts";
+import type { Networking } from "../network/index.ts";
 import type { VmHook } from "../vm/index.ts";
+import { createHostNetworking } from "./adapters/networking.ts";
 
 /**
  * A host-wide feature owned by the composition root.
@@ -40,6 +48,8 @@ export interface Capabilities {
   readonly hostFeatures: readonly HostFeature[];
   readonly vmHooks: readonly VmHook[];
   readonly imageSources: readonly ImageSource[];
+  /** Host networking, when registered: its RPC handlers and doctor checks come from it. */
+  readonly networking?: Networking | undefined;
 }
 
 /** What a capability may be built from. */
@@ -48,15 +58,18 @@ export interface CapabilityDeps {
   layout: Layout;
   runner: Runner;
   logger: Logger;
+  /** The VM rows (DNS names; which VMs' firewall elements and ports to restore). */
+  store: Pick<Store, "listVms">;
+  /** The bridge and taps, the one the VM service uses too. */
+  hostNetwork: HostNetwork;
 }
 
 export type RegisterCapabilities = (deps: CapabilityDeps) => Capabilities;
 
-export const registerCapabilities: RegisterCapabilities = () => ({
-  hostFeatures: [],
-  vmHooks: [],
-  imageSources: [],
-});
+export const registerCapabilities: RegisterCapabilities = (deps) => {
+  const networking = createHostNetworking(deps);
+  return { hostFeatures: networking.features, vmHooks: networking.hooks, imageSources: [], networking };
+};
 
 /** Ensures each feature in order; each one's teardown is deferred on `life` before its ensure runs. */
 export async function ensureHostFeatures(

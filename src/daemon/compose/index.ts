@@ -19,6 +19,7 @@ import { isPidAlive, readCmdline } from "../../sys/proc/index.ts";
 import { openStore, type Store } from "../../sys/store/index.ts";
 import { buildHandlers, type DaemonInfo } from "../handlers.ts";
 import { buildImageHandlers } from "../image-handlers.ts";
+import { buildNetworkHandlers } from "../network-handlers.ts";
 import { createRpcServer } from "../rpc/server.ts";
 import { buildVmHandlers } from "../vm-handlers.ts";
 import { ensureHostFeatures, type RegisterCapabilities, registerCapabilities } from "./capabilities.ts";
@@ -92,10 +93,15 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
     await ensureHostFeatures(services.capabilities.hostFeatures, life, { signal: shutdown.signal, logger });
     life.use(startSerialInterval(() => vms.reap(), REAP_INTERVAL_MS, logger.child({ task: "reaper" })));
     const info = daemonInfo({ layout, env: options.env, services, stop });
+    const vmHandlers = buildVmHandlers(services);
+    const { networking } = services.capabilities;
     const handlers = {
       ...buildHandlers({ info, store, doctor: services.doctor }),
-      ...buildVmHandlers(services),
+      ...vmHandlers,
       ...buildImageHandlers({ ...services, store }),
+      ...(networking
+        ? buildNetworkHandlers({ base: vmHandlers, vms, networking, createOps: services.createOps })
+        : {}),
     };
     const socketGid = await socketGroup(config, layout);
     const server = createRpcServer({

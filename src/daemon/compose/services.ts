@@ -14,12 +14,14 @@ import { KeyedLocks, Mutex, OperationRegistry } from "../../core/concurrency/ind
 import type { Config } from "../../core/config/index.ts";
 import { copyFileArgv } from "../../core/image/index.ts";
 import type { Logger } from "../../core/log/index.ts";
+import { parseSubnet } from "../../core/network/index.ts";
 import type { Layout } from "../../core/paths/index.ts";
 import type { VmInfo } from "../../protocol/index.ts";
 import { createFirecrackerDriver } from "../../sys/firecracker/index.ts";
 import { createNodeFs, readDiskUsage } from "../../sys/fs/index.ts";
 import { createHostProbes, type HostProbes } from "../../sys/host/index.ts";
 import { extractVmlinux } from "../../sys/kernel/index.ts";
+import { createHostNetwork } from "../../sys/network/index.ts";
 import { BlobCache } from "../../sys/oci/blob-cache.ts";
 import { runImageWorker } from "../../sys/oci/worker-client.ts";
 import { readProcessUsage } from "../../sys/proc/index.ts";
@@ -73,7 +75,13 @@ export async function buildServices(deps: ServiceDeps, life: AsyncDisposableStac
   });
   const probes: HostProbes = createHostProbes(deps.env);
   const now = () => new Date();
-  const capabilities = deps.registerCapabilities({ config, layout, runner, logger });
+  const hostNetwork = createHostNetwork({
+    runner,
+    logger,
+    bridge: config.network.bridge,
+    subnet: parseSubnet(config.network.subnet),
+  });
+  const capabilities = deps.registerCapabilities({ config, layout, runner, logger, store, hostNetwork });
   const copyFile = async (from: string, to: string): Promise<void> =>
     void (await runner.run(copyFileArgv(from, to)));
   // The narrow global mutex for image publication, shared by every way of making an image (ARCHITECTURE.md "Lock order").
@@ -115,7 +123,7 @@ export async function buildServices(deps: ServiceDeps, life: AsyncDisposableStac
     insecureRegistries: config.image.insecure_registries,
   });
 
-  const publish = createPublisher({ store, fs: createNodeFs(), publishMutex });
+  const publish = createPublisher({ store, layout, fs: createNodeFs(), newId, publishMutex });
   const dockerfiles = createDockerfileBuilds({
     layout,
     runner,
@@ -163,7 +171,7 @@ export async function buildServices(deps: ServiceDeps, life: AsyncDisposableStac
     config,
     logger: logger.child({ svc: "vm" }),
     images: withAutoPull(images, oci, store),
-    network: createVmNetwork({ runner, logger, config }),
+    network: createVmNetwork(hostNetwork),
     drivers,
     disks: createVmDisks({ runner, cowStrategy, exists: files.exists }),
     files,
@@ -187,7 +195,12 @@ export async function buildServices(deps: ServiceDeps, life: AsyncDisposableStac
     monotonicMs: () => performance.now(),
     sleep,
   });
-  const doctor = () => runDoctor(doctorChecks({ probes, runner, layout, config, cowStrategy, accel, blobs }));
+  const { networking } = capabilities;
+  const doctor = () =>
+    runDoctor([
+      ...doctorChecks({ probes, runner, layout, config, cowStrategy, accel, blobs }),
+      ...(networking ? [{ name: "network", run: () => networking.doctor() }] : []),
+    ]);
   return { runner, images, oci, dockerfiles, promote, vms, stats, createOps, capabilities, doctor, now };
 }
 

@@ -129,7 +129,7 @@ export function createOciImages(deps: OciImagesDeps): OciImages {
   const log = deps.logger.child({ service: "image-oci" });
   /** Start times of pulls in flight: their blobs are not referenced by a row yet, so prune keeps newer blobs. */
   const inFlight = new Map<string, number>();
-  const publish = createPublisher({ store, fs, publishMutex: deps.publishMutex });
+  const publish = createPublisher({ store, layout, fs, newId: deps.newId, publishMutex: deps.publishMutex });
 
   async function readJson(path: string | undefined): Promise<unknown> {
     if (!path) return undefined;

@@ -1,18 +1,17 @@
 /**
- * The publication atom of pulled, imported, built, registered and promoted
- * images, under the image publication mutex: re-check the name, rename the
- * staging directory into `images/<id>`, one store transaction. Everything
- * slow happens before, unlocked, in the caller's staging directory.
+ * The name policy of pulled, imported, built, registered and promoted
+ * images, applied inside the store's one publication atom (`commitImage`
+ * in store.ts: re-check the name, rename the staging directory into
+ * `images/<id>`, one store transaction, under the publication mutex).
+ * Everything slow happens before, unlocked, in the caller's staging
+ * directory.
  */
-import type { Mutex } from "../../core/concurrency/index.ts";
 import { BangerError, ErrorCode } from "../../protocol/index.ts";
-import type { Fs } from "../../sys/fs/index.ts";
 import type { ImageRecord, Store } from "../../sys/store/index.ts";
+import { type CommitDeps, commitImage } from "./store.ts";
 
-export interface PublisherDeps {
-  store: Pick<Store, "getImageByName" | "listVms" | "transaction" | "deleteImage" | "insertImage">;
-  fs: Pick<Fs, "rename" | "rm">;
-  publishMutex: Mutex;
+export interface PublisherDeps extends CommitDeps {
+  store: CommitDeps["store"] & Pick<Store, "listVms">;
 }
 
 /**
@@ -23,27 +22,22 @@ export interface PublisherDeps {
  * the caller fails NAME_TAKEN. The caller removes its staging directory.
  */
 export function createPublisher(deps: PublisherDeps) {
-  const { store, fs } = deps;
-  return async (
-    record: ImageRecord,
-    stagingDir: string,
-    replaces: string | undefined,
-  ): Promise<ImageRecord> => {
-    const { published, displaced } = await deps.publishMutex.run(async () => {
-      const existing = store.getImageByName(record.name);
-      if (existing && existing.kind === "oci" && record.digest && existing.digest === record.digest) {
-        return { published: existing, displaced: undefined };
-      }
-      if (existing && existing.id !== replaces) {
-        throw new BangerError(
-          ErrorCode.NAME_TAKEN,
-          `image '${record.name}' was published by another operation meanwhile`,
-          {
-            hint: "use another name, or run the command again to replace it",
-          },
-        );
-      }
-      if (existing) {
+  const { store } = deps;
+  return (record: ImageRecord, stagingDir: string, replaces: string | undefined): Promise<ImageRecord> =>
+    commitImage(deps, {
+      record,
+      stagingDir,
+      onExisting(existing) {
+        if (existing.kind === "oci" && record.digest && existing.digest === record.digest) return existing;
+        if (existing.id !== replaces) {
+          throw new BangerError(
+            ErrorCode.NAME_TAKEN,
+            `image '${record.name}' was published by another operation meanwhile`,
+            {
+              hint: "use another name, or run the command again to replace it",
+            },
+          );
+        }
         const users = store
           .listVms()
           .filter((vm) => vm.imageId === existing.id)
@@ -55,21 +49,7 @@ export function createPublisher(deps: PublisherDeps) {
             { hint: "use another name, or delete those VMs first" },
           );
         }
-      }
-      await fs.rename(stagingDir, record.dir);
-      try {
-        store.transaction(() => {
-          if (existing) store.deleteImage(existing.id);
-          store.insertImage(record);
-        });
-      } catch (error) {
-        await fs.rename(record.dir, stagingDir);
-        throw error;
-      }
-      return { published: record, displaced: existing?.dir };
+        return "replace";
+      },
     });
-    // The replaced image's files go after the lock is released.
-    if (displaced) await fs.rm(displaced);
-    return published;
-  };
 }

@@ -69,15 +69,6 @@ export function createImageStore(deps: ImageStoreDeps): ImageStore {
 
   const find = (ref: string) => store.getImageByName(ref) ?? store.getImageById(ref);
 
-  /** Renames `dir` into the staging area (so a crash leaves only debris there); undefined if absent. */
-  async function moveAside(dir: string): Promise<string | undefined> {
-    if (!(await fs.stat(dir))) return undefined;
-    const aside = join(layout.imageStagingDir, `old-${deps.newId()}`);
-    await fs.mkdir(layout.imageStagingDir);
-    await fs.rename(dir, aside);
-    return aside;
-  }
-
   function refuseIfInUse(image: ImageRecord): void {
     const users = store.countVmsUsingImage(image.id);
     if (users > 0) {
@@ -100,55 +91,7 @@ export function createImageStore(deps: ImageStoreDeps): ImageStore {
     }
   }
 
-  /** The commit atom, under the publish mutex. */
-  async function commit(staged: StagedImage, stagingDir: string, force: boolean, sizeBytes: number) {
-    return deps.publishMutex.run(async () => {
-      const existing = store.getImageByName(staged.name);
-      if (existing && !force) throw alreadyExists(staged.name);
-      if (existing) refuseIfInUse(existing);
-      const target = join(layout.imagesDir, shortDigest(staged.digest));
-      const sharer = store.listImages().find((image) => image.dir === target && image.id !== existing?.id);
-      if (sharer) {
-        throw new BangerError(
-          ErrorCode.BAD_STATE,
-          `image '${sharer.name}' already lives in ${target}, with the same content as the new '${staged.name}'`,
-          { hint: `use '${sharer.name}', or delete it with \`banger image delete ${sharer.name}\`` },
-        );
-      }
-      // Whatever sits at the target now is the image being replaced or debris of an unfinished publish.
-      const displaced = await moveAside(target);
-      const paths = imagePaths(target);
-      const published: ImageRecord = {
-        id: deps.newId(),
-        name: staged.name,
-        kind: staged.kind,
-        dir: target,
-        kernel: paths.kernel,
-        initrd: paths.initrd,
-        rootfs: paths.rootfs,
-        sizeBytes,
-        createdAt: deps.now().toISOString(),
-      };
-      try {
-        await fs.rename(stagingDir, target);
-        try {
-          store.transaction(() => {
-            if (existing) store.deleteImage(existing.id);
-            store.insertImage(published);
-          });
-        } catch (error) {
-          await fs.rename(target, stagingDir);
-          throw error;
-        }
-      } catch (error) {
-        if (displaced) await fs.rename(displaced, target);
-        throw error;
-      }
-      if (displaced) await fs.rm(displaced);
-      if (existing && existing.dir !== target) await fs.rm(existing.dir);
-      return published;
-    });
-  }
+  const commitDeps = { store, layout, fs, newId: deps.newId, publishMutex: deps.publishMutex };
 
   return {
     list: () => store.listImages(),
@@ -160,7 +103,7 @@ export function createImageStore(deps: ImageStoreDeps): ImageStore {
         const found = find(name);
         if (!found) throw deps.notFound(name);
         refuseIfInUse(found);
-        const moved = await moveAside(found.dir);
+        const moved = await moveAside(commitDeps, found.dir);
         try {
           store.deleteImage(found.id);
         } catch (error) {
@@ -188,7 +131,26 @@ export function createImageStore(deps: ImageStoreDeps): ImageStore {
         const rootfsStat = await fs.stat(rootfs);
         if (!rootfsStat)
           throw new BangerError(ErrorCode.IMAGE_BUILD_FAILED, `the build produced no ${rootfs}`);
-        const record = await commit(staged, stagingDir, request.force, rootfsStat.size);
+        const paths = imagePaths(join(layout.imagesDir, shortDigest(staged.digest)));
+        const record = await commitImage(commitDeps, {
+          stagingDir,
+          record: {
+            id: deps.newId(),
+            name: staged.name,
+            kind: staged.kind,
+            dir: paths.dir,
+            kernel: paths.kernel,
+            initrd: paths.initrd,
+            rootfs: paths.rootfs,
+            sizeBytes: rootfsStat.size,
+            createdAt: deps.now().toISOString(),
+          },
+          onExisting(existing) {
+            if (!request.force) throw alreadyExists(staged.name);
+            refuseIfInUse(existing);
+            return "replace";
+          },
+        });
         request.progress({ step: "image.publish", message, status: "done" });
         publishLog.info("image published", { dir: record.dir, ms: deps.now().getTime() - started.getTime() });
         return record;
@@ -207,6 +169,88 @@ export function createImageStore(deps: ImageStoreDeps): ImageStore {
       }
     },
   };
+}
+
+export interface CommitDeps {
+  store: Pick<Store, "getImageByName" | "listImages" | "transaction" | "deleteImage" | "insertImage">;
+  layout: Pick<Layout, "imageStagingDir">;
+  fs: Pick<ImageFs, "mkdir" | "rename" | "rm" | "stat">;
+  newId(): string;
+  publishMutex: Mutex;
+}
+
+export interface CommitRequest {
+  /** The row to insert; `record.dir` is where the staging directory goes. */
+  record: ImageRecord;
+  stagingDir: string;
+  /**
+   * Called under the mutex with the image that holds the name now: throw to
+   * refuse, return an image to answer with it and publish nothing (the
+   * caller removes its staging directory), or "replace" to take its place.
+   */
+  onExisting(existing: ImageRecord): ImageRecord | "replace";
+}
+
+/**
+ * The publication atom every way of making an image ends in, under the
+ * publish mutex: the name's re-check (the caller's policy), a refusal when
+ * another image owns the target directory, debris at the target moved
+ * aside, one rename of the staging directory, one transaction swapping the
+ * rows; the displaced directories are removed after the lock is released.
+ * A failure puts back what it moved.
+ */
+export async function commitImage(deps: CommitDeps, request: CommitRequest): Promise<ImageRecord> {
+  const { store, fs } = deps;
+  const { record, stagingDir } = request;
+  const { published, leftovers } = await deps.publishMutex.run(async () => {
+    const existing = store.getImageByName(record.name);
+    if (existing) {
+      const decision = request.onExisting(existing);
+      if (decision !== "replace") return { published: decision, leftovers: [] };
+    }
+    const sharer = store.listImages().find((image) => image.dir === record.dir && image.id !== existing?.id);
+    if (sharer) {
+      throw new BangerError(
+        ErrorCode.BAD_STATE,
+        `image '${sharer.name}' already lives in ${record.dir}, with the same content as the new '${record.name}'`,
+        { hint: `use '${sharer.name}', or delete it with \`banger image delete ${sharer.name}\`` },
+      );
+    }
+    // Whatever sits at the target now is the image being replaced or debris of an unfinished publish.
+    const displaced = await moveAside(deps, record.dir);
+    try {
+      await fs.rename(stagingDir, record.dir);
+      try {
+        store.transaction(() => {
+          if (existing) store.deleteImage(existing.id);
+          store.insertImage(record);
+        });
+      } catch (error) {
+        await fs.rename(record.dir, stagingDir);
+        throw error;
+      }
+    } catch (error) {
+      if (displaced) await fs.rename(displaced, record.dir);
+      throw error;
+    }
+    const replaced = existing && existing.dir !== record.dir ? existing.dir : undefined;
+    return { published: record, leftovers: [displaced, replaced].filter((dir) => dir !== undefined) };
+  });
+  // The displaced files go after the lock is released.
+  for (const dir of leftovers) await fs.rm(dir);
+  return published;
+}
+
+/** Renames `dir` into the staging area (so a crash leaves only debris there); undefined if absent. */
+async function moveAside(
+  deps: Omit<CommitDeps, "store" | "publishMutex">,
+  dir: string,
+): Promise<string | undefined> {
+  if (!(await deps.fs.stat(dir))) return undefined;
+  const aside = join(deps.layout.imageStagingDir, `old-${deps.newId()}`);
+  await deps.fs.mkdir(deps.layout.imageStagingDir);
+  await deps.fs.rename(dir, aside);
+  return aside;
 }
 
 function alreadyExists(name: string): BangerError {

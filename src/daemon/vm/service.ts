@@ -317,6 +317,7 @@ export function createVmService(deps: VmServiceDeps): VmService {
         hostname: vm.name,
         sshPublicKey: await deps.guest.publicKey(),
         tscKhz: await deps.tscKhz(),
+        searchDomain: config.network.domain,
         extraArgs: config.vm.kernel_args,
       });
       await deps.files.rotate(paths.console);

@@ -54,6 +54,8 @@ export interface HostNetwork {
   listTaps(): Promise<string[]>;
   /** Deletes banger taps not in `owned` (reconcile); returns the names removed. */
   removeLeftoverTaps(owned: ReadonlySet<string>): Promise<string[]>;
+  /** The bridge's IPv4 addresses ("a.b.c.d/n"), or undefined when it does not exist. */
+  bridgeAddresses(): Promise<string[] | undefined>;
   /** Deletes the bridge (tests, uninstall); a missing bridge is fine. Taps are left to `removeLeftoverTaps`. */
   teardownBridge(): Promise<void>;
 }
@@ -137,6 +139,13 @@ export function createHostNetwork(options: HostNetworkOptions): HostNetwork {
         removed.push(tap);
       }
       return removed;
+    },
+
+    async bridgeAddresses() {
+      const current = await readDevice(bridge);
+      return current?.addr_info
+        ?.filter((entry) => entry.family === "inet")
+        .map((entry) => `${entry.local}/${entry.prefixlen}`);
     },
 
     teardownBridge() {

@@ -65,7 +65,7 @@ export const imageShowSpec: CommandSpec<JsonArgs & { name: string }> = {
           ["id", info.id],
           ["kind", info.kind],
           ["dir", info.dir],
-          ["kernel", info.kernel],
+          ["kernel", info.kernel || "-"],
           ["initrd", info.initrd ?? "-"],
           ["rootfs", info.rootfs],
           ["size", formatBytes(info.sizeBytes)],

@@ -17,6 +17,8 @@ export const createSpec: CommandSpec<CreateArgs> = {
     "banger vm create web",
     "banger vm create build --cpus 2 --memory 2g --disk 10g",
     "banger vm create idle --no-start",
+    "banger vm create web --publish 8080:80 --publish 0.0.0.0:5353:53/udp",
+    "banger vm create builder --egress '*.debian.org,registry.npmjs.org'",
   ],
   options: [
     ...sizingOptions,

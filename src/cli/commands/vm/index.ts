@@ -5,6 +5,7 @@ import { execSpec } from "./exec.ts";
 import { lifecycleSpecs } from "./lifecycle.ts";
 import { listSpec } from "./list.ts";
 import { logsSpec } from "./logs.ts";
+import { portForwardSpec, portsSpec } from "./ports.ts";
 import { proxySpec } from "./proxy.ts";
 import { pruneSpec } from "./prune.ts";
 import { runSpec } from "./run.ts";
@@ -23,6 +24,8 @@ export const vmGroup: GroupSpec = {
     ...lifecycleSpecs,
     pruneSpec,
     setSpec,
+    portsSpec,
+    portForwardSpec,
     statsSpec,
     healthSpec,
     logsSpec,

@@ -11,6 +11,8 @@ export interface SizingFlags {
   memory?: string;
   disk?: string;
   vmm?: string;
+  publish?: string[];
+  egress?: string;
 }
 
 export const sizingOptions: readonly OptionSpec[] = [
@@ -23,6 +25,15 @@ export const sizingOptions: readonly OptionSpec[] = [
   { flags: "--memory <size>", description: "memory: MiB, or with a unit (512m, 2g)" },
   { flags: "--disk <size>", description: "root disk: GiB, or with a unit (10g, 20GiB)" },
   { flags: "--vmm <driver>", description: "VMM driver", choices: ["auto", "qemu", "firecracker"] },
+  {
+    flags: "-p, --publish <spec>",
+    description: "publish a guest port on the host: [HOST_IP:]HOST_PORT:GUEST_PORT[/udp], repeatable",
+    repeatable: true,
+  },
+  {
+    flags: "--egress <policy>",
+    description: "allow | deny | NAME,*.SUFFIX,... (default: config network.egress)",
+  },
 ];
 
 export function sizingParams(flags: SizingFlags): CreateVmParams {
@@ -32,5 +43,7 @@ export function sizingParams(flags: SizingFlags): CreateVmParams {
   if (flags.memory !== undefined) params.memoryMib = parseSize("--memory", flags.memory, "MiB");
   if (flags.disk !== undefined) params.diskGib = parseSize("--disk", flags.disk, "GiB");
   if (flags.vmm && flags.vmm !== "auto") params.vmm = flags.vmm as "qemu" | "firecracker";
+  if (flags.publish !== undefined) params.publish = flags.publish;
+  if (flags.egress !== undefined) params.egress = flags.egress;
   return params;
 }

@@ -1,19 +1,10 @@
-/** The VM service's host network (bridge, taps, guest IPs), built on src/sys/network. */
-import type { Config } from "../../../core/config/index.ts";
-import type { Logger } from "../../../core/log/index.ts";
-import { allocateGuestIp, parseSubnet } from "../../../core/network/index.ts";
-import { createHostNetwork } from "../../../sys/network/index.ts";
-import type { Runner } from "../../../sys/runner/index.ts";
+/** The VM service's host network (bridge, taps, guest IPs), over the one HostNetwork of the daemon. */
+import { allocateGuestIp } from "../../../core/network/index.ts";
+import type { HostNetwork } from "../../../sys/network/index.ts";
 import type { VmNetwork } from "../../vm/index.ts";
 
-export function createVmNetwork(options: { runner: Runner; logger: Logger; config: Config }): VmNetwork {
-  const subnet = parseSubnet(options.config.network.subnet);
-  const host = createHostNetwork({
-    runner: options.runner,
-    logger: options.logger,
-    bridge: options.config.network.bridge,
-    subnet,
-  });
+export function createVmNetwork(host: HostNetwork): VmNetwork {
+  const { subnet } = host;
   return {
     gateway: subnet.gateway,
     prefixLength: subnet.prefixLength,

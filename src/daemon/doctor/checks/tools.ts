@@ -30,7 +30,7 @@ function toolSpecs(config: Config): ToolSpec[] {
       versionArgs: ["--version"],
     },
     { tool: "ip", purpose: "creates the bridge and taps", apt: "iproute2", required: true },
-    { tool: "nft", purpose: "NAT for guests", apt: "nftables", required: false },
+    { tool: "nft", purpose: "NAT, isolation and egress rules for guests", apt: "nftables", required: true },
     { tool: "mkfs.ext4", purpose: "builds image root filesystems", apt: "e2fsprogs", required: true },
     { tool: "mmdebstrap", purpose: "builds the default Debian image", apt: "mmdebstrap", required: true },
     { tool: "ssh", purpose: "reaches guests", apt: "openssh-client", required: true },

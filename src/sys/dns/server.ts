@@ -1,0 +1,219 @@
+/**
+ * DNS transport: UDP and TCP listeners on the given addresses, handing each
+ * message to `handle` and sending back what it returns. Contracts:
+ * - one address that cannot be bound fails `listen` naming it, except those
+ *   marked `optional` (logged and skipped);
+ * - UDP replies longer than the asker's limit (512 bytes without EDNS) are
+ *   cut to the header and question with TC set, so the asker retries on TCP;
+ * - TCP: each message is length-prefixed; at most `maxConnections` at once,
+ *   each closed after `idleMs` without traffic; a
+ *   length of 0, or more than 16 queries waiting on one connection, closes
+ *   it, so at most 16 messages of 64 KiB are ever held for one connection;
+ * - `handle` throwing is logged and that query gets no answer; a listener
+ *   never stops on bad input.
+ */
+import { createSocket, type RemoteInfo, type Socket as UdpSocket } from "node:dgram";
+import { createServer, type Server, type Socket } from "node:net";
+import type { Logger } from "../../core/log/index.ts";
+import { BangerError, ErrorCode } from "../../protocol/index.ts";
+
+export interface DnsClient {
+  address: string;
+  transport: "udp" | "tcp";
+}
+
+export interface DnsListenAddress {
+  host: string;
+  port: number;
+  /** A failure to bind is logged, not thrown (the loopback listener). */
+  optional?: boolean;
+}
+
+export interface DnsServerOptions {
+  listen: readonly DnsListenAddress[];
+  handle(message: Buffer, client: DnsClient): Promise<Buffer | undefined>;
+  logger: Logger;
+  maxConnections?: number;
+  idleMs?: number;
+}
+
+export interface DnsServer {
+  /** The addresses actually bound, as "host:port". */
+  readonly bound: readonly string[];
+  close(): Promise<void>;
+}
+
+const UDP_LIMIT = 512;
+/** Queries one TCP connection may have waiting for answers. */
+const MAX_PIPELINED = 16;
+const EDNS_MAX = 4096;
+
+export async function startDnsServer(options: DnsServerOptions): Promise<DnsServer> {
+  const logger = options.logger.child({ component: "dns" });
+  const closers: (() => Promise<void>)[] = [];
+  const bound: string[] = [];
+  try {
+    for (const address of options.listen) {
+      try {
+        closers.push(await listenUdp(address, options, logger));
+        closers.push(await listenTcp(address, options, logger));
+        bound.push(`${address.host}:${address.port}`);
+      } catch (error) {
+        if (!address.optional) throw error;
+        logger.warn("dns listener skipped", { host: address.host, port: address.port, err: String(error) });
+      }
+    }
+  } catch (error) {
+    for (const close of closers.reverse()) await close();
+    throw error;
+  }
+  return {
+    bound,
+    async close() {
+      for (const close of closers.reverse()) await close();
+    },
+  };
+}
+
+function bindError(address: DnsListenAddress, transport: string, error: unknown): BangerError {
+  const code = (error as NodeJS.ErrnoException).code;
+  return new BangerError(
+    code === "EACCES" ? ErrorCode.PERMISSION_DENIED : ErrorCode.NETWORK_FAILED,
+    `cannot listen for DNS on ${address.host}:${address.port}/${transport}: ${(error as Error).message}`,
+    {
+      cause: error,
+      hint:
+        code === "EADDRINUSE"
+          ? "another DNS server uses that address; stop it, or change `network.dns_port`"
+          : "run `banger doctor`",
+    },
+  );
+}
+
+async function listenUdp(
+  address: DnsListenAddress,
+  options: DnsServerOptions,
+  logger: Logger,
+): Promise<() => Promise<void>> {
+  const socket: UdpSocket = createSocket({ type: "udp4" });
+  await new Promise<void>((resolve, reject) => {
+    socket.once("error", (error) => reject(bindError(address, "udp", error)));
+    socket.bind({ address: address.host, port: address.port, exclusive: true }, () => resolve());
+  });
+  socket.on("error", (error) => logger.warn("dns udp socket error", { err: String(error) }));
+  socket.on("message", (message: Buffer, remote: RemoteInfo) => {
+    options
+      .handle(message, { address: remote.address, transport: "udp" })
+      .then((reply) => {
+        if (reply === undefined) return;
+        const limit = Math.min(EDNS_MAX, Math.max(UDP_LIMIT, ednsPayload(message)));
+        socket.send(reply.length > limit ? truncate(reply) : reply, remote.port, remote.address);
+      })
+      .catch((error: unknown) => logger.warn("dns query failed", { err: String(error) }));
+  });
+  return () => new Promise<void>((resolve) => socket.close(() => resolve()));
+}
+
+async function listenTcp(
+  address: DnsListenAddress,
+  options: DnsServerOptions,
+  logger: Logger,
+): Promise<() => Promise<void>> {
+  const connections = new Set<Socket>();
+  const idleMs = options.idleMs ?? 10_000;
+  const server: Server = createServer((socket) => {
+    if (connections.size >= (options.maxConnections ?? 64)) {
+      socket.destroy();
+      return;
+    }
+    connections.add(socket);
+    socket.on("close", () => connections.delete(socket));
+    socket.on("error", () => socket.destroy());
+    socket.setTimeout(idleMs, () => socket.destroy());
+    serveTcp(socket, options, logger);
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once("error", (error) => reject(bindError(address, "tcp", error)));
+    server.listen({ host: address.host, port: address.port, exclusive: true }, () => resolve());
+  });
+  return () =>
+    new Promise<void>((resolve) => {
+      for (const socket of connections) socket.destroy();
+      server.close(() => resolve());
+    });
+}
+
+/** Reads length-prefixed messages one at a time; answers in order. */
+function serveTcp(socket: Socket, options: DnsServerOptions, logger: Logger): void {
+  let buffered = Buffer.alloc(0);
+  let busy = Promise.resolve();
+  let pending = 0;
+  socket.on("data", (chunk: Buffer) => {
+    buffered = Buffer.concat([buffered, chunk]);
+    if (buffered.length > 2 + 65_535 && pending >= MAX_PIPELINED) {
+      socket.destroy();
+      return;
+    }
+    while (buffered.length >= 2) {
+      const length = buffered.readUInt16BE(0);
+      if (length === 0) {
+        socket.destroy();
+        return;
+      }
+      if (buffered.length < 2 + length) break;
+      const message = buffered.subarray(2, 2 + length);
+      buffered = buffered.subarray(2 + length);
+      if (++pending > MAX_PIPELINED) {
+        socket.destroy();
+        return;
+      }
+      busy = busy.then(async () => {
+        try {
+          const reply = await options.handle(Buffer.from(message), {
+            // An IPv4 peer of a dual-stack socket shows as ::ffff:a.b.c.d.
+            address: (socket.remoteAddress ?? "").replace(/^::ffff:/, ""),
+            transport: "tcp",
+          });
+          if (reply === undefined || socket.destroyed) return;
+          const prefix = Buffer.alloc(2);
+          prefix.writeUInt16BE(Math.min(reply.length, 65_535));
+          socket.write(Buffer.concat([prefix, reply.subarray(0, 65_535)]));
+        } catch (error) {
+          logger.warn("dns query failed", { err: String(error) });
+        } finally {
+          pending--;
+        }
+      });
+    }
+  });
+}
+
+/** The UDP payload size an EDNS OPT record in the query advertises, or 0. */
+function ednsPayload(message: Buffer): number {
+  // The OPT record is the last thing in a query: root name (0), type 41, class = payload size.
+  if (message.length < 12 + 11 || message.readUInt16BE(10) !== 1) return 0;
+  const opt = message.length - 11;
+  if (message[opt] !== 0 || message.readUInt16BE(opt + 1) !== 41) return 0;
+  return message.readUInt16BE(opt + 3);
+}
+
+/** Header and question only, with TC set and the answer counts zeroed. */
+function truncate(reply: Buffer): Buffer {
+  let offset = 12;
+  if (reply.readUInt16BE(4) >= 1) {
+    while (offset < reply.length && reply[offset] !== 0) {
+      const label = reply[offset] ?? 0;
+      if ((label & 0xc0) === 0xc0) {
+        offset += 1;
+        break;
+      }
+      offset += label + 1;
+    }
+    offset = Math.min(reply.length, offset + 1 + 4);
+  }
+  const cut = Buffer.from(reply.subarray(0, offset));
+  cut.writeUInt16BE(cut.readUInt16BE(2) | 0x0200, 2);
+  cut.writeUInt16BE(Math.min(1, cut.readUInt16BE(4)), 4);
+  cut.fill(0, 6, 12);
+  return cut;
+}
