@@ -134,6 +134,18 @@ describe("vm create", () => {
     assert.equal(cli.stderr().match(/is running/g)?.length, 1);
   });
 
+  it("--no-start says the VM is stopped, not running", async () => {
+    const client = creating(
+      { state: "succeeded", step: "vm.disk", message: "creating the root disk of web" },
+      vmInfo({ state: "stopped", pid: null }),
+    );
+    const cli = fakeCli({ client });
+    assert.equal(await cli.run(["vm", "create", "web", "--no-start"]), 0);
+    assert.equal((client.callsOf("vm.create.begin")[0]!.params as { start?: boolean }).start, false);
+    assert.match(cli.stderr(), /✓ web created, stopped \(`banger vm start web` boots it\)\n$/);
+    assert.doesNotMatch(cli.stderr(), /running/);
+  });
+
   it("refuses a size it cannot read, naming the flag, before asking the daemon", async () => {
     const client = creating({ state: "succeeded" }, vmInfo());
     const cli = fakeCli({ client });

@@ -47,8 +47,15 @@ export async function createWithProgress(
         continue;
       }
       if (op.state === "succeeded" && status.vm) {
+        // A started VM's last step is the daemon's own "is running" line; one
+        // created stopped has none, so the CLI states what it got.
         if (op.step === "vm.ready")
           progress.onProgress({ step: op.step, message: op.message, status: "done" });
+        else
+          progress.onProgress({
+            message: `${status.vm.name} created, ${status.vm.state} (\`banger vm start ${status.vm.name}\` boots it)`,
+            status: "done",
+          });
         return status.vm;
       }
       if (op.state === "cancelled" || interrupted.aborted) throw cancelled(interrupted, "VM creation");
