@@ -2,8 +2,8 @@
  * `npm run bench`: banger next to a bare baseline doing the same work, in
  * one run, printed as a table (or JSON with --json). Nothing asserts on time.
  *
- * Environment: BENCH_ONLY=rpc,dns,cli,create-parallel,reconcile,rss-stopped,vm-cold,vm-fc,vm-warm,publish,rss,
- * disk-sparse,disk-qcow2,disk-reflink,disk-dm,image-pull,image-pull-shared runs a subset.
+ * Environment: BENCH_ONLY=rpc,rpc-idle,dns,cli,create-parallel,reconcile,rss-stopped,vm-cold,vm-fc,vm-warm,publish,
+ * rss,exec-stdin,disk-sparse,disk-qcow2,disk-reflink,disk-dm,image-pull,image-pull-shared,ws-prepare,cp-in runs a subset.
  * Everything with bridges, taps or guests runs in a network namespace the
  * bench creates and deletes; every process it starts is ended by pid, and
  * its temp dir is removed, also on failure, Ctrl-C or the overall time cap.
@@ -46,6 +46,7 @@ import {
   RECONCILE_ROW,
   RSS_STOPPED_ROW,
 } from "./row-lifecycle.ts";
+import { benchExecStdin, benchRpcIdle, EXEC_STDIN_ROW, RPC_IDLE_ROW } from "./row-limits.ts";
 import { benchPublish, PUBLISH_ROW } from "./row-ports.ts";
 import { benchRpc, RPC_ROW } from "./row-rpc.ts";
 import {
@@ -59,10 +60,12 @@ import {
   VM_WARM_ROW,
   type VmContext,
 } from "./row-vm.ts";
+import { benchWorkspaceRows, CP_IN_ROW, WS_PREPARE_ROW } from "./row-workspace.ts";
 import type { VmWorker } from "./worker-client.ts";
 
 const ROWS = [
   RPC_ROW,
+  RPC_IDLE_ROW,
   DNS_ROW,
   CLI_ROW,
   CREATE_PARALLEL_ROW,
@@ -73,15 +76,27 @@ const ROWS = [
   VM_WARM_ROW,
   PUBLISH_ROW,
   RSS_ROW,
+  EXEC_STDIN_ROW,
   DISK_SPARSE_ROW,
   DISK_QCOW2_ROW,
   DISK_REFLINK_ROW,
   DISK_DM_ROW,
   IMAGE_PULL_ROW,
   IMAGE_SHARED_ROW,
+  WS_PREPARE_ROW,
+  CP_IN_ROW,
 ] as const;
 type RowId = (typeof ROWS)[number]["id"];
-const VM_ROW_IDS: readonly RowId[] = ["vm-cold", "vm-fc", "vm-warm", "publish", "rss"];
+const VM_ROW_IDS: readonly RowId[] = [
+  "vm-cold",
+  "vm-fc",
+  "vm-warm",
+  "publish",
+  "rss",
+  "exec-stdin",
+  "ws-prepare",
+  "cp-in",
+];
 /** The whole bench ends (cleaning up) after this long, whatever state it is in. */
 const OVERALL_CAP_MS = 9 * 60_000;
 
@@ -181,7 +196,7 @@ async function runRows(session: Session, selected: Set<RowId>, failures: string[
 
   let daemon: Daemon | undefined;
   const wantsDns = selected.has("dns") && dnsSkipReason(env) === null && vmSkip === null;
-  if (selected.has("rpc") || wantsVms || wantsDns) {
+  if (selected.has("rpc") || selected.has("rpc-idle") || wantsVms || wantsDns) {
     // Only the binary: vmm.default stays "auto", so VMs that do not ask for a driver get QEMU as before.
     if (wantsVms && selected.has("vm-fc")) await writeFirecrackerConfig(env);
     log(`starting bangerd (BANGER_HOME=${env.home}${env.netns ? `, netns ${env.netns}` : ""})`);
@@ -194,6 +209,12 @@ async function runRows(session: Session, selected: Set<RowId>, failures: string[
   if (selected.has("rpc") && daemon) {
     const running = daemon;
     results.push(...(await attempt(RPC_ROW, failures, () => benchRpc({ env, daemon: running, onPid, log }))));
+  }
+  if (selected.has("rpc-idle") && daemon) {
+    const running = daemon;
+    results.push(
+      ...(await attempt(RPC_IDLE_ROW, failures, () => benchRpcIdle({ env, daemon: running, log }))),
+    );
   }
   if (selected.has("dns")) {
     const running = daemon;
@@ -242,7 +263,8 @@ async function runRows(session: Session, selected: Set<RowId>, failures: string[
   // rows after it pay nothing for the extra config key.
   if (selected.has("vm-fc")) results.push(...(await attempt(VM_FC_ROW, failures, () => benchVmFc(ctx))));
   let worker: VmWorker | undefined;
-  const needsWorker = selected.has("vm-cold") || selected.has("vm-warm");
+  const wantsWorkspace = selected.has("ws-prepare") || selected.has("cp-in");
+  const needsWorker = selected.has("vm-cold") || selected.has("vm-warm") || wantsWorkspace;
   if (needsWorker) {
     worker = await startBaselineWorker(ctx);
     const started = worker;
@@ -260,6 +282,14 @@ async function runRows(session: Session, selected: Set<RowId>, failures: string[
     results.push(...(await attempt(PUBLISH_ROW, failures, () => benchPublish(ctx))));
   }
   if (selected.has("rss")) results.push(...(await attempt(RSS_ROW, failures, () => benchRss(ctx))));
+  if (selected.has("exec-stdin"))
+    results.push(...(await attempt(EXEC_STDIN_ROW, failures, () => benchExecStdin(ctx))));
+  // Last: the longest guest rows; a full run that reaches the overall cap loses only these.
+  if (wantsWorkspace && worker) {
+    const w = worker;
+    const first = selected.has("ws-prepare") ? WS_PREPARE_ROW : CP_IN_ROW;
+    results.push(...(await attempt(first, failures, () => benchWorkspaceRows(ctx, w, selected))));
+  }
   return results;
 }
 

@@ -42,6 +42,7 @@ export type WorkerRequest =
   | { op: "cold" }
   | { op: "master-open"; ip: string; knownHostsFile: string }
   | { op: "mux-exec" }
+  | { op: "mux-shell"; script: string; args: string[] }
   | { op: "master-close" };
 
 export const BASELINE_BRIDGE = "benchbr0";
@@ -330,6 +331,28 @@ async function muxExec(state: WorkerState): Promise<number> {
   return result.ms;
 }
 
+/**
+ * Runs a constant shell script (a baseline pipeline) with the open
+ * ControlMaster: $SSH holds the ssh options that reach it (paths without
+ * spaces), $GUEST is root@IP, and `args` are $1..$n.
+ */
+async function muxShell(state: WorkerState, script: string, args: readonly string[]): Promise<number> {
+  const master = state.master;
+  if (!master) throw new Error("no ControlMaster is open");
+  const ssh = [
+    ...sshOptions(state.config, master.knownHostsFile),
+    "-o",
+    `ControlPath=${master.controlPath}`,
+    "-o",
+    "ControlMaster=no",
+  ];
+  const result = await runChecked(["sh", "-c", script, "bench", ...args], {
+    timeoutMs: 600_000,
+    env: { ...process.env, SSH: ssh.join(" "), GUEST: `root@${master.ip}` },
+  });
+  return result.ms;
+}
+
 async function closeMaster(state: WorkerState): Promise<void> {
   const master = state.master;
   if (!master) return;
@@ -347,6 +370,8 @@ async function handle(state: WorkerState, request: WorkerRequest): Promise<objec
       return { pid: await openMaster(state, request.ip, request.knownHostsFile) };
     case "mux-exec":
       return { ms: await muxExec(state) };
+    case "mux-shell":
+      return { ms: await muxShell(state, request.script, request.args) };
     case "master-close":
       await closeMaster(state);
       return {};

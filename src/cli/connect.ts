@@ -2,16 +2,25 @@
  * How the CLI reaches the daemon (turborepo's connector, adapted):
  * connect → handshake; on a missing or dead socket, autostart bangerd
  * (detached, its output in the daemon log), wait for the socket with a
- * deadline, handshake. A stale socket is removed only after proving the
- * daemon's recorded pid is gone. On a protocol mismatch an idle daemon is
+ * deadline, handshake. The CLI never removes the socket or pid file: only
+ * the daemon holding the home's lock does, so concurrent autostarts are
+ * safe (the losers' daemons exit with DAEMON_RUNNING and their CLIs wait
+ * for the winner's socket). On a protocol mismatch an idle daemon is
  * restarted; a busy one is left alone and the user gets a hint.
  */
 import { spawn, spawnSync } from "node:child_process";
-import { closeSync, existsSync, mkdirSync, openSync } from "node:fs";
-import { readFile, rm } from "node:fs/promises";
+import { closeSync, existsSync, mkdirSync, openSync, readFileSync } from "node:fs";
+import { readFile } from "node:fs/promises";
 import { pollUntil, sleep } from "../core/async/index.ts";
 import type { Layout } from "../core/paths/index.ts";
-import { BangerError, BUILD_VERSION, ErrorCode, PROTOCOL_VERSION, type ResultOf } from "../protocol/index.ts";
+import {
+  BangerError,
+  BUILD_VERSION,
+  ErrorCode,
+  exitStatusFor,
+  PROTOCOL_VERSION,
+  type ResultOf,
+} from "../protocol/index.ts";
 import { RpcClient } from "./rpc/client.ts";
 
 export interface ConnectOptions {
@@ -62,8 +71,6 @@ export async function connectDaemon(options: ConnectOptions): Promise<Connection
         hint: "start it with `banger daemon start`, or drop --no-autostart / BANGER_NO_AUTOSTART",
       },
     );
-  } else if (first.reason === "refused") {
-    await removeStaleSocket(options.layout);
   }
   options.onStarting?.();
   const child = spawnDaemon(options);
@@ -102,23 +109,6 @@ function handshake(client: RpcClient): Promise<ResultOf<"daemon.hello">> {
     build: BUILD_VERSION,
     client: "banger-cli",
   });
-}
-
-/**
- * A socket that refuses connections is stale only if the pid that owned it
- * is gone. A live process behind the pid file keeps its socket.
- */
-async function removeStaleSocket(layout: Layout): Promise<void> {
-  const pid = Number.parseInt((await readFile(layout.pidFile, "utf8").catch(() => "")).trim(), 10);
-  if (Number.isInteger(pid) && pid > 0 && pidAlive(pid)) {
-    throw new BangerError(
-      ErrorCode.DAEMON_UNAVAILABLE,
-      `${layout.socketFile} refuses connections but its daemon pid ${pid} is still alive; not removing it`,
-      { hint: `check that process (ps -p ${pid}); stop it if it is a hung bangerd, then retry` },
-    );
-  }
-  await rm(layout.socketFile, { force: true });
-  await rm(layout.pidFile, { force: true });
 }
 
 function spawnDaemon(options: ConnectOptions) {
@@ -168,7 +158,8 @@ async function waitForSocket(options: ConnectOptions, child: ReturnType<typeof s
   while (Date.now() < deadline) {
     const attempt = await tryConnect(options.layout.socketFile);
     if (attempt.client) return attempt.client;
-    if (exitCode !== null) break;
+    // Another autostart won the home's lock: its daemon is coming up, wait for it.
+    if (exitCode !== null && exitCode !== exitStatusFor.DAEMON_RUNNING) break;
     await sleep(50);
   }
   const tail = await logTail(options.layout.daemonLog);
@@ -191,11 +182,13 @@ export async function waitForPidGone(pid: number, timeoutMs: number): Promise<vo
   await pollUntil(() => !pidAlive(pid), { timeoutMs, intervalMs: 50 });
 }
 
+/** A zombie (dead, not yet reaped; forever where PID 1 never reaps) counts as gone. */
 function pidAlive(pid: number): boolean {
   try {
-    process.kill(pid, 0);
-    return true;
+    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+    const state = stat.slice(stat.lastIndexOf(")") + 2, stat.lastIndexOf(")") + 3);
+    return state !== "Z" && state !== "X";
   } catch (error) {
-    return (error as NodeJS.ErrnoException).code === "EPERM";
+    return (error as NodeJS.ErrnoException).code !== "ENOENT";
   }
 }

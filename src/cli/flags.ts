@@ -12,6 +12,16 @@ export function parseInteger(flag: string, value: string): number {
   return parsed;
 }
 
+export function positiveInt(flag: string, value: string): number {
+  const parsed = parseInteger(flag, value);
+  if (parsed < 1)
+    throw new BangerError(
+      ErrorCode.INVALID_PARAMS,
+      `${flag} must be a positive whole number, not '${value}'`,
+    );
+  return parsed;
+}
+
 const UNIT_POWERS: Readonly<Record<string, number>> = { b: 0, k: 1, m: 2, g: 3, t: 4 };
 
 /**

@@ -12,7 +12,7 @@ import { doctorSpec, pingSpec } from "./commands/doctor.ts";
 import { imageGroup } from "./commands/image/index.ts";
 import { vmGroup } from "./commands/vm/index.ts";
 import { type CliContext, reportError } from "./context.ts";
-import type { AnyCommandSpec, CommandResult, GroupSpec, OptionSpec } from "./spec.ts";
+import { type AnyCommandSpec, type CommandResult, type GroupSpec, isGroup, type OptionSpec } from "./spec.ts";
 import { suggestVmName } from "./suggest.ts";
 
 const groups: readonly GroupSpec[] = [daemonGroup, vmGroup, imageGroup];
@@ -53,10 +53,13 @@ function buildProgram(
     addCommand(parent, spec, async (args) => {
       outcome.result = await spec.handler(ctx, { ...args, afterDashDash } as never);
     });
-  for (const group of groups) {
-    const parent = program.command(group.name).description(group.describe);
-    for (const spec of group.commands) register(parent, spec);
-  }
+  const registerGroup = (parent: Command, group: GroupSpec) => {
+    const command = parent.command(group.name).description(group.describe);
+    for (const entry of group.commands)
+      if (isGroup(entry)) registerGroup(command, entry);
+      else register(command, entry);
+  };
+  for (const group of groups) registerGroup(program, group);
   for (const spec of topLevel) register(program, spec);
   return { program, outcome };
 }

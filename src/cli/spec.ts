@@ -54,7 +54,12 @@ export type AnyCommandSpec = CommandSpec<never>;
 export interface GroupSpec {
   name: string;
   describe: string;
-  commands: readonly AnyCommandSpec[];
+  /** Its commands, and the groups under it (`vm workspace prepare`). */
+  commands: readonly (AnyCommandSpec | GroupSpec)[];
+}
+
+export function isGroup(entry: AnyCommandSpec | GroupSpec): entry is GroupSpec {
+  return "commands" in entry;
 }
 
 /** Every handler's args carry where `--` split the command line. */

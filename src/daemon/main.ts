@@ -11,7 +11,7 @@ if (major < 24 || (major === 24 && minor < 15)) {
 }
 
 const { startDaemon } = await import("./compose/index.ts");
-const { isBangerError } = await import("../protocol/index.ts");
+const { exitStatusFor, isBangerError } = await import("../protocol/index.ts");
 
 const args = process.argv.slice(2);
 if (args.includes("--help") || args.includes("-h")) {
@@ -32,8 +32,9 @@ try {
   process.exit(0);
 } catch (error) {
   if (isBangerError(error)) {
+    // One line (and its hint) that the CLI shows from the log's tail; the status tells the CLI why.
     process.stderr.write(`bangerd: ${error.message}\n${error.hint ? `hint: ${error.hint}\n` : ""}`);
-    process.exit(1);
+    process.exit(exitStatusFor[error.code]);
   }
   process.stderr.write(`bangerd: ${(error as Error).stack ?? String(error)}\n`);
   process.exit(1);

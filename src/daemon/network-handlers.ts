@@ -5,7 +5,8 @@
  *   before anything is made and staged under the VM's name for its first
  *   start (a name is chosen here when none is given);
  * - `vm.show`, `vm.list` add `ports` and `egress`; `vm.stats` adds the
- *   egress drop count; `vm.create` and `vm.delete` refresh the DNS zone;
+ *   egress drop count; `vm.create` and `vm.delete` refresh the DNS zone,
+ *   and a create starts the DNS server if it waited for a VM;
  * and add `vm.ports` (the guest's listening sockets, read over exec) and
  * `vm.egress` (a new policy, applied at once to a running VM).
  */
@@ -59,22 +60,18 @@ export function buildNetworkHandlers(deps: NetworkHandlerDeps): HandlerTable {
   const deleteBase = required("vm.delete");
 
   /** Validates and stages the network part of a create; returns the rest and how to unstage. */
-  const stage = (params: CreateVmParams) => {
+  const stage = async (params: CreateVmParams, signal: AbortSignal) => {
     const { publish, egress, ...rest } = params;
-    if (publish === undefined && egress === undefined)
-      return { rest, name: params.name, unstage: () => undefined };
-    const wanted: Partial<VmNetworkSettings> = {};
-    if (publish !== undefined) {
-      wanted.publish = publish.map(parsePublishSpec);
-      assertDistinctHostPorts(wanted.publish);
-    }
-    if (egress !== undefined) wanted.egress = parseEgressPolicy(egress);
+    const wanted = networkSettingsOf(publish, egress);
+    // The VM's name resolves from its creation on, also with --no-start: the DNS server starts first.
+    await networking.dns.up(signal);
+    if (wanted === undefined) return { rest, name: params.name, unstage: () => undefined };
     const name = params.name ?? `vm-${randomBytes(3).toString("hex")}`;
     settings.stage(name, wanted);
     return { rest: { ...rest, name }, name, unstage: () => settings.unstage(name) };
   };
 
-  /** A VM created without a start writes its staged settings now. */
+  /** After a create: the zone is refreshed, and a VM created without a start writes its staged settings. */
   const settle = async (info: VmInfo) => {
     networking.dns.invalidate();
     await settings.load({ vmId: info.id, vmName: info.name, guestIp: info.guestIp });
@@ -84,7 +81,7 @@ export function buildNetworkHandlers(deps: NetworkHandlerDeps): HandlerTable {
 
   return {
     "vm.create": async (params, ctx: HandlerContext) => {
-      const staged = stage(params);
+      const staged = await stage(params, ctx.signal);
       try {
         return await settle(await createBase(staged.rest, ctx));
       } finally {
@@ -92,7 +89,7 @@ export function buildNetworkHandlers(deps: NetworkHandlerDeps): HandlerTable {
       }
     },
     "vm.create.begin": async (params, ctx) => {
-      const staged = stage(params);
+      const staged = await stage(params, ctx.signal);
       try {
         const begun = await beginBase(staged.rest, ctx);
         void untilDone(createOps, begun.operation.id).then(async (vm) => {
@@ -151,6 +148,21 @@ export function buildNetworkHandlers(deps: NetworkHandlerDeps): HandlerTable {
       return decorate(info);
     },
   };
+}
+
+/** The network part of a create, checked; undefined when it has none. */
+function networkSettingsOf(
+  publish: string[] | undefined,
+  egress: string | undefined,
+): Partial<VmNetworkSettings> | undefined {
+  if (publish === undefined && egress === undefined) return undefined;
+  const wanted: Partial<VmNetworkSettings> = {};
+  if (publish !== undefined) {
+    wanted.publish = publish.map(parsePublishSpec);
+    assertDistinctHostPorts(wanted.publish);
+  }
+  if (egress !== undefined) wanted.egress = parseEgressPolicy(egress);
+  return wanted;
 }
 
 async function untilDone(createOps: OperationRegistry<VmInfo>, id: string): Promise<VmInfo | undefined> {

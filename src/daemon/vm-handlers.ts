@@ -14,6 +14,8 @@ export interface VmHandlerDeps {
   vms: VmService;
   createOps: OperationRegistry<VmInfo>;
   stats: VmStatsService;
+  /** Refuses a delete that would lose work (a workspace's unexported commits) unless forced. */
+  beforeDelete?: (name: string, options: { force: boolean; signal: AbortSignal }) => Promise<void>;
 }
 
 export function buildVmHandlers(deps: VmHandlerDeps): HandlerTable {
@@ -49,7 +51,8 @@ export function buildVmHandlers(deps: VmHandlerDeps): HandlerTable {
     "vm.pause": (params) => vms.pause(params.name),
     "vm.resume": (params) => vms.resume(params.name),
     "vm.set": ({ name, ...changes }) => vms.set(name, changes),
-    "vm.delete": async (params) => {
+    "vm.delete": async (params, ctx) => {
+      await deps.beforeDelete?.(params.name, { force: params.force === true, signal: ctx.signal });
       if (params.force !== true) refuseActiveDelete(await vms.show(params.name));
       await vms.delete(params.name);
       return { name: params.name, deleted: true as const };

@@ -28,6 +28,18 @@ export const ErrorCode = {
   CANCELLED: "CANCELLED",
   DAEMON_UNAVAILABLE: "DAEMON_UNAVAILABLE",
   RUNTIME_TOO_OLD: "RUNTIME_TOO_OLD",
+  /** A request exceeds a fixed limit (argument bytes, frame size). */
+  LIMIT_EXCEEDED: "LIMIT_EXCEEDED",
+  /** The daemon is out of a shared resource (file descriptors, processes, connections) for now. */
+  RESOURCE_EXHAUSTED: "RESOURCE_EXHAUSTED",
+  /** Another daemon holds this home's lock. */
+  DAEMON_RUNNING: "DAEMON_RUNNING",
+  /** The state database is damaged or from a newer banger. */
+  STORE_INVALID: "STORE_INVALID",
+  WORKSPACE_NOT_FOUND: "WORKSPACE_NOT_FOUND",
+  WORKSPACE_FAILED: "WORKSPACE_FAILED",
+  UNEXPORTED_WORK: "UNEXPORTED_WORK",
+  BRANCH_DIVERGED: "BRANCH_DIVERGED",
   INTERNAL: "INTERNAL",
 } as const;
 
@@ -65,6 +77,14 @@ export const exitStatusFor: Record<ErrorCode, number> = {
   CANCELLED: 130,
   DAEMON_UNAVAILABLE: 10,
   RUNTIME_TOO_OLD: 11,
+  LIMIT_EXCEEDED: 2,
+  RESOURCE_EXHAUSTED: 12,
+  DAEMON_RUNNING: 13,
+  STORE_INVALID: 14,
+  WORKSPACE_NOT_FOUND: 4,
+  WORKSPACE_FAILED: 7,
+  UNEXPORTED_WORK: 6,
+  BRANCH_DIVERGED: 6,
   INTERNAL: 1,
 };
 
@@ -86,6 +106,14 @@ const defaultHint: Partial<Record<ErrorCode, string>> = {
   INTERNAL: "this is a bug in banger; `banger daemon logs` has the details",
   CONFIG_INVALID: "fix the named key in the config file, or remove it to use the default",
   CANCELLED: "the operation was cancelled and its partial work undone",
+  LIMIT_EXCEEDED: "make the request smaller (for big inputs, pipe them through stdin)",
+  RESOURCE_EXHAUSTED:
+    "close idle banger clients and retry; `banger daemon logs` names the resource (raise `ulimit -n` if it is file descriptors)",
+  WORKSPACE_NOT_FOUND: "prepare one with `banger vm workspace prepare NAME --repo PATH`",
+  WORKSPACE_FAILED:
+    "the message shows the guest's own error; `banger vm exec NAME -- git -C PATH status` looks closer",
+  UNEXPORTED_WORK: "export it first with `banger vm workspace export NAME`, or pass --force to delete anyway",
+  BRANCH_DIVERGED: "merge or rename the host branch, or pass --force to move it to the VM's commits",
 };
 
 export interface BangerErrorOptions {

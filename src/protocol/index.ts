@@ -6,3 +6,4 @@ export * from "./errors.ts";
 export * from "./methods.ts";
 export * from "./notifications.ts";
 export * from "./wire.ts";
+export * from "./workspace.ts";

@@ -5,6 +5,7 @@
  */
 import { z } from "zod";
 import { ProgressStep } from "./notifications.ts";
+import { workspaceMethods } from "./workspace.ts";
 
 export const VmState = z.enum(["created", "starting", "running", "paused", "stopping", "stopped", "error"]);
 export type VmState = z.infer<typeof VmState>;
@@ -256,7 +257,11 @@ export const methods = {
   "vm.kill": { params: ByName, result: VmInfo },
   "vm.pause": { params: ByName, result: VmInfo },
   "vm.resume": { params: ByName, result: VmInfo },
-  /** A running or paused VM is deleted only with `force` (it is killed first). */
+  /**
+   * Without `force` a delete is refused while the VM's workspace holds
+   * unexported work, and then while the VM is running or paused; with it
+   * the VM is killed first and the work is lost.
+   */
   "vm.delete": {
     params: z.object({ name: z.string().min(1), force: z.boolean().optional() }).strict(),
     result: z.object({ name: z.string(), deleted: z.literal(true) }),
@@ -424,6 +429,7 @@ export const methods = {
     params: z.object({ registry: RegistryHost }).strict(),
     result: z.object({ registry: z.string(), removed: z.boolean() }),
   },
+  ...workspaceMethods,
 } as const;
 
 export type MethodTable = typeof methods;

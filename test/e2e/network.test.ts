@@ -218,11 +218,13 @@ function defineNetworkSuite(vmm: "qemu" | "firecracker"): void {
       const server = await inGuest("web", ECHO_SERVER);
       assert.equal(server.code, 0, server.stderr);
       assert.equal(echoCheck(env.netns, 18080), `sent=${TEN_MB} received=${TEN_MB} same=true`);
-      const shown = JSON.parse((await env.banger(["vm", "show", "web", "--json"])).stdout) as {
-        ports: string[];
-      };
+      const show = await env.banger(["vm", "show", "web", "--json"]);
+      assert.equal(show.code, 0, show.stderr);
+      const shown = JSON.parse(show.stdout) as { ports: string[] };
       assert.deepEqual(shown.ports, ["127.0.0.1:18080->8080/tcp"]);
-      const ports = JSON.parse((await env.banger(["vm", "ports", "web", "--json"])).stdout) as {
+      const listed = await env.banger(["vm", "ports", "web", "--json"]);
+      assert.equal(listed.code, 0, listed.stderr);
+      const ports = JSON.parse(listed.stdout) as {
         sockets: { protocol: string; port: number; process: string | null }[];
       };
       assert.ok(ports.sockets.some((socket) => socket.port === 22 && socket.process === "sshd"));

@@ -17,7 +17,30 @@ import {
   type ParamsOf,
   type ResultOf,
   type StreamChannel,
+  type VmInfo,
 } from "../../src/protocol/index.ts";
+
+/** A VM as the daemon lists it: running QEMU VM "web" unless `overrides` say otherwise. */
+export function fakeVmInfo(overrides: Partial<VmInfo> = {}): VmInfo {
+  return {
+    id: "0123456789abcdef",
+    name: "web",
+    state: "running",
+    image: "debian-bookworm",
+    vmm: "qemu",
+    cpus: 1,
+    memoryMib: 1024,
+    diskGib: 4,
+    guestIp: "172.30.0.2",
+    mac: "02:00:00:00:00:02",
+    createdAt: new Date(Date.now() - 1000).toISOString(),
+    updatedAt: new Date().toISOString(),
+    lastError: null,
+    dir: "/var/lib/banger/vms/0123",
+    pid: 4242,
+    ...overrides,
+  };
+}
 
 /** What a fake handler sees of its call. */
 export interface FakeCall {
@@ -47,10 +70,16 @@ export class FakeDaemonClient implements DaemonClient {
   readonly calls: FakeCall[] = [];
   closed = false;
   #handlers: FakeHandlers;
+  #socketTakes: () => Promise<void>;
   #nextId = 1;
 
-  constructor(handlers: FakeHandlers) {
+  /**
+   * `options.socketTakes` resolves when the fake socket takes one more
+   * written chunk (backpressure); by default it takes every chunk at once.
+   */
+  constructor(handlers: FakeHandlers, options: { socketTakes?: () => Promise<void> } = {}) {
     this.#handlers = handlers;
+    this.#socketTakes = options.socketTakes ?? (async () => {});
   }
 
   /** Calls of one method, in order. */
@@ -100,6 +129,7 @@ export class FakeDaemonClient implements DaemonClient {
         const chunks = call.written[ch] ?? [];
         chunks.push(Buffer.from(data));
         call.written[ch] = chunks;
+        await this.#socketTakes();
       },
       end: (ch) => {
         call.ended.add(ch);

@@ -29,7 +29,7 @@ import { KeyedLocks, Mutex } from "../../src/core/concurrency/index.ts";
 import { type Config, defaultConfig } from "../../src/core/config/index.ts";
 import type { Logger } from "../../src/core/log/index.ts";
 import { allocateGuestIp, parseSubnet } from "../../src/core/network/index.ts";
-import { type Layout, resolveLayout } from "../../src/core/paths/index.ts";
+import { type Layout, resolveLayout, vmPaths } from "../../src/core/paths/index.ts";
 import type { VmmDriver, VmmHandle } from "../../src/core/vmm/contract.ts";
 import type {
   GuestAccess,
@@ -535,6 +535,22 @@ export function createFakeVmPlatform(options: FakeVmPlatformOptions = {}): FakeV
     disks,
     files,
     guest,
+    // The VMMs /proc would show: every live fake VMM, whatever handles.json says.
+    census: {
+      async list() {
+        return [...live].map(([pid, vmId]) => ({
+          vmId,
+          handle: {
+            pid,
+            pidStartTicks: pid * 10,
+            controlSocket: join(vmPaths(layout, vmId).dir, "qmp.sock"),
+          },
+        }));
+      },
+      async kill(handle) {
+        ending(handle, "stray-kill");
+      },
+    },
     hooks:
       options.hooks === false
         ? []

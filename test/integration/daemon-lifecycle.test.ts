@@ -69,30 +69,6 @@ describe("daemon lifecycle through the CLI", () => {
     assert.notEqual(daemonPid(home), child.pid);
   });
 
-  it("never removes a socket whose recorded pid is a live process", async () => {
-    const home = newHome();
-    mkdirSync(join(home, "run"), { recursive: true });
-    const socket = join(home, "run", "bangerd.sock");
-    const dead = spawn(process.execPath, [
-      "-e",
-      `require("net").createServer().listen(${JSON.stringify(socket)}, () => process.stdout.write("up"))`,
-    ]);
-    await new Promise((resolve) => dead.stdout.once("data", resolve));
-    dead.kill("SIGKILL");
-    await new Promise((resolve) => dead.once("exit", resolve));
-    // A live process that is not a daemon owns the pid file.
-    const foreign = spawn("sleep", ["30"]);
-    writeFileSync(join(home, "run", "bangerd.pid"), `${foreign.pid}\n`);
-    try {
-      const ping = await runBanger(["ping"], { home });
-      assert.equal(ping.code, 10);
-      assert.match(ping.stderr, /still alive; not removing it/);
-      assert.ok(existsSync(socket), "the socket is kept");
-    } finally {
-      foreign.kill("SIGKILL");
-    }
-  });
-
   it("restarts an idle daemon that speaks another protocol", async () => {
     const home = newHome();
     mkdirSync(join(home, "run"), { recursive: true });

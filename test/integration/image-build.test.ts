@@ -27,6 +27,7 @@ import { silentLogger } from "../../src/core/log/index.ts";
 import { resolveLayout } from "../../src/core/paths/index.ts";
 import { createImageService } from "../../src/daemon/image/index.ts";
 import { createNodeFs } from "../../src/sys/fs/index.ts";
+import { createBuildCacheChecks } from "../../src/sys/image-cache/index.ts";
 import { createProcessRunner } from "../../src/sys/runner/index.ts";
 import { openStore } from "../../src/sys/store/index.ts";
 
@@ -68,6 +69,7 @@ describe("image build (real runner, small inputs)", () => {
         guestFilesDir: guestDir,
         fs: createNodeFs(),
         buildCacheDir: cache,
+        buildCacheChecks: createBuildCacheChecks({ cacheDir: cache, uid: process.getuid?.() ?? 0 }),
         extractVmlinux: async () => {
           throw new Error("not used by this test");
         },

@@ -8,6 +8,7 @@ import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
 import { randomUUID } from "node:crypto";
 import { mkdirSync, readdirSync, writeFileSync } from "node:fs";
+import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { after, test } from "node:test";
 import { Mutex } from "../../src/core/concurrency/index.ts";
@@ -36,7 +37,10 @@ test("promote keeps the VM's files and removes its per-VM material", async () =>
   mkdirSync(layout.stateDir, { recursive: true });
   const store = openStore(layout.dbFile);
   const tree = join(tmp.path, "tree");
-  for (const dir of ["root/.ssh", "etc/ssh", "var/lib/dbus"]) mkdirSync(join(tree, dir), { recursive: true });
+  for (const dir of ["root/.ssh", "etc/ssh", "var/lib/dbus", "root/.config/gh"])
+    mkdirSync(join(tree, dir), { recursive: true });
+  // An [auth] file `vm auth sync` wrote; the VM's directory lists it (paths only).
+  writeFileSync(join(tree, "root/.config/gh/hosts my.yml"), "auth token\n");
   for (const file of PER_VM_FILES) writeFileSync(join(tree, file), "per-vm secret\n");
   writeFileSync(join(tree, "etc/machine-id"), "0123456789abcdef0123456789abcdef\n");
   writeFileSync(join(tree, "root/marker"), "written by the first VM\n");
@@ -75,6 +79,7 @@ test("promote keeps the VM's files and removes its per-VM material", async () =>
   };
   store.insertVm(vm);
   mkdirSync(vmPaths(layout, vm.id).dir, { recursive: true });
+  writeFileSync(join(vmPaths(layout, vm.id).dir, "auth-files.json"), '["/root/.config/gh/hosts my.yml"]\n');
   execFileSync("qemu-img", [
     "create",
     "-q",
@@ -98,6 +103,7 @@ test("promote keeps the VM's files and removes its per-VM material", async () =>
     newId: () => ids.shift() ?? "img-late",
     now: () => new Date(),
     copyFile: async (from, to) => void (await runner.run(["cp", from, to])),
+    readFile: (path) => readFile(path, "utf8"),
     publish: createPublisher({ store, layout, fs, newId: randomUUID, publishMutex: new Mutex() }),
   });
   const image = await promote("dev", "golden");
@@ -107,6 +113,11 @@ test("promote keeps the VM's files and removes its per-VM material", async () =>
   for (const file of PER_VM_FILES)
     assert.match(debugfs(image.rootfs, `stat ${file}`), /^$/, `${file} is gone`);
   assert.equal(debugfs(image.rootfs, "cat /etc/machine-id"), "");
+  assert.match(
+    debugfs(image.rootfs, 'stat "/root/.config/gh/hosts my.yml"'),
+    /^$/,
+    "the synced auth file is gone",
+  );
   execFileSync("e2fsck", ["-fn", image.rootfs], { stdio: "ignore" });
   assert.equal(
     debugfs(join(imageDir, "rootfs.ext4"), "cat /root/.ssh/authorized_keys"),

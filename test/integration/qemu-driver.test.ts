@@ -166,7 +166,8 @@ describe("QEMU driver (real QEMU, TCG)", { skip: kernel ? false : TEST_KERNEL_SK
       `import { silentLogger } from ${JSON.stringify(new URL("../../src/core/log/index.ts", import.meta.url).href)};`,
       `const driver = createQemuDriver({ binary: "qemu-system-x86_64", accel: async () => "tcg", logger: silentLogger, launcher: ["ip", "netns", "exec", ${JSON.stringify(netns)}] });`,
       `const handle = await driver.start(${JSON.stringify(spec)}, new AbortController().signal);`,
-      "process.stdout.write(JSON.stringify(handle));",
+      // Exit as a daemon that dies would: the console drain would otherwise keep this process alive.
+      "process.stdout.write(JSON.stringify(handle), () => process.exit(0));",
     ].join("\n");
     const result = await runner.run([process.execPath, "--input-type=module", "-e", script]);
     const handle = JSON.parse(result.stdout) as VmmHandle;

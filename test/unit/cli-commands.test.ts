@@ -15,28 +15,7 @@ import {
   type OperationInfo,
   type VmInfo,
 } from "../../src/protocol/index.ts";
-import { FakeDaemonClient, type FakeHandlers, fakeCli } from "../fakes/cli.ts";
-
-function vmInfo(overrides: Partial<VmInfo> = {}): VmInfo {
-  return {
-    id: "0123456789abcdef",
-    name: "web",
-    state: "running",
-    image: "debian-bookworm",
-    vmm: "qemu",
-    cpus: 1,
-    memoryMib: 1024,
-    diskGib: 4,
-    guestIp: "172.30.0.2",
-    mac: "02:00:00:00:00:02",
-    createdAt: new Date(Date.now() - 1000).toISOString(),
-    updatedAt: new Date().toISOString(),
-    lastError: null,
-    dir: "/var/lib/banger/vms/0123",
-    pid: 4242,
-    ...overrides,
-  };
-}
+import { FakeDaemonClient, type FakeHandlers, fakeCli, fakeVmInfo as vmInfo } from "../fakes/cli.ts";
 
 function operation(overrides: Partial<OperationInfo> = {}): OperationInfo {
   return {

@@ -1,5 +1,7 @@
 import assert from "node:assert/strict";
 import {
+  chmodSync,
+  chownSync,
   copyFileSync,
   existsSync,
   mkdirSync,
@@ -19,6 +21,7 @@ import type { VmRecord } from "../../src/core/vm/index.ts";
 import { createImageService, type ImageFs, type ImageServiceDeps } from "../../src/daemon/image/index.ts";
 import { BangerError, ErrorCode, type ProgressEvent } from "../../src/protocol/index.ts";
 import { createNodeFs } from "../../src/sys/fs/index.ts";
+import { createBuildCacheChecks } from "../../src/sys/image-cache/index.ts";
 import type { Runner, RunOptions } from "../../src/sys/runner/index.ts";
 import { openStore, type Store } from "../../src/sys/store/index.ts";
 import { FakeRunner } from "../fakes/runner.ts";
@@ -129,6 +132,9 @@ function makeHarness(options: { fs?: ImageFs; buildCacheDir?: string } = {}): Ha
       guestFilesDir,
       fs: options.fs ?? createNodeFs(),
       buildCacheDir: options.buildCacheDir,
+      buildCacheChecks: options.buildCacheDir
+        ? createBuildCacheChecks({ cacheDir: options.buildCacheDir, uid: process.getuid?.() ?? 0 })
+        : undefined,
       extractVmlinux: async (bzImage, out) => {
         h.extractions.push(bzImage);
         await new Promise((resolve) => setTimeout(resolve, 5));
@@ -380,10 +386,12 @@ describe("image service: building the default image", () => {
 
     addVm(h.store, first.id);
     h.kernelBytes = "kernel-v2";
+    const callsBefore = h.runner.calls.length;
     await assert.rejects(service.buildDefault({ force: true }), {
       code: ErrorCode.BAD_STATE,
       message: /used by 1 VM/,
     });
+    assert.equal(h.runner.calls.length, callsBefore, "refused before building anything");
     assert.deepEqual(h.store.listImages(), [first]);
     assert.deepEqual(imageDirs(h), [basename(first.dir)]);
     assert.deepEqual(stagingEntries(h), []);
@@ -504,6 +512,66 @@ describe("image service: shared build cache", () => {
     assert.equal(basename(copied.dir), basename(built.dir), "same content digest");
     assert.equal(JSON.parse(readFileSync(join(copied.dir, "manifest.json"), "utf8")).builtFrom, "cache");
     first.store.close();
+    second.store.close();
+  });
+
+  /** A cache holding one finished entry, then a second harness about to read it. */
+  async function cacheWithEntry(): Promise<{ entry: string; second: Harness }> {
+    const cache = mkdtempSync(join(tmpdir(), "banger-image-cache-"));
+    roots.push(cache);
+    const first = makeHarness({ buildCacheDir: cache });
+    roots.push(first.root);
+    await createImageService(first.deps).buildDefault({ progress: progress(first) });
+    first.store.close();
+    const entry = join(cache, readdirSync(cache)[0]!);
+    assert.ok(existsSync(join(entry, "digests.json")));
+    const second = makeHarness({ buildCacheDir: cache });
+    roots.push(second.root);
+    return { entry, second };
+  }
+
+  async function assertRefused(second: Harness, pattern: RegExp): Promise<void> {
+    await assert.rejects(
+      createImageService(second.deps).buildDefault({ progress: progress(second) }),
+      (error: unknown) =>
+        error instanceof BangerError &&
+        error.code === ErrorCode.IMAGE_BUILD_FAILED &&
+        pattern.test(error.message),
+    );
+    assert.deepEqual(second.store.listImages(), [], "nothing published");
+    assert.deepEqual(readdirSync(second.layout.imageStagingDir), [], "no staging left");
+    second.store.close();
+  }
+
+  it("refuses an entry planted by another user, and publishes nothing", {
+    skip: process.getuid?.() !== 0,
+  }, async () => {
+    const { entry, second } = await cacheWithEntry();
+    chownSync(join(entry, "rootfs.ext4"), 65534, 65534);
+    await assertRefused(second, /rootfs\.ext4 is owned by uid 65534/);
+    chownSync(entry, 65534, 65534);
+    const third = makeHarness({ buildCacheDir: join(entry, "..") });
+    roots.push(third.root);
+    await assertRefused(third, /is owned by uid 65534/);
+  });
+
+  it("refuses a group- or world-writable entry", async () => {
+    const { entry, second } = await cacheWithEntry();
+    chmodSync(join(entry, "vmlinuz"), 0o666);
+    await assertRefused(second, /vmlinuz is group- or world-writable \(mode 666\)/);
+  });
+
+  it("refuses an entry whose files no longer match their recorded digests", async () => {
+    const { entry, second } = await cacheWithEntry();
+    writeFileSync(join(entry, "rootfs.ext4"), Buffer.alloc(4096, 1));
+    await assertRefused(second, /rootfs\.ext4 has sha256 .* the entry recorded/);
+  });
+
+  it("records the digests of an entry from before digests were kept, then checks them", async () => {
+    const { entry, second } = await cacheWithEntry();
+    rmSync(join(entry, "digests.json"));
+    await createImageService(second.deps).buildDefault({ progress: progress(second) });
+    assert.ok(existsSync(join(entry, "digests.json")));
     second.store.close();
   });
 

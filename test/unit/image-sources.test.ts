@@ -146,13 +146,14 @@ describe("image sources through the publication path", () => {
     const first = images.resolve("test/alpine@aa11");
     const second = images.resolve("test/debian@bb22");
     const fetches = await gated.started(2);
+    const byRef = new Map(fetches.map((fetch) => [fetch.ref, fetch]));
     assert.deepEqual(
-      fetches.map((fetch) => fetch.ref),
+      [...byRef.keys()].sort(),
       ["test/alpine@aa11", "test/debian@bb22"],
       "both fetches are in flight together",
     );
-    fetches[1]?.finish();
-    fetches[0]?.finish();
+    byRef.get("test/debian@bb22")?.finish();
+    byRef.get("test/alpine@aa11")?.finish();
     const [alpine, debian] = await Promise.all([first, second]);
     assert.deepEqual([alpine.name, debian.name], ["alpine", "debian"]);
   });

@@ -5,7 +5,7 @@
  * never open QMP). Real QEMU is covered by test/integration/qemu-driver.
  */
 import assert from "node:assert/strict";
-import { chmod, mkdtemp, rm, stat, writeFile } from "node:fs/promises";
+import { chmod, mkdtemp, readdir, readFile, rm, stat, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
@@ -21,7 +21,24 @@ const mode = argv[argv.indexOf("-append") + 1];
 const qmp = argv[argv.indexOf("-qmp") + 1].replace(/^unix:/, "").split(",")[0];
 process.on("SIGTERM", () => { if (mode !== "stubborn" && mode !== "silent") process.exit(0); });
 setInterval(() => {}, 1000);
+const chardev = argv[argv.indexOf("-chardev") + 1];
+const consolePath = chardev.startsWith("socket,") ? chardev.split(",").find((part) => part.startsWith("path=")).slice(5) : undefined;
 if (mode !== "silent") {
+  if (consolePath)
+    createServer((socket) => {
+      if (mode !== "flood") return void socket.write("fake console\\n");
+      // A guest running \`yes > /dev/ttyS0\`: 24 MiB, then a marker.
+      const block = Buffer.from("y\\n".repeat(32768));
+      let left = 384;
+      const more = () => {
+        while (left > 0) {
+          left--;
+          if (!socket.write(block)) return void socket.once("drain", more);
+        }
+        socket.write("FLOOD DONE\\n");
+      };
+      more();
+    }).listen(consolePath);
   createServer((socket) => {
     socket.write(JSON.stringify({ QMP: { version: { qemu: { major: 7, minor: 2, micro: 0 } }, capabilities: [] } }) + "\\n");
     socket.on("data", (chunk) => {
@@ -46,6 +63,8 @@ function recordingLogger(lines: string[]): Logger {
   };
   return logger;
 }
+
+const CONSOLE_CAP = 1024 * 1024;
 
 describe("QEMU driver (fake QEMU)", () => {
   let dir: string;
@@ -73,6 +92,7 @@ describe("QEMU driver (fake QEMU)", () => {
       accel: async () => "tcg",
       logger: recordingLogger(lines),
       qmpTimeoutMs: 1500,
+      console: { maxBytes: CONSOLE_CAP, files: 2 },
     });
   function spec(name: string, mode: string): BootSpec {
     return {
@@ -105,6 +125,23 @@ describe("QEMU driver (fake QEMU)", () => {
     await driver().stop(handle, { timeoutMs: 2000 });
     assert.ok(lines.includes("QEMU stopped after system_powerdown"), lines.join(" | "));
     assert.equal(await driver().isRunning(handle), false);
+  });
+
+  it("drains the console into console.log before the guest runs, and a flood stays under its cap", async () => {
+    const quiet = await start("quiet", "obedient");
+    // The drain attached during start, so the first output reaches the file.
+    while (!(await readFile(spec("quiet", "obedient").consoleLog, "utf8")).includes("fake console"))
+      await new Promise((resolve) => setTimeout(resolve, 10));
+    await driver().kill(quiet);
+
+    const flooding = await start("flood", "flood");
+    const log = spec("flood", "flood").consoleLog;
+    while (!(await readFile(log, "utf8").catch(() => "")).includes("FLOOD DONE"))
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    const files = (await readdir(dir)).filter((name) => name.startsWith("flood.console")).sort();
+    assert.deepEqual(files, ["flood.console", "flood.console.1", "flood.console.2"]);
+    for (const name of files) assert.ok((await stat(join(dir, name))).size <= CONSOLE_CAP, name);
+    await driver().kill(flooding);
   });
 
   it("stop escalates to SIGKILL when QEMU ignores powerdown and quit", async () => {

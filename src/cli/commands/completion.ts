@@ -4,8 +4,7 @@
  * `banger vm ls -q` (never starting the daemon for it).
  */
 import { BangerError, ErrorCode } from "../../protocol/index.ts";
-import type { AnyCommandSpec, CommandSpec, GroupSpec } from "../spec.ts";
-import { success } from "../spec.ts";
+import { type AnyCommandSpec, type CommandSpec, type GroupSpec, isGroup, success } from "../spec.ts";
 
 export interface CommandTree {
   groups: readonly GroupSpec[];
@@ -13,7 +12,7 @@ export interface CommandTree {
 }
 
 interface Entry {
-  /** "vm start", or "ping" for a top-level command. */
+  /** "vm start", "vm workspace show", or "ping" for a top-level command. */
   path: string;
   words: string[];
   flags: string[];
@@ -46,19 +45,28 @@ export function completionSpec(tree: () => CommandTree): CommandSpec<{ shell: st
 }
 
 function completionScript(shell: Shell, tree: CommandTree): string {
-  const commands = entries(tree);
-  if (shell === "fish") return fishScript(tree, commands);
-  const bash = bashScript(tree, commands);
+  const { groups, commands } = walk(tree);
+  if (shell === "fish") return fishScript(groups, commands);
+  const bash = bashScript(groups, commands);
   return shell === "bash" ? bash : `#compdef banger\nautoload -U +X bashcompinit && bashcompinit\n${bash}`;
+}
+
+/** A group's path ("" for the top, "vm", "vm workspace") and the words that may follow it. */
+interface GroupEntry {
+  path: string;
+  children: string[];
 }
 
 function words(spec: AnyCommandSpec): string[] {
   return [spec.name.split(" ")[0]!, ...(spec.aliases ?? [])];
 }
 
-function entries(tree: CommandTree): Entry[] {
-  const entry = (group: string | undefined, spec: AnyCommandSpec): Entry => ({
-    path: group ? `${group} ${words(spec)[0]}` : words(spec)[0]!,
+function walk(tree: CommandTree): { groups: GroupEntry[]; commands: Entry[] } {
+  const groups: GroupEntry[] = [];
+  const commands: Entry[] = [];
+  const join = (path: string, word: string) => (path === "" ? word : `${path} ${word}`);
+  const command = (path: string, spec: AnyCommandSpec): Entry => ({
+    path: join(path, words(spec)[0]!),
     words: words(spec),
     flags: [
       ...(spec.options ?? []).flatMap((option) =>
@@ -66,52 +74,64 @@ function entries(tree: CommandTree): Entry[] {
       ),
       "--help",
     ],
-    takesVmName: group === "vm" && /<names?\b/.test(spec.name),
+    takesVmName: path.split(" ")[0] === "vm" && /<names?\b/.test(spec.name),
   });
-  return [
-    ...tree.groups.flatMap((group) =>
-      group.commands.filter((spec) => !spec.hidden).map((spec) => entry(group.name, spec)),
-    ),
-    ...tree.topLevel.map((spec) => entry(undefined, spec)),
-  ];
+  const visit = (path: string, entries: readonly (AnyCommandSpec | GroupSpec)[], extra: string[]) => {
+    const children: string[] = [];
+    for (const entry of entries) {
+      if (isGroup(entry)) {
+        children.push(entry.name);
+        visit(join(path, entry.name), entry.commands, []);
+      } else if (!entry.hidden) {
+        const made = command(path, entry);
+        children.push(...made.words);
+        commands.push(made);
+      }
+    }
+    groups.push({ path, children: [...children, ...extra] });
+  };
+  visit("", [...tree.groups, ...tree.topLevel], ["help"]);
+  return { groups, commands };
 }
 
-function topWords(tree: CommandTree): string[] {
-  return [...tree.groups.map((group) => group.name), ...tree.topLevel.flatMap(words), "help"];
+/** Every path a command line can name: groups and commands, each under each of its words. */
+function knownPaths(groups: GroupEntry[], commands: Entry[]): string[] {
+  const parent = (path: string) => path.split(" ").slice(0, -1).join(" ");
+  const commandPaths = commands.flatMap((c) =>
+    c.words.map((word) => (parent(c.path) === "" ? word : `${parent(c.path)} ${word}`)),
+  );
+  return [...groups.map((g) => g.path).filter((path) => path !== ""), ...commandPaths];
 }
 
-function bashScript(tree: CommandTree, commands: Entry[]): string {
-  const groupCases = tree.groups.map((group) => {
-    const verbs = commands.filter((c) => c.path.startsWith(`${group.name} `)).flatMap((c) => c.words);
-    return `    ${group.name}) verbs="${verbs.join(" ")}" ;;`;
-  });
+function bashScript(groups: GroupEntry[], commands: Entry[]): string {
+  const quote = (path: string) => `"${path}"`;
+  const groupCases = groups.map((g) => `    ${quote(g.path)}) children="${g.children.join(" ")}" ;;`);
   const flagCases = commands.map((c) => {
-    const patterns = c.path.includes(" ")
-      ? c.words.map((word) => `"${c.path.split(" ")[0]} ${word}"`).join("|")
-      : c.words.map((word) => `"${word}"`).join("|");
+    const parent = c.path.split(" ").slice(0, -1).join(" ");
+    const patterns = c.words.map((word) => quote(parent === "" ? word : `${parent} ${word}`)).join("|");
     return `    ${patterns}) flags="${c.flags.join(" ")}"; names=${c.takesVmName ? 1 : 0} ;;`;
   });
   return `# banger completion for bash: source <(banger completion bash)
 _banger() {
-  local cur="\${COMP_WORDS[COMP_CWORD]}" words=() word i
+  local cur="\${COMP_WORDS[COMP_CWORD]}" path="" next word i
   for ((i = 1; i < COMP_CWORD; i++)); do
     word="\${COMP_WORDS[i]}"
-    [[ $word == -* ]] || words+=("$word")
+    [[ $word == -* ]] && continue
+    next="\${path:+$path }$word"
+    case "$next" in
+      ${knownPaths(groups, commands).map(quote).join("|")}) path="$next" ;;
+      *) break ;;
+    esac
   done
-  if ((\${#words[@]} == 0)); then
-    COMPREPLY=($(compgen -W "${topWords(tree).join(" ")} --help --version --no-autostart" -- "$cur"))
-    return
-  fi
-  local verbs=""
-  case "\${words[0]}" in
+  local children="" flags="" names=0
+  case "$path" in
 ${groupCases.join("\n")}
   esac
-  if [[ -n $verbs ]] && ((\${#words[@]} == 1)); then
-    COMPREPLY=($(compgen -W "$verbs --help" -- "$cur"))
+  if [[ -n $children ]]; then
+    [[ -z $path ]] && children="$children --version --no-autostart"
+    COMPREPLY=($(compgen -W "$children --help" -- "$cur"))
     return
   fi
-  local path="\${words[0]}" flags="" names=0
-  [[ -n $verbs ]] && path="\${words[0]} \${words[1]}"
   case "$path" in
 ${flagCases.join("\n")}
   esac
@@ -127,26 +147,30 @@ complete -o default -F _banger banger
 `;
 }
 
-function fishScript(tree: CommandTree, commands: Entry[]): string {
+function fishScript(groups: GroupEntry[], commands: Entry[]): string {
   const lines = [
     "# banger completion for fish: banger completion fish > ~/.config/fish/completions/banger.fish",
     "complete -c banger -f",
-    `complete -c banger -n __fish_use_subcommand -a "${topWords(tree).join(" ")}"`,
   ];
-  for (const group of tree.groups) {
-    const verbs = commands.filter((c) => c.path.startsWith(`${group.name} `));
-    const verbWords = verbs.flatMap((c) => c.words).join(" ");
-    lines.push(
-      `complete -c banger -n "__fish_seen_subcommand_from ${group.name}; and not __fish_seen_subcommand_from ${verbWords}" -a "${verbWords}"`,
+  const seen = (path: string) =>
+    path === "" ? [] : path.split(" ").map((word) => `__fish_seen_subcommand_from ${word}`);
+  for (const group of groups) {
+    const condition =
+      group.path === ""
+        ? ["__fish_use_subcommand"]
+        : [...seen(group.path), `not __fish_seen_subcommand_from ${group.children.join(" ")}`];
+    lines.push(`complete -c banger -n "${condition.join("; and ")}" -a "${group.children.join(" ")}"`);
+  }
+  for (const command of commands) {
+    const parent = command.path.split(" ").slice(0, -1).join(" ");
+    const condition = [...seen(parent), `__fish_seen_subcommand_from ${command.words.join(" ")}`].join(
+      "; and ",
     );
-    for (const verb of verbs) {
-      const seen = `__fish_seen_subcommand_from ${group.name}; and __fish_seen_subcommand_from ${verb.words.join(" ")}`;
-      for (const flag of verb.flags) {
-        const option = flag.startsWith("--") ? `-l ${flag.slice(2)}` : `-s ${flag.slice(1)}`;
-        lines.push(`complete -c banger -n "${seen}" ${option}`);
-      }
-      if (verb.takesVmName) lines.push(`complete -c banger -n "${seen}" -a "(${VM_NAMES})"`);
+    for (const flag of command.flags) {
+      const option = flag.startsWith("--") ? `-l ${flag.slice(2)}` : `-s ${flag.slice(1)}`;
+      lines.push(`complete -c banger -n "${condition}" ${option}`);
     }
+    if (command.takesVmName) lines.push(`complete -c banger -n "${condition}" -a "(${VM_NAMES})"`);
   }
   lines.push(`complete -c banger -n "__fish_seen_subcommand_from completion" -a "${SHELLS.join(" ")}"`);
   return `${lines.join("\n")}\n`;

@@ -13,6 +13,16 @@ const DaemonSection = z
     socket_group: z.string().default(""),
     /** Daemon log level. */
     log_level: z.enum(["debug", "info", "warn", "error"]).default("info"),
+    /** Size at which the daemon log and each VM's console.log rotate. */
+    log_max_bytes: z
+      .number()
+      .int()
+      .min(64 * 1024)
+      .default(8 * 1024 * 1024),
+    /** Rotated generations kept (name.1 … name.N) besides the live file. */
+    log_files: z.number().int().min(1).max(20).default(3),
+    /** Open client connections; also capped at half the daemon's open-file limit. */
+    max_connections: z.number().int().min(8).max(65536).default(1024),
   })
   .strict();
 
@@ -75,6 +85,29 @@ const NetworkSection = z
   })
   .strict();
 
+const AuthSection = z
+  .object({
+    /** The CLI user's public keys put in the guest's authorized_keys2; globs, `~` is the CLI user's home. */
+    authorized_keys: z.array(z.string().min(1)).default(["~/.ssh/*.pub"]),
+    /** Copy user.name and user.email from the CLI user's git config. */
+    git_identity: z.boolean().default(true),
+    /** Host files (the CLI user's) copied to the guest with mode 0600; `guest` defaults to `host`. */
+    files: z
+      .array(
+        z
+          .object({
+            host: z.string().min(1),
+            guest: z
+              .string()
+              .regex(/^(\/|~\/)[^\0\n]*$/, { message: "must be absolute or start with ~/" })
+              .optional(),
+          })
+          .strict(),
+      )
+      .default([]),
+  })
+  .strict();
+
 const ImageSection = z
   .object({
     /** Registries spoken to over plain HTTP (host[:port]); loopback ones always are. */
@@ -93,6 +126,7 @@ const ConfigSchema = z
     vmm: VmmSection.default(VmmSection.parse({})),
     network: NetworkSection.default(NetworkSection.parse({})),
     image: ImageSection.default(ImageSection.parse({})),
+    auth: AuthSection.default(AuthSection.parse({})),
   })
   .strict();
 

@@ -28,6 +28,8 @@ export interface Layout {
   socketFile: string;
   /** The daemon's pid, written once it listens. */
   pidFile: string;
+  /** flock(2)ed by the one daemon of this home for its whole life. */
+  lockFile: string;
   /** The daemon's JSON-lines log. */
   daemonLog: string;
   /** Image store: one content-addressed directory per image. */
@@ -76,6 +78,7 @@ export function resolveLayout(inputs: LayoutInputs): Layout {
     dbFile: join(stateDir, "banger.db"),
     socketFile: join(runtimeDir, "bangerd.sock"),
     pidFile: join(runtimeDir, "bangerd.pid"),
+    lockFile: join(stateDir, "bangerd.lock"),
     daemonLog: join(stateDir, "bangerd.log"),
     imagesDir: join(stateDir, "images"),
     imageStagingDir: join(stateDir, "images", ".staging"),

@@ -12,6 +12,13 @@ export interface QemuPlanInput {
   accel: QemuAccel;
   /** The QEMU executable (a name on PATH or an absolute path). */
   binary: string;
+  /**
+   * Serve the serial console on this Unix socket (for the daemon's bounded
+   * drain) and start with the vCPUs stopped, so the caller attaches the
+   * drain before the guest prints and then sends QMP `cont`. Without it the
+   * console is appended to `spec.consoleLog` by QEMU itself.
+   */
+  consoleSocket?: string | undefined;
 }
 
 /** TCG translation cache in MiB: about 260 MB RSS instead of 375 MB per VM, same speed (guest recipe §5.2). */
@@ -20,8 +27,9 @@ const TCG_TB_SIZE_MIB = 64;
 /**
  * QEMU argv for one boot. Keeps `microvm`'s ACPI on: a stock distro kernel
  * finds its virtio-mmio devices only through ACPI (it lacks
- * CONFIG_VIRTIO_MMIO_CMDLINE_DEVICES). The console is a chardev file opened
- * with `append=on`, so a restart keeps the earlier boots' output.
+ * CONFIG_VIRTIO_MMIO_CMDLINE_DEVICES). The console is a Unix socket the
+ * daemon drains (see `consoleSocket`), or a chardev file opened with
+ * `append=on`.
  */
 export function planQemuArgv(input: QemuPlanInput): string[] {
   const { spec, accel, binary } = input;
@@ -36,7 +44,9 @@ export function planQemuArgv(input: QemuPlanInput): string[] {
     ...["-display", "none"],
     "-no-reboot",
     ...["-name", `banger-${spec.vmName},process=banger-${spec.vmName}`],
-    ...["-chardev", `file,id=console,path=${optionValue(spec.consoleLog)},append=on`],
+    ...(input.consoleSocket === undefined
+      ? ["-chardev", `file,id=console,path=${optionValue(spec.consoleLog)},append=on`]
+      : ["-S", "-chardev", `socket,id=console,path=${optionValue(input.consoleSocket)},server=on,wait=off`]),
     ...["-serial", "chardev:console"],
     ...["-kernel", spec.kernel],
     ...(spec.initrd === null ? [] : ["-initrd", spec.initrd]),

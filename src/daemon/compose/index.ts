@@ -6,7 +6,7 @@
  * is that same disposal, run once. Each subsystem's state and locks live on
  * the object that owns them (ARCHITECTURE.md "Lock order").
  */
-import { mkdir, readFile, rm, writeFile } from "node:fs/promises";
+import { mkdir, rm, writeFile } from "node:fs/promises";
 import { homedir } from "node:os";
 import type { Config } from "../../core/config/index.ts";
 import type { Logger } from "../../core/log/index.ts";
@@ -14,14 +14,16 @@ import { type Layout, resolveLayout } from "../../core/paths/index.ts";
 import { BangerError, BUILD_VERSION, ErrorCode, PROTOCOL_VERSION } from "../../protocol/index.ts";
 import { loadConfigFile } from "../../sys/config/index.ts";
 import { groupIdByName } from "../../sys/host/index.ts";
+import { acquireDaemonLock } from "../../sys/lock/index.ts";
 import { createFileLogger } from "../../sys/log/index.ts";
-import { isPidAlive, readCmdline } from "../../sys/proc/index.ts";
+import { readOpenFileLimit } from "../../sys/proc/index.ts";
 import { openStore, type Store } from "../../sys/store/index.ts";
 import { buildHandlers, type DaemonInfo } from "../handlers.ts";
 import { buildImageHandlers } from "../image-handlers.ts";
 import { buildNetworkHandlers } from "../network-handlers.ts";
 import { createRpcServer } from "../rpc/server.ts";
 import { buildVmHandlers } from "../vm-handlers.ts";
+import { buildWorkspaceHandlers } from "../workspace-handlers.ts";
 import { ensureHostFeatures, type RegisterCapabilities, registerCapabilities } from "./capabilities.ts";
 import { startSerialInterval } from "./reaper.ts";
 import { buildServices, type Services } from "./services.ts";
@@ -47,15 +49,28 @@ const REAP_INTERVAL_MS = 1000;
 /** Opens state, listens on the socket and returns the running daemon. */
 export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
   const layout = resolveLayout({ env: options.env, uid: process.getuid?.() ?? 0, homeDir: homedir() });
-  await mkdir(layout.stateDir, { recursive: true, mode: 0o700 });
-  await mkdir(layout.runtimeDir, { recursive: true, mode: 0o700 });
-  const config: Config = await loadConfigFile(layout.configFile);
-  const { logger, flush } = createFileLogger({
+  // Before anything else: a second daemon of this home must not touch its log, socket, pid file or store.
+  const lock = acquireDaemonLock({
+    lockFile: layout.lockFile,
+    pidFile: layout.pidFile,
+    home: layout.stateDir,
+  });
+  let config: Config;
+  try {
+    await mkdir(layout.stateDir, { recursive: true, mode: 0o700 });
+    await mkdir(layout.runtimeDir, { recursive: true, mode: 0o700 });
+    config = await loadConfigFile(layout.configFile);
+  } catch (error) {
+    lock.release();
+    throw error;
+  }
+  const { logger, close: closeLog } = createFileLogger({
     file: layout.daemonLog,
     level: config.daemon.log_level,
     alsoStderr: options.logToStderr,
+    maxBytes: config.daemon.log_max_bytes,
+    files: config.daemon.log_files,
   });
-  await refuseSecondInstance(layout);
   const life = new AsyncDisposableStack();
   const shutdown = new AbortController();
   const { promise: stopped, resolve: resolveStopped } = Promise.withResolvers<void>();
@@ -63,15 +78,17 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
   const stop = (reason: string): Promise<void> => {
     stopping ??= (async () => {
       logger.info("daemon stopping", { reason });
-      await unwind(life, shutdown, logger, flush);
+      await unwind(life, shutdown, logger);
       resolveStopped();
     })();
     return stopping;
   };
   try {
+    // Disposed last: the lock outlives everything else the daemon made.
+    life.defer(() => lock.release());
     life.defer(() => {
       logger.info("daemon stopped");
-      flush();
+      closeLog();
     });
     // From here the pid file's path is ours: removed at stop, and after a failed start.
     life.defer(() => rm(layout.pidFile, { force: true }));
@@ -93,7 +110,12 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
     await ensureHostFeatures(services.capabilities.hostFeatures, life, { signal: shutdown.signal, logger });
     life.use(startSerialInterval(() => vms.reap(), REAP_INTERVAL_MS, logger.child({ task: "reaper" })));
     const info = daemonInfo({ layout, env: options.env, services, stop });
-    const vmHandlers = buildVmHandlers(services);
+    const vmHandlers = buildVmHandlers({
+      ...services,
+      beforeDelete: async (name, o) => {
+        if (!o.force) await services.workspaces.assertNothingUnexported(name, o.signal);
+      },
+    });
     const { networking } = services.capabilities;
     const handlers = {
       ...buildHandlers({ info, store, doctor: services.doctor }),
@@ -102,6 +124,7 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
       ...(networking
         ? buildNetworkHandlers({ base: vmHandlers, vms, networking, createOps: services.createOps })
         : {}),
+      ...buildWorkspaceHandlers({ ...services, auth: config.auth }),
     };
     const socketGid = await socketGroup(config, layout);
     const server = createRpcServer({
@@ -110,6 +133,7 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
       logger,
       socketMode: socketGid === undefined ? 0o600 : 0o660,
       socketGid,
+      maxConnections: connectionLimit(config.daemon.max_connections),
       onHello: (hello) => ({ compatible: hello.protocol === PROTOCOL_VERSION }),
     });
     life.defer(() => server.close());
@@ -122,7 +146,7 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
     });
   } catch (error) {
     logger.error("daemon start failed", { error: String(error) });
-    await unwind(life, shutdown, logger, flush);
+    await unwind(life, shutdown, logger);
     throw error;
   }
   return { layout, stopped, stop };
@@ -153,18 +177,12 @@ function daemonInfo(o: {
 }
 
 /** Aborts what is in flight, then disposes the lifetime; an undo step that fails is logged, never thrown. */
-async function unwind(
-  life: AsyncDisposableStack,
-  shutdown: AbortController,
-  logger: Logger,
-  flush: () => void,
-): Promise<void> {
+async function unwind(life: AsyncDisposableStack, shutdown: AbortController, logger: Logger): Promise<void> {
   shutdown.abort();
   try {
     await life.disposeAsync();
   } catch (error) {
     logger.error("an undo step failed while the daemon stopped", { error: String(error) });
-    flush();
   }
 }
 
@@ -181,20 +199,23 @@ async function socketGroup(config: Config, layout: Layout): Promise<number | und
   return gid;
 }
 
-async function refuseSecondInstance(layout: Layout): Promise<void> {
-  const text = await readFile(layout.pidFile, "utf8").catch(() => "");
-  const pid = Number.parseInt(text.trim(), 10);
-  if (!Number.isInteger(pid) || pid <= 0 || pid === process.pid || !isPidAlive(pid)) return;
-  const argv = (await readCmdline(pid)) ?? [];
-  if (argv.some((arg) => arg.includes("bangerd") || arg.includes("daemon/main"))) {
-    throw new BangerError(
-      ErrorCode.BAD_STATE,
-      `bangerd is already running (pid ${pid}) for ${layout.stateDir}`,
-      {
-        hint: "use it, or stop it with `banger daemon stop`",
-      },
-    );
-  }
+/**
+ * The connection cap: the configured maximum, but never more than half the
+ * open-file limit (re-read each second, so a `prlimit` from outside counts),
+ * leaving the other half for VMMs, ssh, the store and the logs.
+ */
+function connectionLimit(configured: number): () => number {
+  let limit = configured;
+  let readAt = Number.NEGATIVE_INFINITY;
+  return () => {
+    const now = performance.now();
+    if (now - readAt >= 1000) {
+      readAt = now;
+      const files = readOpenFileLimit();
+      limit = files === undefined ? configured : Math.max(1, Math.min(configured, Math.floor(files / 2)));
+    }
+    return limit;
+  };
 }
 
 export type { Logger, Store };

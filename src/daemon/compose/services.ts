@@ -7,6 +7,7 @@
  */
 import { randomBytes } from "node:crypto";
 import { readlinkSync } from "node:fs";
+import { readFile } from "node:fs/promises";
 import { homedir } from "node:os";
 import { join } from "node:path";
 import { sleep } from "../../core/async/index.ts";
@@ -16,10 +17,13 @@ import { copyFileArgv } from "../../core/image/index.ts";
 import type { Logger } from "../../core/log/index.ts";
 import { parseSubnet } from "../../core/network/index.ts";
 import type { Layout } from "../../core/paths/index.ts";
+import { AUTH_FILES_JSON } from "../../core/workspace/index.ts";
 import type { VmInfo } from "../../protocol/index.ts";
+import { copyOutOfDisk, runUnprivileged } from "../../sys/diskread/index.ts";
 import { createFirecrackerDriver } from "../../sys/firecracker/index.ts";
-import { createNodeFs, readDiskUsage } from "../../sys/fs/index.ts";
+import { createNodeFs, readDiskUsage, writeFileAtomic } from "../../sys/fs/index.ts";
 import { createHostProbes, type HostProbes } from "../../sys/host/index.ts";
+import { createBuildCacheChecks } from "../../sys/image-cache/index.ts";
 import { extractVmlinux } from "../../sys/kernel/index.ts";
 import { createHostNetwork } from "../../sys/network/index.ts";
 import { BlobCache } from "../../sys/oci/blob-cache.ts";
@@ -29,7 +33,7 @@ import { createProcessRunner, type Runner } from "../../sys/runner/index.ts";
 import { probeSshBanner } from "../../sys/ssh/index.ts";
 import type { Store } from "../../sys/store/index.ts";
 import { createVmFiles } from "../../sys/vmfiles/index.ts";
-import { createQemuDriver } from "../../sys/vmm/index.ts";
+import { createQemuDriver, killAndWait, listVmmProcesses } from "../../sys/vmm/index.ts";
 import { doctorChecks, runDoctor } from "../doctor/index.ts";
 import { createDockerfileBuilds, type DockerfileBuilds } from "../image/dockerfile.ts";
 import { createImageService, type ImageService } from "../image/index.ts";
@@ -37,10 +41,17 @@ import { createOciImages, type OciImages, withAutoPull } from "../image/oci.ts";
 import { createPromoter, type Promote } from "../image/promote.ts";
 import { createPublisher } from "../image/publish.ts";
 import { createVmService, createVmStats, type VmService, type VmStatsService } from "../vm/index.ts";
+import {
+  createTransferService,
+  createWorkspaceService,
+  type TransferService,
+  type WorkspaceService,
+} from "../workspace/index.ts";
 import { createVmDisks } from "./adapters/disks.ts";
 import { createDrivers } from "./adapters/drivers.ts";
 import { createGuestAccess } from "./adapters/guest.ts";
 import { createVmNetwork } from "./adapters/network.ts";
+import { createWorkspaceRecords } from "./adapters/workspace.ts";
 import type { Capabilities, RegisterCapabilities } from "./capabilities.ts";
 import { createAccelProbe, createCowStrategyProbe } from "./probes.ts";
 
@@ -62,6 +73,8 @@ export interface Services {
   vms: VmService;
   stats: VmStatsService;
   createOps: OperationRegistry<VmInfo>;
+  workspaces: WorkspaceService;
+  transfers: TransferService;
   capabilities: Capabilities;
   doctor(): ReturnType<typeof runDoctor>;
   now(): Date;
@@ -98,6 +111,9 @@ export async function buildServices(deps: ServiceDeps, life: AsyncDisposableStac
     guestFilesDir: join(import.meta.dirname, "..", "..", "..", "guest"),
     fs: createNodeFs(),
     buildCacheDir: deps.env.BANGER_IMAGE_CACHE || undefined,
+    buildCacheChecks: deps.env.BANGER_IMAGE_CACHE
+      ? createBuildCacheChecks({ cacheDir: deps.env.BANGER_IMAGE_CACHE, uid: process.getuid?.() ?? 0 })
+      : undefined,
     downloadLauncher: hostNetnsLauncher(deps.env),
     sources: capabilities.imageSources,
     extractVmlinux: async (bzImage, out, signal) => {
@@ -142,6 +158,7 @@ export async function buildServices(deps: ServiceDeps, life: AsyncDisposableStac
     newId,
     now,
     copyFile,
+    readFile: (path) => readFile(path, "utf8"),
     publish,
   });
 
@@ -151,6 +168,7 @@ export async function buildServices(deps: ServiceDeps, life: AsyncDisposableStac
     config,
     qemu: createQemuDriver({
       binary: config.vmm.qemu_binary,
+      console: { maxBytes: config.daemon.log_max_bytes, files: config.daemon.log_files },
       accel: async () => (await accel.get()).accel,
       logger: logger.child({ svc: "qemu" }),
     }),
@@ -163,6 +181,7 @@ export async function buildServices(deps: ServiceDeps, life: AsyncDisposableStac
     kvmUsable: async () => (await accel.get()).accel === "kvm",
   });
   const guest = life.use(createGuestAccess({ layout, runner }));
+  const vmLocks = new KeyedLocks();
   const tscKhz = await probes.tscKhz();
   const files = createVmFiles();
   const vms = createVmService({
@@ -176,9 +195,14 @@ export async function buildServices(deps: ServiceDeps, life: AsyncDisposableStac
     disks: createVmDisks({ runner, cowStrategy, exists: files.exists }),
     files,
     guest,
+    census: {
+      // The control sockets each driver puts in the VM directory (QEMU's QMP, Firecracker's API).
+      list: () => listVmmProcesses({ vmsDir: layout.vmsDir, controlFiles: ["qmp.sock", "api.sock"] }),
+      kill: (handle) => killAndWait(handle, 10_000, "a stray VMM"),
+    },
     hooks: capabilities.vmHooks,
     // Per-VM locks come first, then the narrow reservation mutex (ARCHITECTURE.md "Lock order").
-    vmLocks: new KeyedLocks(),
+    vmLocks,
     reservation: new Mutex(),
     now,
     newId,
@@ -195,13 +219,45 @@ export async function buildServices(deps: ServiceDeps, life: AsyncDisposableStac
     monotonicMs: () => performance.now(),
     sleep,
   });
+  // The workspace lock is taken only after the VM lock is released (ARCHITECTURE.md "Lock order").
+  const workspaces = createWorkspaceService({
+    vms,
+    vmLocks,
+    workspaceLocks: new KeyedLocks(),
+    disk: { copyOut: (o) => copyOutOfDisk({ ...o, runner }), run: runUnprivileged },
+    records: createWorkspaceRecords(layout),
+    now,
+  });
+  const transfers = createTransferService({
+    vms,
+    recordAuthFiles: async (name, guestPaths) => {
+      const vm = await vms.show(name);
+      await writeFileAtomic(join(vm.dir, AUTH_FILES_JSON), `${JSON.stringify(guestPaths)}\n`, {
+        mode: 0o600,
+      });
+    },
+  });
   const { networking } = capabilities;
   const doctor = () =>
     runDoctor([
       ...doctorChecks({ probes, runner, layout, config, cowStrategy, accel, blobs }),
       ...(networking ? [{ name: "network", run: () => networking.doctor() }] : []),
     ]);
-  return { runner, images, oci, dockerfiles, promote, vms, stats, createOps, capabilities, doctor, now };
+  return {
+    runner,
+    images,
+    oci,
+    dockerfiles,
+    promote,
+    vms,
+    stats,
+    createOps,
+    workspaces,
+    transfers,
+    capabilities,
+    doctor,
+    now,
+  };
 }
 
 /** Short random ids for VMs, images and operations. */

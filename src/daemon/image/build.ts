@@ -23,6 +23,7 @@ import {
   sparseCopyArgv,
 } from "../../core/image/index.ts";
 import type { Logger } from "../../core/log/index.ts";
+import { imagePaths } from "../../core/paths/index.ts";
 import { BangerError, ErrorCode, isBangerError, isCancelled } from "../../protocol/index.ts";
 import type { Runner } from "../../sys/runner/index.ts";
 import type { FetchOptions, ImageSource } from "./source.ts";
@@ -42,12 +43,24 @@ export interface CatalogSourceDeps {
    * copies it instead of running mmdebstrap.
    */
   buildCacheDir?: string | undefined;
+  /** Trust checks on that cache's entries; required to read from it. */
+  buildCacheChecks?: BuildCacheChecks | undefined;
   /**
    * Argv prefix for the step that downloads packages (mmdebstrap). A daemon
    * kept inside a network namespace has no route to the Debian mirror, so it
    * runs that one step in the host's namespace.
    */
   downloadLauncher?: readonly string[] | undefined;
+}
+
+/** How entries of the shared build cache are checked before use and recorded when stored (src/sys/image-cache). */
+export interface BuildCacheChecks {
+  /** Throws when the entry could have been planted or changed by another user. */
+  assertTrusted(entryDir: string, files: readonly string[]): Promise<void>;
+  /** Throws when the copies taken from the entry differ from the digests it recorded. */
+  assertCopyMatches(entryDir: string, copies: readonly string[]): Promise<void>;
+  /** The digest record to store with a new entry's files. */
+  digestRecord(files: readonly string[]): Promise<{ name: string; content: string }>;
 }
 
 /** Written into each image directory; describes where the image came from. */
@@ -101,11 +114,13 @@ export function createCatalogSource(deps: CatalogSourceDeps): ImageSource {
     return files;
   }
 
+  /** The cache entry for this recipe, if there is one; an entry that fails the trust checks is refused. */
   async function findCacheEntry(recipeKey: string): Promise<string | undefined> {
-    if (!deps.buildCacheDir) return undefined;
+    if (!deps.buildCacheDir || !deps.buildCacheChecks) return undefined;
     const dir = join(deps.buildCacheDir, shortDigest(recipeKey));
+    let exists: boolean;
     try {
-      return (await fs.stat(dir))?.isDirectory ? dir : undefined;
+      exists = (await fs.stat(dir))?.isDirectory === true;
     } catch (error) {
       deps.logger.warn("could not read the build cache; building from scratch", {
         cache: dir,
@@ -113,6 +128,9 @@ export function createCatalogSource(deps: CatalogSourceDeps): ImageSource {
       });
       return undefined;
     }
+    if (!exists) return undefined;
+    await deps.buildCacheChecks.assertTrusted(dir, imageFiles(imagePaths(dir)));
+    return dir;
   }
 
   async function writeManifest(
@@ -163,8 +181,12 @@ export function createCatalogSource(deps: CatalogSourceDeps): ImageSource {
     const message = `copying the image into the build cache ${entryDir}`;
     options.progress({ step: "image.cache-store", message, status: "start" });
     try {
-      await fs.mkdir(temporary);
+      await fs.mkdir(temporary, { mode: 0o755 });
       await deps.runner.run(sparseCopyArgv(imageFiles(plan.paths), temporary), { signal: options.signal });
+      if (deps.buildCacheChecks) {
+        const record = await deps.buildCacheChecks.digestRecord(imageFiles(plan.paths));
+        await fs.writeFileAtomic(join(temporary, record.name), record.content);
+      }
       await fs.rename(temporary, entryDir);
       options.progress({ step: "image.cache-store", message, status: "done" });
     } catch (error) {
@@ -199,6 +221,8 @@ export function createCatalogSource(deps: CatalogSourceDeps): ImageSource {
           });
       buildLog.info("image build started", { from: cacheEntry ?? "mmdebstrap", steps: plan.steps.length });
       for (const step of plan.steps) await runStep(step, options, buildLog);
+      // Checked on the copies this build will publish, so nothing swapped in after the check is used.
+      if (cacheEntry) await deps.buildCacheChecks?.assertCopyMatches(cacheEntry, imageFiles(plan.paths));
       const manifest = await writeManifest(plan, {
         entry,
         guestFiles,

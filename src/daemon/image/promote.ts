@@ -10,6 +10,7 @@ import { join } from "node:path";
 import { planPromote } from "../../core/image/index.ts";
 import type { Logger } from "../../core/log/index.ts";
 import { type Layout, vmPaths } from "../../core/paths/index.ts";
+import { AUTH_FILES_JSON } from "../../core/workspace/index.ts";
 import { BangerError, ErrorCode } from "../../protocol/index.ts";
 import type { Fs } from "../../sys/fs/index.ts";
 import type { Runner } from "../../sys/runner/index.ts";
@@ -25,6 +26,8 @@ export interface PromoteDeps {
   newId(): string;
   now(): Date;
   copyFile(from: string, to: string): Promise<void>;
+  /** Reads a small file of the VM's directory (the auth-files list); absent means nothing to add. */
+  readFile?: (path: string) => Promise<string>;
   publish: ReturnType<typeof createPublisher>;
 }
 
@@ -77,7 +80,7 @@ export function createPromoter(deps: PromoteDeps) {
     try {
       const rootfs = join(staging, "rootfs.ext4");
       const script = join(staging, "scrub.debugfs");
-      const plan = planPromote(source, rootfs, script);
+      const plan = planPromote(source, rootfs, script, await authFilesOf(deps, paths.dir));
       await deps.runner.run(plan.flatten, { signal: options.signal });
       await deps.fs.writeFileAtomic(script, plan.scrubScript);
       await deps.runner.run(plan.scrubArgv, { signal: options.signal });
@@ -120,3 +123,15 @@ export function createPromoter(deps: PromoteDeps) {
 }
 
 export type Promote = ReturnType<typeof createPromoter>;
+
+/** The guest paths `vm auth sync` wrote for this VM (vms/<id>/auth-files.json), to scrub from the image. */
+async function authFilesOf(deps: PromoteDeps, vmDir: string): Promise<string[]> {
+  const text = await deps.readFile?.(join(vmDir, AUTH_FILES_JSON)).catch(() => undefined);
+  if (text === undefined) return [];
+  try {
+    const parsed: unknown = JSON.parse(text);
+    return Array.isArray(parsed) ? parsed.filter((p): p is string => typeof p === "string") : [];
+  } catch {
+    return [];
+  }
+}

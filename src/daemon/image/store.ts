@@ -117,7 +117,10 @@ export function createImageStore(deps: ImageStoreDeps): ImageStore {
     },
 
     async publish(request) {
-      if (!request.force && store.getImageByName(request.ref)) throw alreadyExists(request.ref);
+      const existing = store.getImageByName(request.ref);
+      if (!request.force && existing) throw alreadyExists(request.ref);
+      // Checked again at publication; refusing here spares a whole build that could not be published.
+      if (existing) refuseIfInUse(existing);
       const started = deps.now();
       const stagingDir = join(layout.imageStagingDir, `build-${deps.newId()}`);
       const publishLog = log.child({ image: request.ref, staging: stagingDir });

@@ -67,10 +67,14 @@ export interface DnsDeps {
 export interface DnsFeature extends HostFeature {
   /** Answers one query as the listeners do (tests, bench). */
   handle(message: Buffer, client: DnsClient): Promise<Buffer | undefined>;
+  /** Starts the server now, VM or not (a create, a VM start); a failure is logged. */
+  up(signal: AbortSignal): Promise<void>;
   /** The VM list changed (create, start, stop, delete): the zone is rebuilt at the next query. */
   invalidate(): void;
   /** The addresses listened on, or empty when down. */
   readonly listening: readonly string[];
+  /** Whether this daemon has started the server (and so made the bridge). */
+  readonly started: boolean;
   /** How the host resolves the zone, as of the last ensure. */
   readonly hostRouting: { ok: boolean; detail: string };
 }
@@ -84,6 +88,7 @@ export function createDnsFeature(deps: DnsDeps): DnsFeature {
   const logger = deps.logger.child({ feature: "dns" });
   const { subnet } = deps;
   let server: DnsServer | undefined;
+  let started = false;
   /** Askers refused so far, each logged once (bounded). */
   const refusedAskers = new Set<string>();
   let zone: { value: Zone; builtAt: number } | undefined;
@@ -159,6 +164,20 @@ export function createDnsFeature(deps: DnsDeps): DnsFeature {
     }
   };
 
+  const up = async (signal: AbortSignal) => {
+    if (server !== undefined) return;
+    try {
+      started = true;
+      await deps.ensureBridge(signal);
+      server = await deps.startServer({ listen: listen(), handle: guardedHandle, logger });
+      logger.info("dns listening", { on: server.bound, domain: deps.domain });
+      hostRouting = await deps.routeHost();
+      logger.info("host resolution of the zone", hostRouting);
+    } catch (error) {
+      logger.warn("the DNS server is not running", { err: String(error) });
+    }
+  };
+
   const listen = (): DnsListenAddress[] => [
     { host: subnet.gateway, port: deps.port },
     { host: "127.0.0.1", port: deps.port, optional: true },
@@ -173,21 +192,16 @@ export function createDnsFeature(deps: DnsDeps): DnsFeature {
     get listening() {
       return server?.bound ?? [];
     },
+    get started() {
+      return started;
+    },
     get hostRouting() {
       return hostRouting;
     },
     async ensure(signal) {
-      if (server !== undefined || !deps.anyVm()) return;
-      try {
-        await deps.ensureBridge(signal);
-        server = await deps.startServer({ listen: listen(), handle: guardedHandle, logger });
-        logger.info("dns listening", { on: server.bound, domain: deps.domain });
-        hostRouting = await deps.routeHost();
-        logger.info("host resolution of the zone", hostRouting);
-      } catch (error) {
-        logger.warn("the DNS server is not running", { err: String(error) });
-      }
+      if (deps.anyVm()) await up(signal);
     },
+    up: (signal) => up(signal),
     async teardown() {
       const running = server;
       server = undefined;

@@ -91,6 +91,8 @@ export function createNetworking(deps: NetworkingDeps): Networking {
       .listVms()
       .filter((vm) => isActiveState(vm.state))
       .map(contextOf);
+  // The DNS feature is made after NAT (it is ensured after it); NAT's teardown asks it late.
+  let dnsStarted = () => false;
   const nat = createNatFeature({
     firewall: deps.firewall,
     ipForward: deps.ipForward,
@@ -99,6 +101,7 @@ export function createNetworking(deps: NetworkingDeps): Networking {
     activeVms,
     anyVmRunning: () => deps.listVms().some((vm) => isActiveState(vm.state)),
     anyVm: () => deps.listVms().length > 0,
+    bridgeUsed: () => dnsStarted(),
     removeBridge: async () => {
       await deps.bridge.removeLeftoverTaps(new Set());
       await deps.bridge.teardownBridge();
@@ -121,13 +124,14 @@ export function createNetworking(deps: NetworkingDeps): Networking {
     allowEgress: (source, addresses, ttl) => deps.firewall.apply(planEgressAllow(source, addresses, ttl)),
     logger: deps.logger,
   });
+  dnsStarted = () => dns.started;
   const dnsHook: VmHook = {
     name: "dns",
     phase: "before-boot",
     // The bridge exists now; a DNS server that could not start with the daemon starts here.
     start: async ({ signal }) => {
       dns.invalidate();
-      await dns.ensure(signal);
+      await dns.up(signal);
     },
     stop: async () => dns.invalidate(),
   };

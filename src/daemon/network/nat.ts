@@ -41,6 +41,8 @@ export interface NatDeps {
   anyVmRunning(): boolean;
   /** True when the store holds any VM at all. */
   anyVm(): boolean;
+  /** True when another feature made the bridge (the DNS server binds the gateway), so teardown removes it too. */
+  bridgeUsed(): boolean;
   /** Removes the bridge and every banger tap. */
   removeBridge(): Promise<void>;
   logger: Logger;
@@ -101,7 +103,7 @@ export function createNatFeature(deps: NatDeps): NatFeature {
       );
     },
     async teardown() {
-      if (!touched) return;
+      if (!touched && !deps.bridgeUsed()) return;
       if (deps.anyVmRunning()) {
         logger.info("VMs still run: firewall, bridge and ip_forward stay");
         return;

@@ -11,6 +11,17 @@ export class LineSplitter {
     this.maxFrameBytes = maxFrameBytes;
   }
 
+  /** Bytes of the unfinished frame held now. */
+  get pendingBytes(): number {
+    return this.#pendingBytes;
+  }
+
+  /** Drops the unfinished frame. */
+  reset(): void {
+    this.#pending = [];
+    this.#pendingBytes = 0;
+  }
+
   /** Returns complete lines, or "oversize" once a frame exceeds the cap. */
   push(chunk: Buffer): string[] | "oversize" {
     const lines: string[] = [];

@@ -5,8 +5,22 @@
  * - Every connection starts with `daemon.hello`; any other request first is
  *   answered HANDSHAKE_REQUIRED.
  * - A malformed line gets a PARSE_ERROR reply, an unknown method
- *   METHOD_NOT_FOUND, bad params INVALID_PARAMS with per-field messages; an
- *   oversize frame closes that connection. None of them affects other clients.
+ *   METHOD_NOT_FOUND, bad params INVALID_PARAMS with per-field messages, an
+ *   id that is neither a string nor a number INVALID_REQUEST (with id null);
+ *   an oversize frame closes that connection. None of them affects other
+ *   clients.
+ * - Limits (ARCHITECTURE.md "Limits"): at most `maxConnections()` open
+ *   connections (more are told RESOURCE_EXHAUSTED and closed); a connection
+ *   with no request in flight and no traffic for `idleTimeoutMs` is closed;
+ *   partial frames held across all connections stay under
+ *   `maxBufferedFrameBytes`; a client that stops reading is paused (no new
+ *   requests are read) once `maxPendingWriteBytes` wait for it, and closed
+ *   at four times that (at least two frames); bytes a client streams in wait in a buffer of
+ *   `streamBufferBytes` per channel, read ahead by as much again (so a
+ *   `$/cancel` queued behind them is still read), then the socket is paused
+ *   until the reader drains it: a fast writer runs at the pace of the
+ *   slowest reader.
+ * - Log lines carry the method and sizes, never a request's input.
  * - `$/cancel` aborts the handler's AbortSignal; a closed connection aborts
  *   every handler still running for it.
  * - Handlers return data; errors that are not BangerErrors reach the client
@@ -75,6 +89,15 @@ export interface RpcServerOptions {
   socketMode: number;
   socketGid?: number | undefined;
   maxFrameBytes?: number;
+  /** Open connections allowed now (the composition root derives it from the open-file limit). */
+  maxConnections?: (() => number) | undefined;
+  idleTimeoutMs?: number | undefined;
+  /** Bytes of partial frames held across all connections. */
+  maxBufferedFrameBytes?: number | undefined;
+  /** Reply bytes waiting for a slow client before its connection stops being read. */
+  maxPendingWriteBytes?: number | undefined;
+  /** Bytes buffered per incoming stream channel before the socket is paused. */
+  streamBufferBytes?: number | undefined;
   /** Decides, from the client's hello, whether the connection may continue. */
   onHello(params: { protocol: number; build: string }): { compatible: boolean };
 }
@@ -86,6 +109,23 @@ export interface RpcServer {
   readonly connectionCount: number;
 }
 
+const RPC_LIMITS = {
+  maxConnections: 1024,
+  idleTimeoutMs: 10 * 60_000,
+  maxBufferedFrameBytes: 64 * 1024 * 1024,
+  maxPendingWriteBytes: 4 * 1024 * 1024,
+  streamBufferBytes: 1024 * 1024,
+} as const;
+
+/** Longest excerpt of an error message that reaches a log line. */
+const LOGGED_MESSAGE_CHARS = 300;
+
+/** Shared accounting of partial-frame bytes across connections. */
+interface FrameBudget {
+  held: number;
+  readonly limit: number;
+}
+
 /** Methods an incompatible client may still call (to inspect or stop the daemon). */
 const ALLOWED_WHEN_INCOMPATIBLE = new Set<string>(["daemon.ping", "daemon.status", "daemon.shutdown"]);
 
@@ -93,18 +133,57 @@ export function createRpcServer(options: RpcServerOptions): RpcServer {
   const connections = new Set<Connection>();
   let server: Server | undefined;
   let nextConnection = 0;
+  const budget: FrameBudget = {
+    held: 0,
+    limit: options.maxBufferedFrameBytes ?? RPC_LIMITS.maxBufferedFrameBytes,
+  };
+  const maxConnections = options.maxConnections ?? (() => RPC_LIMITS.maxConnections);
+  let refusedSinceLog = 0;
+
+  const refuse = (socket: Socket) => {
+    socket.on("error", () => {});
+    const limit = maxConnections();
+    if (refusedSinceLog++ === 0)
+      options.logger.warn("connection limit reached; refusing new connections", { limit });
+    socket.end(
+      `${JSON.stringify({
+        jsonrpc: "2.0",
+        id: null,
+        error: {
+          code: JSONRPC_SERVER_ERROR,
+          message: `bangerd has ${connections.size} open connections, its limit is ${limit}`,
+          data: {
+            code: ErrorCode.RESOURCE_EXHAUSTED,
+            hint: "close idle banger clients (each open `vm logs -f`, `vm ssh` or exec holds one) and retry",
+          },
+        },
+      })}\n`,
+    );
+    socket.destroySoon();
+  };
 
   return {
     async listen() {
       await rm(options.socketPath, { force: true });
       server = createServer((socket) => {
-        const connection = new Connection(socket, options, ++nextConnection);
+        if (connections.size >= maxConnections()) {
+          refuse(socket);
+          return;
+        }
+        if (refusedSinceLog > 0) {
+          options.logger.info("accepting connections again", { refused: refusedSinceLog });
+          refusedSinceLog = 0;
+        }
+        const connection = new Connection(socket, options, ++nextConnection, budget);
         connections.add(connection);
         socket.on("close", () => {
           connection.abortAll();
+          connection.releaseFrame();
           connections.delete(connection);
         });
       });
+      // Accept failures (EMFILE) are handled by libuv; anything else is logged, never fatal.
+      server.on("error", (error) => options.logger.warn("socket server error", { err: error.message }));
       await new Promise<void>((resolve, reject) => {
         server!.once("error", reject);
         // A restrictive umask closes the window between bind and chmod.
@@ -143,14 +222,36 @@ class Connection {
   >();
   #helloDone = false;
   #compatible = true;
+  readonly #budget: FrameBudget;
+  /** Partial-frame bytes this connection has counted against the budget. */
+  #heldFrameBytes = 0;
+  /** Reasons the socket is paused: full incoming stream buffers, and a client that is not reading. */
+  readonly #pausedBy = new Set<object>();
+  readonly #writePressure = {};
+  readonly #maxPendingWrite: number;
+  /** A single reply may be a whole frame; only a backlog well past that means the client stopped reading. */
+  readonly #closeAtPendingWrite: number;
+  readonly #streamBufferBytes: number;
+  /** Bytes accepted into each full incoming stream since it was last drained. */
+  readonly #readAhead = new Map<PassThrough, number>();
 
-  constructor(socket: Socket, options: RpcServerOptions, id: number) {
+  constructor(socket: Socket, options: RpcServerOptions, id: number, budget: FrameBudget) {
     this.#socket = socket;
     this.#options = options;
+    this.#budget = budget;
     this.#logger = options.logger.child({ conn: id });
     this.#splitter = new LineSplitter(options.maxFrameBytes ?? MAX_FRAME_BYTES);
+    this.#maxPendingWrite = options.maxPendingWriteBytes ?? RPC_LIMITS.maxPendingWriteBytes;
+    this.#closeAtPendingWrite = Math.max(4 * this.#maxPendingWrite, 2 * this.#splitter.maxFrameBytes);
+    this.#streamBufferBytes = options.streamBufferBytes ?? RPC_LIMITS.streamBufferBytes;
     socket.on("data", (chunk: Buffer) => this.#onData(chunk));
     socket.on("error", (error) => this.#logger.debug("connection error", { err: error.message }));
+    socket.on("drain", () => this.#unpause(this.#writePressure));
+    socket.setTimeout(options.idleTimeoutMs ?? RPC_LIMITS.idleTimeoutMs, () => {
+      if (this.#inflight.size > 0) return;
+      this.#logger.debug("closing idle connection");
+      socket.destroy();
+    });
   }
 
   abortAll(): void {
@@ -158,6 +259,36 @@ class Connection {
       controller.abort(cancelled(undefined, "request of a disconnected client"));
       for (const stream of incoming.values()) stream.end();
     }
+  }
+
+  /** Returns this connection's partial frame to the shared budget. */
+  releaseFrame(): void {
+    this.#budget.held -= this.#heldFrameBytes;
+    this.#heldFrameBytes = 0;
+  }
+
+  #pause(reason: object): void {
+    this.#pausedBy.add(reason);
+    this.#socket.pause();
+  }
+
+  #unpause(reason: object): void {
+    if (!this.#pausedBy.delete(reason)) return;
+    if (this.#pausedBy.size === 0 && !this.#socket.destroyed) this.#socket.resume();
+  }
+
+  /** An incoming channel's buffer: bounded, pausing the socket while full. */
+  #incomingStream(): PassThrough {
+    // A PassThrough buffers on both sides; each side gets half of the channel's budget.
+    const stream = new PassThrough({ highWaterMark: Math.ceil(this.#streamBufferBytes / 2) });
+    stream.on("drain", () => this.#readAhead.delete(stream));
+    stream.on("drain", () => this.#unpause(stream));
+    stream.on("close", () => {
+      this.#readAhead.delete(stream);
+      this.#unpause(stream);
+    });
+    stream.on("error", () => this.#unpause(stream));
+    return stream;
   }
 
   destroy(): void {
@@ -168,24 +299,42 @@ class Connection {
   #onData(chunk: Buffer): void {
     const lines = this.#splitter.push(chunk);
     if (lines === "oversize") {
-      this.#logger.warn("oversize frame; closing connection", { limit: this.#splitter.maxFrameBytes });
-      this.#send({
-        jsonrpc: "2.0",
-        id: null,
-        error: {
-          code: JSONRPC_INVALID_REQUEST,
-          message: `frame larger than ${this.#splitter.maxFrameBytes} bytes`,
-          data: { code: ErrorCode.INVALID_PARAMS },
-        },
-      });
-      this.#socket.end();
-      this.#socket.destroySoon();
+      this.#closeForFrame(
+        `frame larger than ${this.#splitter.maxFrameBytes} bytes`,
+        "oversize frame; closing connection",
+      );
+      return;
+    }
+    const pending = this.#splitter.pendingBytes;
+    this.#budget.held += pending - this.#heldFrameBytes;
+    this.#heldFrameBytes = pending;
+    if (pending > 0 && this.#budget.held > this.#budget.limit) {
+      this.#closeForFrame(
+        `the daemon holds ${this.#budget.limit} bytes of unfinished frames; this partial frame of ${pending} bytes does not fit`,
+        "frame budget exhausted; closing the connection holding a partial frame",
+      );
       return;
     }
     for (const line of lines) {
       if (line.trim() === "") continue;
       this.#onLine(line);
     }
+  }
+
+  #closeForFrame(message: string, logMessage: string): void {
+    this.#logger.warn(logMessage, {
+      limit: this.#splitter.maxFrameBytes,
+      held: this.#budget.held,
+      budget: this.#budget.limit,
+    });
+    this.releaseFrame();
+    this.#splitter.reset();
+    this.#replyError(null, JSONRPC_INVALID_REQUEST, message, {
+      code: ErrorCode.LIMIT_EXCEEDED,
+      hint: "send smaller requests; stream large inputs through stdin",
+    });
+    this.#socket.end();
+    this.#socket.destroySoon();
   }
 
   #onLine(line: string): void {
@@ -206,6 +355,16 @@ class Connection {
     const method = record.method;
     const id = record.id;
     const hasId = typeof id === "number" || typeof id === "string";
+    if (Object.hasOwn(record, "id") && !hasId) {
+      // Only a string or a number can pair a reply with its request.
+      if (typeof method === "string" || !("result" in record || "error" in record)) {
+        this.#replyError(null, JSONRPC_INVALID_REQUEST, "a request id must be a string or a number", {
+          code: ErrorCode.PARSE_ERROR,
+          details: { idType: id === null ? "null" : Array.isArray(id) ? "array" : typeof id },
+        });
+      }
+      return;
+    }
     if (typeof method !== "string") {
       if (!("result" in record) && !("error" in record)) {
         this.#replyError(hasId ? id : null, JSONRPC_INVALID_REQUEST, "missing method", {
@@ -218,7 +377,7 @@ class Connection {
       this.#onNotification(method, record.params);
       return;
     }
-    void this.#onRequest(id, method, record.params);
+    void this.#onRequest(id, method, record.params, Buffer.byteLength(line));
   }
 
   #onNotification(method: string, params: unknown): void {
@@ -237,15 +396,24 @@ class Connection {
       // Bytes may arrive before the handler asks for the channel: buffer them.
       let target = request.incoming.get(parsed.data.ch);
       if (!target) {
-        target = new PassThrough();
+        target = this.#incomingStream();
         request.incoming.set(parsed.data.ch, target);
       }
-      if (parsed.data.data) target.write(Buffer.from(parsed.data.data, "base64"));
+      if (target.writableEnded) return;
+      if (parsed.data.data) {
+        const bytes = Buffer.from(parsed.data.data, "base64");
+        // Over a full buffer, read ahead one more buffer's worth (a $/cancel may follow), then pause.
+        if (!target.write(bytes)) {
+          const ahead = (this.#readAhead.get(target) ?? 0) + bytes.length;
+          this.#readAhead.set(target, ahead);
+          if (ahead >= this.#streamBufferBytes) this.#pause(target);
+        }
+      }
       if (parsed.data.end) target.end();
     }
   }
 
-  async #onRequest(id: RequestId, method: string, rawParams: unknown): Promise<void> {
+  async #onRequest(id: RequestId, method: string, rawParams: unknown, bytes: number): Promise<void> {
     if (this.#inflight.has(id)) {
       this.#replyError(id, JSONRPC_INVALID_REQUEST, `request id ${id} is already in use`, {
         code: ErrorCode.INVALID_PARAMS,
@@ -253,7 +421,7 @@ class Connection {
       return;
     }
     if (!Object.hasOwn(methods, method)) {
-      this.#replyError(id, JSONRPC_METHOD_NOT_FOUND, `unknown method '${method}'`, {
+      this.#replyError(id, JSONRPC_METHOD_NOT_FOUND, `unknown method '${excerpt(method, 100)}'`, {
         code: ErrorCode.METHOD_NOT_FOUND,
         hint: "the CLI and daemon may be different versions; run `banger daemon status`",
       });
@@ -310,7 +478,7 @@ class Connection {
     // Made on first use: most requests never log, and a child logger costs more than the ping it serves.
     let requestLogger: Logger | undefined;
     const requestLog = (): Logger => {
-      requestLogger ??= this.#logger.child({ req: id, method: name });
+      requestLogger ??= this.#logger.child({ req: excerpt(String(id), 64), method: name, bytes });
       return requestLogger;
     };
     const ctx: HandlerContext = {
@@ -328,7 +496,7 @@ class Connection {
         incoming: (ch) => {
           let stream = incoming.get(ch);
           if (!stream) {
-            stream = new PassThrough();
+            stream = this.#incomingStream();
             incoming.set(ch, stream);
           }
           return stream;
@@ -340,15 +508,17 @@ class Connection {
       const result = await handler(parsed.data, ctx);
       this.#send({ jsonrpc: "2.0", id, result });
       this.#logger.debug("request done", {
-        req: id,
+        req: excerpt(String(id), 64),
         method: name,
+        bytes,
         ms: Math.round(performance.now() - started),
       });
     } catch (error) {
       this.#replyFailure(id, error, requestLog());
     } finally {
       this.#inflight.delete(id);
-      for (const stream of incoming.values()) stream.end();
+      // Nobody reads these any more: drop what they hold and let the socket flow again.
+      for (const stream of incoming.values()) stream.destroy();
     }
   }
 
@@ -379,15 +549,15 @@ class Connection {
       const data: WireErrorData = { code: error.code };
       if (error.hint) data.hint = error.hint;
       if (error.data) data.details = error.data;
-      logger.info("request failed", { code: error.code, err: error.message });
+      logger.info("request failed", { code: error.code, err: excerpt(error.message, LOGGED_MESSAGE_CHARS) });
       this.#replyError(id, JSONRPC_SERVER_ERROR, error.message, data);
       return;
     }
     const correlation = randomUUID().slice(0, 8);
     logger.error("internal error", {
       correlation,
-      err: errorMessage(error),
-      stack: error instanceof Error ? error.stack : undefined,
+      err: excerpt(errorMessage(error), LOGGED_MESSAGE_CHARS),
+      stack: error instanceof Error ? excerpt(error.stack ?? "", 4 * LOGGED_MESSAGE_CHARS) : undefined,
     });
     this.#replyError(id, JSONRPC_SERVER_ERROR, `internal error (correlation id ${correlation})`, {
       code: ErrorCode.INTERNAL,
@@ -399,9 +569,25 @@ class Connection {
     this.#send({ jsonrpc: "2.0", id, error: { code, message, data } });
   }
 
-  /** Returns false when the socket buffer is full (the caller should wait for drain). */
+  /**
+   * Returns false when the socket buffer is full (the caller should wait for
+   * drain). A client that lets replies pile up is paused, then closed.
+   */
   #send(message: object): boolean {
     if (this.#socket.destroyed || !this.#socket.writable) return true;
-    return this.#socket.write(`${JSON.stringify(message)}\n`);
+    const flushed = this.#socket.write(`${JSON.stringify(message)}\n`);
+    const pending = this.#socket.writableLength;
+    if (pending > this.#closeAtPendingWrite) {
+      this.#logger.warn("client is not reading its replies; closing the connection", { pending });
+      this.#socket.destroy();
+      return true;
+    }
+    if (pending > this.#maxPendingWrite) this.#pause(this.#writePressure);
+    return flushed;
   }
+}
+
+/** The start of `text`, with its full length when cut, for log lines and messages. */
+function excerpt(text: string, max: number): string {
+  return text.length <= max ? text : `${text.slice(0, max)}… (${text.length} chars)`;
 }

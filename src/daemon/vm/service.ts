@@ -12,7 +12,8 @@
  * an AsyncDisposableStack with its undo; a failure or cancel unwinds in
  * reverse order, a success moves them to the VM (its handles.json).
  */
-import { errorMessage } from "../../core/async/index.ts";
+import { join } from "node:path";
+import { errorMessage, throwIfAborted } from "../../core/async/index.ts";
 import type { KeyedLocks, Mutex } from "../../core/concurrency/index.ts";
 import type { Config } from "../../core/config/index.ts";
 import { planKernelCmdline } from "../../core/image/index.ts";
@@ -52,11 +53,15 @@ import type {
   VmmDrivers,
   VmNetwork,
 } from "./platform.ts";
+import { killStrayVmms, listVmms, type VmmCensus } from "./strays.ts";
 
 export interface OpOptions {
   signal: AbortSignal;
   progress: Progress;
 }
+
+/** In a VM directory while its create runs; one left at reconcile marks an interrupted create. */
+const CREATE_PENDING_FILE = "create-pending.json";
 
 export interface VmServiceDeps {
   store: Store;
@@ -71,6 +76,8 @@ export interface VmServiceDeps {
   guest: GuestAccess;
   /** Capability hooks run at every start and stop, in this order (stopped in reverse). */
   hooks?: readonly VmHook[] | undefined;
+  /** Finds VMMs from /proc, so none survives a lost or torn handles.json (./strays.ts). */
+  census?: VmmCensus | undefined;
   vmLocks: KeyedLocks;
   reservation: Mutex;
   now(): Date;
@@ -111,7 +118,7 @@ export interface VmService {
    */
   runtime(name: string): Promise<VmRuntime>;
   /** Brings rows in line with reality after a daemon start; returns what it changed. */
-  reconcile(): Promise<{ kept: string[]; demoted: string[]; removedTaps: string[] }>;
+  reconcile(): Promise<{ kept: string[]; demoted: string[]; removed: string[]; removedTaps: string[] }>;
   /** Stops every running VM (daemon stop --stop-vms); returns their names. */
   stopAll(): Promise<string[]>;
   /** Changes a stopped VM's vCPUs, memory or disk size (the disk only grows). */
@@ -282,6 +289,10 @@ export function createVmService(deps: VmServiceDeps): VmService {
     await using stack = new AsyncDisposableStack();
     const handles: VmHandles = emptyHandles();
     try {
+      // First, so a VM whose directory was removed gets the disk's hint, not a failed handles.json write.
+      const stored = await storedDisk(vm);
+      // A VMM a lost handles.json left behind would hold the disk's write lock.
+      await killStrayVmms({ census: deps.census, logger, vmId: vm.id });
       // handles.json is written after each acquisition, so a daemon that dies
       // mid-start leaves a reconcile enough to tear down what was made.
       stack.defer(() => clearHandles(vm));
@@ -293,7 +304,6 @@ export function createVmService(deps: VmServiceDeps): VmService {
       await deps.network.createTap(tap, signal);
       stack.defer(() => deps.network.deleteTap(tap));
 
-      const stored = await storedDisk(vm);
       const attached = await deps.disks.attach({
         disk: stored,
         base: image.rootfs,
@@ -384,10 +394,13 @@ export function createVmService(deps: VmServiceDeps): VmService {
         );
       setState(current, "error", reason);
       if (isCancelled(error)) throw error;
+      // Both logs, then the failing step's own hint (a VMM's log tail for a disk lock or ENOMEM).
+      const ownHint = error instanceof BangerError ? error.hint : undefined;
+      const logs = `the VMM's own log is ${paths.vmmLog}; the guest console is ${paths.console} (\`banger vm logs ${vm.name}\`)`;
       throw new BangerError(
         error instanceof BangerError ? error.code : ErrorCode.BOOT_FAILED,
         `VM '${vm.name}' failed to start: ${reason}`,
-        { hint: `its console log is ${paths.console}; \`banger vm logs ${vm.name}\` shows it`, cause: error },
+        { hint: ownHint ? `${logs}\n${ownHint}` : logs, cause: error },
       );
     }
   }
@@ -507,9 +520,17 @@ export function createVmService(deps: VmServiceDeps): VmService {
       // From here the VM exists; any failure before it is usable removes it again.
       return deps.vmLocks.run(vm.id, async () => {
         await using stack = new AsyncDisposableStack();
-        stack.defer(() => removeVm(vm));
+        stack.defer(async () => {
+          // A failure after the boot (the last step) also ends the VMM that boot left running.
+          const current = store.getVmById(vm.id);
+          if (current && vmmHandle(await loadHandles(current))) await stopLocked(current, "kill");
+          await removeVm(vm);
+        });
         const paths = vmPaths(layout, vm.id);
         await deps.files.makeDir(paths.dir);
+        // Until removed below, this file tells a reconcile after a daemon crash that the create never finished.
+        const marker = join(paths.dir, CREATE_PENDING_FILE);
+        await deps.files.writeHandles(marker, emptyHandles());
         options.progress({ step: "vm.disk", message: `creating the root disk of ${vm.name}` });
         await deps.disks.create({
           vmm,
@@ -520,6 +541,9 @@ export function createVmService(deps: VmServiceDeps): VmService {
         });
         let result = setState(vm, "stopped");
         if (params.start !== false) result = await startLocked(result, options);
+        await deps.files.removeFile(marker);
+        // A cancel that arrived during the last steps still unwinds: the client is told it failed.
+        throwIfAborted(options.signal, `create of ${vm.name}`);
         stack.move();
         return toInfo(result);
       });
@@ -593,6 +617,8 @@ export function createVmService(deps: VmServiceDeps): VmService {
         if (!fresh) return;
         const handles = await loadHandles(fresh);
         if (vmmHandle(handles)) await stopLocked(fresh, "kill");
+        // Whatever handles.json said: no process of this VM outlives it.
+        await killStrayVmms({ census: deps.census, logger, vmId: fresh.id });
         await removeVm(fresh);
       });
     },
@@ -600,7 +626,21 @@ export function createVmService(deps: VmServiceDeps): VmService {
     async exec(name, exec) {
       const vm = byName(name);
       if (vm.state !== "running" || !(await isAlive(vm))) throw notRunning(vm);
-      return deps.guest.exec(target(vm), exec);
+      const result = await deps.guest.exec(target(vm), exec);
+      // ssh's 255 is also what a VM that stopped (or was deleted) under the command looks like.
+      if (result.exitCode === 255) {
+        const fresh = store.getVmById(vm.id);
+        if (fresh?.state !== "running" || !(await isAlive(fresh))) {
+          throw new BangerError(
+            ErrorCode.BAD_STATE,
+            `VM '${name}' ${fresh ? `stopped (it is ${fresh.state})` : "was deleted"} while the command ran`,
+            {
+              hint: fresh ? `start it with \`banger vm start ${name}\` and run the command again` : undefined,
+            },
+          );
+        }
+      }
+      return result;
     },
 
     async proxy(name, port, signal) {
@@ -624,6 +664,10 @@ export function createVmService(deps: VmServiceDeps): VmService {
           await options.onData(chunk);
         },
       });
+      // A follow ends on its own only when the VM's directory went away.
+      if (options.follow && !options.signal.aborted && !store.getVmById(vm.id)) {
+        throw new BangerError(ErrorCode.VM_NOT_FOUND, `VM '${name}' was deleted`);
+      }
       return sent;
     },
 
@@ -652,16 +696,32 @@ export function createVmService(deps: VmServiceDeps): VmService {
     async reconcile() {
       const kept: string[] = [];
       const demoted: string[] = [];
+      const removed: string[] = [];
       const owned = new Set<string>();
+      /** Recorded VMMs of the VMs kept running; every other VMM of this home is killed. */
+      const keptPids = new Set<number>();
+      const found = await listVmms(deps.census, logger);
       for (const vm of store.listVms()) {
         await deps.vmLocks.run(vm.id, async () => {
           const handles = (await deps.files.readHandles(vmPaths(layout, vm.id).handles)) ?? emptyHandles();
+          // A create the daemon died in: the user was told it failed, so nothing of it stays.
+          if (await deps.files.exists(join(vmPaths(layout, vm.id).dir, CREATE_PENDING_FILE))) {
+            const handle = vmmHandle(handles);
+            if (handle && (await deps.drivers.get(vm.vmm).isRunning(handle)))
+              await deps.drivers.get(vm.vmm).kill(handle);
+            await killStrayVmms({ census: deps.census, logger, vmId: vm.id, found });
+            await releaseRuntime(vm, handles);
+            await removeVm(vm);
+            removed.push(vm.name);
+            return;
+          }
           const handle = vmmHandle(handles);
           const driver = deps.drivers.get(vm.vmm);
           const alive = handle !== undefined && (await driver.isRunning(handle));
           if (alive && isActiveState(vm.state)) {
             handleCache.set(vm.id, handles);
             if (handles.tap) owned.add(handles.tap);
+            keptPids.add(handle.pid);
             kept.push(vm.name);
             // A VMM whose control channel is dead still runs its guest; keep it, and say so.
             const status = await driver.reattach(handle).catch((error: unknown) => {
@@ -678,7 +738,15 @@ export function createVmService(deps: VmServiceDeps): VmService {
             return;
           }
           if (alive && handle) await driver.kill(handle);
-          if (handle || isActiveState(vm.state) || vm.state === "starting" || vm.state === "stopping") {
+          // Also a VMM its handles.json does not name (lost, torn, or never written).
+          const strays = await killStrayVmms({ census: deps.census, logger, vmId: vm.id, found });
+          if (
+            handle ||
+            strays.length > 0 ||
+            isActiveState(vm.state) ||
+            vm.state === "starting" ||
+            vm.state === "stopping"
+          ) {
             await releaseRuntime(vm, handles);
             if (vm.state !== "stopped") {
               setState(
@@ -693,12 +761,15 @@ export function createVmService(deps: VmServiceDeps): VmService {
           }
         });
       }
+      // VMMs of VMs the store no longer has (or whose directory is gone) end too.
+      const killedStrays = await killStrayVmms({ census: deps.census, logger, keep: keptPids, found });
+      if (killedStrays.length > 0) logger.warn("killed VMMs no VM owned", { pids: killedStrays });
       const removedTaps = await deps.network.removeLeftoverTaps(owned).catch((error: unknown) => {
         logger.warn("could not list leftover taps", { err: String(error) });
         return [];
       });
-      logger.info("reconciled", { kept, demoted, removedTaps });
-      return { kept, demoted, removedTaps };
+      logger.info("reconciled", { kept, demoted, removed, removedTaps });
+      return { kept, demoted, removed, removedTaps };
     },
 
     async stopAll() {

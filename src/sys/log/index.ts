@@ -1,17 +1,22 @@
 /**
  * The daemon's structured logger: pino JSON lines to the daemon log file
  * (and to stderr when asked), behind the Logger interface from core.
- * Secrets are redacted by key name before they reach a line.
+ * Secrets are redacted by key name before they reach a line. The file
+ * rotates at a size (`RotatingFile`), and every line is written
+ * synchronously, so nothing is lost or half-flushed when the daemon exits.
  */
-import { mkdirSync } from "node:fs";
-import { dirname } from "node:path";
 import pino from "pino";
 import type { Logger } from "../../core/log/index.ts";
+import { RotatingFile } from "./rotating.ts";
 
 export interface FileLoggerOptions {
   file: string;
   level: "debug" | "info" | "warn" | "error";
   alsoStderr: boolean;
+  /** Rotation size of the log file. */
+  maxBytes: number;
+  /** Rotated generations kept. */
+  files: number;
 }
 
 const REDACT = [
@@ -25,10 +30,11 @@ const REDACT = [
   "secret",
 ];
 
-export function createFileLogger(options: FileLoggerOptions): { logger: Logger; flush(): void } {
-  mkdirSync(dirname(options.file), { recursive: true, mode: 0o700 });
-  const file = pino.destination({ dest: options.file, append: true, sync: false, mkdir: true });
-  const streams: pino.StreamEntry[] = [{ stream: file, level: options.level }];
+export function createFileLogger(options: FileLoggerOptions): { logger: Logger; close(): void } {
+  const file = new RotatingFile({ path: options.file, maxBytes: options.maxBytes, files: options.files });
+  const streams: pino.StreamEntry[] = [
+    { stream: { write: (line: string) => file.write(line) }, level: options.level },
+  ];
   if (options.alsoStderr)
     streams.push({ stream: pino.destination({ fd: 2, sync: true }), level: options.level });
   const base = pino(
@@ -39,16 +45,7 @@ export function createFileLogger(options: FileLoggerOptions): { logger: Logger; 
     },
     pino.multistream(streams),
   );
-  return {
-    logger: wrap(base),
-    flush: () => {
-      try {
-        file.flushSync();
-      } catch {
-        // Nothing buffered, or the file is already closed.
-      }
-    },
-  };
+  return { logger: wrap(base), close: () => file.close() };
 }
 
 function wrap(base: pino.Logger): Logger {

@@ -139,31 +139,13 @@ export class RegistryClient {
         await this.expectOk(response, `blob ${descriptor.digest}`);
         if (!response.body)
           throw new BangerError(ErrorCode.IMAGE_PULL_FAILED, `blob ${descriptor.digest} came with no body`);
-        const hash = createHash("sha256");
-        const counter = new Transform({
-          transform(chunk: Buffer, _encoding, done) {
-            received += chunk.length;
-            if (received > descriptor.size) {
-              done(
-                new BangerError(
-                  ErrorCode.IMAGE_INVALID,
-                  `blob ${descriptor.digest} from ${where} is larger than its declared ${descriptor.size} bytes`,
-                  {
-                    hint: "the registry serves content that does not match the manifest; nothing was published",
-                  },
-                ),
-              );
-              return;
-            }
-            hash.update(chunk);
-            onBytes?.(chunk.length);
-            done(null, chunk);
-          },
+        const verifier = blobVerifier(descriptor, where, (bytes) => {
+          received += bytes;
+          onBytes?.(bytes);
         });
-        await pipeline(Readable.fromWeb(response.body as never), counter, createWriteStream(file), {
+        await pipeline(Readable.fromWeb(response.body as never), verifier, createWriteStream(file), {
           signal: this.signal,
         });
-        checkBlob(descriptor, received, `sha256:${hash.digest("hex")}`, where);
         return;
       } catch (error) {
         await rm(file, { force: true });
@@ -185,33 +167,7 @@ export class RegistryClient {
     await this.expectOk(response, `blob ${descriptor.digest}`);
     if (!response.body)
       throw new BangerError(ErrorCode.IMAGE_PULL_FAILED, `blob ${descriptor.digest} came with no body`);
-    const hash = createHash("sha256");
-    let received = 0;
-    const checker = new Transform({
-      transform(chunk: Buffer, _encoding, done) {
-        received += chunk.length;
-        if (received > descriptor.size) {
-          done(
-            new BangerError(
-              ErrorCode.IMAGE_INVALID,
-              `blob ${descriptor.digest} from ${where} is larger than its declared ${descriptor.size} bytes`,
-              { hint: "the registry serves content that does not match the manifest; nothing was published" },
-            ),
-          );
-          return;
-        }
-        hash.update(chunk);
-        done(null, chunk);
-      },
-      flush(done) {
-        try {
-          checkBlob(descriptor, received, `sha256:${hash.digest("hex")}`, where);
-          done();
-        } catch (error) {
-          done(error as Error);
-        }
-      },
-    });
+    const checker = blobVerifier(descriptor, where);
     const body = Readable.fromWeb(response.body as never);
     body.on("error", (error) => checker.destroy(this.wrap(error)));
     return body.pipe(checker);
@@ -344,6 +300,42 @@ export class RegistryClient {
 
 function isBangerError(error: unknown): error is BangerError {
   return error instanceof BangerError;
+}
+
+/**
+ * A pass-through that counts and hashes a blob's bytes: it fails as soon as
+ * the blob is longer than its descriptor says, and at its end unless size and
+ * digest match. `onBytes` hears each chunk's length as it passes.
+ */
+function blobVerifier(descriptor: Descriptor, where: string, onBytes?: (bytes: number) => void): Transform {
+  const hash = createHash("sha256");
+  let received = 0;
+  return new Transform({
+    transform(chunk: Buffer, _encoding, done) {
+      received += chunk.length;
+      if (received > descriptor.size) {
+        done(
+          new BangerError(
+            ErrorCode.IMAGE_INVALID,
+            `blob ${descriptor.digest} from ${where} is larger than its declared ${descriptor.size} bytes`,
+            { hint: "the registry serves content that does not match the manifest; nothing was published" },
+          ),
+        );
+        return;
+      }
+      hash.update(chunk);
+      onBytes?.(chunk.length);
+      done(null, chunk);
+    },
+    flush(done) {
+      try {
+        checkBlob(descriptor, received, `sha256:${hash.digest("hex")}`, where);
+        done();
+      } catch (error) {
+        done(error as Error);
+      }
+    },
+  });
 }
 
 function checkBlob(descriptor: Descriptor, size: number, digest: string, where: string): void {

@@ -3,8 +3,12 @@
  * that decides whether a recorded VMM process is alive: the pid exists, it
  * is not a zombie, and it is the same process (start time matches) whose
  * command line mentions the expected marker (its control socket path).
+ * Only a missing /proc entry (ENOENT, ESRCH) proves a process gone; any
+ * other read failure (EMFILE, ENFILE, EIO...) answers "unknown", which
+ * callers treat as still running.
  * `readProcessUsage` samples a process's CPU time and resident memory.
  */
+import { readFileSync } from "node:fs";
 import { readFile } from "node:fs/promises";
 import { parseProcKeyValues } from "../../core/stats/index.ts";
 
@@ -18,14 +22,25 @@ export interface ProcStat {
   rssPages: number;
 }
 
+/** The process's stat, or undefined when it does not exist. Other read failures throw. */
 export async function readProcStat(pid: number): Promise<ProcStat | undefined> {
-  let text: string;
+  const text = await readProcFile(`/proc/${pid}/stat`);
+  return text === undefined ? undefined : parseProcStat(text.toString("utf8"));
+}
+
+/** A /proc file's bytes; undefined only when the process is gone. */
+async function readProcFile(path: string): Promise<Buffer | undefined> {
   try {
-    text = await readFile(`/proc/${pid}/stat`, "utf8");
-  } catch {
-    return undefined;
+    return await readFile(path);
+  } catch (error) {
+    if (isGoneError(error)) return undefined;
+    throw error;
   }
-  return parseProcStat(text);
+}
+
+function isGoneError(error: unknown): boolean {
+  const code = (error as NodeJS.ErrnoException).code;
+  return code === "ENOENT" || code === "ESRCH";
 }
 
 /** Parses /proc/PID/stat; the command name may hold spaces and parentheses. */
@@ -66,33 +81,33 @@ export interface ProcessUsage {
 /** CPU time and resident memory of a process, or undefined when it is gone. */
 export async function readProcessUsage(pid: number): Promise<ProcessUsage | undefined> {
   if (!Number.isInteger(pid) || pid <= 0) return undefined;
-  const stat = await readProcStat(pid);
-  if (!stat) return undefined;
-  let status: string;
   try {
-    status = await readFile(`/proc/${pid}/status`, "utf8");
+    const stat = await readProcStat(pid);
+    const status = await readProcFile(`/proc/${pid}/status`);
+    if (!stat || status === undefined) return undefined;
+    return {
+      cpuSeconds: (stat.utimeTicks + stat.stimeTicks) / USER_HZ,
+      rssBytes: parseProcKeyValues(status.toString("utf8")).get("VmRSS") ?? 0,
+    };
   } catch {
     return undefined;
   }
-  return {
-    cpuSeconds: (stat.utimeTicks + stat.stimeTicks) / USER_HZ,
-    rssBytes: parseProcKeyValues(status).get("VmRSS") ?? 0,
-  };
 }
 
+/** The process's argv, or undefined when it does not exist. Other read failures throw. */
 export async function readCmdline(pid: number): Promise<string[] | undefined> {
-  try {
-    const raw = await readFile(`/proc/${pid}/cmdline`);
-    return raw
-      .toString("utf8")
-      .split("\0")
-      .filter((part) => part.length > 0);
-  } catch {
-    return undefined;
-  }
+  const raw = await readProcFile(`/proc/${pid}/cmdline`);
+  return raw
+    ?.toString("utf8")
+    .split("\0")
+    .filter((part) => part.length > 0);
 }
 
-export type Liveness = "alive" | "dead" | "zombie" | "foreign";
+/**
+ * "unknown": /proc could not be read (out of descriptors, I/O error), so
+ * nothing is proven; callers keep treating the process as running.
+ */
+export type Liveness = "alive" | "dead" | "zombie" | "foreign" | "unknown";
 
 export interface LivenessQuery {
   pid: number;
@@ -104,21 +119,39 @@ export interface LivenessQuery {
 
 export async function processLiveness(query: LivenessQuery): Promise<Liveness> {
   if (!Number.isInteger(query.pid) || query.pid <= 0) return "dead";
-  const stat = await readProcStat(query.pid);
-  if (!stat) return "dead";
-  if (stat.state === "Z" || stat.state === "X") return "zombie";
-  if (query.startTicks !== 0 && stat.startTicks !== query.startTicks) return "foreign";
-  const argv = await readCmdline(query.pid);
-  if (!argv) return "dead";
-  if (!argv.some((arg) => arg.includes(query.marker))) return "foreign";
-  return "alive";
+  try {
+    const stat = await readProcStat(query.pid);
+    if (!stat) return "dead";
+    if (stat.state === "Z" || stat.state === "X") return "zombie";
+    if (query.startTicks !== 0 && stat.startTicks !== query.startTicks) return "foreign";
+    const argv = await readCmdline(query.pid);
+    if (!argv) return "dead";
+    if (!argv.some((arg) => arg.includes(query.marker))) return "foreign";
+    return "alive";
+  } catch {
+    return "unknown";
+  }
 }
 
-export function isPidAlive(pid: number): boolean {
+/** True unless the process is proven gone (dead, a zombie, or the pid reused). */
+export function mayBeRunning(liveness: Liveness): boolean {
+  return liveness === "alive" || liveness === "unknown";
+}
+
+/**
+ * This process's soft limit on open files (RLIMIT_NOFILE) from
+ * /proc/self/limits, which also reflects a `prlimit` applied from outside;
+ * undefined when it cannot be read or is unlimited.
+ */
+export function readOpenFileLimit(): number | undefined {
   try {
-    process.kill(pid, 0);
-    return true;
-  } catch (error) {
-    return (error as NodeJS.ErrnoException).code === "EPERM";
+    const line = readFileSync("/proc/self/limits", "utf8")
+      .split("\n")
+      .find((entry) => entry.startsWith("Max open files"));
+    const soft = line?.slice("Max open files".length).trim().split(/\s+/)[0];
+    const limit = soft === undefined ? Number.NaN : Number(soft);
+    return Number.isInteger(limit) && limit > 0 ? limit : undefined;
+  } catch {
+    return undefined;
   }
 }

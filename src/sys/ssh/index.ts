@@ -10,7 +10,6 @@
  * ssh is a long-lived child, so exec spawns it directly (argv only); short
  * control commands go through the Runner.
  */
-import { spawn } from "node:child_process";
 import { chmod, mkdir, readFile, rename, rm, writeFile } from "node:fs/promises";
 import { connect, type Socket } from "node:net";
 import { join } from "node:path";
@@ -27,7 +26,7 @@ import {
 } from "../../core/ssh/index.ts";
 import { BangerError, ErrorCode } from "../../protocol/index.ts";
 import { writeFileAtomic } from "../fs/index.ts";
-import { createProcessRunner, type Runner } from "../runner/index.ts";
+import { createProcessRunner, type Runner, spawnProcess } from "../runner/index.ts";
 
 export interface ClientKey {
   /** Path of the private key (id_ed25519). */
@@ -266,14 +265,11 @@ export function createSshSession(options: SshSessionOptions): SshSession {
   };
 }
 
-function spawnSsh(argv: readonly string[], options: ExecOptions): Promise<ExecResult> {
-  const [command, ...args] = argv as [string, ...string[]];
+async function spawnSsh(argv: readonly string[], options: ExecOptions): Promise<ExecResult> {
   const { signal } = options;
-  if (signal?.aborted) return Promise.reject(cancelled(signal));
+  if (signal?.aborted) throw cancelled(signal);
+  const child = await spawnProcess(argv, { stdio: [options.stdin ? "pipe" : "ignore", "pipe", "pipe"] });
   return new Promise<ExecResult>((resolve, reject) => {
-    const child = spawn(command, args, {
-      stdio: [options.stdin ? "pipe" : "ignore", "pipe", "pipe"],
-    });
     let failure: unknown;
     let killTimer: NodeJS.Timeout | undefined;
     const terminate = (reason: unknown) => {
@@ -304,16 +300,6 @@ function spawnSsh(argv: readonly string[], options: ExecOptions): Promise<ExecRe
       if (failure !== undefined) reject(failure);
       else resolve({ exitCode: code, signal: exitSignal });
     };
-    child.on("error", (error: NodeJS.ErrnoException) => {
-      failure ??=
-        error.code === "ENOENT"
-          ? new BangerError(ErrorCode.TOOL_MISSING, `${command} is not installed or not on PATH`, {
-              cause: error,
-              data: { tool: command },
-            })
-          : error;
-      if (child.pid === undefined) settle(null, null); // never started: no exit or close follows
-    });
     child.on("exit", (code, exitSignal) => {
       if (failure === undefined) return;
       // Cancelled or a handler failed: the ControlMaster holds our pipes (ssh passes its stdio

@@ -9,7 +9,7 @@
  */
 import { DatabaseSync, type SQLInputValue } from "node:sqlite";
 import type { VmRecord } from "../../core/vm/index.ts";
-import type { VmState } from "../../protocol/index.ts";
+import { BangerError, ErrorCode, isBangerError, type VmState } from "../../protocol/index.ts";
 
 export interface ImageRecord {
   id: string;
@@ -109,20 +109,45 @@ export const migrations: readonly string[] = [
    ALTER TABLE images ADD COLUMN meta TEXT;`,
 ];
 
+/**
+ * Opens and migrates the database. A file that is not a usable SQLite
+ * database, or one from a newer banger, is a STORE_INVALID error naming the
+ * file, so the daemon ends with one clear line.
+ */
 export function openStore(path: string): Store {
-  const db = new DatabaseSync(path, { timeout: 5000 });
-  db.exec("PRAGMA journal_mode = WAL");
-  db.exec("PRAGMA synchronous = NORMAL");
-  db.exec("PRAGMA foreign_keys = ON");
-  migrate(db);
-  return createStore(db);
+  let db: DatabaseSync | undefined;
+  try {
+    db = new DatabaseSync(path, { timeout: 5000 });
+    db.exec("PRAGMA journal_mode = WAL");
+    db.exec("PRAGMA synchronous = NORMAL");
+    db.exec("PRAGMA foreign_keys = ON");
+    migrate(db, path);
+    return createStore(db);
+  } catch (error) {
+    try {
+      db?.close();
+    } catch {
+      // Already closed or never opened.
+    }
+    if (isBangerError(error)) throw error;
+    throw new BangerError(
+      ErrorCode.STORE_INVALID,
+      `cannot use the state database ${path}: ${error instanceof Error ? error.message : String(error)}`,
+      {
+        cause: error,
+        hint: `if it is damaged, move it aside (mv ${path} ${path}.bad) and start again with an empty one`,
+      },
+    );
+  }
 }
 
-function migrate(db: DatabaseSync): void {
+function migrate(db: DatabaseSync, path: string): void {
   const current = userVersion(db);
   if (current > migrations.length) {
-    throw new Error(
-      `database schema version ${current} is newer than this banger (${migrations.length}); upgrade banger`,
+    throw new BangerError(
+      ErrorCode.STORE_INVALID,
+      `${path} has schema version ${current}, newer than this banger's ${migrations.length}`,
+      { hint: "upgrade banger, or run this one with another BANGER_HOME" },
     );
   }
   for (let version = current; version < migrations.length; version++) {

@@ -3,8 +3,10 @@
  * (transient kernel handles that recovery reads back, so written with the
  * synced atomic writer), console logs.
  */
+
 import { createReadStream } from "node:fs";
 import { mkdir, open, readFile, rename, rm, stat } from "node:fs/promises";
+import { dirname } from "node:path";
 import { z } from "zod";
 import { sleep } from "../../core/async/index.ts";
 import type { VmHandles } from "../../core/vm/index.ts";
@@ -80,10 +82,18 @@ export function createVmFiles(): VmFilesAdapter {
     size: async (path) => (await stat(path)).size,
     async stream(path, options) {
       let offset = options.offset;
+      let gone = false;
       const pump = async () => {
         const size = await stat(path).then(
           (s) => s.size,
-          () => offset,
+          async () => {
+            // Between boots the file is briefly absent; without its directory the VM is gone.
+            gone = !(await stat(dirname(path)).then(
+              () => true,
+              () => false,
+            ));
+            return offset;
+          },
         );
         if (size < offset) offset = 0;
         if (size === offset) return;
@@ -94,7 +104,7 @@ export function createVmFiles(): VmFilesAdapter {
         }
       };
       await pump();
-      while (options.follow && !options.signal.aborted) {
+      while (options.follow && !options.signal.aborted && !gone) {
         await sleep(200);
         await pump();
       }

@@ -10,12 +10,12 @@
  * and a signal is sent only to a live process that is still ours, never to
  * a reused pid.
  */
-import { spawn } from "node:child_process";
 import { open } from "node:fs/promises";
 import { pollUntil } from "../../core/async/index.ts";
 import type { VmmHandle } from "../../core/vmm/index.ts";
 import { BangerError, ErrorCode } from "../../protocol/index.ts";
-import { type Liveness, processLiveness, readProcStat } from "../proc/index.ts";
+import { type Liveness, mayBeRunning, processLiveness, readProcStat } from "../proc/index.ts";
+import { spawnProcess } from "../runner/index.ts";
 
 /** How often the wait steps look at /proc. */
 const POLL_MS = 50;
@@ -43,8 +43,8 @@ export interface SpawnedVmm {
 
 /**
  * Spawns in a new session with the child unref'd, so the VMM outlives the
- * daemon. Resolves once the process exists; a missing binary is
- * TOOL_MISSING, any other spawn failure BOOT_FAILED. The log files are
+ * daemon. Resolves once the process exists; a spawn failure is the clear
+ * error `spawnProcess` makes of it (TOOL_MISSING, RESOURCE_EXHAUSTED...). The log files are
  * closed in this process before it returns (the child keeps its copies).
  */
 export async function spawnDetachedVmm(options: SpawnVmmOptions): Promise<SpawnedVmm> {
@@ -55,10 +55,9 @@ export async function spawnDetachedVmm(options: SpawnVmmOptions): Promise<Spawne
   try {
     const stderr = options.stderr === options.stdout ? stdout : await open(options.stderr, "a", mode);
     try {
-      const child = spawn(command, args, { detached: true, stdio: ["ignore", stdout.fd, stderr.fd] });
-      const spawned = new Promise<Error | undefined>((resolve) => {
-        child.once("spawn", () => resolve(undefined));
-        child.on("error", resolve);
+      const child = await spawnProcess([command, ...args], {
+        detached: true,
+        stdio: ["ignore", stdout.fd, stderr.fd],
       });
       const exited = new AbortController();
       let description = "is still running";
@@ -66,12 +65,11 @@ export async function spawnDetachedVmm(options: SpawnVmmOptions): Promise<Spawne
         description = signal ? `was killed by ${signal}` : `exited with status ${code}`;
         exited.abort(new Error(`${command} ${description}`));
       });
-      const spawnError = await spawned;
-      if (spawnError || child.pid === undefined) throw spawnFailure(command, spawnError);
       child.unref();
-      const stat = await readProcStat(child.pid);
+      // Unreadable /proc (out of descriptors) leaves the start ticks unknown (0), not the spawn failed.
+      const stat = await readProcStat(child.pid!).catch(() => undefined);
       return {
-        pid: child.pid,
+        pid: child.pid!,
         startTicks: stat?.startTicks ?? 0,
         exited: exited.signal,
         exitDescription: () => description,
@@ -84,22 +82,14 @@ export async function spawnDetachedVmm(options: SpawnVmmOptions): Promise<Spawne
   }
 }
 
-function spawnFailure(command: string, error: Error | undefined): BangerError {
-  const missing = (error as NodeJS.ErrnoException | undefined)?.code === "ENOENT";
-  return new BangerError(
-    missing ? ErrorCode.TOOL_MISSING : ErrorCode.BOOT_FAILED,
-    missing ? `${command} is not installed or not on PATH` : `could not start ${command}: ${String(error)}`,
-    { cause: error, data: { tool: command } },
-  );
-}
-
 /** Whether the process a handle records is alive and still ours (see processLiveness). */
 export function vmmLiveness(handle: VmmHandle): Promise<Liveness> {
   return processLiveness({ pid: handle.pid, startTicks: handle.pidStartTicks, marker: handle.controlSocket });
 }
 
+/** Not proven gone: an unreadable /proc ("unknown") never counts as an exit. */
 export async function isVmmRunning(handle: VmmHandle): Promise<boolean> {
-  return (await vmmLiveness(handle)) === "alive";
+  return mayBeRunning(await vmmLiveness(handle));
 }
 
 /** Polls until the process is not "alive" (dead, a zombie or a reused pid); false on timeout. */
@@ -109,7 +99,7 @@ export function waitVmmGone(handle: VmmHandle, timeoutMs: number): Promise<boole
 
 /** Sends `signal` only to our own live process, never to a reused pid. */
 export async function signalVmm(handle: VmmHandle, signal: NodeJS.Signals): Promise<void> {
-  if (!(await isVmmRunning(handle))) return;
+  if ((await vmmLiveness(handle)) !== "alive") return;
   try {
     process.kill(handle.pid, signal);
   } catch (error) {

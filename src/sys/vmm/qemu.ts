@@ -2,8 +2,13 @@
  * The QEMU `microvm` driver: plans QEMU's argv, spawns it detached from the
  * daemon and talks to it over QMP. Process control (spawn, liveness,
  * signal and wait) is ./process.ts, shared with the Firecracker driver.
+ * The serial console is served on `console.sock` beside the control socket
+ * and drained into console.log by this driver (./console.ts), capped in
+ * size; QEMU starts with its vCPUs stopped and gets `cont` once the drain is
+ * attached, so no boot output is lost. `reattach` re-attaches the drain.
  */
 import { readFile, rm } from "node:fs/promises";
+import { dirname, join } from "node:path";
 import { pollUntil, throwIfAborted } from "../../core/async/index.ts";
 import type { Logger } from "../../core/log/index.ts";
 import {
@@ -15,6 +20,7 @@ import {
 } from "../../core/vmm/index.ts";
 import { BangerError, ErrorCode } from "../../protocol/index.ts";
 import { connectQmp, type QmpClient } from "../qmp/index.ts";
+import { type ConsoleDrain, drainConsole } from "./console.ts";
 import { isVmmRunning, killAndWait, signalVmm, spawnDetachedVmm, waitVmmGone } from "./process.ts";
 
 export interface QemuDriverOptions {
@@ -32,7 +38,17 @@ export interface QemuDriverOptions {
   qmpTimeoutMs?: number | undefined;
   /** How long `kill` (and the last step of `stop`) waits after SIGKILL. */
   killTimeoutMs?: number | undefined;
+  /** Size cap and rotated generations of each VM's console.log. */
+  console?: { maxBytes: number; files: number } | undefined;
 }
+
+/** The console socket and log of the VM whose QMP socket is `controlSocket` (both in the VM directory). */
+function consoleFiles(controlSocket: string): { socket: string; log: string } {
+  const dir = dirname(controlSocket);
+  return { socket: join(dir, "console.sock"), log: join(dir, "console.log") };
+}
+
+const DEFAULT_CONSOLE = { maxBytes: 8 * 1024 * 1024, files: 3 };
 
 const DEFAULT_QMP_TIMEOUT_MS = 10_000;
 const DEFAULT_KILL_TIMEOUT_MS = 10_000;
@@ -46,16 +62,35 @@ export function createQemuDriver(options: QemuDriverOptions): VmmDriver {
   const qmpTimeoutMs = options.qmpTimeoutMs ?? DEFAULT_QMP_TIMEOUT_MS;
   const killTimeoutMs = options.killTimeoutMs ?? DEFAULT_KILL_TIMEOUT_MS;
   const launcher = options.launcher ?? [];
+  const consoleCap = options.console ?? DEFAULT_CONSOLE;
+  /** Console drains of the VMMs this daemon watches, by control socket; each ends when its VMM exits. */
+  const drains = new Map<string, ConsoleDrain>();
+
+  async function attachConsole(controlSocket: string, logFile: string, timeoutMs: number): Promise<void> {
+    if (drains.has(controlSocket)) return;
+    const drain = await drainConsole({
+      socketPath: consoleFiles(controlSocket).socket,
+      logFile,
+      maxBytes: consoleCap.maxBytes,
+      files: consoleCap.files,
+      logger: options.logger,
+      connectTimeoutMs: timeoutMs,
+    });
+    drains.set(controlSocket, drain);
+    void drain.ended.then(() => {
+      if (drains.get(controlSocket) === drain) drains.delete(controlSocket);
+    });
+  }
 
   async function kill(handle: VmmHandle): Promise<void> {
     await killAndWait(handle, killTimeoutMs, "QEMU");
-    await removeSocket(handle.controlSocket);
+    await removeSockets(handle.controlSocket);
   }
 
   async function stop(handle: VmmHandle, stopOptions: { timeoutMs: number }): Promise<void> {
     const log = options.logger.child({ pid: handle.pid });
     if (!(await isVmmRunning(handle))) {
-      await removeSocket(handle.controlSocket);
+      await removeSockets(handle.controlSocket);
       return;
     }
     const qmp = await tryConnect(handle.controlSocket, log);
@@ -77,7 +112,7 @@ export function createQemuDriver(options: QemuDriverOptions): VmmDriver {
       action().catch((error: unknown) => log.debug(`QEMU stop: ${name} failed`, { error: String(error) }));
       if (!(await waitVmmGone(handle, stopOptions.timeoutMs))) return false;
       log.debug(`QEMU stopped after ${name}`);
-      await removeSocket(handle.controlSocket);
+      await removeSockets(handle.controlSocket);
       return true;
     }
   }
@@ -85,9 +120,10 @@ export function createQemuDriver(options: QemuDriverOptions): VmmDriver {
   async function start(spec: BootSpec, signal: AbortSignal): Promise<VmmHandle> {
     throwIfAborted(signal, `start of ${spec.vmName}`);
     const accel = await options.accel();
-    const argv = [...launcher, ...planQemuArgv({ spec, accel, binary: options.binary })];
+    const consoleSocket = consoleFiles(spec.controlSocket).socket;
+    const argv = [...launcher, ...planQemuArgv({ spec, accel, binary: options.binary, consoleSocket })];
     const log = options.logger.child({ vm: spec.vmName });
-    await removeSocket(spec.controlSocket);
+    await removeSockets(spec.controlSocket);
     const { pid, startTicks, exited, exitDescription } = await spawnDetachedVmm({
       argv,
       stdout: spec.vmmLog,
@@ -132,9 +168,16 @@ export function createQemuDriver(options: QemuDriverOptions): VmmDriver {
           { hint: `see ${spec.vmmLog}`, cause: error },
         );
       });
-      qmp.close();
+      try {
+        // QEMU waits with its vCPUs stopped (-S) until the console drain is attached.
+        await attachConsole(spec.controlSocket, spec.consoleLog, qmpTimeoutMs);
+        await qmp.execute("cont");
+      } finally {
+        qmp.close();
+      }
       return handle;
     } catch (error) {
+      drains.get(spec.controlSocket)?.close();
       log.warn("QEMU start failed; killing it", { pid, error: String(error) });
       await kill(handle).catch((killError: unknown) =>
         log.error("could not kill QEMU after a failed start", { pid, error: String(killError) }),
@@ -161,7 +204,15 @@ export function createQemuDriver(options: QemuDriverOptions): VmmDriver {
     async reattach(handle) {
       const qmp = await connectQmp({ socketPath: handle.controlSocket, timeoutMs: STOP_QMP_TIMEOUT_MS });
       try {
-        return (await qmp.status()).status;
+        const status = (await qmp.status()).status;
+        const files = consoleFiles(handle.controlSocket);
+        await attachConsole(handle.controlSocket, files.log, STOP_QMP_TIMEOUT_MS).catch((error: unknown) =>
+          options.logger.warn("cannot re-attach the console; its output is dropped", {
+            socket: files.socket,
+            err: String(error),
+          }),
+        );
+        return status;
       } finally {
         qmp.close();
       }
@@ -196,6 +247,8 @@ async function logTail(path: string): Promise<string> {
   }
 }
 
-async function removeSocket(path: string): Promise<void> {
-  await rm(path, { force: true });
+/** Removes the QMP socket and the console socket beside it. */
+async function removeSockets(controlSocket: string): Promise<void> {
+  await rm(controlSocket, { force: true });
+  await rm(consoleFiles(controlSocket).socket, { force: true });
 }

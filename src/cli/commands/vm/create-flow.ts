@@ -1,7 +1,8 @@
 /**
  * Creating a VM through the async operation API (vm create, vm run): renders
  * the daemon's steps; an interrupt (Ctrl-C, SIGTERM, SIGHUP) cancels the
- * operation, which unwinds in the daemon, and the CLI says so.
+ * operation, which unwinds in the daemon, and the CLI says so. A VM that
+ * came up running gets the user's auth material (a failed sync only warns).
  */
 import { cancelled } from "../../../core/async/index.ts";
 import {
@@ -14,6 +15,7 @@ import {
 import type { CliContext } from "../../context.ts";
 import { createProgressRenderer } from "../../render/progress.ts";
 import type { DaemonClient } from "../../rpc/client.ts";
+import { syncAuthAfterStart } from "./auth.ts";
 
 /** How long one status call waits for the operation to change. */
 const STATUS_WAIT_MS = 500;
@@ -56,6 +58,7 @@ export async function createWithProgress(
             message: `${status.vm.name} created, ${status.vm.state} (\`banger vm start ${status.vm.name}\` boots it)`,
             status: "done",
           });
+        if (status.vm.state === "running") await syncAuthAfterStart(ctx, client, status.vm.name);
         return status.vm;
       }
       if (op.state === "cancelled" || interrupted.aborted) throw cancelled(interrupted, "VM creation");

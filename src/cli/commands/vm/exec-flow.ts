@@ -23,6 +23,7 @@ import { exitStatusForSignal } from "../../exit-status.ts";
 import { parseDuration } from "../../flags.ts";
 import type { DaemonClient } from "../../rpc/client.ts";
 import type { OptionSpec } from "../../spec.ts";
+import { forwardInput } from "../../streams.ts";
 
 export interface ExecFlags {
   interactive?: boolean;
@@ -161,7 +162,7 @@ export async function runExec(ctx: CliContext, client: DaemonClient, params: Exe
     ctx.stdin.setRawMode?.(true);
     cleanups.push(() => ctx.stdin.setRawMode?.(false));
   }
-  if (params.stdin) cleanups.push(pipeStdin(ctx, call));
+  if (params.stdin) cleanups.push(forwardInput(ctx.stdin, call, "stdin"));
   try {
     const result = await call.result;
     return exitStatusOf(ctx, params, result);
@@ -175,25 +176,6 @@ export async function runExec(ctx: CliContext, client: DaemonClient, params: Exe
   } finally {
     for (const cleanup of cleanups.reverse()) cleanup();
   }
-}
-
-/** Forwards stdin to the command, reading no faster than the daemon takes it; returns the undo. */
-function pipeStdin(ctx: CliContext, call: ReturnType<DaemonClient["start"]>): () => void {
-  const onData = (chunk: Buffer | string) => {
-    ctx.stdin.pause();
-    void call.write("stdin", Buffer.from(chunk)).then(() => ctx.stdin.resume());
-  };
-  const onEnd = () => call.end("stdin");
-  ctx.stdin.on("data", onData);
-  ctx.stdin.once("end", onEnd);
-  ctx.stdin.once("error", onEnd);
-  ctx.stdin.resume();
-  return () => {
-    ctx.stdin.off("data", onData);
-    ctx.stdin.off("end", onEnd);
-    ctx.stdin.off("error", onEnd);
-    ctx.stdin.pause();
-  };
 }
 
 function exitStatusOf(ctx: CliContext, params: ExecParams, result: ResultOf<"vm.exec">): number {

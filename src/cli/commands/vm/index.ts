@@ -1,5 +1,7 @@
 /** `banger vm ...`: the VM commands, in the order --help lists them. */
 import type { GroupSpec } from "../../spec.ts";
+import { authGroup } from "./auth.ts";
+import { cpSpec } from "./cp.ts";
 import { createSpec } from "./create.ts";
 import { execSpec } from "./exec.ts";
 import { lifecycleSpecs } from "./lifecycle.ts";
@@ -13,6 +15,7 @@ import { setSpec } from "./set.ts";
 import { showSpec } from "./show.ts";
 import { sshSpec } from "./ssh.ts";
 import { healthSpec, statsSpec } from "./stats.ts";
+import { workspaceGroup } from "./workspace.ts";
 
 export const vmGroup: GroupSpec = {
   name: "vm",
@@ -32,6 +35,9 @@ export const vmGroup: GroupSpec = {
     execSpec,
     runSpec,
     sshSpec,
+    cpSpec,
+    workspaceGroup,
+    authGroup,
     proxySpec,
   ],
 };

@@ -1,8 +1,10 @@
 /**
  * `banger vm proxy NAME PORT` (hidden): relays stdin/stdout to a TCP port of
- * a VM through the daemon; `vm ssh` uses it as ssh's ProxyCommand.
+ * a VM through the daemon; `vm ssh` uses it as ssh's ProxyCommand. stdin is
+ * read only as fast as the daemon's socket takes it.
  */
 import type { CommandSpec } from "../../spec.ts";
+import { forwardInput } from "../../streams.ts";
 
 interface ProxyArgs {
   name: string;
@@ -26,9 +28,12 @@ export const proxySpec: CommandSpec<ProxyArgs> = {
         },
       },
     );
-    ctx.stdin.on("data", (chunk: Buffer) => void call.write("tcp", chunk));
-    ctx.stdin.on("end", () => call.end("tcp"));
-    await call.result;
+    const stop = forwardInput(ctx.stdin, call, "tcp");
+    try {
+      await call.result;
+    } finally {
+      stop();
+    }
     return { exitCode: 0 };
   },
 };

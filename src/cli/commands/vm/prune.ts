@@ -5,6 +5,7 @@
 import { BangerError, ErrorCode, type VmInfo } from "../../../protocol/index.ts";
 import type { CliContext } from "../../context.ts";
 import { reportError } from "../../context.ts";
+import { askYesNo } from "../../prompt.ts";
 import { type CommandSpec, success } from "../../spec.ts";
 
 interface PruneArgs {
@@ -47,8 +48,8 @@ export const pruneSpec: CommandSpec<PruneArgs> = {
   },
 };
 
-/** Asks a yes/no question on the terminal; without one, refuses (a script says --force). */
-async function confirm(ctx: CliContext, question: string): Promise<boolean> {
+/** Asks on the terminal; without one, refuses (a script says --force). */
+function confirm(ctx: CliContext, question: string): Promise<boolean> {
   if (ctx.stdin.isTTY !== true) {
     throw new BangerError(
       ErrorCode.INVALID_PARAMS,
@@ -58,25 +59,5 @@ async function confirm(ctx: CliContext, question: string): Promise<boolean> {
       },
     );
   }
-  ctx.stderr.write(`${question} [y/N] `);
-  const answer = await readLine(ctx.stdin);
-  return /^y(es)?$/i.test(answer.trim());
-}
-
-function readLine(stream: NodeJS.ReadableStream): Promise<string> {
-  return new Promise((resolve) => {
-    let text = "";
-    const onData = (chunk: Buffer | string) => {
-      text += chunk.toString();
-      if (text.includes("\n")) finish();
-    };
-    const finish = () => {
-      stream.off("data", onData);
-      stream.off("end", finish);
-      stream.pause();
-      resolve(text.split("\n")[0]!);
-    };
-    stream.on("data", onData);
-    stream.on("end", finish);
-  });
+  return askYesNo(ctx, question);
 }

@@ -1,0 +1,205 @@
+/**
+ * The POSIX shell programs banger runs inside a guest (or, for a stopped
+ * VM, on the host against a copy read from its disk). Each is a constant:
+ * inputs arrive as positional arguments (`sh -c SCRIPT NAME ARG...`), never
+ * spliced into the text, so no input is ever parsed by a shell.
+ */
+
+/** argv that runs `script` with `args` as $1..$n. */
+export function shellProgram(name: string, script: string, args: readonly string[]): string[] {
+  return ["sh", "-c", script, name, ...args];
+}
+
+/**
+ * Imports a prepare payload (a tar on stdin) as a git repository at $1.
+ * $2 = 1 for read-only, $3 = branch ('' for a detached HEAD), $4 = HEAD
+ * commit. The payload holds `repo.bundle` (or `repo.git/`, a shallow bare
+ * clone), `staged.patch`, `unstaged.patch`, `untracked.tar` and
+ * `sub-N.bundle` with `submodules` (NUL-separated `path` then `commit`).
+ * Everything is built in a staging directory beside $1 and renamed into
+ * place last, so a reader never sees half an import; $1 must not exist.
+ */
+export const PREPARE_SCRIPT = `set -eu
+dest=$1 readonly=$2 branch=$3 head=$4
+if [ -e "$dest" ] || [ -L "$dest" ]; then
+  echo "banger: $dest already exists in the guest; pick another --path or remove it" >&2; exit 17
+fi
+parent=$(dirname -- "$dest")
+mkdir -p -- "$parent"
+stage=$(mktemp -d "$parent/.banger-prepare.XXXXXX")
+trap 'chmod -R u+w -- "$stage" 2>/dev/null; rm -rf -- "$stage"' EXIT
+mkdir -- "$stage/in"
+tar -x -C "$stage/in" -f -
+tree=$stage/tree
+if [ -d "$stage/in/repo.git" ]; then
+  mkdir -- "$tree"; mv -- "$stage/in/repo.git" "$tree/.git"
+  git -C "$tree" config core.bare false
+  git -C "$tree" remote remove origin 2>/dev/null || true
+else
+  git clone -q --no-checkout -- "$stage/in/repo.bundle" "$tree"
+  git -C "$tree" remote remove origin
+fi
+cd -- "$tree"
+if [ -n "$branch" ]; then git checkout -q -B "$branch" "$head"; else git checkout -q --detach "$head"; fi
+if [ -s "$stage/in/submodules" ]; then
+  i=0
+  tr '\\0' '\\n' <"$stage/in/submodules" | while IFS= read -r path && IFS= read -r commit; do
+    rmdir -- "$path" 2>/dev/null || true
+    git clone -q --no-checkout -- "$stage/in/sub-$i.bundle" "$path"
+    git -C "$path" checkout -q --detach "$commit"
+    git -C "$path" remote remove origin
+    i=$((i + 1))
+  done
+  git submodule init -q >/dev/null 2>&1 || true
+fi
+if [ -s "$stage/in/staged.patch" ]; then git apply --index --whitespace=nowarn "$stage/in/staged.patch"; fi
+if [ -s "$stage/in/unstaged.patch" ]; then git apply --whitespace=nowarn "$stage/in/unstaged.patch"; fi
+if [ -s "$stage/in/untracked.tar" ]; then tar -x -f "$stage/in/untracked.tar"; fi
+git config banger.base "$head"
+if [ "$readonly" = 1 ]; then
+  find . -path ./.git -prune -o ! -type l -exec chmod a-w {} +
+fi
+cd /
+mv -- "$tree" "$dest"
+`;
+
+/**
+ * Writes what a workspace at $1 holds since commit $2 as a tar on stdout.
+ * $3 = patch | bundle | branch | state. Uncommitted work (tracked changes,
+ * deletions and untracked files that .gitignore does not exclude) is read
+ * through a temporary index, never touching the repository's own.
+ * - patch: `patches/NNNN-*.patch` (format-patch of $2..HEAD) and
+ *   `uncommitted.patch` when there is uncommitted work;
+ * - bundle and branch: `export.bundle` holding `refs/banger/export`, HEAD
+ *   plus one commit of the uncommitted work, with $2 as prerequisite;
+ * - state: no tar, only the `meta` text on stdout.
+ * Always `meta`: lines `head`, `tree` (of the work tree), `tip`, `commits`,
+ * `dirty`.
+ */
+export const EXPORT_SCRIPT = `set -eu
+repo=$1 base=$2 format=$3
+out=$(mktemp -d)
+trap 'rm -rf -- "$out"' EXIT
+cd -- "$repo"
+export GIT_CONFIG_COUNT=1 GIT_CONFIG_KEY_0=safe.directory GIT_CONFIG_VALUE_0="*"
+head=$(git rev-parse HEAD)
+index=$(git rev-parse --git-path index)
+if [ -f "$index" ]; then cp -- "$index" "$out/index"; else GIT_INDEX_FILE=$out/index git read-tree HEAD; fi
+GIT_INDEX_FILE=$out/index git add -A
+tree=$(GIT_INDEX_FILE=$out/index git write-tree)
+rm -f -- "$out/index"
+dirty=0
+[ "$tree" = "$(git rev-parse 'HEAD^{tree}')" ] || dirty=1
+tip=$head
+if [ "$dirty" = 1 ] && [ "$format" != patch ] && [ "$format" != state ]; then
+  export GIT_AUTHOR_NAME="\${GIT_AUTHOR_NAME:-$(git config user.name || echo banger)}"
+  export GIT_AUTHOR_EMAIL="\${GIT_AUTHOR_EMAIL:-$(git config user.email || echo banger@localhost)}"
+  export GIT_COMMITTER_NAME="$GIT_AUTHOR_NAME" GIT_COMMITTER_EMAIL="$GIT_AUTHOR_EMAIL"
+  tip=$(echo "banger: uncommitted changes" | git commit-tree "$tree" -p "$head")
+fi
+commits=$(git rev-list --count "$base..$head")
+case $format in
+  patch)
+    mkdir -- "$out/patches"
+    if [ "$commits" -gt 0 ]; then git format-patch -q --binary --full-index -o "$out/patches" "$base..$head"; fi
+    if [ "$dirty" = 1 ]; then git diff --binary --full-index --no-ext-diff --no-color "$head" "$tree" >"$out/uncommitted.patch"; fi
+    ;;
+  bundle|branch)
+    if [ "$tip" != "$base" ]; then
+      git update-ref refs/banger/export "$tip"
+      git bundle create -q "$out/export.bundle" refs/banger/export "^$base" || { git update-ref -d refs/banger/export; exit 1; }
+      git update-ref -d refs/banger/export
+    fi
+    ;;
+  state) printf 'head %s\ntree %s\ntip %s\ncommits %s\ndirty %s\n' "$head" "$tree" "$tip" "$commits" "$dirty"; exit 0 ;;
+  *) echo "banger: unknown export format $format" >&2; exit 2 ;;
+esac
+printf 'head %s\\ntree %s\\ntip %s\\ncommits %s\\ndirty %s\\n' "$head" "$tree" "$tip" "$commits" "$dirty" >"$out/meta"
+tar -c -C "$out" .
+`;
+
+/**
+ * Extracts a tar from stdin to $1 with docker cp's rules. $2 is what the
+ * tar holds: `file` or `dir` (one entry named $3) or `contents` (a
+ * directory's entries). $4 = 1 keeps the tar's uid/gid.
+ * - $1 is an existing directory: the entry lands inside it (contents: merged into it);
+ * - $1 does not exist: the entry becomes $1 (its parent must exist; a
+ *   trailing '/' on $1 needs a directory source).
+ * Prints the final path.
+ */
+export const RECEIVE_SCRIPT = `set -eu
+dest=$1 source=$2 base=$3 keep=$4
+owner=--no-same-owner
+[ "$keep" = 1 ] && owner="--same-owner --numeric-owner"
+if [ -d "$dest" ]; then
+  # shellcheck disable=SC2086
+  tar -x -p $owner -C "$dest" -f -
+  case $source in contents) echo "$dest" ;; *) echo "$dest/$base" ;; esac
+  exit 0
+fi
+case $dest in */) if [ "$source" = file ]; then echo "banger: $dest is not a directory" >&2; exit 20; fi ;; esac
+trimmed=\${dest%/}
+parent=$(dirname -- "$trimmed")
+if [ ! -d "$parent" ]; then echo "banger: $parent: no such directory" >&2; exit 2; fi
+stage=$(mktemp -d "$parent/.banger-cp.XXXXXX")
+trap 'rm -rf -- "$stage"' EXIT
+# shellcheck disable=SC2086
+tar -x -p $owner -C "$stage" -f -
+if [ "$source" = contents ]; then mv -- "$stage" "$trimmed"; trap - EXIT; else mv -- "$stage/$base" "$trimmed"; fi
+echo "$trimmed"
+`;
+
+/**
+ * Writes $1 as a tar on stdout: one entry named after its last component
+ * (a symlink is copied as a link), or, for a path ending in '/.', the
+ * directory's contents. Prints nothing else on stdout.
+ */
+export const SEND_SCRIPT = `set -eu
+src=$1
+case $src in
+  */.) [ -d "$src" ] || { echo "banger: $src: not a directory" >&2; exit 2; }; exec tar -c -C "$src" . ;;
+esac
+if [ ! -e "$src" ] && [ ! -L "$src" ]; then echo "banger: $src: no such file or directory" >&2; exit 2; fi
+trimmed=\${src%/}
+[ -n "$trimmed" ] || trimmed=/
+exec tar -c -C "$(dirname -- "$trimmed")" -- "$(basename -- "$trimmed")"
+`;
+
+/**
+ * Installs auth material read from a tar on stdin (made by the daemon from
+ * what the CLI sent): `authorized_keys` becomes ~/.ssh/authorized_keys2
+ * (sshd reads it beside the daemon's own authorized_keys); `identity`
+ * (name, then email, one per line) sets the global git identity; `files/N`
+ * is copied to the N-th path in `paths` (NUL-separated) with mode 0600 and
+ * the guest user's ownership. Writes go through a temporary file and a
+ * rename so a reader never sees half a secret.
+ */
+export const AUTH_SCRIPT = `set -eu
+umask 077
+stage=$(mktemp -d)
+trap 'rm -rf -- "$stage"' EXIT
+tar -x -C "$stage" -f -
+user=$(id -un); group=$(id -gn)
+put() {
+  mkdir -p -- "$(dirname -- "$2")"
+  tmp=$(mktemp "$2.banger.XXXXXX")
+  cat -- "$1" >"$tmp"; chmod 600 -- "$tmp"; chown "$user:$group" -- "$tmp"; mv -f -- "$tmp" "$2"
+}
+if [ -f "$stage/authorized_keys" ]; then
+  mkdir -p -- "$HOME/.ssh"; chmod 700 -- "$HOME/.ssh"
+  put "$stage/authorized_keys" "$HOME/.ssh/authorized_keys2"
+fi
+if [ -f "$stage/identity" ]; then
+  { IFS= read -r name; IFS= read -r email; } <"$stage/identity"
+  git config --global user.name "$name"
+  git config --global user.email "$email"
+fi
+if [ -f "$stage/paths" ]; then
+  i=0
+  tr '\\0' '\\n' <"$stage/paths" | while IFS= read -r path; do
+    case $path in "~/"*) path=$HOME/\${path#"~/"} ;; esac
+    put "$stage/files/$i" "$path"
+    i=$((i + 1))
+  done
+fi
+`;

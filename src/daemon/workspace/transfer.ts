@@ -1,0 +1,159 @@
+/**
+ * `vm cp` and `vm auth sync`: tar streams into and out of a guest through
+ * the VM service's exec (the guest channel), with backpressure end to end:
+ * the RPC stream pauses the client, exec pauses the guest. Neither takes
+ * the VM lock, nor the workspace lock.
+ */
+import { Readable } from "node:stream";
+import {
+  AUTH_SCRIPT,
+  RECEIVE_SCRIPT,
+  SEND_SCRIPT,
+  shellProgram,
+  type TarEntry,
+  tarArchive,
+} from "../../core/workspace/index.ts";
+import { BangerError, ErrorCode, type ParamsOf, type ResultOf } from "../../protocol/index.ts";
+import type { WorkspaceVms } from "./service.ts";
+
+const STDERR_KEPT = 4096;
+
+export interface TransferService {
+  copyIn(options: {
+    name: string;
+    path: string;
+    source: "file" | "dir" | "contents";
+    base: string;
+    archive: boolean;
+    payload: Readable;
+    signal: AbortSignal;
+  }): Promise<{ path: string }>;
+  copyOut(options: {
+    name: string;
+    path: string;
+    onData(chunk: Buffer): void | Promise<void>;
+    signal: AbortSignal;
+  }): Promise<{ bytes: number }>;
+  syncAuth(params: ParamsOf<"vm.auth.sync">, signal: AbortSignal): Promise<ResultOf<"vm.auth.sync">>;
+}
+
+export interface TransferDeps {
+  vms: Pick<WorkspaceVms, "exec">;
+  /** Remembers which guest paths auth sync wrote (never their contents), for `image promote` to scrub. */
+  recordAuthFiles?: (name: string, guestPaths: string[]) => Promise<void>;
+}
+
+/** The guest user is root: `~/` in a guest path is /root/. */
+const guestAbsolute = (path: string) => (path.startsWith("~/") ? `/root/${path.slice(2)}` : path);
+
+export function createTransferService(deps: TransferDeps): TransferService {
+  const run = async (
+    name: string,
+    what: string,
+    argv: string[],
+    options: { stdin?: Readable; onStdout?: (chunk: Buffer) => void | Promise<void>; signal: AbortSignal },
+  ) => {
+    let stderr = "";
+    const result = await deps.vms.exec(name, {
+      argv,
+      stdin: options.stdin,
+      ...(options.onStdout ? { onStdout: options.onStdout } : {}),
+      onStderr: (chunk) => {
+        stderr = (stderr + chunk.toString("utf8")).slice(-STDERR_KEPT);
+      },
+      signal: options.signal,
+    });
+    if (result.exitCode === 0) return;
+    const detail = stderr.trim().split("\n").slice(-3).join("; ");
+    throw new BangerError(
+      result.exitCode === 2 || result.exitCode === 20 ? ErrorCode.INVALID_PARAMS : ErrorCode.WORKSPACE_FAILED,
+      `VM '${name}': cannot ${what}${detail ? `: ${detail.replace(/^banger: /, "")}` : ""}`,
+      { hint: "check the guest path with `banger vm exec NAME -- ls -la PATH`" },
+    );
+  };
+
+  return {
+    async copyIn(options) {
+      let printed = "";
+      await run(
+        options.name,
+        `copy into ${options.path}`,
+        shellProgram("banger-cp", RECEIVE_SCRIPT, [
+          options.path,
+          options.source,
+          options.base,
+          options.archive ? "1" : "0",
+        ]),
+        {
+          stdin: options.payload,
+          onStdout: (chunk) => {
+            printed += chunk.toString("utf8");
+          },
+          signal: options.signal,
+        },
+      );
+      return { path: printed.trim() || options.path };
+    },
+
+    async copyOut(options) {
+      let bytes = 0;
+      await run(
+        options.name,
+        `copy ${options.path}`,
+        shellProgram("banger-cp", SEND_SCRIPT, [options.path]),
+        {
+          onStdout: (chunk) => {
+            bytes += chunk.length;
+            return options.onData(chunk);
+          },
+          signal: options.signal,
+        },
+      );
+      return { bytes };
+    },
+
+    async syncAuth(params, signal) {
+      const entries: TarEntry[] = [];
+      const text = (value: string) => new TextEncoder().encode(value);
+      if (params.authorizedKeys.length > 0)
+        entries.push({
+          name: "authorized_keys",
+          data: text(`${params.authorizedKeys.join("\n")}\n`),
+          mode: 0o600,
+        });
+      if (params.gitIdentity)
+        entries.push({
+          name: "identity",
+          data: text(`${oneLine(params.gitIdentity.name)}\n${oneLine(params.gitIdentity.email)}\n`),
+          mode: 0o600,
+        });
+      if (params.files.length > 0) {
+        entries.push({
+          name: "paths",
+          data: text(params.files.map((f) => `${f.guest}\0`).join("")),
+          mode: 0o600,
+        });
+        for (const [index, file] of params.files.entries())
+          entries.push({ name: `files/${index}`, data: Buffer.from(file.data, "base64"), mode: 0o600 });
+      }
+      await deps.recordAuthFiles?.(
+        params.name,
+        params.files.map((file) => guestAbsolute(file.guest)),
+      );
+      await run(params.name, "sync auth files", shellProgram("banger-auth", AUTH_SCRIPT, []), {
+        stdin: Readable.from([Buffer.from(tarArchive(entries))]),
+        signal,
+      });
+      return {
+        name: params.name,
+        keys: params.authorizedKeys.length,
+        files: params.files.map((f) => f.guest),
+        gitIdentity: params.gitIdentity !== null,
+      };
+    },
+  };
+}
+
+function oneLine(value: string): string {
+  return value.replace(/[\r\n\0]/g, " ");
+}

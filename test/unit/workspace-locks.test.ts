@@ -1,0 +1,194 @@
+/**
+ * The workspace lock split (the seeds' two regression tests), on the fake
+ * VM platform with the real VM service and real KeyedLocks:
+ * - prepare holds the VM lock only to validate and snapshot, so `vm stop`
+ *   (and so delete and restart, which take the same lock) completes while
+ *   an import is stalled in the guest;
+ * - prepares on one VM run their guest I/O one at a time, and an export
+ *   waits for the import in flight instead of reading half of it.
+ * Progress is driven by gates on the guest exec, never by time.
+ */
+import assert from "node:assert/strict";
+import { Readable } from "node:stream";
+import { describe, it } from "node:test";
+import { KeyedLocks } from "../../src/core/concurrency/index.ts";
+import { createVmService, type GuestAccess, type VmService } from "../../src/daemon/vm/index.ts";
+import {
+  createWorkspaceService,
+  type WorkspaceRecords,
+  type WorkspaceService,
+} from "../../src/daemon/workspace/index.ts";
+import type { WorkspaceInfo } from "../../src/protocol/index.ts";
+import { createFakeVmPlatform, type FakeVmPlatform } from "../fakes/vm-platform.ts";
+
+const HANG_GUARD = { timeout: 30_000 };
+const HEAD = "a".repeat(40);
+
+/** Guest programs by their $0 name, each held until its `release()` is called. */
+class GuestPrograms {
+  readonly entered: string[] = [];
+  inFlight = 0;
+  maxInFlight = 0;
+  #waiters: Array<{ name: string; release: () => void }> = [];
+  #arrivals: Array<() => void> = [];
+
+  async run(name: string, stdin: Readable | undefined): Promise<void> {
+    const released = new Promise<void>((resolve) => this.#waiters.push({ name, release: resolve }));
+    this.entered.push(name);
+    this.inFlight += 1;
+    this.maxInFlight = Math.max(this.maxInFlight, this.inFlight);
+    for (const wake of this.#arrivals.splice(0)) wake();
+    if (stdin) for await (const _ of stdin) void _;
+    await released;
+    this.inFlight -= 1;
+  }
+
+  /** Resolves once `count` programs have entered in total. */
+  async arrived(count: number): Promise<void> {
+    while (this.entered.length < count) await new Promise<void>((resolve) => this.#arrivals.push(resolve));
+  }
+
+  waiting(): string[] {
+    return this.#waiters.map((waiter) => waiter.name);
+  }
+
+  releaseOne(): void {
+    this.#waiters.shift()?.release();
+  }
+}
+
+interface Rig {
+  platform: FakeVmPlatform;
+  vms: VmService;
+  workspaces: WorkspaceService;
+  programs: GuestPrograms;
+  vmLocks: KeyedLocks;
+}
+
+async function withRig(body: (rig: Rig) => Promise<void>): Promise<void> {
+  await using platform = createFakeVmPlatform();
+  const programs = new GuestPrograms();
+  const base = platform.deps.guest;
+  const guest: GuestAccess = {
+    ...base,
+    identityFile: () => base.identityFile(),
+    publicKey: () => base.publicKey(),
+    waitForBanner: (o) => base.waitForBanner(o),
+    pinHostKey: (o) => base.pinHostKey(o),
+    close: (t) => base.close(t),
+    openTcp: (ip, port, signal) => base.openTcp(ip, port, signal),
+    async exec(target, exec) {
+      const name = exec.argv[0] === "sh" ? exec.argv[3] : undefined;
+      if (name === undefined || !name.startsWith("banger-")) return base.exec(target, exec);
+      await programs.run(name, exec.stdin);
+      if (name === "banger-export") await exec.onStdout?.(Buffer.from("tar bytes"));
+      return { exitCode: 0, signal: null };
+    },
+  };
+  const vms = createVmService({ ...platform.deps, guest });
+  const records = new Map<string, WorkspaceInfo>();
+  const store: WorkspaceRecords = {
+    read: async (id) => records.get(id),
+    write: async (id, record) => void records.set(id, record),
+  };
+  const vmLocks = platform.deps.vmLocks;
+  const workspaces = createWorkspaceService({
+    vms,
+    vmLocks,
+    workspaceLocks: new KeyedLocks(),
+    disk: {
+      copyOut: () => Promise.reject(new Error("the VM is running; no disk read expected")),
+      run: () => Promise.reject(new Error("no host program expected")),
+    },
+    records: store,
+    now: () => new Date(0),
+  });
+  await vms.create({ name: "box" }, { signal: new AbortController().signal, progress: () => {} });
+  await body({ platform, vms, workspaces, programs, vmLocks });
+}
+
+function prepare(rig: Rig, path = "/root/work/app") {
+  return rig.workspaces.prepare({
+    name: "box",
+    path,
+    readonly: false,
+    includeUntracked: false,
+    repo: {
+      path: "/home/u/app",
+      head: HEAD,
+      branch: "main",
+      dirtyFiles: 0,
+      untrackedFiles: 0,
+      submodules: [],
+      lfsFiles: 0,
+      worktree: false,
+      alternates: false,
+      depth: null,
+    },
+    payload: Readable.from([Buffer.from("payload")]),
+    signal: new AbortController().signal,
+  });
+}
+
+describe("workspace lock split", () => {
+  it(
+    "releases the VM lock during the guest import: stop completes while an import is stalled",
+    HANG_GUARD,
+    async () => {
+      await withRig(async (rig) => {
+        const id = (await rig.vms.show("box")).id;
+        let prepared = false;
+        const preparing = prepare(rig).then(() => {
+          prepared = true;
+        });
+        await rig.programs.arrived(1);
+        assert.deepEqual(rig.programs.waiting(), ["banger-prepare"], "the import is stalled in the guest");
+        assert.equal(rig.vmLocks.isLocked(id), false, "the VM lock is free while the import runs");
+
+        const stopped = await rig.vms.stop("box", {
+          signal: new AbortController().signal,
+          progress: () => {},
+        });
+        assert.equal(stopped.state, "stopped", "stop completed without queueing behind the import");
+        assert.equal(prepared, false, "the import was still running when stop finished");
+
+        rig.programs.releaseOne();
+        await preparing;
+      });
+    },
+  );
+
+  it("serialises prepares on one VM, and an export waits for the import in flight", HANG_GUARD, async () => {
+    await withRig(async (rig) => {
+      const all = [prepare(rig, "/root/w1"), prepare(rig, "/root/w2"), prepare(rig, "/root/w3")];
+      await rig.programs.arrived(1);
+      const chunks: Buffer[] = [];
+      const exporting = rig.workspaces.export({
+        name: "box",
+        format: "patch",
+        onData: (chunk) => void chunks.push(chunk),
+        signal: new AbortController().signal,
+      });
+      for (let done = 1; done <= 3; done++) {
+        assert.deepEqual(rig.programs.waiting(), ["banger-prepare"], `only import ${done} is in the guest`);
+        rig.programs.releaseOne();
+        await rig.programs.arrived(done + 1);
+      }
+      assert.deepEqual(rig.programs.entered, [
+        "banger-prepare",
+        "banger-prepare",
+        "banger-prepare",
+        "banger-export",
+      ]);
+      assert.equal(rig.programs.maxInFlight, 1, "never two guest programs of one workspace at once");
+      rig.programs.releaseOne();
+      const results = await Promise.all(all);
+      assert.deepEqual(
+        results.map((r) => r.path),
+        ["/root/w1", "/root/w2", "/root/w3"],
+      );
+      assert.deepEqual(await exporting, { bytes: 9, fromDisk: false });
+      assert.equal(Buffer.concat(chunks).toString(), "tar bytes");
+    });
+  });
+});
