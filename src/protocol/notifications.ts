@@ -30,6 +30,7 @@ export const ProgressStep = z.enum([
   "vm.agent",
   /** The last step of a start: the VM is running; its message says so. */
   "vm.ready",
+  "vm.stop",
   "image.rootfs",
   "image.customize",
   "image.kernel",

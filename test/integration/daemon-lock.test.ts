@@ -75,19 +75,16 @@ describe("one daemon per home", () => {
   it("autostarts although the pid file names a zombie (a dead daemon nobody reaped)", async () => {
     const home = newHome();
     await plantStaleSocket(home);
-    // sh forks a child that waits for a line on stdin, then execs sleep, which never reaps it;
-    // the line comes only once sleep runs (a shell still there could reap it): a zombie.
-    const parent = spawn("sh", ["-c", "exec 3<&0; (read line <&3) & echo $!; exec sleep 60"], {
-      stdio: ["pipe", "pipe", "ignore"],
+    // sh forks a short sleep and then execs a long one, which never reaps it: a zombie once the
+    // short one ends (it still runs when sh execs, so sh cannot have reaped it first).
+    const parent = spawn("sh", ["-c", "sleep 0.3 & echo $!; exec sleep 60"], {
+      stdio: ["ignore", "pipe", "ignore"],
     });
     const zombie = Number.parseInt(
       await new Promise<string>((resolve) => parent.stdout.once("data", (data) => resolve(String(data)))),
       10,
     );
     try {
-      while (readFileSync(`/proc/${parent.pid}/comm`, "utf8").trim() !== "sleep")
-        await new Promise((resolve) => setTimeout(resolve, 10));
-      parent.stdin.end("go\n");
       while (!readFileSync(`/proc/${zombie}/stat`, "utf8").includes(") Z "))
         await new Promise((resolve) => setTimeout(resolve, 10));
       writeFileSync(join(home, "run", "bangerd.pid"), `${zombie}\n`);
