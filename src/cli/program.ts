@@ -39,6 +39,8 @@ function buildProgram(
     .configureOutput({
       writeOut: (text) => ctx.stdout.write(text),
       writeErr: (text) => ctx.stderr.write(text),
+      // Usage errors read like every other error: "banger: unknown command 'lst'".
+      outputError: (text, write) => write(text.replace(/^error: /, "banger: ")),
     })
     .showHelpAfterError("(run with --help for usage)")
     .addHelpText(

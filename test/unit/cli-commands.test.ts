@@ -561,7 +561,7 @@ describe("the command tree", () => {
   it("suggests a command for a typo and exits 2", async () => {
     const cli = fakeCli({ client: new FakeDaemonClient({}) });
     assert.equal(await cli.run(["vm", "lst"]), 2);
-    assert.match(cli.stderr(), /unknown command 'lst'\n\(Did you mean one of list, ls\?\)/);
+    assert.match(cli.stderr(), /^banger: unknown command 'lst'\n\(Did you mean one of list, ls\?\)/);
   });
 
   it("every command's --help has examples", async () => {
