@@ -19,6 +19,7 @@ import { parseSubnet } from "../../core/network/index.ts";
 import type { Layout } from "../../core/paths/index.ts";
 import { AUTH_FILES_JSON } from "../../core/workspace/index.ts";
 import type { VmInfo } from "../../protocol/index.ts";
+import { agentBinaryPath, createGuestAgents } from "../../sys/agent/index.ts";
 import { copyOutOfDisk, runUnprivileged } from "../../sys/diskread/index.ts";
 import { createFirecrackerDriver } from "../../sys/firecracker/index.ts";
 import { createNodeFs, readDiskUsage, writeFileAtomic } from "../../sys/fs/index.ts";
@@ -40,7 +41,14 @@ import { createImageService, type ImageService } from "../image/index.ts";
 import { createOciImages, type OciImages, withAutoPull } from "../image/oci.ts";
 import { createPromoter, type Promote } from "../image/promote.ts";
 import { createPublisher } from "../image/publish.ts";
-import { createVmService, createVmStats, type VmService, type VmStatsService } from "../vm/index.ts";
+import {
+  agentChannel,
+  agentReadiness,
+  createVmService,
+  createVmStats,
+  type VmService,
+  type VmStatsService,
+} from "../vm/index.ts";
 import {
   createTransferService,
   createWorkspaceService,
@@ -174,6 +182,7 @@ export async function buildServices(deps: ServiceDeps, life: AsyncDisposableStac
     }),
     firecracker: createFirecrackerDriver({
       binary: config.vmm.firecracker_binary,
+      console: { maxBytes: config.daemon.log_max_bytes, files: config.daemon.log_files },
       logger: logger.child({ svc: "firecracker" }),
       runner,
     }),
@@ -184,6 +193,10 @@ export async function buildServices(deps: ServiceDeps, life: AsyncDisposableStac
   const vmLocks = new KeyedLocks();
   const tscKhz = await probes.tscKhz();
   const files = createVmFiles();
+  const agents = createGuestAgents({
+    agentBinary: agentBinaryPath(),
+    logger: logger.child({ svc: "agent" }),
+  });
   const vms = createVmService({
     store,
     layout,
@@ -200,6 +213,9 @@ export async function buildServices(deps: ServiceDeps, life: AsyncDisposableStac
       list: () => listVmmProcesses({ vmsDir: layout.vmsDir, controlFiles: ["qmp.sock", "api.sock"] }),
       kill: (handle) => killAndWait(handle, 10_000, "a stray VMM"),
     },
+    agents,
+    channel: agentChannel(agents, guest),
+    readiness: agentReadiness(agents, guest, files),
     hooks: capabilities.vmHooks,
     // Per-VM locks come first, then the narrow reservation mutex (ARCHITECTURE.md "Lock order").
     vmLocks,

@@ -23,6 +23,8 @@
  * - Log lines carry the method and sizes, never a request's input.
  * - `$/cancel` aborts the handler's AbortSignal; a closed connection aborts
  *   every handler still running for it.
+ * - `$/signal` and `$/resize` reach the handler's `control` listeners; ones
+ *   for a request without listeners are dropped.
  * - Handlers return data; errors that are not BangerErrors reach the client
  *   as INTERNAL with a correlation id that is also logged.
  */
@@ -31,11 +33,12 @@ import { chmod, chown, rm } from "node:fs/promises";
 import { createServer, type Server, type Socket } from "node:net";
 import { PassThrough, type Readable } from "node:stream";
 import type { z } from "zod";
-import { cancelled, errorMessage } from "../../core/async/index.ts";
+import { cancelled, drained, errorMessage } from "../../core/async/index.ts";
 import type { Logger } from "../../core/log/index.ts";
 import {
   CancelParams,
   ErrorCode,
+  type ExecSignal,
   isBangerError,
   JSONRPC_INVALID_PARAMS,
   JSONRPC_INVALID_REQUEST,
@@ -48,7 +51,9 @@ import {
   methods,
   type Progress,
   type RequestId,
+  ResizeParams,
   type ResultOf,
+  SignalParams,
   STREAM_CHUNK_BYTES,
   type StreamChannel,
   StreamParams,
@@ -72,6 +77,17 @@ export interface HandlerContext {
   logger: Logger;
   progress: Progress;
   streams: RequestStreams;
+  /** Listeners for the client's `$/signal` and `$/resize` on this request (one each; a later call replaces). */
+  control: {
+    onSignal(listener: (signal: ExecSignal) => void): void;
+    onResize(listener: (size: { cols: number; rows: number }) => void): void;
+  };
+}
+
+/** A request's control listeners, set by its handler. */
+interface ControlListeners {
+  signal?: (signal: ExecSignal) => void;
+  resize?: (size: { cols: number; rows: number }) => void;
 }
 
 export type Handler<M extends MethodName> = (
@@ -218,7 +234,7 @@ class Connection {
   readonly #splitter: LineSplitter;
   readonly #inflight = new Map<
     RequestId,
-    { controller: AbortController; incoming: Map<StreamChannel, PassThrough> }
+    { controller: AbortController; incoming: Map<StreamChannel, PassThrough>; control: ControlListeners }
   >();
   #helloDone = false;
   #compatible = true;
@@ -388,6 +404,19 @@ class Connection {
       }
       return;
     }
+    if (method === "$/signal") {
+      const parsed = SignalParams.safeParse(params);
+      if (parsed.success) this.#inflight.get(parsed.data.id)?.control.signal?.(parsed.data.signal);
+      return;
+    }
+    if (method === "$/resize") {
+      const parsed = ResizeParams.safeParse(params);
+      if (parsed.success) {
+        const { cols, rows } = parsed.data;
+        this.#inflight.get(parsed.data.id)?.control.resize?.({ cols, rows });
+      }
+      return;
+    }
     if (method === "$/stream") {
       const parsed = StreamParams.safeParse(params);
       if (!parsed.success) return;
@@ -474,7 +503,8 @@ class Connection {
     }
     const controller = new AbortController();
     const incoming = new Map<StreamChannel, PassThrough>();
-    this.#inflight.set(id, { controller, incoming });
+    const control: ControlListeners = {};
+    this.#inflight.set(id, { controller, incoming, control });
     // Made on first use: most requests never log, and a child logger costs more than the ping it serves.
     let requestLogger: Logger | undefined;
     const requestLog = (): Logger => {
@@ -489,6 +519,14 @@ class Connection {
       },
       progress: (event) => {
         this.#send({ jsonrpc: "2.0", method: "$/progress", params: { id, status: "running", ...event } });
+      },
+      control: {
+        onSignal: (listener) => {
+          control.signal = listener;
+        },
+        onResize: (listener) => {
+          control.resize = listener;
+        },
       },
       streams: {
         write: (ch, data) => this.#writeStream(id, ch, data),
@@ -530,17 +568,7 @@ class Connection {
         method: "$/stream",
         params: { id, ch, data: piece.toString("base64") },
       });
-      if (!flushed && !this.#socket.destroyed) {
-        await new Promise<void>((resolve) => {
-          const done = () => {
-            this.#socket.off("drain", done);
-            this.#socket.off("close", done);
-            resolve();
-          };
-          this.#socket.on("drain", done);
-          this.#socket.on("close", done);
-        });
-      }
+      if (!flushed && !this.#socket.destroyed) await drained(this.#socket);
     }
   }
 
