@@ -150,24 +150,29 @@ describe("Firecracker driver against the double", {
     const driver = createFirecrackerDriver({ binary: wrapper, logger: silentLogger, console: cap });
     const spec = bootSpec("console");
     const handle = await driver.start(spec, new AbortController().signal);
-    const logs = () =>
-      ["", ".1", ".2"].map((suffix) => spec.consoleLog + suffix).filter((file) => existsSync(file));
-    // The kernel prints several KiB (bounded wait: 600 × 100 ms).
-    for (let tries = 0; tries < 600 && logs().length < 3; tries++) {
-      await new Promise((resolve) => setTimeout(resolve, 100));
-    }
-    assert.equal(logs().length, 3, "the console rotated");
-    const text = (await Promise.all(logs().map((file) => readFile(file, "utf8")))).join("");
-    assert.match(text, /\[ *\d+\.\d+\] /, "kernel messages arrived through the FIFO");
-    for (const file of logs()) assert.ok(statSync(file).size <= cap.maxBytes, `${file} is within its cap`);
-    // A daemon that restarts (a new driver) drains the same FIFO again without error.
-    const restarted = createFirecrackerDriver({ binary: wrapper, logger: silentLogger, console: cap });
-    assert.equal(await restarted.reattach(handle), "running");
     const qemu = await qemuOf(handle);
-    await restarted.kill(handle);
-    // The next test's VM needs tap0: wait (bounded) until this one's QEMU has let it go.
-    for (let tries = 0; (await processLiveness(qemu)) === "alive" && tries < 100; tries++) {
-      await new Promise((resolve) => setTimeout(resolve, 50));
+    try {
+      const logs = () =>
+        ["", ".1", ".2"].map((suffix) => spec.consoleLog + suffix).filter((file) => existsSync(file));
+      // The kernel prints several KiB (bounded wait: 600 × 100 ms).
+      for (let tries = 0; tries < 600 && logs().length < 3; tries++) {
+        await new Promise((resolve) => setTimeout(resolve, 100));
+      }
+      assert.equal(logs().length, 3, "the console rotated");
+      const text = (await Promise.all(logs().map((file) => readFile(file, "utf8")))).join("");
+      assert.match(text, /\[ *\d+\.\d+\] /, "kernel messages arrived through the FIFO");
+      for (const file of logs()) assert.ok(statSync(file).size <= cap.maxBytes, `${file} is within its cap`);
+      // A daemon that restarts (a new driver) drains the same FIFO again without error.
+      const restarted = createFirecrackerDriver({ binary: wrapper, logger: silentLogger, console: cap });
+      assert.equal(await restarted.reattach(handle), "running");
+      await restarted.kill(handle);
+      // The next test's VM needs tap0: wait (bounded) until this one's QEMU has let it go.
+      for (let tries = 0; (await processLiveness(qemu)) === "alive" && tries < 100; tries++) {
+        await new Promise((resolve) => setTimeout(resolve, 50));
+      }
+    } finally {
+      // Whatever failed above, no VMM outlives the test.
+      await driver.kill(handle);
     }
     assert.equal(existsSync(firecrackerFiles(spec.vmDir).console), false, "the FIFO goes with its VMM");
   });
