@@ -95,7 +95,11 @@ describe("a busybox-only guest runs vm.exec through the agent (QEMU)", { skip },
     try {
       const sshd = await execCollect(client, {
         name: "tiny",
-        argv: ["sh", "-c", "test -e /usr/sbin/sshd || echo no-sshd; ls /lib /usr/lib 2>&1 | grep -c libc; true"],
+        argv: [
+          "sh",
+          "-c",
+          "test -e /usr/sbin/sshd || echo no-sshd; ls /lib /usr/lib 2>&1 | grep -c libc; true",
+        ],
       });
       assert.deepEqual([sshd.exitCode, sshd.stdout], [0, "no-sshd\n0\n"], sshd.stderr);
       const user = await execCollect(client, {
