@@ -4,6 +4,7 @@
  * inferred from the same schemas.
  */
 import { z } from "zod";
+import { ProgressStep } from "./notifications.ts";
 import { workspaceMethods } from "./workspace.ts";
 
 export const VmState = z.enum(["created", "starting", "running", "paused", "stopping", "stopped", "error"]);
@@ -115,7 +116,7 @@ export const OperationInfo = z.object({
   id: z.string(),
   kind: z.string(),
   state: z.enum(["running", "succeeded", "failed", "cancelled"]),
-  step: z.string(),
+  step: ProgressStep,
   message: z.string(),
   vmName: z.string().nullable(),
   error: z.object({ code: z.string(), message: z.string(), hint: z.string().optional() }).nullable(),
@@ -256,6 +257,11 @@ export const methods = {
   "vm.kill": { params: ByName, result: VmInfo },
   "vm.pause": { params: ByName, result: VmInfo },
   "vm.resume": { params: ByName, result: VmInfo },
+  /**
+   * Without `force` a delete is refused while the VM's workspace holds
+   * unexported work, and then while the VM is running or paused; with it
+   * the VM is killed first and the work is lost.
+   */
   "vm.delete": {
     params: z.object({ name: z.string().min(1), force: z.boolean().optional() }).strict(),
     result: z.object({ name: z.string(), deleted: z.literal(true) }),

@@ -15,6 +15,41 @@ export const StreamParams = z.object({
 });
 export type StreamParams = z.infer<typeof StreamParams>;
 
+/**
+ * Every step a long operation reports, by machine name. A new step is added
+ * here first, so clients can rely on the list (the CLI renders the daemon's
+ * message for each and never writes one of its own).
+ */
+export const ProgressStep = z.enum([
+  /** An async operation accepted, not yet begun. */
+  "queued",
+  "vm.disk",
+  "vm.network",
+  "vm.boot",
+  "vm.ssh",
+  "vm.agent",
+  /** The last step of a start: the VM is running; its message says so. */
+  "vm.ready",
+  "vm.stop",
+  "image.rootfs",
+  "image.customize",
+  "image.kernel",
+  "image.initrd",
+  "image.mkfs",
+  "image.cleanup",
+  "image.cache-copy",
+  "image.cache-store",
+  "image.publish",
+  "image.pull.resolve",
+  "image.pull.layers",
+  "image.pull.apply",
+  "image.pull.rootfs",
+  "image.import.read",
+  "image.dockerfile.build",
+  "image.dockerfile.export",
+]);
+export type ProgressStep = z.infer<typeof ProgressStep>;
+
 export const CancelParams = z.object({ id: z.union([z.number(), z.string()]) });
 
 /** Signals a client may send to a running `vm.exec` (delivered to the guest process group). */
@@ -41,8 +76,8 @@ export const ResizeParams = z.object({
 });
 
 export const ProgressEvent = z.object({
-  /** Machine name of the step, e.g. "image.build.rootfs", "vm.boot". */
-  step: z.string(),
+  /** Machine name of the step. */
+  step: ProgressStep,
   /** What the step is doing, for humans. */
   message: z.string(),
   status: z.enum(["start", "running", "done", "failed"]).default("running"),

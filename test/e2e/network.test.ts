@@ -62,7 +62,7 @@ function defineNetworkSuite(vmm: "qemu" | "firecracker"): void {
     let upstream: Upstream;
     const ips = new Map<string, string>();
     const inGuest = (name: string, script: string) =>
-      env.banger(["vm", "run", "--name", name, "--", "sh", "-c", script], { timeoutMs: 120_000 });
+      env.banger(["vm", "exec", name, "--", "sh", "-c", script], { timeoutMs: 120_000 });
 
     before(async () => {
       // The Firecracker run also proves network.vm_to_vm = false.
@@ -313,7 +313,8 @@ function defineNetworkSuite(vmm: "qemu" | "firecracker"): void {
     });
 
     it("leaves no table, bridge or tap after every VM is deleted and the daemon stops with --stop-vms", async () => {
-      for (const name of ips.keys()) assert.equal((await env.banger(["vm", "delete", name])).code, 0);
+      for (const name of ips.keys())
+        assert.equal((await env.banger(["vm", "delete", "--force", name])).code, 0);
       const stopped = await env.banger(["daemon", "stop", "--stop-vms"]);
       assert.equal(stopped.code, 0, stopped.stderr);
       assert.deepEqual(nftRules(env.netns), []);

@@ -9,18 +9,18 @@ test("progress lines: a step's first and last events pass, byte counts in betwee
     (event) => seen.push(`${event.step}:${event.current ?? "-"}`),
     () => clock,
   );
-  progress({ step: "layers", message: "", current: 1, total: 10 });
+  progress({ step: "image.pull.layers", message: "", current: 1, total: 10 });
   clock = 40;
-  progress({ step: "layers", message: "", current: 2, total: 10 });
+  progress({ step: "image.pull.layers", message: "", current: 2, total: 10 });
   clock = 99;
-  progress({ step: "layers", message: "", current: 3, total: 10 });
+  progress({ step: "image.pull.layers", message: "", current: 3, total: 10 });
   clock = 100;
-  progress({ step: "layers", message: "", current: 4, total: 10 });
+  progress({ step: "image.pull.layers", message: "", current: 4, total: 10 });
   clock = 101;
-  progress({ step: "apply", message: "" });
+  progress({ step: "image.pull.apply", message: "" });
   clock = 102;
-  progress({ step: "layers", message: "", current: 5, total: 10 });
+  progress({ step: "image.pull.layers", message: "", current: 5, total: 10 });
   clock = 103;
-  progress({ step: "layers", message: "", current: 10, total: 10 });
+  progress({ step: "image.pull.layers", message: "", current: 10, total: 10 });
   assert.deepEqual(seen, ["layers:1", "layers:4", "apply:-", "layers:5", "layers:10"]);
 });

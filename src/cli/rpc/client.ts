@@ -40,13 +40,21 @@ export interface PendingCall<M extends MethodName> {
   resize(cols: number, rows: number): void;
 }
 
+/** What commands use of a client; tests give them a fake. */
+export interface DaemonClient {
+  readonly closed: boolean;
+  call<M extends MethodName>(method: M, params?: ParamsOf<M>, options?: CallOptions): Promise<ResultOf<M>>;
+  start<M extends MethodName>(method: M, params?: ParamsOf<M>, options?: CallOptions): PendingCall<M>;
+  close(): void;
+}
+
 interface Pending {
   resolve(value: unknown): void;
   reject(error: unknown): void;
   options: CallOptions;
 }
 
-export class RpcClient {
+export class RpcClient implements DaemonClient {
   readonly #socket: Socket;
   readonly #pending = new Map<RequestId, Pending>();
   #nextId = 1;

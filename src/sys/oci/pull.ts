@@ -18,7 +18,7 @@ import {
   parseManifestDocument,
   selectManifest,
 } from "../../core/oci/index.ts";
-import { BangerError, ErrorCode } from "../../protocol/index.ts";
+import { BangerError, ErrorCode, type ProgressStep } from "../../protocol/index.ts";
 import type { BlobCache } from "./blob-cache.ts";
 import { FlattenThread } from "./flatten-thread.ts";
 import type { RegistryClient } from "./registry.ts";
@@ -36,7 +36,7 @@ export interface ImageReader {
 }
 
 export type PullProgress = (event: {
-  step: string;
+  step: ProgressStep;
   message: string;
   current?: number;
   total?: number;

@@ -7,7 +7,7 @@
 import { spawn } from "node:child_process";
 import { mkdirSync } from "node:fs";
 import { createInterface } from "node:readline";
-import { BangerError, ErrorCode, isErrorCode } from "../../protocol/index.ts";
+import { BangerError, ErrorCode, isErrorCode, type ProgressStep } from "../../protocol/index.ts";
 import type { WorkerLine, WorkerRequest, WorkerResult } from "./worker.ts";
 
 const WORKER = new URL("./worker.ts", import.meta.url).pathname;
@@ -24,7 +24,7 @@ export interface WorkerRunOptions {
    */
   compileCacheDir?: string | undefined;
   onProgress?:
-    | ((event: { step: string; message: string; current?: number; total?: number }) => void)
+    | ((event: { step: ProgressStep; message: string; current?: number; total?: number }) => void)
     | undefined;
 }
 

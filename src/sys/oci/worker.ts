@@ -20,7 +20,7 @@ import {
   planRootfsMkfs,
   type TreeUsage,
 } from "../../core/oci/index.ts";
-import { BangerError, ErrorCode } from "../../protocol/index.ts";
+import { BangerError, ErrorCode, type ProgressStep } from "../../protocol/index.ts";
 import { openLocalImage } from "./archive.ts";
 import { BlobCache } from "./blob-cache.ts";
 import { type PulledImage, pullIntoTree, registryReader } from "./pull.ts";
@@ -50,7 +50,7 @@ export interface WorkerResult extends PulledImage {
 }
 
 export type WorkerLine =
-  | { progress: { step: string; message: string; current?: number; total?: number } }
+  | { progress: { step: ProgressStep; message: string; current?: number; total?: number } }
   | { result: WorkerResult }
   | { error: { code: string; message: string; hint?: string | undefined } };
 
@@ -75,7 +75,7 @@ async function treeUsage(root: string): Promise<TreeUsage> {
   return { bytes, inodes };
 }
 
-type ProgressEvent = { step: string; message: string; current?: number; total?: number };
+type ProgressEvent = { step: ProgressStep; message: string; current?: number; total?: number };
 
 /** Least time between two progress lines of one step (byte counts change on every chunk). */
 const PROGRESS_INTERVAL_MS = 100;
@@ -89,7 +89,7 @@ export function throttledProgress(
   emit: (event: ProgressEvent) => void,
   now: () => number = () => performance.now(),
 ): (event: ProgressEvent) => void {
-  let lastStep = "";
+  let lastStep: ProgressStep | undefined;
   let lastAt = Number.NEGATIVE_INFINITY;
   return (event) => {
     const at = now();
