@@ -22,5 +22,11 @@ test("progress lines: a step's first and last events pass, byte counts in betwee
   progress({ step: "image.pull.layers", message: "", current: 5, total: 10 });
   clock = 103;
   progress({ step: "image.pull.layers", message: "", current: 10, total: 10 });
-  assert.deepEqual(seen, ["layers:1", "layers:4", "apply:-", "layers:5", "layers:10"]);
+  assert.deepEqual(seen, [
+    "image.pull.layers:1",
+    "image.pull.layers:4",
+    "image.pull.apply:-",
+    "image.pull.layers:5",
+    "image.pull.layers:10",
+  ]);
 });
