@@ -12,14 +12,7 @@ import { describe, it } from "node:test";
 import { silentLogger } from "../../src/core/log/index.ts";
 import { BangerError, ErrorCode } from "../../src/protocol/index.ts";
 import { startPortProxy } from "../../src/sys/network/index.ts";
-
-async function freePort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-  const { port } = server.address() as AddressInfo;
-  await new Promise((resolve) => server.close(resolve));
-  return port;
-}
+import { freePort } from "../helpers/free-port.ts";
 
 describe("published-port relays", () => {
   it("relays 10 MB both ways over TCP, passing the half-close on", async () => {
