@@ -75,10 +75,15 @@ describe("one daemon per home", () => {
   it("autostarts although the pid file names a zombie (a dead daemon nobody reaped)", async () => {
     const home = newHome();
     await plantStaleSocket(home);
-    // sh forks `true` and then execs sleep, which never reaps it: a zombie.
-    const parent = spawn("sh", ["-c", "true & echo $!; exec sleep 60"], {
-      stdio: ["ignore", "pipe", "ignore"],
-    });
+    // perl forks a child that exits at once and never reaps it: a zombie. (A shell may reap its
+    // background job before it execs, so `sh -c "true & exec sleep"` is not reliably one.)
+    const parent = spawn(
+      "perl",
+      ["-e", '$| = 1; my $pid = fork(); exit 0 if $pid == 0; print "$pid\\n"; sleep 60'],
+      {
+        stdio: ["ignore", "pipe", "ignore"],
+      },
+    );
     const zombie = Number.parseInt(
       await new Promise<string>((resolve) => parent.stdout.once("data", (data) => resolve(String(data)))),
       10,
