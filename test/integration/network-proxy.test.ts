@@ -4,7 +4,7 @@
  * host port is a clear error naming it, and close ends live connections.
  */
 import assert from "node:assert/strict";
-import { createHash } from "node:crypto";
+import { createHash, randomBytes } from "node:crypto";
 import { createSocket } from "node:dgram";
 import { once } from "node:events";
 import { type AddressInfo, connect, createServer } from "node:net";
@@ -43,6 +43,40 @@ describe("published-port relays", () => {
     } finally {
       await proxy.close();
       await new Promise((resolve) => echo.close(resolve));
+    }
+  });
+
+  it("hands a client that reads slowly the guest's bytes intact and in order", async () => {
+    // Random bytes, so a read buffer reused while a write still points into it would show.
+    const payload = randomBytes(24 * 1024 * 1024);
+    const guest = createServer((socket) => socket.end(payload));
+    await new Promise<void>((resolve) => guest.listen(0, "127.0.0.1", resolve));
+    const port = await freePort();
+    const proxy = await startPortProxy({
+      protocol: "tcp",
+      listen: { host: "127.0.0.1", port },
+      target: { host: "127.0.0.1", port: (guest.address() as AddressInfo).port },
+      logger: silentLogger,
+    });
+    try {
+      const socket = connect({ host: "127.0.0.1", port });
+      socket.pause();
+      await new Promise((resolve) => setTimeout(resolve, 500)); // the relay's writes to us queue up
+      const hash = createHash("sha256");
+      let received = 0;
+      socket.on("data", (chunk: Buffer) => {
+        received += chunk.length;
+        hash.update(chunk);
+        socket.pause(); // and again, a little at a time
+        setImmediate(() => socket.resume());
+      });
+      socket.resume();
+      await once(socket, "close");
+      assert.equal(received, payload.length);
+      assert.equal(hash.digest("hex"), createHash("sha256").update(payload).digest("hex"));
+    } finally {
+      await proxy.close();
+      await new Promise((resolve) => guest.close(resolve));
     }
   });
 
