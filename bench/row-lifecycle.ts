@@ -3,7 +3,7 @@
  * own overhead, without root, taps or guests.
  *
  * - create-parallel: the real VM service on the fake platform
- *   (test/fakes/vm-platform.ts: real SQLite store and VM files, fake VMM
+ *   (test/fakes/vm-platform/: real SQLite store and VM files, fake VMM
  *   whose boot takes a fixed time): 8 creates at once against 1 create.
  * - reconcile: `reconcile()` of the real service over 100 VM rows and 100
  *   handles.json files; liveness is the real /proc check the QEMU driver
@@ -17,13 +17,15 @@ import { once } from "node:events";
 import { mkdir, mkdtemp, rm } from "node:fs/promises";
 import { join } from "node:path";
 import { performance } from "node:perf_hooks";
+import { ROOT_DISK_FILES } from "../src/core/disk/index.ts";
 import { resolveLayout, vmPaths } from "../src/core/paths/index.ts";
 import { macForVmId, tapNameForVmId, type VmHandles, type VmRecord } from "../src/core/vm/index.ts";
+import { qemuControlSocket } from "../src/core/vmm/qemu-plan.ts";
 import { createVmService, type OpOptions } from "../src/daemon/vm/index.ts";
 import { processLiveness, readCmdline, readProcStat } from "../src/sys/proc/index.ts";
 import { type ImageRecord, openStore, type Store } from "../src/sys/store/index.ts";
 import { createVmFiles } from "../src/sys/vmfiles/index.ts";
-import { createFakeVmPlatform } from "../test/fakes/vm-platform.ts";
+import { createFakeVmPlatform } from "../test/fakes/vm-platform/index.ts";
 import { type BenchEnv, makeEnv, startDaemon } from "./env.ts";
 import { readRssKiB, sleep, stopPid, waitPidGone } from "./proc.ts";
 import { pairedRow, type RowResult } from "./report.ts";
@@ -163,7 +165,7 @@ export async function benchReconcile(options: RowOptions): Promise<RowResult> {
     const vm = benchVm(platform.image, i, "running");
     const paths = vmPaths(platform.layout, vm.id);
     const alive = i < RECONCILE_ALIVE;
-    const child = await startMarkedSleep(paths.qmpSocket, options.onPid);
+    const child = await startMarkedSleep(qemuControlSocket(paths.dir), options.onPid);
     children.defer(() => endChild(child));
     const stat = await readProcStat(child.pid!);
     if (!stat) throw new Error(`sleep pid ${child.pid} vanished`);
@@ -172,9 +174,8 @@ export async function benchReconcile(options: RowOptions): Promise<RowResult> {
       pid: child.pid!,
       pidStartTicks: stat.startTicks,
       tap: tapNameForVmId(vm.id),
-      controlSocket: paths.qmpSocket,
-      disk: paths.overlay,
-      extra: {},
+      controlSocket: qemuControlSocket(paths.dir),
+      disk: { strategy: "file", path: join(paths.dir, ROOT_DISK_FILES["qcow2-overlay"].file) },
     };
     platform.store.insertVm(vm);
     await files.makeDir(paths.dir);

@@ -13,13 +13,13 @@
  */
 import { type ChildProcess, spawn } from "node:child_process";
 import { closeSync, openSync } from "node:fs";
-import { readFile, rm, writeFile } from "node:fs/promises";
+import { mkdir, readFile, rm, writeFile } from "node:fs/promises";
 import { connect } from "node:net";
 import { join } from "node:path";
 import { performance } from "node:perf_hooks";
 import { createInterface } from "node:readline";
 import { planKernelCmdline } from "../src/core/image/cmdline.ts";
-import { planQemuArgv } from "../src/core/vmm/qemu-plan.ts";
+import { planQemuArgv, qemuControlSocket } from "../src/core/vmm/qemu-plan.ts";
 import { pidAlive, run, runChecked, signalPid, sleep, stopPid, waitPidGone } from "./proc.ts";
 
 export interface WorkerConfig {
@@ -100,7 +100,10 @@ async function coldRun(state: WorkerState): Promise<{ ms: number; phases: Record
   const overlay = join(config.dir, `base-${n}.qcow2`);
   const consoleLog = join(config.dir, `base-${n}.console`);
   const vmmLog = join(config.dir, `base-${n}.vmm.log`);
-  const qmpSocket = join(config.dir, `base-${n}.qmp`);
+  // QEMU names its QMP socket inside the VM directory it is given.
+  const vmDir = join(config.dir, `base-${n}`);
+  await mkdir(vmDir, { recursive: true });
+  const qmpSocket = qemuControlSocket(vmDir);
   const knownHosts = join(config.dir, `base-${n}.known_hosts`);
   const phases: Record<string, number> = {};
   const started = performance.now();
@@ -156,9 +159,7 @@ async function coldRun(state: WorkerState): Promise<{ ms: number; phases: Record
         mac: `52:54:00:78:${hexByte(n >> 8)}:${hexByte(n)}`,
         consoleLog,
         vmmLog,
-        controlSocket: qmpSocket,
-        vsockSocket: join(config.dir, "unused.vsock"),
-        metricsFile: join(config.dir, "unused.metrics"),
+        vmDir,
       },
     });
     const logFd = openSync(vmmLog, "a", 0o600);
@@ -193,7 +194,8 @@ async function coldRun(state: WorkerState): Promise<{ ms: number; phases: Record
     if (state.qemu?.pid !== undefined) await stopPid(state.qemu.pid, 0);
     state.qemu = null;
     await run(["ip", "link", "del", "dev", BASELINE_TAP], { timeoutMs: 10_000 });
-    for (const file of [overlay, consoleLog, vmmLog, qmpSocket, knownHosts]) await rm(file, { force: true });
+    for (const file of [overlay, consoleLog, vmmLog, knownHosts]) await rm(file, { force: true });
+    await rm(vmDir, { recursive: true, force: true });
   }
 }
 

@@ -75,15 +75,11 @@ describe("one daemon per home", () => {
   it("autostarts although the pid file names a zombie (a dead daemon nobody reaped)", async () => {
     const home = newHome();
     await plantStaleSocket(home);
-    // perl forks a child that exits at once and never reaps it: a zombie. (A shell may reap its
-    // background job before it execs, so `sh -c "true & exec sleep"` is not reliably one.)
-    const parent = spawn(
-      "perl",
-      ["-e", '$| = 1; my $pid = fork(); exit 0 if $pid == 0; print "$pid\\n"; sleep 60'],
-      {
-        stdio: ["ignore", "pipe", "ignore"],
-      },
-    );
+    // sh forks a short sleep and then execs a long one, which never reaps it: a zombie once the
+    // short one ends (it still runs when sh execs, so sh cannot have reaped it first).
+    const parent = spawn("sh", ["-c", "sleep 0.3 & echo $!; exec sleep 60"], {
+      stdio: ["ignore", "pipe", "ignore"],
+    });
     const zombie = Number.parseInt(
       await new Promise<string>((resolve) => parent.stdout.once("data", (data) => resolve(String(data)))),
       10,

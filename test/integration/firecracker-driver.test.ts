@@ -14,6 +14,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { fileURLToPath } from "node:url";
+import { firecrackerFiles } from "../../src/core/firecracker/index.ts";
 import { silentLogger } from "../../src/core/log/index.ts";
 import type { BootSpec, VmmHandle } from "../../src/core/vmm/contract.ts";
 import {
@@ -98,9 +99,7 @@ describe("Firecracker driver against the double", {
       mac: "06:00:ac:10:00:02",
       consoleLog: join(vmDir, "console.log"),
       vmmLog: join(vmDir, "vmm.log"),
-      controlSocket: join(vmDir, "api.sock"),
-      vsockSocket: join(vmDir, "vsock.sock"),
-      metricsFile: join(vmDir, "metrics.json"),
+      vmDir,
     };
   }
 
@@ -124,7 +123,7 @@ describe("Firecracker driver against the double", {
     const qemu = await qemuOf(handle);
     assert.equal(await processLiveness(qemu), "alive");
 
-    const api = createFirecrackerClient(spec.controlSocket);
+    const api = createFirecrackerClient(firecrackerFiles(spec.vmDir).api);
     assert.equal(((await api.request("GET", "/")).body as { state: string }).state, "Running");
     assert.equal(await driver.reattach(handle), "running");
     await pauseFirecracker(handle);
@@ -137,12 +136,12 @@ describe("Firecracker driver against the double", {
       message:
         "firecracker PUT /actions: The requested operation is not supported after starting the microVM.",
     });
-    assert.equal(existsSync(spec.vsockSocket), true);
+    assert.equal(existsSync(firecrackerFiles(spec.vmDir).vsock), true);
 
     await driver.stop(handle, { timeoutMs: 1000 });
     assert.equal(await driver.isRunning(handle), false);
     assert.notEqual(await processLiveness(qemu), "alive");
-    assert.equal(existsSync(spec.controlSocket), false);
+    assert.equal(existsSync(firecrackerFiles(spec.vmDir).api), false);
     await driver.stop(handle, { timeoutMs: 1000 }); // idempotent
   });
 
@@ -174,7 +173,7 @@ describe("Firecracker driver against the double", {
         return true;
       },
     );
-    assert.equal(existsSync(spec.controlSocket), false);
+    assert.equal(existsSync(firecrackerFiles(spec.vmDir).api), false);
   });
 
   it("sent only spec-valid requests and got only spec-valid responses", async () => {

@@ -4,6 +4,7 @@
  * holding per-VM material: the new image keeps the VM's files and loses
  * its host keys, authorized key and machine id; a running VM refuses.
  */
+
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
 import { randomUUID } from "node:crypto";
@@ -12,6 +13,7 @@ import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { after, test } from "node:test";
 import { Mutex } from "../../src/core/concurrency/index.ts";
+import { ROOT_DISK_FILES } from "../../src/core/disk/index.ts";
 import { PER_VM_FILES } from "../../src/core/image/index.ts";
 import { resolveLayout, vmPaths } from "../../src/core/paths/index.ts";
 import { createPromoter } from "../../src/daemon/image/promote.ts";
@@ -89,7 +91,7 @@ test("promote keeps the VM's files and removes its per-VM material", async () =>
     join(imageDir, "rootfs.ext4"),
     "-F",
     "raw",
-    vmPaths(layout, vm.id).overlay,
+    join(vmPaths(layout, vm.id).dir, ROOT_DISK_FILES["qcow2-overlay"].file),
   ]);
   const runner = createProcessRunner();
   const fs = createNodeFs();

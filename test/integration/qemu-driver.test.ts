@@ -6,12 +6,18 @@
  * driver's `launcher`), on a tap that is attached to a bridge there.
  */
 import assert from "node:assert/strict";
+import { mkdirSync } from "node:fs";
 import { mkdtemp, readFile, rm, stat, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import type { Logger } from "../../src/core/log/index.ts";
-import type { BootSpec, VmmDriver, VmmHandle } from "../../src/core/vmm/index.ts";
+import {
+  type BootSpec,
+  qemuControlSocket,
+  type VmmDriver,
+  type VmmHandle,
+} from "../../src/core/vmm/index.ts";
 import { BangerError, ErrorCode } from "../../src/protocol/index.ts";
 import { processLiveness, readProcStat } from "../../src/sys/proc/index.ts";
 import { connectQmp } from "../../src/sys/qmp/index.ts";
@@ -93,6 +99,13 @@ describe("QEMU driver (real QEMU, TCG)", { skip: kernel ? false : TEST_KERNEL_SK
     await rm(dir, { recursive: true, force: true });
   });
 
+  /** Each VM gets its own directory, where the driver puts its QMP socket. */
+  function vmDirOf(name: string): string {
+    const vmDir = join(dir, name);
+    mkdirSync(vmDir, { recursive: true });
+    return vmDir;
+  }
+
   function bootSpec(name: string, tap: string, overrides: Partial<BootSpec> = {}): BootSpec {
     return {
       vmId: name,
@@ -107,9 +120,7 @@ describe("QEMU driver (real QEMU, TCG)", { skip: kernel ? false : TEST_KERNEL_SK
       mac: "52:54:00:00:00:0a",
       consoleLog: join(dir, `${name}.console.log`),
       vmmLog: join(dir, `${name}.vmm.log`),
-      controlSocket: join(dir, `${name}.qmp`),
-      vsockSocket: join(dir, `${name}.vsock`),
-      metricsFile: join(dir, `${name}.metrics`),
+      vmDir: vmDirOf(name),
       ...overrides,
     };
   }
@@ -187,7 +198,7 @@ describe("QEMU driver (real QEMU, TCG)", { skip: kernel ? false : TEST_KERNEL_SK
     assert.equal(failure.code, ErrorCode.BOOT_FAILED);
     assert.match(failure.message, /exited with status 1 during start/);
     assert.match(failure.hint ?? "", /no-such-kernel/);
-    assert.equal(await exists(spec.controlSocket), false);
+    assert.equal(await exists(qemuControlSocket(spec.vmDir)), false);
   });
 
   it("a start cancelled before it begins launches nothing", async () => {

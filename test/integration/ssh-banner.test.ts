@@ -2,8 +2,9 @@
 import assert from "node:assert/strict";
 import { createServer, type Server, type Socket } from "node:net";
 import { after, describe, it } from "node:test";
-import { BangerError, ErrorCode } from "../../src/protocol/index.ts";
+import { ErrorCode } from "../../src/protocol/index.ts";
 import { openTcp, waitForSshBanner } from "../../src/sys/ssh/index.ts";
+import { rejectsWithCode } from "../helpers/assert.ts";
 
 const servers: Server[] = [];
 
@@ -22,11 +23,6 @@ async function closedPort(): Promise<number> {
   await new Promise((resolve) => server.close(resolve));
   return port;
 }
-
-const hasCode = (code: string, pattern?: RegExp) => (error: unknown) =>
-  error instanceof BangerError &&
-  error.code === code &&
-  (pattern === undefined || pattern.test(error.message));
 
 after(async () => {
   for (const server of servers) await new Promise((resolve) => server.close(resolve));
@@ -52,21 +48,22 @@ describe("waitForSshBanner", () => {
 
   it("gives up at once when the VM is no longer alive", async () => {
     let asked = 0;
-    await assert.rejects(
+    await rejectsWithCode(
       waitForSshBanner({
         host: "127.0.0.1",
         port: await closedPort(),
         deadlineMs: 60_000,
         stillAlive: async () => ++asked < 3,
       }),
-      hasCode(ErrorCode.BOOT_FAILED, /VM stopped before sshd on 127\.0\.0\.1:\d+ answered/),
+      ErrorCode.BOOT_FAILED,
+      /VM stopped before sshd on 127\.0\.0\.1:\d+ answered/,
     );
     assert.equal(asked, 3);
   });
 
   it("fails at the deadline, saying how long it waited, when the server never sends SSH-", async () => {
     const port = await listen((socket) => socket.end("HTTP/1.1 400 Bad Request\r\n"));
-    await assert.rejects(
+    await rejectsWithCode(
       waitForSshBanner({
         host: "127.0.0.1",
         port,
@@ -74,7 +71,8 @@ describe("waitForSshBanner", () => {
         intervalMs: 20,
         stillAlive: async () => true,
       }),
-      hasCode(ErrorCode.BOOT_FAILED, /did not answer within \d+\.\d s \(last: unexpected banner 'HTTP'\)/),
+      ErrorCode.BOOT_FAILED,
+      /did not answer within \d+\.\d s \(last: unexpected banner 'HTTP'\)/,
     );
   });
 
@@ -90,7 +88,7 @@ describe("waitForSshBanner", () => {
         return true;
       },
     });
-    await assert.rejects(waiting, hasCode(ErrorCode.CANCELLED));
+    await rejectsWithCode(waiting, ErrorCode.CANCELLED);
   });
 });
 
@@ -106,13 +104,14 @@ describe("openTcp", () => {
 
   it("reports a refused port as GUEST_UNREACHABLE naming it", async () => {
     const port = await closedPort();
-    await assert.rejects(
+    await rejectsWithCode(
       openTcp("127.0.0.1", port),
-      hasCode(ErrorCode.GUEST_UNREACHABLE, new RegExp(`127\\.0\\.0\\.1:${port}: ECONNREFUSED`)),
+      ErrorCode.GUEST_UNREACHABLE,
+      new RegExp(`127\\.0\\.0\\.1:${port}: ECONNREFUSED`),
     );
   });
 
   it("rejects with CANCELLED for an aborted signal", async () => {
-    await assert.rejects(openTcp("127.0.0.1", 1, AbortSignal.abort()), hasCode(ErrorCode.CANCELLED));
+    await rejectsWithCode(openTcp("127.0.0.1", 1, AbortSignal.abort()), ErrorCode.CANCELLED);
   });
 });

@@ -24,9 +24,7 @@ const spec: BootSpec = {
   mac: "06:00:ac:10:00:02",
   consoleLog: "/vms/web/console.log",
   vmmLog: "/vms/web/vmm.log",
-  controlSocket: "/vms/web/api.sock",
-  vsockSocket: "/vms/web/vsock.sock",
-  metricsFile: "/vms/web/metrics.json",
+  vmDir: "/vms/web",
 };
 const caps = capabilitiesFor(parseFirecrackerVersion("Firecracker v1.16.1\n"));
 

@@ -1,9 +1,10 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { silentLogger } from "../../src/core/log/index.ts";
-import { BangerError, ErrorCode } from "../../src/protocol/index.ts";
+import { ErrorCode } from "../../src/protocol/index.ts";
 import { createHostNetwork } from "../../src/sys/network/index.ts";
 import { FakeRunner } from "../fakes/runner.ts";
+import { rejectsWithCode } from "../helpers/assert.ts";
 
 const SHOW = ["ip", "-j", "-d", "addr", "show", "dev", "banger0"];
 const completeBridge = JSON.stringify([
@@ -18,11 +19,6 @@ const completeBridge = JSON.stringify([
 function network(runner: FakeRunner) {
   return createHostNetwork({ runner, logger: silentLogger, bridge: "banger0", subnet: "10.77.0.0/24" });
 }
-
-const hasCode = (code: string, pattern?: RegExp) => (error: unknown) =>
-  error instanceof BangerError &&
-  error.code === code &&
-  (pattern === undefined || pattern.test(error.message));
 
 describe("createHostNetwork.ensureBridge", () => {
   it("builds a missing bridge in three steps", async () => {
@@ -73,13 +69,10 @@ describe("createHostNetwork.ensureBridge", () => {
     const denied = new FakeRunner()
       .on(SHOW, { code: 1, stderr: 'Device "banger0" does not exist.' })
       .on(["ip", "link", "add"], { code: 2, stderr: "RTNETLINK answers: Operation not permitted\n" });
-    await assert.rejects(network(denied).ensureBridge(), hasCode(ErrorCode.PERMISSION_DENIED, /banger0/));
+    await rejectsWithCode(network(denied).ensureBridge(), ErrorCode.PERMISSION_DENIED, /banger0/);
 
     const broken = new FakeRunner().on(SHOW, { code: 255, stderr: "Error: something odd\n" });
-    await assert.rejects(
-      network(broken).ensureBridge(),
-      hasCode(ErrorCode.NETWORK_FAILED, /banger0.*something odd/),
-    );
+    await rejectsWithCode(network(broken).ensureBridge(), ErrorCode.NETWORK_FAILED, /banger0.*something odd/);
   });
 });
 
@@ -116,7 +109,7 @@ describe("createHostNetwork taps", () => {
         stderr: 'Error: argument "banger0" is wrong: Device does not exist\n',
       })
       .on(["ip"]);
-    await assert.rejects(network(runner).createTap("bgr-abc"), hasCode(ErrorCode.NETWORK_FAILED, /bgr-abc/));
+    await rejectsWithCode(network(runner).createTap("bgr-abc"), ErrorCode.NETWORK_FAILED, /bgr-abc/);
     assert.deepEqual(runner.commands().at(-1), "ip link del dev bgr-abc");
   });
 
@@ -130,7 +123,7 @@ describe("createHostNetwork taps", () => {
       code: 2,
       stderr: "RTNETLINK answers: Device busy\n",
     });
-    await assert.rejects(network(busy).deleteTap("bgr-x"), hasCode(ErrorCode.NETWORK_FAILED, /bgr-x/));
+    await rejectsWithCode(network(busy).deleteTap("bgr-x"), ErrorCode.NETWORK_FAILED, /bgr-x/);
   });
 
   it("lists banger taps only and removes the ones no VM owns", async () => {

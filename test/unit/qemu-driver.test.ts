@@ -5,6 +5,7 @@
  * never open QMP). Real QEMU is covered by test/integration/qemu-driver.
  */
 import assert from "node:assert/strict";
+import { mkdirSync } from "node:fs";
 import { chmod, mkdtemp, readdir, readFile, rm, stat, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -94,6 +95,12 @@ describe("QEMU driver (fake QEMU)", () => {
       qmpTimeoutMs: 1500,
       console: { maxBytes: CONSOLE_CAP, files: 2 },
     });
+  /** Each VM gets its own directory, where the driver puts its QMP socket. */
+  function vmDirOf(name: string): string {
+    const vmDir = join(dir, name);
+    mkdirSync(vmDir, { recursive: true });
+    return vmDir;
+  }
   function spec(name: string, mode: string): BootSpec {
     return {
       vmId: name,
@@ -108,9 +115,7 @@ describe("QEMU driver (fake QEMU)", () => {
       mac: "52:54:00:00:00:01",
       consoleLog: join(dir, `${name}.console`),
       vmmLog: join(dir, `${name}.vmm.log`),
-      controlSocket: join(dir, `${name}.qmp`),
-      vsockSocket: join(dir, `${name}.vsock`),
-      metricsFile: join(dir, `${name}.metrics`),
+      vmDir: vmDirOf(name),
     };
   }
   async function start(name: string, mode: string): Promise<VmmHandle> {

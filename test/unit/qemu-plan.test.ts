@@ -16,9 +16,7 @@ function spec(overrides: Partial<BootSpec> = {}): BootSpec {
     mac: "52:54:00:12:34:56",
     consoleLog: "/vms/web/console.log",
     vmmLog: "/vms/web/vmm.log",
-    controlSocket: "/run/banger/web/qmp.sock",
-    vsockSocket: "/run/banger/web/vsock.sock",
-    metricsFile: "/vms/web/metrics",
+    vmDir: "/run/banger/web",
     ...overrides,
   };
 }
@@ -74,7 +72,7 @@ describe("planQemuArgv", () => {
 
   it("doubles commas in paths inside QEMU option lists", () => {
     const argv = planQemuArgv({
-      spec: spec({ controlSocket: "/run/a,b/qmp.sock", disk: { path: "/v,m/root.qcow2", format: "qcow2" } }),
+      spec: spec({ vmDir: "/run/a,b", disk: { path: "/v,m/root.qcow2", format: "qcow2" } }),
       accel: "tcg",
       binary: "qemu",
     });

@@ -3,6 +3,7 @@ import assert from "node:assert/strict";
 import { mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
+import type { VmHandles } from "../../src/core/vm/index.ts";
 import { createNodeFs, writeFileAtomic } from "../../src/sys/fs/index.ts";
 import { createVmFiles } from "../../src/sys/vmfiles/index.ts";
 import { makeTempDir } from "../helpers/tmp.ts";
@@ -51,7 +52,7 @@ describe("writeFileAtomic", () => {
     mkdirSync(vmDir);
     const handlesPath = join(vmDir, "handles.json");
     const files = createVmFiles();
-    const handles = { pid: 7, pidStartTicks: 9, tap: "tap0", controlSocket: "/s", disk: null, extra: {} };
+    const handles: VmHandles = { pid: 7, pidStartTicks: 9, tap: "tap0", controlSocket: "/s", disk: null };
     await files.writeHandles(handlesPath, handles);
     assert.equal(statSync(handlesPath).mode & 0o777, 0o600);
     assert.deepEqual(await files.readHandles(handlesPath), handles);

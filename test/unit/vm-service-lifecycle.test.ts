@@ -1,5 +1,5 @@
 /**
- * VM service lifecycle on the fake platform (test/fakes/vm-platform.ts):
+ * VM service lifecycle on the fake platform (test/fakes/vm-platform/):
  * every acquisition is undone when an operation fails or is cancelled at any
  * step, lifecycle ops on one VM serialise while different VMs overlap, and a
  * name race has exactly one winner. Everything is asserted on the platform's
@@ -10,8 +10,15 @@ import { existsSync, readdirSync } from "node:fs";
 import { describe, it, type TestContext } from "node:test";
 import { vmPaths } from "../../src/core/paths/index.ts";
 import { createVmService, type OpOptions, type VmService } from "../../src/daemon/vm/index.ts";
-import { BangerError, ErrorCode } from "../../src/protocol/index.ts";
-import { createFakeVmPlatform, type FakeVmPlatform } from "../fakes/vm-platform.ts";
+import { ErrorCode } from "../../src/protocol/index.ts";
+import {
+  createFakeVmPlatform,
+  describeEvents,
+  type FakeVmPlatform,
+  type HeldResource,
+  indexOf,
+} from "../fakes/vm-platform/index.ts";
+import { isBangerError, rejectsWithCode } from "../helpers/assert.ts";
 
 /** Bounds a test that would otherwise hang (e.g. boots that never overlap); not a timing assertion. */
 const HANG_GUARD = { timeout: 30_000 };
@@ -92,8 +99,9 @@ async function eachStep(
   throw new Error(`the operation still failed after ${MAX_STEPS} injected steps`);
 }
 
-function isBangerError(error: unknown, code: ErrorCode): error is BangerError {
-  return error instanceof BangerError && error.code === code;
+/** Held resources other than the given kinds. */
+function except(held: HeldResource[], ...kinds: HeldResource["kind"][]): HeldResource[] {
+  return held.filter((resource) => !kinds.includes(resource.kind));
 }
 
 describe("VM service: faults at every step", () => {
@@ -203,6 +211,44 @@ describe("VM service: cancel", () => {
     assert.equal(cancelled, steps.length);
     assert.ok(cancelled > 5);
   });
+
+  it(
+    "a cancel during any boot step of a stopped VM unwinds the boot and leaves it in error",
+    HANG_GUARD,
+    async (t) => {
+      const steps = await forwardSteps(async (platform, service) => {
+        await service.create({ name: "web", start: false }, options());
+        platform.resetSteps();
+        await service.start("web", options());
+      });
+      const cancelled = await eachStep(t, steps, async (k, step) => {
+        await using platform = createFakeVmPlatform();
+        const service = createVmService(platform.deps);
+        await service.create({ name: "web", start: false }, options());
+        const before = platform.held();
+        const controller = new AbortController();
+        platform.cancelAt(k, controller);
+        const error = await service.start("web", options(controller.signal)).then(
+          () => undefined,
+          (caught: unknown) => caught,
+        );
+        if (platform.injected === null) {
+          assert.equal(error, undefined);
+          return "succeeded";
+        }
+        assert.equal(platform.injected.step, step);
+        assert.ok(isBangerError(error, ErrorCode.CANCELLED), `start ended with CANCELLED: ${error}`);
+        assert.deepEqual(platform.held(), before, "only the stopped VM's dir and disk remain");
+        const row = platform.store.getVmByName("web");
+        assert.equal(row?.state, "error");
+        assert.equal(row?.lastError, "cancelled");
+        assertNoErrorsLogged(platform);
+        return "failed";
+      });
+      assert.equal(cancelled, steps.length);
+      assert.ok(cancelled > 5);
+    },
+  );
 });
 
 describe("VM service: concurrency", () => {
@@ -211,17 +257,13 @@ describe("VM service: concurrency", () => {
       platform.boots.hold();
       const names = Array.from({ length: 10 }, (_, i) => `vm-${i}`);
       const creates = names.map((name) => service.create({ name }, options()));
-      await platform.waitForEvents((event) => event.startsWith("boot-start "), 10);
-      assert.equal(
-        platform.events.filter((event) => event.startsWith("boot-end ")).length,
-        0,
-        "no boot ended while all were held",
-      );
+      await platform.events.waitFor("boot-start", 10);
+      assert.equal(platform.events.count("boot-end"), 0, "no boot ended while all were held");
       platform.boots.releaseAll();
       const infos = await Promise.all(creates);
-      const events = platform.events;
-      const lastStart = events.findLastIndex((event) => event.startsWith("boot-start "));
-      const firstEnd = events.findIndex((event) => event.startsWith("boot-end "));
+      const events = platform.events.all;
+      const lastStart = events.findLastIndex((event) => event.kind === "boot-start");
+      const firstEnd = indexOf(events, "boot-end");
       assert.ok(lastStart < firstEnd, "all 10 boots started before any ended");
       assert.deepEqual(
         infos.map((info) => info.state),
@@ -254,12 +296,13 @@ describe("VM service: concurrency", () => {
       assert.deepEqual(readdirSync(platform.layout.vmsDir), [winner.id]);
       assert.ok(platform.held().length > 0);
       assert.deepEqual(platform.held(), platform.heldBy(winner.id), "everything held is the winner's");
-      for (const kind of ["dir-make", "disk-create", "tap-create", "boot-start"]) {
-        assert.equal(
-          platform.events.filter((event) => event.startsWith(`${kind} `)).length,
-          1,
-          `one ${kind}: the losers acquired nothing`,
-        );
+      assert.equal(
+        platform.events.of(winner.id).filter((event) => event.kind === "boot-start").length,
+        platform.events.count("boot-start"),
+        "the one boot was the winner's",
+      );
+      for (const kind of ["dir-make", "disk-create", "tap-create", "boot-start"] as const) {
+        assert.equal(platform.events.count(kind), 1, `one ${kind}: the losers acquired nothing`);
       }
     });
   });
@@ -270,24 +313,24 @@ describe("VM service: concurrency", () => {
       const handlesFile = vmPaths(platform.layout, vm.id).handles;
       platform.stops.hold();
       const stopping = service.stop("one", options());
-      await platform.waitForEvents((event) => event === `stop-begin ${vm.id}`);
-      const mark = platform.events.length;
+      await platform.events.waitFor({ kind: "stop-begin", vmId: vm.id });
+      const mark = platform.events.mark();
       const starting = service.start("one", options());
       await flush();
-      assert.deepEqual(platform.events.slice(mark), [], "start did nothing while stop held the VM");
+      assert.deepEqual(platform.events.since(mark), [], "start did nothing while stop held the VM");
       assert.equal(platform.deps.vmLocks.isLocked(vm.id), true);
       platform.stops.releaseAll();
       assert.equal((await stopping).state, "stopped");
       assert.equal((await starting).state, "running");
-      const after = platform.events.slice(mark);
-      const stopDone = after.indexOf(`handles-remove ${handlesFile}`);
-      const startBegan = after.findIndex((event) => event.startsWith("bridge-ensure "));
+      const after = platform.events.since(mark);
+      const stopDone = indexOf(after, { kind: "handles-remove", path: handlesFile });
+      const startBegan = indexOf(after, "bridge-ensure");
+      assert.ok(indexOf(after, { kind: "vmm-stop", vmId: vm.id }) >= 0, "stop ended the VMM");
+      assert.ok(stopDone >= 0, `stop removed the handles: ${describeEvents(after)}`);
       assert.ok(
-        after.some((event) => event.startsWith(`vmm-stop ${vm.id} `)),
-        "stop ended the VMM",
+        startBegan > stopDone,
+        `start's first event came after stop finished: ${describeEvents(after)}`,
       );
-      assert.ok(stopDone >= 0, `stop removed the handles: ${after.join(" | ")}`);
-      assert.ok(startBegan > stopDone, `start's first event came after stop finished: ${after.join(" | ")}`);
     });
   });
 
@@ -297,15 +340,9 @@ describe("VM service: concurrency", () => {
       const b = await service.create({ name: "b", start: false }, options());
       platform.boots.hold();
       const starts = [service.start("a", options()), service.start("b", options())];
-      await platform.waitForEvents(
-        (event) => event === `boot-start ${a.id}` || event === `boot-start ${b.id}`,
-        2,
-      );
-      assert.equal(
-        platform.events.filter((event) => event.startsWith("boot-end ")).length,
-        0,
-        "both boots began before either ended",
-      );
+      await platform.events.waitFor({ kind: "boot-start", vmId: a.id });
+      await platform.events.waitFor({ kind: "boot-start", vmId: b.id });
+      assert.equal(platform.events.count("boot-end"), 0, "both boots began before either ended");
       platform.boots.releaseAll();
       const infos = await Promise.all(starts);
       assert.deepEqual(
@@ -320,14 +357,19 @@ describe("VM service: capability hooks, reaper, set", () => {
   it("stop runs every hook's stop in reverse order of start", HANG_GUARD, async () => {
     await withPlatform(async (platform, service) => {
       const vm = await service.create({ name: "hooked" }, options());
-      const started = platform.events.filter((event) => event.startsWith("hook-start "));
-      assert.deepEqual(started, [`hook-start fake-net ${vm.id}`, `hook-start fake-auth ${vm.id}`]);
-      const mark = platform.events.length;
+      assert.deepEqual(platform.events.filter("hook-start"), [
+        { kind: "hook-start", hook: "fake-net", vmId: vm.id },
+        { kind: "hook-start", hook: "fake-auth", vmId: vm.id },
+      ]);
+      const mark = platform.events.mark();
       await service.stop("hooked", options());
-      const stopped = platform.events.slice(mark).filter((event) => event.startsWith("hook-stop "));
-      assert.deepEqual(stopped, [`hook-stop fake-auth ${vm.id}`, `hook-stop fake-net ${vm.id}`]);
+      const stopped = platform.events.since(mark).filter((event) => event.kind === "hook-stop");
+      assert.deepEqual(stopped, [
+        { kind: "hook-stop", hook: "fake-auth", vmId: vm.id },
+        { kind: "hook-stop", hook: "fake-net", vmId: vm.id },
+      ]);
       assert.deepEqual(
-        platform.heldBy(vm.id).filter((key) => key.startsWith("hook ")),
+        platform.heldBy(vm.id).filter((resource) => resource.kind === "hook"),
         [],
       );
     });
@@ -350,7 +392,7 @@ describe("VM service: capability hooks, reaper, set", () => {
       assert.match(shown.lastError ?? "", /exited unexpectedly/);
       assert.equal(shown.pid, null);
       // The VMM "died" behind the ledger's back (isRunning says so), so its entry stays; the rest must go.
-      const leftovers = platform.heldBy(doomed.id).filter((key) => !/^(dir|disk|vmm) /.test(key));
+      const leftovers = except(platform.heldBy(doomed.id), "dir", "disk", "vmm");
       assert.deepEqual(leftovers, [], "tap, hooks, ssh and handles released; dir and disk kept");
       assert.equal((await service.show("survivor")).state, "running");
       assert.equal(survivor.state, "running");
@@ -378,20 +420,12 @@ describe("VM service: capability hooks, reaper, set", () => {
     async () => {
       await withPlatform(async (platform, service) => {
         await service.create({ name: "sized", diskGib: 2 }, options());
-        await assert.rejects(service.set("sized", { cpus: 2 }), (error: unknown) =>
-          isBangerError(error, ErrorCode.BAD_STATE),
-        );
+        await rejectsWithCode(service.set("sized", { cpus: 2 }), ErrorCode.BAD_STATE);
         await service.stop("sized", options());
-        await assert.rejects(service.set("sized", { diskGib: 1 }), (error: unknown) =>
-          isBangerError(error, ErrorCode.INVALID_PARAMS),
-        );
+        await rejectsWithCode(service.set("sized", { diskGib: 1 }), ErrorCode.INVALID_PARAMS);
         const updated = await service.set("sized", { cpus: 3, memoryMib: 1024, diskGib: 5 });
         assert.deepEqual([updated.cpus, updated.memoryMib, updated.diskGib], [3, 1024, 5]);
-        assert.ok(
-          platform.events.some(
-            (event) => event.startsWith("disk-grow ") && event.endsWith(` ${5 * 1024 ** 3}`),
-          ),
-        );
+        assert.ok(platform.events.has({ kind: "disk-grow", sizeBytes: 5 * 1024 ** 3 }));
         const again = await service.show("sized");
         assert.equal(again.diskGib, 5, "stored in the row");
         const started = await service.start("sized", options());
@@ -409,14 +443,14 @@ describe("VM service: reconcile after a daemon restart", () => {
     const alive = await first.create({ name: "alive" }, options());
     const gone = await first.create({ name: "gone" }, options());
     dead.add(gone.pid!);
-    const mark = platform.events.length;
+    const mark = platform.events.mark();
     // A new daemon: a fresh service over the same store and files.
     const second = createVmService(platform.deps);
     const result = await second.reconcile();
     assert.deepEqual(result.kept, ["alive"]);
     assert.deepEqual(result.demoted, ["gone"]);
     assert.ok(
-      platform.events.slice(mark).includes(`reattach ${alive.id}`),
+      indexOf(platform.events.since(mark), { kind: "reattach", vmId: alive.id }) >= 0,
       "the control channel was re-opened",
     );
     assert.equal((await second.show("alive")).pid, alive.pid, "handles are cached again");
@@ -462,29 +496,27 @@ describe("VM service: pause and resume", () => {
       await withPlatform(async (platform, service) => {
         const vm = await service.create({ name: "nap" }, options());
         assert.equal((await service.pause("nap")).state, "paused");
-        assert.ok(platform.events.includes(`pause ${vm.id}`));
+        assert.ok(platform.events.has({ kind: "pause", vmId: vm.id }));
         assert.equal((await service.pause("nap")).state, "paused", "pausing a paused VM is a no-op");
-        await assert.rejects(service.exec("nap", { argv: ["true"] }), (error: unknown) => {
-          assert.ok(isBangerError(error, ErrorCode.BAD_STATE));
-          assert.match(error.message, /is paused/);
-          assert.match(error.hint ?? "", /banger vm resume nap/);
-          return true;
-        });
+        const refused = await rejectsWithCode(
+          service.exec("nap", { argv: ["true"] }),
+          ErrorCode.BAD_STATE,
+          /is paused/,
+        );
+        assert.match(refused.hint ?? "", /banger vm resume nap/);
         await assert.rejects(service.start("nap", options()), /is paused/);
         assert.equal((await service.resume("nap")).state, "running");
-        assert.ok(platform.events.includes(`resume ${vm.id}`));
+        assert.ok(platform.events.has({ kind: "resume", vmId: vm.id }));
         await service.pause("nap");
-        const mark = platform.events.length;
+        const mark = platform.events.mark();
         assert.equal((await service.stop("nap", options())).state, "stopped");
-        const after = platform.events.slice(mark);
+        const after = platform.events.since(mark);
+        const resumed = indexOf(after, { kind: "resume", vmId: vm.id });
         assert.ok(
-          after.indexOf(`resume ${vm.id}`) >= 0 &&
-            after.indexOf(`resume ${vm.id}`) < after.indexOf(`stop-begin ${vm.id}`),
-          `a paused guest is resumed before its graceful stop: ${after.join(" | ")}`,
+          resumed >= 0 && resumed < indexOf(after, { kind: "stop-begin", vmId: vm.id }),
+          `a paused guest is resumed before its graceful stop: ${describeEvents(after)}`,
         );
-        await assert.rejects(service.pause("nap"), (error: unknown) =>
-          isBangerError(error, ErrorCode.BAD_STATE),
-        );
+        await rejectsWithCode(service.pause("nap"), ErrorCode.BAD_STATE);
         await assert.rejects(service.resume("nap"), /only a paused VM can be resumed/);
       });
     },
@@ -507,5 +539,55 @@ describe("VM service: pause and resume", () => {
     // The fake VMM reports "running" on reattach: the row follows what the VMM says.
     assert.equal((await restarted.show("held")).state, "running");
     assert.equal((await restarted.show("held")).pid, held.pid);
+  });
+});
+
+describe("VM service: stop honours its options", () => {
+  it(
+    "reports progress, and a cancel during the graceful wait kills the VMM and releases everything",
+    HANG_GUARD,
+    async () => {
+      await withPlatform(async (platform, service) => {
+        const vm = await service.create({ name: "slow" }, options());
+        const steps: string[] = [];
+        const controller = new AbortController();
+        platform.stops.hold();
+        const stopping = service.stop("slow", {
+          signal: controller.signal,
+          progress: (event) => steps.push(event.step),
+        });
+        await platform.events.waitFor({ kind: "stop-begin", vmId: vm.id });
+        assert.deepEqual(steps, ["vm.stop"], "the stop said what it is doing");
+        controller.abort();
+        await rejectsWithCode(stopping, ErrorCode.CANCELLED);
+        assert.ok(platform.events.has({ kind: "vmm-kill", vmId: vm.id }), "the VMM was killed");
+        const shown = await service.show("slow");
+        assert.equal(shown.state, "stopped");
+        assert.match(shown.lastError ?? "", /stop was cancelled/);
+        assert.deepEqual(
+          except(platform.heldBy(vm.id), "dir", "disk"),
+          [],
+          "only the stopped VM's dir and disk remain",
+        );
+        assert.equal(
+          (await service.start("slow", options())).state,
+          "running",
+          "nothing blocks the next start",
+        );
+      });
+    },
+  );
+
+  it("a stop already cancelled kills at once", HANG_GUARD, async () => {
+    await withPlatform(async (platform, service) => {
+      const vm = await service.create({ name: "gone" }, options());
+      await rejectsWithCode(
+        service.stop("gone", options(AbortSignal.abort())),
+        ErrorCode.CANCELLED,
+        /cancelled/,
+      );
+      assert.ok(platform.events.has({ kind: "vmm-kill", vmId: vm.id }));
+      assert.equal((await service.show("gone")).state, "stopped");
+    });
   });
 });

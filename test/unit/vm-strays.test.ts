@@ -11,11 +11,11 @@ import { KeyedLocks } from "../../src/core/concurrency/index.ts";
 import { vmPaths } from "../../src/core/paths/index.ts";
 import type { BootSpec } from "../../src/core/vmm/index.ts";
 import { createVmService, type OpOptions } from "../../src/daemon/vm/index.ts";
-import { createFakeVmPlatform } from "../fakes/vm-platform.ts";
+import { createFakeVmPlatform, type HeldResource } from "../fakes/vm-platform/index.ts";
 
 const HANG_GUARD = { timeout: 30_000 };
 const options = (): OpOptions => ({ signal: new AbortController().signal, progress: () => {} });
-const vmms = (held: string[]) => held.filter((entry) => entry.startsWith("vmm "));
+const vmms = (held: HeldResource[]) => held.filter((resource) => resource.kind === "vmm");
 
 /** What a start hands the driver; the fake VMM reads only the id and the control socket. */
 function bootSpec(dir: string, vmId: string, vmName: string): BootSpec {
@@ -32,9 +32,7 @@ function bootSpec(dir: string, vmId: string, vmName: string): BootSpec {
     mac: "52:54:00:00:00:01",
     consoleLog: `${dir}/console.log`,
     vmmLog: `${dir}/vmm.log`,
-    controlSocket: `${dir}/qmp.sock`,
-    vsockSocket: `${dir}/vsock.sock`,
-    metricsFile: `${dir}/metrics.json`,
+    vmDir: dir,
   };
 }
 
@@ -93,7 +91,7 @@ describe("VM service: stray VMMs", () => {
     const result = await second.reconcile();
     assert.deepEqual(result.kept, ["keep"]);
     assert.deepEqual(
-      vmms(platform.held()).map((entry) => entry.split(" ")[1]),
+      vmms(platform.held()).map((resource) => resource.id.split(" ")[0]),
       [keep.id],
       "only the kept VM's VMM runs",
     );
@@ -134,7 +132,7 @@ describe("VM service: a create the daemon died in", () => {
     platform.boots.hold();
     const first = createVmService(platform.deps);
     const creating = first.create({ name: "web" }, options());
-    await platform.waitForEvents((event) => event.startsWith("boot-start "));
+    await platform.events.waitFor("boot-start");
     // The daemon dies here (its client saw the connection drop: the create failed for the user).
     // A new daemon: its own locks, the same store and files.
     const vm = platform.store.getVmByName("web")!;

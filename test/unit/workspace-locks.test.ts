@@ -19,7 +19,7 @@ import {
   type WorkspaceService,
 } from "../../src/daemon/workspace/index.ts";
 import type { WorkspaceInfo } from "../../src/protocol/index.ts";
-import { createFakeVmPlatform, type FakeVmPlatform } from "../fakes/vm-platform.ts";
+import { createFakeVmPlatform, type FakeVmPlatform } from "../fakes/vm-platform/index.ts";
 
 const HANG_GUARD = { timeout: 30_000 };
 const HEAD = "a".repeat(40);

@@ -20,6 +20,74 @@ export type RawCowStrategy = (typeof RawCowStrategy)[number];
 export type DiskFormat = "qcow2" | "raw";
 
 /**
+ * The one table of stored root-disk names: the file in a VM's directory
+ * each strategy makes, and the format the VMM opens it as. The file's name
+ * is the only record of the strategy. reflink and sparse-copy make the same
+ * file, and everything after creation treats them alike.
+ */
+export const ROOT_DISK_FILES: Readonly<Record<RootDiskStrategy, { file: string; format: DiskFormat }>> = {
+  "qcow2-overlay": { file: "root.qcow2", format: "qcow2" },
+  reflink: { file: "root.raw", format: "raw" },
+  "sparse-copy": { file: "root.raw", format: "raw" },
+  "dm-snapshot": { file: "root.cow", format: "raw" },
+};
+
+/** The strategies a stored disk is looked up as, one per distinct file, in lookup order. */
+export const STORED_DISK_LOOKUP: readonly RootDiskStrategy[] = [
+  "qcow2-overlay",
+  "dm-snapshot",
+  "sparse-copy",
+];
+
+/**
+ * The strategy for a new disk: an overlay when the VMM opens qcow2, else
+ * the host's raw strategy (asked only then, since finding it out is a probe).
+ */
+export async function rootDiskStrategyFor(
+  formats: readonly DiskFormat[],
+  rawStrategy: () => Promise<RawCowStrategy>,
+): Promise<RootDiskStrategy> {
+  return formats.includes("qcow2") ? "qcow2-overlay" : rawStrategy();
+}
+
+/**
+ * What a running VM's root disk holds on the host for one boot, as stored
+ * in handles.json: a dm snapshot's devices, or just the file the VMM opens.
+ */
+export type DiskHandles =
+  | {
+      strategy: "dm-snapshot";
+      dmName: string;
+      baseLoop: string;
+      cowLoop: string;
+      dmOrigin?: string | undefined;
+    }
+  | { strategy: "file"; path: string };
+
+/** Types the handles an attach plan's executor returned (see planDiskAttach). */
+export function diskHandlesFrom(path: string, handles: Readonly<Record<string, string>>): DiskHandles {
+  const { dmName, baseLoop, cowLoop, dmOrigin } = handles;
+  if (dmName === undefined) return { strategy: "file", path };
+  if (baseLoop === undefined || cowLoop === undefined) {
+    throw new BangerError(ErrorCode.INTERNAL, `dm-snapshot ${dmName} was attached without both loop devices`);
+  }
+  return {
+    strategy: "dm-snapshot",
+    dmName,
+    baseLoop,
+    cowLoop,
+    ...(dmOrigin === undefined ? {} : { dmOrigin }),
+  };
+}
+
+/** The handle map `planDiskDetach` reads, from typed handles. */
+export function diskHandleRecord(handles: DiskHandles): Record<string, string> {
+  if (handles.strategy === "file") return {};
+  const { strategy: _, dmOrigin, ...devices } = handles;
+  return dmOrigin === undefined ? devices : { ...devices, dmOrigin };
+}
+
+/**
  * One external command. Argv elements may hold `{name}` placeholders,
  * replaced by handle values (static ones or ones captured earlier).
  */

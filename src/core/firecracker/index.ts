@@ -4,6 +4,7 @@
  * configure and start a microVM from a BootSpec), `--version` parsing and the
  * capability table. Callers branch on capabilities, never on version strings.
  */
+import { join } from "node:path";
 import { BangerError, ErrorCode } from "../../protocol/index.ts";
 import type { BootSpec, VmmFeatures } from "../vmm/contract.ts";
 
@@ -147,6 +148,24 @@ export interface FirecrackerCall {
   body?: FirecrackerRequestBody;
 }
 
+/** Firecracker's private files in a VM's directory. */
+export const FIRECRACKER_FILES = {
+  api: "api.sock",
+  vsock: "vsock.sock",
+  log: "firecracker.log",
+  metrics: "metrics.json",
+} as const;
+
+/** The absolute paths of Firecracker's files for the VM whose directory is `vmDir`. */
+export function firecrackerFiles(vmDir: string): Record<keyof typeof FIRECRACKER_FILES, string> {
+  return {
+    api: join(vmDir, FIRECRACKER_FILES.api),
+    vsock: join(vmDir, FIRECRACKER_FILES.vsock),
+    log: join(vmDir, FIRECRACKER_FILES.log),
+    metrics: join(vmDir, FIRECRACKER_FILES.metrics),
+  };
+}
+
 /**
  * Guest CID of the vsock device. Firecracker's vsock is a private hybrid UDS
  * per VM (no host AF_VSOCK), so every guest can use the lowest legal CID.
@@ -200,7 +219,7 @@ export function planFirecrackerBoot(spec: BootSpec, caps: FirecrackerCapabilitie
     {
       method: "PUT",
       path: "/vsock",
-      body: { guest_cid: GUEST_CID, uds_path: spec.vsockSocket } satisfies Vsock,
+      body: { guest_cid: GUEST_CID, uds_path: firecrackerFiles(spec.vmDir).vsock } satisfies Vsock,
     },
     { method: "PUT", path: "/entropy", body: {} satisfies EntropyDevice },
     { method: "PUT", path: "/actions", body: { action_type: "InstanceStart" } satisfies InstanceActionInfo },
@@ -284,5 +303,6 @@ export function firecrackerFeatures(caps: FirecrackerCapabilities | undefined): 
     pauseResume: true,
     vsock: true,
     softwareEmulation: false,
+    snapshots: false,
   };
 }

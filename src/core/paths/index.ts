@@ -91,29 +91,19 @@ export function resolveLayout(inputs: LayoutInputs): Layout {
   };
 }
 
-/** Files inside one VM's directory. Deterministic from the VM id. */
+/**
+ * Driver-neutral files inside one VM's directory, deterministic from the VM
+ * id. The root disk's name is in ROOT_DISK_FILES (core/disk); each VMM
+ * driver names its own private files (sockets, logs, metrics) in `dir`.
+ */
 export interface VmPaths {
   dir: string;
   /** Transient kernel and process handles (pid, tap, sockets); never in SQLite. */
   handles: string;
   /** The guest's serial console. */
   console: string;
-  /** QEMU's QMP socket. */
-  qmpSocket: string;
-  /** Firecracker's API socket. */
-  apiSocket: string;
-  /** Firecracker's hybrid vsock socket. */
-  vsockSocket: string;
   /** The VMM's own stdout and stderr. */
   vmmLog: string;
-  /** Firecracker's metrics file. */
-  metrics: string;
-  /** Copy-on-write root disk over the image's base (qcow2 for QEMU). */
-  overlay: string;
-  /** Raw copy-on-write root disk (reflink or sparse copy) for Firecracker. */
-  rawDisk: string;
-  /** A dm snapshot's persistent COW store, for Firecracker where reflinks are missing. */
-  cowStore: string;
   /** The guest's pinned SSH host key. */
   knownHosts: string;
   /** ControlMaster socket for this VM's multiplexed SSH connection. */
@@ -126,14 +116,7 @@ export function vmPaths(layout: Layout, vmId: string): VmPaths {
     dir,
     handles: join(dir, "handles.json"),
     console: join(dir, "console.log"),
-    qmpSocket: join(dir, "qmp.sock"),
-    apiSocket: join(dir, "api.sock"),
-    vsockSocket: join(dir, "vsock.sock"),
     vmmLog: join(dir, "vmm.log"),
-    metrics: join(dir, "metrics.json"),
-    overlay: join(dir, "root.qcow2"),
-    rawDisk: join(dir, "root.raw"),
-    cowStore: join(dir, "root.cow"),
     knownHosts: join(dir, "known_hosts"),
     sshControl: join(layout.sshControlDir, `${vmId}.ctl`),
   };

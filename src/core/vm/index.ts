@@ -3,7 +3,9 @@
  * A row says what a VM IS; transient kernel handles (pid, tap, sockets) live
  * in its handles.json, never here.
  */
+
 import { BangerError, ErrorCode, type VmmKind, VmNameSchema, type VmState } from "../../protocol/index.ts";
+import type { DiskHandles } from "../disk/index.ts";
 
 export interface VmRecord {
   id: string;
@@ -29,13 +31,12 @@ export interface VmHandles {
   pidStartTicks: number | null;
   tap: string | null;
   controlSocket: string | null;
-  disk: string | null;
-  /** Extra handles a COW strategy or a capability hook recorded (loop devices, dm names). */
-  extra: Record<string, string>;
+  /** What the root disk's attach made for this boot (dm devices), for detach. */
+  disk: DiskHandles | null;
 }
 
 export function emptyHandles(): VmHandles {
-  return { pid: null, pidStartTicks: null, tap: null, controlSocket: null, disk: null, extra: {} };
+  return { pid: null, pidStartTicks: null, tap: null, controlSocket: null, disk: null };
 }
 
 export function validateVmName(name: string): string {
@@ -68,6 +69,24 @@ export function isActiveState(state: VmState): boolean {
   return state === "running" || state === "paused";
 }
 
+/** States of a VM that holds nothing but its row, directory and stored disk: a stop has nothing to do. */
+export function isAtRest(state: VmState): boolean {
+  return state === "stopped" || state === "created";
+}
+
+/**
+ * States in which a VM may still hold host resources (tap, devices, a VMM):
+ * the active ones, and the transient ones a dead daemon or VMM can leave behind.
+ */
+export function mayHoldRuntime(state: VmState): boolean {
+  return isActiveState(state) || state === "starting" || state === "stopping";
+}
+
+/** States in which `vm set` may change sizing: nothing is running from the stored disk. */
+export function canReconfigure(state: VmState): boolean {
+  return isAtRest(state) || state === "error";
+}
+
 export function canTransition(from: VmState, to: VmState): boolean {
   return transitions[from].includes(to);
 }
@@ -97,3 +116,5 @@ export function tapNameForVmId(vmId: string): string {
 }
 
 export const TAP_PREFIX = "bgr-";
+
+export { bootFailureSummary, classifyVmmExit, type VmmExit, vmmExitReason } from "./console.ts";

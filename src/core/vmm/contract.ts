@@ -24,6 +24,8 @@ export interface VmmFeatures {
   vsock: boolean;
   /** Whether software emulation (no KVM) is possible. */
   softwareEmulation: boolean;
+  /** Whether the driver has the `snapshots` role. */
+  snapshots: boolean;
 }
 
 export interface BootSpec {
@@ -42,12 +44,12 @@ export interface BootSpec {
   consoleLog: string;
   /** The VMM's own stdout/stderr. */
   vmmLog: string;
-  /** QMP socket (QEMU) or API socket (Firecracker). */
-  controlSocket: string;
-  /** Firecracker's vsock UDS; ignored by drivers without vsock. */
-  vsockSocket: string;
-  /** Firecracker's metrics file; ignored by others. */
-  metricsFile: string;
+  /**
+   * The VM's directory. The driver keeps its private files here (control
+   * socket, vsock socket, logs, metrics) under names it owns, and returns
+   * the control socket in the handle.
+   */
+  vmDir: string;
 }
 
 /** What a driver needs to find its VMM again, as stored in handles.json. */
@@ -68,12 +70,35 @@ export interface VmmDriver {
   isRunning(handle: VmmHandle): Promise<boolean>;
   /**
    * Re-opens the control channel of a VMM a previous daemon started (QMP,
-   * or Firecracker's API) and returns the run state it reports, e.g.
-   * "running" or "paused". Throws when the channel does not answer.
+   * or Firecracker's API) and returns the run state it reports. Throws when
+   * the channel does not answer.
    */
-  reattach(handle: VmmHandle): Promise<string>;
+  reattach(handle: VmmHandle): Promise<VmmRunState>;
   /** Freezes the guest's vCPUs (QMP `stop`, Firecracker `PATCH /vm Paused`); memory and devices stay. */
   pause(handle: VmmHandle): Promise<void>;
   /** Lets a paused guest run again. */
   resume(handle: VmmHandle): Promise<void>;
+  /** Optional role, present exactly when `features.snapshots` is true. */
+  readonly snapshots?: VmmSnapshots;
+}
+
+/** A VMM's run state as its control channel reports it; "other" for anything but running or paused. */
+export type VmmRunState = "running" | "paused" | "other";
+
+/** Reads a reported state (QMP's `status`, Firecracker's `state`), case-insensitively. */
+export function runStateOf(reported: string): VmmRunState {
+  const state = reported.toLowerCase();
+  return state === "running" || state === "paused" ? state : "other";
+}
+
+/**
+ * Optional driver role (lima's SnapshotManager): saving a paused VM's
+ * memory and device state to files, and booting a new VMM from them.
+ * Callers check `features.snapshots` first; no driver has it yet.
+ */
+export interface VmmSnapshots {
+  /** Writes the paused VM's state into `dir` (which the caller owns and removes on failure). */
+  save(handle: VmmHandle, dir: string, signal: AbortSignal): Promise<void>;
+  /** Starts a VMM from a state saved in `dir`, with the same contract as `start`. */
+  restore(spec: BootSpec, dir: string, signal: AbortSignal): Promise<VmmHandle>;
 }

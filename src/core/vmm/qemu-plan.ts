@@ -2,7 +2,16 @@
  * Pure planner for the QEMU `microvm` command line. The argv it returns is
  * exactly what the QEMU driver spawns; nothing here touches the system.
  */
+import { join } from "node:path";
 import type { BootSpec } from "./contract.ts";
+
+/** QEMU's private files in a VM's directory. */
+const QEMU_FILES = { control: "qmp.sock" } as const;
+
+/** The QMP socket of the VM whose directory is `vmDir`. */
+export function qemuControlSocket(vmDir: string): string {
+  return join(vmDir, QEMU_FILES.control);
+}
 
 export const QemuAccel = ["kvm", "tcg"] as const;
 export type QemuAccel = (typeof QemuAccel)[number];
@@ -59,7 +68,7 @@ export function planQemuArgv(input: QemuPlanInput): string[] {
     ...["-netdev", `tap,id=net0,ifname=${spec.tap},script=no,downscript=no`],
     ...["-device", `virtio-net-device,netdev=net0,mac=${spec.mac}`],
     ...["-device", "virtio-rng-device"],
-    ...["-qmp", `unix:${optionValue(spec.controlSocket)},server=on,wait=off`],
+    ...["-qmp", `unix:${optionValue(qemuControlSocket(spec.vmDir))},server=on,wait=off`],
   ];
 }
 

@@ -6,7 +6,9 @@
  * and a VM that was started meanwhile fails the promote. Published with
  * the shared publication atom.
  */
+
 import { join } from "node:path";
+import { ROOT_DISK_FILES } from "../../core/disk/index.ts";
 import { planPromote } from "../../core/image/index.ts";
 import type { Logger } from "../../core/log/index.ts";
 import { type Layout, vmPaths } from "../../core/paths/index.ts";
@@ -63,11 +65,13 @@ export function createPromoter(deps: PromoteDeps) {
         `VM '${vm.name}' has no bootable image to take its kernel from`,
       );
     }
-    const paths = vmPaths(deps.layout, vm.id);
-    const source = (await deps.fs.stat(paths.overlay))
-      ? ({ kind: "qcow2", path: paths.overlay } as const)
-      : (await deps.fs.stat(paths.rawDisk))
-        ? ({ kind: "raw", path: paths.rawDisk } as const)
+    const vmDir = vmPaths(deps.layout, vm.id).dir;
+    const overlay = join(vmDir, ROOT_DISK_FILES["qcow2-overlay"].file);
+    const rawDisk = join(vmDir, ROOT_DISK_FILES["sparse-copy"].file);
+    const source = (await deps.fs.stat(overlay))
+      ? ({ kind: "qcow2", path: overlay } as const)
+      : (await deps.fs.stat(rawDisk))
+        ? ({ kind: "raw", path: rawDisk } as const)
         : undefined;
     if (!source) {
       throw new BangerError(ErrorCode.BAD_STATE, `VM '${vm.name}' has no qcow2 or raw root disk to promote`, {
@@ -80,7 +84,7 @@ export function createPromoter(deps: PromoteDeps) {
     try {
       const rootfs = join(staging, "rootfs.ext4");
       const script = join(staging, "scrub.debugfs");
-      const plan = planPromote(source, rootfs, script, await authFilesOf(deps, paths.dir));
+      const plan = planPromote(source, rootfs, script, await authFilesOf(deps, vmDir));
       await deps.runner.run(plan.flatten, { signal: options.signal });
       await deps.fs.writeFileAtomic(script, plan.scrubScript);
       await deps.runner.run(plan.scrubArgv, { signal: options.signal });

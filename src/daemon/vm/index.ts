@@ -5,7 +5,9 @@
  */
 export type {
   GuestAccess,
+  GuestChannel,
   GuestExec,
+  GuestReadiness,
   StoredDisk,
   VmDisks,
   VmFiles,
@@ -14,6 +16,7 @@ export type {
   VmmDrivers,
   VmNetwork,
 } from "./platform.ts";
+export { sshReadiness } from "./readiness/index.ts";
 export {
   createVmService,
   type OpOptions,

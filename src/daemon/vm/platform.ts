@@ -5,7 +5,9 @@
 
 import type { Socket } from "node:net";
 import type { Readable } from "node:stream";
-import type { RootDiskStrategy } from "../../core/disk/index.ts";
+import type { DiskFormat, DiskHandles, RootDiskStrategy } from "../../core/disk/index.ts";
+import type { VmPaths } from "../../core/paths/index.ts";
+import type { VmHandles, VmRecord } from "../../core/vm/index.ts";
 import type { VmmDriver } from "../../core/vmm/contract.ts";
 import type { VmmKind } from "../../protocol/index.ts";
 
@@ -23,8 +25,27 @@ export interface GuestTarget {
   knownHostsFile: string;
 }
 
-/** SSH to guests, through the daemon's key and one ControlMaster per VM. */
-export interface GuestAccess {
+export interface GuestExecResult {
+  exitCode: number | null;
+  signal: string | null;
+}
+
+/**
+ * The way into a running guest: every guest command the service runs (exec,
+ * the stats probe, health) and every TCP connection (proxy) goes through
+ * it. SSH implements it today (one ControlMaster per VM); a vsock guest
+ * agent can implement it later without the service changing.
+ */
+export interface GuestChannel {
+  exec(target: GuestTarget, exec: GuestExec): Promise<GuestExecResult>;
+  /** A TCP connection to `port` inside the guest. */
+  openTcp(target: GuestTarget, port: number, signal?: AbortSignal): Promise<Socket>;
+  /** Ends the VM's channel (its ControlMaster), if any; idempotent. */
+  close(target: GuestTarget): Promise<void>;
+}
+
+/** SSH to guests, through the daemon's key and one ControlMaster per VM: the channel plus what boot needs. */
+export interface GuestAccess extends GuestChannel {
   readonly user: string;
   identityFile(): Promise<string>;
   publicKey(): Promise<string>;
@@ -36,10 +57,32 @@ export interface GuestAccess {
   }): Promise<void>;
   /** Reads the guest's host key from its console and pins it; throws if absent. */
   pinHostKey(options: { consoleLog: string; ip: string; knownHostsFile: string }): Promise<void>;
-  exec(target: GuestTarget, exec: GuestExec): Promise<{ exitCode: number | null; signal: string | null }>;
-  /** Ends the VM's ControlMaster, if any. */
-  close(target: GuestTarget): Promise<void>;
-  openTcp(ip: string, port: number, signal?: AbortSignal): Promise<Socket>;
+}
+
+/** A booting guest, as a readiness check sees it. */
+export interface ReadyingGuest {
+  vm: VmRecord;
+  paths: VmPaths;
+  target: GuestTarget;
+  /** The boot timeout; a check that waits must give up by then. */
+  deadlineMs: number;
+  /** False once the VMM has exited; a check that waits must stop then. */
+  stillAlive(): Promise<boolean>;
+}
+
+/**
+ * One thing that must hold before a booted guest counts as running (lima's
+ * requirements). The boot's awaitGuest step runs the registered checks in
+ * order; the first that throws fails the boot, and its `hint` leads the
+ * error's hint.
+ */
+export interface GuestReadiness {
+  readonly name: string;
+  /** What to try when the check fails. */
+  readonly hint: string;
+  /** A progress line to show before the check runs. */
+  announce?(vmName: string): { step: string; message: string };
+  wait(guest: ReadyingGuest, signal: AbortSignal): Promise<void>;
 }
 
 export interface VmNetwork {
@@ -57,13 +100,17 @@ export interface StoredDisk {
   strategy: RootDiskStrategy;
   /** The per-VM file (overlay, raw copy, or dm COW store). */
   file: string;
-  format: "qcow2" | "raw";
+  format: DiskFormat;
 }
 
 export interface VmDisks {
-  /** Creates the VM's COW root disk in `vmDir` over the image's base; the base is never written. */
+  /**
+   * Creates the VM's COW root disk in `vmDir` over the image's base; the
+   * base is never written. `formats` are what the VM's driver opens
+   * (`features.diskFormats`); they decide the strategy.
+   */
   create(options: {
-    vmm: VmmKind;
+    formats: readonly DiskFormat[];
     base: string;
     vmDir: string;
     sizeBytes: number;
@@ -77,14 +124,34 @@ export interface VmDisks {
     base: string;
     sizeBytes: number;
     signal: AbortSignal;
-  }): Promise<{ path: string; handles: Record<string, string> }>;
-  detach(handles: Record<string, string>): Promise<void>;
+  }): Promise<{ path: string; handles: DiskHandles }>;
+  /** Undoes `attach` from its handles (as read back from handles.json); idempotent. */
+  detach(handles: DiskHandles): Promise<void>;
   remove(disk: StoredDisk): Promise<void>;
   grow(disk: StoredDisk, sizeBytes: number): Promise<void>;
 }
 
-/** Per-VM files: directories, handles.json, console logs (implemented in src/sys/vmfiles). */
-export type { VmFilesAdapter as VmFiles } from "../../sys/vmfiles/index.ts";
+/** Per-VM files: the directory, handles.json (written atomically), console logs (implemented by src/sys/vmfiles). */
+export interface VmFiles {
+  makeDir(dir: string): Promise<void>;
+  removeDir(dir: string): Promise<void>;
+  /** undefined when the file is absent, torn or not a handles file. */
+  readHandles(path: string): Promise<VmHandles | undefined>;
+  writeHandles(path: string, handles: VmHandles): Promise<void>;
+  removeFile(path: string): Promise<void>;
+  /** Moves the file to `<path>.1`, if it exists. */
+  rotate(path: string): Promise<void>;
+  /** The last `bytes` bytes as text. */
+  tail(path: string, bytes: number): Promise<string>;
+  exists(path: string): Promise<boolean>;
+  /** Bytes in the file; 0 when it is absent. */
+  size(path: string): Promise<number>;
+  /** Sends the file from `offset`, then (with `follow`) what is appended, until `signal` aborts. */
+  stream(
+    path: string,
+    options: { offset: number; follow: boolean; signal: AbortSignal; onData(chunk: Buffer): Promise<void> },
+  ): Promise<void>;
+}
 
 export interface VmmDrivers {
   get(kind: VmmKind): VmmDriver;

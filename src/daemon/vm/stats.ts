@@ -133,7 +133,8 @@ export function createVmStats(deps: VmStatsDeps): VmStatsService {
     };
   }
 
-  async function sampleDisk(path: string): Promise<Probe<NonNullable<VmStats["disk"]>>> {
+  async function sampleDisk(path: string | null): Promise<Probe<NonNullable<VmStats["disk"]>>> {
+    if (path === null) return { ok: false, reason: "the VM has no root disk in its directory" };
     try {
       const usage = await deps.diskUsage(path);
       if (!usage) return { ok: false, reason: `the root disk ${path} does not exist` };

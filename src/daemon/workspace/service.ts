@@ -36,7 +36,7 @@ import type { GuestExec } from "../vm/index.ts";
 export interface WorkspaceVms {
   show(name: string): Promise<VmInfo>;
   exec(name: string, exec: GuestExec): Promise<{ exitCode: number | null; signal: string | null }>;
-  runtime(name: string): Promise<{ diskFile: string }>;
+  runtime(name: string): Promise<{ diskFile: string | null }>;
 }
 
 /** Reads a stopped VM's root disk without booting it. */
@@ -110,7 +110,7 @@ export function createWorkspaceService(deps: WorkspaceServiceDeps): WorkspaceSer
     const first = await vms.show(name);
     return vmLocks.run(first.id, async () => {
       const vm = await vms.show(name);
-      const diskFile = vm.state === "running" ? undefined : (await vms.runtime(name)).diskFile;
+      const diskFile = vm.state === "running" ? undefined : ((await vms.runtime(name)).diskFile ?? undefined);
       return { vm, diskFile };
     });
   };

@@ -1,16 +1,22 @@
 import { rm, writeFile } from "node:fs/promises";
-import { dirname, join } from "node:path";
 import { throwIfAborted } from "../../core/async/index.ts";
 import {
   capabilitiesFor,
   type FirecrackerCapabilities,
   firecrackerFeatures,
+  firecrackerFiles,
   parseFirecrackerVersion,
   planFirecrackerBoot,
   type VmState,
 } from "../../core/firecracker/index.ts";
 import type { Logger } from "../../core/log/index.ts";
-import type { BootSpec, VmmDriver, VmmFeatures, VmmHandle } from "../../core/vmm/contract.ts";
+import {
+  type BootSpec,
+  runStateOf,
+  type VmmDriver,
+  type VmmFeatures,
+  type VmmHandle,
+} from "../../core/vmm/contract.ts";
 import { BangerError, ErrorCode } from "../../protocol/index.ts";
 import { kernelFormat } from "../kernel/index.ts";
 import { createProcessRunner, type Runner } from "../runner/index.ts";
@@ -39,7 +45,6 @@ export interface FirecrackerDriver extends VmmDriver {
 }
 
 /** Name of Firecracker's own log, next to the API socket. */
-const FIRECRACKER_LOG = "firecracker.log";
 
 export function createFirecrackerDriver(options: FirecrackerDriverOptions): FirecrackerDriver {
   const runner = options.runner ?? createProcessRunner();
@@ -77,23 +82,23 @@ export function createFirecrackerDriver(options: FirecrackerDriverOptions): Fire
     }
     const plan = planFirecrackerBoot(spec, caps);
     throwIfAborted(signal);
-    await removeSockets(spec);
-    const logPath = join(dirname(spec.controlSocket), FIRECRACKER_LOG);
+    const files = firecrackerFiles(spec.vmDir);
+    await removeSockets(files);
     // Firecracker opens --log-path and --metrics-path without O_CREAT.
-    await writeFile(logPath, "", { flag: "a" });
-    await writeFile(spec.metricsFile, "", { flag: "a" });
+    await writeFile(files.log, "", { flag: "a" });
+    await writeFile(files.metrics, "", { flag: "a" });
 
     // Firecracker's stdout is the serial console; its stderr goes to the VMM log.
     const { pid, startTicks, exited } = await spawnDetachedVmm({
-      argv: [options.binary, ...firecrackerArgv(spec, logPath)],
+      argv: [options.binary, ...firecrackerArgv(spec, files)],
       stdout: spec.consoleLog,
       stderr: spec.vmmLog,
     });
-    const handle: VmmHandle = { pid, pidStartTicks: startTicks, controlSocket: spec.controlSocket };
+    const handle: VmmHandle = { pid, pidStartTicks: startTicks, controlSocket: files.api };
     const vmLog = log.child({ vm: spec.vmName, pid });
-    vmLog.info("firecracker spawned", { socket: spec.controlSocket });
+    vmLog.info("firecracker spawned", { socket: files.api });
     try {
-      await waitForApi(spec.controlSocket, Date.now() + apiTimeoutMs, {
+      await waitForApi(files.api, Date.now() + apiTimeoutMs, {
         signal,
         // Our own child: its exit event is exact, while /proc can show a
         // half-exec'd command line when the binary is a wrapper script.
@@ -101,12 +106,12 @@ export function createFirecrackerDriver(options: FirecrackerDriverOptions): Fire
       });
       for (const call of plan) {
         throwIfAborted(signal);
-        await firecrackerRequest(spec.controlSocket, call.method, call.path, call.body, { signal });
+        await firecrackerRequest(files.api, call.method, call.path, call.body, { signal });
       }
     } catch (error) {
       vmLog.warn("firecracker start failed; killing it", { error: String(error) });
       await killAndWait(handle, signalTimeoutMs, "firecracker");
-      await removeSockets(spec);
+      await removeSockets(files);
       throw error;
     }
     vmLog.info("firecracker started");
@@ -159,7 +164,7 @@ export function createFirecrackerDriver(options: FirecrackerDriverOptions): Fire
         timeoutMs: 5000,
       });
       const state = (reply.body as { state?: unknown } | undefined)?.state;
-      return typeof state === "string" ? state.toLowerCase() : "unknown";
+      return runStateOf(typeof state === "string" ? state : "");
     },
   };
 }
@@ -187,24 +192,24 @@ async function probeCapabilities(runner: Runner, binary: string): Promise<Firecr
 }
 
 /** Firecracker's own flags: the API socket, the VM id, its log and metrics files. */
-function firecrackerArgv(spec: BootSpec, logPath: string): string[] {
+function firecrackerArgv(spec: BootSpec, files: ReturnType<typeof firecrackerFiles>): string[] {
   return [
     "--api-sock",
-    spec.controlSocket,
+    files.api,
     "--id",
     spec.vmId,
     "--log-path",
-    logPath,
+    files.log,
     "--level",
     "Info",
     "--metrics-path",
-    spec.metricsFile,
+    files.metrics,
   ];
 }
 
-async function removeSockets(spec: BootSpec): Promise<void> {
-  await rm(spec.controlSocket, { force: true });
-  await rm(spec.vsockSocket, { force: true });
+async function removeSockets(files: { api: string; vsock: string }): Promise<void> {
+  await rm(files.api, { force: true });
+  await rm(files.vsock, { force: true });
 }
 
 async function removeControlSocket(handle: VmmHandle): Promise<void> {

@@ -3,66 +3,84 @@
  * (transient kernel handles that recovery reads back, so written with the
  * synced atomic writer), console logs.
  */
-
 import { createReadStream } from "node:fs";
-import { mkdir, open, readFile, rename, rm, stat } from "node:fs/promises";
+import { open } from "node:fs/promises";
 import { dirname } from "node:path";
 import { z } from "zod";
 import { sleep } from "../../core/async/index.ts";
+import { diskHandlesFrom } from "../../core/disk/index.ts";
 import type { VmHandles } from "../../core/vm/index.ts";
-import { writeFileAtomic } from "../fs/index.ts";
+import { createNodeFs, type Fs, writeFileAtomic } from "../fs/index.ts";
+
+const DiskHandlesSchema = z.discriminatedUnion("strategy", [
+  z.object({
+    strategy: z.literal("dm-snapshot"),
+    dmName: z.string(),
+    baseLoop: z.string(),
+    cowLoop: z.string(),
+    dmOrigin: z.string().optional(),
+  }),
+  z.object({ strategy: z.literal("file"), path: z.string() }),
+]);
 
 const HandlesSchema = z.object({
   pid: z.number().int().nullable(),
   pidStartTicks: z.number().int().nullable(),
   tap: z.string().nullable(),
   controlSocket: z.string().nullable(),
+  disk: DiskHandlesSchema.nullable(),
+});
+
+/** handles.json as daemons before typed disk handles wrote it: the attached path, and dm devices in `extra`. */
+const UntypedHandlesSchema = HandlesSchema.extend({
   disk: z.string().nullable(),
   extra: z.record(z.string(), z.string()),
 });
 
-export interface VmFilesAdapter {
-  makeDir(dir: string): Promise<void>;
-  removeDir(dir: string): Promise<void>;
-  readHandles(path: string): Promise<VmHandles | undefined>;
-  writeHandles(path: string, handles: VmHandles): Promise<void>;
-  removeFile(path: string): Promise<void>;
-  rotate(path: string): Promise<void>;
-  tail(path: string, bytes: number): Promise<string>;
-  exists(path: string): Promise<boolean>;
-  size(path: string): Promise<number>;
-  stream(
-    path: string,
-    options: { offset: number; follow: boolean; signal: AbortSignal; onData(chunk: Buffer): Promise<void> },
-  ): Promise<void>;
+/** Reads either shape of handles.json; undefined for anything else. */
+function parseHandles(json: unknown): VmHandles | undefined {
+  const typed = HandlesSchema.safeParse(json);
+  if (typed.success) return typed.data;
+  const untyped = UntypedHandlesSchema.safeParse(json);
+  if (!untyped.success) return undefined;
+  const { extra, disk, ...rest } = untyped.data;
+  return {
+    ...rest,
+    disk: disk === null && extra.dmName === undefined ? null : diskHandlesFrom(disk ?? "", extra),
+  };
 }
 
-export function createVmFiles(): VmFilesAdapter {
+/**
+ * Implements the VM service's `VmFiles` port (declared in
+ * daemon/vm/platform.ts) on the `Fs` seam; only the ranged reads of a
+ * console (tail, stream) go to node:fs directly, as Fs has none.
+ */
+export function createVmFiles(fs: Fs = createNodeFs()) {
   return {
-    makeDir: async (dir) => void (await mkdir(dir, { recursive: true, mode: 0o700 })),
-    removeDir: (dir) => rm(dir, { recursive: true, force: true }),
-    async readHandles(path) {
+    makeDir: (dir: string): Promise<void> => fs.mkdir(dir, { mode: 0o700 }),
+    removeDir: (dir: string): Promise<void> => fs.rm(dir),
+    async readHandles(path: string): Promise<VmHandles | undefined> {
       let text: string;
       try {
-        text = await readFile(path, "utf8");
+        text = (await fs.readFile(path)).toString("utf8");
       } catch {
         return undefined;
       }
       try {
-        return HandlesSchema.parse(JSON.parse(text));
+        return parseHandles(JSON.parse(text));
       } catch {
         // A torn or foreign file holds no handle we can trust.
         return undefined;
       }
     },
-    async writeHandles(path, handles) {
+    async writeHandles(path: string, handles: VmHandles): Promise<void> {
       await writeFileAtomic(path, `${JSON.stringify(handles, null, 2)}\n`, { mode: 0o600 });
     },
-    removeFile: (path) => rm(path, { force: true }),
-    async rotate(path) {
-      await rename(path, `${path}.1`).catch(() => undefined);
+    removeFile: (path: string): Promise<void> => fs.rm(path),
+    async rotate(path: string): Promise<void> {
+      await fs.rename(path, `${path}.1`).catch(() => undefined);
     },
-    async tail(path, bytes) {
+    async tail(path: string, bytes: number): Promise<string> {
       const handle = await open(path, "r");
       try {
         const { size } = await handle.stat();
@@ -74,27 +92,20 @@ export function createVmFiles(): VmFilesAdapter {
         await handle.close();
       }
     },
-    exists: (path) =>
-      stat(path).then(
-        () => true,
-        () => false,
-      ),
-    size: async (path) => (await stat(path)).size,
-    async stream(path, options) {
+    exists: async (path: string): Promise<boolean> =>
+      (await fs.stat(path).catch(() => undefined)) !== undefined,
+    size: async (path: string): Promise<number> => (await fs.stat(path))?.size ?? 0,
+    async stream(
+      path: string,
+      options: { offset: number; follow: boolean; signal: AbortSignal; onData(chunk: Buffer): Promise<void> },
+    ): Promise<void> {
       let offset = options.offset;
       let gone = false;
       const pump = async () => {
-        const size = await stat(path).then(
-          (s) => s.size,
-          async () => {
-            // Between boots the file is briefly absent; without its directory the VM is gone.
-            gone = !(await stat(dirname(path)).then(
-              () => true,
-              () => false,
-            ));
-            return offset;
-          },
-        );
+        const found = await fs.stat(path).catch(() => undefined);
+        // Between boots the file is briefly absent; without its directory the VM is gone.
+        if (!found) gone = (await fs.stat(dirname(path)).catch(() => undefined)) === undefined;
+        const size = found?.size ?? offset;
         if (size < offset) offset = 0;
         if (size === offset) return;
         const reader = createReadStream(path, { start: offset, end: size - 1 });

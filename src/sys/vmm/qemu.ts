@@ -15,6 +15,8 @@ import {
   type BootSpec,
   planQemuArgv,
   type QemuAccel,
+  qemuControlSocket,
+  runStateOf,
   type VmmDriver,
   type VmmHandle,
 } from "../../core/vmm/index.ts";
@@ -120,10 +122,11 @@ export function createQemuDriver(options: QemuDriverOptions): VmmDriver {
   async function start(spec: BootSpec, signal: AbortSignal): Promise<VmmHandle> {
     throwIfAborted(signal, `start of ${spec.vmName}`);
     const accel = await options.accel();
-    const consoleSocket = consoleFiles(spec.controlSocket).socket;
+    const controlSocket = qemuControlSocket(spec.vmDir);
+    const consoleSocket = consoleFiles(controlSocket).socket;
     const argv = [...launcher, ...planQemuArgv({ spec, accel, binary: options.binary, consoleSocket })];
     const log = options.logger.child({ vm: spec.vmName });
-    await removeSockets(spec.controlSocket);
+    await removeSockets(controlSocket);
     const { pid, startTicks, exited, exitDescription } = await spawnDetachedVmm({
       argv,
       stdout: spec.vmmLog,
@@ -131,7 +134,7 @@ export function createQemuDriver(options: QemuDriverOptions): VmmDriver {
     });
     log.info("QEMU started", { pid, accel });
 
-    const handle: VmmHandle = { pid, pidStartTicks: startTicks, controlSocket: spec.controlSocket };
+    const handle: VmmHandle = { pid, pidStartTicks: startTicks, controlSocket };
     /**
      * QEMU's exit event can trail the closing of the QMP connection it
      * accepted; once /proc says it is gone, wait briefly for the event and
@@ -145,7 +148,7 @@ export function createQemuDriver(options: QemuDriverOptions): VmmDriver {
     };
     try {
       const qmp = await connectQmp({
-        socketPath: spec.controlSocket,
+        socketPath: controlSocket,
         timeoutMs: qmpTimeoutMs,
         signal: AbortSignal.any([signal, exited]),
       }).catch(async (error: unknown) => {
@@ -164,20 +167,20 @@ export function createQemuDriver(options: QemuDriverOptions): VmmDriver {
         throwIfAborted(signal, `start of ${spec.vmName}`);
         throw new BangerError(
           ErrorCode.BOOT_FAILED,
-          `QEMU for ${spec.vmName} did not answer on ${spec.controlSocket} within ${qmpTimeoutMs} ms`,
+          `QEMU for ${spec.vmName} did not answer on ${controlSocket} within ${qmpTimeoutMs} ms`,
           { hint: `see ${spec.vmmLog}`, cause: error },
         );
       });
       try {
         // QEMU waits with its vCPUs stopped (-S) until the console drain is attached.
-        await attachConsole(spec.controlSocket, spec.consoleLog, qmpTimeoutMs);
+        await attachConsole(controlSocket, spec.consoleLog, qmpTimeoutMs);
         await qmp.execute("cont");
       } finally {
         qmp.close();
       }
       return handle;
     } catch (error) {
-      drains.get(spec.controlSocket)?.close();
+      drains.get(controlSocket)?.close();
       log.warn("QEMU start failed; killing it", { pid, error: String(error) });
       await kill(handle).catch((killError: unknown) =>
         log.error("could not kill QEMU after a failed start", { pid, error: String(killError) }),
@@ -194,6 +197,7 @@ export function createQemuDriver(options: QemuDriverOptions): VmmDriver {
       pauseResume: true,
       vsock: false,
       softwareEmulation: true,
+      snapshots: false,
     },
     start,
     stop,
@@ -204,7 +208,7 @@ export function createQemuDriver(options: QemuDriverOptions): VmmDriver {
     async reattach(handle) {
       const qmp = await connectQmp({ socketPath: handle.controlSocket, timeoutMs: STOP_QMP_TIMEOUT_MS });
       try {
-        const status = (await qmp.status()).status;
+        const status = runStateOf((await qmp.status()).status);
         const files = consoleFiles(handle.controlSocket);
         await attachConsole(handle.controlSocket, files.log, STOP_QMP_TIMEOUT_MS).catch((error: unknown) =>
           options.logger.warn("cannot re-attach the console; its output is dropped", {

@@ -1,5 +1,11 @@
 import { join } from "node:path";
-import type { RootDiskStrategy } from "../../../core/disk/index.ts";
+import {
+  diskHandleRecord,
+  diskHandlesFrom,
+  ROOT_DISK_FILES,
+  rootDiskStrategyFor,
+  STORED_DISK_LOOKUP,
+} from "../../../core/disk/index.ts";
 import {
   attachRootDisk,
   type CowStrategyProbe,
@@ -12,9 +18,10 @@ import type { Runner } from "../../../sys/runner/index.ts";
 import type { VmDisks } from "../../vm/index.ts";
 
 /**
- * Root disks: a qcow2 overlay for QEMU; for raw-only VMMs the strategy the
- * state directory's filesystem supports (probed once, see probeCowStrategy).
- * The stored file's name says which strategy made it.
+ * Root disks: a qcow2 overlay for a VMM that opens qcow2; for raw-only VMMs
+ * the strategy the state directory's filesystem supports (probed once, see
+ * probeCowStrategy). The stored file's name (ROOT_DISK_FILES) says which
+ * strategy made it.
  */
 export function createVmDisks(options: {
   runner: Runner;
@@ -22,35 +29,28 @@ export function createVmDisks(options: {
   exists(path: string): Promise<boolean>;
 }): VmDisks {
   const { runner } = options;
-  const fileFor = (vmDir: string, strategy: RootDiskStrategy) =>
-    strategy === "qcow2-overlay"
-      ? join(vmDir, "root.qcow2")
-      : strategy === "dm-snapshot"
-        ? join(vmDir, "root.cow")
-        : join(vmDir, "root.raw");
-  const candidates = [
-    { name: "root.qcow2", strategy: "qcow2-overlay", format: "qcow2" },
-    { name: "root.cow", strategy: "dm-snapshot", format: "raw" },
-    { name: "root.raw", strategy: "sparse-copy", format: "raw" },
-  ] as const;
   return {
     async create(o) {
-      const strategy = o.vmm === "qemu" ? "qcow2-overlay" : (await options.cowStrategy.get()).strategy;
+      const strategy = await rootDiskStrategyFor(
+        o.formats,
+        async () => (await options.cowStrategy.get()).strategy,
+      );
+      const target = join(o.vmDir, ROOT_DISK_FILES[strategy].file);
       const disk = await createRootDisk({
         strategy,
         base: o.base,
-        target: fileFor(o.vmDir, strategy),
+        target,
         sizeBytes: o.sizeBytes,
         runner,
         signal: o.signal,
       });
-      return { strategy, file: disk.handles.target ?? fileFor(o.vmDir, strategy), format: disk.format };
+      return { strategy, file: target, format: disk.format };
     },
     async locate(vmDir) {
-      for (const candidate of candidates) {
-        const file = join(vmDir, candidate.name);
-        if (await options.exists(file))
-          return { strategy: candidate.strategy, file, format: candidate.format };
+      for (const strategy of STORED_DISK_LOOKUP) {
+        const { file: name, format } = ROOT_DISK_FILES[strategy];
+        const file = join(vmDir, name);
+        if (await options.exists(file)) return { strategy, file, format };
       }
       return undefined;
     },
@@ -63,9 +63,9 @@ export function createVmDisks(options: {
         runner,
         signal: o.signal,
       });
-      return { path: attached.path, handles: attached.handles };
+      return { path: attached.path, handles: diskHandlesFrom(attached.path, attached.handles) };
     },
-    detach: (handles) => detachRootDisk({ handles, runner }),
+    detach: (handles) => detachRootDisk({ handles: diskHandleRecord(handles), runner }),
     remove: (disk) => removeRootDisk({ handles: { target: disk.file }, runner }),
     grow: (disk, sizeBytes) => growRootDisk({ strategy: disk.strategy, path: disk.file, sizeBytes, runner }),
   };

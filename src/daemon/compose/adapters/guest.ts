@@ -94,7 +94,7 @@ export function createGuestAccess(options: {
     pinHostKey: async (o) => void (await pinHostKey(o)),
     exec: async (target, exec) => (await session(target)).exec(exec),
     close: (target) => sessions.deleteAndClose(target.vmId),
-    openTcp: (ip, port, signal) => openTcp(ip, port, signal),
+    openTcp: (target, port, signal) => openTcp(target.ip, port, signal),
     [Symbol.asyncDispose]: () => sessions[Symbol.asyncDispose](),
   };
 }

@@ -1,0 +1,244 @@
+/**
+ * Booting a VM (`startLocked`, under its lock) as a list of named steps.
+ * Each step acquires one thing, registers its undo on the start's stack
+ * before moving on, and records what a new daemon would need to undo it in
+ * handles.json. A step that throws (or a cancel) unwinds the stack in
+ * reverse and leaves the VM in `error` with the reason and console tail.
+ *
+ * A new capability that must run at boot is a VmHook (before-boot or
+ * guest-ready) or a GuestReadiness check, registered where the service is
+ * built; a new step here is only for something every VM needs.
+ */
+import { errorMessage } from "../../core/async/index.ts";
+import type { DiskFormat } from "../../core/disk/index.ts";
+import { planKernelCmdline } from "../../core/image/index.ts";
+import type { VmPaths } from "../../core/paths/index.ts";
+import { GIB } from "../../core/units.ts";
+import {
+  bootFailureSummary,
+  emptyHandles,
+  tapNameForVmId,
+  type VmHandles,
+  type VmRecord,
+} from "../../core/vm/index.ts";
+import type { VmmDriver, VmmHandle } from "../../core/vmm/contract.ts";
+import { BangerError, ErrorCode, isCancelled, type Progress } from "../../protocol/index.ts";
+import type { ImageRecord } from "../../sys/store/index.ts";
+import type { OpOptions, VmContext } from "./context.ts";
+import type { GuestReadiness, StoredDisk } from "./platform.ts";
+import { killStrayVmms } from "./strays.ts";
+
+/** One boot in progress: what the steps share, filled in as they go. */
+export interface BootRun {
+  readonly ctx: VmContext;
+  readonly vm: VmRecord;
+  readonly image: ImageRecord;
+  readonly driver: VmmDriver;
+  readonly paths: VmPaths;
+  readonly signal: AbortSignal;
+  readonly progress: Progress;
+  /** What handles.json holds so far. */
+  readonly handles: VmHandles;
+  /** Set by claimDisk: the VM's root disk as stored. */
+  stored?: StoredDisk;
+  /** Set by attachDisk: what the VMM opens. */
+  disk?: { path: string; format: DiskFormat };
+  /** Set by launchVmm. */
+  vmm?: VmmHandle;
+  /** Set by awaitGuest when a readiness check fails: its hint leads the error's. */
+  failedCheck?: GuestReadiness;
+}
+
+export type BootStep = (run: BootRun, stack: AsyncDisposableStack) => Promise<void>;
+
+/**
+ * The stored root disk first, so a VM whose directory was removed gets the
+ * disk's hint rather than a failed handles.json write; then any VMM of this
+ * VM that a lost handles.json left behind, which would hold the disk's lock.
+ */
+async function claimDisk(run: BootRun): Promise<void> {
+  const { ctx, vm } = run;
+  run.stored = await ctx.storedDisk(vm);
+  await killStrayVmms({ census: ctx.deps.census, logger: ctx.deps.logger, vmId: vm.id });
+}
+
+/** The bridge, then this VM's tap on it. */
+async function attachNetwork(run: BootRun, stack: AsyncDisposableStack): Promise<void> {
+  const { ctx, vm, signal } = run;
+  const network = ctx.deps.network;
+  run.progress({ step: "vm.network", message: `setting up the network for ${vm.name}` });
+  await network.ensureBridge(signal);
+  const tap = tapNameForVmId(vm.id);
+  run.handles.tap = tap;
+  await ctx.handles.save(vm, run.handles);
+  await network.createTap(tap, signal);
+  stack.defer(() => network.deleteTap(tap));
+}
+
+/** Makes the stored root disk openable for this boot (dm-snapshot devices; a no-op for files). */
+async function attachDisk(run: BootRun, stack: AsyncDisposableStack): Promise<void> {
+  const { ctx, vm } = run;
+  const disks = ctx.deps.disks;
+  const stored = run.stored ?? (await ctx.storedDisk(vm));
+  const attached = await disks.attach({
+    disk: stored,
+    base: run.image.rootfs,
+    sizeBytes: vm.diskGib * GIB,
+    signal: run.signal,
+  });
+  stack.defer(() => disks.detach(attached.handles));
+  run.disk = { path: attached.path, format: stored.format };
+  run.handles.disk = attached.handles;
+  await ctx.handles.save(vm, run.handles);
+}
+
+async function beforeBootHooks(run: BootRun, stack: AsyncDisposableStack): Promise<void> {
+  await run.ctx.hooks.start(run.vm, "before-boot", stack, run.signal);
+}
+
+/** Plans the kernel and its cmdline, then starts the VMM (undo: kill it). */
+async function launchVmm(run: BootRun, stack: AsyncDisposableStack): Promise<void> {
+  const { ctx, vm, driver, image, paths, signal } = run;
+  const { deps } = ctx;
+  const kernel = driver.features.kernelFormats.includes("bzImage")
+    ? image.kernel
+    : await deps.images.vmlinux(image, { signal });
+  const cmdline = planKernelCmdline({
+    guestIp: vm.guestIp,
+    gatewayIp: deps.network.gateway,
+    prefixLength: deps.network.prefixLength,
+    hostname: vm.name,
+    sshPublicKey: await deps.guest.publicKey(),
+    tscKhz: await deps.tscKhz(),
+    searchDomain: deps.config.network.domain,
+    extraArgs: deps.config.vm.kernel_args,
+  });
+  await deps.files.rotate(paths.console);
+  run.progress({ step: "vm.boot", message: `booting ${vm.name} (${vm.vmm})` });
+  const handle = await driver.start(
+    {
+      vmId: vm.id,
+      vmName: vm.name,
+      cpus: vm.cpus,
+      memoryMib: vm.memoryMib,
+      kernel,
+      initrd: image.initrd,
+      kernelCmdline: cmdline,
+      disk: run.disk!,
+      tap: tapNameForVmId(vm.id),
+      mac: vm.mac,
+      consoleLog: paths.console,
+      vmmLog: paths.vmmLog,
+      vmDir: paths.dir,
+    },
+    signal,
+  );
+  stack.defer(() => driver.kill(handle));
+  run.vmm = handle;
+  run.handles.pid = handle.pid;
+  run.handles.pidStartTicks = handle.pidStartTicks;
+  run.handles.controlSocket = handle.controlSocket;
+  await ctx.handles.save(vm, run.handles);
+}
+
+/**
+ * Waits until the guest answers, one readiness check after the other, each
+ * bounded by the boot timeout and by the VMM staying alive. The guest
+ * channel the checks open is closed if a later step fails.
+ */
+async function awaitGuest(run: BootRun, stack: AsyncDisposableStack): Promise<void> {
+  const { ctx, vm, driver, signal } = run;
+  const vmm = run.vmm!;
+  const deadlineMs = ctx.deps.config.vm.boot_timeout_s * 1000;
+  const guest = {
+    vm,
+    paths: run.paths,
+    target: ctx.target(vm),
+    deadlineMs,
+    stillAlive: () => driver.isRunning(vmm),
+  };
+  stack.defer(() => ctx.channel.close(guest.target));
+  for (const check of ctx.readiness) {
+    const announce = check.announce?.(vm.name);
+    if (announce) run.progress(announce);
+    run.failedCheck = check;
+    await check.wait(guest, signal);
+    delete run.failedCheck;
+  }
+}
+
+async function guestReadyHooks(run: BootRun, stack: AsyncDisposableStack): Promise<void> {
+  await run.ctx.hooks.start(run.vm, "guest-ready", stack, run.signal);
+}
+
+/** The boot, in order. */
+const BOOT_STEPS: readonly BootStep[] = [
+  claimDisk,
+  attachNetwork,
+  attachDisk,
+  beforeBootHooks,
+  launchVmm,
+  awaitGuest,
+  guestReadyHooks,
+];
+
+/** Boots a VM that is at rest (or in error) and returns its running row; see the module comment. */
+export async function startLocked(ctx: VmContext, vm: VmRecord, options: OpOptions): Promise<VmRecord> {
+  const image = ctx.deps.store.getImageById(vm.imageId);
+  if (!image) {
+    throw new BangerError(
+      ErrorCode.IMAGE_NOT_FOUND,
+      `VM '${vm.name}' uses image ${vm.imageName}, which no longer exists`,
+    );
+  }
+  const paths = ctx.paths(vm);
+  const run: BootRun = {
+    ctx,
+    vm,
+    image,
+    driver: ctx.deps.drivers.get(vm.vmm),
+    paths,
+    signal: options.signal,
+    progress: options.progress,
+    handles: emptyHandles(),
+  };
+  let current = ctx.setState(vm, "starting", null);
+  await using stack = new AsyncDisposableStack();
+  try {
+    // handles.json is written after each acquisition, so a daemon that dies
+    // mid-start leaves a reconcile enough to tear down what was made.
+    stack.defer(() => ctx.handles.clear(vm));
+    for (const step of BOOT_STEPS) await step(run, stack);
+    current = ctx.setState(current, "running", null);
+    stack.move();
+    options.progress({ step: "vm.ready", message: `${vm.name} is running (${vm.guestIp})`, status: "done" });
+    return current;
+  } catch (error) {
+    const reason = await describeBootFailure(ctx, error, paths.console);
+    ctx.deps.logger.warn("start failed", { vm: vm.name, err: reason });
+    await stack
+      .disposeAsync()
+      .catch((undoError: unknown) =>
+        ctx.deps.logger.error("undo after failed start failed", { vm: vm.name, err: String(undoError) }),
+      );
+    ctx.setState(current, "error", reason);
+    if (isCancelled(error)) throw error;
+    // The failed check's hint, both logs (vmm.log is where a disk lock or ENOMEM shows), then the step's own hint.
+    const logs = `the VMM's own log is ${paths.vmmLog}; the guest console is ${paths.console} (\`banger vm logs ${vm.name}\`)`;
+    const ownHint = error instanceof BangerError ? error.hint : undefined;
+    const lead = [run.failedCheck?.hint, logs].filter(Boolean).join("; ");
+    const hint = ownHint && ownHint !== run.failedCheck?.hint ? `${lead}\n${ownHint}` : lead;
+    throw new BangerError(
+      error instanceof BangerError ? error.code : ErrorCode.BOOT_FAILED,
+      `VM '${vm.name}' failed to start: ${reason}`,
+      { hint, cause: error },
+    );
+  }
+}
+
+async function describeBootFailure(ctx: VmContext, error: unknown, consoleLog: string): Promise<string> {
+  if (isCancelled(error)) return "cancelled";
+  const message = errorMessage(error);
+  const tail = await ctx.deps.files.tail(consoleLog, 1500).catch(() => "");
+  return bootFailureSummary(message, tail);
+}

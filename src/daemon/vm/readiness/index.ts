@@ -1,0 +1,14 @@
+/**
+ * The guest readiness checks a boot waits for, in order. A new check (a
+ * guest agent's ping) is a file beside these plus one entry in the list the
+ * composition root passes as `readiness`.
+ */
+import type { GuestAccess, GuestChannel, GuestReadiness } from "../platform.ts";
+import { pinnedHostKey } from "./pinned-host-key.ts";
+import { sshBanner } from "./ssh-banner.ts";
+import { sshTrue } from "./ssh-true.ts";
+
+/** Today's checks: sshd answers, its host key is pinned from the console, a command runs. */
+export function sshReadiness(guest: GuestAccess, channel: GuestChannel = guest): GuestReadiness[] {
+  return [sshBanner(guest), pinnedHostKey(guest), sshTrue(channel)];
+}
