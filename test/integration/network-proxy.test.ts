@@ -7,7 +7,7 @@ import assert from "node:assert/strict";
 import { createHash, randomBytes } from "node:crypto";
 import { createSocket } from "node:dgram";
 import { once } from "node:events";
-import { type AddressInfo, connect, createServer } from "node:net";
+import { type AddressInfo, connect, createServer, type Socket } from "node:net";
 import { describe, it } from "node:test";
 import { silentLogger } from "../../src/core/log/index.ts";
 import { BangerError, ErrorCode } from "../../src/protocol/index.ts";
@@ -46,10 +46,14 @@ describe("published-port relays", () => {
     }
   });
 
-  it("hands a client that reads slowly the guest's bytes intact and in order", async () => {
-    // Random bytes, so a read buffer reused while a write still points into it would show.
-    const payload = randomBytes(24 * 1024 * 1024);
-    const guest = createServer((socket) => socket.end(payload));
+  /**
+   * The guest sends `payload` (random bytes, so a read buffer reused while a
+   * write still points into it would show) as `send` says; the client reads
+   * nothing for half a second, then a little at a time. Resolves with what
+   * arrived, or rejects when nothing moved for 10 s (a stalled relay).
+   */
+  async function toSlowClient(payload: Buffer, send: (socket: Socket) => void) {
+    const guest = createServer(send);
     await new Promise<void>((resolve) => guest.listen(0, "127.0.0.1", resolve));
     const port = await freePort();
     const proxy = await startPortProxy({
@@ -64,6 +68,11 @@ describe("published-port relays", () => {
       await new Promise((resolve) => setTimeout(resolve, 500)); // the relay's writes to us queue up
       const hash = createHash("sha256");
       let received = 0;
+      let lastSeen = -1;
+      const stalled = setInterval(() => {
+        if (received === lastSeen) socket.destroy(new Error(`stalled after ${received} bytes`));
+        lastSeen = received;
+      }, 10_000);
       socket.on("data", (chunk: Buffer) => {
         received += chunk.length;
         hash.update(chunk);
@@ -71,13 +80,39 @@ describe("published-port relays", () => {
         setImmediate(() => socket.resume());
       });
       socket.resume();
-      await once(socket, "close");
-      assert.equal(received, payload.length);
-      assert.equal(hash.digest("hex"), createHash("sha256").update(payload).digest("hex"));
+      try {
+        await once(socket, "close");
+      } finally {
+        clearInterval(stalled);
+      }
+      return { received, same: hash.digest("hex") === createHash("sha256").update(payload).digest("hex") };
     } finally {
       await proxy.close();
       await new Promise((resolve) => guest.close(resolve));
     }
+  }
+
+  it("hands a client that reads slowly the guest's bytes intact and in order", async () => {
+    const payload = randomBytes(24 * 1024 * 1024);
+    assert.deepEqual(await toSlowClient(payload, (socket) => socket.end(payload)), {
+      received: payload.length,
+      same: true,
+    });
+  });
+
+  it("keeps relaying to a slow client when the guest sends in small pieces", async () => {
+    // Small reads make small queued writes, which never emit 'drain'.
+    const payload = randomBytes(4 * 1024 * 1024);
+    const sendInPieces = (socket: Socket) => {
+      let offset = 0;
+      const next = () => {
+        if (offset >= payload.length) return void socket.end();
+        socket.write(payload.subarray(offset, offset + 1500), () => setImmediate(next));
+        offset += 1500;
+      };
+      next();
+    };
+    assert.deepEqual(await toSlowClient(payload, sendInPieces), { received: payload.length, same: true });
   });
 
   it("relays UDP datagrams and sends each answer back to its sender", async () => {

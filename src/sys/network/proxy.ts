@@ -9,7 +9,9 @@
  *   both. Client to guest is a pipe; guest to client reads into one
  *   256 KiB buffer per connection (`onread`: no allocation per read, a
  *   quarter of the reads of a pipe), and while a write to the client is
- *   queued (it still points into that buffer) reading from the guest stops;
+ *   queued (it still points into that buffer) reading from the guest stops
+ *   until that write's callback (a queued write smaller than the socket's
+ *   high-water mark never emits 'drain');
  * - UDP: one socket towards the guest per client address and port, so
  *   replies find their way back; a session idle for `udpIdleMs` is closed,
  *   and at most `maxUdpSessions` live at once (the oldest goes first);
@@ -66,9 +68,12 @@ function relayTcp(client: Socket, target: PortProxyOptions["target"]): Socket {
     onread: {
       buffer: Buffer.allocUnsafe(GUEST_READ_BYTES),
       callback(bytes: number, buffer: Uint8Array) {
-        client.write(buffer.subarray(0, bytes));
+        let waiting = false;
+        client.write(buffer.subarray(0, bytes), () => {
+          if (waiting) guest.resume();
+        });
         if (client.writableLength === 0) return true;
-        client.once("drain", () => guest.resume());
+        waiting = true;
         return false;
       },
     },
