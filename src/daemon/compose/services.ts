@@ -17,6 +17,7 @@ import { copyFileArgv } from "../../core/image/index.ts";
 import type { Logger } from "../../core/log/index.ts";
 import { parseSubnet } from "../../core/network/index.ts";
 import type { Layout } from "../../core/paths/index.ts";
+import { isActiveState } from "../../core/vm/index.ts";
 import { AUTH_FILES_JSON } from "../../core/workspace/index.ts";
 import type { VmInfo } from "../../protocol/index.ts";
 import { copyOutOfDisk, runUnprivileged } from "../../sys/diskread/index.ts";
@@ -40,6 +41,7 @@ import { createImageService, type ImageService } from "../image/index.ts";
 import { createOciImages, type OciImages, withAutoPull } from "../image/oci.ts";
 import { createPromoter, type Promote } from "../image/promote.ts";
 import { createPublisher } from "../image/publish.ts";
+import { createTapPool, type TapPool, tapPoolCheck } from "../network/index.ts";
 import { createVmService, createVmStats, type VmService, type VmStatsService } from "../vm/index.ts";
 import {
   createTransferService,
@@ -76,6 +78,8 @@ export interface Services {
   workspaces: WorkspaceService;
   transfers: TransferService;
   capabilities: Capabilities;
+  /** Warm taps for VM starts; a host feature the composition root ensures first. */
+  tapPool: TapPool;
   doctor(): ReturnType<typeof runDoctor>;
   now(): Date;
 }
@@ -93,6 +97,14 @@ export async function buildServices(deps: ServiceDeps, life: AsyncDisposableStac
     logger,
     bridge: config.network.bridge,
     subnet: parseSubnet(config.network.subnet),
+  });
+  // Its lock is a leaf (ARCHITECTURE.md "Lock order"); ensured before the host features, torn down after them.
+  const tapPool = createTapPool({
+    size: config.network.tap_pool_size,
+    host: hostNetwork,
+    anyVm: () => store.listVms().length > 0,
+    anyVmRunning: () => store.listVms().some((vm) => isActiveState(vm.state)),
+    logger,
   });
   const capabilities = deps.registerCapabilities({ config, layout, runner, logger, store, hostNetwork });
   const copyFile = async (from: string, to: string): Promise<void> =>
@@ -190,7 +202,7 @@ export async function buildServices(deps: ServiceDeps, life: AsyncDisposableStac
     config,
     logger: logger.child({ svc: "vm" }),
     images: withAutoPull(images, oci, store),
-    network: createVmNetwork(hostNetwork),
+    network: createVmNetwork(hostNetwork, tapPool),
     drivers,
     disks: createVmDisks({ runner, cowStrategy, exists: files.exists }),
     files,
@@ -242,6 +254,7 @@ export async function buildServices(deps: ServiceDeps, life: AsyncDisposableStac
     runDoctor([
       ...doctorChecks({ probes, runner, layout, config, cowStrategy, accel, blobs }),
       ...(networking ? [{ name: "network", run: () => networking.doctor() }] : []),
+      { name: "tap-pool", run: async () => tapPoolCheck(tapPool.status()) },
     ]);
   return {
     runner,
@@ -255,6 +268,7 @@ export async function buildServices(deps: ServiceDeps, life: AsyncDisposableStac
     workspaces,
     transfers,
     capabilities,
+    tapPool,
     doctor,
     now,
   };
