@@ -95,16 +95,27 @@ export async function deleteNetns(name: string, log: (line: string) => void): Pr
 }
 
 /** Runs bin/banger with the bench's environment. */
-export function banger(env: BenchEnv, args: readonly string[], timeoutMs: number): Promise<RunResult> {
+export function banger(
+  env: BenchEnv,
+  args: readonly string[],
+  timeoutMs: number,
+  options: { discardStdout?: boolean } = {},
+): Promise<RunResult> {
   return run([join(env.root, "bin", "banger"), ...args], {
     env: env.bangerEnv,
     timeoutMs,
     signal: env.signal,
+    discardStdout: options.discardStdout,
   });
 }
 
-export async function bangerChecked(env: BenchEnv, args: readonly string[], timeoutMs: number) {
-  const result = await banger(env, args, timeoutMs);
+export async function bangerChecked(
+  env: BenchEnv,
+  args: readonly string[],
+  timeoutMs: number,
+  options: { discardStdout?: boolean } = {},
+) {
+  const result = await banger(env, args, timeoutMs, options);
   if (result.code !== 0) {
     const why = result.timedOut
       ? `timed out after ${timeoutMs} ms`

@@ -12,6 +12,8 @@ export interface RunOptions {
   onSpawn?: ((pid: number) => void) | undefined;
   /** Aborting SIGKILLs the child (by its pid). */
   signal?: AbortSignal | undefined;
+  /** Counts stdout's bytes (`stdoutBytes`) instead of keeping them. */
+  discardStdout?: boolean | undefined;
 }
 
 export interface RunResult {
@@ -20,6 +22,8 @@ export interface RunResult {
   /** Wall time from just before spawn to the child's exit. */
   ms: number;
   stdout: string;
+  /** Bytes the child wrote to stdout (also when they were discarded). */
+  stdoutBytes: number;
   stderr: string;
   timedOut: boolean;
 }
@@ -37,7 +41,11 @@ export function run(argv: readonly string[], options: RunOptions): Promise<RunRe
     let timedOut = false;
     const stdout: Buffer[] = [];
     const stderr: Buffer[] = [];
-    child.stdout.on("data", (chunk: Buffer) => stdout.push(chunk));
+    let stdoutBytes = 0;
+    child.stdout.on("data", (chunk: Buffer) => {
+      stdoutBytes += chunk.length;
+      if (!options.discardStdout) stdout.push(chunk);
+    });
     child.stderr.on("data", (chunk: Buffer) => stderr.push(chunk));
     if (child.pid !== undefined) options.onSpawn?.(child.pid);
     const kill = () => {
@@ -66,6 +74,7 @@ export function run(argv: readonly string[], options: RunOptions): Promise<RunRe
       resolve({
         ...end,
         stdout: Buffer.concat(stdout).toString("utf8"),
+        stdoutBytes,
         stderr: Buffer.concat(stderr).toString("utf8"),
         timedOut,
       });

@@ -2,8 +2,9 @@
  * `npm run bench`: banger next to a bare baseline doing the same work, in
  * one run, printed as a table (or JSON with --json). Nothing asserts on time.
  *
- * Environment: BENCH_ONLY=rpc,rpc-idle,dns,cli,create-parallel,reconcile,tap-pool,rss-stopped,vm-cold,vm-fc,vm-warm,publish,
- * rss,exec-stdin,disk-sparse,disk-qcow2,disk-reflink,disk-dm,image-pull,image-pull-shared,ws-prepare,cp-in runs a subset.
+ * Environment: BENCH_ONLY=rpc,rpc-idle,dns,cli,create-parallel,reconcile,tap-pool,rss-stopped,vm-cold,vm-fc,vm-warm,vm-cat,
+ * publish,rss,exec-stdin,disk-sparse,disk-qcow2,disk-reflink,disk-dm,image-pull,image-pull-shared,ws-prepare,cp-in
+ * runs a subset.
  * Everything with bridges, taps or guests runs in a network namespace the
  * bench creates and deletes; every process it starts is ended by pid, and
  * its temp dir is removed, also on failure, Ctrl-C or the overall time cap.
@@ -57,6 +58,7 @@ import {
   prepareVms,
   RSS_ROW,
   startBaselineWorker,
+  VM_CAT_ROW,
   VM_COLD_ROW,
   VM_WARM_ROW,
   type VmContext,
@@ -76,6 +78,7 @@ const ROWS = [
   VM_COLD_ROW,
   VM_FC_ROW,
   VM_WARM_ROW,
+  VM_CAT_ROW,
   PUBLISH_ROW,
   RSS_ROW,
   EXEC_STDIN_ROW,
@@ -93,6 +96,7 @@ const VM_ROW_IDS: readonly RowId[] = [
   "vm-cold",
   "vm-fc",
   "vm-warm",
+  "vm-cat",
   "publish",
   "rss",
   "exec-stdin",
@@ -274,7 +278,8 @@ async function runRows(session: Session, selected: Set<RowId>, failures: string[
   if (selected.has("vm-fc")) results.push(...(await attempt(VM_FC_ROW, failures, () => benchVmFc(ctx))));
   let worker: VmWorker | undefined;
   const wantsWorkspace = selected.has("ws-prepare") || selected.has("cp-in");
-  const needsWorker = selected.has("vm-cold") || selected.has("vm-warm") || wantsWorkspace;
+  const needsWorker =
+    selected.has("vm-cold") || selected.has("vm-warm") || selected.has("vm-cat") || wantsWorkspace;
   if (needsWorker) {
     worker = await startBaselineWorker(ctx);
     const started = worker;
@@ -284,7 +289,7 @@ async function runRows(session: Session, selected: Set<RowId>, failures: string[
     const w = worker;
     results.push(...(await attempt(VM_COLD_ROW, failures, () => benchVmCold(ctx, w))));
   }
-  if (selected.has("vm-warm") && worker) {
+  if ((selected.has("vm-warm") || selected.has("vm-cat")) && worker) {
     const w = worker;
     results.push(...(await attempt(VM_WARM_ROW, failures, () => benchVmWarm(ctx, w))));
   }

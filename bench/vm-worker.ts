@@ -42,6 +42,7 @@ export type WorkerRequest =
   | { op: "cold" }
   | { op: "master-open"; ip: string; knownHostsFile: string }
   | { op: "mux-exec" }
+  | { op: "mux-cat"; bytes: number }
   | { op: "mux-shell"; script: string; args: string[] }
   | { op: "master-close" };
 
@@ -314,7 +315,7 @@ async function openMaster(state: WorkerState, ip: string, knownHostsFile: string
   }
 }
 
-async function muxExec(state: WorkerState): Promise<number> {
+async function muxExec(state: WorkerState, remote: readonly string[] = ["true"]): Promise<number> {
   const master = state.master;
   if (!master) throw new Error("no ControlMaster is open");
   const result = await runChecked(
@@ -326,10 +327,13 @@ async function muxExec(state: WorkerState): Promise<number> {
       "-o",
       "ControlMaster=no",
       `root@${master.ip}`,
-      "true",
+      ...remote,
     ],
-    { timeoutMs: 30_000 },
+    { timeoutMs: 120_000, discardStdout: true },
   );
+  const wanted = remote[0] === "head" ? Number(remote[2]) : 0;
+  if (result.stdoutBytes !== wanted)
+    throw new Error(`ssh ${remote.join(" ")}: ${result.stdoutBytes} bytes, not ${wanted}`);
   return result.ms;
 }
 
@@ -372,6 +376,8 @@ async function handle(state: WorkerState, request: WorkerRequest): Promise<objec
       return { pid: await openMaster(state, request.ip, request.knownHostsFile) };
     case "mux-exec":
       return { ms: await muxExec(state) };
+    case "mux-cat":
+      return { ms: await muxExec(state, ["head", "-c", String(request.bytes), "/dev/zero"]) };
     case "mux-shell":
       return { ms: await muxShell(state, request.script, request.args) };
     case "master-close":

@@ -122,13 +122,26 @@ export function buildNetworkHandlers(deps: NetworkHandlerDeps): HandlerTable {
     "vm.ports": async (params, ctx) => {
       const chunks: Buffer[] = [];
       const errors: Buffer[] = [];
-      const signal = AbortSignal.any([ctx.signal, AbortSignal.timeout(PORTS_TIMEOUT_MS)]);
-      const result = await vms.exec(params.name, {
-        argv: ["sh", "-c", planGuestPortsScript()],
-        onStdout: (chunk) => void chunks.push(chunk),
-        onStderr: (chunk) => void errors.push(chunk),
-        signal,
-      });
+      const timeout = AbortSignal.timeout(PORTS_TIMEOUT_MS);
+      const result = await vms
+        .exec(params.name, {
+          argv: ["sh", "-c", planGuestPortsScript()],
+          onStdout: (chunk) => void chunks.push(chunk),
+          onStderr: (chunk) => void errors.push(chunk),
+          signal: AbortSignal.any([ctx.signal, timeout]),
+        })
+        .catch((error: unknown) => {
+          // Our own time limit is not the caller's cancel: say what did not answer.
+          if (!timeout.aborted || ctx.signal.aborted) throw error;
+          throw new BangerError(
+            ErrorCode.GUEST_UNREACHABLE,
+            `${params.name} did not list its sockets within ${PORTS_TIMEOUT_MS / 1000} s`,
+            {
+              hint: `check that the guest is responsive: \`banger vm exec ${params.name} -- true\``,
+              cause: error,
+            },
+          );
+        });
       if (result.exitCode !== 0) {
         throw new BangerError(
           ErrorCode.GUEST_UNREACHABLE,

@@ -59,10 +59,17 @@ export function buildVmHandlers(deps: VmHandlerDeps): HandlerTable {
       try {
         return await vms.exec(params.name, {
           argv: params.argv,
+          env: params.env,
+          cwd: params.cwd,
+          user: params.user,
+          tty: params.tty,
+          timeoutMs: params.timeoutMs,
+          detach: params.detach,
           stdin: params.stdin ? ctx.streams.incoming("stdin") : undefined,
           onStdout: (chunk) => ctx.streams.write("stdout", chunk),
           onStderr: (chunk) => ctx.streams.write("stderr", chunk),
           signal: ctx.signal,
+          control: ctx.control,
         });
       } finally {
         ctx.streams.end("stdout");

@@ -169,7 +169,7 @@ export const VmStats = z.object({
 });
 export type VmStats = z.infer<typeof VmStats>;
 
-/** One `vm.health` check: `vmm` (process alive), `ssh-banner`, `ssh-exec` (`true` over SSH). */
+/** One `vm.health` check: `vmm` (process alive), `agent` (`true` through the guest agent), `ssh-banner`. */
 export const HealthCheck = z.object({
   name: z.string(),
   ok: z.boolean(),
@@ -271,16 +271,33 @@ export const methods = {
       .strict(),
     result: VmInfo,
   },
+  /**
+   * Runs an argv in the guest through its agent (no shell unless the argv is one).
+   * Bytes travel on `$/stream` (with a tty, output arrives on stdout only);
+   * `$/signal` and `$/resize` reach the process group and its PTY; `$/cancel`
+   * or a closed connection kill the group. `detach` returns at once.
+   */
   "vm.exec": {
     params: z
       .object({
         name: z.string().min(1),
         argv: z.array(z.string()).min(1),
+        env: z.array(z.string().regex(/^[^=]+=/, "must be KEY=VALUE")).optional(),
+        cwd: z.string().min(1).optional(),
+        user: z.string().min(1).optional(),
         stdin: z.boolean().optional(),
-        tty: z.boolean().optional(),
+        tty: z
+          .object({ cols: z.number().int().min(0).max(65535), rows: z.number().int().min(0).max(65535) })
+          .optional(),
+        timeoutMs: z.number().int().positive().optional(),
+        detach: z.boolean().optional(),
       })
       .strict(),
-    result: z.object({ exitCode: z.number().nullable(), signal: z.string().nullable() }),
+    result: z.object({
+      exitCode: z.number().nullable(),
+      signal: z.string().nullable(),
+      timedOut: z.boolean().optional(),
+    }),
   },
   "vm.proxy": {
     params: z.object({ name: z.string().min(1), port: z.number().int().min(1).max(65535) }).strict(),

@@ -1,5 +1,5 @@
 /**
- * Params of the wire's notifications (`$/stream`, `$/cancel`, `$/progress`;
+ * Params of the wire's notifications (`$/stream`, `$/cancel`, `$/progress`, `$/signal`, `$/resize`;
  * see wire.ts), as zod schemas the daemon validates with.
  */
 import { z } from "zod";
@@ -16,6 +16,29 @@ export const StreamParams = z.object({
 export type StreamParams = z.infer<typeof StreamParams>;
 
 export const CancelParams = z.object({ id: z.union([z.number(), z.string()]) });
+
+/** Signals a client may send to a running `vm.exec` (delivered to the guest process group). */
+export const ExecSignal = z.enum([
+  "SIGINT",
+  "SIGTERM",
+  "SIGHUP",
+  "SIGKILL",
+  "SIGQUIT",
+  "SIGUSR1",
+  "SIGUSR2",
+  "SIGWINCH",
+]);
+export type ExecSignal = z.infer<typeof ExecSignal>;
+
+/** `$/signal` (client -> server): a signal for request `id`'s guest process group. */
+export const SignalParams = z.object({ id: z.union([z.number(), z.string()]), signal: ExecSignal });
+
+/** `$/resize` (client -> server): the new size of request `id`'s PTY. */
+export const ResizeParams = z.object({
+  id: z.union([z.number(), z.string()]),
+  cols: z.number().int().min(0).max(65535),
+  rows: z.number().int().min(0).max(65535),
+});
 
 export const ProgressEvent = z.object({
   /** Machine name of the step, e.g. "image.build.rootfs", "vm.boot". */

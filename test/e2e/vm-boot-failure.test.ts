@@ -27,7 +27,7 @@ for (const vmm of ["qemu", "firecracker"] as const) {
       assert.notEqual(run.code, 0);
       assert.match(run.stderr, /VM 'broken' failed to start/);
       assert.match(run.stderr, /console tail/);
-      assert.match(run.stderr, /the VM stopped before sshd/);
+      assert.match(run.stderr, /the VMM exited before the guest agent answered/);
       assert.match(run.stderr, /hint: .*banger vm logs broken/);
       assert.deepEqual(JSON.parse((await env.banger(["vm", "ls", "--json"])).stdout), []);
       assert.deepEqual(env.taps(), []);

@@ -64,7 +64,7 @@ describe("vm stats and vm health on a real guest (QEMU)", { skip }, () => {
   it("vm health passes every check while the guest answers", async () => {
     const human = await env.banger(["vm", "health", "gauge"]);
     assert.equal(human.code, 0, human.stderr);
-    assert.match(human.stdout, /^ssh-exec\s+ok\s/m);
+    assert.match(human.stdout, /^agent\s+ok\s/m);
     const json = await env.banger(["vm", "health", "gauge", "--json"]);
     assert.equal(json.code, 0, json.stderr);
     const health = JSON.parse(json.stdout);
@@ -73,8 +73,8 @@ describe("vm stats and vm health on a real guest (QEMU)", { skip }, () => {
       health.checks.map((check: { name: string; ok: boolean }) => [check.name, check.ok]),
       [
         ["vmm", true],
+        ["agent", true],
         ["ssh-banner", true],
-        ["ssh-exec", true],
       ],
     );
   });
@@ -85,7 +85,7 @@ describe("vm stats and vm health on a real guest (QEMU)", { skip }, () => {
 
     const human = await env.banger(["vm", "health", "gauge"]);
     assert.equal(human.code, UNHEALTHY_STATUS, human.stderr);
-    assert.match(human.stderr, /not healthy: vmm, ssh-banner, ssh-exec failed \(vmm: /);
+    assert.match(human.stderr, /not healthy: vmm, agent, ssh-banner failed \(vmm: /);
     assert.match(human.stdout, /^vmm\s+fail\s/m);
     const json = await env.banger(["vm", "health", "gauge", "--json"]);
     assert.equal(json.code, UNHEALTHY_STATUS);

@@ -8,7 +8,7 @@
  */
 import assert from "node:assert/strict";
 import { execFileSync, spawnSync } from "node:child_process";
-import { existsSync, readdirSync } from "node:fs";
+import { existsSync, readdirSync, statSync } from "node:fs";
 import { chmod, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -143,6 +143,38 @@ describe("Firecracker driver against the double", {
     assert.notEqual(await processLiveness(qemu), "alive");
     assert.equal(existsSync(firecrackerFiles(spec.vmDir).api), false);
     await driver.stop(handle, { timeoutMs: 1000 }); // idempotent
+  });
+
+  it("drains the serial console through its FIFO into a capped, rotating console.log, also after a reattach", async () => {
+    const cap = { maxBytes: 1024, files: 2 };
+    const driver = createFirecrackerDriver({ binary: wrapper, logger: silentLogger, console: cap });
+    const spec = bootSpec("console");
+    const handle = await driver.start(spec, new AbortController().signal);
+    const qemu = await qemuOf(handle);
+    try {
+      const logs = () =>
+        ["", ".1", ".2"].map((suffix) => spec.consoleLog + suffix).filter((file) => existsSync(file));
+      // The kernel prints several KiB (bounded wait: 600 × 100 ms).
+      for (let tries = 0; tries < 600 && logs().length < 3; tries++) {
+        await new Promise((resolve) => setTimeout(resolve, 100));
+      }
+      assert.equal(logs().length, 3, "the console rotated");
+      const text = (await Promise.all(logs().map((file) => readFile(file, "utf8")))).join("");
+      assert.match(text, /\[ *\d+\.\d+\] /, "kernel messages arrived through the FIFO");
+      for (const file of logs()) assert.ok(statSync(file).size <= cap.maxBytes, `${file} is within its cap`);
+      // A daemon that restarts (a new driver) drains the same FIFO again without error.
+      const restarted = createFirecrackerDriver({ binary: wrapper, logger: silentLogger, console: cap });
+      assert.equal(await restarted.reattach(handle), "running");
+      await restarted.kill(handle);
+      // The next test's VM needs tap0: wait (bounded) until this one's QEMU has let it go.
+      for (let tries = 0; (await processLiveness(qemu)) === "alive" && tries < 100; tries++) {
+        await new Promise((resolve) => setTimeout(resolve, 50));
+      }
+    } finally {
+      // Whatever failed above, no VMM outlives the test.
+      await driver.kill(handle);
+    }
+    assert.equal(existsSync(firecrackerFiles(spec.vmDir).console), false, "the FIFO goes with its VMM");
   });
 
   it("kills immediately, taking QEMU with it", async () => {

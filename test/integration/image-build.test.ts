@@ -41,7 +41,9 @@ describe("image build (real runner, small inputs)", () => {
   after(() => rmSync(root, { recursive: true, force: true }));
 
   it("publishes a sparse copy of a build-cache entry", async () => {
-    const guestFiles = readdirSync(guestDir)
+    const guestFiles = readdirSync(guestDir, { withFileTypes: true })
+      .filter((entry) => entry.isFile())
+      .map((entry) => entry.name)
       .sort()
       .map((name) => ({ name, content: readFileSync(join(guestDir, name)) }));
     const cache = join(root, "cache");
@@ -102,6 +104,10 @@ describe("image build (real runner, small inputs)", () => {
       "net_failover",
       "virtio_net",
       "virtio-rng",
+      "virtio_console",
+      "vsock",
+      "vmw_vsock_virtio_transport_common",
+      "vmw_vsock_virtio_transport",
     ]) {
       writeFileSync(join(modules, `${module}.ko`), module);
     }

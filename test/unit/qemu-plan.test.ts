@@ -37,7 +37,10 @@ describe("planQemuArgv", () => {
     assert.deepEqual(values(argv, "-smp"), ["2"]);
     for (const flag of ["-nodefaults", "-no-user-config", "-no-reboot"]) assert.ok(argv.includes(flag), flag);
     assert.deepEqual(values(argv, "-display"), ["none"]);
-    assert.deepEqual(values(argv, "-chardev"), ["file,id=console,path=/vms/web/console.log,append=on"]);
+    assert.deepEqual(values(argv, "-chardev"), [
+      "file,id=console,path=/vms/web/console.log,append=on",
+      "socket,id=agent,path=/run/banger/web/agent.sock,server=on,wait=off",
+    ]);
     assert.deepEqual(values(argv, "-serial"), ["chardev:console"]);
     assert.deepEqual(values(argv, "-kernel"), ["/img/vmlinuz"]);
     assert.deepEqual(values(argv, "-initrd"), ["/img/initrd.gz"]);
@@ -50,6 +53,8 @@ describe("planQemuArgv", () => {
       "virtio-blk-device,drive=root",
       "virtio-net-device,netdev=net0,mac=52:54:00:12:34:56",
       "virtio-rng-device",
+      "virtio-serial-device",
+      "virtserialport,chardev=agent,name=banger.0",
     ]);
     assert.deepEqual(values(argv, "-qmp"), ["unix:/run/banger/web/qmp.sock,server=on,wait=off"]);
   });

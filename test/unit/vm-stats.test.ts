@@ -145,7 +145,7 @@ describe("vm stats", () => {
       const result = await stats.stats("web", signal());
       assert.equal(result.vmm?.cpuPercent, 50);
       assert.equal(result.guest, null);
-      assert.match(result.guestUnavailable ?? "", /did not answer over SSH: no answer within 50 ms/);
+      assert.match(result.guestUnavailable ?? "", /did not answer through its agent: no answer within 50 ms/);
     }
   });
 
@@ -181,7 +181,7 @@ describe("vm stats", () => {
 });
 
 describe("vm health", () => {
-  it("is healthy when the VMM runs, sshd answers and `true` succeeds", async () => {
+  it("is healthy when the VMM runs, `true` succeeds through the agent and sshd answers", async () => {
     const { stats, calls } = setup();
     const health = await stats.health("web", signal());
     assert.equal(health.healthy, true);
@@ -189,8 +189,8 @@ describe("vm health", () => {
       health.checks.map((check) => [check.name, check.ok]),
       [
         ["vmm", true],
+        ["agent", true],
         ["ssh-banner", true],
-        ["ssh-exec", true],
       ],
     );
     assert.deepEqual(calls.exec, [["true"]]);
@@ -207,25 +207,26 @@ describe("vm health", () => {
     assert.equal(calls.exec.length, 0);
   });
 
-  it("names the banner when sshd does not answer, and skips the command", async () => {
+  it("names the banner when sshd does not answer; the agent check stands on its own", async () => {
     const { stats, calls } = setup({ banner: { ok: false, error: "ECONNREFUSED" } });
     const health = await stats.health("web", signal());
     assert.equal(health.healthy, false);
     const banner = health.checks.find((check) => check.name === "ssh-banner");
     assert.equal(banner?.ok, false);
     assert.match(banner?.detail ?? "", /ECONNREFUSED/);
-    assert.equal(calls.exec.length, 0);
+    assert.equal(health.checks.find((check) => check.name === "agent")?.ok, true);
+    assert.equal(calls.exec.length, 1);
   });
 
-  it("fails ssh-exec when the command hangs or fails, without hanging itself", async () => {
+  it("fails the agent check when the command hangs or fails, without hanging itself", async () => {
     const hung = await setup({ exec: hungGuest }).stats.health("web", signal());
     assert.equal(hung.healthy, false);
-    assert.match(hung.checks[2]?.detail ?? "", /no answer within/);
+    assert.match(hung.checks[1]?.detail ?? "", /no answer within/);
 
     const failing = await setup({
       exec: async () => ({ exitCode: 1, signal: null }),
     }).stats.health("web", signal());
-    assert.equal(failing.checks[2]?.ok, false);
-    assert.match(failing.checks[2]?.detail ?? "", /exited 1/);
+    assert.equal(failing.checks[1]?.ok, false);
+    assert.match(failing.checks[1]?.detail ?? "", /exited 1/);
   });
 });

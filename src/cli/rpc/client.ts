@@ -6,6 +6,7 @@ import { connect as netConnect, type Socket } from "node:net";
 import {
   BangerError,
   ErrorCode,
+  type ExecSignal,
   isErrorCode,
   MAX_FRAME_BYTES,
   type MethodName,
@@ -33,6 +34,10 @@ export interface PendingCall<M extends MethodName> {
   write(ch: StreamChannel, data: Buffer): Promise<void>;
   end(ch: StreamChannel): void;
   cancel(): void;
+  /** Sends `$/signal`: a signal for the request's guest process group (vm.exec). */
+  signal(signal: ExecSignal): void;
+  /** Sends `$/resize`: the new size of the request's PTY (vm.exec with a tty). */
+  resize(cols: number, rows: number): void;
 }
 
 interface Pending {
@@ -117,6 +122,12 @@ export class RpcClient {
         this.#send({ jsonrpc: "2.0", method: "$/stream", params: { id, ch, end: true } });
       },
       cancel,
+      signal: (signal) => {
+        this.#send({ jsonrpc: "2.0", method: "$/signal", params: { id, signal } });
+      },
+      resize: (cols, rows) => {
+        this.#send({ jsonrpc: "2.0", method: "$/resize", params: { id, cols, rows } });
+      },
     };
   }
 

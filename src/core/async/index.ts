@@ -74,3 +74,22 @@ export async function pollUntil(
 export function errorMessage(error: unknown): string {
   return error instanceof Error ? error.message : String(error);
 }
+
+/** What `drained` needs of a writable stream or socket. */
+interface DrainEmitter {
+  on(event: "drain" | "close", listener: () => void): unknown;
+  off(event: "drain" | "close", listener: () => void): unknown;
+}
+
+/** Resolves at the stream's next `drain`, or when it closes (a closed stream never drains). */
+export function drained(stream: DrainEmitter): Promise<void> {
+  return new Promise((resolve) => {
+    const done = () => {
+      stream.off("drain", done);
+      stream.off("close", done);
+      resolve();
+    };
+    stream.on("drain", done);
+    stream.on("close", done);
+  });
+}

@@ -152,6 +152,8 @@ export interface FirecrackerCall {
 export const FIRECRACKER_FILES = {
   api: "api.sock",
   vsock: "vsock.sock",
+  /** A FIFO: Firecracker's stdout (the serial console), drained by the daemon into console.log. */
+  console: "console.fifo",
   log: "firecracker.log",
   metrics: "metrics.json",
 } as const;
@@ -161,6 +163,7 @@ export function firecrackerFiles(vmDir: string): Record<keyof typeof FIRECRACKER
   return {
     api: join(vmDir, FIRECRACKER_FILES.api),
     vsock: join(vmDir, FIRECRACKER_FILES.vsock),
+    console: join(vmDir, FIRECRACKER_FILES.console),
     log: join(vmDir, FIRECRACKER_FILES.log),
     metrics: join(vmDir, FIRECRACKER_FILES.metrics),
   };

@@ -93,31 +93,42 @@ export interface GuestSocket {
  * process socket, "/proc/PID COMM socket:[INODE]".
  */
 export function planGuestPortsScript(): string {
+  // Three processes in all, whatever the guest runs: under TCG a fork per process or descriptor took seconds.
   return [
     'for f in tcp tcp6 udp udp6; do echo "## $f"; cat /proc/net/$f 2>/dev/null; done',
+    'echo "## comm"',
+    "grep -H '' /proc/[0-9]*/comm 2>/dev/null",
     'echo "## fds"',
-    "for d in /proc/[0-9]*; do c=$(cat $d/comm 2>/dev/null) || continue",
-    "  for l in $d/fd/*; do t=$(readlink $l 2>/dev/null) || continue",
-    '    case $t in socket:*) echo "$d $c $t" ;; esac',
-    "  done",
-    "done",
+    "ls -l /proc/[0-9]*/fd 2>/dev/null",
+    "true",
   ].join("\n");
 }
 
 /** Listening TCP sockets and bound UDP sockets, sorted by port, from the script's output. */
 export function parseGuestPorts(output: string): GuestSocket[] {
-  const owners = new Map<string, { pid: number; process: string }>();
+  /** Socket inode -> the pid holding it, and pid -> its command name. */
+  const owners = new Map<string, number>();
+  const names = new Map<number, string>();
   const sockets: (GuestSocket & { inode: string })[] = [];
   let section = "";
+  let pid: number | undefined;
   for (const line of output.split("\n")) {
     const header = /^## (\S+)$/.exec(line);
     if (header) {
       section = header[1] ?? "";
       continue;
     }
+    if (section === "comm") {
+      const match = /^\/proc\/(\d+)\/comm:(.*)$/.exec(line);
+      if (match) names.set(Number(match[1]), match[2] ?? "");
+      continue;
+    }
     if (section === "fds") {
-      const match = /^\/proc\/(\d+) (.+) socket:\[(\d+)\]$/.exec(line);
-      if (match) owners.set(match[3] ?? "", { pid: Number(match[1]), process: match[2] ?? "" });
+      // `ls -l` of each /proc/PID/fd: a "/proc/PID/fd:" header, then "… N -> socket:[INODE]" lines.
+      const directory = /^\/proc\/(\d+)\/fd:$/.exec(line);
+      if (directory) pid = Number(directory[1]);
+      const socket = / -> socket:\[(\d+)\]$/.exec(line);
+      if (socket && pid !== undefined) owners.set(socket[1] ?? "", pid);
       continue;
     }
     const fields = line.trim().split(/\s+/);
@@ -141,7 +152,7 @@ export function parseGuestPorts(output: string): GuestSocket[] {
   return sockets
     .map(({ inode, ...socket }) => {
       const owner = owners.get(inode);
-      return owner ? { ...socket, process: owner.process, pid: owner.pid } : socket;
+      return owner === undefined ? socket : { ...socket, process: names.get(owner) ?? null, pid: owner };
     })
     .sort((a, b) => a.port - b.port || a.protocol.localeCompare(b.protocol));
 }

@@ -102,6 +102,8 @@ export interface VmPaths {
   handles: string;
   /** The guest's serial console. */
   console: string;
+  /** This boot's initrd: the image's with banger's guest agent appended. */
+  initrd: string;
   /** The VMM's own stdout and stderr. */
   vmmLog: string;
   /** The guest's pinned SSH host key. */
@@ -116,6 +118,7 @@ export function vmPaths(layout: Layout, vmId: string): VmPaths {
     dir,
     handles: join(dir, "handles.json"),
     console: join(dir, "console.log"),
+    initrd: join(dir, "initrd.img"),
     vmmLog: join(dir, "vmm.log"),
     knownHosts: join(dir, "known_hosts"),
     sshControl: join(layout.sshControlDir, `${vmId}.ctl`),

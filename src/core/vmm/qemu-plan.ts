@@ -6,11 +6,19 @@ import { join } from "node:path";
 import type { BootSpec } from "./contract.ts";
 
 /** QEMU's private files in a VM's directory. */
-const QEMU_FILES = { control: "qmp.sock" } as const;
+const QEMU_FILES = { control: "qmp.sock", agent: "agent.sock" } as const;
 
 /** The QMP socket of the VM whose directory is `vmDir`. */
 export function qemuControlSocket(vmDir: string): string {
   return join(vmDir, QEMU_FILES.control);
+}
+
+/** The name of the virtio-serial port banger's guest agent looks for. */
+const AGENT_SERIAL_PORT_NAME = "banger.0";
+
+/** The Unix socket of the guest agent's virtio-serial port, in the VM's directory. */
+export function qemuAgentSocket(vmDir: string): string {
+  return join(vmDir, QEMU_FILES.agent);
 }
 
 export const QemuAccel = ["kvm", "tcg"] as const;
@@ -69,6 +77,10 @@ export function planQemuArgv(input: QemuPlanInput): string[] {
     ...["-device", `virtio-net-device,netdev=net0,mac=${spec.mac}`],
     ...["-device", "virtio-rng-device"],
     ...["-qmp", `unix:${optionValue(qemuControlSocket(spec.vmDir))},server=on,wait=off`],
+    // The guest agent's channel: a virtio-serial port named banger.0 on a Unix socket the daemon connects to.
+    ...["-chardev", `socket,id=agent,path=${optionValue(qemuAgentSocket(spec.vmDir))},server=on,wait=off`],
+    ...["-device", "virtio-serial-device"],
+    ...["-device", `virtserialport,chardev=agent,name=${AGENT_SERIAL_PORT_NAME}`],
   ];
 }
 

@@ -20,6 +20,7 @@ import type { Layout } from "../../core/paths/index.ts";
 import { isActiveState } from "../../core/vm/index.ts";
 import { AUTH_FILES_JSON } from "../../core/workspace/index.ts";
 import type { VmInfo } from "../../protocol/index.ts";
+import { agentBinaryPath, createGuestAgents } from "../../sys/agent/index.ts";
 import { copyOutOfDisk, runUnprivileged } from "../../sys/diskread/index.ts";
 import { createFirecrackerDriver } from "../../sys/firecracker/index.ts";
 import { createNodeFs, readDiskUsage, writeFileAtomic } from "../../sys/fs/index.ts";
@@ -42,7 +43,14 @@ import { createOciImages, type OciImages, withAutoPull } from "../image/oci.ts";
 import { createPromoter, type Promote } from "../image/promote.ts";
 import { createPublisher } from "../image/publish.ts";
 import { createTapPool, type TapPool, tapPoolCheck } from "../network/index.ts";
-import { createVmService, createVmStats, type VmService, type VmStatsService } from "../vm/index.ts";
+import {
+  agentChannel,
+  agentReadiness,
+  createVmService,
+  createVmStats,
+  type VmService,
+  type VmStatsService,
+} from "../vm/index.ts";
 import {
   createTransferService,
   createWorkspaceService,
@@ -186,6 +194,7 @@ export async function buildServices(deps: ServiceDeps, life: AsyncDisposableStac
     }),
     firecracker: createFirecrackerDriver({
       binary: config.vmm.firecracker_binary,
+      console: { maxBytes: config.daemon.log_max_bytes, files: config.daemon.log_files },
       logger: logger.child({ svc: "firecracker" }),
       runner,
     }),
@@ -196,6 +205,10 @@ export async function buildServices(deps: ServiceDeps, life: AsyncDisposableStac
   const vmLocks = new KeyedLocks();
   const tscKhz = await probes.tscKhz();
   const files = createVmFiles();
+  const agents = createGuestAgents({
+    agentBinary: agentBinaryPath(),
+    logger: logger.child({ svc: "agent" }),
+  });
   const vms = createVmService({
     store,
     layout,
@@ -212,6 +225,9 @@ export async function buildServices(deps: ServiceDeps, life: AsyncDisposableStac
       list: () => listVmmProcesses({ vmsDir: layout.vmsDir, controlFiles: ["qmp.sock", "api.sock"] }),
       kill: (handle) => killAndWait(handle, 10_000, "a stray VMM"),
     },
+    agents,
+    channel: agentChannel(agents, guest),
+    readiness: agentReadiness(agents, guest, files),
     hooks: capabilities.vmHooks,
     // Per-VM locks come first, then the narrow reservation mutex (ARCHITECTURE.md "Lock order").
     vmLocks,

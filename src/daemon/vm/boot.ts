@@ -114,6 +114,12 @@ async function launchVmm(run: BootRun, stack: AsyncDisposableStack): Promise<voi
     extraArgs: deps.config.vm.kernel_args,
   });
   await deps.files.rotate(paths.console);
+  // This boot's initrd carries the guest agent (ARCHITECTURE.md "Guest channel").
+  let initrd = image.initrd;
+  if (initrd !== null && deps.agents) {
+    await deps.agents.prepareInitrd({ imageInitrd: initrd, out: paths.initrd });
+    initrd = paths.initrd;
+  }
   run.progress({ step: "vm.boot", message: `booting ${vm.name} (${vm.vmm})` });
   const handle = await driver.start(
     {
@@ -122,7 +128,7 @@ async function launchVmm(run: BootRun, stack: AsyncDisposableStack): Promise<voi
       cpus: vm.cpus,
       memoryMib: vm.memoryMib,
       kernel,
-      initrd: image.initrd,
+      initrd,
       kernelCmdline: cmdline,
       disk: run.disk!,
       tap: tapNameForVmId(vm.id),

@@ -6,6 +6,7 @@
  * operation modules (boot, stop, create, recovery) take it as their first
  * argument and hold no state of their own.
  */
+import { agentEndpoint } from "../../core/agent/index.ts";
 import type { KeyedLocks, Mutex } from "../../core/concurrency/index.ts";
 import type { Config } from "../../core/config/index.ts";
 import type { Logger } from "../../core/log/index.ts";
@@ -18,6 +19,7 @@ import { HandleStore } from "./handles.ts";
 import { createHookRunner, type HookRunner } from "./hooks.ts";
 import type {
   GuestAccess,
+  GuestAgents,
   GuestChannel,
   GuestReadiness,
   GuestTarget,
@@ -52,6 +54,8 @@ export interface VmServiceDeps {
   channel?: GuestChannel | undefined;
   /** What a boot waits for before the VM counts as running; SSH's three checks unless given. */
   readiness?: readonly GuestReadiness[] | undefined;
+  /** The guest agent: each boot's initrd carries it, and resume sets the guest clock through it. */
+  agents?: GuestAgents | undefined;
   /** Capability hooks run at every start and stop, in this order (stopped in reverse). */
   hooks?: readonly VmHook[] | undefined;
   /** Finds VMMs from /proc, so none survives a lost or torn handles.json (./strays.ts). */
@@ -129,7 +133,13 @@ export function createVmContext(deps: VmServiceDeps): VmContext {
       const handle = handles.vmmHandle(await handles.load(vm));
       return handle !== undefined && (await deps.drivers.get(vm.vmm).isRunning(handle));
     },
-    target: (vm) => ({ vmId: vm.id, ip: vm.guestIp, knownHostsFile: paths(vm).knownHosts }),
+    target: (vm) => ({
+      vmId: vm.id,
+      vmName: vm.name,
+      ip: vm.guestIp,
+      knownHostsFile: paths(vm).knownHosts,
+      agent: agentEndpoint(vm.vmm, paths(vm).dir),
+    }),
     async storedDisk(vm) {
       const disk = await deps.disks.locate(paths(vm).dir);
       if (!disk) {

@@ -3,10 +3,14 @@
  * in platform.ts, and read-only stats and health probes of them. Owns the VM
  * rows' state transitions and each VM's handles.json; never formats output.
  */
+
+export { agentChannel } from "./agent-channel.ts";
 export type {
   GuestAccess,
+  GuestAgents,
   GuestChannel,
   GuestExec,
+  GuestExecResult,
   GuestReadiness,
   StoredDisk,
   VmDisks,
@@ -16,7 +20,7 @@ export type {
   VmmDrivers,
   VmNetwork,
 } from "./platform.ts";
-export { sshReadiness } from "./readiness/index.ts";
+export { agentReadiness, sshReadiness } from "./readiness/index.ts";
 export {
   createVmService,
   type OpOptions,

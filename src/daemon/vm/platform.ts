@@ -5,36 +5,60 @@
 
 import type { Socket } from "node:net";
 import type { Readable } from "node:stream";
+import type { AgentEndpoint } from "../../core/agent/index.ts";
 import type { DiskFormat, DiskHandles, RootDiskStrategy } from "../../core/disk/index.ts";
 import type { VmPaths } from "../../core/paths/index.ts";
 import type { VmHandles, VmRecord } from "../../core/vm/index.ts";
 import type { VmmDriver } from "../../core/vmm/contract.ts";
-import type { VmmKind } from "../../protocol/index.ts";
+import type { ExecSignal, VmmKind } from "../../protocol/index.ts";
 
 export interface GuestExec {
   argv: readonly string[];
+  env?: readonly string[] | undefined;
+  cwd?: string | undefined;
+  user?: string | undefined;
+  tty?: { cols: number; rows: number } | undefined;
   stdin?: Readable | undefined;
   onStdout?: (chunk: Buffer) => void | Promise<void>;
   onStderr?: (chunk: Buffer) => void | Promise<void>;
+  /** Aborting kills the guest process group and ends the exec with CANCELLED. */
   signal?: AbortSignal | undefined;
-}
-
-export interface GuestTarget {
-  vmId: string;
-  ip: string;
-  knownHostsFile: string;
+  /** Kills the group after this long and answers `{ exitCode: null, signal: "SIGKILL", timedOut: true }`. */
+  timeoutMs?: number | undefined;
+  /** Returns as soon as the process started, `{ exitCode: null, signal: null }`; it runs on alone. */
+  detach?: boolean | undefined;
+  /** Registers the receivers of the client's signals and PTY size changes. */
+  control?:
+    | {
+        onSignal(listener: (signal: ExecSignal) => void): void;
+        onResize(listener: (size: { cols: number; rows: number }) => void): void;
+      }
+    | undefined;
 }
 
 export interface GuestExecResult {
   exitCode: number | null;
   signal: string | null;
+  timedOut?: boolean;
+}
+
+/** The guest agent channel of each VM (src/sys/agent), implemented there. */
+export type { GuestAgentsAdapter as GuestAgents } from "../../sys/agent/index.ts";
+
+export interface GuestTarget {
+  vmId: string;
+  vmName: string;
+  ip: string;
+  knownHostsFile: string;
+  /** Where the guest agent is reached (from the VM's driver and directory). */
+  agent: AgentEndpoint;
 }
 
 /**
  * The way into a running guest: every guest command the service runs (exec,
  * the stats probe, health) and every TCP connection (proxy) goes through
- * it. SSH implements it today (one ControlMaster per VM); a vsock guest
- * agent can implement it later without the service changing.
+ * it. The guest agent implements it (agent-channel.ts); SSH (one
+ * ControlMaster per VM) still can.
  */
 export interface GuestChannel {
   exec(target: GuestTarget, exec: GuestExec): Promise<GuestExecResult>;

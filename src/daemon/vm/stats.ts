@@ -1,7 +1,7 @@
 /**
  * `vm.stats` and `vm.health`: read-only probes of one VM. Host-side numbers
  * come from the VMM process (/proc) and the root disk file; guest-side ones
- * from one short command over SSH. Takes no VM lock and changes nothing.
+ * from one short command through the guest agent. Takes no VM lock and changes nothing.
  *
  * Every guest probe is bounded by `guestTimeoutMs` (its abort signal is
  * passed down, and the wait ends at the deadline even if the probe ignores
@@ -150,7 +150,8 @@ export function createVmStats(deps: VmStatsDeps): VmStatsService {
   ): Promise<Probe<NonNullable<VmStats["guest"]>>> {
     if (runtime.info.state !== "running") return { ok: false, reason: `the VM is ${runtime.info.state}` };
     const outcome = await guestCommand(runtime.info.name, guestStatsArgv(), signal);
-    if (!outcome.ok) return { ok: false, reason: `the guest did not answer over SSH: ${outcome.reason}` };
+    if (!outcome.ok)
+      return { ok: false, reason: `the guest did not answer through its agent: ${outcome.reason}` };
     const stats = parseGuestStats(outcome.value.stdout);
     if (hasAnyGuestStat(stats)) return { ok: true, value: stats };
     return {
@@ -200,15 +201,26 @@ export function createVmStats(deps: VmStatsDeps): VmStatsService {
       ];
       if (!runtime.alive) {
         checks.push(
+          skipped("agent", "the VMM is not running"),
           skipped("ssh-banner", "the VMM is not running"),
-          skipped("ssh-exec", "the VMM is not running"),
         );
         return { name: info.name, state: info.state, healthy: false, checks };
       }
       if (info.state === "paused") {
-        checks.push(skipped("ssh-banner", "the VM is paused"), skipped("ssh-exec", "the VM is paused"));
+        checks.push(skipped("agent", "the VM is paused"), skipped("ssh-banner", "the VM is paused"));
         return { name: info.name, state: info.state, healthy: false, checks };
       }
+      const run = await guestCommand(info.name, ["true"], signal);
+      const ran = run.ok && run.value.exitCode === 0;
+      checks.push({
+        name: "agent",
+        ok: ran,
+        detail: ran
+          ? "`true` succeeded through the guest agent"
+          : run.ok
+            ? `\`true\` through the guest agent ${describeExit(run.value.exitCode, run.value.stderr)}`
+            : `\`true\` through the guest agent failed: ${run.reason}`,
+      });
       const banner = await bounded(signal, async (probeSignal) => {
         const attempt = await deps.probeBanner({
           host: info.guestIp,
@@ -224,21 +236,6 @@ export function createVmStats(deps: VmStatsDeps): VmStatsService {
         ok: banner.ok,
         detail: banner.ok ? `sshd answered on ${address}` : `no SSH banner from ${address}: ${banner.reason}`,
       });
-      if (!banner.ok) {
-        checks.push(skipped("ssh-exec", "sshd did not answer"));
-      } else {
-        const run = await guestCommand(info.name, ["true"], signal);
-        const ok = run.ok && run.value.exitCode === 0;
-        checks.push({
-          name: "ssh-exec",
-          ok,
-          detail: ok
-            ? "`true` succeeded over SSH"
-            : run.ok
-              ? `\`true\` over SSH ${describeExit(run.value.exitCode, run.value.stderr)}`
-              : `\`true\` over SSH failed: ${run.reason}`,
-        });
-      }
       return { name: info.name, state: info.state, healthy: checks.every((check) => check.ok), checks };
     },
   };

@@ -119,5 +119,13 @@ export async function pauseOrResume(
   const handle = ctx.handles.vmmHandle(await ctx.handles.load(vm))!;
   await ctx.deps.drivers.get(vm.vmm)[action](handle);
   ctx.deps.logger.info(`vm ${action}d`, { vm: vm.name });
+  if (action === "resume" && ctx.deps.agents) {
+    // The guest's clock stood still while it was paused.
+    await ctx.deps.agents
+      .setClock(vm.id, ctx.target(vm).agent)
+      .catch((error: unknown) =>
+        ctx.deps.logger.warn("setting the guest clock failed", { vm: vm.name, err: String(error) }),
+      );
+  }
   return ctx.setState(vm, to, vm.lastError);
 }

@@ -1,4 +1,6 @@
+import { closeSync } from "node:fs";
 import { rm, writeFile } from "node:fs/promises";
+import { dirname, join } from "node:path";
 import { throwIfAborted } from "../../core/async/index.ts";
 import {
   capabilitiesFor,
@@ -20,6 +22,7 @@ import {
 import { BangerError, ErrorCode } from "../../protocol/index.ts";
 import { kernelFormat } from "../kernel/index.ts";
 import { createProcessRunner, type Runner } from "../runner/index.ts";
+import { type ConsoleDrain, drainConsoleFifo, openConsoleFifo } from "../vmm/console.ts";
 import { isVmmRunning, killAndWait, signalAndWait, spawnDetachedVmm, waitVmmGone } from "../vmm/process.ts";
 import { firecrackerRequest, waitForApi } from "./client.ts";
 
@@ -33,7 +36,11 @@ export interface FirecrackerDriverOptions {
   apiTimeoutMs?: number;
   /** Time allowed for each of the SIGTERM and SIGKILL phases of stop/kill. */
   signalTimeoutMs?: number;
+  /** Size cap and rotated generations of each VM's console.log. */
+  console?: { maxBytes: number; files: number } | undefined;
 }
+
+const DEFAULT_CONSOLE = { maxBytes: 8 * 1024 * 1024, files: 3 };
 
 export interface FirecrackerDriver extends VmmDriver {
   /**
@@ -53,6 +60,19 @@ export function createFirecrackerDriver(options: FirecrackerDriverOptions): Fire
   const signalTimeoutMs = options.signalTimeoutMs ?? 5_000;
   let capabilities: Promise<FirecrackerCapabilities> | undefined;
   let probed: FirecrackerCapabilities | undefined;
+  const consoleCap = options.console ?? DEFAULT_CONSOLE;
+  /** Console drains of the VMMs this daemon watches, by API socket; each ends when its VMM exits. */
+  const drains = new Map<string, ConsoleDrain>();
+  const watchDrain = (controlSocket: string, drain: ConsoleDrain) => {
+    drains.set(controlSocket, drain);
+    void drain.ended.then(() => {
+      if (drains.get(controlSocket) === drain) drains.delete(controlSocket);
+    });
+  };
+  const mkfifo = async (path: string) => {
+    await rm(path, { force: true });
+    await runner.run(["mkfifo", "-m", "0600", path]);
+  };
 
   function probe(): Promise<FirecrackerCapabilities> {
     capabilities ??= probeCapabilities(runner, options.binary).then(
@@ -88,13 +108,30 @@ export function createFirecrackerDriver(options: FirecrackerDriverOptions): Fire
     await writeFile(files.log, "", { flag: "a" });
     await writeFile(files.metrics, "", { flag: "a" });
 
-    // Firecracker's stdout is the serial console; its stderr goes to the VMM log.
-    const { pid, startTicks, exited } = await spawnDetachedVmm({
-      argv: [options.binary, ...firecrackerArgv(spec, files)],
-      stdout: spec.consoleLog,
-      stderr: spec.vmmLog,
+    // Firecracker's stdout is the serial console, through a FIFO the daemon drains; its stderr goes to the VMM log.
+    const { drain, writerFd } = await openConsoleFifo({
+      fifoPath: files.console,
+      logFile: spec.consoleLog,
+      ...consoleCap,
+      logger: log,
+      mkfifo,
     });
+    let spawned: Awaited<ReturnType<typeof spawnDetachedVmm>>;
+    try {
+      spawned = await spawnDetachedVmm({
+        argv: [options.binary, ...firecrackerArgv(spec, files)],
+        stdout: { fd: writerFd },
+        stderr: spec.vmmLog,
+      });
+    } catch (error) {
+      drain.close();
+      throw error;
+    } finally {
+      closeSync(writerFd);
+    }
+    const { pid, startTicks, exited } = spawned;
     const handle: VmmHandle = { pid, pidStartTicks: startTicks, controlSocket: files.api };
+    watchDrain(files.api, drain);
     const vmLog = log.child({ vm: spec.vmName, pid });
     vmLog.info("firecracker spawned", { socket: files.api });
     try {
@@ -147,6 +184,24 @@ export function createFirecrackerDriver(options: FirecrackerDriverOptions): Fire
     await removeControlSocket(handle);
   }
 
+  /** A daemon that restarted drains the console FIFO of a Firecracker it finds running. */
+  function reattachConsole(handle: VmmHandle): void {
+    if (drains.has(handle.controlSocket)) return;
+    const files = firecrackerFiles(dirname(handle.controlSocket));
+    try {
+      const logFile = join(dirname(handle.controlSocket), "console.log");
+      watchDrain(
+        handle.controlSocket,
+        drainConsoleFifo({ fifoPath: files.console, logFile, ...consoleCap, logger: log }),
+      );
+    } catch (error) {
+      log.warn("cannot re-attach the console; its output is dropped", {
+        fifo: files.console,
+        err: String(error),
+      });
+    }
+  }
+
   return {
     kind: "firecracker",
     get features(): VmmFeatures {
@@ -164,6 +219,7 @@ export function createFirecrackerDriver(options: FirecrackerDriverOptions): Fire
         timeoutMs: 5000,
       });
       const state = (reply.body as { state?: unknown } | undefined)?.state;
+      reattachConsole(handle);
       return runStateOf(typeof state === "string" ? state : "");
     },
   };
@@ -207,11 +263,14 @@ function firecrackerArgv(spec: BootSpec, files: ReturnType<typeof firecrackerFil
   ];
 }
 
-async function removeSockets(files: { api: string; vsock: string }): Promise<void> {
+async function removeSockets(files: { api: string; vsock: string; console: string }): Promise<void> {
   await rm(files.api, { force: true });
   await rm(files.vsock, { force: true });
+  await rm(files.console, { force: true });
 }
 
+/** What a stopped Firecracker leaves: its API socket and console FIFO. */
 async function removeControlSocket(handle: VmmHandle): Promise<void> {
   await rm(handle.controlSocket, { force: true });
+  await rm(firecrackerFiles(dirname(handle.controlSocket)).console, { force: true });
 }

@@ -23,8 +23,8 @@ const POLL_MS = 50;
 export interface SpawnVmmOptions {
   /** The full argv, launcher included; argv[0] is looked up on PATH. */
   argv: readonly string[];
-  /** File the process's stdout is appended to (created when missing). */
-  stdout: string;
+  /** File the process's stdout is appended to (created when missing), or a descriptor the caller owns. */
+  stdout: string | { fd: number };
   /** File the process's stderr is appended to; may equal `stdout`. */
   stderr: string;
   /** Mode of a log file this call creates; default 0o640. */
@@ -51,13 +51,15 @@ export async function spawnDetachedVmm(options: SpawnVmmOptions): Promise<Spawne
   const [command, ...args] = options.argv;
   if (command === undefined) throw new BangerError(ErrorCode.INTERNAL, "VMM argv is empty");
   const mode = options.mode ?? 0o640;
-  const stdout = await open(options.stdout, "a", mode);
+  const given = typeof options.stdout === "string" ? undefined : options.stdout.fd;
+  const stdout = typeof options.stdout === "string" ? await open(options.stdout, "a", mode) : undefined;
   try {
-    const stderr = options.stderr === options.stdout ? stdout : await open(options.stderr, "a", mode);
+    const stderr =
+      options.stderr === options.stdout && stdout ? stdout : await open(options.stderr, "a", mode);
     try {
       const child = await spawnProcess([command, ...args], {
         detached: true,
-        stdio: ["ignore", stdout.fd, stderr.fd],
+        stdio: ["ignore", given ?? stdout?.fd ?? "ignore", stderr.fd],
       });
       const exited = new AbortController();
       let description = "is still running";
@@ -78,7 +80,7 @@ export async function spawnDetachedVmm(options: SpawnVmmOptions): Promise<Spawne
       if (stderr !== stdout) await stderr.close();
     }
   } finally {
-    await stdout.close();
+    await stdout?.close();
   }
 }
 

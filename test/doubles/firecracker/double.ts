@@ -571,23 +571,46 @@ async function putVsock(config: Json): Promise<void> {
 
 /**
  * Host-initiated hybrid vsock: `CONNECT <port>\n` → `OK <host port>\n` while
- * the guest runs. No guest listener exists behind it, so before boot the
- * connection is closed, as Firecracker does when nothing listens in the guest.
+ * the guest runs. QEMU under TCG has no vsock, so the double maps it onto
+ * what QEMU can give: a virtio-serial port named `banger.0` on a Unix-socket
+ * chardev (vsockSerialPath), which banger's guest agent serves when it finds
+ * one. A CONNECT to any port reaches that one stream; when QEMU refuses (the
+ * guest is not up) the connection is closed, as Firecracker does when nothing
+ * listens in the guest.
  */
 function serveVsock(socket: Socket): void {
-  let buffered = "";
+  let buffered = Buffer.alloc(0);
   socket.on("error", () => {});
-  socket.on("data", (chunk: Buffer) => {
-    buffered += chunk.toString("latin1");
-    const newline = buffered.indexOf("\n");
+  const onData = (chunk: Buffer) => {
+    buffered = Buffer.concat([buffered, chunk]);
+    const newline = buffered.indexOf(0x0a);
     if (newline < 0) return;
-    const match = /^CONNECT (\d+)$/.exec(buffered.slice(0, newline));
+    socket.off("data", onData);
+    socket.pause();
+    const match = /^CONNECT (\d+)$/.exec(buffered.subarray(0, newline).toString("latin1"));
     if (!match || vm.state === "Not started") {
       socket.destroy();
       return;
     }
-    socket.write(`OK ${vm.nextHostPort++}\n`);
-  });
+    const rest = buffered.subarray(newline + 1);
+    const guest = connect(vsockSerialPath());
+    guest.once("error", () => socket.destroy());
+    guest.once("connect", () => {
+      socket.write(`OK ${vm.nextHostPort++}\n`);
+      if (rest.length > 0) guest.write(rest);
+      socket.pipe(guest);
+      guest.pipe(socket);
+      socket.resume();
+      socket.once("close", () => guest.destroy());
+      guest.once("close", () => socket.destroy());
+    });
+  };
+  socket.on("data", onData);
+}
+
+/** The QEMU chardev socket that stands in for the guest's vsock (next to the API socket). */
+function vsockSerialPath(): string {
+  return join(dirname(apiSocket), `${basename(apiSocket)}.vsock`);
 }
 
 async function action(config: Json): Promise<void> {
@@ -732,6 +755,16 @@ function qemuArgv(qmpPath: string): string[] {
   if (vm.entropy) {
     argv.push("-object", "rng-random,id=rng0,filename=/dev/urandom", "-device", "virtio-rng-device,rng=rng0");
   }
+  if (vm.vsock) {
+    argv.push(
+      "-chardev",
+      `socket,id=vsock0,path=${vsockSerialPath()},server=on,wait=off`,
+      "-device",
+      "virtio-serial-device",
+      "-device",
+      "virtserialport,chardev=vsock0,name=banger.0",
+    );
+  }
   return argv;
 }
 
@@ -751,6 +784,7 @@ async function instanceStart(): Promise<void> {
     exited = true;
     log("Info", `QEMU exited (code ${code}, signal ${signal}); Firecracker exits with it.`);
     rmSync(qmpPath, { force: true });
+    rmSync(vsockSerialPath(), { force: true });
     shutdown(code === 0 ? 0 : 1);
   });
   const deadline = Date.now() + 30_000;

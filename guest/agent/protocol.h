@@ -1,0 +1,42 @@
+/*
+ * banger guest channel, protocol version 1 (the host side is
+ * src/sys/agent/frames.ts; ARCHITECTURE.md "Guest channel" is the spec).
+ *
+ * One byte stream carries frames. Every frame is a 12-byte header, all
+ * integers big-endian:
+ *   u16 magic (0x6267 "bg") | u8 type | u8 stream | u32 channel | u32 length
+ * followed by `length` payload bytes (at most BG_MAX_PAYLOAD). A frame with a
+ * bad magic, an unknown type or an oversize length is a protocol error: the
+ * agent drops every channel (killing their process groups) and discards
+ * input until the next HELLO header.
+ */
+#ifndef BANGER_AGENT_PROTOCOL_H
+#define BANGER_AGENT_PROTOCOL_H
+
+#define BG_MAGIC 0x6267u
+#define BG_PROTOCOL 1u
+#define BG_HEADER 12
+#define BG_MAX_PAYLOAD 65536u
+/* Bytes a sender may have in flight per channel stream before a CREDIT. */
+#define BG_WINDOW 262144u
+
+enum bg_type {
+  BG_HELLO = 1,  /* h->a: u32 protocol. a->h: u32 protocol, agent version text. Resets the session. */
+  BG_EXEC = 2,   /* h->a: NUL-terminated "tag=value" records, see agent.c parse_exec */
+  BG_DATA = 3,   /* both: bytes of `stream` */
+  BG_EOF = 4,    /* both: `stream` ends */
+  BG_CREDIT = 5, /* both: u32 more bytes the peer may send on `stream` */
+  BG_SIGNAL = 6, /* h->a: u32 Linux signal number, to the process group */
+  BG_RESIZE = 7, /* h->a: u16 cols, u16 rows */
+  BG_EXIT = 8,   /* a->h: i32 exit code (-1 when killed), u32 signal (0 when exited); ends the channel */
+  BG_ERROR = 9,  /* a->h: u32 errno, message text; ends the channel */
+  BG_CLOSE = 10, /* h->a: SIGKILL the group and forget the channel */
+  BG_READ = 11,  /* h->a: path; file bytes come as DATA on stream 1, then EOF and EXIT 0 */
+  BG_WRITE = 12, /* h->a: u32 mode, path; DATA on stream 0 then EOF, answered by EXIT 0 */
+  BG_CLOCK = 13, /* h->a: i64 seconds, u32 nanoseconds of CLOCK_REALTIME; answered by EXIT 0 */
+  BG_TYPE_MAX = 13
+};
+
+enum bg_stream { BG_STDIN = 0, BG_STDOUT = 1, BG_STDERR = 2 };
+
+#endif

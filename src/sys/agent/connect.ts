@@ -1,0 +1,108 @@
+/**
+ * Connecting to a VM's agent: QEMU's virtio-serial Unix-socket chardev, or
+ * Firecracker's hybrid vsock socket with its `CONNECT PORT` handshake, then
+ * the HELLO readiness wait, retried until a deadline.
+ */
+import { connect, type Socket } from "node:net";
+import type { AgentEndpoint } from "../../core/agent/index.ts";
+import { BangerError, ErrorCode } from "../../protocol/index.ts";
+import { type AgentSession, openAgentSession } from "./session.ts";
+
+const RETRY_MS = 100;
+
+/**
+ * Connects to the agent and waits for its HELLO, retrying while the socket
+ * is missing or refuses (the VMM is still starting, or the guest is not
+ * listening yet) until `deadlineMs` (epoch ms), `signal` aborts or
+ * `stillAlive` says the VMM is gone.
+ */
+export async function connectAgent(options: {
+  endpoint: AgentEndpoint;
+  deadlineMs: number;
+  signal: AbortSignal;
+  stillAlive?: () => Promise<boolean>;
+}): Promise<AgentSession> {
+  const { endpoint, deadlineMs, signal } = options;
+  let lastError: unknown;
+  while (Date.now() < deadlineMs) {
+    if (signal.aborted) throw signal.reason ?? new BangerError(ErrorCode.CANCELLED, "cancelled");
+    if (options.stillAlive && !(await options.stillAlive())) {
+      throw new BangerError(ErrorCode.BOOT_FAILED, "the VMM exited before the guest agent answered", {
+        hint: "`banger vm logs NAME` shows the guest console",
+      });
+    }
+    const attempt = AbortSignal.any([signal, AbortSignal.timeout(Math.max(1, deadlineMs - Date.now()))]);
+    try {
+      const socket = await openStream(endpoint, attempt);
+      return await openAgentSession(socket, attempt);
+    } catch (error) {
+      if (signal.aborted) throw signal.reason ?? error;
+      lastError = error;
+      await new Promise((resolve) => setTimeout(resolve, RETRY_MS));
+    }
+  }
+  throw new BangerError(ErrorCode.GUEST_UNREACHABLE, "the guest agent did not answer in time", {
+    hint: "raise vm.boot_timeout_s, or read the guest console with `banger vm logs NAME`",
+    cause: lastError,
+  });
+}
+
+async function openStream(endpoint: AgentEndpoint, signal: AbortSignal): Promise<Socket> {
+  const socket = await new Promise<Socket>((resolve, reject) => {
+    const s = connect(endpoint.path);
+    const fail = (error: unknown) => {
+      s.destroy();
+      reject(error);
+    };
+    s.once("connect", () => {
+      s.off("error", fail);
+      signal.removeEventListener("abort", onAbort);
+      resolve(s);
+    });
+    s.once("error", fail);
+    const onAbort = () => fail(signal.reason);
+    signal.addEventListener("abort", onAbort, { once: true });
+  });
+  if (endpoint.kind === "unix") return socket;
+  return hybridVsockConnect(socket, endpoint.port, signal);
+}
+
+/** Firecracker's host-initiated vsock: write `CONNECT PORT\n`, read `OK HOSTPORT\n`, then the stream is the guest's. */
+function hybridVsockConnect(socket: Socket, port: number, signal: AbortSignal): Promise<Socket> {
+  return new Promise((resolve, reject) => {
+    let line = Buffer.alloc(0);
+    const cleanup = () => {
+      socket.pause();
+      socket.off("data", onData);
+      socket.off("close", onClose);
+      signal.removeEventListener("abort", onClose);
+    };
+    const onClose = () => {
+      cleanup();
+      socket.destroy();
+      reject(new BangerError(ErrorCode.GUEST_UNREACHABLE, `vsock port ${port} refused the connection`));
+    };
+    const onData = (chunk: Buffer) => {
+      line = Buffer.concat([line, chunk]);
+      const end = line.indexOf(0x0a);
+      if (end < 0) {
+        if (line.length > 64) onClose();
+        return;
+      }
+      cleanup();
+      const text = line.subarray(0, end).toString("latin1");
+      if (!text.startsWith("OK ")) {
+        socket.destroy();
+        reject(new BangerError(ErrorCode.GUEST_UNREACHABLE, `vsock CONNECT ${port} answered "${text}"`));
+        return;
+      }
+      const rest = line.subarray(end + 1);
+      if (rest.length > 0) socket.unshift(rest);
+      resolve(socket);
+    };
+    socket.on("data", onData);
+    socket.once("close", onClose);
+    signal.addEventListener("abort", onClose, { once: true });
+    socket.write(`CONNECT ${port}\n`);
+  });
+}

@@ -1,0 +1,117 @@
+/**
+ * The daemon's guest channels: at most one agent session per VM, opened at
+ * readiness (the agent's HELLO) or lazily on first use (a VM a previous
+ * daemon started), shared by every exec on that VM, and closed with a reason
+ * when the VM stops. Every readiness sets the guest clock from the host.
+ */
+import type { Readable } from "node:stream";
+import type { AgentEndpoint } from "../../core/agent/index.ts";
+import type { Logger } from "../../core/log/index.ts";
+import { connectAgent } from "./connect.ts";
+import { agentInitrd } from "./initrd.ts";
+import type { AgentExecOptions, AgentProcess, AgentSession } from "./session.ts";
+
+/** How long a lazy connect (to a VM that is already running) may take. */
+const LAZY_CONNECT_MS = 10_000;
+
+export interface GuestAgentsAdapter {
+  /** Writes this boot's initrd: the image's initrd with the agent appended. */
+  prepareInitrd(options: { imageInitrd: string; out: string }): Promise<void>;
+  /** Waits for the agent's HELLO (the guest is ready), keeps the session and sets the guest clock. */
+  connect(
+    vmId: string,
+    endpoint: AgentEndpoint,
+    options: { deadlineMs: number; signal: AbortSignal; stillAlive(): Promise<boolean> },
+  ): Promise<{ version: string }>;
+  exec(vmId: string, endpoint: AgentEndpoint, options: AgentExecOptions): Promise<AgentProcess>;
+  readFile(
+    vmId: string,
+    endpoint: AgentEndpoint,
+    path: string,
+    onData: (chunk: Buffer) => Promise<void>,
+  ): Promise<void>;
+  writeFile(
+    vmId: string,
+    endpoint: AgentEndpoint,
+    path: string,
+    mode: number,
+    source: Readable,
+  ): Promise<void>;
+  /** Sets the guest's clock to the host's (after a resume). */
+  setClock(vmId: string, endpoint: AgentEndpoint): Promise<void>;
+  /** Ends the VM's session, if any; its open channels fail with `reason`. */
+  close(vmId: string, reason?: Error): void;
+}
+
+export function createGuestAgents(options: { agentBinary: string; logger: Logger }): GuestAgentsAdapter {
+  const sessions = new Map<string, Promise<AgentSession>>();
+
+  const remember = (vmId: string, pending: Promise<AgentSession>): Promise<AgentSession> => {
+    sessions.set(vmId, pending);
+    pending.then(
+      (session) =>
+        session.onClose(() => {
+          if (sessions.get(vmId) === pending) sessions.delete(vmId);
+        }),
+      () => {
+        if (sessions.get(vmId) === pending) sessions.delete(vmId);
+      },
+    );
+    return pending;
+  };
+
+  const sessionFor = async (vmId: string, endpoint: AgentEndpoint): Promise<AgentSession> => {
+    const existing = sessions.get(vmId);
+    if (existing) {
+      const session = await existing;
+      if (!session.isClosed) return session;
+    }
+    return remember(
+      vmId,
+      connectAgent({
+        endpoint,
+        deadlineMs: Date.now() + LAZY_CONNECT_MS,
+        signal: AbortSignal.timeout(LAZY_CONNECT_MS),
+      }),
+    );
+  };
+
+  return {
+    prepareInitrd: ({ imageInitrd, out }) =>
+      agentInitrd({ imageInitrd, agentBinary: options.agentBinary, out }),
+
+    async connect(vmId, endpoint, connectOptions) {
+      this.close(vmId);
+      const session = await remember(vmId, connectAgent({ endpoint, ...connectOptions }));
+      await session.setClock(Date.now());
+      options.logger.debug("guest agent ready", { vm: vmId, agent: session.version });
+      return { version: session.version };
+    },
+
+    async exec(vmId, endpoint, execOptions) {
+      return (await sessionFor(vmId, endpoint)).exec(execOptions);
+    },
+
+    async readFile(vmId, endpoint, path, onData) {
+      await (await sessionFor(vmId, endpoint)).readFile(path, onData);
+    },
+
+    async writeFile(vmId, endpoint, path, mode, source) {
+      await (await sessionFor(vmId, endpoint)).writeFile(path, mode, source);
+    },
+
+    async setClock(vmId, endpoint) {
+      await (await sessionFor(vmId, endpoint)).setClock(Date.now());
+    },
+
+    close(vmId, reason) {
+      const pending = sessions.get(vmId);
+      if (!pending) return;
+      sessions.delete(vmId);
+      pending.then(
+        (session) => session.close(reason),
+        () => undefined,
+      );
+    },
+  };
+}
