@@ -48,6 +48,7 @@ import {
   RSS_STOPPED_ROW,
 } from "./row-lifecycle.ts";
 import { benchExecStdin, benchRpcIdle, EXEC_STDIN_ROW, RPC_IDLE_ROW } from "./row-limits.ts";
+import { benchVmOci, VM_OCI_ROW } from "./row-oci.ts";
 import { benchPublish, PUBLISH_ROW } from "./row-ports.ts";
 import { benchRpc, RPC_ROW } from "./row-rpc.ts";
 import { benchTapPool, TAP_POOL_ROW, tapPoolSkipReason } from "./row-tap-pool.ts";
@@ -77,6 +78,7 @@ const ROWS = [
   RSS_STOPPED_ROW,
   VM_COLD_ROW,
   VM_FC_ROW,
+  VM_OCI_ROW,
   VM_WARM_ROW,
   VM_CAT_ROW,
   PUBLISH_ROW,
@@ -95,6 +97,7 @@ type RowId = (typeof ROWS)[number]["id"];
 const VM_ROW_IDS: readonly RowId[] = [
   "vm-cold",
   "vm-fc",
+  "vm-oci",
   "vm-warm",
   "vm-cat",
   "publish",
@@ -276,6 +279,7 @@ async function runRows(session: Session, selected: Set<RowId>, failures: string[
   // First among the guest rows: its untimed warm-up makes the daemon probe the double once, so the
   // rows after it pay nothing for the extra config key.
   if (selected.has("vm-fc")) results.push(...(await attempt(VM_FC_ROW, failures, () => benchVmFc(ctx))));
+  if (selected.has("vm-oci")) results.push(...(await attempt(VM_OCI_ROW, failures, () => benchVmOci(ctx))));
   let worker: VmWorker | undefined;
   const wantsWorkspace = selected.has("ws-prepare") || selected.has("cp-in");
   const needsWorker =

@@ -5,6 +5,7 @@
  */
 import { errorMessage } from "../core/async/index.ts";
 import type { OperationRegistry, OperationSnapshot } from "../core/concurrency/index.ts";
+import { applyRunDefaults, type RunDefaults } from "../core/oci/index.ts";
 import { BangerError, ErrorCode, type OperationInfo, type VmInfo } from "../protocol/index.ts";
 import type { HandlerContext, HandlerTable } from "./rpc/server.ts";
 import type { VmService, VmStatsService } from "./vm/index.ts";
@@ -15,6 +16,8 @@ export interface VmHandlerDeps {
   stats: VmStatsService;
   /** Refuses a delete that would lose work (a workspace's unexported commits) unless forced. */
   beforeDelete?: (name: string, options: { force: boolean; signal: AbortSignal }) => Promise<void>;
+  /** The run defaults (ENTRYPOINT, CMD, ENV, WORKDIR, USER) of a VM's image, if it has any. */
+  runDefaults?: (vmName: string) => RunDefaults | undefined;
 }
 
 export function buildVmHandlers(deps: VmHandlerDeps): HandlerTable {
@@ -57,11 +60,9 @@ export function buildVmHandlers(deps: VmHandlerDeps): HandlerTable {
     },
     "vm.exec": async (params, ctx) => {
       try {
+        const command = applyRunDefaults(deps.runDefaults?.(params.name), params);
         return await vms.exec(params.name, {
-          argv: params.argv,
-          env: params.env,
-          cwd: params.cwd,
-          user: params.user,
+          ...command,
           tty: params.tty,
           timeoutMs: params.timeoutMs,
           detach: params.detach,

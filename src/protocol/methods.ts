@@ -273,6 +273,10 @@ export const methods = {
   },
   /**
    * Runs an argv in the guest through its agent (no shell unless the argv is one).
+   * The VM image's run defaults apply as docker's do: an empty argv runs
+   * ENTRYPOINT then CMD; with `entrypoint` (docker run) the argv replaces CMD
+   * after ENTRYPOINT; the image's ENV comes before `env`; WORKDIR and USER
+   * apply when `cwd` and `user` are not given.
    * Bytes travel on `$/stream` (with a tty, output arrives on stdout only);
    * `$/signal` and `$/resize` reach the process group and its PTY; `$/cancel`
    * or a closed connection kill the group. `detach` returns at once.
@@ -281,7 +285,8 @@ export const methods = {
     params: z
       .object({
         name: z.string().min(1),
-        argv: z.array(z.string()).min(1),
+        argv: z.array(z.string()),
+        entrypoint: z.boolean().optional(),
         env: z.array(z.string().regex(/^[^=]+=/, "must be KEY=VALUE")).optional(),
         cwd: z.string().min(1).optional(),
         user: z.string().min(1).optional(),

@@ -64,6 +64,31 @@ describe("planFirecrackerBoot", () => {
     assert.deepEqual(plan[6]?.body, { action_type: "InstanceStart" });
   });
 
+  it("adds the base disk as a read-only second drive after the root drive", () => {
+    const validator = createSpecValidator();
+    const plan = planFirecrackerBoot({ ...spec, baseDisk: "/img/base.ext4" }, caps);
+    assert.deepEqual(
+      plan.slice(2, 4).map((call) => [call.path, call.body]),
+      [
+        [
+          "/drives/rootfs",
+          {
+            drive_id: "rootfs",
+            path_on_host: "/vms/web/root.ext4",
+            is_root_device: true,
+            is_read_only: false,
+          },
+        ],
+        [
+          "/drives/base",
+          { drive_id: "base", path_on_host: "/img/base.ext4", is_root_device: false, is_read_only: true },
+        ],
+      ],
+    );
+    for (const call of plan)
+      assert.equal(validator.validateRequest(call.method, call.path, call.body).valid, true);
+  });
+
   it("omits initrd_path without an initrd", () => {
     const plan = planFirecrackerBoot({ ...spec, initrd: null }, caps);
     assert.equal("initrd_path" in (plan[1]?.body ?? {}), false);

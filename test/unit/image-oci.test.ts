@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import {
+  applyRunDefaults,
   classifyEntry,
   commandFor,
   credentialsFromConfig,
@@ -22,6 +23,7 @@ import {
   selectManifest,
   withCredentials,
 } from "../../src/core/oci/index.ts";
+import { type BangerError, ErrorCode } from "../../src/protocol/index.ts";
 
 const D = (c: string): string => `sha256:${c.repeat(64)}`;
 
@@ -211,6 +213,56 @@ test("run defaults follow docker's ENTRYPOINT/CMD and ENV rules", () => {
   assert.deepEqual(commandFor({ ...defaults, entrypoint: [] }, ["ls", "-l"]), ["ls", "-l"]);
   assert.deepEqual(commandFor(runDefaultsOf({ rootfs: { type: "layers", diff_ids: [] } }), []), []);
   assert.deepEqual(envFor(defaults, ["A=2", "B=3"]), ["PATH=/bin", "A=2", "B=3"]);
+});
+
+test("vm.exec applies an image's run defaults as docker run and docker exec do", () => {
+  const defaults = {
+    entrypoint: ["/bin/hi"],
+    cmd: ["world"],
+    env: ["PATH=/bin", "A=1"],
+    workdir: "/app",
+    user: "app:staff",
+  };
+  // No argv: ENTRYPOINT then CMD, with ENV, WORKDIR and USER (its name part).
+  assert.deepEqual(applyRunDefaults(defaults, { argv: [] }), {
+    argv: ["/bin/hi", "world"],
+    env: ["PATH=/bin", "A=1"],
+    cwd: "/app",
+    user: "app",
+  });
+  // docker run: the args replace CMD after ENTRYPOINT; the caller's env, cwd and user win.
+  assert.deepEqual(
+    applyRunDefaults(defaults, { argv: ["there"], entrypoint: true, env: ["A=2"], cwd: "/", user: "root" }),
+    { argv: ["/bin/hi", "there"], env: ["PATH=/bin", "A=2"], cwd: "/", user: "root" },
+  );
+  // docker exec: the argv is the whole command; with no WORKDIR the directory is /.
+  assert.deepEqual(applyRunDefaults({ ...defaults, workdir: undefined }, { argv: ["ls"] }), {
+    argv: ["ls"],
+    env: ["PATH=/bin", "A=1"],
+    cwd: "/",
+    user: "app",
+  });
+  // An image without defaults (banger's own): what the caller gave, unchanged.
+  assert.deepEqual(applyRunDefaults(undefined, { argv: ["ls"], entrypoint: true }), {
+    argv: ["ls"],
+    env: undefined,
+    cwd: undefined,
+    user: undefined,
+  });
+  for (const [given, message] of [
+    [undefined, /^no command given$/],
+    [{ ...defaults, entrypoint: [] as string[], cmd: [] as string[] }, /the image has no ENTRYPOINT or CMD/],
+  ] as const) {
+    assert.throws(
+      () => applyRunDefaults(given, { argv: [] }),
+      (error: BangerError) => {
+        assert.equal(error.code, ErrorCode.INVALID_PARAMS);
+        assert.match(error.message, message);
+        assert.ok(error.hint);
+        return true;
+      },
+    );
+  }
 });
 
 test("the ext4 for a tree has room for its data and inodes", () => {

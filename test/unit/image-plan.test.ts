@@ -134,6 +134,12 @@ describe("planKernelCmdline", () => {
     assert.match(planKernelCmdline({ ...inputs, extraArgs: ["loglevel=7"] }), / loglevel=7$/);
   });
 
+  it("runs banger-init from /.banger with the base disk named for an image without a kernel", () => {
+    const line = planKernelCmdline({ ...inputs, kernelless: { baseDevice: "/dev/vdb" } });
+    assert.match(line, / init=\/\.banger\/init banger\.base=\/dev\/vdb sshkey=/);
+    assert.doesNotMatch(line, /banger-init/);
+  });
+
   it("refuses values that would break the line", () => {
     const bad = [
       { guestIp: "10.77.0.256" },
@@ -144,6 +150,7 @@ describe("planKernelCmdline", () => {
       { sshPublicKey: "a\nb" },
       { extraArgs: ["two words"] },
       { extraArgs: ["x".repeat(2048)] },
+      { kernelless: { baseDevice: "/dev/vdb rw" } },
     ];
     for (const change of bad) {
       assert.throws(

@@ -75,6 +75,21 @@ describe("planQemuArgv", () => {
     assert.match(values(argv, "-drive")[0] ?? "", /file=\/vms\/web\/root\.raw,format=raw,/);
   });
 
+  it("attaches the base disk read-only as the second virtio disk", () => {
+    const argv = planQemuArgv({ spec: spec({ baseDisk: "/img/base.ext4" }), accel: "tcg", binary: "qemu" });
+    assert.deepEqual(values(argv, "-drive").slice(1), [
+      "id=base,if=none,file=/img/base.ext4,format=raw,readonly=on",
+    ]);
+    assert.deepEqual(
+      values(argv, "-device").filter((device) => device.startsWith("virtio-blk-device")),
+      ["virtio-blk-device,drive=root", "virtio-blk-device,drive=base"],
+    );
+    assert.deepEqual(
+      values(planQemuArgv({ spec: spec(), accel: "tcg", binary: "qemu" }), "-drive").length,
+      1,
+    );
+  });
+
   it("doubles commas in paths inside QEMU option lists", () => {
     const argv = planQemuArgv({
       spec: spec({ vmDir: "/run/a,b", disk: { path: "/v,m/root.qcow2", format: "qcow2" } }),

@@ -254,14 +254,17 @@ export function registerVmCommands(program: Command, ctx: CliContext): void {
 
   withSizing(vm.command("run"))
     .description(
-      "run a command in a VM: create it if needed, wait for SSH, stream its output, exit with its status",
+      "run a command in a VM: create it if needed, wait for it, stream its output, exit with its status; with an OCI image the command follows docker run (it replaces CMD after ENTRYPOINT; none runs both)",
     )
     .option("--name <name>", "use (or create) the VM with this name")
     .option("--rm", "delete the VM afterwards, also on Ctrl-C")
-    .argument("<command...>", "the command and its arguments (after --)")
+    .argument(
+      "[command...]",
+      "the command and its arguments (after --); an OCI image's ENTRYPOINT and CMD by default",
+    )
     .addHelpText(
       "after",
-      "\nExamples:\n  banger vm run -- uname -a\n  banger vm run --rm -- make test\n  echo hi | banger vm run --name box -- cat\n  banger vm run --cpus 2 --memory 2048 -- nproc",
+      "\nExamples:\n  banger vm run -- uname -a\n  banger vm run --rm -- make test\n  banger vm run --rm --image python:3.12-slim -- python3 -V\n  echo hi | banger vm run --name box -- cat\n  banger vm run --cpus 2 --memory 2048 -- nproc",
     )
     .action(async (command: string[], options: SizingOptions & { name?: string; rm?: boolean }) => {
       process.exitCode = await runInVm(ctx, command, options);
@@ -453,7 +456,7 @@ async function runInVm(
     const pipeStdin = process.stdin.isTTY !== true;
     const call = client.start(
       "vm.exec",
-      { name: name!, argv: command, stdin: pipeStdin },
+      { name: name!, argv: command, entrypoint: true, stdin: pipeStdin },
       {
         signal: controller.signal,
         onStream: (ch, data) => {

@@ -175,6 +175,8 @@ export function firecrackerFiles(vmDir: string): Record<keyof typeof FIRECRACKER
  */
 const GUEST_CID = 3;
 const ROOT_DRIVE_ID = "rootfs";
+/** The read-only second drive (/dev/vdb): the kernel's own image under an OCI image. */
+const BASE_DRIVE_ID = "base";
 const GUEST_IFACE_ID = "eth0";
 
 /**
@@ -210,6 +212,20 @@ export function planFirecrackerBoot(spec: BootSpec, caps: FirecrackerCapabilitie
         is_read_only: false,
       } satisfies Drive,
     },
+    ...(spec.baseDisk === undefined
+      ? []
+      : [
+          {
+            method: "PUT" as const,
+            path: `/drives/${BASE_DRIVE_ID}`,
+            body: {
+              drive_id: BASE_DRIVE_ID,
+              path_on_host: spec.baseDisk,
+              is_root_device: false,
+              is_read_only: true,
+            } satisfies Drive,
+          },
+        ]),
     {
       method: "PUT",
       path: `/network-interfaces/${GUEST_IFACE_ID}`,

@@ -12,6 +12,13 @@ export interface KernelCmdlineInputs {
   tscKhz: number;
   /** Search domain of the guest's resolv.conf (config `network.domain`); the gateway is its nameserver. */
   searchDomain?: string | undefined;
+  /**
+   * An image with no kernel of its own (an OCI image) boots the default
+   * image's kernel and runs banger-init from /.banger (init=/.banger/init);
+   * `baseDevice` is the read-only disk holding that kernel's image, mounted on
+   * /.banger/base for its modules and tools (banger.base=).
+   */
+  kernelless?: { baseDevice: string } | undefined;
   /** Appended as they are, after banger's own arguments. */
   extraArgs?: readonly string[] | undefined;
 }
@@ -42,6 +49,9 @@ export function planKernelCmdline(inputs: KernelCmdlineInputs): string {
   if (!HOSTNAME.test(hostname)) invalid(`hostname '${hostname}' is not a DNS label`);
   const search = inputs.searchDomain;
   if (search !== undefined && !DOMAIN.test(search)) invalid(`search domain '${search}' is not a DNS name`);
+  const base = inputs.kernelless?.baseDevice;
+  if (base !== undefined && !/^\/dev\/[a-z0-9]+$/.test(base))
+    invalid(`base device '${base}' is not /dev/NAME`);
   if (!Number.isInteger(tscKhz) || tscKhz <= 0) invalid(`TSC rate ${tscKhz} kHz is not a positive integer`);
   const key = sshPublicKey.trim();
   if (key === "" || key.includes("\n")) invalid("the SSH public key must be one authorized_keys line");
@@ -58,7 +68,9 @@ export function planKernelCmdline(inputs: KernelCmdlineInputs): string {
     "net.ifnames=0",
     `ip=${guestIp}::${gatewayIp}:${prefixLength}:${hostname}:eth0:off:${gatewayIp}`,
     ...(search === undefined ? [] : [`search=${search}`]),
-    "init=/sbin/banger-init",
+    ...(inputs.kernelless === undefined
+      ? ["init=/sbin/banger-init"]
+      : ["init=/.banger/init", `banger.base=${inputs.kernelless.baseDevice}`]),
     `sshkey=${Buffer.from(key, "utf8").toString("base64")}`,
     ...(inputs.extraArgs ?? []),
   ];

@@ -53,4 +53,11 @@ export {
   registryApiHost,
 } from "./reference.ts";
 export { planRootfsMkfs, rootfsSizeBytes, type TreeUsage } from "./rootfs.ts";
-export { commandFor, envFor, type RunDefaults, runDefaultsOf } from "./run-defaults.ts";
+export {
+  applyRunDefaults,
+  commandFor,
+  type ExecRequest,
+  envFor,
+  type RunDefaults,
+  runDefaultsOf,
+} from "./run-defaults.ts";

@@ -5,6 +5,7 @@
  * CMD run; the image's ENV comes first and the user's `-e` override it.
  * Pure.
  */
+import { BangerError, ErrorCode } from "../../protocol/index.ts";
 import type { ImageConfig } from "./manifest.ts";
 
 export interface RunDefaults {
@@ -40,4 +41,50 @@ export function envFor(defaults: RunDefaults, given: readonly string[]): string[
     merged.set(eq === -1 ? entry : entry.slice(0, eq), entry);
   }
   return [...merged.values()];
+}
+
+export interface ExecRequest {
+  argv: readonly string[];
+  env?: readonly string[] | undefined;
+  cwd?: string | undefined;
+  user?: string | undefined;
+  /** docker run: `argv` are arguments to ENTRYPOINT (they replace CMD); else (docker exec) the whole command. */
+  entrypoint?: boolean | undefined;
+}
+
+/**
+ * A command to run in a VM of an image with these defaults: no argv runs
+ * ENTRYPOINT then CMD; the image's ENV comes before the caller's; WORKDIR
+ * (else `/`, as docker has it) and USER apply when the caller names none
+ * (USER `name:group` runs as `name`:
+ * the guest agent sets the user's own groups). An argv that stays empty is
+ * INVALID_PARAMS.
+ */
+export function applyRunDefaults(
+  defaults: RunDefaults | undefined,
+  request: ExecRequest,
+): { argv: string[]; env: string[] | undefined; cwd: string | undefined; user: string | undefined } {
+  const argv =
+    defaults === undefined
+      ? [...request.argv]
+      : request.argv.length === 0 || request.entrypoint === true
+        ? commandFor(defaults, request.argv)
+        : [...request.argv];
+  if (argv.length === 0) {
+    throw new BangerError(
+      ErrorCode.INVALID_PARAMS,
+      defaults === undefined
+        ? "no command given"
+        : "no command given, and the image has no ENTRYPOINT or CMD",
+      { hint: "give the command after `--`, e.g. `banger vm run -- uname -a`" },
+    );
+  }
+  const env =
+    defaults === undefined || defaults.env.length === 0 ? request.env : envFor(defaults, request.env ?? []);
+  return {
+    argv,
+    env: env === undefined ? undefined : [...env],
+    cwd: request.cwd ?? (defaults === undefined ? undefined : (defaults.workdir ?? "/")),
+    user: request.user ?? (defaults?.user?.split(":")[0] || undefined),
+  };
 }

@@ -38,6 +38,11 @@ export interface BootSpec {
   /** Full kernel command line, already planned by the caller. */
   kernelCmdline: string;
   disk: { path: string; format: "qcow2" | "raw" };
+  /**
+   * A raw disk attached read-only after the root disk (the guest's second
+   * virtio disk, /dev/vdb): the kernel's own image when an OCI image boots.
+   */
+  baseDisk?: string | undefined;
   tap: string;
   mac: string;
   /** Serial console output goes here (appended). */

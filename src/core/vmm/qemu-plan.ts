@@ -73,6 +73,14 @@ export function planQemuArgv(input: QemuPlanInput): string[] {
       `id=root,if=none,file=${optionValue(spec.disk.path)},format=${spec.disk.format},cache=writeback,discard=unmap`,
     ],
     ...["-device", "virtio-blk-device,drive=root"],
+    ...(spec.baseDisk === undefined
+      ? []
+      : [
+          "-drive",
+          `id=base,if=none,file=${optionValue(spec.baseDisk)},format=raw,readonly=on`,
+          "-device",
+          "virtio-blk-device,drive=base",
+        ]),
     ...["-netdev", `tap,id=net0,ifname=${spec.tap},script=no,downscript=no`],
     ...["-device", `virtio-net-device,netdev=net0,mac=${spec.mac}`],
     ...["-device", "virtio-rng-device"],

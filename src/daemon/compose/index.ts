@@ -19,6 +19,7 @@ import { createFileLogger } from "../../sys/log/index.ts";
 import { readOpenFileLimit } from "../../sys/proc/index.ts";
 import { openStore, type Store } from "../../sys/store/index.ts";
 import { buildHandlers, type DaemonInfo } from "../handlers.ts";
+import { ociMetaOf } from "../image/oci.ts";
 import { buildImageHandlers } from "../image-handlers.ts";
 import { buildNetworkHandlers } from "../network-handlers.ts";
 import { createRpcServer } from "../rpc/server.ts";
@@ -117,6 +118,11 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
       ...services,
       beforeDelete: async (name, o) => {
         if (!o.force) await services.workspaces.assertNothingUnexported(name, o.signal);
+      },
+      runDefaults: (name) => {
+        const vm = store.getVmByName(name);
+        const image = vm ? store.getImageById(vm.imageId) : undefined;
+        return image ? ociMetaOf(image)?.runDefaults : undefined;
       },
     });
     const { networking } = services.capabilities;

@@ -120,6 +120,7 @@ export async function buildServices(deps: ServiceDeps, life: AsyncDisposableStac
   // The narrow global mutex for image publication, shared by every way of making an image (ARCHITECTURE.md "Lock order").
   const publishMutex = new Mutex();
 
+  const guestFilesDir = join(import.meta.dirname, "..", "..", "..", "guest");
   const images = createImageService({
     store,
     runner,
@@ -128,7 +129,7 @@ export async function buildServices(deps: ServiceDeps, life: AsyncDisposableStac
     publishMutex,
     now,
     newId,
-    guestFilesDir: join(import.meta.dirname, "..", "..", "..", "guest"),
+    guestFilesDir,
     fs: createNodeFs(),
     buildCacheDir: deps.env.BANGER_IMAGE_CACHE || undefined,
     buildCacheChecks: deps.env.BANGER_IMAGE_CACHE
@@ -207,6 +208,7 @@ export async function buildServices(deps: ServiceDeps, life: AsyncDisposableStac
   const files = createVmFiles();
   const agents = createGuestAgents({
     agentBinary: agentBinaryPath(),
+    guestFilesDir,
     logger: logger.child({ svc: "agent" }),
   });
   const vms = createVmService({

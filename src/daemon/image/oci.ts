@@ -346,21 +346,11 @@ export function withAutoPull(
   store: Pick<Store, "getImageByName">,
 ): Pick<ImageService, "resolve" | "vmlinux"> {
   const pulling = new Map<string, Promise<ImageRecord>>();
-  const bootable = (image: ImageRecord): ImageRecord => {
-    if (image.kind !== "oci") return image;
-    throw new BangerError(
-      ErrorCode.BAD_STATE,
-      `image '${image.name}' is an OCI image; booting OCI images needs banger's guest agent, which this banger does not have yet`,
-      {
-        hint: `the image is kept: \`banger image show ${image.name}\`; use the default image for VMs meanwhile`,
-      },
-    );
-  };
   return {
     vmlinux: (image, options) => images.vmlinux(image, options),
     async resolve(ref, options = {}) {
       try {
-        return bootable(await images.resolve(ref, options));
+        return await images.resolve(ref, options);
       } catch (error) {
         if (!(error instanceof BangerError) || error.code !== ErrorCode.IMAGE_NOT_FOUND) throw error;
         let name: string;
@@ -370,13 +360,13 @@ export function withAutoPull(
           throw error;
         }
         const stored = store.getImageByName(name);
-        if (stored) return bootable(stored);
+        if (stored) return stored;
         let running = pulling.get(name);
         if (!running) {
           running = oci.pull({ reference: ref }, options).finally(() => pulling.delete(name));
           pulling.set(name, running);
         }
-        return bootable(await running);
+        return await running;
       }
     },
   };

@@ -1,6 +1,8 @@
 /**
  * `image promote VM NAME`: a stopped VM's root disk becomes a new image
- * (kind `promoted`, the VM's kernel and initrd beside it), with banger's
+ * (kind `promoted`, the VM's kernel and initrd beside it; a VM of an OCI
+ * image has none, so the new image boots like that one and keeps its run
+ * defaults), with banger's
  * per-VM material removed (`core/image/promote.ts`). The copy runs
  * unlocked in a staging directory; the VM's row is read again afterwards
  * and a VM that was started meanwhile fails the promote. Published with
@@ -59,12 +61,11 @@ export function createPromoter(deps: PromoteDeps) {
       });
     }
     const image = deps.store.getImageById(vm.imageId);
-    if (!image || image.kind === "oci") {
-      throw new BangerError(
-        ErrorCode.BAD_STATE,
-        `VM '${vm.name}' has no bootable image to take its kernel from`,
-      );
+    if (!image) {
+      throw new BangerError(ErrorCode.BAD_STATE, `VM '${vm.name}' has no image to take its kernel from`);
     }
+    // An OCI image's VM has no kernel of its own: the promoted image boots like it and keeps its run defaults.
+    const kernelless = image.kernel === "";
     const vmDir = vmPaths(deps.layout, vm.id).dir;
     const overlay = join(vmDir, ROOT_DISK_FILES["qcow2-overlay"].file);
     const rawDisk = join(vmDir, ROOT_DISK_FILES["sparse-copy"].file);
@@ -96,7 +97,7 @@ export function createPromoter(deps: PromoteDeps) {
         );
       }
       await deps.fs.rm(script);
-      await deps.copyFile(image.kernel, join(staging, "vmlinuz"));
+      if (!kernelless) await deps.copyFile(image.kernel, join(staging, "vmlinuz"));
       if (image.initrd) await deps.copyFile(image.initrd, join(staging, "initrd.gz"));
       const after = deps.store.getVmByName(vmName);
       if (!after || after.id !== vm.id || after.updatedAt !== vm.updatedAt) {
@@ -110,12 +111,13 @@ export function createPromoter(deps: PromoteDeps) {
         name,
         kind: "promoted",
         dir,
-        kernel: join(dir, "vmlinuz"),
+        kernel: kernelless ? "" : join(dir, "vmlinuz"),
         initrd: image.initrd ? join(dir, "initrd.gz") : null,
         rootfs: join(dir, "rootfs.ext4"),
         sizeBytes: (await deps.fs.stat(rootfs))?.size ?? 0,
         createdAt: deps.now().toISOString(),
         source: `vm:${vm.name}`,
+        ...(kernelless && image.meta ? { meta: image.meta } : {}),
       };
       const published = await deps.publish(record, staging, undefined);
       log.info("VM promoted to an image", { vm: vm.name, image: name });

@@ -96,13 +96,40 @@ async function beforeBootHooks(run: BootRun, stack: AsyncDisposableStack): Promi
   await run.ctx.hooks.start(run.vm, "before-boot", stack, run.signal);
 }
 
+/** The guest's second disk when an OCI image boots: the kernel's own image, read-only. */
+const BASE_DEVICE = "/dev/vdb";
+
+/**
+ * The image whose kernel and initrd boot this VM: its own, or, for an image
+ * with no kernel (an OCI image; its row's kernel is empty), the configured
+ * default image's, made on first use like a create's.
+ */
+async function kernelImage(run: BootRun): Promise<ImageRecord> {
+  const { ctx, image } = run;
+  if (image.kernel !== "") return image;
+  const base = await ctx.deps.images.resolve(ctx.deps.config.vm.default_image, {
+    signal: run.signal,
+    progress: run.progress,
+  });
+  if (base.kernel === "" || base.initrd === null) {
+    throw new BangerError(
+      ErrorCode.BAD_STATE,
+      `image '${image.name}' has no kernel, and neither has the default image '${base.name}' to boot it with`,
+      { hint: "set vm.default_image in config.toml to an image with a kernel, such as debian-bookworm" },
+    );
+  }
+  return base;
+}
+
 /** Plans the kernel and its cmdline, then starts the VMM (undo: kill it). */
 async function launchVmm(run: BootRun, stack: AsyncDisposableStack): Promise<void> {
   const { ctx, vm, driver, image, paths, signal } = run;
   const { deps } = ctx;
+  const boot = await kernelImage(run);
+  const kernelless = boot !== image;
   const kernel = driver.features.kernelFormats.includes("bzImage")
-    ? image.kernel
-    : await deps.images.vmlinux(image, { signal });
+    ? boot.kernel
+    : await deps.images.vmlinux(boot, { signal });
   const cmdline = planKernelCmdline({
     guestIp: vm.guestIp,
     gatewayIp: deps.network.gateway,
@@ -111,14 +138,19 @@ async function launchVmm(run: BootRun, stack: AsyncDisposableStack): Promise<voi
     sshPublicKey: await deps.guest.publicKey(),
     tscKhz: await deps.tscKhz(),
     searchDomain: deps.config.network.domain,
+    kernelless: kernelless ? { baseDevice: BASE_DEVICE } : undefined,
     extraArgs: deps.config.vm.kernel_args,
   });
   await deps.files.rotate(paths.console);
   // This boot's initrd carries the guest agent (ARCHITECTURE.md "Guest channel").
-  let initrd = image.initrd;
+  let initrd = boot.initrd;
   if (initrd !== null && deps.agents) {
-    await deps.agents.prepareInitrd({ imageInitrd: initrd, out: paths.initrd });
+    await deps.agents.prepareInitrd({ imageInitrd: initrd, out: paths.initrd, kernelless });
     initrd = paths.initrd;
+  } else if (kernelless) {
+    throw new BangerError(ErrorCode.BAD_STATE, `image '${image.name}' boots only with banger's guest agent`, {
+      hint: "build it with `npm run build`",
+    });
   }
   run.progress({ step: "vm.boot", message: `booting ${vm.name} (${vm.vmm})` });
   const handle = await driver.start(
@@ -131,6 +163,7 @@ async function launchVmm(run: BootRun, stack: AsyncDisposableStack): Promise<voi
       initrd,
       kernelCmdline: cmdline,
       disk: run.disk!,
+      baseDisk: kernelless ? boot.rootfs : undefined,
       tap: tapNameForVmId(vm.id),
       mac: vm.mac,
       consoleLog: paths.console,

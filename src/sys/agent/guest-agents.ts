@@ -15,8 +15,11 @@ import type { AgentExecOptions, AgentProcess, AgentSession } from "./session.ts"
 const LAZY_CONNECT_MS = 10_000;
 
 export interface GuestAgentsAdapter {
-  /** Writes this boot's initrd: the image's initrd with the agent appended. */
-  prepareInitrd(options: { imageInitrd: string; out: string }): Promise<void>;
+  /**
+   * Writes this boot's initrd: the image's initrd with the agent appended,
+   * and banger's guest files when the image has no kernel of its own.
+   */
+  prepareInitrd(options: { imageInitrd: string; out: string; kernelless?: boolean }): Promise<void>;
   /** Waits for the agent's HELLO (the guest is ready), keeps the session and sets the guest clock. */
   connect(
     vmId: string,
@@ -43,7 +46,12 @@ export interface GuestAgentsAdapter {
   close(vmId: string, reason?: Error): void;
 }
 
-export function createGuestAgents(options: { agentBinary: string; logger: Logger }): GuestAgentsAdapter {
+export function createGuestAgents(options: {
+  agentBinary: string;
+  /** banger's guest/ directory (init and scripts for OCI images). */
+  guestFilesDir: string;
+  logger: Logger;
+}): GuestAgentsAdapter {
   const sessions = new Map<string, Promise<AgentSession>>();
 
   const remember = (vmId: string, pending: Promise<AgentSession>): Promise<AgentSession> => {
@@ -77,8 +85,13 @@ export function createGuestAgents(options: { agentBinary: string; logger: Logger
   };
 
   return {
-    prepareInitrd: ({ imageInitrd, out }) =>
-      agentInitrd({ imageInitrd, agentBinary: options.agentBinary, out }),
+    prepareInitrd: ({ imageInitrd, out, kernelless }) =>
+      agentInitrd({
+        imageInitrd,
+        agentBinary: options.agentBinary,
+        out,
+        guestFilesDir: kernelless === true ? options.guestFilesDir : undefined,
+      }),
 
     async connect(vmId, endpoint, connectOptions) {
       this.close(vmId);
