@@ -313,13 +313,17 @@ function defineNetworkSuite(vmm: "qemu" | "firecracker"): void {
     });
 
     it("leaves no table, bridge or tap after every VM is deleted and the daemon stops with --stop-vms", async () => {
+      const warm = execFileSync("ip", ["-n", env.netns, "-o", "link", "show", "type", "tun"], {
+        encoding: "utf8",
+      });
+      assert.match(warm, /bgp-\d+: .*master banger0/, "the TAP pool holds warm taps on the bridge");
       for (const name of ips.keys())
         assert.equal((await env.banger(["vm", "delete", "--force", name])).code, 0);
       const stopped = await env.banger(["daemon", "stop", "--stop-vms"]);
       assert.equal(stopped.code, 0, stopped.stderr);
       assert.deepEqual(nftRules(env.netns), []);
       const links = execFileSync("ip", ["-n", env.netns, "-o", "link", "show"], { encoding: "utf8" });
-      assert.doesNotMatch(links, /banger0|bgr-/);
+      assert.doesNotMatch(links, /banger0|bgr-|bgp-/);
       assert.equal(
         execFileSync("ip", ["netns", "exec", env.netns, "cat", "/proc/sys/net/ipv4/ip_forward"], {
           encoding: "utf8",
