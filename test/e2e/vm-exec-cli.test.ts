@@ -121,7 +121,7 @@ describe("vm exec and vm run from a terminal (qemu)", { skip: e2eSkipReason() },
       "T=$(tty)",
       `(read _ < ${fifo}; stty -F "$T" cols 120 rows 40) &`,
       `exec ${bangerBin} vm exec -it ${VM} -- bash -c '${guest}'`,
-    ].join("; ");
+    ].join("\n");
     const term = start(["script", "-qfec", inner, "/dev/null"]);
     await until("the guest's first size", 30_000, () => (/ready/.test(term.output()) ? true : undefined));
     assert.match(term.output(), /30 100/);

@@ -491,7 +491,6 @@ describe("vm run", () => {
     const cli = fakeCli({ client });
     assert.equal(await cli.run(["vm", "run", "--rm", "--memory", "1g", "--", "sh", "-c", "exit 3"]), 3);
     assert.deepEqual(client.callsOf("vm.create.begin")[0]!.params, { memoryMib: 1024 });
-    // docker run's rule: the argv replaces an OCI image's CMD after its ENTRYPOINT.
     assert.deepEqual(client.callsOf("vm.exec")[0]!.params, {
       name: "vm-1a2b3c",
       argv: ["sh", "-c", "exit 3"],
@@ -500,11 +499,14 @@ describe("vm run", () => {
     assert.deepEqual(client.callsOf("vm.delete")[0]!.params, { name: "vm-1a2b3c", force: true });
   });
 
-  it("with no command runs the image's defaults (ENTRYPOINT and CMD), as docker run does", async () => {
+  it("follows docker run: no command asks for the image's own, and vm exec never uses ENTRYPOINT", async () => {
     const client = runClient(() => ({ exitCode: 0, signal: null }));
     const cli = fakeCli({ client });
-    assert.equal(await cli.run(["vm", "run", "--rm", "--image", "alpine"]), 0);
+    assert.equal(await cli.run(["vm", "run", "--rm", "--image", "python:3.12-slim"]), 0);
     assert.deepEqual(client.callsOf("vm.exec")[0]!.params, { name: "vm-1a2b3c", argv: [], entrypoint: true });
+    const exec = fakeCli({ client: new FakeDaemonClient({}) });
+    assert.equal(await exec.run(["vm", "exec", "web"]), exitStatusFor[ErrorCode.INVALID_PARAMS]);
+    assert.match(exec.stderr(), /missing required argument 'command'|no command given/);
   });
 
   it("refuses an existing --name with NAME_TAKEN and the vm exec line, creating and deleting nothing", async () => {

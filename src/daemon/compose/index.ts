@@ -108,7 +108,7 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
     );
     const { vms } = services;
     await vms.reconcile();
-    await ensureHostFeatures([services.tapPool, ...services.capabilities.hostFeatures], life, {
+    await ensureHostFeatures([...services.capabilities.hostFeatures, services.tapPool], life, {
       signal: shutdown.signal,
       logger,
     });

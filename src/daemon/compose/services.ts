@@ -86,7 +86,7 @@ export interface Services {
   workspaces: WorkspaceService;
   transfers: TransferService;
   capabilities: Capabilities;
-  /** Warm taps for VM starts; a host feature the composition root ensures first. */
+  /** Warm taps for VM starts; a host feature the composition root ensures last (torn down first). */
   tapPool: TapPool;
   doctor(): ReturnType<typeof runDoctor>;
   now(): Date;
@@ -106,7 +106,7 @@ export async function buildServices(deps: ServiceDeps, life: AsyncDisposableStac
     bridge: config.network.bridge,
     subnet: parseSubnet(config.network.subnet),
   });
-  // Its lock is a leaf (ARCHITECTURE.md "Lock order"); ensured before the host features, torn down after them.
+  // Its lock is a leaf (ARCHITECTURE.md "Lock order"); ensured after the host features, torn down before nat removes the bridge.
   const tapPool = createTapPool({
     size: config.network.tap_pool_size,
     host: hostNetwork,

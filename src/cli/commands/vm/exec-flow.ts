@@ -66,10 +66,14 @@ export async function execParams(
   name: string,
   argv: readonly string[],
   flags: ExecFlags,
-  /** `vm run`: the argv replaces the image's CMD after its ENTRYPOINT, and may be empty (docker run). */
-  runDefaults = false,
+  /**
+   * "run" (vm run) follows docker run: the argv are arguments to an OCI
+   * image's ENTRYPOINT (they replace CMD), and none runs the image's own
+   * command; "exec" (vm exec) needs the whole command.
+   */
+  mode: "exec" | "run" = "exec",
 ): Promise<ExecParams> {
-  if (argv.length === 0 && !runDefaults) {
+  if (argv.length === 0 && mode === "exec") {
     throw new BangerError(ErrorCode.INVALID_PARAMS, "no command given", {
       hint: `put the command after --, e.g. banger vm exec ${name} -- uname -a`,
     });
@@ -89,7 +93,7 @@ export async function execParams(
     ...envFromFlags(flags.env ?? [], ctx.env),
   ];
   const params: ExecParams = { name, argv: [...argv] };
-  if (runDefaults) params.entrypoint = true;
+  if (mode === "run") params.entrypoint = true;
   if (env.length > 0) params.env = env;
   if (flags.workdir !== undefined) params.cwd = flags.workdir;
   if (flags.user !== undefined) params.user = flags.user;

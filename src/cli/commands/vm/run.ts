@@ -15,7 +15,7 @@ import { type ExecFlags, execOptions, execParams, runExec } from "./exec-flow.ts
 import { type SizingFlags, sizingOptions, sizingParams } from "./sizing.ts";
 
 interface RunArgs extends SizingFlags, ExecFlags, DashDash {
-  command: string[];
+  command?: string[];
   name?: string;
   rm?: boolean;
 }
@@ -27,9 +27,9 @@ export const runSpec: CommandSpec<RunArgs> = {
   examples: [
     "banger vm run -- uname -a",
     "banger vm run --rm -- make test",
-    "banger vm run --rm --image python:3.12-slim -- python3 -V",
     "banger vm run --rm -it -- bash",
     "echo hi | banger vm run --rm -i -- cat",
+    "banger vm run --rm --image python:3.12-slim -- python3 -V",
     "banger vm run --name box --cpus 2 --memory 2g -- nproc",
   ],
   notes:
@@ -58,7 +58,7 @@ async function runInNewVm(ctx: CliContext, args: RunArgs): Promise<{ exitCode: n
     });
   }
   // Checked before anything is created, so a bad flag leaves nothing behind.
-  const draft = await execParams(ctx, args.name ?? "new", argv, args, true);
+  const draft = await execParams(ctx, args.name ?? "new", argv, args, "run");
   const interrupted = ctx.interrupted();
   let created: string | undefined;
   try {
@@ -85,8 +85,9 @@ async function runInNewVm(ctx: CliContext, args: RunArgs): Promise<{ exitCode: n
 /** The command is what follows `--`; without `--`, every operand (as docker run reads it). */
 function splitAtDashDash(args: RunArgs): { before: string[]; argv: string[] } {
   const after = args.afterDashDash;
-  if (after === undefined) return { before: [], argv: args.command };
-  return { before: args.command.slice(0, args.command.length - after.length), argv: [...after] };
+  if (after === undefined) return { before: [], argv: args.command ?? [] };
+  const operands = args.command ?? [];
+  return { before: operands.slice(0, operands.length - after.length), argv: [...after] };
 }
 
 /** Refuses a --name, or a word before `--`, that names an existing VM: vm run never reuses one. */
