@@ -1,7 +1,8 @@
 /**
  * The method table: every RPC method's params and result, defined once.
  * The daemon validates params with these schemas; the CLI's types are
- * inferred from the same schemas.
+ * inferred from the same schemas. One concern, the wire table: a family
+ * with schemas of its own moves to a file beside it (workspace.ts).
  */
 import { z } from "zod";
 import { ProgressStep } from "./notifications.ts";
