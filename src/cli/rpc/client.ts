@@ -15,8 +15,8 @@ import {
   type RequestId,
   type ResultOf,
   type RpcFailure,
-  STREAM_CHUNK_BYTES,
   type StreamChannel,
+  streamNotifications,
 } from "../../protocol/index.ts";
 
 export interface CallOptions {
@@ -116,14 +116,9 @@ export class RpcClient implements DaemonClient {
       id,
       result,
       write: async (ch, data) => {
-        for (let offset = 0; offset < data.length; offset += STREAM_CHUNK_BYTES) {
-          const piece = data.subarray(offset, offset + STREAM_CHUNK_BYTES);
-          const flushed = this.#send({
-            jsonrpc: "2.0",
-            method: "$/stream",
-            params: { id, ch, data: piece.toString("base64") },
-          });
-          if (!flushed) await new Promise<void>((resolve) => this.#socket.once("drain", resolve));
+        for (const notification of streamNotifications(id, ch, data)) {
+          if (!this.#send(notification))
+            await new Promise<void>((resolve) => this.#socket.once("drain", resolve));
         }
       },
       end: (ch) => {
