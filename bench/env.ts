@@ -199,7 +199,7 @@ export async function stopDaemon(env: BenchEnv, daemon: Daemon, log: (line: stri
         for (const vm of vms) {
           if (vm.pid !== null) vmmPids.add(vm.pid);
           log(`deleting VM ${vm.name}`);
-          await client.call("vm.delete", { name: vm.name }).catch((error: unknown) => {
+          await client.call("vm.delete", { name: vm.name, force: true }).catch((error: unknown) => {
             log(`could not delete VM ${vm.name}: ${String(error)}`);
           });
         }

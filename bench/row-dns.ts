@@ -39,7 +39,7 @@ export async function benchDns(options: {
   const created = await bangerChecked(env, ["vm", "create", "bench-dns", "--no-start", "--json"], 300_000);
   const { guestIp } = JSON.parse(created.stdout) as { guestIp: string };
   await using stack = new AsyncDisposableStack();
-  stack.defer(async () => void (await bangerChecked(env, ["vm", "delete", "bench-dns"], 60_000)));
+  stack.defer(async () => void (await bangerChecked(env, ["vm", "delete", "--force", "bench-dns"], 60_000)));
   const hosts = join(env.home, "dns-bench.hosts");
   await writeFile(hosts, `${guestIp} bench-dns.vm\n`);
   await run(["ip", "-n", netns, "addr", "add", "127.0.0.2/8", "dev", "lo"], { timeoutMs: 5000 });

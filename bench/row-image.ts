@@ -95,6 +95,7 @@ export async function benchImageRows(options: ImageBenchOptions, ids: Set<string
           blobsDir,
           stagingDir,
         },
+        compileCacheDir: join(dir, "compile-cache"),
         signal: env.signal,
       });
       const ms = performance.now() - started;

@@ -98,7 +98,7 @@ export async function benchExecStdin(ctx: VmContext): Promise<RowResult> {
   ctx.log(`exec-stdin: creating VM ${name}`);
   await bangerChecked(ctx.env, ["vm", "create", name], 180_000);
   stack.defer(async () => {
-    await bangerChecked(ctx.env, ["vm", "delete", name], 60_000);
+    await bangerChecked(ctx.env, ["vm", "delete", "--force", name], 60_000);
   });
   const before = median(await samples(pid, 5));
   const client = await ctx.daemon.connect();

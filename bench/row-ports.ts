@@ -35,7 +35,7 @@ export async function benchPublish(ctx: VmContext): Promise<RowResult> {
     ).stdout,
   ) as VmInfo;
   await using stack = new AsyncDisposableStack();
-  stack.defer(async () => void (await bangerChecked(ctx.env, ["vm", "delete", name], 60_000)));
+  stack.defer(async () => void (await bangerChecked(ctx.env, ["vm", "delete", "--force", name], 60_000)));
   await bangerChecked(
     ctx.env,
     [

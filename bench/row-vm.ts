@@ -11,7 +11,7 @@
 import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import type { ImageInfo, VmInfo } from "../src/protocol/index.ts";
-import { type BenchEnv, banger, bangerChecked, type Daemon, hostTscKhz } from "./env.ts";
+import { type BenchEnv, bangerChecked, type Daemon, hostTscKhz } from "./env.ts";
 import { readRssKiB, sleep } from "./proc.ts";
 import { pairedRow, type RowResult } from "./report.ts";
 import { alternate, median, summarize } from "./stats.ts";
@@ -76,7 +76,7 @@ export async function prepareVms(base: Omit<VmContext, "defaults" | "image">): P
     300_000,
   );
   const defaults = JSON.parse(created.stdout) as VmInfo;
-  await bangerChecked(base.env, ["vm", "delete", "bench-prep"], 60_000);
+  await bangerChecked(base.env, ["vm", "delete", "--force", "bench-prep"], 60_000);
   const client = await base.daemon.connect();
   try {
     const image = await client.call("image.show", { name: defaults.image });
@@ -136,12 +136,6 @@ export async function benchVmCold(ctx: VmContext, worker: VmWorker): Promise<Row
   return pairedRow(VM_COLD_ROW, samples, notes);
 }
 
-/** `vm exec NAME --` once the CLI has it, else the older `vm run --name NAME --` (the same vm.exec call). */
-async function execPrefix(ctx: VmContext, name: string): Promise<string[]> {
-  const probe = await banger(ctx.env, ["vm", "exec", "--help"], 30_000);
-  return probe.code === 0 ? ["vm", "exec", name, "--"] : ["vm", "run", "--name", name, "--"];
-}
-
 export async function benchVmWarm(ctx: VmContext, worker: VmWorker): Promise<RowResult[]> {
   const name = "bench-warm";
   ctx.log(`vm-warm: creating VM ${name} (not timed)`);
@@ -150,7 +144,7 @@ export async function benchVmWarm(ctx: VmContext, worker: VmWorker): Promise<Row
   ) as VmInfo;
   await using stack = new AsyncDisposableStack();
   stack.defer(async () => {
-    await bangerChecked(ctx.env, ["vm", "delete", name], 60_000);
+    await bangerChecked(ctx.env, ["vm", "delete", "--force", name], 60_000);
   });
   await worker.request(
     { op: "master-open", ip: vm.guestIp, knownHostsFile: join(vm.dir, "known_hosts") },
@@ -159,7 +153,7 @@ export async function benchVmWarm(ctx: VmContext, worker: VmWorker): Promise<Row
   stack.defer(async () => {
     await worker.request({ op: "master-close" }, 30_000);
   });
-  const exec = await execPrefix(ctx, name);
+  const exec = ["vm", "exec", name, "--"];
   const bangerOnce = async () => (await bangerChecked(ctx.env, [...exec, "true"], 60_000)).ms;
   const baselineOnce = async () => (await worker.request({ op: "mux-exec" }, 60_000)).ms as number;
   await bangerOnce();
@@ -225,7 +219,7 @@ export async function benchRss(ctx: VmContext): Promise<RowResult> {
     ctx.log(`rss: creating VM ${name}`);
     await bangerChecked(ctx.env, ["vm", "create", name], VM_TIMEOUT_MS);
     stack.defer(async () => {
-      await bangerChecked(ctx.env, ["vm", "delete", name], 60_000);
+      await bangerChecked(ctx.env, ["vm", "delete", "--force", name], 60_000);
     });
   }
   await sleep(1000);

@@ -2,7 +2,7 @@
  * `npm run bench`: banger next to a bare baseline doing the same work, in
  * one run, printed as a table (or JSON with --json). Nothing asserts on time.
  *
- * Environment: BENCH_ONLY=rpc,rpc-idle,dns,cli,create-parallel,reconcile,rss-stopped,vm-cold,vm-fc,vm-warm,vm-cat,
+ * Environment: BENCH_ONLY=rpc,rpc-idle,dns,cli,create-parallel,reconcile,tap-pool,rss-stopped,vm-cold,vm-fc,vm-warm,vm-cat,
  * publish,rss,exec-stdin,disk-sparse,disk-qcow2,disk-reflink,disk-dm,image-pull,image-pull-shared,ws-prepare,cp-in
  * runs a subset.
  * Everything with bridges, taps or guests runs in a network namespace the
@@ -52,6 +52,7 @@ import { benchVmOci, VM_OCI_ROW } from "./row-oci.ts";
 import { benchPublish, PUBLISH_ROW } from "./row-ports.ts";
 import { benchRpc, RPC_ROW } from "./row-rpc.ts";
 import { benchSnapshotRows, VM_FORK_ROW, VM_SNAP_ROW } from "./row-snapshot.ts";
+import { benchTapPool, TAP_POOL_ROW, tapPoolSkipReason } from "./row-tap-pool.ts";
 import {
   benchRss,
   benchVmCold,
@@ -74,6 +75,7 @@ const ROWS = [
   CLI_ROW,
   CREATE_PARALLEL_ROW,
   RECONCILE_ROW,
+  TAP_POOL_ROW,
   RSS_STOPPED_ROW,
   VM_COLD_ROW,
   VM_FC_ROW,
@@ -244,6 +246,14 @@ async function runRows(session: Session, selected: Set<RowId>, failures: string[
   }
   if (selected.has("reconcile")) {
     results.push(...(await attempt(RECONCILE_ROW, failures, () => benchReconcile(lifecycle))));
+  }
+  if (selected.has("tap-pool")) {
+    const skip = tapPoolSkipReason();
+    results.push(
+      ...(skip !== null
+        ? [skippedRow(TAP_POOL_ROW, skip)]
+        : await attempt(TAP_POOL_ROW, failures, () => benchTapPool({ env, log }))),
+    );
   }
   if (selected.has("rss-stopped")) {
     results.push(...(await attempt(RSS_STOPPED_ROW, failures, () => benchRssStopped(lifecycle))));

@@ -1,21 +1,48 @@
 /**
- * The `banger` command tree (commander): nouns and verbs, each with examples.
+ * The `banger` command tree, built from command specs (spec.ts). This is the
+ * one place that runs a handler, prints its output and returns its exit
+ * status; errors a handler throws are printed with their hint and their
+ * code's exit status.
  */
-import { Command, CommanderError } from "commander";
-import { BUILD_VERSION } from "../protocol/index.ts";
-import { registerDaemonCommands } from "./commands/daemon.ts";
-import { registerImageCommands } from "./commands/image.ts";
-import { registerSnapshotCommands } from "./commands/snapshot.ts";
-import { registerVmCommands } from "./commands/vm.ts";
+import { Command, CommanderError, Option } from "commander";
+import { BUILD_VERSION, ErrorCode, exitStatusFor } from "../protocol/index.ts";
+import { completionSpec } from "./commands/completion.ts";
+import { daemonGroup } from "./commands/daemon/index.ts";
+import { doctorSpec, pingSpec } from "./commands/doctor.ts";
+import { imageGroup } from "./commands/image/index.ts";
+import { snapshotGroup } from "./commands/snapshot/index.ts";
+import { vmGroup } from "./commands/vm/index.ts";
 import { type CliContext, reportError } from "./context.ts";
+import { type AnyCommandSpec, type CommandResult, type GroupSpec, isGroup, type OptionSpec } from "./spec.ts";
+import { suggestVmName } from "./suggest.ts";
 
-function buildProgram(ctx: CliContext): Command {
+const groups: readonly GroupSpec[] = [daemonGroup, vmGroup, imageGroup, snapshotGroup];
+const topLevel: readonly AnyCommandSpec[] = [
+  pingSpec,
+  doctorSpec,
+  completionSpec(() => ({ groups, topLevel })),
+];
+
+function buildProgram(
+  ctx: CliContext,
+  afterDashDash: readonly string[] | undefined,
+): {
+  program: Command;
+  outcome: { result?: CommandResult };
+} {
+  const outcome: { result?: CommandResult } = {};
   const program = new Command("banger")
     .description(
       "Disposable Linux microVMs on your own machine.\nbangerd (the daemon) owns VMs, images and networking; banger talks to it.",
     )
     .version(BUILD_VERSION, "-V, --version")
     .option("--no-autostart", "do not start bangerd when it is not running (also BANGER_NO_AUTOSTART=1)")
+    .configureOutput({
+      writeOut: (text) => ctx.stdout.write(text),
+      writeErr: (text) => ctx.stderr.write(text),
+      // Usage errors read like every other error: "banger: unknown command 'lst'".
+      outputError: (text, write) => write(text.replace(/^error: /, "banger: ")),
+    })
     .showHelpAfterError("(run with --help for usage)")
     .addHelpText(
       "after",
@@ -25,22 +52,67 @@ function buildProgram(ctx: CliContext): Command {
       if (command.opts().autostart === false) ctx.setAutostart(false);
     });
   program.exitOverride();
-  registerDaemonCommands(program, ctx);
-  registerVmCommands(program, ctx);
-  registerImageCommands(program, ctx);
-  registerSnapshotCommands(program, ctx);
-  return program;
+  const register = (parent: Command, spec: AnyCommandSpec) =>
+    addCommand(parent, spec, async (args) => {
+      outcome.result = await spec.handler(ctx, { ...args, afterDashDash } as never);
+    });
+  const registerGroup = (parent: Command, group: GroupSpec) => {
+    const command = parent.command(group.name).description(group.describe);
+    for (const entry of group.commands)
+      if (isGroup(entry)) registerGroup(command, entry);
+      else register(command, entry);
+  };
+  for (const group of groups) registerGroup(program, group);
+  for (const spec of topLevel) register(program, spec);
+  return { program, outcome };
+}
+
+function addCommand(
+  parent: Command,
+  spec: AnyCommandSpec,
+  run: (args: Record<string, unknown>) => Promise<void>,
+): Command {
+  const command = parent.command(spec.name, spec.hidden ? { hidden: true } : {}).description(spec.describe);
+  for (const alias of spec.aliases ?? []) command.alias(alias);
+  for (const option of spec.options ?? []) command.addOption(commanderOption(option));
+  const help = [`\nExamples:\n  ${spec.examples.join("\n  ")}`, spec.notes ? `\n${spec.notes}` : ""].join(
+    "\n",
+  );
+  command.addHelpText("after", help.trimEnd());
+  command.action(async (...params: unknown[]) => {
+    const self = params.at(-1) as Command;
+    const args: Record<string, unknown> = { ...self.opts() };
+    self.registeredArguments.forEach((argument, index) => {
+      args[argument.name()] = self.processedArgs[index];
+    });
+    await run(args);
+  });
+  return command;
+}
+
+function commanderOption(spec: OptionSpec): Option {
+  const option = new Option(spec.flags, spec.description);
+  if (spec.choices) option.choices(spec.choices);
+  if (spec.repeatable) option.argParser((value: string, previous: string[] = []) => [...previous, value]);
+  if (spec.default !== undefined) option.default(spec.default);
+  if (spec.required) option.makeOptionMandatory();
+  return option;
 }
 
 /** Runs the CLI and returns the process exit status. */
 export async function runCli(ctx: CliContext, argv: readonly string[]): Promise<number> {
-  const program = buildProgram(ctx);
+  const dashDash = argv.indexOf("--");
+  const { program, outcome } = buildProgram(ctx, dashDash === -1 ? undefined : argv.slice(dashDash + 1));
   try {
     await program.parseAsync(argv as string[], { from: "user" });
-    return typeof process.exitCode === "number" ? process.exitCode : 0;
+    const result = outcome.result ?? { exitCode: 0 };
+    if (result.output !== undefined && result.output !== "")
+      ctx.stdout.write(result.output.endsWith("\n") ? result.output : `${result.output}\n`);
+    return result.exitCode;
   } catch (error) {
-    if (error instanceof CommanderError) return error.exitCode === 0 ? 0 : 2;
-    return reportError(ctx, error);
+    if (error instanceof CommanderError)
+      return error.exitCode === 0 ? 0 : exitStatusFor[ErrorCode.INVALID_PARAMS];
+    return reportError(ctx, await suggestVmName(ctx, error));
   } finally {
     ctx.close();
   }

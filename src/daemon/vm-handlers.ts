@@ -6,6 +6,7 @@
 import { errorMessage } from "../core/async/index.ts";
 import type { OperationRegistry, OperationSnapshot } from "../core/concurrency/index.ts";
 import { applyRunDefaults, type RunDefaults } from "../core/oci/index.ts";
+import { isActiveState } from "../core/vm/index.ts";
 import {
   BangerError,
   type CreateVmParams,
@@ -70,6 +71,7 @@ export function buildVmHandlers(deps: VmHandlerDeps): HandlerTable {
     "vm.set": ({ name, ...changes }) => vms.set(name, changes),
     "vm.delete": async (params, ctx) => {
       await deps.beforeDelete?.(params.name, { force: params.force === true, signal: ctx.signal });
+      if (params.force !== true) refuseActiveDelete(await vms.show(params.name));
       await vms.delete(params.name);
       return { name: params.name, deleted: true as const };
     },
@@ -120,7 +122,18 @@ export function buildVmHandlers(deps: VmHandlerDeps): HandlerTable {
       ctx.streams.end("stdout");
       return { bytes };
     },
-    "vm.ssh-config": (params) => vms.sshConfig(params.name),
+    "vm.ssh-config": async (params) => {
+      const vm = await vms.show(params.name);
+      if (vm.state !== "running") {
+        throw new BangerError(ErrorCode.BAD_STATE, `VM '${vm.name}' is ${vm.state}; ssh needs it running`, {
+          hint:
+            vm.state === "paused"
+              ? `resume it with \`banger vm resume ${vm.name}\``
+              : `start it with \`banger vm start ${vm.name}\``,
+        });
+      }
+      return vms.sshConfig(params.name);
+    },
     "vm.stats": (params, ctx) => stats.stats(params.name, ctx.signal),
     "vm.health": (params, ctx) => stats.health(params.name, ctx.signal),
   };
@@ -144,6 +157,13 @@ function operationInfo(snapshot: OperationSnapshot<VmInfo>): OperationInfo {
     startedAt: snapshot.startedAt.toISOString(),
     finishedAt: snapshot.finishedAt?.toISOString() ?? null,
   };
+}
+
+function refuseActiveDelete(vm: VmInfo): void {
+  if (!isActiveState(vm.state)) return;
+  throw new BangerError(ErrorCode.BAD_STATE, `VM '${vm.name}' is ${vm.state}; deleting it needs --force`, {
+    hint: `stop it first (\`banger vm stop ${vm.name}\`), or \`banger vm delete --force ${vm.name}\``,
+  });
 }
 
 function operationNotFound(id: string): BangerError {

@@ -1,9 +1,11 @@
 /**
  * The method table: every RPC method's params and result, defined once.
  * The daemon validates params with these schemas; the CLI's types are
- * inferred from the same schemas.
+ * inferred from the same schemas. One concern, the wire table: a family
+ * with schemas of its own moves to a file beside it (workspace.ts).
  */
 import { z } from "zod";
+import { ProgressStep } from "./notifications.ts";
 import { SnapshotInfo, snapshotMethods, VmForkParams } from "./snapshot.ts";
 import { workspaceMethods } from "./workspace.ts";
 
@@ -122,7 +124,7 @@ export const OperationInfo = z.object({
   id: z.string(),
   kind: z.string(),
   state: z.enum(["running", "succeeded", "failed", "cancelled"]),
-  step: z.string(),
+  step: ProgressStep,
   message: z.string(),
   vmName: z.string().nullable(),
   error: z.object({ code: z.string(), message: z.string(), hint: z.string().optional() }).nullable(),
@@ -263,6 +265,11 @@ export const methods = {
   "vm.kill": { params: ByName, result: VmInfo },
   "vm.pause": { params: ByName, result: VmInfo },
   "vm.resume": { params: ByName, result: VmInfo },
+  /**
+   * Without `force` a delete is refused while the VM's workspace holds
+   * unexported work, and then while the VM is running or paused; with it
+   * the VM is killed first and the work is lost.
+   */
   "vm.delete": {
     params: z.object({ name: z.string().min(1), force: z.boolean().optional() }).strict(),
     result: z.object({ name: z.string(), deleted: z.literal(true) }),

@@ -3,6 +3,7 @@
  * see wire.ts), as zod schemas the daemon validates with.
  */
 import { z } from "zod";
+import { type RequestId, STREAM_CHUNK_BYTES } from "./wire.ts";
 
 export const StreamChannel = z.enum(["stdin", "stdout", "stderr", "tcp"]);
 export type StreamChannel = z.infer<typeof StreamChannel>;
@@ -14,6 +15,58 @@ export const StreamParams = z.object({
   end: z.boolean().optional(),
 });
 export type StreamParams = z.infer<typeof StreamParams>;
+
+/** The `$/stream` notifications that carry `data` on `ch`, one per STREAM_CHUNK_BYTES. */
+export function* streamNotifications(
+  id: RequestId,
+  ch: StreamChannel,
+  data: Buffer,
+): Generator<{ jsonrpc: "2.0"; method: "$/stream"; params: StreamParams }> {
+  for (let offset = 0; offset < data.length; offset += STREAM_CHUNK_BYTES) {
+    const piece = data.subarray(offset, offset + STREAM_CHUNK_BYTES);
+    yield { jsonrpc: "2.0", method: "$/stream", params: { id, ch, data: piece.toString("base64") } };
+  }
+}
+
+/**
+ * Every step a long operation reports, by machine name. A new step is added
+ * here first, so clients can rely on the list (the CLI renders the daemon's
+ * message for each and never writes one of its own).
+ */
+export const ProgressStep = z.enum([
+  /** An async operation accepted, not yet begun. */
+  "queued",
+  "vm.disk",
+  "vm.network",
+  "vm.boot",
+  "vm.ssh",
+  "vm.agent",
+  /** The last step of a start: the VM is running; its message says so. */
+  "vm.ready",
+  "vm.stop",
+  /** A start from a snapshot: memory loaded, then the clone's own identity. */
+  "vm.restore",
+  "vm.identity",
+  "snapshot.save",
+  "snapshot.publish",
+  "image.rootfs",
+  "image.customize",
+  "image.kernel",
+  "image.initrd",
+  "image.mkfs",
+  "image.cleanup",
+  "image.cache-copy",
+  "image.cache-store",
+  "image.publish",
+  "image.pull.resolve",
+  "image.pull.layers",
+  "image.pull.apply",
+  "image.pull.rootfs",
+  "image.import.read",
+  "image.dockerfile.build",
+  "image.dockerfile.export",
+]);
+export type ProgressStep = z.infer<typeof ProgressStep>;
 
 export const CancelParams = z.object({ id: z.union([z.number(), z.string()]) });
 
@@ -41,8 +94,8 @@ export const ResizeParams = z.object({
 });
 
 export const ProgressEvent = z.object({
-  /** Machine name of the step, e.g. "image.build.rootfs", "vm.boot". */
-  step: z.string(),
+  /** Machine name of the step. */
+  step: ProgressStep,
   /** What the step is doing, for humans. */
   message: z.string(),
   status: z.enum(["start", "running", "done", "failed"]).default("running"),

@@ -117,7 +117,7 @@ describe("the daemon under faults (QEMU)", { skip: e2eSkipReason() }, () => {
   }
 
   it("vm delete leaves no QEMU behind", async () => {
-    const deleted = await env.banger(["vm", "delete", "web"]);
+    const deleted = await env.banger(["vm", "delete", "--force", "web"]);
     assert.equal(deleted.code, 0, deleted.stderr);
     assert.deepEqual(env.qemuPids(), []);
     assert.deepEqual(env.vmDirs(), []);

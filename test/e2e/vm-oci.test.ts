@@ -157,8 +157,7 @@ describe("OCI images of every shape boot and run their defaults (QEMU)", { skip 
     assert.equal(run.stdout, "hello from /srv as 0\n");
     const inside = await env.banger([
       "vm",
-      "run",
-      "--name",
+      "exec",
       "bb",
       "--",
       "sh",
@@ -168,7 +167,7 @@ describe("OCI images of every shape boot and run their defaults (QEMU)", { skip 
     assert.equal(inside.code, 0, inside.stderr);
     assert.equal(inside.stdout, "bb\n1\nup\nmodules\nthe image's own\n");
     // Promoted, the VM's disk boots as an image of its own, with the file it wrote and the run defaults.
-    const wrote = await env.banger(["vm", "run", "--name", "bb", "--", "sh", "-c", "echo kept > /srv/note"]);
+    const wrote = await env.banger(["vm", "exec", "bb", "--", "sh", "-c", "echo kept > /srv/note"]);
     assert.equal(wrote.code, 0, wrote.stderr);
     assert.equal((await env.banger(["vm", "stop", "bb"])).code, 0);
     const promoted = await env.banger(["image", "promote", "bb", "bb-golden"]);
@@ -194,10 +193,11 @@ describe("OCI images of every shape boot and run their defaults (QEMU)", { skip 
     const defaults = await env.banger(["vm", "run", "--name", "sc", "--image", refs.scratch]);
     assert.equal(defaults.code, 0, defaults.stderr);
     assert.equal(defaults.stdout, "args=default greeting=scratch uid=0 cwd=/\n");
-    const given = await env.banger(["vm", "run", "--name", "sc", "--", "one", "two"]);
+    // vm run always makes a new VM; the args replace CMD after ENTRYPOINT (docker run).
+    const given = await env.banger(["vm", "run", "--rm", "--image", refs.scratch, "--", "one", "two"]);
     assert.equal(given.code, 0, given.stderr);
     assert.equal(given.stdout, "args=one two greeting=scratch uid=0 cwd=/\n");
-    const deleted = await env.banger(["vm", "delete", "sc"]);
+    const deleted = await env.banger(["vm", "delete", "--force", "sc"]);
     assert.equal(deleted.code, 0, deleted.stderr);
   });
 

@@ -97,8 +97,7 @@ export function defineVmSuite(options: VmSuiteOptions): void {
 
       const failing = await env.banger([
         "vm",
-        "run",
-        "--name",
+        "exec",
         "alpha",
         "--",
         "sh",
@@ -109,7 +108,7 @@ export function defineVmSuite(options: VmSuiteOptions): void {
       assert.equal(failing.stdout, "out\n");
       assert.match(failing.stderr, /^err$/m);
 
-      const piped = await env.banger(["vm", "run", "--name", "alpha", "--", "sh", "-c", "tr a-z A-Z"], {
+      const piped = await env.banger(["vm", "exec", "-i", "alpha", "--", "sh", "-c", "tr a-z A-Z"], {
         input: "hello guest\n",
       });
       assert.equal(piped.code, 0, piped.stderr);
@@ -117,8 +116,7 @@ export function defineVmSuite(options: VmSuiteOptions): void {
 
       const args = await env.banger([
         "vm",
-        "run",
-        "--name",
+        "exec",
         "alpha",
         "--",
         "printf",
@@ -134,8 +132,7 @@ export function defineVmSuite(options: VmSuiteOptions): void {
     it("streams 10 MB of output intact", async () => {
       const big = await env.banger([
         "vm",
-        "run",
-        "--name",
+        "exec",
         "alpha",
         "--",
         "sh",
@@ -153,8 +150,7 @@ export function defineVmSuite(options: VmSuiteOptions): void {
     it("keeps disk contents across stop and start", async () => {
       const write = await env.banger([
         "vm",
-        "run",
-        "--name",
+        "exec",
         "alpha",
         "--",
         "sh",
@@ -171,23 +167,13 @@ export function defineVmSuite(options: VmSuiteOptions): void {
       assert.deepEqual(env.taps(), []);
       const start = await env.banger(["vm", "start", "alpha"]);
       assert.equal(start.code, 0, start.stderr);
-      const read = await env.banger(["vm", "run", "--name", "alpha", "--", "cat", "/root/marker"]);
+      const read = await env.banger(["vm", "exec", "alpha", "--", "cat", "/root/marker"]);
       assert.equal(read.stdout, "persisted\n");
     });
 
     it("vm set grows the disk and vCPUs of a stopped VM, and the guest sees both", async () => {
       const sizeOfRoot = async () => {
-        const df = await env.banger([
-          "vm",
-          "run",
-          "--name",
-          "alpha",
-          "--",
-          "df",
-          "-B1",
-          "--output=size",
-          "/",
-        ]);
+        const df = await env.banger(["vm", "exec", "alpha", "--", "df", "-B1", "--output=size", "/"]);
         assert.equal(df.code, 0, df.stderr);
         return Number(df.stdout.trim().split("\n").at(-1));
       };
@@ -205,9 +191,9 @@ export function defineVmSuite(options: VmSuiteOptions): void {
       assert.equal((await env.banger(["vm", "start", "alpha"])).code, 0);
       const after = await sizeOfRoot();
       assert.ok(after > before + GIB, `root filesystem grew from ${before} to ${after} bytes`);
-      const nproc = await env.banger(["vm", "run", "--name", "alpha", "--", "nproc"]);
+      const nproc = await env.banger(["vm", "exec", "alpha", "--", "nproc"]);
       assert.equal(nproc.stdout.trim(), "2");
-      const marker = await env.banger(["vm", "run", "--name", "alpha", "--", "cat", "/root/marker"]);
+      const marker = await env.banger(["vm", "exec", "alpha", "--", "cat", "/root/marker"]);
       assert.equal(marker.stdout, "persisted\n", "contents survive the resize");
     });
 
@@ -217,8 +203,7 @@ export function defineVmSuite(options: VmSuiteOptions): void {
       const beta = JSON.parse(created.stdout);
       const probe = await env.banger([
         "vm",
-        "run",
-        "--name",
+        "exec",
         "alpha",
         "--",
         "bash",
@@ -249,7 +234,7 @@ export function defineVmSuite(options: VmSuiteOptions): void {
         const shown = await show(name);
         assert.equal(shown.state, "running", `${name} still running`);
         assert.equal(shown.pid, pidsBefore[i], `${name} kept its VMM`);
-        const run = await env.banger(["vm", "run", "--name", name, "--", "hostname"]);
+        const run = await env.banger(["vm", "exec", name, "--", "hostname"]);
         assert.equal(run.code, 0, run.stderr);
         assert.equal(run.stdout.trim(), name);
       }
@@ -261,7 +246,7 @@ export function defineVmSuite(options: VmSuiteOptions): void {
       const pause = await env.banger(["vm", "pause", "alpha"]);
       assert.equal(pause.code, 0, pause.stderr);
       assert.equal((await show("alpha")).state, "paused");
-      const refused = await env.banger(["vm", "run", "--name", "alpha", "--", "true"]);
+      const refused = await env.banger(["vm", "exec", "alpha", "--", "true"]);
       assert.equal(refused.code, 6);
       assert.match(refused.stderr, /VM 'alpha' is paused/);
       const daemon = daemonPid(env.home);
@@ -275,7 +260,7 @@ export function defineVmSuite(options: VmSuiteOptions): void {
       assert.equal(shown.lastError, null, "its control channel answered");
       const resume = await env.banger(["vm", "resume", "alpha"]);
       assert.equal(resume.code, 0, resume.stderr);
-      const run = await env.banger(["vm", "run", "--name", "alpha", "--", "cat", "/root/marker"]);
+      const run = await env.banger(["vm", "exec", "alpha", "--", "cat", "/root/marker"]);
       assert.equal(run.code, 0, run.stderr);
       assert.equal(run.stdout, "persisted\n");
     });
@@ -293,13 +278,13 @@ export function defineVmSuite(options: VmSuiteOptions): void {
       assert.equal(env.taps().length, 1, "beta's tap is gone");
       const start = await env.banger(["vm", "start", "beta"]);
       assert.equal(start.code, 0, start.stderr);
-      const run = await env.banger(["vm", "run", "--name", "beta", "--", "true"]);
+      const run = await env.banger(["vm", "exec", "beta", "--", "true"]);
       assert.equal(run.code, 0, run.stderr);
     });
 
     it("the reaper marks a VM whose guest powered itself off as stopped, saying so", async () => {
       // The SSH connection may drop before the command's status arrives, so its exit code is not asserted.
-      await env.banger(["vm", "run", "--name", "beta", "--", "poweroff"]);
+      await env.banger(["vm", "exec", "beta", "--", "poweroff"]);
       const reaped = await until("the reaper after a guest poweroff", 30_000, async () => {
         const shown = await show("beta");
         return shown.state === "stopped" ? shown : undefined;
@@ -316,7 +301,10 @@ export function defineVmSuite(options: VmSuiteOptions): void {
       assert.equal((await show("beta")).state, "stopped");
       assert.equal(env.taps().length, 1);
 
-      const del = await env.banger(["vm", "delete", "alpha", "beta"]);
+      const refused = await env.banger(["vm", "delete", "alpha"]);
+      assert.equal(refused.code, 6, "a running VM is deleted only with --force");
+      assert.match(refused.stderr, /VM 'alpha' is running; deleting it needs --force/);
+      const del = await env.banger(["vm", "delete", "--force", "alpha", "beta"]);
       assert.equal(del.code, 0, del.stderr);
       assert.deepEqual(JSON.parse((await env.banger(["vm", "ls", "--json"])).stdout), []);
       assert.deepEqual(env.taps(), []);

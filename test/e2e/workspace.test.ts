@@ -72,7 +72,8 @@ describe("workspaces, vm cp and auth sync on a real guest (QEMU)", { skip }, () 
   let main: string;
   let worktree: string;
   const run = async (script: string, input?: string) => {
-    const result = await env.banger(["vm", "run", "--name", "box", "--", "sh", "-c", script], {
+    const stdin = input === undefined ? [] : ["-i"];
+    const result = await env.banger(["vm", "exec", ...stdin, "box", "--", "sh", "-c", script], {
       ...(input === undefined ? {} : { input }),
     });
     assert.equal(result.code, 0, `${script}\n${result.stderr}`);

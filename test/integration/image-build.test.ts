@@ -54,6 +54,11 @@ describe("image build (real runner, small inputs)", () => {
     writeFileSync(join(entry, "packages.txt"), "bash 5.2\n");
     writeFileSync(join(entry, "rootfs.ext4"), "");
     truncateSync(join(entry, "rootfs.ext4"), 64 * 1024 * 1024);
+    const checks = createBuildCacheChecks({ cacheDir: cache, uid: process.getuid?.() ?? 0 });
+    const record = await checks.digestRecord(
+      ["vmlinuz", "initrd.gz", "packages.txt", "rootfs.ext4"].map((name) => join(entry, name)),
+    );
+    writeFileSync(join(entry, record.name), record.content);
 
     const layout = resolveLayout({ env: { BANGER_HOME: join(root, "home") }, uid: 0, homeDir: root });
     mkdirSync(layout.stateDir, { recursive: true });
@@ -71,7 +76,7 @@ describe("image build (real runner, small inputs)", () => {
         guestFilesDir: guestDir,
         fs: createNodeFs(),
         buildCacheDir: cache,
-        buildCacheChecks: createBuildCacheChecks({ cacheDir: cache, uid: process.getuid?.() ?? 0 }),
+        buildCacheChecks: checks,
         extractVmlinux: async () => {
           throw new Error("not used by this test");
         },

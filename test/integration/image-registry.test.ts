@@ -140,6 +140,37 @@ describe("registry without auth", () => {
     assert.equal(describeTree(second.tree), expected);
   });
 
+  test("a blob corrupted in the cache after its pull is refused when a later pull applies it", async () => {
+    const first = await makeTar([{ header: { name: "first.txt" }, body: "first layer\n" }]);
+    const second = await makeTar([{ header: { name: "second.txt" }, body: "second layer\n" }]);
+    const plain = "application/vnd.oci.image.layer.v1.tar";
+    const image = rawImage([
+      { blob: first.tar, diffId: first.diffId, mediaType: plain },
+      { blob: second.tar, diffId: second.diffId, mediaType: plain },
+    ]);
+    await pushRaw(registry, "banger/rotted", "v1", image);
+    const cache = new BlobCache(join(tmp.path, "rotted-cache"));
+    // The first pull streams layer 1 and fetches layer 2 into the cache; both are checked on the way in.
+    const clean = await pull({ reference: `${registry.address}/banger/rotted:v1`, cache });
+    assert.equal(readFileSync(join(clean.tree, "second.txt"), "utf8"), "second layer\n");
+    for (const digest of [...image.blobs.keys()].slice(1)) {
+      const file = cache.path(digest);
+      const bytes = readFileSync(file);
+      const at = bytes.indexOf("layer");
+      bytes[at] = (bytes[at] as number) ^ 0x20;
+      writeFileSync(file, bytes);
+    }
+    await assert.rejects(
+      pull({ reference: `${registry.address}/banger/rotted:v1`, cache }),
+      (error: BangerError) => {
+        assert.equal(error.code, "IMAGE_INVALID");
+        assert.match(error.message, /layer 1 .*the blob's digest is/);
+        assert.match(error.hint ?? "", /image prune/);
+        return true;
+      },
+    );
+  });
+
   test("gzip, zstd and plain layers in one manifest", async () => {
     const plain = await makeTar([{ header: { name: "a.txt" }, body: "plain\n" }]);
     const zipped = await makeTar([{ header: { name: "b.txt" }, body: "gzip\n" }]);

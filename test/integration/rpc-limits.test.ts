@@ -112,7 +112,7 @@ describe("RPC server limits", () => {
     // Floods progress without waiting, then waits for the connection to go away.
     "image.build-default": async (_params, ctx) => {
       for (let index = 0; index < 20_000; index++)
-        ctx.progress({ step: "flood", message: `${"p".repeat(200)} ${index}` });
+        ctx.progress({ step: "image.rootfs", message: `${"p".repeat(200)} ${index}` });
       await new Promise<void>((resolve) => {
         if (ctx.signal.aborted) resolve();
         ctx.signal.addEventListener("abort", () => resolve());

@@ -25,7 +25,7 @@ function testHandlers(events: string[]): HandlerTable {
     // Streams three progress events, then waits for cancel.
     "image.build-default": async (_params, ctx) => {
       for (let step = 1; step <= 3; step++)
-        ctx.progress({ step: "test.step", message: `step ${step}`, current: step, total: 3 });
+        ctx.progress({ step: "image.rootfs", message: `step ${step}`, current: step, total: 3 });
       await new Promise<void>((_resolve, reject) => {
         ctx.signal.addEventListener("abort", () => {
           events.push("aborted");

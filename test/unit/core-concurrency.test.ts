@@ -75,13 +75,13 @@ describe("OperationRegistry", () => {
       release = resolve;
     });
     const begun = ops.begin("vm.create", "web", async (ctx) => {
-      ctx.report("boot", "booting");
+      ctx.report("vm.boot", "booting");
       await gate;
       return "done";
     });
     assert.equal(begun.state, "running");
     await tick();
-    assert.equal(ops.get(begun.id)?.step, "boot");
+    assert.equal(ops.get(begun.id)?.step, "vm.boot");
     release();
     const finished = await ops.wait(begun.id, 1000);
     assert.equal(finished?.state, "succeeded");

@@ -567,11 +567,24 @@ describe("image service: shared build cache", () => {
     await assertRefused(second, /rootfs\.ext4 has sha256 .* the entry recorded/);
   });
 
-  it("records the digests of an entry from before digests were kept, then checks them", async () => {
+  it("refuses an entry without recorded digests (older or planted), copying nothing and recording nothing", async () => {
     const { entry, second } = await cacheWithEntry();
     rmSync(join(entry, "digests.json"));
-    await createImageService(second.deps).buildDefault({ progress: progress(second) });
-    assert.ok(existsSync(join(entry, "digests.json")));
+    await assert.rejects(
+      createImageService(second.deps).buildDefault({ progress: progress(second) }),
+      (error: unknown) =>
+        error instanceof BangerError &&
+        error.code === ErrorCode.IMAGE_BUILD_FAILED &&
+        /digests\.json is missing: the entry has no record/.test(error.message) &&
+        error.hint?.includes(`rm -rf ${entry}`) === true &&
+        error.hint.includes("banger image build-default"),
+    );
+    assert.ok(
+      second.runner.calls.every((call) => call.argv[0] !== "cp"),
+      "nothing copied out of the entry",
+    );
+    assert.equal(existsSync(join(entry, "digests.json")), false, "no record written for it");
+    assert.deepEqual(second.store.listImages(), [], "nothing published");
     second.store.close();
   });
 

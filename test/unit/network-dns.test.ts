@@ -136,6 +136,31 @@ describe("the fast path for VM names", () => {
       undefined,
     );
     assert.equal(fastZoneAnswer(zone, query("web.vm").subarray(0, 20)), undefined);
+    const plain = query("web.vm");
+    const oneLabel = Buffer.concat([
+      plain.subarray(0, 12),
+      Buffer.from("\x06web.vm\x00", "latin1"),
+      plain.subarray(-4),
+    ]);
+    assert.equal(fastZoneAnswer(zone, oneLabel), undefined, "one label holding a dot is not web.vm");
+    const classChaos = Buffer.from(plain);
+    classChaos.writeUInt16BE(3, classChaos.length - 2);
+    assert.equal(fastZoneAnswer(zone, classChaos), undefined);
+  });
+
+  it("answers names of a domain with several labels", () => {
+    const deep = buildZone({
+      domain: "Banger.Internal",
+      subnet,
+      records: [{ name: "web", ip: "10.77.0.2" }],
+    });
+    const fast = fastZoneAnswer(deep, query("web.banger.internal", "A", 5));
+    assert.ok(fast);
+    const answer = dnsPacket.decode(fast).answers?.[0];
+    assert.deepEqual(
+      [answer?.name, answer?.type, answer && "data" in answer ? answer.data : ""],
+      ["web.banger.internal", "A", "10.77.0.2"],
+    );
   });
 });
 

@@ -4,6 +4,7 @@ import {
   HOST_KEY_MARKER,
   knownHostsLine,
   parseHostKeyLine,
+  planInteractiveSsh,
   shellQuoteArgv,
   sshBaseArgs,
   sshControlArgv,
@@ -178,5 +179,56 @@ describe("ssh argv", () => {
     assert.throws(() => sshDestination({ user: "-oProxyCommand=x", host: "h" }), /user name/);
     assert.throws(() => sshDestination({ user: "root", host: "-oProxyCommand=x" }), /ssh host/);
     assert.throws(() => sshBaseArgs({ ...target, controlPath: `/${"x".repeat(100)}` }), /control path/);
+  });
+});
+
+describe("interactive ssh (vm ssh)", () => {
+  const config = {
+    user: "root",
+    host: "172.30.0.2",
+    identityFile: "/state/ssh/id_ed25519",
+    knownHostsFile: "/state/vms/a b/known_hosts",
+  };
+  const proxy = ["/opt/banger it/bin/banger", "vm", "proxy", "web", "22"];
+  const option = (argv: readonly string[], name: string) =>
+    argv.find((arg, index) => argv[index - 1] === "-o" && arg.startsWith(`${name}=`));
+
+  it("pins the VM's key under its alias, ignores the user's config, and proxies through the CLI", () => {
+    const argv = planInteractiveSsh(config, proxy);
+    assert.equal(argv[0], "ssh");
+    assert.deepEqual(argv.slice(1, 3), ["-F", "/dev/null"]);
+    assert.equal(option(argv, "StrictHostKeyChecking"), "StrictHostKeyChecking=yes");
+    assert.equal(option(argv, "UserKnownHostsFile"), "UserKnownHostsFile=/state/vms/a b/known_hosts");
+    assert.equal(option(argv, "HostKeyAlias"), "HostKeyAlias=172.30.0.2");
+    assert.equal(
+      option(argv, "ProxyCommand"),
+      "ProxyCommand='/opt/banger it/bin/banger' 'vm' 'proxy' 'web' '22'",
+    );
+    assert.equal(argv.at(-1), "root@172.30.0.2", "a login shell: nothing after the destination");
+    assert.ok(!argv.includes("-t"));
+    assert.ok(!argv.some((arg) => arg.startsWith("ControlMaster")), "no multiplexing for a terminal session");
+  });
+
+  it("passes a command as one quoted word the remote shell splits back exactly, with -t only when asked", () => {
+    const argv = planInteractiveSsh(config, proxy, {
+      command: ["printf", "%s|", "a b", "$HOME", "'q'"],
+      tty: true,
+    });
+    assert.deepEqual(argv.slice(-4), [
+      "-t",
+      "root@172.30.0.2",
+      "--",
+      String.raw`'printf' '%s|' 'a b' '$HOME' ''\''q'\'''`,
+    ]);
+    assert.ok(!planInteractiveSsh(config, proxy, { command: ["top"] }).includes("-t"));
+    assert.ok(
+      !planInteractiveSsh(config, proxy, { tty: true }).includes("-t"),
+      "a login shell gets its PTY from ssh itself",
+    );
+  });
+
+  it("refuses a user or host ssh could read as an option", () => {
+    assert.throws(() => planInteractiveSsh({ ...config, user: "-oProxyCommand=x" }, proxy), /user name/);
+    assert.throws(() => planInteractiveSsh({ ...config, host: "-x" }, proxy), /ssh host/);
   });
 });

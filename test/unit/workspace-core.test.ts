@@ -6,7 +6,7 @@
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
 import { describe, it } from "node:test";
-import { parseEndpoint } from "../../src/cli/commands/cp.ts";
+import { parseEndpoint } from "../../src/cli/commands/vm/cp.ts";
 import {
   defaultGuestPath,
   hasUnexportedWork,

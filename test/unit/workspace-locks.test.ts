@@ -5,7 +5,9 @@
  *   (and so delete and restart, which take the same lock) completes while
  *   an import is stalled in the guest;
  * - prepares on one VM run their guest I/O one at a time, and an export
- *   waits for the import in flight instead of reading half of it.
+ *   waits for the import in flight instead of reading half of it;
+ * - workspaces of different VMs never wait for each other: N VMs export at
+ *   once, each reading its own workspace and marking only its own record.
  * Progress is driven by gates on the guest exec, never by time.
  */
 import assert from "node:assert/strict";
@@ -29,11 +31,11 @@ class GuestPrograms {
   readonly entered: string[] = [];
   inFlight = 0;
   maxInFlight = 0;
-  #waiters: Array<{ name: string; release: () => void }> = [];
+  #waiters: Array<{ name: string; argv: readonly string[]; release: () => void }> = [];
   #arrivals: Array<() => void> = [];
 
-  async run(name: string, stdin: Readable | undefined): Promise<void> {
-    const released = new Promise<void>((resolve) => this.#waiters.push({ name, release: resolve }));
+  async run(name: string, argv: readonly string[], stdin: Readable | undefined): Promise<void> {
+    const released = new Promise<void>((resolve) => this.#waiters.push({ name, argv, release: resolve }));
     this.entered.push(name);
     this.inFlight += 1;
     this.maxInFlight = Math.max(this.maxInFlight, this.inFlight);
@@ -54,6 +56,19 @@ class GuestPrograms {
 
   releaseOne(): void {
     this.#waiters.shift()?.release();
+  }
+
+  /** The argv of each program held now. */
+  held(): (readonly string[])[] {
+    return this.#waiters.map((waiter) => waiter.argv);
+  }
+
+  /** Releases the held programs whose argv matches. */
+  releaseWhere(matches: (argv: readonly string[]) => boolean): void {
+    for (const waiter of this.#waiters.filter((candidate) => matches(candidate.argv))) {
+      this.#waiters.splice(this.#waiters.indexOf(waiter), 1);
+      waiter.release();
+    }
   }
 }
 
@@ -80,8 +95,10 @@ async function withRig(body: (rig: Rig) => Promise<void>): Promise<void> {
     async exec(target, exec) {
       const name = exec.argv[0] === "sh" ? exec.argv[3] : undefined;
       if (name === undefined || !name.startsWith("banger-")) return base.exec(target, exec);
-      await programs.run(name, exec.stdin);
-      if (name === "banger-export") await exec.onStdout?.(Buffer.from("tar bytes"));
+      await programs.run(name, exec.argv, exec.stdin);
+      // The export's output names the workspace and base it read, so a caller can tell whose it got.
+      if (name === "banger-export")
+        await exec.onStdout?.(Buffer.from(`tar of ${exec.argv[4]}@${exec.argv[5]}`));
       return { exitCode: 0, signal: null };
     },
   };
@@ -107,15 +124,15 @@ async function withRig(body: (rig: Rig) => Promise<void>): Promise<void> {
   await body({ platform, vms, workspaces, programs, vmLocks });
 }
 
-function prepare(rig: Rig, path = "/root/work/app") {
+function prepare(rig: Rig, path = "/root/work/app", name = "box", head = HEAD) {
   return rig.workspaces.prepare({
-    name: "box",
+    name,
     path,
     readonly: false,
     includeUntracked: false,
     repo: {
       path: "/home/u/app",
-      head: HEAD,
+      head,
       branch: "main",
       dirtyFiles: 0,
       untrackedFiles: 0,
@@ -187,8 +204,78 @@ describe("workspace lock split", () => {
         results.map((r) => r.path),
         ["/root/w1", "/root/w2", "/root/w3"],
       );
-      assert.deepEqual(await exporting, { bytes: 9, fromDisk: false });
-      assert.equal(Buffer.concat(chunks).toString(), "tar bytes");
+      const expected = `tar of /root/w3@${HEAD}`;
+      assert.deepEqual(await exporting, { bytes: expected.length, fromDisk: false });
+      assert.equal(Buffer.concat(chunks).toString(), expected, "the export read the last import");
     });
   });
+
+  it(
+    "N VMs export at once, each its own workspace, and mark only their own records",
+    HANG_GUARD,
+    async () => {
+      await withRig(async (rig) => {
+        const names = ["box", "vm-b", "vm-c", "vm-d"];
+        const headOf = (index: number) => String(index + 1).repeat(40);
+        const quiet = { signal: new AbortController().signal, progress: () => {} };
+        for (const name of names.slice(1)) await rig.vms.create({ name }, quiet);
+        for (const [index, name] of names.entries()) {
+          const preparing = prepare(rig, `/root/work/${name}`, name, headOf(index));
+          await rig.programs.arrived(index + 1);
+          rig.programs.releaseOne();
+          await preparing;
+        }
+
+        const outputs = new Map(names.map((name) => [name, [] as Buffer[]]));
+        const exports = names.map((name) =>
+          rig.workspaces.export({
+            name,
+            format: "bundle",
+            onData: (chunk) => void outputs.get(name)?.push(chunk),
+            signal: new AbortController().signal,
+          }),
+        );
+        await rig.programs.arrived(names.length * 2);
+        assert.equal(rig.programs.inFlight, names.length, "every VM's export is in its guest at once");
+
+        // A second prepare on the first VM waits for that VM's export, and for no other.
+        const again = prepare(rig, "/root/work/again", "box", headOf(0));
+        rig.programs.releaseWhere((argv) => argv[4] !== "/root/work/box");
+        const others = await Promise.all(exports.slice(1));
+        assert.equal(
+          rig.programs.entered.length,
+          names.length * 2,
+          "the prepare still waits for box's export",
+        );
+        rig.programs.releaseWhere((argv) => argv[4] === "/root/work/box");
+        await rig.programs.arrived(names.length * 2 + 1);
+        rig.programs.releaseOne();
+        const [first] = await Promise.all([exports[0], again]);
+
+        for (const [index, result] of [first, ...others].entries()) {
+          const name = names[index] as string;
+          const expected = `tar of /root/work/${name}@${headOf(index)}`;
+          assert.deepEqual(result, { bytes: expected.length, fromDisk: false }, name);
+          assert.equal(
+            Buffer.concat(outputs.get(name) ?? []).toString(),
+            expected,
+            `${name} got its own export`,
+          );
+        }
+
+        const marked = await Promise.all(
+          names.map((name, index) =>
+            rig.workspaces.markExported(name, { head: headOf(index), tree: `tree-${name}` }),
+          ),
+        );
+        for (const [index, name] of names.entries()) {
+          const record = await rig.workspaces.show(name);
+          assert.equal(record.exported?.tree, `tree-${name}`, `${name}'s record holds its own export`);
+          assert.equal(record.exported?.head, headOf(index));
+          assert.equal(marked[index]?.vm, name);
+        }
+        assert.equal((await rig.workspaces.show("box")).path, "/root/work/again");
+      });
+    },
+  );
 });

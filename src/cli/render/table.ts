@@ -17,7 +17,7 @@ export function formatTable(headers: readonly string[], rows: readonly (readonly
 /** "3 minutes ago" style ages for listings. */
 export function formatAge(fromIso: string, now: Date = new Date()): string {
   const seconds = Math.max(0, Math.round((now.getTime() - new Date(fromIso).getTime()) / 1000));
-  if (seconds < 60) return `${seconds} seconds ago`;
+  if (seconds < 60) return `${seconds} second${seconds === 1 ? "" : "s"} ago`;
   const minutes = Math.round(seconds / 60);
   if (minutes < 60) return `${minutes} minute${minutes === 1 ? "" : "s"} ago`;
   const hours = Math.round(minutes / 60);

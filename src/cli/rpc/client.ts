@@ -15,8 +15,8 @@ import {
   type RequestId,
   type ResultOf,
   type RpcFailure,
-  STREAM_CHUNK_BYTES,
   type StreamChannel,
+  streamNotifications,
 } from "../../protocol/index.ts";
 
 export interface CallOptions {
@@ -40,13 +40,21 @@ export interface PendingCall<M extends MethodName> {
   resize(cols: number, rows: number): void;
 }
 
+/** What commands use of a client; tests give them a fake. */
+export interface DaemonClient {
+  readonly closed: boolean;
+  call<M extends MethodName>(method: M, params?: ParamsOf<M>, options?: CallOptions): Promise<ResultOf<M>>;
+  start<M extends MethodName>(method: M, params?: ParamsOf<M>, options?: CallOptions): PendingCall<M>;
+  close(): void;
+}
+
 interface Pending {
   resolve(value: unknown): void;
   reject(error: unknown): void;
   options: CallOptions;
 }
 
-export class RpcClient {
+export class RpcClient implements DaemonClient {
   readonly #socket: Socket;
   readonly #pending = new Map<RequestId, Pending>();
   #nextId = 1;
@@ -108,14 +116,9 @@ export class RpcClient {
       id,
       result,
       write: async (ch, data) => {
-        for (let offset = 0; offset < data.length; offset += STREAM_CHUNK_BYTES) {
-          const piece = data.subarray(offset, offset + STREAM_CHUNK_BYTES);
-          const flushed = this.#send({
-            jsonrpc: "2.0",
-            method: "$/stream",
-            params: { id, ch, data: piece.toString("base64") },
-          });
-          if (!flushed) await new Promise<void>((resolve) => this.#socket.once("drain", resolve));
+        for (const notification of streamNotifications(id, ch, data)) {
+          if (!this.#send(notification))
+            await new Promise<void>((resolve) => this.#socket.once("drain", resolve));
         }
       },
       end: (ch) => {

@@ -4,7 +4,7 @@
  * cancelled through its AbortSignal. Owns its own bookkeeping; holds no lock
  * across the operation's work.
  */
-import { isCancelled } from "../../protocol/index.ts";
+import { isCancelled, type ProgressStep } from "../../protocol/index.ts";
 import { cancelled } from "../async/index.ts";
 
 export type OperationState = "running" | "succeeded" | "failed" | "cancelled";
@@ -13,7 +13,7 @@ export interface OperationSnapshot<T> {
   id: string;
   kind: string;
   state: OperationState;
-  step: string;
+  step: ProgressStep;
   message: string;
   subject: string | null;
   result: T | undefined;
@@ -25,7 +25,7 @@ export interface OperationSnapshot<T> {
 export interface OperationContext {
   signal: AbortSignal;
   /** Records the step the operation is on; observable through status. */
-  report(step: string, message: string): void;
+  report(step: ProgressStep, message: string): void;
 }
 
 export interface OperationRegistryOptions {

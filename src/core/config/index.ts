@@ -78,6 +78,8 @@ const NetworkSection = z
       .default("vm"),
     /** Port of the DNS server on the gateway and on 127.0.0.1. */
     dns_port: z.number().int().min(1).max(65535).default(53),
+    /** Taps made ahead and attached to the bridge, so a VM start only renames one; 0 turns the pool off. */
+    tap_pool_size: z.number().int().min(0).max(64).default(4),
     /** Whether guests may reach each other; false drops traffic between taps. */
     vm_to_vm: z.boolean().default(true),
     /** Default egress of new VMs: `allow`, `deny`, or comma-separated names (`*.suffix` for subdomains). */

@@ -15,7 +15,8 @@
  *   snapshot of the VMs, query checks, the egress name filter;
  * - ports.ts: `--publish` and port-forward specs, guest listening sockets;
  * - egress.ts: the egress policy text and the name filter;
- * - dns-cache.ts: the forwarder's bounded TTL cache; resolv-conf.ts: its upstreams.
+ * - dns-cache.ts: the forwarder's bounded TTL cache; resolv-conf.ts: its upstreams;
+ * - tap-pool.ts: pool tap names, their `ip` plans, what to adopt at start.
  */
 export * from "./dns-cache.ts";
 export * from "./dns-zone.ts";
@@ -25,3 +26,4 @@ export * from "./ipv4.ts";
 export * from "./nft-plans.ts";
 export * from "./ports.ts";
 export * from "./resolv-conf.ts";
+export * from "./tap-pool.ts";

@@ -166,3 +166,56 @@ export function sshExecArgv(target: SshTarget, argv: readonly string[]): string[
 export function sshControlArgv(target: SshTarget, operation: "check" | "exit"): string[] {
   return ["ssh", ...sshBaseArgs(target), "-O", operation, sshDestination(target)];
 }
+
+/** What `vm.ssh-config` tells a client about reaching a VM's sshd. */
+export interface InteractiveSshConfig {
+  user: string;
+  /** The name the VM's key is pinned under (HostKeyAlias). */
+  host: string;
+  identityFile: string;
+  knownHostsFile: string;
+}
+
+export interface InteractiveSshOptions {
+  /** Run this argv instead of a login shell; it reaches the guest word for word. */
+  command?: readonly string[];
+  /** Ask for a PTY even with a command (`ssh -t`), as a terminal user expects for `top`. */
+  tty?: boolean;
+}
+
+/**
+ * Full argv of an interactive `ssh` to a VM through `proxyArgv` (the CLI's
+ * `vm proxy NAME 22`, as ProxyCommand): the pinned key, no user config, no
+ * ControlMaster (the session belongs to the terminal that started it).
+ */
+export function planInteractiveSsh(
+  config: InteractiveSshConfig,
+  proxyArgv: readonly string[],
+  options: InteractiveSshOptions = {},
+): string[] {
+  const command = options.command ?? [];
+  return [
+    "ssh",
+    "-F",
+    "/dev/null",
+    "-i",
+    config.identityFile,
+    "-o",
+    "IdentitiesOnly=yes",
+    "-o",
+    `UserKnownHostsFile=${config.knownHostsFile}`,
+    "-o",
+    "GlobalKnownHostsFile=/dev/null",
+    "-o",
+    "StrictHostKeyChecking=yes",
+    "-o",
+    `HostKeyAlias=${config.host}`,
+    "-o",
+    `ProxyCommand=${shellQuoteArgv(proxyArgv)}`,
+    "-o",
+    "LogLevel=ERROR",
+    ...(command.length > 0 && options.tty ? ["-t"] : []),
+    sshDestination(config),
+    ...(command.length > 0 ? ["--", shellQuoteArgv(command)] : []),
+  ];
+}

@@ -109,7 +109,10 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
     );
     const { vms } = services;
     await vms.reconcile();
-    await ensureHostFeatures(services.capabilities.hostFeatures, life, { signal: shutdown.signal, logger });
+    await ensureHostFeatures([...services.capabilities.hostFeatures, services.tapPool], life, {
+      signal: shutdown.signal,
+      logger,
+    });
     life.use(startSerialInterval(() => vms.reap(), REAP_INTERVAL_MS, logger.child({ task: "reaper" })));
     const info = daemonInfo({ layout, env: options.env, services, stop });
     const vmHandlers = buildVmHandlers({

@@ -17,6 +17,7 @@ import { copyFileArgv } from "../../core/image/index.ts";
 import type { Logger } from "../../core/log/index.ts";
 import { parseSubnet } from "../../core/network/index.ts";
 import type { Layout } from "../../core/paths/index.ts";
+import { isActiveState } from "../../core/vm/index.ts";
 import { AUTH_FILES_JSON } from "../../core/workspace/index.ts";
 import type { VmInfo } from "../../protocol/index.ts";
 import { agentBinaryPath, createGuestAgents } from "../../sys/agent/index.ts";
@@ -41,6 +42,7 @@ import { createImageService, type ImageService } from "../image/index.ts";
 import { createOciImages, type OciImages, withAutoPull } from "../image/oci.ts";
 import { createPromoter, type Promote } from "../image/promote.ts";
 import { createPublisher } from "../image/publish.ts";
+import { createTapPool, type TapPool, tapPoolCheck } from "../network/index.ts";
 import { createSnapshotService, createSnapshotStore, type SnapshotService } from "../snapshot/index.ts";
 import {
   agentChannel,
@@ -87,6 +89,8 @@ export interface Services {
   workspaces: WorkspaceService;
   transfers: TransferService;
   capabilities: Capabilities;
+  /** Warm taps for VM starts; a host feature the composition root ensures last (torn down first). */
+  tapPool: TapPool;
   doctor(): ReturnType<typeof runDoctor>;
   now(): Date;
 }
@@ -104,6 +108,14 @@ export async function buildServices(deps: ServiceDeps, life: AsyncDisposableStac
     logger,
     bridge: config.network.bridge,
     subnet: parseSubnet(config.network.subnet),
+  });
+  // Its lock is a leaf (ARCHITECTURE.md "Lock order"); ensured after the host features, torn down before nat removes the bridge.
+  const tapPool = createTapPool({
+    size: config.network.tap_pool_size,
+    host: hostNetwork,
+    anyVm: () => store.listVms().length > 0,
+    anyVmRunning: () => store.listVms().some((vm) => isActiveState(vm.state)),
+    logger,
   });
   const capabilities = deps.registerCapabilities({ config, layout, runner, logger, store, hostNetwork });
   const copyFile = async (from: string, to: string): Promise<void> =>
@@ -208,7 +220,7 @@ export async function buildServices(deps: ServiceDeps, life: AsyncDisposableStac
     config,
     logger: logger.child({ svc: "vm" }),
     images: withAutoPull(images, oci, store),
-    network: createVmNetwork(hostNetwork),
+    network: createVmNetwork(hostNetwork, tapPool),
     drivers,
     disks: createVmDisks({ runner, cowStrategy, exists: files.exists }),
     files,
@@ -288,6 +300,7 @@ export async function buildServices(deps: ServiceDeps, life: AsyncDisposableStac
       ...doctorChecks({ probes, runner, layout, config, cowStrategy, accel, blobs }),
       snapshotsCheck(snapshotStore),
       ...(networking ? [{ name: "network", run: () => networking.doctor() }] : []),
+      { name: "tap-pool", run: async () => tapPoolCheck(tapPool.status()) },
     ]);
   return {
     runner,
@@ -302,6 +315,7 @@ export async function buildServices(deps: ServiceDeps, life: AsyncDisposableStac
     workspaces,
     transfers,
     capabilities,
+    tapPool,
     doctor,
     now,
   };

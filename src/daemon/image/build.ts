@@ -79,7 +79,7 @@ export function createCatalogSource(deps: CatalogSourceDeps): ImageSource {
   const { fs } = deps;
 
   async function runStep(step: BuildStep, options: FetchOptions, buildLog: Logger): Promise<void> {
-    const name = `image.${step.id}`;
+    const name = `image.${step.id}` as const;
     throwIfAborted(options.signal, `image build before step '${step.id}'`);
     options.progress({ step: name, message: step.message, status: "start" });
     const stepStarted = deps.now();

@@ -168,6 +168,7 @@ export function createOciImages(deps: OciImagesDeps): OciImages {
       const result = await deps.runWorker({
         request: { ...request, stagingDir, blobsDir: layout.blobsDir },
         launcher: request.source.kind === "registry" ? deps.launcher : undefined,
+        compileCacheDir: join(layout.cacheDir, "image-worker"),
         signal: options.signal,
         onProgress: (event) => options.progress?.({ status: "running", ...event }),
       });

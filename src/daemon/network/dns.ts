@@ -8,12 +8,18 @@
  * namespace's own addresses get REFUSED (never an open resolver; the
  * firewall also drops DNS to the gateway from anywhere but the bridge and
  * loopback); the `vm` zone and the guest reverse
- * zone are answered from a fresh snapshot of the VMs, so a name exists from
+ * zone are answered from an in-memory snapshot of the VMs, rebuilt after
+ * every create, start, stop and delete (`invalidate`), so a name exists from
  * the moment its VM is created until it is deleted; a VM whose egress is a
  * list gets NXDOMAIN for other names; everything else goes through the TTL
  * cache to the upstreams, SERVFAIL when none answers. A list VM's answers
  * are added to its allowed addresses before the answer is sent, so its
  * first connection is already let through.
+ *
+ * The common query, A for a VM name, is answered synchronously in the
+ * listener's message callback (`answerNow`): no promise, no decode, no
+ * store read, no log line; only the snapshot lookup (core/network
+ * `fastZoneAnswer`) and an allocation of the reply.
  */
 import dnsPacket, { type Packet } from "dns-packet";
 import type { Logger } from "../../core/log/index.ts";
@@ -67,6 +73,8 @@ export interface DnsDeps {
 export interface DnsFeature extends HostFeature {
   /** Answers one query as the listeners do (tests, bench). */
   handle(message: Buffer, client: DnsClient): Promise<Buffer | undefined>;
+  /** The synchronous fast path the listeners try first; undefined means "ask `handle`". */
+  answerNow(message: Buffer, address: string): Buffer | undefined;
   /** Starts the server now, VM or not (a create, a VM start); a failure is logged. */
   up(signal: AbortSignal): Promise<void>;
   /** The VM list changed (create, start, stop, delete): the zone is rebuilt at the next query. */
@@ -79,7 +87,11 @@ export interface DnsFeature extends HostFeature {
   readonly hostRouting: { ok: boolean; detail: string };
 }
 
-/** The zone is rebuilt at least this often even without an invalidation (belt and braces). */
+/**
+ * A query the snapshot cannot answer rebuilds a snapshot older than this
+ * (belt and braces for a change no invalidation reported); answered names
+ * never touch the store.
+ */
 const ZONE_MAX_AGE_MS = 2000;
 /** Egress allowances last at least this long, so a cached answer's short TTL does not cut a connection. */
 const MIN_ALLOW_SECONDS = 30;
@@ -92,19 +104,29 @@ export function createDnsFeature(deps: DnsDeps): DnsFeature {
   /** Askers refused so far, each logged once (bounded). */
   const refusedAskers = new Set<string>();
   let zone: { value: Zone; builtAt: number } | undefined;
-  const currentZone = (): Zone => {
-    const now = performance.now();
-    if (zone === undefined || now - zone.builtAt > ZONE_MAX_AGE_MS) {
-      zone = { value: buildZone({ domain: deps.domain, subnet, records: deps.records() }), builtAt: now };
-    }
-    return zone.value;
+  const rebuildZone = (): Zone => {
+    const value = buildZone({ domain: deps.domain, subnet, records: deps.records() });
+    zone = { value, builtAt: performance.now() };
+    return value;
   };
+  /** The snapshot as it is (the fast path), built only after an invalidation. */
+  const snapshot = (): Zone => zone?.value ?? rebuildZone();
+  /** The snapshot for the full path: also rebuilt when older than ZONE_MAX_AGE_MS. */
+  const currentZone = (): Zone =>
+    zone === undefined || performance.now() - zone.builtAt > ZONE_MAX_AGE_MS ? rebuildZone() : zone.value;
   let hostRouting = { ok: false, detail: "the DNS server has not started" };
-  const isGuest = (address: string) =>
-    isIpv4(address) &&
-    ipv4ToInt(address) >= ipv4ToInt(subnet.network) &&
-    ipv4ToInt(address) <= ipv4ToInt(subnet.broadcast);
+  const [firstGuest, lastGuest] = [ipv4ToInt(subnet.network), ipv4ToInt(subnet.broadcast)];
+  const isGuest = (address: string) => {
+    if (!isIpv4(address)) return false;
+    const value = ipv4ToInt(address);
+    return value >= firstGuest && value <= lastGuest;
+  };
   const isLoopback = (address: string) => address.startsWith("127.") || address === "::1";
+  const askerAllowed = (address: string) =>
+    isLoopback(address) || isGuest(address) || deps.isLocalAddress(address);
+
+  const answerNow = (message: Buffer, address: string): Buffer | undefined =>
+    askerAllowed(address) ? fastZoneAnswer(snapshot(), message) : undefined;
 
   const allowFor = async (client: string, response: Packet) => {
     if (deps.settings.policyOf(client)?.mode !== "list") return;
@@ -113,9 +135,8 @@ export function createDnsFeature(deps: DnsDeps): DnsFeature {
   };
 
   const handle = async (message: Buffer, client: DnsClient): Promise<Buffer | undefined> => {
-    const allowed =
-      isGuest(client.address) || isLoopback(client.address) || deps.isLocalAddress(client.address);
-    const fast = allowed ? fastZoneAnswer(currentZone(), message) : undefined;
+    const allowed = askerAllowed(client.address);
+    const fast = allowed ? fastZoneAnswer(snapshot(), message) : undefined;
     if (fast !== undefined) return fast;
     const check = checkQuery(message);
     if (!check.ok) return check.reply;
@@ -169,7 +190,7 @@ export function createDnsFeature(deps: DnsDeps): DnsFeature {
     try {
       started = true;
       await deps.ensureBridge(signal);
-      server = await deps.startServer({ listen: listen(), handle: guardedHandle, logger });
+      server = await deps.startServer({ listen: listen(), answerNow, handle: guardedHandle, logger });
       logger.info("dns listening", { on: server.bound, domain: deps.domain });
       hostRouting = await deps.routeHost();
       logger.info("host resolution of the zone", hostRouting);
@@ -186,6 +207,7 @@ export function createDnsFeature(deps: DnsDeps): DnsFeature {
   return {
     name: "dns",
     handle: guardedHandle,
+    answerNow,
     invalidate() {
       zone = undefined;
     },

@@ -33,6 +33,7 @@ export type { DnsFeature } from "./dns.ts";
 export type { HostFeature } from "./feature.ts";
 export type { NatFeature } from "./nat.ts";
 export type { NetworkSettings, SettingsFiles, VmNetworkSettings } from "./settings.ts";
+export { createTapPool, type TapPool, type TapPoolStatus, tapPoolCheck } from "./tap-pool.ts";
 
 export interface NetworkingDeps {
   config: Config;

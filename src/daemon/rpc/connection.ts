@@ -26,9 +26,9 @@ import {
   type RequestId,
   ResizeParams,
   SignalParams,
-  STREAM_CHUNK_BYTES,
   type StreamChannel,
   StreamParams,
+  streamNotifications,
   type WireErrorData,
 } from "../../protocol/index.ts";
 import { LineSplitter } from "./lines.ts";
@@ -382,14 +382,8 @@ export class Connection {
   }
 
   async #writeStream(id: RequestId, ch: StreamChannel, data: Buffer): Promise<void> {
-    for (let offset = 0; offset < data.length; offset += STREAM_CHUNK_BYTES) {
-      const piece = data.subarray(offset, offset + STREAM_CHUNK_BYTES);
-      const flushed = this.#send({
-        jsonrpc: "2.0",
-        method: "$/stream",
-        params: { id, ch, data: piece.toString("base64") },
-      });
-      if (!flushed && !this.#socket.destroyed) await drained(this.#socket);
+    for (const notification of streamNotifications(id, ch, data)) {
+      if (!this.#send(notification) && !this.#socket.destroyed) await drained(this.#socket);
     }
   }
 

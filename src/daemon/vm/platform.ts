@@ -11,7 +11,7 @@ import type { VmPaths } from "../../core/paths/index.ts";
 import type { HostKey } from "../../core/ssh/index.ts";
 import type { VmHandles, VmRecord } from "../../core/vm/index.ts";
 import type { VmmDriver } from "../../core/vmm/contract.ts";
-import type { ExecSignal, VmmKind } from "../../protocol/index.ts";
+import type { ExecSignal, ProgressStep, VmmKind } from "../../protocol/index.ts";
 
 export interface GuestExec {
   argv: readonly string[];
@@ -108,7 +108,7 @@ export interface GuestReadiness {
   /** What to try when the check fails. */
   readonly hint: string;
   /** A progress line to show before the check runs. */
-  announce?(vmName: string): { step: string; message: string };
+  announce?(vmName: string): { step: ProgressStep; message: string };
   wait(guest: ReadyingGuest, signal: AbortSignal): Promise<void>;
 }
 

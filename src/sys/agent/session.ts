@@ -6,6 +6,9 @@
  * when the host has not consumed its output, and the host sends stdin only
  * within the credit the agent granted. When the stream closes every open
  * channel fails with GUEST_UNREACHABLE.
+ *
+ * One concern, kept whole: the frame dispatch, the channel table and the
+ * credit accounting are one state machine per session.
  */
 import type { Duplex, Readable } from "node:stream";
 import {

@@ -9,11 +9,14 @@
  *   each closed after `idleMs` without traffic; a
  *   length of 0, or more than 16 queries waiting on one connection, closes
  *   it, so at most 16 messages of 64 KiB are ever held for one connection;
+ * - `answerNow`, when given, is tried first, synchronously in the message
+ *   callback (the hot path: no promise between the datagram and its reply);
+ *   undefined, or a throw (logged), hands the message to `handle`;
  * - `handle` throwing is logged and that query gets no answer; a listener
  *   never stops on bad input.
  */
 import { createSocket, type RemoteInfo, type Socket as UdpSocket } from "node:dgram";
-import { createServer, type Server, type Socket } from "node:net";
+import { createServer, isIPv4, type Server, type Socket } from "node:net";
 import type { Logger } from "../../core/log/index.ts";
 import { BangerError, ErrorCode } from "../../protocol/index.ts";
 
@@ -32,6 +35,8 @@ export interface DnsListenAddress {
 export interface DnsServerOptions {
   listen: readonly DnsListenAddress[];
   handle(message: Buffer, client: DnsClient): Promise<Buffer | undefined>;
+  /** A reply computed without waiting (the zone's fast path), or undefined to ask `handle`. */
+  answerNow?(message: Buffer, address: string): Buffer | undefined;
   logger: Logger;
   maxConnections?: number;
   idleMs?: number;
@@ -95,19 +100,27 @@ async function listenUdp(
   options: DnsServerOptions,
   logger: Logger,
 ): Promise<() => Promise<void>> {
-  const socket: UdpSocket = createSocket({ type: "udp4" });
+  const socket: UdpSocket = createSocket({ type: "udp4", lookup: literalLookup });
   await new Promise<void>((resolve, reject) => {
     socket.once("error", (error) => reject(bindError(address, "udp", error)));
     socket.bind({ address: address.host, port: address.port, exclusive: true }, () => resolve());
   });
   socket.on("error", (error) => logger.warn("dns udp socket error", { err: String(error) }));
+  const reply = (message: Buffer, remote: RemoteInfo, answer: Buffer) => {
+    const limit =
+      answer.length <= UDP_LIMIT ? UDP_LIMIT : Math.min(EDNS_MAX, Math.max(UDP_LIMIT, ednsPayload(message)));
+    socket.send(answer.length > limit ? truncate(answer) : answer, remote.port, remote.address);
+  };
   socket.on("message", (message: Buffer, remote: RemoteInfo) => {
+    const now = answerNow(options, message, remote.address, logger);
+    if (now !== undefined) {
+      reply(message, remote, now);
+      return;
+    }
     options
       .handle(message, { address: remote.address, transport: "udp" })
-      .then((reply) => {
-        if (reply === undefined) return;
-        const limit = Math.min(EDNS_MAX, Math.max(UDP_LIMIT, ednsPayload(message)));
-        socket.send(reply.length > limit ? truncate(reply) : reply, remote.port, remote.address);
+      .then((answer) => {
+        if (answer !== undefined) reply(message, remote, answer);
       })
       .catch((error: unknown) => logger.warn("dns query failed", { err: String(error) }));
   });
@@ -141,6 +154,36 @@ async function listenTcp(
       for (const socket of connections) socket.destroy();
       server.close(() => resolve());
     });
+}
+
+/** `options.answerNow` guarded: a throw is logged and leaves the message to `handle`. */
+function answerNow(
+  options: DnsServerOptions,
+  message: Buffer,
+  address: string,
+  logger: Logger,
+): Buffer | undefined {
+  if (options.answerNow === undefined) return undefined;
+  try {
+    return options.answerNow(message, address);
+  } catch (error) {
+    logger.warn("dns fast path failed", { err: String(error) });
+    return undefined;
+  }
+}
+
+/**
+ * Where a UDP reply goes: always a datagram's source address, an IPv4
+ * literal, so it is used as it is (the default `dns.lookup` would defer
+ * every send by a tick to "resolve" it).
+ */
+function literalLookup(
+  address: string,
+  _family: unknown,
+  callback: (error: Error | null, address: string, family: number) => void,
+): void {
+  if (isIPv4(address)) callback(null, address, 4);
+  else callback(new Error(`not an IPv4 address: ${address}`), address, 4);
 }
 
 /** Reads length-prefixed messages one at a time; answers in order. */

@@ -6,16 +6,16 @@
  * symbolic links, and when the files copied out of it match the sha256
  * digests the daemon that stored it recorded in `digests.json`. The digests
  * are checked on the copies, so a file swapped after the check is caught.
- * An entry from before digests were recorded (no `digests.json`) that
- * passes the ownership checks gets its record written from the copies on
- * first use.
+ * An entry without `digests.json` (from before digests were recorded, or
+ * planted without one) is refused like a planted one: nothing else can say
+ * that its files are what a build stored, and recording them on first use
+ * would bless whatever is there.
  */
 import { createHash } from "node:crypto";
 import { createReadStream } from "node:fs";
 import { lstat, readFile } from "node:fs/promises";
 import { basename, join } from "node:path";
 import { BangerError, ErrorCode } from "../../protocol/index.ts";
-import { writeFileAtomic } from "../fs/index.ts";
 
 /** The record of an entry's file digests, written last before the entry is renamed into place. */
 const CACHE_DIGESTS_FILE = "digests.json";
@@ -49,9 +49,10 @@ async function assertCacheEntryTrusted(options: {
   ];
   for (const path of paths) {
     const stats = await lstat(path).catch(() => undefined);
-    if (!stats && path === record) continue;
     const problem = !stats
-      ? "is missing"
+      ? path === record
+        ? "is missing: the entry has no record of its files' digests to check them against"
+        : "is missing"
       : stats.isSymbolicLink()
         ? "is a symbolic link"
         : stats.uid !== options.uid && stats.uid !== 0
@@ -70,23 +71,14 @@ async function digestFiles(files: readonly string[]): Promise<Record<string, str
   return digests;
 }
 
-/**
- * Compares copies taken out of `entryDir` with the digests it recorded; an
- * entry without a record gets one written from the copies.
- */
+/** Compares copies taken out of `entryDir` with the digests it recorded. */
 async function assertCacheCopyMatches(entryDir: string, copies: readonly string[]): Promise<void> {
   const recordFile = join(entryDir, CACHE_DIGESTS_FILE);
   let text: string;
   try {
     text = await readFile(recordFile, "utf8");
   } catch (error) {
-    if ((error as NodeJS.ErrnoException).code !== "ENOENT") {
-      throw untrusted(entryDir, `its ${CACHE_DIGESTS_FILE} cannot be read: ${String(error)}`);
-    }
-    await writeFileAtomic(recordFile, `${JSON.stringify(await digestFiles(copies), null, 2)}\n`, {
-      mode: 0o644,
-    }).catch(() => undefined);
-    return;
+    throw untrusted(entryDir, `its ${CACHE_DIGESTS_FILE} cannot be read: ${String(error)}`);
   }
   let recorded: Record<string, unknown>;
   try {
@@ -111,7 +103,7 @@ function untrusted(entryDir: string, reason: string): BangerError {
     ErrorCode.IMAGE_BUILD_FAILED,
     `refusing the image cache entry ${entryDir}: ${reason}`,
     {
-      hint: `remove it (rm -rf ${entryDir}) so the next build rebuilds it; keep the cache directory owned by the daemon's user and not writable by others`,
+      hint: `remove it (rm -rf ${entryDir}); the next \`banger image build-default\` rebuilds it and records its digests. Keep the cache directory owned by the daemon's user and not writable by others`,
     },
   );
 }

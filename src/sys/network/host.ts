@@ -10,6 +10,9 @@
  *   the tap only while no VMM of that VM runs, so an existing one is debris
  *   of a crash whose state (master, flags, owner) we do not trust.
  * - deleteTap / teardownBridge: a missing device is success.
+ * - Pool taps (core/network tap-pool.ts): createPoolTap replaces a leftover
+ *   of its name like createTap; claimPoolTap renames one to a VM's tap name
+ *   and sets it up, replacing a leftover device of that name first.
  * Failures map to coded errors as `runSteps` (steps.ts) says.
  */
 
@@ -19,8 +22,12 @@ import {
   gatewayCidr,
   type IpLinkInfo,
   MISSING_DEVICE,
+  NAME_TAKEN,
+  POOL_TAP_PREFIX,
   parseIpJson,
   parseSubnet,
+  planClaimPoolTap,
+  planCreatePoolTap,
   planCreateTap,
   planDeleteDevice,
   planEnsureBridge,
@@ -52,6 +59,12 @@ export interface HostNetwork {
   deleteTap(tap: string): Promise<void>;
   /** Names of tun/tap devices with the banger prefix. */
   listTaps(): Promise<string[]>;
+  /** Creates pool tap `tap` attached to the bridge, down; a leftover of that name is replaced. */
+  createPoolTap(tap: string, signal?: AbortSignal): Promise<void>;
+  /** Renames pool tap `poolTap` to `tap`, attaches it and sets it up; a leftover device named `tap` is replaced. */
+  claimPoolTap(poolTap: string, tap: string, signal?: AbortSignal): Promise<void>;
+  /** The pool taps (`bgp-` tun devices) with their master and flags. */
+  listPoolTaps(): Promise<IpLinkInfo[]>;
   /** Deletes banger taps not in `owned` (reconcile); returns the names removed. */
   removeLeftoverTaps(owned: ReadonlySet<string>): Promise<string[]>;
   /** The bridge's IPv4 addresses ("a.b.c.d/n"), or undefined when it does not exist. */
@@ -59,6 +72,9 @@ export interface HostNetwork {
   /** Deletes the bridge (tests, uninstall); a missing bridge is fine. Taps are left to `removeLeftoverTaps`. */
   teardownBridge(): Promise<void>;
 }
+
+/** `ip tuntap add` of a name a device already has. */
+const LEFTOVER = /busy|exists/i;
 
 export function createHostNetwork(options: HostNetworkOptions): HostNetwork {
   const { runner, bridge } = options;
@@ -84,18 +100,36 @@ export function createHostNetwork(options: HostNetworkOptions): HostNetwork {
       logger.debug("deleted network device", { device });
   };
 
-  const listTaps = async (): Promise<string[]> => {
+  const listTunDevices = async (): Promise<IpLinkInfo[]> => {
     const argv = planListTunDevices();
-    let stdout: string;
     try {
-      stdout = (await runner.run(argv)).stdout;
+      return parseIpJson((await runner.run(argv)).stdout);
     } catch (error) {
       throw translateNetworkError(bridge, argv, error);
     }
-    return parseIpJson(stdout)
+  };
+
+  const listTaps = async (): Promise<string[]> =>
+    (await listTunDevices())
       .map((entry) => entry.ifname)
       .filter((name) => name.startsWith(TAP_PREFIX))
       .sort();
+
+  /** Runs `plan` for `device`; when the kernel says a device is in the way, deletes `debris` and runs it again. */
+  const replacingLeftover = async (
+    device: string,
+    plan: Parameters<typeof runSteps>[0],
+    debris: { name: string; matches: RegExp },
+    signal?: AbortSignal,
+  ) => {
+    try {
+      await steps(device, plan, signal);
+    } catch (error) {
+      if (!(isBangerError(error) && debris.matches.test(error.message))) throw error;
+      logger.warn("replacing leftover tap", { tap: debris.name });
+      await deleteDevice(debris.name);
+      await steps(device, plan, signal);
+    }
   };
 
   return {
@@ -112,16 +146,28 @@ export function createHostNetwork(options: HostNetworkOptions): HostNetwork {
     },
 
     async createTap(tap, signal) {
-      const plan = planCreateTap({ tap, bridge });
-      try {
-        await steps(tap, plan, signal);
-      } catch (error) {
-        if (!(isBangerError(error) && /busy|exists/i.test(error.message))) throw error;
-        logger.warn("replacing leftover tap", { tap });
-        await deleteDevice(tap);
-        await steps(tap, plan, signal);
-      }
+      await replacingLeftover(tap, planCreateTap({ tap, bridge }), { name: tap, matches: LEFTOVER }, signal);
       logger.debug("tap created", { tap });
+    },
+
+    async createPoolTap(tap, signal) {
+      await replacingLeftover(
+        tap,
+        planCreatePoolTap({ tap, bridge }),
+        { name: tap, matches: LEFTOVER },
+        signal,
+      );
+      logger.debug("pool tap created", { tap });
+    },
+
+    async claimPoolTap(poolTap, tap, signal) {
+      const plan = planClaimPoolTap({ poolTap, tap, bridge });
+      await replacingLeftover(poolTap, plan, { name: tap, matches: NAME_TAKEN }, signal);
+      logger.debug("pool tap claimed", { poolTap, tap });
+    },
+
+    async listPoolTaps() {
+      return (await listTunDevices()).filter((entry) => entry.ifname.startsWith(POOL_TAP_PREFIX));
     },
 
     deleteTap(tap) {

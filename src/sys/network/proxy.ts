@@ -4,8 +4,14 @@
  * - `startPortProxy` resolves once listening; an address in use is
  *   NETWORK_FAILED naming it ("host port 127.0.0.1:8080/tcp is in use");
  * - TCP: one guest connection per accepted connection, bytes relayed both
- *   ways with back-pressure (pipe) and half-closes passed on; either side
- *   failing closes both;
+ *   ways with back-pressure and half-closes passed on, Nagle off on both
+ *   legs (the relay adds no delay of its own); either side failing closes
+ *   both. Client to guest is a pipe; guest to client reads into one
+ *   256 KiB buffer per connection (`onread`: no allocation per read, a
+ *   quarter of the reads of a pipe), and while a write to the client is
+ *   queued (it still points into that buffer) reading from the guest stops
+ *   until that write's callback (a queued write smaller than the socket's
+ *   high-water mark never emits 'drain');
  * - UDP: one socket towards the guest per client address and port, so
  *   replies find their way back; a session idle for `udpIdleMs` is closed,
  *   and at most `maxUdpSessions` live at once (the oldest goes first);
@@ -49,10 +55,38 @@ function inUse(options: PortProxyOptions, error: unknown): BangerError {
   });
 }
 
+/** What one relayed connection reads from the guest at a time. */
+const GUEST_READ_BYTES = 256 * 1024;
+
+/** Connects to the guest and relays `client` to it and back. */
+function relayTcp(client: Socket, target: PortProxyOptions["target"]): Socket {
+  const guest: Socket = connect({
+    host: target.host,
+    port: target.port,
+    allowHalfOpen: true,
+    noDelay: true,
+    onread: {
+      buffer: Buffer.allocUnsafe(GUEST_READ_BYTES),
+      callback(bytes: number, buffer: Uint8Array) {
+        let waiting = false;
+        client.write(buffer.subarray(0, bytes), () => {
+          if (waiting) guest.resume();
+        });
+        if (client.writableLength === 0) return true;
+        waiting = true;
+        return false;
+      },
+    },
+  });
+  guest.on("end", () => client.end());
+  client.pipe(guest);
+  return guest;
+}
+
 async function startTcp(options: PortProxyOptions): Promise<PortProxy> {
   const connections = new Set<Socket>();
-  const server = createServer({ allowHalfOpen: true }, (client) => {
-    const guest = connect({ host: options.target.host, port: options.target.port, allowHalfOpen: true });
+  const server = createServer({ allowHalfOpen: true, noDelay: true }, (client) => {
+    const guest = relayTcp(client, options.target);
     for (const socket of [client, guest]) {
       connections.add(socket);
       socket.on("close", () => connections.delete(socket));
@@ -61,8 +95,6 @@ async function startTcp(options: PortProxyOptions): Promise<PortProxy> {
         guest.destroy();
       });
     }
-    client.pipe(guest);
-    guest.pipe(client);
   });
   await new Promise<void>((resolve, reject) => {
     server.once("error", (error) => reject(inUse(options, error)));

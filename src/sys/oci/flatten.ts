@@ -20,16 +20,20 @@ import { type Header, extract as tarExtract } from "tar-stream";
 import { classifyEntry, entryComponents, LayerEscapeError, resolveParents } from "../../core/oci/index.ts";
 import { BangerError, ErrorCode } from "../../protocol/index.ts";
 
+/** Bytes per read and per decompressed chunk: large, so a layer moves in few calls and few buffers. */
+const LAYER_CHUNK = 1024 * 1024;
+
 export interface LayerToApply {
-  /** The layer blob (compressed or plain tar) in the cache, or `stream`. */
-  file?: string | undefined;
-  /**
-   * The blob as it downloads, checked by its source (digest and size), and
-   * its compression from the media type: then the file is not read.
-   */
-  stream?: { source: NodeJS.ReadableStream; compression: Compression } | undefined;
-  /** Its compressed digest; checked again as it is read. */
+  /** The layer blob (compressed or plain tar) in the cache. */
+  file: string;
+  /** Its compressed digest; checked again as `file` is read unless `digestChecked`. */
   digest: string;
+  /**
+   * The file's digest and size were checked by this process as it entered
+   * the cache (a blob fetched by this pull), so reading it does not hash it
+   * again. The diff_id is checked either way.
+   */
+  digestChecked?: boolean | undefined;
   /** The config's diff_id for it (sha256 of the plain tar), when known. */
   diffId: string | undefined;
 }
@@ -49,26 +53,15 @@ export class TreeFlattener {
     const compressedHash = createHash("sha256");
     const plainHash = createHash("sha256");
     const extract = tarExtract();
-    const feeding = layer.stream
-      ? pipeline(
-          layer.stream.source,
-          decompressor(layer.stream.compression),
-          hashing(plainHash),
-          tarEnd(),
-          extract,
-          {
-            signal,
-          },
-        )
-      : pipeline(
-          createReadStream(layer.file as string),
-          hashing(compressedHash),
-          decompressor(compressionOf(await readMagic(layer.file as string))),
-          hashing(plainHash),
-          tarEnd(),
-          extract,
-          { signal },
-        );
+    const feeding = pipeline(
+      createReadStream(layer.file, { highWaterMark: LAYER_CHUNK }),
+      layer.digestChecked ? new PassThrough({ highWaterMark: LAYER_CHUNK }) : hashing(compressedHash),
+      decompressor(compressionOf(await readMagic(layer.file))),
+      hashing(plainHash),
+      tarEnd(),
+      extract,
+      { signal },
+    );
     let entryName = "";
     try {
       for await (const entry of extract) {
@@ -82,7 +75,7 @@ export class TreeFlattener {
       await feeding.catch(() => undefined);
       throw layerError(error, label, entryName);
     }
-    const digest = layer.stream ? layer.digest : `sha256:${compressedHash.digest("hex")}`;
+    const digest = layer.digestChecked ? layer.digest : `sha256:${compressedHash.digest("hex")}`;
     if (digest !== layer.digest) {
       throw new BangerError(ErrorCode.IMAGE_INVALID, `${label}: the blob's digest is ${digest}`, {
         hint: "the cached blob is corrupt; run `banger image prune` and pull again",
@@ -272,7 +265,7 @@ async function readMagic(file: string): Promise<Buffer> {
   }
 }
 
-export type Compression = "gzip" | "zstd" | "none";
+type Compression = "gzip" | "zstd" | "none";
 
 function compressionOf(magic: Buffer): Compression {
   if (magic[0] === 0x1f && magic[1] === 0x8b) return "gzip";
@@ -280,19 +273,10 @@ function compressionOf(magic: Buffer): Compression {
   return "none";
 }
 
-/** A layer's compression from its media type, when the type says; undefined means sniff the bytes. */
-export function compressionOfMediaType(mediaType: string | undefined): Compression | undefined {
-  if (!mediaType) return undefined;
-  if (mediaType.endsWith("+gzip") || mediaType.endsWith(".tar.gzip")) return "gzip";
-  if (mediaType.endsWith("+zstd") || mediaType.endsWith(".tar.zstd")) return "zstd";
-  if (mediaType.endsWith(".tar") || mediaType.endsWith("layer.v1.tar")) return "none";
-  return undefined;
-}
-
 function decompressor(compression: Compression): NodeJS.ReadWriteStream {
-  if (compression === "gzip") return createGunzip();
-  if (compression === "zstd") return createZstdDecompress();
-  return new PassThrough();
+  if (compression === "gzip") return createGunzip({ chunkSize: LAYER_CHUNK });
+  if (compression === "zstd") return createZstdDecompress({ chunkSize: LAYER_CHUNK });
+  return new PassThrough({ highWaterMark: LAYER_CHUNK });
 }
 
 /**

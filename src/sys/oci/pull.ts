@@ -1,13 +1,11 @@
 /**
  * Pulling an image into a tree: resolve the manifest (through an index by
  * platform), read and check the config, fetch the layers into the blob
- * cache in parallel with byte progress, and apply each layer to the tree as
- * soon as it and every layer below it are there. The source is a registry
- * or a local archive (`ImageReader`); both share the checks.
+ * cache in parallel with byte progress, and apply each layer to the tree (on
+ * a thread of its own, flatten-thread.ts) as soon as it and every layer
+ * below it are there. The source is a registry or a local archive
+ * (`ImageReader`); both share the checks.
  */
-import { createWriteStream } from "node:fs";
-import { PassThrough, type Readable, Transform } from "node:stream";
-import { pipeline } from "node:stream/promises";
 import {
   checkConfigPlatform,
   type Descriptor,
@@ -20,9 +18,9 @@ import {
   parseManifestDocument,
   selectManifest,
 } from "../../core/oci/index.ts";
-import { BangerError, ErrorCode } from "../../protocol/index.ts";
+import { BangerError, ErrorCode, type ProgressStep } from "../../protocol/index.ts";
 import type { BlobCache } from "./blob-cache.ts";
-import { type Compression, compressionOfMediaType, TreeFlattener } from "./flatten.ts";
+import { FlattenThread } from "./flatten-thread.ts";
 import type { RegistryClient } from "./registry.ts";
 
 /** Where an image's documents and blobs come from. */
@@ -35,12 +33,10 @@ export interface ImageReader {
   readBlob(descriptor: Descriptor): Promise<Buffer>;
   /** Writes a layer blob to `file`, checked against its descriptor. */
   fetchBlob(descriptor: Descriptor, file: string, onBytes: (delta: number) => void): Promise<void>;
-  /** The blob as a stream that fails unless it matches the descriptor (registries only). */
-  openBlob?(descriptor: Descriptor): Promise<NodeJS.ReadableStream>;
 }
 
 export type PullProgress = (event: {
-  step: string;
+  step: ProgressStep;
   message: string;
   current?: number;
   total?: number;
@@ -94,27 +90,23 @@ export async function pullIntoTree(options: PullOptions): Promise<PulledImage> {
       total,
     });
   };
-  const cached = await Promise.all(manifest.layers.map((layer) => cache.has(layer.digest, layer.size)));
-  // The first layer not in the cache is applied while it downloads (teed into the cache); the others
-  // are fetched into the cache meanwhile, in parallel, and applied from there in order.
-  const streamed = reader.openBlob
-    ? manifest.layers.findIndex(
-        (layer, index) => !cached[index] && compressionOfMediaType(layer.mediaType) !== undefined,
-      )
-    : -1;
+  // Layers whose blob this pull fetched and checked on its way into the cache: not hashed again.
+  const checkedNow = new Set<number>();
   const fetches = runLimited(manifest.layers, options.parallel ?? 3, async (layer, index) => {
-    if (index === streamed) return;
     const fetched = await cache.ensure(layer.digest, layer.size, (file) =>
       reader.fetchBlob(layer, file, (delta) => {
         fetchedBytes += delta;
         report(delta);
       }),
     );
-    if (!fetched) report(layer.size);
+    if (fetched) checkedNow.add(index);
+    else report(layer.size);
   });
   // Awaited in order below; a later layer's failure must not count as unhandled meanwhile.
   for (const fetch of fetches) fetch.catch(() => undefined);
-  const flattener = new TreeFlattener(options.tree);
+  // Each layer is applied, on the flatten thread, as soon as it and every layer below it are cached,
+  // while this thread goes on fetching the layers above.
+  const flattener = new FlattenThread(options.tree);
   try {
     for (const [index, layer] of manifest.layers.entries()) {
       await fetches[index];
@@ -125,37 +117,20 @@ export async function pullIntoTree(options: PullOptions): Promise<PulledImage> {
         current: index,
         total: manifest.layers.length,
       });
-      const diffId = diffIds[index];
-      if (index === streamed && reader.openBlob) {
-        const open = reader.openBlob;
-        const compression = compressionOfMediaType(layer.mediaType) as Compression;
-        let applied = false;
-        await cache.ensure(layer.digest, layer.size, async (file) => {
-          const source = await open(layer);
-          const onBytes = (delta: number): void => {
-            fetchedBytes += delta;
-            report(delta);
-          };
-          await teeIntoTree(source, file, onBytes, (stream) =>
-            flattener.apply(
-              { digest: layer.digest, diffId, stream: { source: stream, compression } },
-              index,
-              options.signal,
-            ),
-          );
-          applied = true;
-        });
-        if (applied) continue;
-        report(layer.size);
-      }
       await flattener.apply(
-        { file: cache.path(layer.digest), digest: layer.digest, diffId },
+        {
+          file: cache.path(layer.digest),
+          digest: layer.digest,
+          diffId: diffIds[index],
+          digestChecked: checkedNow.has(index),
+        },
         index,
         options.signal,
       );
     }
-    await flattener.finish();
+    await flattener.finish(options.signal);
   } finally {
+    await flattener.close();
     await Promise.allSettled(fetches);
   }
   return {
@@ -166,43 +141,6 @@ export async function pullIntoTree(options: PullOptions): Promise<PulledImage> {
     fetchedBytes,
     layerBytes: total,
   };
-}
-
-/**
- * Feeds one download both to a file (the cache's temporary file) and to
- * `apply`; a failure on either side stops both.
- */
-async function teeIntoTree(
-  source: NodeJS.ReadableStream,
-  file: string,
-  onBytes: (delta: number) => void,
-  apply: (stream: NodeJS.ReadableStream) => Promise<void>,
-): Promise<void> {
-  const toFile = new PassThrough();
-  const toTree = new PassThrough();
-  const fail = (error: Error): void => {
-    toFile.destroy(error);
-    toTree.destroy(error);
-  };
-  (source as Readable).on("error", fail);
-  source.pipe(toFile);
-  source.pipe(toTree);
-  let counted = 0;
-  const counting = new Transform({
-    transform(chunk: Buffer, _encoding, next) {
-      counted += chunk.length;
-      onBytes(chunk.length);
-      next(null, chunk);
-    },
-  });
-  try {
-    await Promise.all([pipeline(toFile, counting, createWriteStream(file)), apply(toTree)]);
-  } catch (error) {
-    (source as Readable).destroy();
-    fail(error as Error);
-    onBytes(-counted);
-    throw error;
-  }
 }
 
 /** Starts `work` for every item with at most `limit` running; one promise per item, in order. */

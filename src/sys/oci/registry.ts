@@ -53,6 +53,8 @@ export interface FetchedManifest {
 const REDIRECTS = new Set([301, 302, 303, 307, 308]);
 const RETRYABLE = new Set([408, 429, 500, 502, 503, 504]);
 const MAX_REDIRECTS = 10;
+/** Bytes of a blob download buffered between the network, the hash and the file. */
+const BLOB_BUFFER = 1024 * 1024;
 
 function sha256Hex(bytes: Uint8Array): string {
   return `sha256:${createHash("sha256").update(bytes).digest("hex")}`;
@@ -143,9 +145,16 @@ export class RegistryClient {
           received += bytes;
           onBytes?.(bytes);
         });
-        await pipeline(Readable.fromWeb(response.body as never), verifier, createWriteStream(file), {
-          signal: this.signal,
-        });
+        // Large buffers on the file side: written in few large writes, not one per network chunk.
+        const out = createWriteStream(file, { highWaterMark: BLOB_BUFFER });
+        await pipeline(
+          Readable.fromWeb(response.body as never, { highWaterMark: BLOB_BUFFER }),
+          verifier,
+          out,
+          {
+            signal: this.signal,
+          },
+        );
         return;
       } catch (error) {
         await rm(file, { force: true });
@@ -154,23 +163,6 @@ export class RegistryClient {
         await this.sleep(attempt);
       }
     }
-  }
-
-  /**
-   * The blob as a stream that fails at its end (or as soon as it is too
-   * long) unless it matches the descriptor. No retry once bytes flowed:
-   * the caller is consuming them.
-   */
-  async openBlob(repository: string, descriptor: Descriptor): Promise<NodeJS.ReadableStream> {
-    const where = `${this.registry}/${repository}`;
-    const response = await this.send(repository, `/v2/${repository}/blobs/${descriptor.digest}`, {});
-    await this.expectOk(response, `blob ${descriptor.digest}`);
-    if (!response.body)
-      throw new BangerError(ErrorCode.IMAGE_PULL_FAILED, `blob ${descriptor.digest} came with no body`);
-    const checker = blobVerifier(descriptor, where);
-    const body = Readable.fromWeb(response.body as never);
-    body.on("error", (error) => checker.destroy(this.wrap(error)));
-    return body.pipe(checker);
   }
 
   /** One request with auth and retries; the caller reads the body. */
@@ -311,6 +303,7 @@ function blobVerifier(descriptor: Descriptor, where: string, onBytes?: (bytes: n
   const hash = createHash("sha256");
   let received = 0;
   return new Transform({
+    highWaterMark: BLOB_BUFFER,
     transform(chunk: Buffer, _encoding, done) {
       received += chunk.length;
       if (received > descriptor.size) {

@@ -5,8 +5,9 @@
  * Cancelling sends SIGTERM; the worker aborts and exits.
  */
 import { spawn } from "node:child_process";
+import { mkdirSync } from "node:fs";
 import { createInterface } from "node:readline";
-import { BangerError, ErrorCode, isErrorCode } from "../../protocol/index.ts";
+import { BangerError, ErrorCode, isErrorCode, type ProgressStep } from "../../protocol/index.ts";
 import type { WorkerLine, WorkerRequest, WorkerResult } from "./worker.ts";
 
 const WORKER = new URL("./worker.ts", import.meta.url).pathname;
@@ -16,16 +17,29 @@ export interface WorkerRunOptions {
   /** Argv prefix, e.g. nsenter into the host's network namespace. */
   launcher?: readonly string[] | undefined;
   signal?: AbortSignal | undefined;
+  /**
+   * A private directory (the daemon's own cache) where Node keeps the
+   * worker's compiled modules between pulls: without it every pull pays
+   * for compiling its TypeScript again (about 0.3 s of a pull's start).
+   */
+  compileCacheDir?: string | undefined;
   onProgress?:
-    | ((event: { step: string; message: string; current?: number; total?: number }) => void)
+    | ((event: { step: ProgressStep; message: string; current?: number; total?: number }) => void)
     | undefined;
 }
 
 export type { WorkerRequest, WorkerResult } from "./worker.ts";
 
 export function runImageWorker(options: WorkerRunOptions): Promise<WorkerResult> {
-  const argv = [...(options.launcher ?? []), process.execPath, WORKER];
-  const child = spawn(argv[0] as string, argv.slice(1), { stdio: ["pipe", "pipe", "pipe"] });
+  // A larger young generation: a pull allocates a buffer per network and decompressed chunk, and the
+  // default one makes the worker spend a fifth of its time collecting them.
+  const argv = [...(options.launcher ?? []), process.execPath, "--max-semi-space-size=16", WORKER];
+  let env: NodeJS.ProcessEnv | undefined;
+  if (options.compileCacheDir !== undefined) {
+    mkdirSync(options.compileCacheDir, { recursive: true, mode: 0o700 });
+    env = { ...process.env, NODE_COMPILE_CACHE: options.compileCacheDir };
+  }
+  const child = spawn(argv[0] as string, argv.slice(1), { stdio: ["pipe", "pipe", "pipe"], env });
   child.stdin.end(JSON.stringify(options.request));
   let stderr = "";
   child.stderr.on("data", (chunk: Buffer) => {

@@ -11,6 +11,7 @@
 import { execFile } from "node:child_process";
 import { lstat, mkdir, readdir, rm } from "node:fs/promises";
 import { join } from "node:path";
+import { performance } from "node:perf_hooks";
 import { promisify } from "node:util";
 import {
   type Credentials,
@@ -19,7 +20,7 @@ import {
   planRootfsMkfs,
   type TreeUsage,
 } from "../../core/oci/index.ts";
-import { BangerError, ErrorCode } from "../../protocol/index.ts";
+import { BangerError, ErrorCode, type ProgressStep } from "../../protocol/index.ts";
 import { openLocalImage } from "./archive.ts";
 import { BlobCache } from "./blob-cache.ts";
 import { type PulledImage, pullIntoTree, registryReader } from "./pull.ts";
@@ -49,7 +50,7 @@ export interface WorkerResult extends PulledImage {
 }
 
 export type WorkerLine =
-  | { progress: { step: string; message: string; current?: number; total?: number } }
+  | { progress: { step: ProgressStep; message: string; current?: number; total?: number } }
   | { result: WorkerResult }
   | { error: { code: string; message: string; hint?: string | undefined } };
 
@@ -74,6 +75,32 @@ async function treeUsage(root: string): Promise<TreeUsage> {
   return { bytes, inodes };
 }
 
+type ProgressEvent = { step: ProgressStep; message: string; current?: number; total?: number };
+
+/** Least time between two progress lines of one step (byte counts change on every chunk). */
+const PROGRESS_INTERVAL_MS = 100;
+
+/**
+ * Passes a step's first and last events and any other at most every
+ * PROGRESS_INTERVAL_MS: a line per network chunk would cost the worker and
+ * the daemon more than the pull's own hashing.
+ */
+export function throttledProgress(
+  emit: (event: ProgressEvent) => void,
+  now: () => number = () => performance.now(),
+): (event: ProgressEvent) => void {
+  let lastStep: ProgressStep | undefined;
+  let lastAt = Number.NEGATIVE_INFINITY;
+  return (event) => {
+    const at = now();
+    const final = event.current !== undefined && event.current === event.total;
+    if (event.step === lastStep && !final && at - lastAt < PROGRESS_INTERVAL_MS) return;
+    lastStep = event.step;
+    lastAt = at;
+    emit(event);
+  };
+}
+
 export async function runWorker(
   request: WorkerRequest,
   emit: (line: WorkerLine) => void,
@@ -81,8 +108,7 @@ export async function runWorker(
 ): Promise<void> {
   const tree = join(request.stagingDir, "tree");
   await mkdir(tree, { mode: 0o755 });
-  const progress = (event: { step: string; message: string; current?: number; total?: number }): void =>
-    emit({ progress: event });
+  const progress = throttledProgress((event) => emit({ progress: event }));
   let pulled: PulledImage;
   let suggestedName: string | undefined;
   const cache = new BlobCache(request.blobsDir);

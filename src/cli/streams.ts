@@ -1,16 +1,48 @@
 /**
- * Byte streams between the CLI and a daemon call: uploads on `stdin` with
- * backpressure (the next chunk is read only once the socket took the last),
- * downloads on `stdout` into a local program, and byte progress on a TTY.
+ * Byte streams between the CLI and a daemon call, always with backpressure
+ * (the next chunk is read only once the daemon's socket took the last):
+ * our stdin forwarded on a channel, uploads of a local stream, downloads on
+ * `stdout` into a local program, and byte progress on a TTY.
  */
 import { spawn } from "node:child_process";
 import { clearLine, cursorTo } from "node:readline";
-import type { Readable } from "node:stream";
-import { BangerError, ErrorCode, type MethodName } from "../../protocol/index.ts";
-import type { PendingCall } from "../rpc/client.ts";
+import { BangerError, ErrorCode, type MethodName, type StreamChannel } from "../protocol/index.ts";
+import type { InputStream, OutputStream } from "./context.ts";
+import type { PendingCall } from "./rpc/client.ts";
+
+/**
+ * Forwards `input` on the call's `channel` as it arrives, pausing it until
+ * the socket takes each chunk, and ends the channel at its end; returns the
+ * undo (stops forwarding and pauses `input`).
+ */
+export function forwardInput<M extends MethodName>(
+  input: InputStream,
+  call: Pick<PendingCall<M>, "write" | "end">,
+  channel: StreamChannel,
+): () => void {
+  const onData = (chunk: Buffer | string) => {
+    input.pause();
+    void call.write(channel, asBuffer(chunk)).finally(() => input.resume());
+  };
+  const onEnd = () => call.end(channel);
+  input.on("data", onData);
+  input.once("end", onEnd);
+  input.once("error", onEnd);
+  input.resume();
+  return () => {
+    input.off("data", onData);
+    input.off("end", onEnd);
+    input.off("error", onEnd);
+    input.pause();
+  };
+}
+
+function asBuffer(chunk: Buffer | string): Buffer {
+  return typeof chunk === "string" ? Buffer.from(chunk) : chunk;
+}
 
 /** Shows "label 12.0 MiB / 100.0 MiB" on a TTY, rewritten at most every 100 ms. */
-export function byteProgress(stream: NodeJS.WriteStream, label: string, total?: number) {
+export function byteProgress(stream: OutputStream, label: string, total?: number) {
   const tty = stream.isTTY === true;
   let last = 0;
   let shown = false;
@@ -40,13 +72,13 @@ export function byteProgress(stream: NodeJS.WriteStream, label: string, total?: 
 /** Sends `source` on the call's stdin channel, then ends it; resolves with the byte count. */
 export async function upload<M extends MethodName>(
   call: PendingCall<M>,
-  source: Readable,
+  source: AsyncIterable<Buffer | string>,
   onBytes?: (total: number) => void,
 ): Promise<number> {
   let total = 0;
   try {
     for await (const chunk of source) {
-      const buffer = chunk as Buffer;
+      const buffer = asBuffer(chunk);
       await call.write("stdin", buffer);
       total += buffer.length;
       onBytes?.(total);

@@ -7,34 +7,37 @@
 import { glob, readFile } from "node:fs/promises";
 import { homedir } from "node:os";
 import { isAbsolute, join } from "node:path";
-import type { Command } from "commander";
-import { BangerError, ErrorCode, type ResultOf } from "../../protocol/index.ts";
-import { type CliContext, printJson } from "../context.ts";
-import type { RpcClient } from "../rpc/client.ts";
-import { runProgram } from "../workspace/host.ts";
+import { BangerError, ErrorCode, type ResultOf } from "../../../protocol/index.ts";
+import type { CliContext } from "../../context.ts";
+import type { DaemonClient } from "../../rpc/client.ts";
+import { type CommandSpec, type GroupSpec, JSON_OPTION, json, success } from "../../spec.ts";
+import { runProgram } from "../../workspace/host.ts";
 
-export function registerAuthCommands(vm: Command, ctx: CliContext): void {
-  const auth = vm.command("auth").description("your keys, git identity and auth files in a VM");
-  auth
-    .command("sync <name>")
-    .description("copy your public keys, git identity and the [auth] files into a running VM")
-    .option("--json", "print what was synced (names, never contents) as JSON")
-    .addHelpText(
-      "after",
-      '\nExamples:\n  banger vm auth sync box\n\nConfig (config.toml):\n  [auth]\n  authorized_keys = ["~/.ssh/*.pub"]   # then: ssh root@<vm ip> with your own key\n  git_identity = true                  # user.name and user.email from your git config\n  files = [{ host = "~/.config/gh/hosts.yml" }, { host = "~/.netrc", guest = "/root/.netrc" }]\n\nIt also runs after every vm create, start, restart and run.',
-    )
-    .action(async (name: string, options: { json?: boolean }) => {
-      const result = await syncAuth(await ctx.client(), name);
-      if (options.json) printJson(ctx, result);
-      else
-        ctx.stdout.write(
-          `${name}: ${result.keys} key(s), git identity ${result.gitIdentity ? "set" : "not set"}, ${result.files.length} file(s)${result.files.length > 0 ? `: ${result.files.join(", ")}` : ""}\n`,
-        );
-    });
-}
+const syncSpec: CommandSpec<{ name: string; json?: boolean }> = {
+  name: "sync <name>",
+  describe: "copy your public keys, git identity and the [auth] files into a running VM",
+  examples: ["banger vm auth sync box", "banger vm auth sync box --json   # names synced, never contents"],
+  notes:
+    'Config (config.toml):\n  [auth]\n  authorized_keys = ["~/.ssh/*.pub"]   # then: ssh root@<vm ip> with your own key\n  git_identity = true                  # user.name and user.email from your git config\n  files = [{ host = "~/.config/gh/hosts.yml" }, { host = "~/.netrc", guest = "/root/.netrc" }]\n\nIt also runs after every vm create, start, restart and run.',
+  options: [JSON_OPTION],
+  async handler(ctx, args) {
+    const result = await syncAuth(await ctx.client(), args.name);
+    if (args.json) return success(json(result));
+    const files = result.files.length > 0 ? `: ${result.files.join(", ")}` : "";
+    return success(
+      `${args.name}: ${result.keys} key(s), git identity ${result.gitIdentity ? "set" : "not set"}, ${result.files.length} file(s)${files}`,
+    );
+  },
+};
+
+export const authGroup: GroupSpec = {
+  name: "auth",
+  describe: "your keys, git identity and auth files in a VM",
+  commands: [syncSpec],
+};
 
 /** Reads this user's auth material per the daemon's `[auth]` config and sends it. */
-async function syncAuth(client: RpcClient, name: string): Promise<ResultOf<"vm.auth.sync">> {
+async function syncAuth(client: DaemonClient, name: string): Promise<ResultOf<"vm.auth.sync">> {
   const config = await client.call("vm.auth.config", {});
   const keys: string[] = [];
   for (const pattern of config.authorizedKeys) {
@@ -69,7 +72,11 @@ async function syncAuth(client: RpcClient, name: string): Promise<ResultOf<"vm.a
 }
 
 /** After a start: sync, and on failure only warn (the VM is up; the user can retry). */
-export async function syncAuthAfterStart(ctx: CliContext, client: RpcClient, name: string): Promise<void> {
+export async function syncAuthAfterStart(
+  ctx: Pick<CliContext, "stderr">,
+  client: DaemonClient,
+  name: string,
+): Promise<void> {
   try {
     await syncAuth(client, name);
   } catch (error) {

@@ -8,12 +8,11 @@
  */
 import { lstat, mkdtemp, readdir, rename, rm, stat } from "node:fs/promises";
 import { basename, dirname, join, resolve } from "node:path";
-import type { Readable } from "node:stream";
-import type { Command } from "commander";
-import { BangerError, ErrorCode, VmNameSchema } from "../../protocol/index.ts";
-import type { CliContext } from "../context.ts";
-import { tarStream } from "../workspace/host.ts";
-import { byteProgress, localSink, upload } from "../workspace/streams.ts";
+import { BangerError, ErrorCode, VmNameSchema } from "../../../protocol/index.ts";
+import type { CliContext } from "../../context.ts";
+import { type CommandSpec, success } from "../../spec.ts";
+import { byteProgress, localSink, upload } from "../../streams.ts";
+import { tarStream } from "../../workspace/host.ts";
 
 interface Endpoint {
   vm: string | null;
@@ -30,27 +29,43 @@ export function parseEndpoint(value: string): Endpoint {
   return { vm: null, path: value };
 }
 
-export function registerCpCommand(vm: Command, ctx: CliContext): void {
-  vm.command("cp <src> <dst>")
-    .description("copy files or directories between the host and a VM")
-    .option("-a, --archive", "keep uid/gid (the default gives the copies to the receiving user)")
-    .addHelpText(
-      "after",
-      "\nExamples:\n  banger vm cp ./src box:/root/src          # a directory, recursively\n  banger vm cp box:/var/log/app.log .       # into the current directory\n  banger vm cp ./dist/. box:/srv/www        # the directory's contents\n  tar -c . | banger vm cp - box:/root/in    # a tar on stdin, extracted in the VM\n  banger vm cp box:/etc - | tar -t          # a tar on stdout\n\nExactly one side names a VM (NAME:PATH); write ./a:b for a local path with a colon.",
-    )
-    .action(async (srcText: string, dstText: string, options: { archive?: boolean }) => {
-      const src = parseEndpoint(srcText);
-      const dst = parseEndpoint(dstText);
-      if ((src.vm === null) === (dst.vm === null)) {
-        throw new BangerError(ErrorCode.INVALID_PARAMS, "exactly one of SRC and DST must be NAME:PATH", {
-          hint: "e.g. banger vm cp ./file box:/root/ or banger vm cp box:/root/file .",
-        });
-      }
-      if (dst.vm !== null)
-        await copyIn(ctx, src.path, { vm: dst.vm, path: dst.path }, options.archive === true);
-      else await copyOut(ctx, { vm: src.vm!, path: src.path }, dst.path, options.archive === true);
-    });
+interface CpArgs {
+  src: string;
+  dst: string;
+  archive?: boolean;
 }
+
+export const cpSpec: CommandSpec<CpArgs> = {
+  name: "cp <src> <dst>",
+  describe: "copy files or directories between the host and a VM",
+  examples: [
+    "banger vm cp ./src box:/root/src          # a directory, recursively",
+    "banger vm cp box:/var/log/app.log .       # into the current directory",
+    "banger vm cp ./dist/. box:/srv/www        # the directory's contents",
+    "tar -c . | banger vm cp - box:/root/in    # a tar on stdin, extracted in the VM",
+    "banger vm cp box:/etc - | tar -t          # a tar on stdout",
+  ],
+  notes: "Exactly one side names a VM (NAME:PATH); write ./a:b for a local path with a colon.",
+  options: [
+    {
+      flags: "-a, --archive",
+      description: "keep uid/gid (the default gives the copies to the receiving user)",
+    },
+  ],
+  async handler(ctx, args) {
+    const src = parseEndpoint(args.src);
+    const dst = parseEndpoint(args.dst);
+    if ((src.vm === null) === (dst.vm === null)) {
+      throw new BangerError(ErrorCode.INVALID_PARAMS, "exactly one of SRC and DST must be NAME:PATH", {
+        hint: "e.g. banger vm cp ./file box:/root/ or banger vm cp box:/root/file .",
+      });
+    }
+    const archive = args.archive === true;
+    if (dst.vm !== null) await copyIn(ctx, src.path, { vm: dst.vm, path: dst.path }, archive);
+    else await copyOut(ctx, { vm: src.vm!, path: src.path }, dst.path, archive);
+    return success();
+  },
+};
 
 async function copyIn(
   ctx: CliContext,
@@ -59,14 +74,14 @@ async function copyIn(
   archive: boolean,
 ) {
   const guestPath = absoluteGuestPath(target.path);
-  let stream: Readable;
+  let stream: AsyncIterable<Buffer | string>;
   let done: Promise<void> = Promise.resolve();
   let kind: "file" | "dir" | "contents";
   let base = ".";
   let total: number | undefined;
   if (source === "-") {
     kind = "contents";
-    stream = process.stdin;
+    stream = ctx.stdin;
   } else {
     const path = resolve(source);
     const info = await lstat(path).catch(() => {

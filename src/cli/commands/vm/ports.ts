@@ -4,65 +4,62 @@
  * 127.0.0.1 in the CLI's own network namespace and carries each connection
  * to the guest port through the daemon socket (`vm.proxy`, the `tcp` byte
  * stream), so it works where the guest network is unreachable, such as a
- * daemon inside BANGER_NETNS. Runs until Ctrl-C.
+ * daemon inside BANGER_NETNS. Runs until Ctrl-C (or SIGTERM, SIGHUP).
  */
 import { createServer, type Server, type Socket } from "node:net";
-import type { Command } from "commander";
-import { type ForwardSpec, parseForwardSpec } from "../../core/network/ports.ts";
-import { BangerError, ErrorCode } from "../../protocol/index.ts";
-import { type CliContext, printJson } from "../context.ts";
-import { formatTable } from "../render/table.ts";
-import type { RpcClient } from "../rpc/client.ts";
+import { type ForwardSpec, parseForwardSpec } from "../../../core/network/ports.ts";
+import { BangerError, ErrorCode } from "../../../protocol/index.ts";
+import type { CliContext } from "../../context.ts";
+import { formatTable } from "../../render/table.ts";
+import type { DaemonClient } from "../../rpc/client.ts";
+import { type CommandSpec, JSON_OPTION, json, success } from "../../spec.ts";
 
-export function registerVmNetworkCommands(vm: Command, ctx: CliContext): void {
-  vm.command("ports <name>")
-    .description("list the listening TCP and UDP sockets inside a VM, with the process that owns each")
-    .option("--json", "print JSON")
-    .addHelpText(
-      "after",
-      "\nExamples:\n  banger vm ports web\n  banger vm ports web --json | jq '.sockets[].port'\n\nRead from the guest's /proc/net; the VM must be running.",
-    )
-    .action(async (name: string, options: { json?: boolean }) => {
-      const result = await (await ctx.client()).call("vm.ports", { name });
-      if (options.json) {
-        printJson(ctx, result);
-        return;
-      }
-      const rows = result.sockets.map((socket) => [
-        socket.protocol,
-        socket.address,
-        String(socket.port),
-        socket.process === null ? "-" : `${socket.process} (${socket.pid})`,
-      ]);
-      ctx.stdout.write(`${formatTable(["proto", "address", "port", "process"], rows)}\n`);
-    });
+export const portsSpec: CommandSpec<{ name: string; json?: boolean }> = {
+  name: "ports <name>",
+  describe: "list the listening TCP and UDP sockets inside a VM, with the process that owns each",
+  examples: ["banger vm ports web", "banger vm ports web --json | jq '.sockets[].port'"],
+  notes: "Read from the guest's /proc/net; the VM must be running.",
+  options: [JSON_OPTION],
+  async handler(ctx, args) {
+    const result = await (await ctx.client()).call("vm.ports", { name: args.name });
+    if (args.json) return success(json(result));
+    const rows = result.sockets.map((socket) => [
+      socket.protocol,
+      socket.address,
+      String(socket.port),
+      socket.process === null ? "-" : `${socket.process} (${socket.pid})`,
+    ]);
+    return success(formatTable(["proto", "address", "port", "process"], rows));
+  },
+};
 
-  vm.command("port-forward <name> <ports...>")
-    .description("forward local ports on 127.0.0.1 to ports of a VM, through the daemon, until Ctrl-C")
-    .addHelpText(
-      "after",
-      "\nExamples:\n  banger vm port-forward web 8080:80\n  banger vm port-forward db 5432 6379\n  banger vm port-forward web 0:80      # any free local port\n\nEach forward prints the address it listens on.",
-    )
-    .action(async (name: string, ports: string[]) => {
-      const specs = ports.map(parseForwardSpec);
-      const client = await ctx.client();
-      await client.call("vm.show", { name });
-      await forwardUntilInterrupted(ctx, client, name, specs);
-    });
-}
+export const portForwardSpec: CommandSpec<{ name: string; ports: string[] }> = {
+  name: "port-forward <name> <ports...>",
+  describe: "forward local ports on 127.0.0.1 to ports of a VM, through the daemon, until Ctrl-C",
+  examples: [
+    "banger vm port-forward web 8080:80",
+    "banger vm port-forward db 5432 6379",
+    "banger vm port-forward web 0:80      # any free local port",
+  ],
+  notes: "Each forward prints the address it listens on.",
+  async handler(ctx, args) {
+    const specs = args.ports.map(parseForwardSpec);
+    const client = await ctx.client();
+    await client.call("vm.show", { name: args.name });
+    await forwardUntilInterrupted(ctx, client, args.name, specs);
+    return success();
+  },
+};
 
 async function forwardUntilInterrupted(
   ctx: CliContext,
-  client: RpcClient,
+  client: DaemonClient,
   name: string,
   specs: readonly ForwardSpec[],
 ): Promise<void> {
   const servers: Server[] = [];
   const sockets = new Set<Socket>();
-  const stop = new AbortController();
-  const onSignal = () => stop.abort();
-  process.once("SIGINT", onSignal);
-  process.once("SIGTERM", onSignal);
+  const stop = ctx.interrupted();
   try {
     for (const spec of specs) {
       const server = await listen(spec, (socket) =>
@@ -73,12 +70,11 @@ async function forwardUntilInterrupted(
       const port = typeof address === "object" && address !== null ? address.port : spec.localPort;
       ctx.stdout.write(`Forwarding from 127.0.0.1:${port} -> ${name}:${spec.guestPort}\n`);
     }
-    await new Promise<void>((resolve) =>
-      stop.signal.addEventListener("abort", () => resolve(), { once: true }),
-    );
+    await new Promise<void>((resolve) => {
+      if (stop.aborted) resolve();
+      else stop.addEventListener("abort", () => resolve(), { once: true });
+    });
   } finally {
-    process.off("SIGINT", onSignal);
-    process.off("SIGTERM", onSignal);
     for (const socket of sockets) socket.destroy();
     await Promise.all(servers.map((server) => new Promise((resolve) => server.close(resolve))));
   }
@@ -104,7 +100,7 @@ function listen(spec: ForwardSpec, onConnection: (socket: Socket) => void): Prom
 /** One local connection <-> one `vm.proxy` call; either end closing ends both. */
 function relay(
   ctx: CliContext,
-  client: RpcClient,
+  client: DaemonClient,
   name: string,
   port: number,
   socket: Socket,
