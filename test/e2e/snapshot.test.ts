@@ -20,7 +20,7 @@ describe("snapshots and clones on real guests (QEMU)", { skip }, () => {
   let env: E2eEnv;
   let holderPid: string;
   const exec = async (vm: string, script: string) => {
-    const result = await env.banger(["vm", "run", "--name", vm, "--", "sh", "-c", script]);
+    const result = await env.banger(["vm", "exec", vm, "--", "sh", "-c", script]);
     assert.equal(result.code, 0, `${vm}: ${script}: ${result.stderr}`);
     return result.stdout.trim();
   };
@@ -108,7 +108,10 @@ describe("snapshots and clones on real guests (QEMU)", { skip }, () => {
     const run = await env.banger(["vm", "run", "--rm", "--from", "warm", "--", "cat", "/run/memproof"]);
     assert.equal(run.code, 0, run.stderr);
     assert.equal(run.stdout.trim(), "in-memory");
-    for (const vm of ["c1", "c2", "src"]) assert.equal((await env.banger(["vm", "delete", vm])).code, 0);
+    for (const vm of ["c1", "c2", "src"]) {
+      const deleted = await env.banger(["vm", "delete", "--force", vm]);
+      assert.equal(deleted.code, 0, deleted.stderr);
+    }
     const rm = await env.banger(["snapshot", "rm", "warm"]);
     assert.equal(rm.code, 0, rm.stderr);
     const listed = JSON.parse((await env.banger(["snapshot", "ls", "--json"])).stdout);

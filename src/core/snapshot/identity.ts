@@ -39,6 +39,8 @@ const HOSTNAME = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/;
 const MACHINE_ID = /^[0-9a-f]{32}$/;
 const DEVICE = /^[A-Za-z0-9_.-]{1,15}$/;
 const MIN_SEED_BYTES = 32;
+/** Where every guest has banger's agent (the per-boot initrd puts it there; see guest/banger-init). */
+const GUEST_AGENT_PATH = "/.banger/agent";
 
 const MACHINE_ID_SCRIPT = `set -eu
 printf '%s\\n' "$1" >/etc/machine-id.banger
@@ -101,8 +103,9 @@ export function planCloneIdentity(identity: CloneIdentity): GuestStep[] {
   if (identity.seed.byteLength < MIN_SEED_BYTES) bad("seed length", String(identity.seed.byteLength));
   return [
     { name: "machine-id", argv: program("banger-machine-id", MACHINE_ID_SCRIPT, [identity.machineId]) },
-    // Writing to /dev/urandom mixes the bytes into the pool, so two clones' generators diverge.
-    { name: "rng", argv: ["dd", "of=/dev/urandom", "status=none"], stdin: identity.seed },
+    // The agent credits the bytes and forces a CRNG reseed at once, so two clones' generators diverge
+    // before the host key is made (a plain write to /dev/urandom waits for the kernel's next reseed).
+    { name: "rng", argv: [GUEST_AGENT_PATH, "reseed"], stdin: identity.seed },
     { name: "hostname", argv: program("banger-hostname", HOSTNAME_SCRIPT, [identity.hostname]) },
     { name: "host-key", argv: program("banger-host-key", HOST_KEY_SCRIPT, []) },
     {
