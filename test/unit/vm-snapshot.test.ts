@@ -111,7 +111,14 @@ describe("VM snapshots on the fake platform", () => {
               : (event.argv[3] ?? event.argv[0])
             : "",
         ),
-        ["clock", "banger-machine-id", "/.banger/agent", "banger-hostname", "banger-host-key", "banger-network"],
+        [
+          "clock",
+          "banger-machine-id",
+          "/.banger/agent",
+          "banger-hostname",
+          "banger-host-key",
+          "banger-network",
+        ],
       );
       const network = execs.at(-1);
       assert.ok(network?.kind === "exec" && network.argv.includes(`${clone.guestIp}/24`));
