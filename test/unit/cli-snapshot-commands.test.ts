@@ -47,7 +47,7 @@ describe("vm snapshot and vm fork", () => {
     const clones = [fakeVmInfo({ name: "agent-1" }), fakeVmInfo({ name: "agent-2" })];
     const client = new FakeDaemonClient({
       "vm.fork": () => ({ snapshot: warm, vms: clones }),
-      "vm.auth.sync": (params) => ({ name: params.name, synced: [] }),
+      "vm.auth.sync": (params) => ({ name: params.name, keys: 0, files: [], gitIdentity: false }),
     });
     const cli = fakeCli({ client });
     assert.equal(await cli.run(["vm", "fork", "dev", "agent", "--count", "2"]), 0, cli.stderr());
@@ -77,7 +77,7 @@ describe("vm snapshot and vm fork", () => {
       await cli.run(["vm", "create", "web2", "--from", "warm"]),
       exitStatusFor[ErrorCode.SNAPSHOT_NOT_FOUND],
     );
-    assert.equal(client.callsOf("vm.create.begin")[0]!.params?.from, "warm");
+    assert.equal((client.callsOf("vm.create.begin")[0]!.params as { from?: string }).from, "warm");
     assert.match(cli.stderr(), /snapshot 'warm' does not exist\nhint: list snapshots/);
   });
 });
