@@ -67,7 +67,8 @@ export function buildVmHandlers(deps: VmHandlerDeps): HandlerTable {
     "vm.restart": (params, ctx) => vms.restart(params.name, op(ctx)),
     "vm.kill": (params) => vms.kill(params.name),
     "vm.pause": (params) => vms.pause(params.name),
-    "vm.resume": (params) => vms.resume(params.name),
+    "vm.resume": (params, ctx) => vms.resume(params.name, op(ctx)),
+    "vm.suspend": (params, ctx) => vms.suspend(params.name, op(ctx)),
     "vm.set": ({ name, ...changes }) => vms.set(name, changes),
     "vm.delete": async (params, ctx) => {
       await deps.beforeDelete?.(params.name, { force: params.force === true, signal: ctx.signal });

@@ -9,7 +9,17 @@ import { ProgressStep } from "./notifications.ts";
 import { SnapshotInfo, snapshotMethods, VmForkParams } from "./snapshot.ts";
 import { workspaceMethods } from "./workspace.ts";
 
-export const VmState = z.enum(["created", "starting", "running", "paused", "stopping", "stopped", "error"]);
+/** `suspended`: the guest's memory is on disk and no VMM runs; `vm resume` (or an exec) restores it. */
+export const VmState = z.enum([
+  "created",
+  "starting",
+  "running",
+  "paused",
+  "suspended",
+  "stopping",
+  "stopped",
+  "error",
+]);
 export type VmState = z.infer<typeof VmState>;
 
 export const VmmKind = z.enum(["qemu", "firecracker"]);
@@ -265,6 +275,7 @@ export const methods = {
   "vm.kill": { params: ByName, result: VmInfo },
   "vm.pause": { params: ByName, result: VmInfo },
   "vm.resume": { params: ByName, result: VmInfo },
+  "vm.suspend": { params: ByName, result: VmInfo },
   /**
    * Without `force` a delete is refused while the VM's workspace holds
    * unexported work, and then while the VM is running or paused; with it

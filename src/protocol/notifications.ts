@@ -47,6 +47,7 @@ export const ProgressStep = z.enum([
   /** A start from a snapshot: memory loaded, then the clone's own identity. */
   "vm.restore",
   "vm.identity",
+  "vm.suspend",
   "snapshot.save",
   "snapshot.publish",
   "image.rootfs",

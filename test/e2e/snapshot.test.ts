@@ -4,12 +4,16 @@
  * process, a file on tmpfs) and on disk; two clones restored from its
  * snapshot side by side each see all of it, have their own address, name,
  * host key and machine-id, resolve each other by name, write without
- * affecting each other or the source, and have the host's clock. A
- * mismatched restore and deleting a snapshot in use are refused. Nothing
- * is left behind.
+ * affecting each other or the source, and have the host's clock. The
+ * source, suspended to disk, survives a daemon kill -9 with its process and
+ * files, and an exec wakes it. A mismatched restore and deleting a
+ * snapshot in use are refused. Nothing is left behind.
  */
 import assert from "node:assert/strict";
+import { readFileSync } from "node:fs";
 import { after, before, describe, it } from "node:test";
+import { setTimeout as sleep } from "node:timers/promises";
+import { daemonPid } from "../helpers/cli.ts";
 import { createE2eEnv, type E2eEnv, e2eSkipReason } from "../helpers/e2e.ts";
 
 const skip = e2eSkipReason();
@@ -98,6 +102,32 @@ describe("snapshots and clones on real guests (QEMU)", { skip }, () => {
     assert.equal(await exec("src", "cat /root/mine 2>/dev/null || echo absent"), "absent");
   });
 
+  it("suspends to disk, survives a daemon kill -9, and resumes with its process and files", async () => {
+    const state = async (vm: string) =>
+      JSON.parse((await env.banger(["vm", "show", vm, "--json"])).stdout).state;
+    const suspended = await env.banger(["vm", "suspend", "src"]);
+    assert.equal(suspended.code, 0, suspended.stderr);
+    assert.equal(await state("src"), "suspended");
+    const qemuBefore = env.qemuPids().length;
+    const pid = daemonPid(env.home)!;
+    process.kill(pid, "SIGKILL");
+    while (alive(pid)) await sleep(20);
+    // The next command starts a new daemon, which reconciles: the VM stays suspended, with no VMM.
+    assert.equal(await state("src"), "suspended");
+    assert.equal(env.qemuPids().length, qemuBefore, "no VMM was started for the suspended VM");
+    const resumed = await env.banger(["vm", "resume", "src"]);
+    assert.equal(resumed.code, 0, resumed.stderr);
+    assert.equal(await state("src"), "running");
+    assert.equal(await exec("src", "cat /run/memproof /root/marker"), "in-memory\non-disk");
+    assert.match(await exec("src", `tr '\\0' ' ' </proc/${holderPid}/cmdline`), /held-by-a-process/);
+    const clock = Number(await exec("src", "date +%s.%N"));
+    assert.ok(Math.abs(clock - Date.now() / 1000) < 2, `the resumed clock is the host's (${clock})`);
+    // Any exec wakes a suspended VM.
+    assert.equal((await env.banger(["vm", "suspend", "src"])).code, 0);
+    assert.equal(await exec("src", "cat /run/memproof"), "in-memory");
+    assert.equal(await state("src"), "running");
+  });
+
   it("refuses a mismatched restore and deleting a snapshot in use, then deletes cleanly", async () => {
     const mismatch = await env.banger(["vm", "create", "c3", "--from", "warm", "--cpus", "2"]);
     assert.equal(mismatch.code, MISMATCH_STATUS, mismatch.stderr);
@@ -120,3 +150,14 @@ describe("snapshots and clones on real guests (QEMU)", { skip }, () => {
     assert.deepEqual(env.taps(), []);
   });
 });
+
+/** Alive and not a zombie (a killed daemon's parent may not have reaped it yet). */
+function alive(pid: number): boolean {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+    const state = stat.slice(stat.lastIndexOf(")") + 2, stat.lastIndexOf(")") + 3);
+    return state !== "Z" && state !== "X";
+  } catch {
+    return false;
+  }
+}

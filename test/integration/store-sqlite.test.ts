@@ -72,6 +72,30 @@ describe("store on a real SQLite file", () => {
     store.close();
   });
 
+  it("migrates a version-4 database to allow `suspended`, keeping which snapshot backs each clone", () => {
+    const file = join(dir.path, "v4.db");
+    const db = new DatabaseSync(file);
+    db.exec("PRAGMA foreign_keys = ON");
+    for (const migration of migrations.slice(0, 4)) db.exec(migration);
+    db.exec("PRAGMA user_version = 4");
+    db.prepare(
+      `INSERT INTO vms VALUES ('c1','clone','img1','debian-bookworm','qemu',1,512,2,'10.77.0.3','52:54:00:00:00:03','running',NULL,'t0','t1')`,
+    ).run();
+    db.prepare(
+      `INSERT INTO snapshots VALUES ('s1','warm','src','img1','debian-bookworm','qemu',1,512,2,'/s1',0,'t0')`,
+    ).run();
+    db.prepare("INSERT INTO vm_snapshot VALUES ('c1','s1')").run();
+    assert.throws(() => db.prepare("UPDATE vms SET state = 'suspended'").run(), /CHECK constraint failed/);
+    db.close();
+    const store = openStore(file);
+    assert.equal(store.schemaVersion(), migrations.length);
+    assert.equal(store.snapshotOfVm("c1"), "s1", "the clone's link survives the table's rebuild");
+    store.setVmState("c1", "suspended", null, "t2");
+    assert.equal(store.getVmByName("clone")?.state, "suspended");
+    assert.throws(() => store.deleteSnapshot("s1"), /FOREIGN KEY/, "the link still refuses the delete");
+    store.close();
+  });
+
   it("refuses a database from a newer banger", () => {
     const file = join(dir.path, "newer.db");
     const db = new DatabaseSync(file);

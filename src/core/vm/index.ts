@@ -56,9 +56,11 @@ export function validateVmName(name: string): string {
 /** Allowed transitions of the durable state machine. */
 const transitions: Record<VmState, readonly VmState[]> = {
   created: ["starting", "stopped", "error"],
-  starting: ["running", "stopped", "error"],
-  running: ["paused", "stopping", "stopped", "error"],
-  paused: ["running", "stopping", "stopped", "error"],
+  // A resume from disk that fails leaves the VM suspended, its state kept for a retry.
+  starting: ["running", "suspended", "stopped", "error"],
+  running: ["paused", "suspended", "stopping", "stopped", "error"],
+  paused: ["running", "suspended", "stopping", "stopped", "error"],
+  suspended: ["starting", "stopped", "error"],
   stopping: ["stopped", "error"],
   stopped: ["starting", "error"],
   error: ["starting", "stopped"],

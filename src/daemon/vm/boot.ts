@@ -253,13 +253,16 @@ export function startLocked(ctx: VmContext, vm: VmRecord, options: OpOptions): P
 /**
  * Runs `steps` as a start: state `starting`, each step's undo on one stack,
  * `running` at the end; on failure the stack unwinds and the VM is left in
- * `error` with the reason (a restore from a snapshot is the other list).
+ * `failedState` (`error`, or `suspended` for a resume from disk, whose state
+ * stays for a retry) with the reason. A restore from a snapshot and a
+ * resume from disk are the other lists.
  */
 export async function runBoot(
   ctx: VmContext,
   vm: VmRecord,
   steps: readonly BootStep[],
   options: OpOptions,
+  failedState: "error" | "suspended" = "error",
 ): Promise<VmRecord> {
   const image = ctx.deps.store.getImageById(vm.imageId);
   if (!image) {
@@ -298,7 +301,7 @@ export async function runBoot(
       .catch((undoError: unknown) =>
         ctx.deps.logger.error("undo after failed start failed", { vm: vm.name, err: String(undoError) }),
       );
-    ctx.setState(current, "error", reason);
+    ctx.setState(current, failedState, reason);
     if (isCancelled(error)) throw error;
     // The failed check's hint, both logs (vmm.log is where a disk lock or ENOMEM shows), then the step's own hint.
     const logs = `the VMM's own log is ${paths.vmmLog}; the guest console is ${paths.console} (\`banger vm logs ${vm.name}\`)`;

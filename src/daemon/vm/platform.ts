@@ -174,6 +174,10 @@ export interface VmFiles {
   readHandles(path: string): Promise<VmHandles | undefined>;
   writeHandles(path: string, handles: VmHandles): Promise<void>;
   removeFile(path: string): Promise<void>;
+  /** rename(2): atomic within the VM's directory. */
+  rename(from: string, to: string): Promise<void>;
+  /** Writes `value` as JSON, atomically, mode 0600. */
+  writeJson(path: string, value: unknown): Promise<void>;
   /** Moves the file to `<path>.1`, if it exists. */
   rotate(path: string): Promise<void>;
   /** The last `bytes` bytes as text. */

@@ -44,6 +44,8 @@ export interface RestoreFrom {
   snapshotId: string;
   dir: string;
   manifest: SnapshotManifest;
+  /** What progress calls the saved state; defaults to `snapshot NAME`. */
+  label?: string;
 }
 
 /** Output a guest step may print (the host key line is short); more is cut off. */
@@ -69,7 +71,7 @@ export function restoreLocked(
 }
 
 /** Checks the snapshot against this VM's machine, then starts a VMM from its state (undo: kill it). */
-function restoreVmm(from: RestoreFrom): BootStep {
+export function restoreVmm(from: RestoreFrom): BootStep {
   return async (run, stack) => {
     const { ctx, vm, driver, signal } = run;
     const snapshots = driver.snapshots;
@@ -86,13 +88,14 @@ function restoreVmm(from: RestoreFrom): BootStep {
       kernel: { file: basename(spec.kernel), sizeBytes: await ctx.deps.files.size(spec.kernel) },
     });
     await ctx.deps.files.rotate(run.paths.console);
-    run.progress({ step: "vm.restore", message: `restoring ${vm.name} from snapshot ${from.manifest.name}` });
+    const label = from.label ?? `snapshot ${from.manifest.name}`;
+    run.progress({ step: "vm.restore", message: `restoring ${vm.name} from ${label}` });
     await recordVmm(run, stack, await snapshots.restore(spec, from.dir, signal));
   };
 }
 
 /** The restore readiness checks: the guest channel answers, without the guest's network. */
-async function awaitChannel(run: Parameters<BootStep>[0], stack: AsyncDisposableStack): Promise<void> {
+export async function awaitChannel(run: Parameters<BootStep>[0], stack: AsyncDisposableStack): Promise<void> {
   const { ctx, vm, driver, signal } = run;
   const vmm = run.vmm!;
   const guest = {

@@ -35,6 +35,7 @@ import type { RestoreFrom } from "./restore.ts";
 import { type SavedState, saveLocked } from "./snapshot.ts";
 import { pauseOrResume, releaseRuntime, stopLocked } from "./stop.ts";
 import { killStrayVmms } from "./strays.ts";
+import { discardSuspended, resumeSuspendedLocked, suspendLocked } from "./suspend.ts";
 
 export type { OpOptions, VmServiceDeps } from "./context.ts";
 
@@ -56,8 +57,10 @@ export interface VmService {
   kill(name: string): Promise<VmInfo>;
   /** Freezes a running VM's vCPUs; its memory, disk and network stay. */
   pause(name: string): Promise<VmInfo>;
-  /** Lets a paused VM run again. */
-  resume(name: string): Promise<VmInfo>;
+  /** Lets a paused VM run again, or restores a suspended one from disk. */
+  resume(name: string, options: OpOptions): Promise<VmInfo>;
+  /** Writes a running or paused VM's memory to disk and ends its VMM (./suspend.ts). */
+  suspend(name: string, options: OpOptions): Promise<VmInfo>;
   delete(name: string): Promise<void>;
   exec(name: string, exec: GuestExec): Promise<GuestExecResult>;
   proxy(name: string, port: number, signal: AbortSignal): Promise<Socket>;
@@ -114,6 +117,12 @@ export function createVmService(deps: VmServiceDeps): VmService {
     return vmLocks.run(vm.id, () => op(ctx.byName(name)));
   };
 
+  /** A graceful stop of whatever state the VM is in (a suspended VM's state is discarded). */
+  const stopAny = async (fresh: VmRecord, options: OpOptions): Promise<VmRecord> => {
+    if (fresh.state === "suspended") return discardSuspended(ctx, fresh);
+    return isAtRest(fresh.state) ? fresh : stopLocked(ctx, fresh, "graceful", options);
+  };
+
   return {
     create: (params, options, from) => createVm(ctx, params, options, from),
 
@@ -131,6 +140,7 @@ export function createVmService(deps: VmServiceDeps): VmService {
       locked(name, async (fresh) => {
         if (fresh.state === "running" && (await ctx.isAlive(fresh))) return ctx.toInfo(fresh);
         if (fresh.state === "paused" && (await ctx.isAlive(fresh))) throw ctx.notRunning(fresh);
+        if (fresh.state === "suspended") return ctx.toInfo(await resumeSuspendedLocked(ctx, fresh, options));
         let current = fresh;
         if (mayHoldRuntime(fresh.state)) {
           await releaseRuntime(ctx, fresh, await ctx.handles.load(fresh));
@@ -139,22 +149,36 @@ export function createVmService(deps: VmServiceDeps): VmService {
         return ctx.toInfo(await startLocked(ctx, current, options));
       }),
 
-    stop: (name, options) =>
-      locked(name, async (fresh) =>
-        ctx.toInfo(isAtRest(fresh.state) ? fresh : await stopLocked(ctx, fresh, "graceful", options)),
-      ),
+    stop: (name, options) => locked(name, async (fresh) => ctx.toInfo(await stopAny(fresh, options))),
 
     restart: (name, options) =>
       locked(name, async (fresh) => {
-        const stopped = isAtRest(fresh.state) ? fresh : await stopLocked(ctx, fresh, "graceful", options);
+        const stopped = await stopAny(fresh, options);
         return ctx.toInfo(await startLocked(ctx, stopped, options));
       }),
 
-    kill: (name) => locked(name, async (fresh) => ctx.toInfo(await stopLocked(ctx, fresh, "kill"))),
+    kill: (name) =>
+      locked(name, async (fresh) =>
+        ctx.toInfo(
+          fresh.state === "suspended"
+            ? await discardSuspended(ctx, fresh)
+            : await stopLocked(ctx, fresh, "kill"),
+        ),
+      ),
 
     pause: (name) => locked(name, async (fresh) => ctx.toInfo(await pauseOrResume(ctx, fresh, "pause"))),
 
-    resume: (name) => locked(name, async (fresh) => ctx.toInfo(await pauseOrResume(ctx, fresh, "resume"))),
+    resume: (name, options) =>
+      locked(name, async (fresh) =>
+        ctx.toInfo(
+          fresh.state === "suspended"
+            ? await resumeSuspendedLocked(ctx, fresh, options)
+            : await pauseOrResume(ctx, fresh, "resume"),
+        ),
+      ),
+
+    suspend: (name, options) =>
+      locked(name, async (fresh) => ctx.toInfo(await suspendLocked(ctx, fresh, options))),
 
     async delete(name) {
       const vm = ctx.byName(name);
@@ -169,7 +193,19 @@ export function createVmService(deps: VmServiceDeps): VmService {
     },
 
     async exec(name, exec) {
-      const vm = ctx.byName(name);
+      let vm = ctx.byName(name);
+      // Any exec wakes a suspended VM (`vm.suspend_after_idle` counts on it).
+      if (vm.state === "suspended") {
+        vm = await vmLocks.run(vm.id, async () => {
+          const fresh = ctx.byName(name);
+          return fresh.state === "suspended"
+            ? resumeSuspendedLocked(ctx, fresh, {
+                signal: exec.signal ?? new AbortController().signal,
+                progress: () => {},
+              })
+            : fresh;
+        });
+      }
       if (vm.state !== "running" || !(await ctx.isAlive(vm))) throw ctx.notRunning(vm);
       const result = await ctx.channel.exec(ctx.target(vm), exec);
       // ssh's 255 is also what a VM that stopped (or was deleted) under the command looks like.

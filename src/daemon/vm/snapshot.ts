@@ -124,7 +124,8 @@ async function holdsSyncedFiles(ctx: VmContext, record: string): Promise<boolean
   }
 }
 
-async function stateBytes(ctx: VmContext, dir: string): Promise<number> {
+/** Bytes of a saved state's files (the state, and the memory where the VMM keeps it apart). */
+export async function stateBytes(ctx: VmContext, dir: string): Promise<number> {
   let total = 0;
   for (const file of [SnapshotFiles.state, SnapshotFiles.memory])
     total += await ctx.deps.files.size(join(dir, file));

@@ -9,6 +9,14 @@ import { BangerError, ErrorCode } from "../../protocol/index.ts";
 import { type AgentSession, openAgentSession } from "./session.ts";
 
 const RETRY_MS = 100;
+/**
+ * How long one connection waits for the agent's HELLO before it is closed
+ * and made again. Closing tells the guest the host went away, so an agent
+ * whose stream state came from elsewhere (a guest restored from a snapshot
+ * or a suspend, whose agent still holds its source's session) resets and
+ * resynchronises on the next HELLO instead of waiting out the deadline.
+ */
+const HELLO_ATTEMPT_MS = 3000;
 
 /**
  * Connects to the agent and waits for its HELLO, retrying while the socket
@@ -31,7 +39,10 @@ export async function connectAgent(options: {
         hint: "`banger vm logs NAME` shows the guest console",
       });
     }
-    const attempt = AbortSignal.any([signal, AbortSignal.timeout(Math.max(1, deadlineMs - Date.now()))]);
+    const attempt = AbortSignal.any([
+      signal,
+      AbortSignal.timeout(Math.max(1, Math.min(HELLO_ATTEMPT_MS, deadlineMs - Date.now()))),
+    ]);
     try {
       const socket = await openStream(endpoint, attempt);
       return await openAgentSession(socket, attempt);

@@ -158,6 +158,30 @@ export const migrations: readonly string[] = [
      snapshot_id TEXT NOT NULL REFERENCES snapshots(id)
    ) STRICT;
    CREATE INDEX vm_snapshot_snapshot ON vm_snapshot(snapshot_id);`,
+  // 5: the `suspended` state. The rebuild's DROP cascades into vm_snapshot, so its rows are kept aside.
+  `CREATE TEMP TABLE vm_snapshot_keep AS SELECT * FROM vm_snapshot;
+   CREATE TABLE vms_v5 (
+     id TEXT PRIMARY KEY,
+     name TEXT NOT NULL UNIQUE,
+     image_id TEXT NOT NULL,
+     image_name TEXT NOT NULL,
+     vmm TEXT NOT NULL,
+     cpus INTEGER NOT NULL,
+     memory_mib INTEGER NOT NULL,
+     disk_gib INTEGER NOT NULL,
+     guest_ip TEXT NOT NULL UNIQUE,
+     mac TEXT NOT NULL,
+     state TEXT NOT NULL CHECK (state IN ('created','starting','running','paused','suspended','stopping','stopped','error')),
+     last_error TEXT,
+     created_at TEXT NOT NULL,
+     updated_at TEXT NOT NULL
+   ) STRICT;
+   INSERT INTO vms_v5 SELECT * FROM vms;
+   DROP TABLE vms;
+   ALTER TABLE vms_v5 RENAME TO vms;
+   CREATE INDEX vms_image ON vms(image_id);
+   INSERT INTO vm_snapshot SELECT * FROM vm_snapshot_keep;
+   DROP TABLE vm_snapshot_keep;`,
 ];
 
 /**

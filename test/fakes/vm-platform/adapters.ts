@@ -188,6 +188,8 @@ export function fakeFiles({ faults, ledger, log }: FakeHost): VmFiles {
       ledger.release({ kind: "dir", id: dir }, { kind: "dir-remove", path: dir });
     },
     readHandles: through("files.readHandles", real.readHandles),
+    rename: through("files.rename", real.rename),
+    writeJson: through("files.writeJson", real.writeJson),
     async writeHandles(path, handles) {
       faults.step("files.writeHandles");
       await real.writeHandles(path, handles);
