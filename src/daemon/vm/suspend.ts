@@ -44,7 +44,7 @@ import { stateBytes } from "./snapshot.ts";
 import { releaseRuntime } from "./stop.ts";
 
 /** The VM directory's entry holding a suspended VM's state. */
-export const SUSPEND_DIR = "suspended";
+const SUSPEND_DIR = "suspended";
 const MANIFEST_MAX_BYTES = 1024 * 1024;
 
 const suspendDir = (ctx: VmContext, vm: VmRecord) => join(ctx.paths(vm).dir, SUSPEND_DIR);
