@@ -6,6 +6,11 @@
  * - "vm-fork": `banger vm fork SRC NEW --count 8` next to `--count 1`,
  *   alternating; the clones and their snapshot are deleted untimed after
  *   each. The notes give the state's and a clone's disk bytes.
+ * - "vm-suspend": `banger vm resume SRC` of the suspended source next to
+ *   `banger vm start SRC` (a cold boot of the same, stopped VM),
+ *   alternating; the suspend before each resume and the stop before each
+ *   start are untimed, the suspends' times go in the notes with both per
+ *   GiB of guest RAM.
  */
 import { bangerChecked } from "./env.ts";
 import { pairedRow, type RowResult } from "./report.ts";
@@ -23,6 +28,13 @@ export const VM_FORK_ROW = {
   benchmark: "vm fork SRC NEW --count 8 vs --count 1",
   unit: "ms",
   goal: "≤2x",
+} as const;
+
+export const VM_SUSPEND_ROW = {
+  id: "vm-suspend",
+  benchmark: "vm resume of a suspended VM vs vm start (cold)",
+  unit: "ms",
+  goal: "-",
 } as const;
 
 const RUNS = 5;
@@ -98,9 +110,42 @@ export async function benchSnapshotRows(ctx: VmContext, selected: ReadonlySet<st
         ]),
       );
     }
+    if (selected.has(VM_SUSPEND_ROW.id)) results.push(await benchSuspend(ctx, sizes.stateBytes));
   } finally {
-    await bangerChecked(ctx.env, ["vm", "delete", SOURCE], VM_TIMEOUT_MS).catch(() => undefined);
+    await bangerChecked(ctx.env, ["vm", "delete", "--force", SOURCE], VM_TIMEOUT_MS).catch(() => undefined);
     await bangerChecked(ctx.env, ["snapshot", "rm", SNAPSHOT], VM_TIMEOUT_MS).catch(() => undefined);
   }
   return results;
+}
+
+/** Resume from disk against a cold start of the same VM; suspend times in the notes. */
+async function benchSuspend(ctx: VmContext, stateBytes: number): Promise<RowResult> {
+  const suspendMs: number[] = [];
+  const resume = async () => {
+    suspendMs.push((await bangerChecked(ctx.env, ["vm", "suspend", SOURCE], VM_TIMEOUT_MS)).ms);
+    return (await bangerChecked(ctx.env, ["vm", "resume", SOURCE], VM_TIMEOUT_MS)).ms;
+  };
+  const coldStart = async () => {
+    await bangerChecked(ctx.env, ["vm", "stop", SOURCE], VM_TIMEOUT_MS);
+    return (await bangerChecked(ctx.env, ["vm", "start", SOURCE], VM_TIMEOUT_MS)).ms;
+  };
+  const samples = await alternate({
+    runs: RUNS,
+    budgetMs: BUDGET_MS,
+    signal: ctx.env.signal,
+    banger: resume,
+    baseline: coldStart,
+    afterEach: (run, resumeMs, startMs) =>
+      ctx.log(
+        `vm-suspend: run ${run}: suspend ${suspendMs.at(-1)} ms, resume ${resumeMs} ms, cold start ${startMs} ms`,
+      ),
+  });
+  const gib = ctx.defaults.memoryMib / 1024;
+  const median = (values: readonly number[]) =>
+    [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)] ?? 0;
+  const perGib = (ms: number) => Math.round(ms / gib);
+  return pairedRow(VM_SUSPEND_ROW, samples, [
+    `${samples.banger.length} runs each, alternating, on ${SOURCE} (${ctx.defaults.memoryMib} MiB); CLI spawn to exit`,
+    `suspend p50 ${median(suspendMs)} ms (${perGib(median(suspendMs))} ms per GiB of guest RAM), resume p50 ${median(samples.banger)} ms (${perGib(median(samples.banger))} ms per GiB); memory file about ${(stateBytes / 1024 ** 2).toFixed(1)} MiB (the snapshot's state of the same VM)`,
+  ]);
 }

@@ -6,6 +6,7 @@
 import { parse as parseToml } from "smol-toml";
 import { z } from "zod";
 import { BangerError, ErrorCode } from "../../protocol/index.ts";
+import { parseDurationMs } from "../units.ts";
 
 const DaemonSection = z
   .object({
@@ -41,6 +42,17 @@ const VmSection = z
       .default([]),
     /** Seconds a graceful stop waits at each step (power button, then quit). */
     stop_timeout_s: z.number().int().min(1).max(600).default(15),
+    /**
+     * `off`, or a duration (30s, 10m, 1h): a running VM with no exec in
+     * flight and no traffic on its tap for that long is suspended to disk;
+     * the next exec resumes it.
+     */
+    suspend_after_idle: z
+      .string()
+      .default("off")
+      .refine((value) => value === "off" || parseDurationMs(value) !== undefined, {
+        message: "must be 'off' or a duration such as 30s, 10m or 1h",
+      }),
   })
   .strict();
 

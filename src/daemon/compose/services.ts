@@ -83,6 +83,8 @@ export interface Services {
   dockerfiles: DockerfileBuilds;
   promote: Promote;
   vms: VmService;
+  /** Per-VM locks; background passes skip a VM whose lock is held. */
+  vmLocks: KeyedLocks;
   snapshots: SnapshotService;
   stats: VmStatsService;
   createOps: OperationRegistry<VmInfo>;
@@ -304,6 +306,7 @@ export async function buildServices(deps: ServiceDeps, life: AsyncDisposableStac
     ]);
   return {
     runner,
+    vmLocks,
     images,
     oci,
     dockerfiles,

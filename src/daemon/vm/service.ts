@@ -61,6 +61,8 @@ export interface VmService {
   resume(name: string, options: OpOptions): Promise<VmInfo>;
   /** Writes a running or paused VM's memory to disk and ends its VMM (./suspend.ts). */
   suspend(name: string, options: OpOptions): Promise<VmInfo>;
+  /** Exec events (starts and ends) of a VM since the daemon started, and how many run now. */
+  execActivity(vmId: string): { events: number; inFlight: number };
   delete(name: string): Promise<void>;
   exec(name: string, exec: GuestExec): Promise<GuestExecResult>;
   proxy(name: string, port: number, signal: AbortSignal): Promise<Socket>;
@@ -115,6 +117,16 @@ export function createVmService(deps: VmServiceDeps): VmService {
   const locked = <T>(name: string, op: (fresh: VmRecord) => Promise<T>): Promise<T> => {
     const vm = ctx.byName(name);
     return vmLocks.run(vm.id, () => op(ctx.byName(name)));
+  };
+
+  const execs = new Map<string, { events: number; inFlight: number }>();
+  const execActivity = (vmId: string) => {
+    let activity = execs.get(vmId);
+    if (!activity) {
+      activity = { events: 0, inFlight: 0 };
+      execs.set(vmId, activity);
+    }
+    return activity;
   };
 
   /** A graceful stop of whatever state the VM is in (a suspended VM's state is discarded). */
@@ -192,6 +204,8 @@ export function createVmService(deps: VmServiceDeps): VmService {
       });
     },
 
+    execActivity: (vmId) => ({ ...execActivity(vmId) }),
+
     async exec(name, exec) {
       let vm = ctx.byName(name);
       // Any exec wakes a suspended VM (`vm.suspend_after_idle` counts on it).
@@ -207,7 +221,13 @@ export function createVmService(deps: VmServiceDeps): VmService {
         });
       }
       if (vm.state !== "running" || !(await ctx.isAlive(vm))) throw ctx.notRunning(vm);
-      const result = await ctx.channel.exec(ctx.target(vm), exec);
+      const activity = execActivity(vm.id);
+      activity.events++;
+      activity.inFlight++;
+      const result = await ctx.channel.exec(ctx.target(vm), exec).finally(() => {
+        activity.events++;
+        activity.inFlight--;
+      });
       // ssh's 255 is also what a VM that stopped (or was deleted) under the command looks like.
       if (result.exitCode === 255) {
         const fresh = store.getVmById(vm.id);
