@@ -14,6 +14,7 @@ import {
   type OperationInfo,
   type VmInfo,
 } from "../protocol/index.ts";
+import type { PoolService } from "./pool/index.ts";
 import type { HandlerContext, HandlerTable } from "./rpc/server.ts";
 import type { SnapshotService } from "./snapshot/index.ts";
 import type { OpOptions, VmService, VmStatsService } from "./vm/index.ts";
@@ -28,12 +29,16 @@ export interface VmHandlerDeps {
   beforeDelete?: (name: string, options: { force: boolean; signal: AbortSignal }) => Promise<void>;
   /** The run defaults (ENTRYPOINT, CMD, ENV, WORKDIR, USER) of a VM's image, if it has any. */
   runDefaults?: (vmName: string) => RunDefaults | undefined;
+  /** Warm pools: a matching create takes a member; `vm.list` leaves members out. */
+  pool?: Pick<PoolService, "take" | "isMember">;
 }
 
 export function buildVmHandlers(deps: VmHandlerDeps): HandlerTable {
   const { vms, createOps, stats } = deps;
   const op = (ctx: HandlerContext) => ({ signal: ctx.signal, progress: ctx.progress });
-  const create = (params: CreateVmParams, options: OpOptions) => {
+  const create = async (params: CreateVmParams, options: OpOptions) => {
+    const taken = await deps.pool?.take(params, options);
+    if (taken) return taken;
     const { from } = params;
     return from === undefined
       ? vms.create(params, options)
@@ -60,7 +65,7 @@ export function buildVmHandlers(deps: VmHandlerDeps): HandlerTable {
       if (!snapshot) throw operationNotFound(params.operationId);
       return { operation: operationInfo(snapshot) };
     },
-    "vm.list": async () => ({ vms: await vms.list() }),
+    "vm.list": async () => ({ vms: (await vms.list()).filter((vm) => !deps.pool?.isMember(vm.id)) }),
     "vm.show": (params) => vms.show(params.name),
     "vm.start": (params, ctx) => vms.start(params.name, op(ctx)),
     "vm.stop": (params, ctx) => vms.stop(params.name, op(ctx)),

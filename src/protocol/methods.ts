@@ -6,6 +6,7 @@
  */
 import { z } from "zod";
 import { ProgressStep } from "./notifications.ts";
+import { poolMethods } from "./pool.ts";
 import { SnapshotInfo, snapshotMethods, VmForkParams } from "./snapshot.ts";
 import { workspaceMethods } from "./workspace.ts";
 
@@ -458,6 +459,7 @@ export const methods = {
     result: z.object({ snapshot: SnapshotInfo, vms: z.array(VmInfo) }),
   },
   ...snapshotMethods,
+  ...poolMethods,
   ...workspaceMethods,
 } as const;
 

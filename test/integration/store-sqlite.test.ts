@@ -42,7 +42,7 @@ describe("store on a real SQLite file", () => {
         name: string;
       }[]
     ).map((row) => row.name);
-    assert.deepEqual(tables, ["images", "snapshots", "vm_snapshot", "vms"]);
+    assert.deepEqual(tables, ["images", "pool_members", "snapshots", "vm_snapshot", "vms"]);
     db.close();
     // Reopening is a no-op migration.
     const again = openStore(file);

@@ -133,6 +133,31 @@ const ImageSection = z
   })
   .strict();
 
+/**
+ * A warm pool (`[[pool]]`): `count` VMs made ahead from a snapshot (restored)
+ * or an image (booted; the default image when neither is given), kept paused; a `vm run` or `vm create` whose spec
+ * matches takes one instead of starting a VM.
+ */
+const PoolEntry = z
+  .object({
+    /** Names the pool in `pool ls` and its members' names (`pool-NAME-…`). */
+    name: z
+      .string()
+      .regex(/^[a-z0-9]([a-z0-9-]{0,14}[a-z0-9])?$/, {
+        message: "must be 1-16 lowercase letters, digits or inner hyphens",
+      })
+      .default("default"),
+    snapshot: z.string().min(1).optional(),
+    image: z.string().min(1).optional(),
+    count: z.number().int().min(1).max(32).default(2),
+    /** The most guest memory the pool's paused members may hold; fewer members are kept if it is less than count × memory. */
+    memory_budget_mib: z.number().int().min(128).optional(),
+  })
+  .strict()
+  .refine((entry) => entry.snapshot === undefined || entry.image === undefined, {
+    message: "give a snapshot or an image, not both (neither: the default image)",
+  });
+
 const ConfigSchema = z
   .object({
     daemon: DaemonSection.default(DaemonSection.parse({})),
@@ -141,8 +166,15 @@ const ConfigSchema = z
     network: NetworkSection.default(NetworkSection.parse({})),
     image: ImageSection.default(ImageSection.parse({})),
     auth: AuthSection.default(AuthSection.parse({})),
+    pool: z
+      .array(PoolEntry)
+      .default([])
+      .refine((entries) => new Set(entries.map((entry) => entry.name)).size === entries.length, {
+        message: "each [[pool]] needs its own name",
+      }),
   })
   .strict();
+export type PoolConfig = z.infer<typeof PoolEntry>;
 
 export type Config = z.infer<typeof ConfigSchema>;
 

@@ -106,7 +106,7 @@ export function planCloneIdentity(identity: CloneIdentity): GuestStep[] {
     // The agent credits the bytes and forces a CRNG reseed at once, so two clones' generators diverge
     // before the host key is made (a plain write to /dev/urandom waits for the kernel's next reseed).
     { name: "rng", argv: [GUEST_AGENT_PATH, "reseed"], stdin: identity.seed },
-    { name: "hostname", argv: program("banger-hostname", HOSTNAME_SCRIPT, [identity.hostname]) },
+    hostnameStep(identity.hostname),
     { name: "host-key", argv: program("banger-host-key", HOST_KEY_SCRIPT, []) },
     {
       name: "network",
@@ -118,6 +118,14 @@ export function planCloneIdentity(identity: CloneIdentity): GuestStep[] {
       ]),
     },
   ];
+}
+
+/** Gives a running guest a new hostname (a warm pool member taken under the taker's name). */
+export function hostnameStep(hostname: string): GuestStep {
+  if (!HOSTNAME.test(hostname)) {
+    throw new BangerError(ErrorCode.INTERNAL, `clone identity: bad hostname '${hostname}'`);
+  }
+  return { name: "hostname", argv: program("banger-hostname", HOSTNAME_SCRIPT, [hostname]) };
 }
 
 /** Sets the guest's clock to `epochMs` (the host's time when the step runs). */

@@ -11,17 +11,14 @@ import { homedir } from "node:os";
 import type { Config } from "../../core/config/index.ts";
 import type { Logger } from "../../core/log/index.ts";
 import { type Layout, resolveLayout } from "../../core/paths/index.ts";
-import { idleSuspendMs } from "../../core/vm/index.ts";
 import { BangerError, BUILD_VERSION, ErrorCode, PROTOCOL_VERSION } from "../../protocol/index.ts";
 import { loadConfigFile } from "../../sys/config/index.ts";
 import { groupIdByName } from "../../sys/host/index.ts";
 import { acquireDaemonLock } from "../../sys/lock/index.ts";
 import { createFileLogger } from "../../sys/log/index.ts";
-import { readLinkBytes } from "../../sys/network/index.ts";
 import { readOpenFileLimit } from "../../sys/proc/index.ts";
 import { openStore, type Store } from "../../sys/store/index.ts";
 import { buildHandlers, type DaemonInfo } from "../handlers.ts";
-import { createIdleSuspender } from "../idle-suspend.ts";
 import { ociMetaOf } from "../image/oci.ts";
 import { buildImageHandlers } from "../image-handlers.ts";
 import { buildNetworkHandlers } from "../network-handlers.ts";
@@ -29,8 +26,8 @@ import { createRpcServer } from "../rpc/server.ts";
 import { buildSnapshotHandlers } from "../snapshot-handlers.ts";
 import { buildVmHandlers } from "../vm-handlers.ts";
 import { buildWorkspaceHandlers } from "../workspace-handlers.ts";
+import { startBackground } from "./background.ts";
 import { ensureHostFeatures, type RegisterCapabilities, registerCapabilities } from "./capabilities.ts";
-import { startSerialInterval } from "./reaper.ts";
 import { buildServices, type Services } from "./services.ts";
 
 export interface DaemonOptions {
@@ -49,9 +46,6 @@ export interface Daemon {
 }
 
 /** VMMs that die on their own (guest poweroff, crash, OOM kill) are noticed within a second or two. */
-const REAP_INTERVAL_MS = 1000;
-/** How often idle VMs are looked for: a tenth of the idle time, between 1 s and 30 s. */
-const idleCheckMs = (idleMs: number) => Math.min(30_000, Math.max(1000, Math.round(idleMs / 10)));
 
 /** Opens state, listens on the socket and returns the running daemon. */
 export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
@@ -118,24 +112,11 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
       signal: shutdown.signal,
       logger,
     });
-    life.use(startSerialInterval(() => vms.reap(), REAP_INTERVAL_MS, logger.child({ task: "reaper" })));
-    const idleMs = idleSuspendMs(config.vm.suspend_after_idle);
-    if (idleMs !== undefined) {
-      const pass = createIdleSuspender({
-        idleMs,
-        listVms: () => vms.list(),
-        execActivity: (vmId) => vms.execActivity(vmId),
-        tapBytes: (tap) => readLinkBytes(tap),
-        isBusy: (vmId) => services.vmLocks.isLocked(vmId),
-        suspend: (name) => vms.suspend(name, { signal: shutdown.signal, progress: () => {} }),
-        now: () => Date.now(),
-        logger: logger.child({ task: "idle-suspend" }),
-      });
-      life.use(startSerialInterval(pass, idleCheckMs(idleMs), logger.child({ task: "idle-suspend" })));
-    }
+    const pool = await startBackground({ services, config, store, logger, signal: shutdown.signal, life });
     const info = daemonInfo({ layout, env: options.env, services, stop });
     const vmHandlers = buildVmHandlers({
       ...services,
+      pool,
       beforeDelete: async (name, o) => {
         if (!o.force) await services.workspaces.assertNothingUnexported(name, o.signal);
       },
@@ -155,6 +136,7 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
         : {}),
       ...buildWorkspaceHandlers({ ...services, auth: config.auth }),
       ...buildSnapshotHandlers(services),
+      "pool.list": async () => ({ pools: await pool.list() }),
     };
     const socketGid = await socketGroup(config, layout);
     const server = createRpcServer({

@@ -138,7 +138,8 @@ async function applyIdentity(run: Parameters<BootStep>[0]): Promise<void> {
   }
 }
 
-async function runGuestStep(
+/** Runs one identity step through the guest channel; its stdout, or BOOT_FAILED with the step's last stderr line. */
+export async function runGuestStep(
   ctx: VmContext,
   target: ReturnType<VmContext["target"]>,
   step: GuestStep,

@@ -27,6 +27,7 @@ import {
 } from "../../core/vm/index.ts";
 import { BangerError, type CreateVmParams, ErrorCode, type VmInfo } from "../../protocol/index.ts";
 import { startLocked } from "./boot.ts";
+import { claimLocked } from "./claim.ts";
 import { createVmContext, type OpOptions, type VmServiceDeps } from "./context.ts";
 import { createVm, removeVm } from "./create.ts";
 import type { GuestExec, GuestExecResult } from "./platform.ts";
@@ -61,6 +62,8 @@ export interface VmService {
   resume(name: string, options: OpOptions): Promise<VmInfo>;
   /** Writes a running or paused VM's memory to disk and ends its VMM (./suspend.ts). */
   suspend(name: string, options: OpOptions): Promise<VmInfo>;
+  /** Takes a paused warm pool member as `name` (or a generated name): rename, resume, hostname (./claim.ts). */
+  claim(memberId: string, name: string | undefined, options: OpOptions): Promise<VmInfo>;
   /** Exec events (starts and ends) of a VM since the daemon started, and how many run now. */
   execActivity(vmId: string): { events: number; inFlight: number };
   delete(name: string): Promise<void>;
@@ -205,6 +208,13 @@ export function createVmService(deps: VmServiceDeps): VmService {
     },
 
     execActivity: (vmId) => ({ ...execActivity(vmId) }),
+
+    claim: (memberId, name, options) =>
+      vmLocks.run(memberId, async () => {
+        const member = store.getVmById(memberId);
+        if (!member) throw new BangerError(ErrorCode.VM_NOT_FOUND, `pool member ${memberId} is gone`);
+        return ctx.toInfo(await claimLocked(ctx, member, name, options));
+      }),
 
     async exec(name, exec) {
       let vm = ctx.byName(name);

@@ -80,6 +80,12 @@ export interface Store {
   clonesOf(snapshotId: string): string[];
   /** The snapshot backing the VM's disk, if any. */
   snapshotOfVm(vmId: string): string | undefined;
+  /** Renames a VM; the name's uniqueness is the table's. */
+  renameVm(id: string, name: string, updatedAt: string): void;
+  addPoolMember(vmId: string, pool: string): void;
+  /** False when the VM was not (or no longer) a member: exactly one taker wins. */
+  removePoolMember(vmId: string): boolean;
+  poolMembers(): { vmId: string; pool: string }[];
 }
 
 /** Forward-only. Never edit a shipped step; append a new one. */
@@ -182,6 +188,12 @@ export const migrations: readonly string[] = [
    CREATE INDEX vms_image ON vms(image_id);
    INSERT INTO vm_snapshot SELECT * FROM vm_snapshot_keep;
    DROP TABLE vm_snapshot_keep;`,
+  // 6: warm pool members: VMs kept paused for a matching create to take.
+  `CREATE TABLE pool_members (
+     vm_id TEXT PRIMARY KEY REFERENCES vms(id) ON DELETE CASCADE,
+     pool TEXT NOT NULL
+   ) STRICT;
+   CREATE INDEX pool_members_pool ON pool_members(pool);`,
 ];
 
 /**
@@ -358,6 +370,10 @@ function createStore(db: DatabaseSync): Store {
       "SELECT vms.name AS name FROM vm_snapshot JOIN vms ON vms.id = vm_snapshot.vm_id WHERE snapshot_id = ? ORDER BY vms.name",
     ),
     snapshotOfVm: db.prepare("SELECT snapshot_id FROM vm_snapshot WHERE vm_id = ?"),
+    renameVm: db.prepare("UPDATE vms SET name = ?, updated_at = ? WHERE id = ?"),
+    addPoolMember: db.prepare("INSERT INTO pool_members (vm_id, pool) VALUES (?, ?)"),
+    removePoolMember: db.prepare("DELETE FROM pool_members WHERE vm_id = ?"),
+    poolMembers: db.prepare("SELECT vm_id, pool FROM pool_members ORDER BY pool, vm_id"),
   };
   return {
     close: () => db.close(),
@@ -424,6 +440,11 @@ function createStore(db: DatabaseSync): Store {
     linkClone: (vmId, snapshotId) => void q.linkClone.run(vmId, snapshotId),
     clonesOf: (snapshotId) => (q.clonesOf.all(snapshotId) as Row[]).map((row) => row.name as string),
     snapshotOfVm: (vmId) => (q.snapshotOfVm.get(vmId) as Row | undefined)?.snapshot_id as string | undefined,
+    renameVm: (id, name, updatedAt) => void q.renameVm.run(name, updatedAt, id),
+    addPoolMember: (vmId, pool) => void q.addPoolMember.run(vmId, pool),
+    removePoolMember: (vmId) => Number(q.removePoolMember.run(vmId).changes) > 0,
+    poolMembers: () =>
+      (q.poolMembers.all() as Row[]).map((row) => ({ vmId: row.vm_id as string, pool: row.pool as string })),
   };
 }
 
