@@ -136,6 +136,12 @@ async function applyIdentity(run: Parameters<BootStep>[0]): Promise<void> {
     const key = parseHostKeyLine(output);
     if (key) await ctx.deps.guest.pinKey({ key, ip: vm.guestIp, knownHostsFile: target.knownHostsFile });
   }
+  // Again through the agent, last: the steps took a while, and the agent's set is the precise one.
+  await ctx.deps.agents
+    ?.setClock(vm.id, target.agent)
+    .catch((error: unknown) =>
+      ctx.deps.logger.warn("setting the guest clock failed", { vm: vm.name, err: String(error) }),
+    );
 }
 
 /** Runs one identity step through the guest channel; its stdout, or BOOT_FAILED with the step's last stderr line. */

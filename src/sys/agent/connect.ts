@@ -86,11 +86,12 @@ function hybridVsockConnect(socket: Socket, port: number, signal: AbortSignal): 
       socket.pause();
       socket.off("data", onData);
       socket.off("close", onClose);
+      socket.off("error", onClose);
       signal.removeEventListener("abort", onClose);
     };
     const onClose = () => {
       cleanup();
-      socket.destroy();
+      discard(socket);
       reject(new BangerError(ErrorCode.GUEST_UNREACHABLE, `vsock port ${port} refused the connection`));
     };
     const onData = (chunk: Buffer) => {
@@ -103,7 +104,7 @@ function hybridVsockConnect(socket: Socket, port: number, signal: AbortSignal): 
       cleanup();
       const text = line.subarray(0, end).toString("latin1");
       if (!text.startsWith("OK ")) {
-        socket.destroy();
+        discard(socket);
         reject(new BangerError(ErrorCode.GUEST_UNREACHABLE, `vsock CONNECT ${port} answered "${text}"`));
         return;
       }
@@ -113,7 +114,18 @@ function hybridVsockConnect(socket: Socket, port: number, signal: AbortSignal): 
     };
     socket.on("data", onData);
     socket.once("close", onClose);
+    socket.once("error", onClose);
     signal.addEventListener("abort", onClose, { once: true });
     socket.write(`CONNECT ${port}\n`);
   });
+}
+
+/**
+ * Ends a socket given up on. Its late errors (a reset from a VMM that is
+ * going away) have nobody to tell and must not reach the process as an
+ * unhandled 'error'.
+ */
+function discard(socket: Socket): void {
+  socket.on("error", () => {});
+  socket.destroy();
 }
