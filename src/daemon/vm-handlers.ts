@@ -65,7 +65,7 @@ export function buildVmHandlers(deps: VmHandlerDeps): HandlerTable {
       if (!snapshot) throw operationNotFound(params.operationId);
       return { operation: operationInfo(snapshot) };
     },
-    "vm.list": async () => ({ vms: (await vms.list()).filter((vm) => !deps.pool?.isMember(vm.id)) }),
+    "vm.list": async () => ({ vms: (await vms.list()).filter((vm) => !deps.pool?.isMember(vm)) }),
     "vm.show": (params) => vms.show(params.name),
     "vm.start": (params, ctx) => vms.start(params.name, op(ctx)),
     "vm.stop": (params, ctx) => vms.stop(params.name, op(ctx)),

@@ -108,7 +108,7 @@ describe("the pool service on the fake platform", () => {
     assert.equal(taken?.state, "running");
     assert.ok(full?.members.some((member) => member.guestIp === taken?.guestIp));
     assert.equal(w.renames(), 1);
-    assert.equal(w.service.isMember(taken!.id), false);
+    assert.equal(w.service.isMember(taken!), false);
     const hostname = w.platform.events.all.find(
       (event) =>
         event.kind === "exec" &&

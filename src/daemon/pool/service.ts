@@ -56,13 +56,16 @@ export interface PoolService {
   /** Waits for the filling passes in flight (daemon stop). */
   settle(): Promise<void>;
   list(): Promise<PoolInfo[]>;
-  isMember(vmId: string): boolean;
+  /** A member, or a VM the pool is making to become one. */
+  isMember(vm: { id: string; name: string }): boolean;
 }
 
 export function createPoolService(deps: PoolServiceDeps): PoolService {
   const { store, vms, logger } = deps;
   const fillLocks = new Map(deps.pools.map((pool) => [pool.name, new Mutex()]));
   const inFlight = new Set<Promise<void>>();
+  /** Names of members being made (not yet linked in pool_members). */
+  const making = new Set<string>();
   const op: OpOptions = { signal: deps.signal, progress: () => {} };
 
   const membersOf = (pool: string) =>
@@ -81,6 +84,7 @@ export function createPoolService(deps: PoolServiceDeps): PoolService {
   const makeMember = async (pool: PoolConfig): Promise<void> => {
     const name = poolMemberName(pool.name, randomBytes(3).toString("hex"));
     let made: VmInfo | undefined;
+    making.add(name);
     try {
       made =
         pool.snapshot !== undefined
@@ -92,6 +96,8 @@ export function createPoolService(deps: PoolServiceDeps): PoolService {
     } catch (error) {
       if (made) await vms.delete(name).catch(() => undefined);
       throw error;
+    } finally {
+      making.delete(name);
     }
   };
 
@@ -178,6 +184,6 @@ export function createPoolService(deps: PoolServiceDeps): PoolService {
       });
     },
 
-    isMember: (vmId) => store.poolMembers().some((member) => member.vmId === vmId),
+    isMember: (vm) => making.has(vm.name) || store.poolMembers().some((member) => member.vmId === vm.id),
   };
 }
