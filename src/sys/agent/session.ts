@@ -306,13 +306,28 @@ function exitResult(frame: Frame): ExecResult {
   return signal !== 0 ? { exitCode: null, signal: signalName(signal) } : { exitCode: code, signal: null };
 }
 
-const ERRNO = { EPERM: 1, ENOENT: 2, EACCES: 13, ENOTDIR: 20, EISDIR: 21, EINVAL: 22, EMFILE: 24, EROFS: 30 };
+const ERRNO = {
+  EPERM: 1,
+  ENOENT: 2,
+  ESRCH: 3,
+  EACCES: 13,
+  ENOTDIR: 20,
+  EISDIR: 21,
+  EINVAL: 22,
+  EMFILE: 24,
+  EROFS: 30,
+};
 
 /** An ERROR frame (u32 errno, message) as a BangerError with a code a user can act on. */
 function agentError(payload: Buffer): BangerError {
   const errno = payload.length >= 4 ? payload.readUInt32BE(0) : 0;
   const message = `guest: ${payload.subarray(4).toString("utf8")}`;
   switch (errno) {
+    case ERRNO.ESRCH:
+      // The agent's answer to a user or group its guest does not have (agent.c resolve_user).
+      return new BangerError(ErrorCode.INVALID_PARAMS, message, {
+        hint: "name a user and group of the guest's /etc/passwd and /etc/group, or give numbers (`-u 1000:1000`); for an image's USER, fix it or pass `-u`",
+      });
     case ERRNO.ENOENT:
     case ERRNO.ENOTDIR:
     case ERRNO.EISDIR:
