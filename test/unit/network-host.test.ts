@@ -186,12 +186,10 @@ describe("systemd-resolved routing of the zone", () => {
   });
 
   it("reports the resolvectl call that failed and its error", async () => {
-    const runner = new FakeRunner()
-      .on(["resolvectl", "dns"])
-      .on(["resolvectl", "domain"], {
-        code: 1,
-        stderr: "Failed to set domain configuration: Access denied\n",
-      });
+    const runner = new FakeRunner().on(["resolvectl", "dns"]).on(["resolvectl", "domain"], {
+      code: 1,
+      stderr: "Failed to set domain configuration: Access denied\n",
+    });
     assert.deepEqual(await route(runner, true), {
       ok: false,
       detail: "`resolvectl domain banger0 ~vm` failed: Failed to set domain configuration: Access denied",
