@@ -72,15 +72,11 @@ export async function benchDns(options: {
     async () =>
       void (await runChecked(["taskset", "-a", "-p", mask, String(options.daemon.pid)], { timeoutMs: 5000 })),
   );
+  /** argv run in the bench namespace on the row's CPU. */
+  const pinned = (...argv: string[]) => ["netns", "exec", netns, "taskset", "-c", CPU, ...argv];
   const dnsmasq = spawn(
     "ip",
-    [
-      "netns",
-      "exec",
-      netns,
-      "taskset",
-      "-c",
-      CPU,
+    pinned(
       "dnsmasq",
       "--keep-in-foreground",
       "--no-resolv",
@@ -93,29 +89,16 @@ export async function benchDns(options: {
       "--pid-file=",
       "--user=root",
       "--cache-size=1000",
-    ],
+    ),
     { stdio: "ignore" },
   );
   if (dnsmasq.pid !== undefined) options.onPid(dnsmasq.pid);
   stack.defer(async () => {
     if (dnsmasq.pid !== undefined) await stopPid(dnsmasq.pid, 2000);
   });
-  const floor = spawn(
-    "ip",
-    [
-      "netns",
-      "exec",
-      netns,
-      "taskset",
-      "-c",
-      CPU,
-      env.node,
-      join(env.root, "bench", "dns-floor.ts"),
-      FLOOR,
-      guestIp,
-    ],
-    { stdio: ["pipe", "pipe", "ignore"] },
-  );
+  const floor = spawn("ip", pinned(env.node, join(env.root, "bench", "dns-floor.ts"), FLOOR, guestIp), {
+    stdio: ["pipe", "pipe", "ignore"],
+  });
   if (floor.pid !== undefined) options.onPid(floor.pid);
   stack.defer(async () => {
     floor.stdin.end();
@@ -129,20 +112,16 @@ export async function benchDns(options: {
   const result = await run(
     [
       "ip",
-      "netns",
-      "exec",
-      netns,
-      "taskset",
-      "-c",
-      CPU,
-      env.node,
-      join(env.root, "bench", "dns-client.ts"),
-      "bench-dns.vm",
-      String(QUERIES),
-      String(BLOCK),
-      BANGER,
-      DNSMASQ,
-      FLOOR,
+      ...pinned(
+        env.node,
+        join(env.root, "bench", "dns-client.ts"),
+        "bench-dns.vm",
+        String(QUERIES),
+        String(BLOCK),
+        BANGER,
+        DNSMASQ,
+        FLOOR,
+      ),
     ],
     { timeoutMs: 120_000 },
   );

@@ -30,19 +30,17 @@ function query(name: string, id: number, type: "A" | "AAAA" = "A"): Buffer {
   });
 }
 
-/** Sends datagrams from one socket; `next` waits for the next reply, or undefined after `ms`. */
-function udpClient(port: number) {
-  const socket: UdpSocket = createSocket("udp4");
+/** Replies in arrival order; `next` waits for one, or gives undefined after `ms` or once `ended`. */
+function replyQueue(ended: () => boolean = () => false) {
   const replies: Buffer[] = [];
   let wake: (() => void) | undefined;
-  socket.on("message", (message: Buffer) => {
-    replies.push(message);
-    wake?.();
-  });
   return {
-    send: (message: Buffer) => socket.send(message, port, "127.0.0.1"),
+    push(...messages: Buffer[]) {
+      replies.push(...messages);
+      wake?.();
+    },
     async next(ms = 2000): Promise<Buffer | undefined> {
-      if (replies.length === 0) {
+      if (replies.length === 0 && !ended()) {
         await new Promise<void>((resolve) => {
           const timer = setTimeout(resolve, ms);
           wake = () => {
@@ -54,6 +52,17 @@ function udpClient(port: number) {
       wake = undefined;
       return replies.shift();
     },
+  };
+}
+
+/** Sends datagrams from one socket; `next` waits for the next reply, or undefined after `ms`. */
+function udpClient(port: number) {
+  const socket: UdpSocket = createSocket("udp4");
+  const replies = replyQueue();
+  socket.on("message", (message: Buffer) => replies.push(message));
+  return {
+    send: (message: Buffer) => socket.send(message, port, "127.0.0.1"),
+    next: replies.next,
     close: () => socket.close(),
   };
 }
@@ -110,17 +119,13 @@ async function tcpClient(port: number) {
   const socket: Socket = connect({ host: "127.0.0.1", port });
   await once(socket, "connect");
   const reader = createDnsFrameReader();
-  const replies: Buffer[] = [];
   let closed = false;
-  let wake: (() => void) | undefined;
-  socket.on("data", (chunk: Buffer) => {
-    replies.push(...reader.push(chunk).messages);
-    wake?.();
-  });
+  const replies = replyQueue(() => closed);
+  socket.on("data", (chunk: Buffer) => replies.push(...reader.push(chunk).messages));
   socket.on("error", () => undefined);
   socket.on("close", () => {
     closed = true;
-    wake?.();
+    replies.push();
   });
   return {
     socket,
@@ -128,19 +133,7 @@ async function tcpClient(port: number) {
       return closed;
     },
     write: (bytes: Buffer) => new Promise<void>((resolve) => socket.write(bytes, () => resolve())),
-    async next(ms = 2000): Promise<Buffer | undefined> {
-      if (replies.length === 0 && !closed) {
-        await new Promise<void>((resolve) => {
-          const timer = setTimeout(resolve, ms);
-          wake = () => {
-            clearTimeout(timer);
-            resolve();
-          };
-        });
-      }
-      wake = undefined;
-      return replies.shift();
-    },
+    next: replies.next,
     close: () => socket.destroy(),
   };
 }
