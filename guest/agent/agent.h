@@ -77,5 +77,7 @@ void reap_children(void);
 /* files.c */
 void on_file(int type, uint32_t id, unsigned char *p, size_t len);
 void on_clock(uint32_t id, const unsigned char *p, size_t len);
+/* STAT, LIST, MKDIR, LINK, SETATTR: answered at once, no channel kept. */
+void on_tree(int type, uint32_t id, unsigned char *p, size_t len);
 
 #endif

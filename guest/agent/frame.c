@@ -146,6 +146,11 @@ static void on_frame(int type, int stream, uint32_t id, unsigned char *p, size_t
   case BG_READ:
   case BG_WRITE: on_file(type, id, p, len); return;
   case BG_CLOCK: on_clock(id, p, len); return;
+  case BG_STAT:
+  case BG_LIST:
+  case BG_MKDIR:
+  case BG_LINK:
+  case BG_SETATTR: on_tree(type, id, p, len); return;
   default: break;
   }
   if (!(c = find_chan(id))) return; /* a channel that already ended: late frames are normal */

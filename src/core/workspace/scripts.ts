@@ -119,53 +119,6 @@ tar -c -C "$out" .
 `;
 
 /**
- * Extracts a tar from stdin to $1 with docker cp's rules. $2 is what the
- * tar holds: `file` or `dir` (one entry named $3) or `contents` (a
- * directory's entries). $4 = 1 keeps the tar's uid/gid.
- * - $1 is an existing directory: the entry lands inside it (contents: merged into it);
- * - $1 does not exist: the entry becomes $1 (its parent must exist; a
- *   trailing '/' on $1 needs a directory source).
- * Prints the final path.
- */
-export const RECEIVE_SCRIPT = `set -eu
-dest=$1 source=$2 base=$3 keep=$4
-owner=--no-same-owner
-[ "$keep" = 1 ] && owner="--same-owner --numeric-owner"
-if [ -d "$dest" ]; then
-  # shellcheck disable=SC2086
-  tar -x -p $owner -C "$dest" -f -
-  case $source in contents) echo "$dest" ;; *) echo "$dest/$base" ;; esac
-  exit 0
-fi
-case $dest in */) if [ "$source" = file ]; then echo "banger: $dest is not a directory" >&2; exit 20; fi ;; esac
-trimmed=\${dest%/}
-parent=$(dirname -- "$trimmed")
-if [ ! -d "$parent" ]; then echo "banger: $parent: no such directory" >&2; exit 2; fi
-stage=$(mktemp -d "$parent/.banger-cp.XXXXXX")
-trap 'rm -rf -- "$stage"' EXIT
-# shellcheck disable=SC2086
-tar -x -p $owner -C "$stage" -f -
-if [ "$source" = contents ]; then mv -- "$stage" "$trimmed"; trap - EXIT; else mv -- "$stage/$base" "$trimmed"; fi
-echo "$trimmed"
-`;
-
-/**
- * Writes $1 as a tar on stdout: one entry named after its last component
- * (a symlink is copied as a link), or, for a path ending in '/.', the
- * directory's contents. Prints nothing else on stdout.
- */
-export const SEND_SCRIPT = `set -eu
-src=$1
-case $src in
-  */.) [ -d "$src" ] || { echo "banger: $src: not a directory" >&2; exit 2; }; exec tar -c -C "$src" . ;;
-esac
-if [ ! -e "$src" ] && [ ! -L "$src" ]; then echo "banger: $src: no such file or directory" >&2; exit 2; fi
-trimmed=\${src%/}
-[ -n "$trimmed" ] || trimmed=/
-exec tar -c -C "$(dirname -- "$trimmed")" -- "$(basename -- "$trimmed")"
-`;
-
-/**
  * Installs auth material read from a tar on stdin (made by the daemon from
  * what the CLI sent): `authorized_keys` becomes ~/.ssh/authorized_keys2
  * (sshd reads it beside the daemon's own authorized_keys); `identity`
