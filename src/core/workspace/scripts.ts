@@ -13,9 +13,11 @@ export function shellProgram(name: string, script: string, args: readonly string
 /**
  * Imports a prepare payload (a tar on stdin) as a git repository at $1.
  * $2 = 1 for read-only, $3 = branch ('' for a detached HEAD), $4 = HEAD
- * commit. The payload holds `repo.bundle` (or `repo.git/`, a shallow bare
- * clone), `staged.patch`, `unstaged.patch`, `untracked.tar` and
- * `sub-N.bundle` with `submodules` (NUL-separated `path` then `commit`).
+ * commit. The payload holds `pack/` (a pack of the history with its index,
+ * made on the host: moved into place, never re-indexed here) and maybe
+ * `shallow`, or `repo.git/` (a shallow bare clone); `staged.patch`,
+ * `unstaged.patch`, `untracked.tar` and `sub-N.bundle` with `submodules`
+ * (NUL-separated `path` then `commit`).
  * Everything is built in a staging directory beside $1 and renamed into
  * place last, so a reader never sees half an import; $1 must not exist.
  */
@@ -36,8 +38,9 @@ if [ -d "$stage/in/repo.git" ]; then
   git -C "$tree" config core.bare false
   git -C "$tree" remote remove origin 2>/dev/null || true
 else
-  git clone -q --no-checkout -- "$stage/in/repo.bundle" "$tree"
-  git -C "$tree" remote remove origin
+  git -c init.defaultBranch=banger-import init -q -- "$tree"
+  mv -- "$stage/in/pack/"* "$tree/.git/objects/pack/"
+  if [ -f "$stage/in/shallow" ]; then mv -- "$stage/in/shallow" "$tree/.git/shallow"; fi
 fi
 cd -- "$tree"
 if [ -n "$branch" ]; then git checkout -q -B "$branch" "$head"; else git checkout -q --detach "$head"; fi
