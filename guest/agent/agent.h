@@ -59,6 +59,8 @@ void send_frame(int type, int stream, uint32_t id, const void *payload, size_t l
 void send_u32(int type, int stream, uint32_t id, uint32_t v);
 void send_exit(uint32_t id, int32_t code, uint32_t sig);
 void send_error(uint32_t id, int err, const char *what);
+/* An ERROR whose message is `msg` as it is (no strerror appended). */
+void send_error_text(uint32_t id, int err, const char *msg);
 struct chan *find_chan(uint32_t id);
 struct chan *new_chan(uint32_t id, enum kind kind);
 void drop_chan(struct chan *c);

@@ -29,6 +29,11 @@ struct exec_req {
   const char *cwd, *user;
   int tty, stdin_pipe, detach;
   unsigned short cols, rows;
+  /* `user` resolved by resolve_user, in the agent before the fork. */
+  uid_t uid;
+  gid_t gid;
+  int own_groups; /* no group given: the user's own primary and supplementary groups */
+  char user_name[256], user_home[2048];
 };
 
 /* Records are "a=ARG", "e=K=V", "w=DIR", "u=USER", "t=COLS,ROWS", "i=1" (stdin is a pipe),
@@ -90,6 +95,51 @@ static void close_extra_fds(void) {
   for (int fd = 3; fd < 4096; fd++) close(fd);
 }
 
+/* Digits only, at most a uid_t: the number in *out. */
+static int parse_id(const char *s, unsigned long *out) {
+  char *end;
+  if (!*s || strspn(s, "0123456789") != strlen(s) || strlen(s) > 10) return 0;
+  *out = strtoul(s, &end, 10);
+  return *out <= 0xfffffffeUL;
+}
+
+/*
+ * docker's "user[:group]": each part a name from the guest's /etc/passwd or
+ * /etc/group, or a number. A uid with no passwd entry runs with gid 0 and
+ * HOME=/; with a group, the process has that group only. -1 with `why`
+ * filled when a name is unknown.
+ */
+static int resolve_user(struct exec_req *r, char *why, size_t cap) {
+  char spec[256];
+  if (snprintf(spec, sizeof spec, "%s", r->user) >= (int)sizeof spec) {
+    snprintf(why, cap, "user '%.64s...' is too long", r->user);
+    return -1;
+  }
+  char *group = strchr(spec, ':');
+  if (group) *group++ = 0;
+  unsigned long n;
+  int numeric = parse_id(spec, &n);
+  struct passwd *pw = numeric ? getpwuid((uid_t)n) : getpwnam(spec);
+  if (!pw && !numeric) {
+    snprintf(why, cap, "unknown user '%s': the guest's /etc/passwd has no such user", spec);
+    return -1;
+  }
+  r->uid = pw ? pw->pw_uid : (uid_t)n;
+  r->gid = pw ? pw->pw_gid : 0;
+  snprintf(r->user_name, sizeof r->user_name, "%s", pw ? pw->pw_name : spec);
+  snprintf(r->user_home, sizeof r->user_home, "%s", pw && pw->pw_dir && *pw->pw_dir ? pw->pw_dir : "/");
+  r->own_groups = pw && !group;
+  if (group) {
+    struct group *gr = parse_id(group, &n) ? NULL : getgrnam(group);
+    if (!gr && !parse_id(group, &n)) {
+      snprintf(why, cap, "unknown group '%s': the guest's /etc/group has no such group", group);
+      return -1;
+    }
+    r->gid = gr ? gr->gr_gid : (gid_t)n;
+  }
+  return 0;
+}
+
 /* In the child: session, user, environment, directory, then exec. Never returns. */
 static void child_exec(struct exec_req *r) {
   close_extra_fds();
@@ -98,28 +148,19 @@ static void child_exec(struct exec_req *r) {
   sigprocmask(SIG_SETMASK, &none, NULL);
   for (int s = 1; s < 65; s++) signal(s, SIG_DFL);
 
-  struct passwd *pw = NULL;
-  uid_t uid = getuid();
-  gid_t gid = getgid();
   const char *home = "/", *name = "root";
   if (r->user) {
-    char *end;
-    unsigned long n = strtoul(r->user, &end, 10);
-    int numeric = *r->user && !*end;
-    pw = numeric ? getpwuid((uid_t)n) : getpwnam(r->user);
-    if (!pw && !numeric) { errno = ENOENT; child_fail("unknown user", r->user, 126); }
-    uid = pw ? pw->pw_uid : (uid_t)n;
-    gid = pw ? pw->pw_gid : (gid_t)n;
-    name = pw ? pw->pw_name : r->user;
-    if (pw && initgroups(pw->pw_name, gid) != 0) child_fail("initgroups", name, 126);
-    if (!pw && setgroups(1, &gid) != 0) child_fail("setgroups", name, 126);
-    if (setgid(gid) != 0) child_fail("setgid", name, 126);
-    if (setuid(uid) != 0) child_fail("setuid", name, 126);
+    name = r->user_name;
+    home = r->user_home;
+    if (r->own_groups ? initgroups(name, r->gid) != 0 : setgroups(1, &r->gid) != 0)
+      child_fail("setgroups", name, 126);
+    if (setgid(r->gid) != 0) child_fail("setgid", name, 126);
+    if (setuid(r->uid) != 0) child_fail("setuid", name, 126);
   } else {
-    pw = getpwuid(uid);
+    struct passwd *pw = getpwuid(getuid());
     if (pw) name = pw->pw_name;
+    if (pw && pw->pw_dir && *pw->pw_dir) home = pw->pw_dir;
   }
-  if (pw && pw->pw_dir && *pw->pw_dir) home = pw->pw_dir;
 
   static char *envp[MAX_RECORDS + 16];
   static char b_home[4096], b_user[512], b_logname[512];
@@ -217,6 +258,8 @@ void on_exec(uint32_t id, unsigned char *p, size_t len) {
   static struct exec_req req;
   if (find_chan(id)) { send_error(id, EEXIST, "channel in use"); return; }
   if (parse_exec(p, len, &req) != 0) { send_error(id, EINVAL, "malformed exec request"); return; }
+  char why[768];
+  if (req.user && resolve_user(&req, why, sizeof why) != 0) { send_error_text(id, ESRCH, why); return; }
   if (req.detach) {
     if (start_detached(&req) != 0) send_error(id, errno, "cannot start the process");
     else send_exit(id, 0, 0);

@@ -56,15 +56,18 @@ void send_exit(uint32_t id, int32_t code, uint32_t sig) {
   send_frame(BG_EXIT, 0, id, b, 8);
 }
 
+void send_error_text(uint32_t id, int err, const char *msg) {
+  unsigned char b[4 + 1024];
+  size_t n = strnlen(msg, 1024);
+  put32(b, (uint32_t)err);
+  memcpy(b + 4, msg, n);
+  send_frame(BG_ERROR, 0, id, b, 4 + n);
+}
+
 void send_error(uint32_t id, int err, const char *what) {
   char msg[1024];
-  unsigned char b[4 + sizeof msg];
-  int n = snprintf(msg, sizeof msg, "%s: %s", what, strerror(err));
-  if (n < 0) n = 0;
-  if ((size_t)n >= sizeof msg) n = sizeof msg - 1;
-  put32(b, (uint32_t)err);
-  memcpy(b + 4, msg, (size_t)n);
-  send_frame(BG_ERROR, 0, id, b, 4 + (size_t)n);
+  snprintf(msg, sizeof msg, "%s: %s", what, strerror(err));
+  send_error_text(id, err, msg);
 }
 
 struct chan *find_chan(uint32_t id) {

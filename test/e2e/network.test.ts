@@ -14,7 +14,7 @@ import { execFileSync, spawn } from "node:child_process";
 import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
-import { daemonPid } from "../helpers/cli.ts";
+import { daemonPid, TEST_IMAGE_ENV } from "../helpers/cli.ts";
 import { createE2eEnv, type E2eEnv, e2eSkipReason } from "../helpers/e2e.ts";
 import { createUpstream, UPLINK, UPSTREAM, UPSTREAM_OTHER, type Upstream } from "../helpers/upstream.ts";
 import { vmmConfig } from "./vm-suite.ts";
@@ -240,7 +240,7 @@ function defineNetworkSuite(vmm: "qemu" | "firecracker"): void {
         join(import.meta.dirname, "..", "..", "bin", "banger"),
         ["vm", "port-forward", "web", "0:8080"],
         {
-          env: { ...process.env, BANGER_HOME: env.home, BANGER_NETNS: env.netns },
+          env: { ...TEST_IMAGE_ENV, ...process.env, BANGER_HOME: env.home, BANGER_NETNS: env.netns },
           stdio: ["ignore", "pipe", "pipe"],
         },
       );

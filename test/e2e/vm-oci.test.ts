@@ -111,7 +111,8 @@ describe("OCI images of every shape boot and run their defaults (QEMU)", { skip 
         file("bin/busybox", readFileSync(BUSYBOX), 0o755),
         ...applets.map((applet) => link(`bin/${applet}`, "busybox")),
         dir("etc/"),
-        file("etc/passwd", "root:x:0:0:root:/root:/bin/sh\n"),
+        file("etc/passwd", "root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000:app:/srv:/bin/sh\n"),
+        file("etc/group", "root:x:0:\nstaff:x:50:app\napp:x:1000:\n"),
         // A file where banger's own would go in its default image: never overwritten.
         dir("usr/"),
         dir("usr/local/"),
@@ -194,6 +195,36 @@ describe("OCI images of every shape boot and run their defaults (QEMU)", { skip 
     ]);
     assert.equal(inside.code, 0, inside.stderr);
     assert.equal(inside.stdout, "bb\n1\nup\nmodules\nthe image's own\n");
+    // -u user[:group]: names from the image's /etc/passwd and /etc/group, or numbers; a group given is the only one.
+    const ids = async (user: string) => {
+      const r = await env.banger([
+        "vm",
+        "exec",
+        "-u",
+        user,
+        "bb",
+        "--",
+        "sh",
+        "-c",
+        'echo "$(id -u) $(id -g) $(id -G)"',
+      ]);
+      assert.equal(r.code, 0, r.stderr);
+      return r.stdout;
+    };
+    const own = (await ids("app")).trim().split(" ");
+    assert.deepEqual(
+      [own.slice(0, 2), [...new Set(own.slice(2))].sort()],
+      [
+        ["1000", "1000"],
+        ["1000", "50"],
+      ],
+    );
+    assert.equal(await ids("app:staff"), "1000 50 50\n");
+    assert.equal(await ids("4242:4343"), "4242 4343 4343\n");
+    const unknown = await env.banger(["vm", "exec", "-u", "app:nosuch", "bb", "--", "true"]);
+    assert.equal(unknown.code, 2);
+    assert.match(unknown.stderr, /unknown group 'nosuch': the guest's \/etc\/group has no such group/);
+    assert.match(unknown.stderr, /-u 1000:1000/);
     // Promoted, the VM's disk boots as an image of its own, with the file it wrote and the run defaults.
     const wrote = await env.banger(["vm", "exec", "bb", "--", "sh", "-c", "echo kept > /srv/note"]);
     assert.equal(wrote.code, 0, wrote.stderr);

@@ -383,6 +383,7 @@ function exitResult(frame: Frame): ExecResult {
 const ERRNO = {
   EPERM: 1,
   ENOENT: 2,
+  ESRCH: 3,
   EACCES: 13,
   EEXIST: 17,
   ENOTDIR: 20,
@@ -398,6 +399,11 @@ function agentError(payload: Buffer): BangerError {
   const message = `guest: ${payload.subarray(4).toString("utf8")}`;
   const data = { errno };
   switch (errno) {
+    case ERRNO.ESRCH:
+      // The agent's answer to a user or group its guest does not have (guest/agent/exec.c resolve_user).
+      return new BangerError(ErrorCode.INVALID_PARAMS, message, {
+        hint: "name a user and group of the guest's /etc/passwd and /etc/group, or give numbers (`-u 1000:1000`); for an image's USER, fix it or pass `-u`",
+      });
     case ERRNO.ENOENT:
     case ERRNO.EEXIST:
     case ERRNO.ENOTDIR:
