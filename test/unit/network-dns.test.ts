@@ -7,7 +7,9 @@ import {
   buildZone,
   checkQuery,
   createDnsCache,
+  createDnsFrameReader,
   fastZoneAnswer,
+  frameDnsMessage,
   parseEgressPolicy,
   parseResolvConf,
   parseSubnet,
@@ -218,6 +220,77 @@ describe("hostile DNS messages", () => {
       const check = checkQuery(message);
       if (check.ok) answerQuery({ zone, packet: check.packet, question: check.question });
       fastZoneAnswer(zone, message);
+    }
+  });
+});
+
+describe("DNS over TCP framing", () => {
+  const messages = [query("web.vm", "A", 1), query("db.vm", "AAAA", 2), Buffer.alloc(300, 7)];
+  const stream = Buffer.concat(messages.map(frameDnsMessage));
+
+  it("cuts whole messages out of a stream split at every possible place", () => {
+    for (let first = 0; first <= stream.length; first++) {
+      for (const second of [first, Math.min(stream.length, first + 1), Math.min(stream.length, first + 37)]) {
+        const reader = createDnsFrameReader();
+        const out = [
+          stream.subarray(0, first),
+          stream.subarray(first, second),
+          stream.subarray(second),
+        ].flatMap((chunk) => reader.push(Buffer.from(chunk)).messages);
+        assert.deepEqual(out, messages, `cut at ${first} and ${second}`);
+      }
+    }
+  });
+
+  it("reads pipelined messages from one chunk and a stream fed one byte at a time", () => {
+    assert.deepEqual(createDnsFrameReader().push(stream), { messages, broken: false });
+    const reader = createDnsFrameReader();
+    const out: Buffer[] = [];
+    for (const byte of stream) out.push(...reader.push(Buffer.from([byte])).messages);
+    assert.deepEqual(out, messages);
+  });
+
+  it("holds a partial message of the largest length until it is whole, and breaks on a zero length", () => {
+    const reader = createDnsFrameReader();
+    const none = { messages: [], broken: false };
+    assert.deepEqual(reader.push(Buffer.from([0xff, 0xff, 1, 2, 3])), none);
+    assert.deepEqual(reader.push(Buffer.alloc(65_535 - 4, 9)), none);
+    const [whole] = reader.push(Buffer.from([9])).messages;
+    assert.equal(whole?.length, 65_535);
+    assert.deepEqual(reader.push(Buffer.from([0])), none, "the second byte of a length is awaited");
+    assert.deepEqual(
+      reader.push(Buffer.from([0])),
+      { messages: [], broken: true },
+      "a zero length breaks the stream",
+    );
+    assert.deepEqual(reader.push(stream), { messages: [], broken: true }, "nothing is read after it");
+    const before = createDnsFrameReader().push(Buffer.concat([stream, Buffer.from([0, 0]), stream]));
+    assert.deepEqual(before, { messages, broken: true }, "what came before a zero length is kept");
+  });
+
+  it("frames a message with its length, cutting what no length can carry", () => {
+    assert.deepEqual(frameDnsMessage(Buffer.from([1, 2, 3])), Buffer.from([0, 3, 1, 2, 3]));
+    const framed = frameDnsMessage(Buffer.alloc(70_000));
+    assert.equal(framed.readUInt16BE(0), 65_535);
+    assert.equal(framed.length, 65_537);
+  });
+
+  it("fuzz: random streams never throw and never hold more than one message", () => {
+    let seed = 99;
+    const random = () => {
+      seed = (seed * 1103515245 + 12345) % 2 ** 31;
+      return seed / 2 ** 31;
+    };
+    for (let round = 0; round < 300; round++) {
+      const reader = createDnsFrameReader();
+      for (let chunk = 0; chunk < 20; chunk++) {
+        const bytes = Buffer.from(
+          Array.from({ length: Math.floor(random() * 600) }, () => Math.floor(random() * 256)),
+        );
+        const { messages: out, broken } = reader.push(bytes);
+        for (const message of out) assert.ok(message.length > 0 && message.length <= 65_535);
+        if (broken) break;
+      }
     }
   });
 });
