@@ -267,6 +267,10 @@ test("build: FROM a registry image, ARG, ENV, COPY, RUN and .dockerignore", { sk
   assert.equal(built.runDefaults?.workdir, "/app");
   assert.deepEqual(built.runDefaults?.cmd, ["/bin/busybox", "cat", "/app/run.txt"]);
   assert.deepEqual(readdirSync(join(env.home, "state", "images", ".staging")), []);
+  // -f is read from the current directory, as docker reads it; the error names the path it tried.
+  const noFile = await env.banger(["image", "build", "-t", "x", "-f", "no-such.Dockerfile", context]);
+  assert.equal(noFile.code, 2);
+  assert.match(noFile.stderr, new RegExp(`no Dockerfile at ${join(process.cwd(), "no-such.Dockerfile")}\n`));
   const broken = join(tmp.path, "broken");
   mkdirSync(broken);
   writeFileSync(
