@@ -45,8 +45,7 @@ export async function benchPublish(ctx: VmContext): Promise<RowResult> {
     ctx.env,
     [
       "vm",
-      "run",
-      "--name",
+      "exec",
       name,
       "--",
       "sh",

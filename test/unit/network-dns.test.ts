@@ -361,6 +361,7 @@ describe("the DNS feature's query path", () => {
   function feature(options: {
     upstream?: (message: Buffer) => Buffer | undefined;
     map?: Record<string, ReturnType<typeof parseEgressPolicy>>;
+    records?: () => { name: string; ip: string }[];
   }) {
     const forwarded: string[] = [];
     const allowed: string[] = [];
@@ -379,7 +380,7 @@ describe("the DNS feature's query path", () => {
         },
       },
       cache: createDnsCache({ maxEntries: 100, maxTtlSeconds: 600, nowMs: () => 0 }),
-      records: () => [{ name: "web", ip: "10.77.0.2" }],
+      records: options.records ?? (() => [{ name: "web", ip: "10.77.0.2" }]),
       routeHost: async () => ({ ok: false, detail: "not in unit tests" }),
       isLocalAddress: (address) => address === "192.0.2.9",
       anyVm: () => true,
@@ -390,6 +391,39 @@ describe("the DNS feature's query path", () => {
     });
     return { dns, forwarded, allowed };
   }
+
+  it("follows the VM list from the moment of each invalidation, on the fast path and the full one", async () => {
+    let vms = [{ name: "web", ip: "10.77.0.2" }];
+    let reads = 0;
+    const { dns } = feature({
+      records: () => {
+        reads++;
+        return vms;
+      },
+    });
+    const asked = async (name: string, type: "A" | "PTR" = "A") => {
+      const fast = type === "A" ? dns.answerNow(query(name, type), "10.77.0.9") : undefined;
+      const reply = fast ?? (await dns.handle(query(name, type), { address: "10.77.0.9", transport: "udp" }));
+      const packet = dnsPacket.decode(reply as Buffer);
+      return {
+        rcode: rcode(packet),
+        data: (packet.answers ?? []).map((answer) => ("data" in answer ? String(answer.data) : "")),
+      };
+    };
+    assert.deepEqual(await asked("web.vm"), { rcode: 0, data: ["10.77.0.2"] });
+    for (let i = 0; i < 100; i++) dns.answerNow(query("web.vm"), "10.77.0.9");
+    assert.equal(reads, 1, "answered names never read the VM list again");
+
+    vms = [...vms, { name: "db", ip: "10.77.0.3" }];
+    dns.invalidate(); // a create
+    assert.deepEqual(await asked("db.vm"), { rcode: 0, data: ["10.77.0.3"] });
+    assert.deepEqual(await asked("3.0.77.10.in-addr.arpa", "PTR"), { rcode: 0, data: ["db.vm"] });
+
+    vms = vms.filter((vm) => vm.name !== "web");
+    dns.invalidate(); // a delete
+    assert.deepEqual(await asked("web.vm"), { rcode: 3, data: [] });
+    assert.deepEqual(await asked("2.0.77.10.in-addr.arpa", "PTR"), { rcode: 3, data: [] });
+  });
 
   it("refuses askers other than guests, loopback and this namespace's addresses", async () => {
     const { dns, forwarded } = feature({ upstream: upstreamAnswer });
