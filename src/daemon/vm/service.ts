@@ -29,7 +29,7 @@ import { BangerError, type CreateVmParams, ErrorCode, type VmInfo } from "../../
 import { startLocked } from "./boot.ts";
 import { createVmContext, type OpOptions, type VmServiceDeps } from "./context.ts";
 import { createVm, removeVm } from "./create.ts";
-import type { GuestExec, GuestExecResult } from "./platform.ts";
+import type { GuestExec, GuestExecResult, GuestFiles } from "./platform.ts";
 import { type ReconcileResult, reap, reconcile } from "./recovery.ts";
 import { pauseOrResume, releaseRuntime, stopLocked } from "./stop.ts";
 import { killStrayVmms } from "./strays.ts";
@@ -51,6 +51,8 @@ export interface VmService {
   resume(name: string): Promise<VmInfo>;
   delete(name: string): Promise<void>;
   exec(name: string, exec: GuestExec): Promise<GuestExecResult>;
+  /** The running guest's files through its channel (no program in the guest needed). */
+  files(name: string): Promise<GuestFiles>;
   proxy(name: string, port: number, signal: AbortSignal): Promise<Socket>;
   logs(
     name: string,
@@ -175,6 +177,21 @@ export function createVmService(deps: VmServiceDeps): VmService {
         }
       }
       return result;
+    },
+
+    async files(name) {
+      const vm = ctx.byName(name);
+      if (vm.state !== "running" || !(await ctx.isAlive(vm))) throw ctx.notRunning(vm);
+      if (!ctx.channel.files) {
+        throw new BangerError(
+          ErrorCode.BAD_STATE,
+          `VM '${name}' is reached by a channel without file requests`,
+          {
+            hint: "file copies need banger's guest agent; restart the VM",
+          },
+        );
+      }
+      return ctx.channel.files(ctx.target(vm));
     },
 
     async proxy(name, port, signal) {
