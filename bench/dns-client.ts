@@ -1,15 +1,15 @@
 /**
- * Run inside the bench's namespace: `node dns-client.ts NAME A_HOST B_HOST
- * COUNT BLOCK` sends COUNT sequential UDP queries for NAME (A record) to
- * each of A_HOST:53 and B_HOST:53, in alternating blocks of BLOCK, from one
- * socket per server, and prints {"a": [µs...], "b": [µs...]} as JSON. A
- * query without an answer within 2 s ends it with exit status 1.
+ * Run inside the bench's namespace: `node dns-client.ts NAME COUNT BLOCK
+ * HOST...` sends COUNT sequential UDP queries for NAME (A record) to each
+ * HOST:53, in turn in blocks of BLOCK, from one socket per server, and
+ * prints {"HOST": [µs...], ...} as JSON. A query without an answer within
+ * 2 s ends it with exit status 1.
  */
 import { createSocket, type Socket } from "node:dgram";
 import { performance } from "node:perf_hooks";
 import dnsPacket from "dns-packet";
 
-const [name = "", hostA = "", hostB = "", countText = "2000", blockText = "200"] = process.argv.slice(2);
+const [name = "", countText = "2000", blockText = "200", ...hosts] = process.argv.slice(2);
 const count = Number(countText);
 const block = Number(blockText);
 
@@ -44,18 +44,17 @@ function client(host: string): { ask(id: number): Promise<number>; close(): void
   };
 }
 
-const a = client(hostA);
-const b = client(hostB);
-const samples = { a: [] as number[], b: [] as number[] };
+const clients = hosts.map((host) => ({ host, client: client(host), samples: [] as number[] }));
 let id = 1;
 for (let warm = 0; warm < 100; warm++) {
-  await a.ask(id++ % 65536);
-  await b.ask(id++ % 65536);
+  for (const { client } of clients) await client.ask(id++ % 65536);
 }
-while (samples.a.length < count) {
-  for (let i = 0; i < block; i++) samples.a.push(await a.ask(id++ % 65536));
-  for (let i = 0; i < block; i++) samples.b.push(await b.ask(id++ % 65536));
+while ((clients[0]?.samples.length ?? count) < count) {
+  for (const { client, samples } of clients) {
+    for (let i = 0; i < block; i++) samples.push(await client.ask(id++ % 65536));
+  }
 }
-a.close();
-b.close();
-process.stdout.write(`${JSON.stringify(samples)}\n`);
+for (const { client } of clients) client.close();
+process.stdout.write(
+  `${JSON.stringify(Object.fromEntries(clients.map(({ host, samples }) => [host, samples])))}\n`,
+);

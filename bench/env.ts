@@ -40,6 +40,8 @@ export function makeEnv(options: {
     ...process.env,
     BANGER_HOME: options.home,
     BANGER_IMAGE_CACHE: IMAGE_CACHE,
+    // The bench boots the small catalog image, the one the test suite shares in IMAGE_CACHE.
+    BANGER_DEFAULT_IMAGE: "debian-bookworm-minimal",
     BANGER_NO_AUTOSTART: "1",
   };
   delete bangerEnv.BANGER_FROM_SOURCE;

@@ -238,7 +238,7 @@ async function runRows(session: Session, selected: Set<RowId>, failures: string[
     results.push(
       ...(skip !== null || !running
         ? [skippedRow(DNS_ROW, skip ?? "no daemon")]
-        : await attempt(DNS_ROW, failures, () => benchDns({ env, log, onPid }))),
+        : await attempt(DNS_ROW, failures, () => benchDns({ env, daemon: running, log, onPid }))),
     );
   }
   if (selected.has("cli")) results.push(...(await attempt(CLI_ROW, failures, () => benchCli({ env, log }))));

@@ -1,6 +1,8 @@
-// Builds the default guest image once into the shared image cache
-// (BANGER_IMAGE_CACHE, default /var/tmp/banger-image-cache), so every e2e
-// test's daemon copies it instead of building its own. Uses a throwaway
+// Builds the test image (the small catalog image debian-bookworm-minimal,
+// which the test helpers and the bench make every daemon's default through
+// BANGER_DEFAULT_IMAGE) once into the shared image cache (BANGER_IMAGE_CACHE,
+// default /var/tmp/banger-image-cache), so every e2e test's daemon copies it
+// instead of building its own. The developer image is never built here. Uses a throwaway
 // BANGER_HOME and stops its daemon by pid afterwards.
 import { spawnSync } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
@@ -9,8 +11,13 @@ import { join } from "node:path";
 const root = join(import.meta.dirname, "..");
 const cache = process.env.BANGER_IMAGE_CACHE ?? "/var/tmp/banger-image-cache";
 const home = mkdtempSync("/tmp/bgi-");
-const env = { ...process.env, BANGER_HOME: home, BANGER_IMAGE_CACHE: cache };
-console.log(`prebuild-image: building the default image into ${cache} (cached after the first run)`);
+const env = {
+  BANGER_DEFAULT_IMAGE: "debian-bookworm-minimal",
+  ...process.env,
+  BANGER_HOME: home,
+  BANGER_IMAGE_CACHE: cache,
+};
+console.log(`prebuild-image: building the test image into ${cache} (cached after the first run)`);
 const started = Date.now();
 const build = spawnSync(join(root, "bin/banger"), ["image", "build-default"], {
   env,

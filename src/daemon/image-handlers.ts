@@ -21,6 +21,8 @@ export interface ImageHandlerDeps {
   promote: Promote;
   vms: Pick<VmService, "delete">;
   store: Pick<Store, "listVms">;
+  /** vm.default_image, marked in the catalog listing. */
+  defaultImage: string;
 }
 
 const ACTIVE = new Set(["starting", "running", "paused", "stopping"]);
@@ -95,6 +97,7 @@ export function buildImageHandlers(deps: ImageHandlerDeps): HandlerTable {
         name: entry.name,
         kind: entry.kind,
         description: entry.description,
+        default: entry.name === deps.defaultImage,
         present: images.list().some((image) => image.name === entry.name),
       })),
     }),

@@ -432,7 +432,14 @@ export const methods = {
     params: Empty,
     result: z.object({
       entries: z.array(
-        z.object({ name: z.string(), kind: z.string(), description: z.string(), present: z.boolean() }),
+        z.object({
+          name: z.string(),
+          kind: z.string(),
+          description: z.string(),
+          /** The daemon's vm.default_image. */
+          default: z.boolean(),
+          present: z.boolean(),
+        }),
       ),
     }),
   },

@@ -5,8 +5,8 @@
  * service but DNS, no spoofed source), 10 MB both ways through a published
  * port and through `vm port-forward`, `vm ports`, an egress list and its
  * live switch, exactly one copy of every rule and the published port back
- * after a kill -9 and restart, and nothing left after delete and
- * `daemon stop --stop-vms`. QEMU runs all of it; the Firecracker double the
+ * after a kill -9 and restart, nothing left after delete and
+ * `daemon stop --stop-vms`, and all of it back with the next daemon's VM. QEMU runs all of it; the Firecracker double the
  * NAT and DNS cases.
  */
 import assert from "node:assert/strict";
@@ -14,7 +14,7 @@ import { execFileSync, spawn } from "node:child_process";
 import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
-import { daemonPid } from "../helpers/cli.ts";
+import { daemonPid, TEST_IMAGE_ENV } from "../helpers/cli.ts";
 import { createE2eEnv, type E2eEnv, e2eSkipReason } from "../helpers/e2e.ts";
 import { createUpstream, UPLINK, UPSTREAM, UPSTREAM_OTHER, type Upstream } from "../helpers/upstream.ts";
 import { vmmConfig } from "./vm-suite.ts";
@@ -240,7 +240,7 @@ function defineNetworkSuite(vmm: "qemu" | "firecracker"): void {
         join(import.meta.dirname, "..", "..", "bin", "banger"),
         ["vm", "port-forward", "web", "0:8080"],
         {
-          env: { ...process.env, BANGER_HOME: env.home, BANGER_NETNS: env.netns },
+          env: { ...TEST_IMAGE_ENV, ...process.env, BANGER_HOME: env.home, BANGER_NETNS: env.netns },
           stdio: ["ignore", "pipe", "pipe"],
         },
       );
@@ -293,7 +293,7 @@ function defineNetworkSuite(vmm: "qemu" | "firecracker"): void {
       assert.equal(shown.egress, "deny");
     });
 
-    it("has exactly one copy of every rule after a kill -9 and restart, and DNS answers again", async () => {
+    it("has exactly one copy of every rule after a kill -9 and restart, DNS answers again and the published port is back", async () => {
       const before = nftRules(env.netns).sort();
       assert.ok(before.length >= 10, `rules: ${before.length}`);
       const pid = daemonPid(env.home) as number;
@@ -310,9 +310,16 @@ function defineNetworkSuite(vmm: "qemu" | "firecracker"): void {
       );
       assert.equal(again.code, 0, again.stderr);
       assert.match(again.stdout, new RegExp(UPLINK.replaceAll(".", "\\.")));
+      if (vmm === "qemu") {
+        assert.equal(
+          echoCheck(env.netns, 18080),
+          `sent=${TEN_MB} received=${TEN_MB} same=true`,
+          "the published port is back",
+        );
+      }
     });
 
-    it("leaves no table, bridge or tap after every VM is deleted and the daemon stops with --stop-vms", async () => {
+    it("leaves no table, bridge or tap after every VM is deleted and the daemon stops with --stop-vms; the next daemon makes them again", async () => {
       const warm = execFileSync("ip", ["-n", env.netns, "-o", "link", "show", "type", "tun"], {
         encoding: "utf8",
       });
@@ -331,6 +338,19 @@ function defineNetworkSuite(vmm: "qemu" | "firecracker"): void {
         "0",
         "ip_forward is restored",
       );
+
+      const next = await env.banger(["vm", "create", "again", "--json"]);
+      assert.equal(next.code, 0, next.stderr);
+      assert.ok(nftRules(env.netns).length >= 10, "the next daemon's first VM brings the tables back");
+      assert.match(
+        execFileSync("ip", ["-n", env.netns, "-o", "link", "show"], { encoding: "utf8" }),
+        /banger0/,
+      );
+      assert.equal(
+        (await inGuest("again", `getent hosts again.vm && curl -sS -m 20 http://${UPSTREAM}/whoami`)).code,
+        0,
+      );
+      assert.equal((await env.banger(["vm", "delete", "--force", "again"])).code, 0);
     });
   });
 }

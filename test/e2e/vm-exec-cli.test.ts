@@ -11,7 +11,7 @@ import assert from "node:assert/strict";
 import { type ChildProcessWithoutNullStreams, execFileSync, spawn } from "node:child_process";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
-import { bangerBin } from "../helpers/cli.ts";
+import { bangerBin, TEST_IMAGE_ENV } from "../helpers/cli.ts";
 import { createE2eEnv, type E2eEnv, e2eSkipReason, IMAGE_CACHE } from "../helpers/e2e.ts";
 import { vmmConfig } from "./vm-suite.ts";
 
@@ -40,6 +40,7 @@ interface Running {
 describe("vm exec and vm run from a terminal (qemu)", { skip: e2eSkipReason() }, () => {
   let env: E2eEnv;
   const cliEnv = () => ({
+    ...TEST_IMAGE_ENV,
     ...process.env,
     BANGER_HOME: env.home,
     BANGER_NETNS: env.netns,

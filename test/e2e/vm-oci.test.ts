@@ -5,25 +5,42 @@
  * under /.banger, and run their ENTRYPOINT/CMD/ENV/WORKDIR/USER with
  * docker's rules. Shapes: busybox only (network, hostname, resolv.conf and
  * the kernel's modules checked from inside), a scratch image holding one
- * static binary, a distroless-like one (no shell, a non-root USER), and a
+ * static binary (where `vm cp` copies a tree in and out with no shell in
+ * the guest), a distroless-like one (no shell, a non-root USER), and a
  * Debian-based one (glibc, dash and os-release taken from this Debian host).
- * A promoted busybox VM boots as an image with its file and run defaults.
- * QEMU driver.
+ * A promoted busybox VM boots as an image with its file and run defaults,
+ * and an image built by `banger image build` (buildah) from a Dockerfile
+ * FROM the registry's busybox image boots with its RUN, COPY and ENV.
+ * QEMU driver, and one OCI boot through the Firecracker driver against its
+ * double.
  */
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
-import { existsSync, readFileSync, realpathSync, writeFileSync } from "node:fs";
+import { randomBytes } from "node:crypto";
+import {
+  existsSync,
+  lstatSync,
+  mkdirSync,
+  readdirSync,
+  readFileSync,
+  readlinkSync,
+  realpathSync,
+  symlinkSync,
+  utimesSync,
+  writeFileSync,
+} from "node:fs";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { gzipSync } from "node:zlib";
 import { createE2eEnv, type E2eEnv, e2eSkipReason } from "../helpers/e2e.ts";
 import { makeTar, pushRaw, rawImage, startRegistry, type TestRegistry } from "../helpers/registry.ts";
 import { makeTempDir } from "../helpers/tmp.ts";
+import { FIRECRACKER_DOUBLE } from "./vm-suite.ts";
 
 const BUSYBOX = "/bin/busybox";
 
 function toolMissing(): string | undefined {
-  for (const tool of ["docker-registry", "musl-gcc"]) {
+  for (const tool of ["docker-registry", "musl-gcc", "buildah"]) {
     try {
       execFileSync("sh", ["-c", `command -v ${tool}`], { stdio: "ignore" });
     } catch {
@@ -49,6 +66,21 @@ int main(int argc, char **argv) {
 }
 `;
 
+/** Each node under `root` by relative path: kind, mode, mtime (s), and content or link target. */
+function describeTree(root: string, rel = ""): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const name of readdirSync(join(root, rel)).sort()) {
+    const path = join(root, rel, name);
+    const key = rel ? `${rel}/${name}` : name;
+    const info = lstatSync(path);
+    const meta = `${(info.mode & 0o7777).toString(8)} ${Math.floor(info.mtimeMs / 1000)}`;
+    if (info.isSymbolicLink()) out[key] = `link ${readlinkSync(path)}`;
+    else if (info.isDirectory()) Object.assign(out, { [key]: `dir ${meta}` }, describeTree(root, key));
+    else out[key] = `file ${meta} ${readFileSync(path).toString("base64")}`;
+  }
+  return out;
+}
+
 type Entry = Parameters<typeof makeTar>[0][number];
 const dir = (name: string): Entry => ({ header: { name, type: "directory", mode: 0o755 } });
 const file = (name: string, body: string | Buffer, mode = 0o644): Entry => ({ header: { name, mode }, body });
@@ -69,7 +101,12 @@ describe("OCI images of every shape boot and run their defaults (QEMU)", { skip 
   const refs = { busybox: "", scratch: "", distroless: "", debian: "" };
 
   before(async () => {
-    env = createE2eEnv({ name: "oci", config: '[vmm]\ndefault = "qemu"\n' });
+    env = createE2eEnv({
+      name: "oci",
+      // QEMU unless a case asks for the Firecracker double (`--vmm firecracker`).
+      config: `[vmm]\ndefault = "qemu"\nfirecracker_binary = ${JSON.stringify(FIRECRACKER_DOUBLE)}\n`,
+      env: (home) => ({ FC_DOUBLE_STRICT_LOG: join(home, "firecracker-exchanges.jsonl") }),
+    });
     registry = await startRegistry(work.path);
     writeFileSync(join(work.path, "probe.c"), PROBE_C);
     execFileSync("musl-gcc", ["-static", "-Os", "-o", join(work.path, "probe"), join(work.path, "probe.c")]);
@@ -83,7 +120,8 @@ describe("OCI images of every shape boot and run their defaults (QEMU)", { skip 
         file("bin/busybox", readFileSync(BUSYBOX), 0o755),
         ...applets.map((applet) => link(`bin/${applet}`, "busybox")),
         dir("etc/"),
-        file("etc/passwd", "root:x:0:0:root:/root:/bin/sh\n"),
+        file("etc/passwd", "root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000:app:/srv:/bin/sh\n"),
+        file("etc/group", "root:x:0:\nstaff:x:50:app\napp:x:1000:\n"),
         // A file where banger's own would go in its default image: never overwritten.
         dir("usr/"),
         dir("usr/local/"),
@@ -166,6 +204,36 @@ describe("OCI images of every shape boot and run their defaults (QEMU)", { skip 
     ]);
     assert.equal(inside.code, 0, inside.stderr);
     assert.equal(inside.stdout, "bb\n1\nup\nmodules\nthe image's own\n");
+    // -u user[:group]: names from the image's /etc/passwd and /etc/group, or numbers; a group given is the only one.
+    const ids = async (user: string) => {
+      const r = await env.banger([
+        "vm",
+        "exec",
+        "-u",
+        user,
+        "bb",
+        "--",
+        "sh",
+        "-c",
+        'echo "$(id -u) $(id -g) $(id -G)"',
+      ]);
+      assert.equal(r.code, 0, r.stderr);
+      return r.stdout;
+    };
+    const own = (await ids("app")).trim().split(" ");
+    assert.deepEqual(
+      [own.slice(0, 2), [...new Set(own.slice(2))].sort()],
+      [
+        ["1000", "1000"],
+        ["1000", "50"],
+      ],
+    );
+    assert.equal(await ids("app:staff"), "1000 50 50\n");
+    assert.equal(await ids("4242:4343"), "4242 4343 4343\n");
+    const unknown = await env.banger(["vm", "exec", "-u", "app:nosuch", "bb", "--", "true"]);
+    assert.equal(unknown.code, 2);
+    assert.match(unknown.stderr, /unknown group 'nosuch': the guest's \/etc\/group has no such group/);
+    assert.match(unknown.stderr, /-u 1000:1000/);
     // Promoted, the VM's disk boots as an image of its own, with the file it wrote and the run defaults.
     const wrote = await env.banger(["vm", "exec", "bb", "--", "sh", "-c", "echo kept > /srv/note"]);
     assert.equal(wrote.code, 0, wrote.stderr);
@@ -189,7 +257,7 @@ describe("OCI images of every shape boot and run their defaults (QEMU)", { skip 
     assert.equal(golden.stdout, "kept\nhello\n");
   });
 
-  it("a scratch image with one static binary runs ENTRYPOINT+CMD, and given args replace CMD", async () => {
+  it("a scratch image with one static binary runs ENTRYPOINT+CMD, given args replace CMD, and vm cp works both ways", async () => {
     const defaults = await env.banger(["vm", "run", "--name", "sc", "--image", refs.scratch]);
     assert.equal(defaults.code, 0, defaults.stderr);
     assert.equal(defaults.stdout, "args=default greeting=scratch uid=0 cwd=/\n");
@@ -197,6 +265,24 @@ describe("OCI images of every shape boot and run their defaults (QEMU)", { skip 
     const given = await env.banger(["vm", "run", "--rm", "--image", refs.scratch, "--", "one", "two"]);
     assert.equal(given.code, 0, given.stderr);
     assert.equal(given.stdout, "args=one two greeting=scratch uid=0 cwd=/\n");
+    // No shell on the image's PATH, yet vm cp copies a tree in and out through the agent alone.
+    const noShell = await env.banger(["vm", "exec", "sc", "--", "sh", "-c", "true"]);
+    assert.equal(noShell.code, 127, "the scratch image has no sh");
+    const tree = join(work.path, "tree");
+    mkdirSync(join(tree, "nested"), { recursive: true });
+    writeFileSync(join(tree, "nested", "tool"), "#!/probe\n", { mode: 0o750 });
+    writeFileSync(join(tree, "data.bin"), randomBytes(3 * 1024 * 1024 + 5));
+    symlinkSync("nested/tool", join(tree, "link"));
+    utimesSync(join(tree, "data.bin"), 1_600_000_000, 1_600_000_000);
+    const copyIn = await env.banger(["vm", "cp", tree, "sc:/copied"]);
+    assert.equal(copyIn.code, 0, copyIn.stderr);
+    const back = join(work.path, "back");
+    const copyOut = await env.banger(["vm", "cp", "sc:/copied", back]);
+    assert.equal(copyOut.code, 0, copyOut.stderr);
+    assert.deepEqual(describeTree(back), describeTree(tree));
+    const probeOut = await env.banger(["vm", "cp", "sc:/probe", join(work.path, "probe-back")]);
+    assert.equal(probeOut.code, 0, probeOut.stderr);
+    assert.ok(readFileSync(join(work.path, "probe-back")).equals(readFileSync(join(work.path, "probe"))));
     const deleted = await env.banger(["vm", "delete", "--force", "sc"]);
     assert.equal(deleted.code, 0, deleted.stderr);
   });
@@ -205,6 +291,92 @@ describe("OCI images of every shape boot and run their defaults (QEMU)", { skip 
     const run = await env.banger(["vm", "run", "--rm", "--image", refs.distroless, "--", "x"]);
     assert.equal(run.code, 0, run.stderr);
     assert.equal(run.stdout, "args=x greeting=- uid=65532 cwd=/home/nonroot\n");
+  });
+
+  it("an image built from a Dockerfile (FROM the registry, RUN, COPY, ENV) boots and shows its changes", async () => {
+    const context = join(work.path, "context");
+    mkdirSync(context);
+    writeFileSync(join(context, "hello.txt"), "copied from the context\n");
+    writeFileSync(
+      join(context, "Dockerfile.app"),
+      [
+        `FROM ${refs.busybox}`,
+        "ENV VAR=set-by-env",
+        "COPY hello.txt /copied-file",
+        'RUN echo "written by RUN as $(id -u)" > /srv/run.txt',
+        "",
+      ].join("\n"),
+    );
+    const built = await env.banger([
+      "image",
+      "build",
+      "-t",
+      "built-app",
+      "-f",
+      join(context, "Dockerfile.app"),
+      context,
+    ]);
+    assert.equal(built.code, 0, built.stderr);
+    const run = await env.banger([
+      "vm",
+      "run",
+      "--name",
+      "bld",
+      "--image",
+      "built-app",
+      "--",
+      "cat",
+      "/copied-file",
+    ]);
+    assert.equal(run.code, 0, run.stderr);
+    assert.equal(run.stdout, "copied from the context\n");
+    const shown = await env.banger([
+      "vm",
+      "exec",
+      "bld",
+      "--",
+      "sh",
+      "-c",
+      'echo "$VAR $GREETING"; cat /srv/run.txt',
+    ]);
+    assert.equal(shown.code, 0, shown.stderr);
+    assert.equal(
+      shown.stdout,
+      "set-by-env hello\nwritten by RUN as 0\n",
+      "its ENV, the base image's ENV, RUN's file",
+    );
+    assert.equal((await env.banger(["vm", "delete", "--force", "bld"])).code, 0);
+  });
+
+  it("an OCI image boots under the Firecracker driver (the double) with spec-valid API calls", async () => {
+    const run = await env.banger([
+      "vm",
+      "run",
+      "--rm",
+      "--vmm",
+      "firecracker",
+      "--image",
+      refs.scratch,
+      "--",
+      "fc",
+    ]);
+    assert.equal(run.code, 0, run.stderr);
+    assert.equal(run.stdout, "args=fc greeting=scratch uid=0 cwd=/\n");
+    const exchanges = readFileSync(join(env.home, "firecracker-exchanges.jsonl"), "utf8")
+      .trim()
+      .split("\n")
+      .map(
+        (line) =>
+          JSON.parse(line) as { method: string; path: string; requestValid: boolean; responseValid: boolean },
+      );
+    assert.ok(
+      exchanges.some((line) => /^\/drives\//.test(line.path)),
+      "the drives were configured through the API",
+    );
+    assert.deepEqual(
+      exchanges.filter((line) => !line.requestValid || !line.responseValid),
+      [],
+    );
   });
 
   it("a Debian-based image (glibc, dash) runs its CMD", async () => {

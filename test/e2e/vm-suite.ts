@@ -13,7 +13,7 @@ import { createHash } from "node:crypto";
 import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
-import { bangerBin, daemonPid } from "../helpers/cli.ts";
+import { bangerBin, daemonPid, TEST_IMAGE_ENV } from "../helpers/cli.ts";
 import { createE2eEnv, type E2eEnv, e2eSkipReason, IMAGE_CACHE } from "../helpers/e2e.ts";
 
 export const FIRECRACKER_DOUBLE = join(import.meta.dirname, "..", "doubles", "firecracker", "firecracker");
@@ -315,6 +315,7 @@ export function defineVmSuite(options: VmSuiteOptions): void {
     it("vm run --rm deletes the VM when interrupted with Ctrl-C", async () => {
       const child = spawn(bangerBin, ["vm", "run", "--rm", "--name", "ctrlc", "--", "sleep", "120"], {
         env: {
+          ...TEST_IMAGE_ENV,
           ...process.env,
           BANGER_HOME: env.home,
           BANGER_NETNS: env.netns,

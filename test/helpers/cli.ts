@@ -6,6 +6,13 @@ import { join, resolve } from "node:path";
 export const repoRoot = resolve(import.meta.dirname, "..", "..");
 export const bangerBin = join(repoRoot, "bin", "banger");
 
+/**
+ * The image tests boot when they name none: the small catalog image, whose
+ * build the e2e tier shares (scripts/prebuild-image.mjs builds the same).
+ * The developer image is never built by the suite.
+ */
+export const TEST_IMAGE_ENV = { BANGER_DEFAULT_IMAGE: "debian-bookworm-minimal" } as const;
+
 export interface CliResult {
   code: number | null;
   stdout: string;
@@ -18,7 +25,7 @@ export function runBanger(
 ): Promise<CliResult> {
   return new Promise((resolvePromise, reject) => {
     const child = spawn(bangerBin, args, {
-      env: { ...process.env, BANGER_HOME: options.home, ...options.env },
+      env: { ...TEST_IMAGE_ENV, ...process.env, BANGER_HOME: options.home, ...options.env },
       stdio: ["pipe", "pipe", "pipe"],
     });
     let stdout = "";

@@ -7,7 +7,7 @@
 import { execFileSync } from "node:child_process";
 import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { type CliResult, daemonPid, runBanger } from "./cli.ts";
+import { type CliResult, daemonPid, runBanger, TEST_IMAGE_ENV } from "./cli.ts";
 import { makeTempDir } from "./tmp.ts";
 
 export const IMAGE_CACHE = process.env.BANGER_IMAGE_CACHE ?? "/var/tmp/banger-image-cache";
@@ -51,7 +51,12 @@ export function createE2eEnv(options: {
     mkdirSync(join(home, "config"), { recursive: true });
     writeFileSync(join(home, "config", "config.toml"), options.config);
   }
-  const env = { ...options.env?.(home), BANGER_NETNS: netns, BANGER_IMAGE_CACHE: IMAGE_CACHE };
+  const env = {
+    ...TEST_IMAGE_ENV,
+    ...options.env?.(home),
+    BANGER_NETNS: netns,
+    BANGER_IMAGE_CACHE: IMAGE_CACHE,
+  };
   const qemuPids = () =>
     readdirSync("/proc")
       .filter((entry) => /^\d+$/.test(entry))

@@ -136,7 +136,9 @@ describe("daemon lifecycle through the CLI", () => {
       "cow-strategy",
       "accelerator",
       "image-blob-cache",
+      "oci-tools",
       "setfattr",
+      "buildah",
     ]) {
       assert.ok(names.includes(name), `doctor has a ${name} check`);
     }

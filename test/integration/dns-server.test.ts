@@ -7,11 +7,16 @@
 import assert from "node:assert/strict";
 import { createSocket, type Socket as UdpSocket } from "node:dgram";
 import { once } from "node:events";
-import { connect } from "node:net";
+import { connect, type Socket } from "node:net";
 import { describe, it } from "node:test";
 import dnsPacket from "dns-packet";
 import { silentLogger } from "../../src/core/log/index.ts";
-import { createDnsCache, parseSubnet } from "../../src/core/network/index.ts";
+import {
+  createDnsCache,
+  createDnsFrameReader,
+  frameDnsMessage,
+  parseSubnet,
+} from "../../src/core/network/index.ts";
 import { createDnsFeature } from "../../src/daemon/network/dns.ts";
 import { type DnsServerOptions, startDnsServer } from "../../src/sys/dns/index.ts";
 import { freePort } from "../helpers/free-port.ts";
@@ -25,19 +30,17 @@ function query(name: string, id: number, type: "A" | "AAAA" = "A"): Buffer {
   });
 }
 
-/** Sends datagrams from one socket; `next` waits for the next reply, or undefined after `ms`. */
-function udpClient(port: number) {
-  const socket: UdpSocket = createSocket("udp4");
+/** Replies in arrival order; `next` waits for one, or gives undefined after `ms` or once `ended`. */
+function replyQueue(ended: () => boolean = () => false) {
   const replies: Buffer[] = [];
   let wake: (() => void) | undefined;
-  socket.on("message", (message: Buffer) => {
-    replies.push(message);
-    wake?.();
-  });
   return {
-    send: (message: Buffer) => socket.send(message, port, "127.0.0.1"),
+    push(...messages: Buffer[]) {
+      replies.push(...messages);
+      wake?.();
+    },
     async next(ms = 2000): Promise<Buffer | undefined> {
-      if (replies.length === 0) {
+      if (replies.length === 0 && !ended()) {
         await new Promise<void>((resolve) => {
           const timer = setTimeout(resolve, ms);
           wake = () => {
@@ -49,6 +52,17 @@ function udpClient(port: number) {
       wake = undefined;
       return replies.shift();
     },
+  };
+}
+
+/** Sends datagrams from one socket; `next` waits for the next reply, or undefined after `ms`. */
+function udpClient(port: number) {
+  const socket: UdpSocket = createSocket("udp4");
+  const replies = replyQueue();
+  socket.on("message", (message: Buffer) => replies.push(message));
+  return {
+    send: (message: Buffer) => socket.send(message, port, "127.0.0.1"),
+    next: replies.next,
     close: () => socket.close(),
   };
 }
@@ -99,6 +113,30 @@ const answerOf = (reply: Buffer | undefined) => {
     data: (packet.answers ?? []).map((answer) => ("data" in answer ? String(answer.data) : "")),
   };
 };
+
+/** A TCP connection to the server; `next` waits for the next whole answer, or undefined after `ms` or a close. */
+async function tcpClient(port: number) {
+  const socket: Socket = connect({ host: "127.0.0.1", port });
+  await once(socket, "connect");
+  const reader = createDnsFrameReader();
+  let closed = false;
+  const replies = replyQueue(() => closed);
+  socket.on("data", (chunk: Buffer) => replies.push(...reader.push(chunk).messages));
+  socket.on("error", () => undefined);
+  socket.on("close", () => {
+    closed = true;
+    replies.push();
+  });
+  return {
+    socket,
+    get closed() {
+      return closed;
+    },
+    write: (bytes: Buffer) => new Promise<void>((resolve) => socket.write(bytes, () => resolve())),
+    next: replies.next,
+    close: () => socket.destroy(),
+  };
+}
 
 describe("DNS listeners", () => {
   it("answers VM names over UDP without `handle`, everything else through it", async () => {
@@ -189,6 +227,90 @@ describe("DNS listeners", () => {
       assert.equal(answerOf(await client.next()).id, 22, "the server still answers");
       client.close();
     } finally {
+      await dns.teardown();
+    }
+  });
+
+  it("over TCP: answers VM names without `handle`, from frames cut anywhere or pipelined, in order", async () => {
+    const port = await freePort();
+    const { dns, slow } = await startFeature(port);
+    const client = await tcpClient(port);
+    try {
+      for (const byte of frameDnsMessage(query("web.vm", 31))) await client.write(Buffer.from([byte]));
+      assert.deepEqual(answerOf(await client.next()), { id: 31, rcode: 0, data: ["10.77.0.2"] });
+      assert.deepEqual(slow, [], "the fast path answered over TCP");
+      await client.write(
+        Buffer.concat(
+          [query("web.vm", 32), query("example.com", 33), query("WEB.vm", 34)].map(frameDnsMessage),
+        ),
+      );
+      const answers = [await client.next(), await client.next(), await client.next()].map(answerOf);
+      assert.deepEqual(answers, [
+        { id: 32, rcode: 0, data: ["10.77.0.2"] },
+        { id: 33, rcode: 2, data: [] },
+        { id: 34, rcode: 0, data: ["10.77.0.2"] },
+      ]);
+      assert.deepEqual(slow, ["tcp", "tcp"], "behind a waiting answer, a VM name waits its turn");
+    } finally {
+      client.close();
+      await dns.teardown();
+    }
+  });
+
+  it("over TCP: survives short frames, the largest lengths, half-sent frames and garbage, and keeps answering", async () => {
+    const port = await freePort();
+    const { dns } = await startFeature(port);
+    const clients: Awaited<ReturnType<typeof tcpClient>>[] = [];
+    try {
+      const short = await tcpClient(port);
+      clients.push(short);
+      await short.write(frameDnsMessage(Buffer.from([1, 2, 3, 4, 5])));
+      await short.write(frameDnsMessage(query("web.vm", 41)));
+      assert.equal(
+        answerOf(await short.next()).id,
+        41,
+        "a headerless frame is dropped, the connection serves on",
+      );
+
+      const huge = await tcpClient(port);
+      clients.push(huge);
+      await huge.write(frameDnsMessage(Buffer.alloc(65_535, 1)));
+      assert.deepEqual(answerOf(await huge.next()), { id: 0x0101, rcode: 1, data: [] }, "FORMERR");
+
+      const halfSent = await tcpClient(port);
+      clients.push(halfSent);
+      await halfSent.write(Buffer.concat([Buffer.from([0xff, 0xff]), Buffer.alloc(1000, 7)]));
+      halfSent.close();
+
+      let seed = 7;
+      const random = () => {
+        seed = (seed * 1103515245 + 12345) % 2 ** 31;
+        return Math.floor((seed / 2 ** 31) * 256);
+      };
+      for (let round = 0; round < 20; round++) {
+        const garbage = await tcpClient(port);
+        clients.push(garbage);
+        await garbage.write(Buffer.from(Array.from({ length: 2000 }, random)));
+        garbage.close();
+      }
+
+      const zero = await tcpClient(port);
+      clients.push(zero);
+      await zero.write(Buffer.concat([frameDnsMessage(query("web.vm", 42)), Buffer.from([0, 0])]));
+      assert.equal(answerOf(await zero.next()).id, 42);
+      assert.equal(await zero.next(), undefined);
+      assert.ok(zero.closed, "a zero length ends the connection, after the answer to what came before");
+
+      const fresh = await tcpClient(port);
+      clients.push(fresh);
+      await fresh.write(frameDnsMessage(query("web.vm", 43)));
+      assert.deepEqual(answerOf(await fresh.next()), { id: 43, rcode: 0, data: ["10.77.0.2"] });
+      const udp = udpClient(port);
+      udp.send(query("web.vm", 44));
+      assert.equal(answerOf(await udp.next()).id, 44, "UDP still answers");
+      udp.close();
+    } finally {
+      for (const client of clients) client.close();
       await dns.teardown();
     }
   });

@@ -6,8 +6,10 @@
  * guests reach each other (also where br_netfilter is loaded), that a
  * spoofed source address or MAC is dropped, that vm_to_vm = false cuts
  * guest-to-guest traffic, that only DNS on the gateway is reachable, that
- * re-applying leaves exactly one copy of every rule, and that teardown
- * leaves no table.
+ * re-applying leaves exactly one copy of every rule, that doctor reads a
+ * foreign table's dropping forward policy (Docker's shape) from the real
+ * ruleset while banger leaves that table alone, and that teardown leaves
+ * no table.
  */
 import assert from "node:assert/strict";
 import { type ChildProcess, execFileSync, spawn } from "node:child_process";
@@ -22,6 +24,9 @@ import {
   planFirewallApply,
   planFirewallTeardown,
 } from "../../src/core/network/index.ts";
+import type { DnsFeature } from "../../src/daemon/network/dns.ts";
+import { networkDoctorChecks } from "../../src/daemon/network/doctor.ts";
+import type { NatFeature } from "../../src/daemon/network/nat.ts";
 import { createFirewall, type Firewall } from "../../src/sys/network/index.ts";
 import { createProcessRunner, type Runner } from "../../src/sys/runner/index.ts";
 
@@ -140,6 +145,38 @@ describe("the firewall ruleset in namespaces", { skip }, () => {
     ip("-n", guests[0].ns, "link", "set", "eth0", "address", guests[0].mac);
     for (const guest of guests) ip("-n", guest.ns, "neigh", "flush", "all");
     assert.ok(reaches(guests[0].ns, guests[1].ip, 9000, undefined, true), "its own addresses work again");
+  });
+
+  it("doctor names another table's dropping forward policy and how to allow the bridge; banger leaves that table alone", async () => {
+    /** Doctor before the first VM: only the forward-policy check reads the host, through the real firewall. */
+    const doctorDeps = () => ({
+      bridge: "bgfw0",
+      subnet: parseSubnet("10.77.0.0/24"),
+      domain: "vm",
+      firewall,
+      ipForward: { read: async () => "1", enable: async () => undefined, restore: async () => undefined },
+      nat: { started: false } as NatFeature,
+      dns: {} as DnsFeature,
+      bridgeAddresses: async () => ["10.77.0.1/24"],
+    });
+    // What Docker's iptables-nft leaves: table ip filter, chain FORWARD, policy drop.
+    execFileSync("ip", ["netns", "exec", hub, "nft", "-f", "-"], {
+      input:
+        "table ip filter {\n  chain FORWARD {\n    type filter hook forward priority filter; policy drop;\n  }\n}\n",
+    });
+    try {
+      const checks = await networkDoctorChecks(doctorDeps());
+      const policy = checks.find((check) => check.name === "forward-policy");
+      assert.equal(policy?.status, "warn");
+      assert.match(policy?.detail ?? "", /forward chains that drop by policy: ip filter FORWARD/);
+      assert.match(policy?.hint ?? "", /iptables -I FORWARD -i bgfw0 -j ACCEPT/);
+      await apply(true);
+      assert.match(inNs(hub, "nft", "list", "table", "ip", "filter"), /chain FORWARD \{[^}]*policy drop;/);
+    } finally {
+      execFileSync("ip", ["netns", "exec", hub, "nft", "delete", "table", "ip", "filter"]);
+    }
+    const clean = await networkDoctorChecks(doctorDeps());
+    assert.equal(clean.find((check) => check.name === "forward-policy")?.status, "ok");
   });
 
   it("re-applying keeps one copy of every rule; vm_to_vm = false cuts guests apart; teardown leaves nothing", async () => {

@@ -499,6 +499,28 @@ describe("vm run", () => {
     assert.deepEqual(client.callsOf("vm.delete")[0]!.params, { name: "vm-1a2b3c", force: true });
   });
 
+  it("passes --publish (repeated) and --egress on to the VM it creates", async () => {
+    const client = runClient(() => ({ exitCode: 0, signal: null }));
+    const cli = fakeCli({ client });
+    const argv = [
+      "vm",
+      "run",
+      "-p",
+      "8080:80",
+      "--publish",
+      "127.0.0.1:5353:53/udp",
+      "--egress",
+      "deny",
+      "--",
+      "true",
+    ];
+    assert.equal(await cli.run(argv), 0);
+    assert.deepEqual(client.callsOf("vm.create.begin")[0]!.params, {
+      publish: ["8080:80", "127.0.0.1:5353:53/udp"],
+      egress: "deny",
+    });
+  });
+
   it("follows docker run: no command asks for the image's own, and vm exec never uses ENTRYPOINT", async () => {
     const client = runClient(() => ({ exitCode: 0, signal: null }));
     const cli = fakeCli({ client });

@@ -14,6 +14,21 @@ describe("config", () => {
     assert.equal(config.daemon.socket_group, "");
   });
 
+  it("takes vm.default_image's default from the environment, and the file's value over it", () => {
+    const defaults = { vmDefaultImage: "debian-bookworm-minimal" };
+    assert.equal(defaultConfig(defaults).vm.default_image, "debian-bookworm-minimal");
+    assert.equal(
+      parseConfig("[vm]\ncpus = 2\n", "/c.toml", defaults).vm.default_image,
+      "debian-bookworm-minimal",
+    );
+    assert.equal(parseConfig("[daemon]\n", "/c.toml", defaults).vm.default_image, "debian-bookworm-minimal");
+    assert.equal(
+      parseConfig("[vm]\ndefault_image = 'alpine'\n", "/c.toml", defaults).vm.default_image,
+      "alpine",
+    );
+    assert.throws(() => parseConfig("vm = 3\n", "/c.toml", defaults), { code: ErrorCode.CONFIG_INVALID });
+  });
+
   it("merges a partial file over the defaults", () => {
     const config = parseConfig("[vm]\ncpus = 2\n[network]\nbridge = 'br-test'\n", "/etc/banger/config.toml");
     assert.equal(config.vm.cpus, 2);

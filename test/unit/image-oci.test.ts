@@ -15,6 +15,7 @@ import {
   parseManifestDocument,
   parsePlatform,
   parseReference,
+  parseUserSpec,
   planDockerfileBuild,
   planRootfsMkfs,
   resolveParents,
@@ -223,12 +224,12 @@ test("vm.exec applies an image's run defaults as docker run and docker exec do",
     workdir: "/app",
     user: "app:staff",
   };
-  // No argv: ENTRYPOINT then CMD, with ENV, WORKDIR and USER (its name part).
+  // No argv: ENTRYPOINT then CMD, with ENV, WORKDIR and USER (user and group, resolved by the guest agent).
   assert.deepEqual(applyRunDefaults(defaults, { argv: [] }), {
     argv: ["/bin/hi", "world"],
     env: ["PATH=/bin", "A=1"],
     cwd: "/app",
-    user: "app",
+    user: "app:staff",
   });
   // docker run: the args replace CMD after ENTRYPOINT; the caller's env, cwd and user win.
   assert.deepEqual(
@@ -240,7 +241,7 @@ test("vm.exec applies an image's run defaults as docker run and docker exec do",
     argv: ["ls"],
     env: ["PATH=/bin", "A=1"],
     cwd: "/",
-    user: "app",
+    user: "app:staff",
   });
   // An image without defaults (banger's own): what the caller gave, unchanged.
   assert.deepEqual(applyRunDefaults(undefined, { argv: ["ls"], entrypoint: true }), {
@@ -323,4 +324,41 @@ test("a Dockerfile build is planned as a buildah build and a push to an OCI layo
     ),
     ["127.0.0.1:5000/base:v1", "alpine"],
   );
+});
+
+test("a user spec is docker's user[:group], each a name or a number", () => {
+  assert.deepEqual(parseUserSpec("www-data"), { user: "www-data", group: undefined });
+  assert.deepEqual(parseUserSpec("app:staff"), { user: "app", group: "staff" });
+  assert.deepEqual(parseUserSpec("1000:1000"), { user: "1000", group: "1000" });
+  assert.deepEqual(parseUserSpec("0:adm"), { user: "0", group: "adm" });
+  assert.deepEqual(parseUserSpec("nobody:65534"), { user: "nobody", group: "65534" });
+  for (const [spec, why] of [
+    ["", /the user is empty/],
+    [":staff", /the user is empty/],
+    ["app:", /the group is empty/],
+    ["a:b:c", /more than one ':'/],
+    ["has space", /'has space' is not a valid user name/],
+    ["-rf", /not a valid user name/],
+    ["app:bad/group", /'bad\/group' is not a valid group name/],
+    ["99999999999", /user id 99999999999 is out of range/],
+  ] as const) {
+    assert.throws(
+      () => parseUserSpec(spec, "the image's USER"),
+      (error: BangerError) => {
+        assert.equal(error.code, ErrorCode.INVALID_PARAMS);
+        assert.match(error.message, /^the image's USER '.*' is not a user: /);
+        assert.match(error.message, why);
+        assert.match(error.hint ?? "", /uid:gid/);
+        return true;
+      },
+      spec,
+    );
+  }
+});
+
+test("a malformed USER or --user fails the exec before it reaches the guest, naming its source", () => {
+  const defaults = { entrypoint: [], cmd: ["sh"], env: [], workdir: undefined, user: "a:b:c" };
+  assert.throws(() => applyRunDefaults(defaults, { argv: [] }), /^BangerError: the image's USER 'a:b:c'/);
+  assert.deepEqual(applyRunDefaults(defaults, { argv: [], user: "root:root" }).user, "root:root");
+  assert.throws(() => applyRunDefaults(undefined, { argv: ["id"], user: "x:" }), /--user 'x:' is not a user/);
 });

@@ -5,11 +5,13 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, describe, it } from "node:test";
 import {
+  catalogEntries,
   chooseAptSourcesFile,
   DEFAULT_IMAGE_NAME,
   defaultCatalogEntry,
   findCatalogEntry,
   imageDigest,
+  MINIMAL_IMAGE_NAME,
   planCachedImageCopy,
   planDefaultImageBuild,
   planKernelCmdline,
@@ -36,6 +38,50 @@ describe("image catalog", () => {
       assert.ok(entry.recipe.packages.includes(pkg), pkg);
     }
     assert.equal(findCatalogEntry("nope"), undefined);
+  });
+
+  it("makes the default a developer's image: the minimal one plus the usual tools", () => {
+    const developer = defaultCatalogEntry().recipe;
+    const minimal = findCatalogEntry(MINIMAL_IMAGE_NAME)!.recipe;
+    for (const pkg of minimal.packages) assert.ok(developer.packages.includes(pkg), pkg);
+    for (const pkg of ["build-essential", "python3", "make", "jq", "less", "vim-tiny", "procps"]) {
+      assert.ok(developer.packages.includes(pkg), pkg);
+      assert.ok(!minimal.packages.includes(pkg), `${pkg} stays out of the minimal image`);
+    }
+    for (const pkg of ["iputils-ping", "dnsutils", "unzip"]) assert.ok(developer.packages.includes(pkg), pkg);
+    assert.deepEqual(
+      catalogEntries().map((entry) => entry.name),
+      [DEFAULT_IMAGE_NAME, MINIMAL_IMAGE_NAME],
+    );
+  });
+
+  it("keeps the minimal recipe, the build-cache key of the image tests and CI share", () => {
+    // Changing it changes that key: every CI run and test machine rebuilds the image once.
+    assert.deepEqual(JSON.parse(JSON.stringify(findCatalogEntry(MINIMAL_IMAGE_NAME)!.recipe)), {
+      suite: "bookworm",
+      variant: "minbase",
+      packages: [
+        "linux-image-cloud-amd64",
+        "openssh-server",
+        "ca-certificates",
+        "git",
+        "curl",
+        "tmux",
+        "sudo",
+        "iproute2",
+        "kmod",
+        "udev",
+        "busybox-static",
+        "e2fsprogs",
+      ],
+      dpkgPathFilters: [
+        "path-exclude=/usr/share/man/*",
+        "path-exclude=/usr/share/locale/*",
+        "path-exclude=/usr/share/doc/*",
+        "path-include=/usr/share/doc/*/copyright",
+      ],
+      rootfsSize: "1G",
+    });
   });
 });
 
@@ -89,7 +135,7 @@ describe("planDefaultImageBuild", () => {
       "-d",
       "/s/build-1/rootfs",
       "/s/build-1/rootfs.ext4",
-      "1G",
+      "2G",
     ]);
     assert.deepEqual(byId.get("cleanup"), ["rm", "-rf", "--one-file-system", "--", "/s/build-1/rootfs"]);
   });

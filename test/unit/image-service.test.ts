@@ -409,6 +409,25 @@ describe("image service: building the default image", () => {
     assert.deepEqual(stagingEntries(h), []);
   });
 
+  it("builds the configured default when the catalog has it, else the catalog's default", async () => {
+    const minimal = await createImageService({
+      ...h.deps,
+      defaultImage: "debian-bookworm-minimal",
+    }).buildDefault();
+    assert.equal(minimal.name, "debian-bookworm-minimal");
+    const include = (call: { argv: readonly string[] }) =>
+      call.argv.find((arg) => arg.startsWith("--include="));
+    const minimalBuild = h.runner.calls.find((call) => call.argv[0] === "mmdebstrap");
+    assert.ok(minimalBuild && !include(minimalBuild)!.includes("build-essential"), "the small package set");
+    // Fake builds of both recipes have the same content (so the same digest): one at a time.
+    await createImageService(h.deps).delete(minimal.name);
+    h.runner.calls.length = 0;
+    const developer = await createImageService({ ...h.deps, defaultImage: "alpine:3" }).buildDefault();
+    assert.equal(developer.name, "debian-bookworm", "an OCI default is pulled, never built");
+    const developerBuild = h.runner.calls.find((call) => call.argv[0] === "mmdebstrap");
+    assert.ok(developerBuild && include(developerBuild)!.includes("build-essential"));
+  });
+
   it("replaces debris left at the target directory by an unfinished publish", async () => {
     const service = createImageService(h.deps);
     const image = await service.buildDefault();

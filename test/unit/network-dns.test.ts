@@ -7,7 +7,9 @@ import {
   buildZone,
   checkQuery,
   createDnsCache,
+  createDnsFrameReader,
   fastZoneAnswer,
+  frameDnsMessage,
   parseEgressPolicy,
   parseResolvConf,
   parseSubnet,
@@ -222,6 +224,77 @@ describe("hostile DNS messages", () => {
   });
 });
 
+describe("DNS over TCP framing", () => {
+  const messages = [query("web.vm", "A", 1), query("db.vm", "AAAA", 2), Buffer.alloc(300, 7)];
+  const stream = Buffer.concat(messages.map(frameDnsMessage));
+
+  it("cuts whole messages out of a stream split at every possible place", () => {
+    for (let first = 0; first <= stream.length; first++) {
+      for (const second of [first, Math.min(stream.length, first + 1), Math.min(stream.length, first + 37)]) {
+        const reader = createDnsFrameReader();
+        const out = [
+          stream.subarray(0, first),
+          stream.subarray(first, second),
+          stream.subarray(second),
+        ].flatMap((chunk) => reader.push(Buffer.from(chunk)).messages);
+        assert.deepEqual(out, messages, `cut at ${first} and ${second}`);
+      }
+    }
+  });
+
+  it("reads pipelined messages from one chunk and a stream fed one byte at a time", () => {
+    assert.deepEqual(createDnsFrameReader().push(stream), { messages, broken: false });
+    const reader = createDnsFrameReader();
+    const out: Buffer[] = [];
+    for (const byte of stream) out.push(...reader.push(Buffer.from([byte])).messages);
+    assert.deepEqual(out, messages);
+  });
+
+  it("holds a partial message of the largest length until it is whole, and breaks on a zero length", () => {
+    const reader = createDnsFrameReader();
+    const none = { messages: [], broken: false };
+    assert.deepEqual(reader.push(Buffer.from([0xff, 0xff, 1, 2, 3])), none);
+    assert.deepEqual(reader.push(Buffer.alloc(65_535 - 4, 9)), none);
+    const [whole] = reader.push(Buffer.from([9])).messages;
+    assert.equal(whole?.length, 65_535);
+    assert.deepEqual(reader.push(Buffer.from([0])), none, "the second byte of a length is awaited");
+    assert.deepEqual(
+      reader.push(Buffer.from([0])),
+      { messages: [], broken: true },
+      "a zero length breaks the stream",
+    );
+    assert.deepEqual(reader.push(stream), { messages: [], broken: true }, "nothing is read after it");
+    const before = createDnsFrameReader().push(Buffer.concat([stream, Buffer.from([0, 0]), stream]));
+    assert.deepEqual(before, { messages, broken: true }, "what came before a zero length is kept");
+  });
+
+  it("frames a message with its length, cutting what no length can carry", () => {
+    assert.deepEqual(frameDnsMessage(Buffer.from([1, 2, 3])), Buffer.from([0, 3, 1, 2, 3]));
+    const framed = frameDnsMessage(Buffer.alloc(70_000));
+    assert.equal(framed.readUInt16BE(0), 65_535);
+    assert.equal(framed.length, 65_537);
+  });
+
+  it("fuzz: random streams never throw and never hold more than one message", () => {
+    let seed = 99;
+    const random = () => {
+      seed = (seed * 1103515245 + 12345) % 2 ** 31;
+      return seed / 2 ** 31;
+    };
+    for (let round = 0; round < 300; round++) {
+      const reader = createDnsFrameReader();
+      for (let chunk = 0; chunk < 20; chunk++) {
+        const bytes = Buffer.from(
+          Array.from({ length: Math.floor(random() * 600) }, () => Math.floor(random() * 256)),
+        );
+        const { messages: out, broken } = reader.push(bytes);
+        for (const message of out) assert.ok(message.length > 0 && message.length <= 65_535);
+        if (broken) break;
+      }
+    }
+  });
+});
+
 describe("DNS cache", () => {
   const response = (ttl: number, rcodeValue = 0): Packet => ({
     type: "response",
@@ -288,6 +361,7 @@ describe("the DNS feature's query path", () => {
   function feature(options: {
     upstream?: (message: Buffer) => Buffer | undefined;
     map?: Record<string, ReturnType<typeof parseEgressPolicy>>;
+    records?: () => { name: string; ip: string }[];
   }) {
     const forwarded: string[] = [];
     const allowed: string[] = [];
@@ -306,7 +380,7 @@ describe("the DNS feature's query path", () => {
         },
       },
       cache: createDnsCache({ maxEntries: 100, maxTtlSeconds: 600, nowMs: () => 0 }),
-      records: () => [{ name: "web", ip: "10.77.0.2" }],
+      records: options.records ?? (() => [{ name: "web", ip: "10.77.0.2" }]),
       routeHost: async () => ({ ok: false, detail: "not in unit tests" }),
       isLocalAddress: (address) => address === "192.0.2.9",
       anyVm: () => true,
@@ -317,6 +391,39 @@ describe("the DNS feature's query path", () => {
     });
     return { dns, forwarded, allowed };
   }
+
+  it("follows the VM list from the moment of each invalidation, on the fast path and the full one", async () => {
+    let vms = [{ name: "web", ip: "10.77.0.2" }];
+    let reads = 0;
+    const { dns } = feature({
+      records: () => {
+        reads++;
+        return vms;
+      },
+    });
+    const asked = async (name: string, type: "A" | "PTR" = "A") => {
+      const fast = type === "A" ? dns.answerNow(query(name, type), "10.77.0.9") : undefined;
+      const reply = fast ?? (await dns.handle(query(name, type), { address: "10.77.0.9", transport: "udp" }));
+      const packet = dnsPacket.decode(reply as Buffer);
+      return {
+        rcode: rcode(packet),
+        data: (packet.answers ?? []).map((answer) => ("data" in answer ? String(answer.data) : "")),
+      };
+    };
+    assert.deepEqual(await asked("web.vm"), { rcode: 0, data: ["10.77.0.2"] });
+    for (let i = 0; i < 100; i++) dns.answerNow(query("web.vm"), "10.77.0.9");
+    assert.equal(reads, 1, "answered names never read the VM list again");
+
+    vms = [...vms, { name: "db", ip: "10.77.0.3" }];
+    dns.invalidate(); // a create
+    assert.deepEqual(await asked("db.vm"), { rcode: 0, data: ["10.77.0.3"] });
+    assert.deepEqual(await asked("3.0.77.10.in-addr.arpa", "PTR"), { rcode: 0, data: ["db.vm"] });
+
+    vms = vms.filter((vm) => vm.name !== "web");
+    dns.invalidate(); // a delete
+    assert.deepEqual(await asked("web.vm"), { rcode: 3, data: [] });
+    assert.deepEqual(await asked("2.0.77.10.in-addr.arpa", "PTR"), { rcode: 3, data: [] });
+  });
 
   it("refuses askers other than guests, loopback and this namespace's addresses", async () => {
     const { dns, forwarded } = feature({ upstream: upstreamAnswer });

@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { silentLogger } from "../../src/core/log/index.ts";
 import { ErrorCode } from "../../src/protocol/index.ts";
-import { createHostNetwork } from "../../src/sys/network/index.ts";
+import { applyResolvedRouting, createHostNetwork } from "../../src/sys/network/index.ts";
 import { FakeRunner } from "../fakes/runner.ts";
 import { rejectsWithCode } from "../helpers/assert.ts";
 
@@ -149,5 +149,50 @@ describe("createHostNetwork taps", () => {
     });
     await network(runner).teardownBridge();
     assert.deepEqual(runner.commands(), ["ip link del dev banger0"]);
+  });
+});
+
+describe("systemd-resolved routing of the zone", () => {
+  const route = (runner: FakeRunner, running: boolean, inHostNetns = true) =>
+    applyResolvedRouting({
+      runner,
+      bridge: "banger0",
+      gateway: "10.77.0.1",
+      domain: "vm",
+      probes: { running: () => running, inHostNetns: () => inHostNetns },
+    });
+
+  it("routes ~vm to the gateway on the bridge link where resolved runs in the host's namespace", async () => {
+    const runner = new FakeRunner().on(["resolvectl"]);
+    assert.deepEqual(await route(runner, true), {
+      ok: true,
+      detail: "systemd-resolved sends *.vm to 10.77.0.1 via banger0",
+    });
+    assert.deepEqual(runner.commands(), [
+      "resolvectl dns banger0 10.77.0.1",
+      "resolvectl domain banger0 ~vm",
+    ]);
+  });
+
+  it("runs nothing without resolved or from another namespace, and says why", async () => {
+    const runner = new FakeRunner();
+    const without = await route(runner, false);
+    assert.equal(without.ok, false);
+    assert.match(without.detail, /systemd-resolved is not running/);
+    const elsewhere = await route(runner, true, false);
+    assert.equal(elsewhere.ok, false);
+    assert.match(elsewhere.detail, /own network namespace/);
+    assert.deepEqual(runner.commands(), []);
+  });
+
+  it("reports the resolvectl call that failed and its error", async () => {
+    const runner = new FakeRunner().on(["resolvectl", "dns"]).on(["resolvectl", "domain"], {
+      code: 1,
+      stderr: "Failed to set domain configuration: Access denied\n",
+    });
+    assert.deepEqual(await route(runner, true), {
+      ok: false,
+      detail: "`resolvectl domain banger0 ~vm` failed: Failed to set domain configuration: Access denied",
+    });
   });
 });

@@ -178,12 +178,21 @@ export type PoolConfig = z.infer<typeof PoolEntry>;
 
 export type Config = z.infer<typeof ConfigSchema>;
 
-export function defaultConfig(): Config {
-  return ConfigSchema.parse({});
+/**
+ * Defaults that come from the daemon's environment rather than the schema;
+ * a key set in config.toml wins over them.
+ */
+export interface ConfigDefaults {
+  /** The default of `vm.default_image` (BANGER_DEFAULT_IMAGE: tests and CI boot the minimal image). */
+  vmDefaultImage?: string | undefined;
+}
+
+export function defaultConfig(defaults: ConfigDefaults = {}): Config {
+  return ConfigSchema.parse(withDefaults({}, defaults));
 }
 
 /** Parses config text; `file` only names the source in errors. */
-export function parseConfig(text: string, file: string): Config {
+export function parseConfig(text: string, file: string, defaults: ConfigDefaults = {}): Config {
   let raw: unknown;
   try {
     raw = parseToml(text);
@@ -192,7 +201,7 @@ export function parseConfig(text: string, file: string): Config {
       hint: "fix the syntax error, or remove the file to use the defaults",
     });
   }
-  const result = ConfigSchema.safeParse(raw);
+  const result = ConfigSchema.safeParse(withDefaults(raw, defaults));
   if (!result.success) {
     const issue = result.error.issues[0]!;
     const key = keyOf(issue);
@@ -201,6 +210,18 @@ export function parseConfig(text: string, file: string): Config {
     });
   }
   return result.data;
+}
+
+/** The parsed TOML with the environment's defaults filled in where the file left a key out. */
+function withDefaults(raw: unknown, defaults: ConfigDefaults): unknown {
+  if (!defaults.vmDefaultImage || !isTable(raw)) return raw;
+  const vm = raw.vm ?? {};
+  if (!isTable(vm) || vm.default_image !== undefined) return raw;
+  return { ...raw, vm: { ...vm, default_image: defaults.vmDefaultImage } };
+}
+
+function isTable(value: unknown): value is Record<string, unknown> {
+  return typeof value === "object" && value !== null && !Array.isArray(value);
 }
 
 function keyOf(issue: z.core.$ZodIssue): string {

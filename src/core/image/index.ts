@@ -8,6 +8,7 @@ export {
   DEFAULT_IMAGE_NAME,
   defaultCatalogEntry,
   findCatalogEntry,
+  MINIMAL_IMAGE_NAME,
 } from "./catalog.ts";
 export { planKernelCmdline } from "./cmdline.ts";
 export {

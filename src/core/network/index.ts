@@ -16,9 +16,11 @@
  * - ports.ts: `--publish` and port-forward specs, guest listening sockets;
  * - egress.ts: the egress policy text and the name filter;
  * - dns-cache.ts: the forwarder's bounded TTL cache; resolv-conf.ts: its upstreams;
+ * - dns-frames.ts: DNS over TCP length-prefixed framing;
  * - tap-pool.ts: pool tap names, their `ip` plans, what to adopt at start.
  */
 export * from "./dns-cache.ts";
+export * from "./dns-frames.ts";
 export * from "./dns-zone.ts";
 export * from "./egress.ts";
 export * from "./ip-plans.ts";

@@ -58,6 +58,8 @@ export {
   commandFor,
   type ExecRequest,
   envFor,
+  parseUserSpec,
   type RunDefaults,
   runDefaultsOf,
+  type UserSpec,
 } from "./run-defaults.ts";

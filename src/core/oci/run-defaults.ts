@@ -55,10 +55,10 @@ export interface ExecRequest {
 /**
  * A command to run in a VM of an image with these defaults: no argv runs
  * ENTRYPOINT then CMD; the image's ENV comes before the caller's; WORKDIR
- * (else `/`, as docker has it) and USER apply when the caller names none
- * (USER `name:group` runs as `name`:
- * the guest agent sets the user's own groups). An argv that stays empty is
- * INVALID_PARAMS.
+ * (else `/`, as docker has it) and USER apply when the caller names none.
+ * The user is passed on whole (`user[:group]`, see checkUserSpec); the guest
+ * agent resolves names in the guest's own /etc/passwd and /etc/group. An
+ * argv that stays empty is INVALID_PARAMS.
  */
 export function applyRunDefaults(
   defaults: RunDefaults | undefined,
@@ -85,6 +85,58 @@ export function applyRunDefaults(
     argv,
     env: env === undefined ? undefined : [...env],
     cwd: request.cwd ?? (defaults === undefined ? undefined : (defaults.workdir ?? "/")),
-    user: request.user ?? (defaults?.user?.split(":")[0] || undefined),
+    user:
+      request.user !== undefined
+        ? checkUserSpec(request.user, "--user")
+        : defaults?.user === undefined
+          ? undefined
+          : checkUserSpec(defaults.user, "the image's USER"),
   };
+}
+
+export interface UserSpec {
+  /** A user name, or a uid when all digits. */
+  user: string;
+  /** A group name or gid; undefined means the user's own groups (docker's rule). */
+  group: string | undefined;
+}
+
+/** A passwd or group name as Debian and busybox accept them (no colon, no space, no leading '-'). */
+const NAME = /^[A-Za-z0-9_.][A-Za-z0-9_.@$-]{0,255}$/;
+const ID = /^\d+$/;
+const MAX_ID = 2 ** 32 - 2;
+
+/**
+ * docker's `user[:group]`: each part a name (looked up in the guest's
+ * /etc/passwd or /etc/group) or a number. With a group, the process gets
+ * that group only; without, the user's primary and supplementary groups.
+ * A malformed spec is INVALID_PARAMS naming `source` and the culprit.
+ */
+export function parseUserSpec(spec: string, source = "--user"): UserSpec {
+  const parts = spec.split(":");
+  const bad = (why: string) =>
+    new BangerError(ErrorCode.INVALID_PARAMS, `${source} '${spec}' is not a user: ${why}`, {
+      hint: "give `user`, `user:group`, `uid` or `uid:gid`, e.g. `-u www-data`, `-u 1000:1000`",
+    });
+  if (parts.length > 2) throw bad("it has more than one ':'");
+  const [user = "", group] = parts;
+  for (const [label, part] of [
+    ["user", user],
+    ["group", group],
+  ] as const) {
+    if (part === undefined) continue;
+    if (part === "") throw bad(`the ${label} is empty`);
+    if (ID.test(part)) {
+      if (part.length > 10 || Number(part) > MAX_ID) throw bad(`${label} id ${part} is out of range`);
+    } else if (!NAME.test(part)) {
+      throw bad(`'${part}' is not a valid ${label} name`);
+    }
+  }
+  return { user, group };
+}
+
+/** The spec unchanged, once parseUserSpec accepts it. */
+function checkUserSpec(spec: string, source: string): string {
+  parseUserSpec(spec, source);
+  return spec;
 }

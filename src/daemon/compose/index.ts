@@ -60,7 +60,9 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
   try {
     await mkdir(layout.stateDir, { recursive: true, mode: 0o700 });
     await mkdir(layout.runtimeDir, { recursive: true, mode: 0o700 });
-    config = await loadConfigFile(layout.configFile);
+    config = await loadConfigFile(layout.configFile, {
+      vmDefaultImage: options.env.BANGER_DEFAULT_IMAGE || undefined,
+    });
   } catch (error) {
     lock.release();
     throw error;
@@ -130,7 +132,7 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
     const handlers = {
       ...buildHandlers({ info, store, doctor: services.doctor }),
       ...vmHandlers,
-      ...buildImageHandlers({ ...services, store }),
+      ...buildImageHandlers({ ...services, store, defaultImage: config.vm.default_image }),
       ...(networking
         ? buildNetworkHandlers({ base: vmHandlers, vms, networking, createOps: services.createOps })
         : {}),

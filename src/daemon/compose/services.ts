@@ -142,6 +142,7 @@ export async function buildServices(deps: ServiceDeps, life: AsyncDisposableStac
       : undefined,
     downloadLauncher: hostNetnsLauncher(deps.env),
     sources: capabilities.imageSources,
+    defaultImage: config.vm.default_image,
     extractVmlinux: async (bzImage, out, signal) => {
       await extractVmlinux(runner, bzImage, out, signal ? { signal } : {});
     },

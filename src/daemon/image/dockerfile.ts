@@ -7,7 +7,7 @@
  * and RUN steps have the network the daemon's host has. `.dockerignore` is
  * buildah's to honour. The staging directory is removed in every case.
  */
-import { basename, join } from "node:path";
+import { basename, isAbsolute, join } from "node:path";
 import type { Logger } from "../../core/log/index.ts";
 import {
   BUILD_REGISTRIES_CONF,
@@ -62,16 +62,18 @@ export function createDockerfileBuilds(deps: DockerfileBuildsDeps) {
           },
         );
       }
-      const dockerfile = request.dockerfile
-        ? join(request.context, request.dockerfile)
-        : join(request.context, "Dockerfile");
-      const text = await deps.fs
-        .readFile(request.dockerfile?.startsWith("/") ? request.dockerfile : dockerfile)
-        .catch(() => {
-          throw new BangerError(ErrorCode.INVALID_PARAMS, `no Dockerfile at ${dockerfile}`, {
-            hint: "pass -f PATH, or put a Dockerfile in the context",
-          });
+      // The CLI sends -f as an absolute path (docker reads it from the current directory); a relative one is the context's.
+      const dockerfile =
+        request.dockerfile === undefined
+          ? join(request.context, "Dockerfile")
+          : isAbsolute(request.dockerfile)
+            ? request.dockerfile
+            : join(request.context, request.dockerfile);
+      const text = await deps.fs.readFile(dockerfile).catch(() => {
+        throw new BangerError(ErrorCode.INVALID_PARAMS, `no Dockerfile at ${dockerfile}`, {
+          hint: "pass -f PATH, or put a Dockerfile in the context",
         });
+      });
       const insecure = fromReferences(text.toString()).some((ref) => {
         try {
           return isLoopbackRegistry(parseReference(ref).registry);
@@ -89,12 +91,7 @@ export function createDockerfileBuilds(deps: DockerfileBuildsDeps) {
           storage: join(staging, "storage"),
           runroot: join(staging, "run"),
           context: request.context,
-          dockerfile:
-            request.dockerfile === undefined
-              ? undefined
-              : request.dockerfile.startsWith("/")
-                ? request.dockerfile
-                : dockerfile,
+          dockerfile: request.dockerfile === undefined ? undefined : dockerfile,
           buildArgs: request.buildArgs ?? [],
           layout,
           insecure,

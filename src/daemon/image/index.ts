@@ -21,6 +21,8 @@ export interface ImageServiceDeps
     Pick<VmlinuxDeps, "extractVmlinux"> {
   /** Sources tried after the catalog build, in order (the capabilities registry's). */
   sources?: readonly ImageSource[] | undefined;
+  /** vm.default_image: what build-default builds when the catalog has it. */
+  defaultImage?: string | undefined;
 }
 
 interface BuildOptions {
@@ -55,7 +57,7 @@ export function createImageService(deps: ImageServiceDeps): ImageService {
   const logger = deps.logger.child({ service: "image" });
   const sources: ImageSource[] = [createCatalogSource({ ...deps, logger }), ...(deps.sources ?? [])];
   const store = createImageStore({ ...deps, logger, notFound: (ref) => imageNotFound(ref, sources) });
-  const resolver = createImageResolver({ store, sources });
+  const resolver = createImageResolver({ store, sources, defaultImage: deps.defaultImage });
   return {
     list: () => store.list(),
     get: (ref) => resolver.get(ref),

@@ -4,7 +4,7 @@
  * store's publication path. Concurrent callers for one ref share one
  * fetch, which stops only when every caller has given up.
  */
-import { defaultCatalogEntry } from "../../core/image/index.ts";
+import { defaultCatalogEntry, findCatalogEntry } from "../../core/image/index.ts";
 import { BangerError, ErrorCode, type ProgressEvent } from "../../protocol/index.ts";
 import type { ImageRecord } from "../../sys/store/index.ts";
 import { SharedTask } from "./shared-task.ts";
@@ -28,8 +28,16 @@ export function imageNotFound(ref: string, sources: readonly ImageSource[]): Ban
   });
 }
 
-export function createImageResolver(deps: { store: ImageStore; sources: readonly ImageSource[] }) {
+export function createImageResolver(deps: {
+  store: ImageStore;
+  sources: readonly ImageSource[];
+  /** The configured default image (vm.default_image). */
+  defaultImage?: string | undefined;
+}) {
   const { store, sources } = deps;
+  // build-default builds the configured default when the catalog has it (an OCI default is pulled, not built).
+  const defaultBuild =
+    deps.defaultImage && findCatalogEntry(deps.defaultImage) ? deps.defaultImage : defaultCatalogEntry().name;
   const inFlight = new Map<string, SharedTask<ImageRecord, ProgressEvent>>();
 
   /** Joins the fetch of `ref` in flight, or starts one. */
@@ -78,8 +86,7 @@ export function createImageResolver(deps: { store: ImageStore; sources: readonly
 
     /** Builds the default catalog image, joining a build of it already in flight. */
     async buildDefault(options: MakeOptions = {}): Promise<ImageRecord> {
-      const ref = defaultCatalogEntry().name;
-      return make(ref, sourceFor(ref), options);
+      return make(defaultBuild, sourceFor(defaultBuild), options);
     },
   };
 }

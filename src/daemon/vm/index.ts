@@ -11,6 +11,7 @@ export type {
   GuestChannel,
   GuestExec,
   GuestExecResult,
+  GuestFiles,
   GuestReadiness,
   StoredDisk,
   VmDisks,

@@ -12,6 +12,7 @@ import type { HostKey } from "../../core/ssh/index.ts";
 import type { VmHandles, VmRecord } from "../../core/vm/index.ts";
 import type { VmmDriver } from "../../core/vmm/contract.ts";
 import type { ExecSignal, ProgressStep, VmmKind } from "../../protocol/index.ts";
+import type { AgentFiles } from "../../sys/agent/index.ts";
 
 export interface GuestExec {
   argv: readonly string[];
@@ -44,7 +45,8 @@ export interface GuestExecResult {
 }
 
 /** The guest agent channel of each VM (src/sys/agent), implemented there. */
-export type { GuestAgentsAdapter as GuestAgents } from "../../sys/agent/index.ts";
+/** A guest's files (stat, list, read, write, mkdir, link, attributes), without any program in the guest. */
+export type { AgentFiles as GuestFiles, GuestAgentsAdapter as GuestAgents } from "../../sys/agent/index.ts";
 
 export interface GuestTarget {
   vmId: string;
@@ -65,6 +67,8 @@ export interface GuestChannel {
   exec(target: GuestTarget, exec: GuestExec): Promise<GuestExecResult>;
   /** A TCP connection to `port` inside the guest. */
   openTcp(target: GuestTarget, port: number, signal?: AbortSignal): Promise<Socket>;
+  /** The guest's files through the agent; absent on a channel that has no file requests (SSH). */
+  files?(target: GuestTarget): AgentFiles;
   /** Ends the VM's channel (its ControlMaster), if any; idempotent. */
   close(target: GuestTarget): Promise<void>;
 }

@@ -30,7 +30,7 @@ import { startLocked } from "./boot.ts";
 import { claimLocked } from "./claim.ts";
 import { createVmContext, type OpOptions, type VmServiceDeps } from "./context.ts";
 import { createVm, removeVm } from "./create.ts";
-import type { GuestExec, GuestExecResult } from "./platform.ts";
+import type { GuestExec, GuestExecResult, GuestFiles } from "./platform.ts";
 import { type ReconcileResult, reap, reconcile } from "./recovery.ts";
 import type { RestoreFrom } from "./restore.ts";
 import { type SavedState, saveLocked } from "./snapshot.ts";
@@ -68,6 +68,8 @@ export interface VmService {
   execActivity(vmId: string): { events: number; inFlight: number };
   delete(name: string): Promise<void>;
   exec(name: string, exec: GuestExec): Promise<GuestExecResult>;
+  /** The running guest's files through its channel (no program in the guest needed). */
+  files(name: string): Promise<GuestFiles>;
   proxy(name: string, port: number, signal: AbortSignal): Promise<Socket>;
   logs(
     name: string,
@@ -252,6 +254,21 @@ export function createVmService(deps: VmServiceDeps): VmService {
         }
       }
       return result;
+    },
+
+    async files(name) {
+      const vm = ctx.byName(name);
+      if (vm.state !== "running" || !(await ctx.isAlive(vm))) throw ctx.notRunning(vm);
+      if (!ctx.channel.files) {
+        throw new BangerError(
+          ErrorCode.BAD_STATE,
+          `VM '${name}' is reached by a channel without file requests`,
+          {
+            hint: "file copies need banger's guest agent; restart the VM",
+          },
+        );
+      }
+      return ctx.channel.files(ctx.target(vm));
     },
 
     async proxy(name, port, signal) {

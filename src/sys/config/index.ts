@@ -2,15 +2,15 @@
  * Loads config.toml from the config dir. A missing file means defaults.
  */
 import { readFile } from "node:fs/promises";
-import { type Config, defaultConfig, parseConfig } from "../../core/config/index.ts";
+import { type Config, type ConfigDefaults, defaultConfig, parseConfig } from "../../core/config/index.ts";
 
-export async function loadConfigFile(path: string): Promise<Config> {
+export async function loadConfigFile(path: string, defaults: ConfigDefaults = {}): Promise<Config> {
   let text: string;
   try {
     text = await readFile(path, "utf8");
   } catch (error) {
-    if ((error as NodeJS.ErrnoException).code === "ENOENT") return defaultConfig();
+    if ((error as NodeJS.ErrnoException).code === "ENOENT") return defaultConfig(defaults);
     throw error;
   }
-  return parseConfig(text, path);
+  return parseConfig(text, path, defaults);
 }

@@ -5,12 +5,16 @@
  *   marked `optional` (logged and skipped);
  * - UDP replies longer than the asker's limit (512 bytes without EDNS) are
  *   cut to the header and question with TC set, so the asker retries on TCP;
- * - TCP: each message is length-prefixed; at most `maxConnections` at once,
- *   each closed after `idleMs` without traffic; a
- *   length of 0, or more than 16 queries waiting on one connection, closes
- *   it, so at most 16 messages of 64 KiB are ever held for one connection;
+ * - TCP: each message is length-prefixed (core/network `createDnsFrameReader`:
+ *   any chunking, pipelined messages); at most `maxConnections` at once,
+ *   each closed after `idleMs` without traffic; a length of 0 ends it
+ *   (after the answers to what came before), more than 16 queries waiting
+ *   for `handle` on one connection closes it at once, so
+ *   one connection holds at most one partial message and 16 whole ones of
+ *   64 KiB, plus 256 KiB of answers it has not read;
  * - `answerNow`, when given, is tried first, synchronously in the message
- *   callback (the hot path: no promise between the datagram and its reply);
+ *   callback (the hot path: no promise between the datagram and its reply;
+ *   over TCP while no earlier answer on the connection is still waiting);
  *   undefined, or a throw (logged), hands the message to `handle`;
  * - `handle` throwing is logged and that query gets no answer; a listener
  *   never stops on bad input.
@@ -18,6 +22,7 @@
 import { createSocket, type RemoteInfo, type Socket as UdpSocket } from "node:dgram";
 import { createServer, isIPv4, type Server, type Socket } from "node:net";
 import type { Logger } from "../../core/log/index.ts";
+import { createDnsFrameReader, frameDnsMessage } from "../../core/network/index.ts";
 import { BangerError, ErrorCode } from "../../protocol/index.ts";
 
 export interface DnsClient {
@@ -52,6 +57,8 @@ const UDP_LIMIT = 512;
 /** Queries one TCP connection may have waiting for answers. */
 const MAX_PIPELINED = 16;
 const EDNS_MAX = 4096;
+/** Answer bytes a TCP client may leave unread before its connection stops being read. */
+const MAX_UNREAD_BYTES = 256 * 1024;
 
 export async function startDnsServer(options: DnsServerOptions): Promise<DnsServer> {
   const logger = options.logger.child({ component: "dns" });
@@ -186,47 +193,61 @@ function literalLookup(
   else callback(new Error(`not an IPv4 address: ${address}`), address, 4);
 }
 
-/** Reads length-prefixed messages one at a time; answers in order. */
+/**
+ * One TCP connection: messages are cut out of the stream by the frame
+ * reader (any chunking, any number per chunk) and answered in order. While
+ * no answer is waiting, a message the fast path answers is written at once
+ * in the data callback; others go through `handle` one after another.
+ * A client that does not read its answers stops being read
+ * (`MAX_UNREAD_BYTES`), so it cannot make the daemon hold more.
+ */
 function serveTcp(socket: Socket, options: DnsServerOptions, logger: Logger): void {
-  let buffered = Buffer.alloc(0);
-  let busy = Promise.resolve();
-  let pending = 0;
-  socket.on("data", (chunk: Buffer) => {
-    buffered = Buffer.concat([buffered, chunk]);
-    if (buffered.length > 2 + 65_535 && pending >= MAX_PIPELINED) {
-      socket.destroy();
-      return;
+  const frames = createDnsFrameReader();
+  // An IPv4 peer of a dual-stack socket shows as ::ffff:a.b.c.d.
+  const address = (socket.remoteAddress ?? "").replace(/^::ffff:/, "");
+  let chain = Promise.resolve();
+  let waiting = 0;
+  let paused = false;
+  const send = (reply: Buffer) => {
+    if (socket.destroyed) return;
+    if (!socket.write(frameDnsMessage(reply)) && !paused && socket.writableLength > MAX_UNREAD_BYTES) {
+      paused = true;
+      socket.pause();
+      socket.once("drain", () => {
+        paused = false;
+        socket.resume();
+      });
     }
-    while (buffered.length >= 2) {
-      const length = buffered.readUInt16BE(0);
-      if (length === 0) {
+  };
+  socket.on("data", (chunk: Buffer) => {
+    const { messages, broken } = frames.push(chunk);
+    for (const message of messages) {
+      if (waiting === 0) {
+        const now = answerNow(options, message, address, logger);
+        if (now !== undefined) {
+          send(now);
+          continue;
+        }
+      }
+      if (++waiting > MAX_PIPELINED) {
         socket.destroy();
         return;
       }
-      if (buffered.length < 2 + length) break;
-      const message = buffered.subarray(2, 2 + length);
-      buffered = buffered.subarray(2 + length);
-      if (++pending > MAX_PIPELINED) {
-        socket.destroy();
-        return;
-      }
-      busy = busy.then(async () => {
+      chain = chain.then(async () => {
         try {
-          const reply = await options.handle(Buffer.from(message), {
-            // An IPv4 peer of a dual-stack socket shows as ::ffff:a.b.c.d.
-            address: (socket.remoteAddress ?? "").replace(/^::ffff:/, ""),
-            transport: "tcp",
-          });
-          if (reply === undefined || socket.destroyed) return;
-          const prefix = Buffer.alloc(2);
-          prefix.writeUInt16BE(Math.min(reply.length, 65_535));
-          socket.write(Buffer.concat([prefix, reply.subarray(0, 65_535)]));
+          const reply = await options.handle(message, { address, transport: "tcp" });
+          if (reply !== undefined) send(reply);
         } catch (error) {
           logger.warn("dns query failed", { err: String(error) });
         } finally {
-          pending--;
+          waiting--;
         }
       });
+    }
+    if (broken) {
+      // What came before the zero length is still answered; then the connection ends.
+      socket.pause();
+      void chain.then(() => socket.end());
     }
   });
 }

@@ -9,7 +9,7 @@ import { randomInt } from "node:crypto";
 import { createSocket } from "node:dgram";
 import { readFileSync } from "node:fs";
 import { connect } from "node:net";
-import { parseResolvConf } from "../../core/network/index.ts";
+import { createDnsFrameReader, frameDnsMessage, parseResolvConf } from "../../core/network/index.ts";
 
 export interface Upstream {
   forward(message: Buffer, transport: "udp" | "tcp"): Promise<Buffer | undefined>;
@@ -65,24 +65,19 @@ function viaUdp(query: Buffer, server: string, port: number, timeoutMs: number):
 function viaTcp(query: Buffer, server: string, port: number, timeoutMs: number): Promise<Buffer> {
   return new Promise((resolve, reject) => {
     const socket = connect({ host: server, port });
-    let buffered = Buffer.alloc(0);
+    const frames = createDnsFrameReader();
     const timer = setTimeout(() => socket.destroy(new Error(`${server}: timed out`)), timeoutMs);
     socket.on("error", (error) => {
       clearTimeout(timer);
       reject(error);
     });
-    socket.on("connect", () => {
-      const prefix = Buffer.alloc(2);
-      prefix.writeUInt16BE(query.length);
-      socket.write(Buffer.concat([prefix, query]));
-    });
+    socket.on("connect", () => socket.write(frameDnsMessage(query)));
     socket.on("data", (chunk: Buffer) => {
-      buffered = Buffer.concat([buffered, chunk]);
-      if (buffered.length >= 2 && buffered.length >= 2 + buffered.readUInt16BE(0)) {
-        clearTimeout(timer);
-        socket.destroy();
-        resolve(buffered.subarray(2, 2 + buffered.readUInt16BE(0)));
-      }
+      const [reply] = frames.push(chunk).messages;
+      if (reply === undefined) return;
+      clearTimeout(timer);
+      socket.destroy();
+      resolve(reply);
     });
     socket.on("close", () => {
       clearTimeout(timer);

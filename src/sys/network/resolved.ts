@@ -15,19 +15,34 @@ export interface ResolvedRouting {
   detail: string;
 }
 
+export interface ResolvedProbes {
+  /** Whether systemd-resolved runs (its stub resolv.conf exists). */
+  running(): boolean;
+  /** Whether this process is in the host's network namespace (that of pid 1). */
+  inHostNetns(): boolean;
+}
+
+const hostProbes: ResolvedProbes = {
+  running: () => existsSync("/run/systemd/resolve/stub-resolv.conf"),
+  inHostNetns,
+};
+
 export async function applyResolvedRouting(options: {
   runner: Runner;
   bridge: string;
   gateway: string;
   domain: string;
+  /** The host by default; tests pass their own. */
+  probes?: ResolvedProbes;
 }): Promise<ResolvedRouting> {
-  if (!existsSync("/run/systemd/resolve/stub-resolv.conf")) {
+  const probes = options.probes ?? hostProbes;
+  if (!probes.running()) {
     return {
       ok: false,
       detail: "systemd-resolved is not running; the host does not resolve .vm names by itself",
     };
   }
-  if (!inHostNetns()) {
+  if (!probes.inHostNetns()) {
     return { ok: false, detail: "the daemon runs in its own network namespace; resolved serves the host's" };
   }
   for (const argv of [

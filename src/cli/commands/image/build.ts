@@ -30,7 +30,9 @@ export const buildDefaultSpec: CommandSpec<{ force?: boolean }> = {
   name: "build-default",
   describe: "build the default Debian image from Debian packages (vm create does this on first use)",
   examples: ["banger image build-default", "banger image build-default --force"],
-  notes: "Each step is shown with the time it took; Ctrl-C stops the build and removes its partial files.",
+  notes:
+    "Builds vm.default_image when it is a catalog image (`banger image ls --catalog`), else debian-bookworm.\n" +
+    "Each step is shown with the time it took; Ctrl-C stops the build and removes its partial files.",
   options: [{ flags: "--force", description: "rebuild even if it exists (only when no VM uses it)" }],
   async handler(ctx, args) {
     const built = await withProgress(ctx, (client, call) =>

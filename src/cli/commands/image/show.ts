@@ -23,8 +23,14 @@ export const imageListSpec: CommandSpec<JsonArgs & { catalog?: boolean }> = {
       if (args.json) return success(json(entries));
       return success(
         formatTable(
-          ["name", "kind", "present", "description"],
-          entries.map((e) => [e.name, e.kind, e.present ? "yes" : "no", e.description]),
+          ["name", "kind", "default", "present", "description"],
+          entries.map((e) => [
+            e.name,
+            e.kind,
+            e.default ? "yes" : "-",
+            e.present ? "yes" : "no",
+            e.description,
+          ]),
         ),
       );
     }

@@ -50,7 +50,7 @@ export const execOptions: readonly OptionSpec[] = [
     repeatable: true,
   },
   { flags: "-w, --workdir <dir>", description: "working directory in the guest" },
-  { flags: "-u, --user <user>", description: "user (name or uid) to run the command as" },
+  { flags: "-u, --user <user>", description: "user[:group] (names or numbers) to run the command as" },
   { flags: "--timeout <duration>", description: "kill the command after this long (30s, 5m, 1h); exits 124" },
   { flags: "-d, --detach", description: "start the command and return at once" },
 ];

@@ -2,12 +2,14 @@ import type { BlobCache } from "../../../sys/oci/blob-cache.ts";
 import type { Runner } from "../../../sys/runner/index.ts";
 import type { HostCheck } from "./check.ts";
 
-const LARGE_CACHE_BYTES = 20 * 1024 ** 3;
+/** A blob cache past this warns, with `image prune` as the fix. */
+export const LARGE_CACHE_BYTES = 20 * 1024 ** 3;
 
 /**
  * The image store: the blob cache's size (`image prune` is the fix when it
- * is large), and `setfattr`, which pulls need for images whose files carry
- * extended attributes. Pulls need no skopeo, umoci or Docker.
+ * is large), that OCI images need no skopeo, umoci or Docker (banger's own
+ * registry client, flattener and importer do their work), and `setfattr`,
+ * which pulls need for images whose files carry extended attributes.
  */
 export function imageStoreCheck(deps: { blobs: Pick<BlobCache, "list">; runner: Runner }): HostCheck {
   return {
@@ -23,8 +25,14 @@ export function imageStoreCheck(deps: { blobs: Pick<BlobCache, "list">; runner: 
         {
           name: "image-blob-cache",
           status: large ? "warn" : "ok",
-          detail: `${blobs.length} layer blobs, ${(bytes / 1024 ** 2).toFixed(1)} MiB (registry pulls need no skopeo, umoci or Docker)`,
+          detail: `${blobs.length} layer blobs, ${(bytes / 1024 ** 2).toFixed(1)} MiB`,
           ...(large ? { hint: "run `banger image prune` to remove the blobs no image uses" } : {}),
+        },
+        {
+          name: "oci-tools",
+          status: "ok",
+          detail:
+            "none needed: banger pulls, flattens and imports OCI images itself (no skopeo, umoci or Docker at run time; buildah only for `image build`)",
         },
         setfattr?.code === 0
           ? {

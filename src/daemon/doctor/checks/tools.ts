@@ -36,6 +36,13 @@ function toolSpecs(config: Config): ToolSpec[] {
     { tool: "ssh", purpose: "reaches guests", apt: "openssh-client", required: true },
     { tool: "ssh-keygen", purpose: "makes the daemon's SSH key", apt: "openssh-client", required: true },
     { tool: "cpio", purpose: "builds the guest initramfs", apt: "cpio", required: true },
+    {
+      tool: "buildah",
+      purpose: "builds images from Dockerfiles with `banger image build`; nothing else needs it",
+      apt: "buildah",
+      required: false,
+      versionArgs: ["--version"],
+    },
   ];
 }
 
