@@ -282,4 +282,38 @@ describe("VM snapshots: faults at every step", () => {
     });
     assert.ok(failed > 8, `a restore has many steps (${failed})`);
   });
+
+  it("a failed fork leaves no clone and no snapshot; the source runs on", HANG_GUARD, async (t) => {
+    const failed = await eachStep(t, async (k) => {
+      await using w = world();
+      const { platform, vms, snapshots } = w;
+      const source = await vms.create({ name: "src" }, op());
+      platform.resetSteps();
+      platform.failAt(k, ErrorCode.BOOT_FAILED);
+      const outcome = await snapshots.fork({ name: "src", newName: "f", count: 2 }, op()).then(
+        () => "succeeded" as const,
+        () => "failed" as const,
+      );
+      if (platform.injected === null) {
+        assert.equal(outcome, "succeeded");
+        return "succeeded";
+      }
+      if (outcome === "succeeded") return "failed";
+      assert.deepEqual(
+        (await vms.list()).map((vm) => vm.name),
+        ["src"],
+        `only the source after a fault at ${platform.injected.step}`,
+      );
+      assert.equal((await vms.show("src")).state, "running");
+      assert.deepEqual(await snapshots.list(), [], "the fork's snapshot is gone");
+      assert.deepEqual(stagingEntries(platform), []);
+      assert.deepEqual(
+        platform.held().filter((resource) => !ownedBy(resource.id, source.id)),
+        [],
+        "everything the clones acquired was undone",
+      );
+      return "failed";
+    });
+    assert.ok(failed > 10, `a fork has many steps (${failed})`);
+  });
 });
