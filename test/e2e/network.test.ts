@@ -287,6 +287,12 @@ function defineNetworkSuite(vmm: "qemu" | "firecracker"): void {
       assert.equal((await env.banger(["vm", "set", "eg", "--egress", "deny"])).code, 0);
       const denied = await inGuest("eg", `curl -sS -m 5 http://${UPSTREAM}/; echo exit=$?`);
       assert.match(denied.stdout, /exit=28/);
+      const names = await inGuest(
+        "eg",
+        "getent hosts web.vm; echo vm=$?; getent hosts www.example.test; echo up=$?",
+      );
+      assert.match(names.stdout, /vm=0/, "DNS to the gateway still answers VM names");
+      assert.match(names.stdout, /up=2/, "no other name resolves");
       const shown = JSON.parse((await env.banger(["vm", "show", "eg", "--json"])).stdout) as {
         egress: string;
       };
