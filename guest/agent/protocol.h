@@ -1,6 +1,8 @@
 /*
- * banger guest channel, protocol version 1 (the host side is
- * src/sys/agent/frames.ts; ARCHITECTURE.md "Guest channel" is the spec).
+ * banger guest channel, protocol version 2 (the host side is
+ * src/core/agent; ARCHITECTURE.md "Guest channel" is the spec). Version 2
+ * added the tree requests STAT..SETATTR; a host speaks 1 to an older agent
+ * and does not send them.
  *
  * One byte stream carries frames. Every frame is a 12-byte header, all
  * integers big-endian:
@@ -14,7 +16,7 @@
 #define BANGER_AGENT_PROTOCOL_H
 
 #define BG_MAGIC 0x6267u
-#define BG_PROTOCOL 1u
+#define BG_PROTOCOL 2u
 #define BG_HEADER 12
 #define BG_MAX_PAYLOAD 65536u
 /* Bytes a sender may have in flight per channel stream before a CREDIT. */
@@ -34,8 +36,26 @@ enum bg_type {
   BG_READ = 11,  /* h->a: path; file bytes come as DATA on stream 1, then EOF and EXIT 0 */
   BG_WRITE = 12, /* h->a: u32 mode, path; DATA on stream 0 then EOF, answered by EXIT 0 */
   BG_CLOCK = 13, /* h->a: i64 seconds, u32 nanoseconds of CLOCK_REALTIME; answered by EXIT 0 */
-  BG_TYPE_MAX = 13
+  /* Tree requests, each answered by EXIT 0 or ERROR (files.c has the encodings). */
+  BG_STAT = 14,    /* h->a: u32 flags (BG_FOLLOW), path; one entry record as DATA on stream 1 */
+  BG_LIST = 15,    /* h->a: path of a directory; an entry record per child as DATA on stream 1 */
+  BG_MKDIR = 16,   /* h->a: attrs, path; an existing directory is kept and given the attrs */
+  BG_LINK = 17,    /* h->a: attrs, path, NUL, target; a symlink (a hard link with BG_HARD) */
+  BG_SETATTR = 18, /* h->a: attrs, path; owner, then mode, then mtime, never following a symlink */
+  BG_TYPE_MAX = 18
 };
+
+/* STAT flags */
+#define BG_FOLLOW 1u
+/* attrs: u32 flags | u32 mode | u32 uid | u32 gid | i64 mtime seconds | u32 nanoseconds */
+#define BG_ATTRS 28
+#define BG_SET_MODE 1u
+#define BG_SET_OWNER 2u
+#define BG_SET_MTIME 4u
+#define BG_HARD 8u
+/* entry record: u32 st_mode | u32 uid | u32 gid | u64 size | i64 mtime seconds | u32 nanoseconds
+ * | u16 name length | u16 link length | name | symlink target */
+#define BG_ENTRY 36
 
 enum bg_stream { BG_STDIN = 0, BG_STDOUT = 1, BG_STDERR = 2 };
 

@@ -5,7 +5,8 @@
  * under /.banger, and run their ENTRYPOINT/CMD/ENV/WORKDIR/USER with
  * docker's rules. Shapes: busybox only (network, hostname, resolv.conf and
  * the kernel's modules checked from inside), a scratch image holding one
- * static binary, a distroless-like one (no shell, a non-root USER), and a
+ * static binary (where `vm cp` copies a tree in and out with no shell in
+ * the guest), a distroless-like one (no shell, a non-root USER), and a
  * Debian-based one (glibc, dash and os-release taken from this Debian host).
  * A promoted busybox VM boots as an image with its file and run defaults,
  * and an image built by `banger image build` (buildah) from a Dockerfile
@@ -15,7 +16,19 @@
  */
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
-import { existsSync, mkdirSync, readFileSync, realpathSync, writeFileSync } from "node:fs";
+import { randomBytes } from "node:crypto";
+import {
+  existsSync,
+  lstatSync,
+  mkdirSync,
+  readdirSync,
+  readFileSync,
+  readlinkSync,
+  realpathSync,
+  symlinkSync,
+  utimesSync,
+  writeFileSync,
+} from "node:fs";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { gzipSync } from "node:zlib";
@@ -52,6 +65,21 @@ int main(int argc, char **argv) {
   return 0;
 }
 `;
+
+/** Each node under `root` by relative path: kind, mode, mtime (s), and content or link target. */
+function describeTree(root: string, rel = ""): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const name of readdirSync(join(root, rel)).sort()) {
+    const path = join(root, rel, name);
+    const key = rel ? `${rel}/${name}` : name;
+    const info = lstatSync(path);
+    const meta = `${(info.mode & 0o7777).toString(8)} ${Math.floor(info.mtimeMs / 1000)}`;
+    if (info.isSymbolicLink()) out[key] = `link ${readlinkSync(path)}`;
+    else if (info.isDirectory()) Object.assign(out, { [key]: `dir ${meta}` }, describeTree(root, key));
+    else out[key] = `file ${meta} ${readFileSync(path).toString("base64")}`;
+  }
+  return out;
+}
 
 type Entry = Parameters<typeof makeTar>[0][number];
 const dir = (name: string): Entry => ({ header: { name, type: "directory", mode: 0o755 } });
@@ -229,7 +257,7 @@ describe("OCI images of every shape boot and run their defaults (QEMU)", { skip 
     assert.equal(golden.stdout, "kept\nhello\n");
   });
 
-  it("a scratch image with one static binary runs ENTRYPOINT+CMD, and given args replace CMD", async () => {
+  it("a scratch image with one static binary runs ENTRYPOINT+CMD, given args replace CMD, and vm cp works both ways", async () => {
     const defaults = await env.banger(["vm", "run", "--name", "sc", "--image", refs.scratch]);
     assert.equal(defaults.code, 0, defaults.stderr);
     assert.equal(defaults.stdout, "args=default greeting=scratch uid=0 cwd=/\n");
@@ -237,6 +265,24 @@ describe("OCI images of every shape boot and run their defaults (QEMU)", { skip 
     const given = await env.banger(["vm", "run", "--rm", "--image", refs.scratch, "--", "one", "two"]);
     assert.equal(given.code, 0, given.stderr);
     assert.equal(given.stdout, "args=one two greeting=scratch uid=0 cwd=/\n");
+    // No shell on the image's PATH, yet vm cp copies a tree in and out through the agent alone.
+    const noShell = await env.banger(["vm", "exec", "sc", "--", "sh", "-c", "true"]);
+    assert.equal(noShell.code, 127, "the scratch image has no sh");
+    const tree = join(work.path, "tree");
+    mkdirSync(join(tree, "nested"), { recursive: true });
+    writeFileSync(join(tree, "nested", "tool"), "#!/probe\n", { mode: 0o750 });
+    writeFileSync(join(tree, "data.bin"), randomBytes(3 * 1024 * 1024 + 5));
+    symlinkSync("nested/tool", join(tree, "link"));
+    utimesSync(join(tree, "data.bin"), 1_600_000_000, 1_600_000_000);
+    const copyIn = await env.banger(["vm", "cp", tree, "sc:/copied"]);
+    assert.equal(copyIn.code, 0, copyIn.stderr);
+    const back = join(work.path, "back");
+    const copyOut = await env.banger(["vm", "cp", "sc:/copied", back]);
+    assert.equal(copyOut.code, 0, copyOut.stderr);
+    assert.deepEqual(describeTree(back), describeTree(tree));
+    const probeOut = await env.banger(["vm", "cp", "sc:/probe", join(work.path, "probe-back")]);
+    assert.equal(probeOut.code, 0, probeOut.stderr);
+    assert.ok(readFileSync(join(work.path, "probe-back")).equals(readFileSync(join(work.path, "probe"))));
     const deleted = await env.banger(["vm", "delete", "--force", "sc"]);
     assert.equal(deleted.code, 0, deleted.stderr);
   });

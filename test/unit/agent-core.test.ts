@@ -3,9 +3,14 @@ import { describe, it } from "node:test";
 import { newcArchive } from "../../src/core/agent/cpio.ts";
 import {
   agentEndpoint,
+  decodeEntries,
+  encodeAttrsRequest,
   encodeClock,
   encodeExecRequest,
   encodeFrame,
+  encodeLink,
+  encodeList,
+  encodeStat,
   FrameDecoder,
   FrameType,
   MAX_PAYLOAD,
@@ -115,5 +120,145 @@ describe("newc archive", () => {
     const dataAt = agentAt + "banger/agent\0".length + ((4 - ((110 + 13) % 4)) % 4);
     assert.equal(text.slice(dataAt, dataAt + 5), "ELF!!");
     assert.ok(text.includes("TRAILER!!!\0"));
+  });
+});
+
+/** One entry record as the agent's files.c writes it. */
+function entryRecord(e: {
+  stMode: number;
+  uid: number;
+  gid: number;
+  size: bigint;
+  seconds: bigint;
+  nanos: number;
+  name: string;
+  link: string;
+}) {
+  const name = Buffer.from(e.name);
+  const link = Buffer.from(e.link);
+  const fixed = Buffer.alloc(36);
+  fixed.writeUInt32BE(e.stMode, 0);
+  fixed.writeUInt32BE(e.uid, 4);
+  fixed.writeUInt32BE(e.gid, 8);
+  fixed.writeBigUInt64BE(e.size, 12);
+  fixed.writeBigInt64BE(e.seconds, 20);
+  fixed.writeUInt32BE(e.nanos, 28);
+  fixed.writeUInt16BE(name.length, 32);
+  fixed.writeUInt16BE(link.length, 34);
+  return Buffer.concat([fixed, name, link]);
+}
+
+describe("agent tree requests", () => {
+  it("decode entry records of every kind, back to back, and refuse truncated ones", () => {
+    const data = Buffer.concat([
+      entryRecord({
+        stMode: 0o100750,
+        uid: 1,
+        gid: 2,
+        size: 6_000_000_000n,
+        seconds: 1_700_000_000n,
+        nanos: 5,
+        name: "bïg",
+        link: "",
+      }),
+      entryRecord({
+        stMode: 0o040711,
+        uid: 0,
+        gid: 0,
+        size: 4096n,
+        seconds: -1n,
+        nanos: 0,
+        name: "d",
+        link: "",
+      }),
+      entryRecord({
+        stMode: 0o120777,
+        uid: 0,
+        gid: 0,
+        size: 3n,
+        seconds: 0n,
+        nanos: 0,
+        name: "l",
+        link: "../t",
+      }),
+      entryRecord({
+        stMode: 0o010644,
+        uid: 0,
+        gid: 0,
+        size: 0n,
+        seconds: 0n,
+        nanos: 0,
+        name: "fifo",
+        link: "",
+      }),
+    ]);
+    const entries = decodeEntries(data);
+    assert.deepEqual(
+      entries.map((e) => [e.name, e.kind, e.mode.toString(8), e.size, e.mtime.seconds, e.link]),
+      [
+        ["bïg", "file", "750", 6_000_000_000, 1_700_000_000, ""],
+        ["d", "dir", "711", 4096, -1, ""],
+        ["l", "symlink", "777", 3, 0, "../t"],
+        ["fifo", "other", "644", 0, 0, ""],
+      ],
+    );
+    assert.deepEqual([entries[0]!.uid, entries[0]!.gid, entries[0]!.mtime.nanos], [1, 2, 5]);
+    assert.deepEqual(decodeEntries(Buffer.alloc(0)), []);
+    for (const cut of [10, data.length - 1]) {
+      assert.throws(
+        () => decodeEntries(data.subarray(0, cut)),
+        (e: unknown) => e instanceof BangerError && e.code === ErrorCode.GUEST_UNREACHABLE,
+      );
+    }
+  });
+
+  it("encode stat, list, attributes and links; refuse empty, NUL and oversize paths", () => {
+    assert.deepEqual(encodeStat("/a", { follow: true }), Buffer.from([0, 0, 0, 1, 0x2f, 0x61]));
+    assert.deepEqual(encodeList("/a"), Buffer.from("/a"));
+    const none = encodeAttrsRequest("/p", {});
+    assert.equal(none.length, 28 + 2);
+    assert.equal(none.readUInt32BE(0), 0);
+    const all = encodeAttrsRequest("/p", {
+      mode: 0o104755,
+      owner: { uid: 7, gid: 8 },
+      mtime: { seconds: 2 ** 33, nanos: 9 },
+    });
+    assert.deepEqual(
+      [
+        all.readUInt32BE(0),
+        all.readUInt32BE(4),
+        all.readUInt32BE(8),
+        all.readUInt32BE(12),
+        all.readBigInt64BE(16),
+        all.readUInt32BE(24),
+      ],
+      [7, 0o4755, 7, 8, 2n ** 33n, 9],
+    );
+    const hard = encodeLink("/p", "/t", { hard: true, attrs: {} });
+    assert.equal(hard.readUInt32BE(0), 8);
+    assert.deepEqual(hard.subarray(28), Buffer.from("/p\0/t"));
+    assert.equal(
+      encodeLink("/p", "t", { hard: false, attrs: { owner: { uid: 0, gid: 0 } } }).readUInt32BE(0),
+      2,
+    );
+    for (const bad of ["", "a\0b", `/${"x".repeat(4096)}`]) {
+      assert.throws(
+        () => encodeStat(bad, { follow: false }),
+        (e: unknown) => e instanceof BangerError && e.code === ErrorCode.INVALID_PARAMS,
+      );
+    }
+  });
+
+  it("frame the new request types; the decoder knows them", () => {
+    for (const type of [FrameType.STAT, FrameType.LIST, FrameType.MKDIR, FrameType.LINK, FrameType.SETATTR]) {
+      const [frame] = new FrameDecoder().push(encodeFrame({ type, channel: 3, payload: encodeList("/x") }));
+      assert.equal(frame?.type, type);
+    }
+    const past = encodeFrame({ type: FrameType.SETATTR, channel: 3 });
+    past[2] = FrameType.SETATTR + 1;
+    assert.throws(
+      () => new FrameDecoder().push(past),
+      (e: unknown) => e instanceof BangerError,
+    );
   });
 });

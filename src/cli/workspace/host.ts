@@ -5,7 +5,7 @@
  * a shell string.
  */
 import { spawn } from "node:child_process";
-import { mkdtemp, rm, stat, writeFile } from "node:fs/promises";
+import { copyFile, mkdir, mkdtemp, rm, stat, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { Readable } from "node:stream";
@@ -65,8 +65,15 @@ function gitArgv(repo: string, args: readonly string[]): string[] {
   ];
 }
 
-export async function git(repo: string, args: readonly string[], options: { allowFailure?: boolean } = {}) {
-  const result = await runProgram(gitArgv(repo, args));
+export async function git(
+  repo: string,
+  args: readonly string[],
+  options: { allowFailure?: boolean; input?: string } = {},
+) {
+  const result = await runProgram(
+    gitArgv(repo, args),
+    options.input === undefined ? {} : { input: options.input },
+  );
   if (result.code !== 0 && !options.allowFailure) {
     throw new BangerError(
       ErrorCode.WORKSPACE_FAILED,
@@ -161,7 +168,9 @@ const FAST_PACK = ["-c", "pack.window=0", "-c", "pack.compression=0"];
 
 /**
  * Builds the prepare payload in a temporary directory: the history (a
- * bundle of HEAD, or a shallow bare clone with `depth`), staged and
+ * pack of what HEAD reaches with its index under `pack/`, and the host's
+ * `shallow` file when the repository is shallow; or a shallow bare clone
+ * with `depth`), staged and
  * unstaged changes as binary patches, untracked files (not ignored ones)
  * as a tar when asked, and one bundle per initialised submodule. The
  * caller streams it with `tarStream(dir, ".")` and removes it.
@@ -185,7 +194,19 @@ export async function buildPreparePayload(options: {
         join(dir, "repo.git"),
       ]);
     } else {
-      await git(repo.path, [...FAST_PACK, "bundle", "create", "-q", join(dir, "repo.bundle"), "HEAD"]);
+      // A pack and its index made here, where git is fast, so the guest only moves them into
+      // place: no index-pack, no object hashed in the guest.
+      await mkdir(join(dir, "pack"));
+      await git(
+        repo.path,
+        ["pack-objects", "--revs", "--window=0", "--compression=0", "-q", join(dir, "pack", "pack")],
+        { input: "HEAD\n" },
+      );
+      if (text(await git(repo.path, ["rev-parse", "--is-shallow-repository"])) === "true")
+        await copyFile(
+          text(await git(repo.path, ["rev-parse", "--path-format=absolute", "--git-path", "shallow"])),
+          join(dir, "shallow"),
+        );
     }
     const diff = ["diff", "--binary", "--full-index", "--no-ext-diff", "--no-textconv", "--no-renames"];
     const staged = await git(repo.path, [...diff, "--cached", "HEAD"]);

@@ -11,7 +11,10 @@ import { BangerError, ErrorCode } from "../../protocol/index.ts";
 import { firecrackerFiles } from "../firecracker/index.ts";
 import { qemuAgentSocket } from "../vmm/qemu-plan.ts";
 
-export const AGENT_PROTOCOL = 1;
+/** The protocol this host speaks; it also serves agents of MIN_AGENT_PROTOCOL and later. */
+export const AGENT_PROTOCOL = 2;
+/** Version 1 lacks the tree requests (STAT..SETATTR); everything else is the same. */
+export const MIN_AGENT_PROTOCOL = 1;
 const FRAME_MAGIC = 0x6267;
 const HEADER_BYTES = 12;
 export const MAX_PAYLOAD = 65536;
@@ -46,8 +49,25 @@ export const FrameType = {
   READ: 11,
   WRITE: 12,
   CLOCK: 13,
+  STAT: 14,
+  LIST: 15,
+  MKDIR: 16,
+  LINK: 17,
+  SETATTR: 18,
 } as const;
+const MAX_FRAME_TYPE = FrameType.SETATTR;
 export type FrameType = (typeof FrameType)[keyof typeof FrameType];
+
+export {
+  decodeEntries,
+  encodeAttrsRequest,
+  encodeLink,
+  encodeList,
+  encodeStat,
+  type GuestAttrs,
+  type GuestEntry,
+  type GuestEntryKind,
+} from "./files.ts";
 
 export const Stream = { stdin: 0, stdout: 1, stderr: 2 } as const;
 export type Stream = (typeof Stream)[keyof typeof Stream];
@@ -100,7 +120,7 @@ export class FrameDecoder {
       const type = this.#buffer.readUInt8(at + 2);
       const stream = this.#buffer.readUInt8(at + 3);
       const length = this.#buffer.readUInt32BE(at + 8);
-      if (magic !== FRAME_MAGIC || type < 1 || type > FrameType.CLOCK || stream > 2 || length > MAX_PAYLOAD) {
+      if (magic !== FRAME_MAGIC || type < 1 || type > MAX_FRAME_TYPE || stream > 2 || length > MAX_PAYLOAD) {
         throw new BangerError(ErrorCode.GUEST_UNREACHABLE, "the guest agent sent a malformed frame", {
           hint: "the guest channel was closed; `banger vm restart NAME` restarts the agent",
         });

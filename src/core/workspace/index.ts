@@ -1,16 +1,19 @@
 /**
  * Workspaces, file copy and auth sync, the pure side: the guest shell
- * programs (scripts.ts), the default guest path and the parsing of an
- * export's `meta`.
+ * programs (scripts.ts), docker cp's destination rules (copy.ts), a
+ * streaming tar writer (tar.ts), the default guest path and the parsing of
+ * an export's `meta`.
  */
 export {
-  AUTH_SCRIPT,
-  EXPORT_SCRIPT,
-  PREPARE_SCRIPT,
-  RECEIVE_SCRIPT,
-  SEND_SCRIPT,
-  shellProgram,
-} from "./scripts.ts";
+  baseOf,
+  type CopySource,
+  joinGuest,
+  parentOf,
+  planReceive,
+  type ReceivePlan,
+  receiveTarget,
+} from "./copy.ts";
+export { AUTH_SCRIPT, EXPORT_SCRIPT, PREPARE_SCRIPT, shellProgram } from "./scripts.ts";
 
 /** In a VM's directory: the guest paths `vm auth sync` wrote (paths only), scrubbed by `image promote`. */
 export const AUTH_FILES_JSON = "auth-files.json";
@@ -64,4 +67,4 @@ export function hasUnexportedWork(options: {
   return true;
 }
 
-export { type TarEntry, tarArchive } from "./tar.ts";
+export { TAR_END, type TarEntry, type TarHeader, tarArchive, tarHeader, tarPadding } from "./tar.ts";

@@ -13,9 +13,11 @@ export function shellProgram(name: string, script: string, args: readonly string
 /**
  * Imports a prepare payload (a tar on stdin) as a git repository at $1.
  * $2 = 1 for read-only, $3 = branch ('' for a detached HEAD), $4 = HEAD
- * commit. The payload holds `repo.bundle` (or `repo.git/`, a shallow bare
- * clone), `staged.patch`, `unstaged.patch`, `untracked.tar` and
- * `sub-N.bundle` with `submodules` (NUL-separated `path` then `commit`).
+ * commit. The payload holds `pack/` (a pack of the history with its index,
+ * made on the host: moved into place, never re-indexed here) and maybe
+ * `shallow`, or `repo.git/` (a shallow bare clone); `staged.patch`,
+ * `unstaged.patch`, `untracked.tar` and `sub-N.bundle` with `submodules`
+ * (NUL-separated `path` then `commit`).
  * Everything is built in a staging directory beside $1 and renamed into
  * place last, so a reader never sees half an import; $1 must not exist.
  */
@@ -36,8 +38,9 @@ if [ -d "$stage/in/repo.git" ]; then
   git -C "$tree" config core.bare false
   git -C "$tree" remote remove origin 2>/dev/null || true
 else
-  git clone -q --no-checkout -- "$stage/in/repo.bundle" "$tree"
-  git -C "$tree" remote remove origin
+  git -c init.defaultBranch=banger-import init -q -- "$tree"
+  mv -- "$stage/in/pack/"* "$tree/.git/objects/pack/"
+  if [ -f "$stage/in/shallow" ]; then mv -- "$stage/in/shallow" "$tree/.git/shallow"; fi
 fi
 cd -- "$tree"
 if [ -n "$branch" ]; then git checkout -q -B "$branch" "$head"; else git checkout -q --detach "$head"; fi
@@ -116,53 +119,6 @@ case $format in
 esac
 printf 'head %s\\ntree %s\\ntip %s\\ncommits %s\\ndirty %s\\n' "$head" "$tree" "$tip" "$commits" "$dirty" >"$out/meta"
 tar -c -C "$out" .
-`;
-
-/**
- * Extracts a tar from stdin to $1 with docker cp's rules. $2 is what the
- * tar holds: `file` or `dir` (one entry named $3) or `contents` (a
- * directory's entries). $4 = 1 keeps the tar's uid/gid.
- * - $1 is an existing directory: the entry lands inside it (contents: merged into it);
- * - $1 does not exist: the entry becomes $1 (its parent must exist; a
- *   trailing '/' on $1 needs a directory source).
- * Prints the final path.
- */
-export const RECEIVE_SCRIPT = `set -eu
-dest=$1 source=$2 base=$3 keep=$4
-owner=--no-same-owner
-[ "$keep" = 1 ] && owner="--same-owner --numeric-owner"
-if [ -d "$dest" ]; then
-  # shellcheck disable=SC2086
-  tar -x -p $owner -C "$dest" -f -
-  case $source in contents) echo "$dest" ;; *) echo "$dest/$base" ;; esac
-  exit 0
-fi
-case $dest in */) if [ "$source" = file ]; then echo "banger: $dest is not a directory" >&2; exit 20; fi ;; esac
-trimmed=\${dest%/}
-parent=$(dirname -- "$trimmed")
-if [ ! -d "$parent" ]; then echo "banger: $parent: no such directory" >&2; exit 2; fi
-stage=$(mktemp -d "$parent/.banger-cp.XXXXXX")
-trap 'rm -rf -- "$stage"' EXIT
-# shellcheck disable=SC2086
-tar -x -p $owner -C "$stage" -f -
-if [ "$source" = contents ]; then mv -- "$stage" "$trimmed"; trap - EXIT; else mv -- "$stage/$base" "$trimmed"; fi
-echo "$trimmed"
-`;
-
-/**
- * Writes $1 as a tar on stdout: one entry named after its last component
- * (a symlink is copied as a link), or, for a path ending in '/.', the
- * directory's contents. Prints nothing else on stdout.
- */
-export const SEND_SCRIPT = `set -eu
-src=$1
-case $src in
-  */.) [ -d "$src" ] || { echo "banger: $src: not a directory" >&2; exit 2; }; exec tar -c -C "$src" . ;;
-esac
-if [ ! -e "$src" ] && [ ! -L "$src" ]; then echo "banger: $src: no such file or directory" >&2; exit 2; fi
-trimmed=\${src%/}
-[ -n "$trimmed" ] || trimmed=/
-exec tar -c -C "$(dirname -- "$trimmed")" -- "$(basename -- "$trimmed")"
 `;
 
 /**

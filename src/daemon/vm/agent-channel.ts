@@ -1,7 +1,8 @@
 /**
  * The guest channel over banger's guest agent: every exec (the user's, the
  * stats probe, health) runs through the VM's agent session, supervised by
- * exec.ts; TCP connections (`vm proxy`) go straight to the guest's address.
+ * exec.ts; file requests (`vm cp`) go to the same session; TCP connections
+ * (`vm proxy`) go straight to the guest's address.
  * Closing the channel (stop, kill, reap) ends the session, so an exec in
  * flight ends with VM_STOPPED.
  */
@@ -29,6 +30,7 @@ export function agentChannel(
       return superviseExec(proc, exec);
     },
     openTcp: (target, port, signal) => guest.openTcp(target, port, signal),
+    files: (target) => agents.files(target.vmId, target.agent),
     async close(target) {
       agents.close(
         target.vmId,

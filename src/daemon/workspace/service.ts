@@ -30,12 +30,14 @@ import {
   type VmInfo,
   type WorkspaceInfo,
 } from "../../protocol/index.ts";
-import type { GuestExec } from "../vm/index.ts";
+import type { GuestExec, GuestFiles } from "../vm/index.ts";
 
-/** The part of the VM service workspaces use; every guest command goes through `exec`. */
+/** The part of the VM service workspaces use; every guest command goes through `exec`, every copy through `files`. */
 export interface WorkspaceVms {
   show(name: string): Promise<VmInfo>;
   exec(name: string, exec: GuestExec): Promise<{ exitCode: number | null; signal: string | null }>;
+  /** The running guest's files through its agent (`vm cp`). */
+  files(name: string): Promise<GuestFiles>;
   runtime(name: string): Promise<{ diskFile: string | null }>;
 }
 

@@ -1,19 +1,14 @@
 /**
- * `vm cp` and `vm auth sync`: tar streams into and out of a guest through
- * the VM service's exec (the guest channel), with backpressure end to end:
- * the RPC stream pauses the client, exec pauses the guest. Neither takes
- * the VM lock, nor the workspace lock.
+ * `vm cp` and `vm auth sync`. cp's tar streams go into and out of a guest
+ * over the agent's file requests (guest-tree.ts), so a guest needs no shell
+ * or tar; auth sync runs a shell program through exec. Backpressure holds
+ * end to end: the RPC stream pauses the client, the agent's credits pause
+ * the guest. Neither takes the VM lock, nor the workspace lock.
  */
 import { Readable } from "node:stream";
-import {
-  AUTH_SCRIPT,
-  RECEIVE_SCRIPT,
-  SEND_SCRIPT,
-  shellProgram,
-  type TarEntry,
-  tarArchive,
-} from "../../core/workspace/index.ts";
+import { AUTH_SCRIPT, shellProgram, type TarEntry, tarArchive } from "../../core/workspace/index.ts";
 import { BangerError, ErrorCode, type ParamsOf, type ResultOf } from "../../protocol/index.ts";
+import { receiveTar, sendTar } from "./guest-tree.ts";
 import type { WorkspaceVms } from "./service.ts";
 
 const STDERR_KEPT = 4096;
@@ -38,7 +33,7 @@ export interface TransferService {
 }
 
 export interface TransferDeps {
-  vms: Pick<WorkspaceVms, "exec">;
+  vms: Pick<WorkspaceVms, "exec" | "files">;
   /** Remembers which guest paths auth sync wrote (never their contents), for `image promote` to scrub. */
   recordAuthFiles?: (name: string, guestPaths: string[]) => Promise<void>;
 }
@@ -51,13 +46,12 @@ export function createTransferService(deps: TransferDeps): TransferService {
     name: string,
     what: string,
     argv: string[],
-    options: { stdin?: Readable; onStdout?: (chunk: Buffer) => void | Promise<void>; signal: AbortSignal },
+    options: { stdin?: Readable; signal: AbortSignal },
   ) => {
     let stderr = "";
     const result = await deps.vms.exec(name, {
       argv,
       stdin: options.stdin,
-      ...(options.onStdout ? { onStdout: options.onStdout } : {}),
       onStderr: (chunk) => {
         stderr = (stderr + chunk.toString("utf8")).slice(-STDERR_KEPT);
       },
@@ -74,42 +68,24 @@ export function createTransferService(deps: TransferDeps): TransferService {
 
   return {
     async copyIn(options) {
-      let printed = "";
-      await run(
-        options.name,
-        `copy into ${options.path}`,
-        shellProgram("banger-cp", RECEIVE_SCRIPT, [
-          options.path,
-          options.source,
-          options.base,
-          options.archive ? "1" : "0",
-        ]),
-        {
-          stdin: options.payload,
-          onStdout: (chunk) => {
-            printed += chunk.toString("utf8");
-          },
-          signal: options.signal,
-        },
-      );
-      return { path: printed.trim() || options.path };
+      return receiveTar({
+        files: await deps.vms.files(options.name),
+        dest: options.path,
+        source: options.source,
+        base: options.base,
+        archive: options.archive,
+        payload: options.payload,
+        signal: options.signal,
+      });
     },
 
     async copyOut(options) {
-      let bytes = 0;
-      await run(
-        options.name,
-        `copy ${options.path}`,
-        shellProgram("banger-cp", SEND_SCRIPT, [options.path]),
-        {
-          onStdout: (chunk) => {
-            bytes += chunk.length;
-            return options.onData(chunk);
-          },
-          signal: options.signal,
-        },
-      );
-      return { bytes };
+      return sendTar({
+        files: await deps.vms.files(options.name),
+        path: options.path,
+        onData: options.onData,
+        signal: options.signal,
+      });
     },
 
     async syncAuth(params, signal) {

@@ -4,12 +4,11 @@
  * daemon started), shared by every exec on that VM, and closed with a reason
  * when the VM stops. Every readiness sets the guest clock from the host.
  */
-import type { Readable } from "node:stream";
 import type { AgentEndpoint } from "../../core/agent/index.ts";
 import type { Logger } from "../../core/log/index.ts";
 import { connectAgent } from "./connect.ts";
 import { agentInitrd } from "./initrd.ts";
-import type { AgentExecOptions, AgentProcess, AgentSession } from "./session.ts";
+import type { AgentExecOptions, AgentFiles, AgentProcess, AgentSession } from "./session.ts";
 
 /** How long a lazy connect (to a VM that is already running) may take. */
 const LAZY_CONNECT_MS = 10_000;
@@ -27,19 +26,8 @@ export interface GuestAgentsAdapter {
     options: { deadlineMs: number; signal: AbortSignal; stillAlive(): Promise<boolean> },
   ): Promise<{ version: string }>;
   exec(vmId: string, endpoint: AgentEndpoint, options: AgentExecOptions): Promise<AgentProcess>;
-  readFile(
-    vmId: string,
-    endpoint: AgentEndpoint,
-    path: string,
-    onData: (chunk: Buffer) => Promise<void>,
-  ): Promise<void>;
-  writeFile(
-    vmId: string,
-    endpoint: AgentEndpoint,
-    path: string,
-    mode: number,
-    source: Readable,
-  ): Promise<void>;
+  /** The VM's files through its agent; each call uses the VM's session of that moment. */
+  files(vmId: string, endpoint: AgentEndpoint): AgentFiles;
   /** Sets the guest's clock to the host's (after a resume). */
   setClock(vmId: string, endpoint: AgentEndpoint): Promise<void>;
   /** Ends the VM's session, if any; its open channels fail with `reason`. */
@@ -96,7 +84,7 @@ export function createGuestAgents(options: {
     async connect(vmId, endpoint, connectOptions) {
       this.close(vmId);
       const session = await remember(vmId, connectAgent({ endpoint, ...connectOptions }));
-      await session.setClock(Date.now());
+      await syncClock(session);
       options.logger.debug("guest agent ready", { vm: vmId, agent: session.version });
       return { version: session.version };
     },
@@ -105,16 +93,21 @@ export function createGuestAgents(options: {
       return (await sessionFor(vmId, endpoint)).exec(execOptions);
     },
 
-    async readFile(vmId, endpoint, path, onData) {
-      await (await sessionFor(vmId, endpoint)).readFile(path, onData);
-    },
-
-    async writeFile(vmId, endpoint, path, mode, source) {
-      await (await sessionFor(vmId, endpoint)).writeFile(path, mode, source);
+    files(vmId, endpoint) {
+      const session = () => sessionFor(vmId, endpoint);
+      return {
+        stat: async (path, statOptions) => (await session()).stat(path, statOptions),
+        list: async (path) => (await session()).list(path),
+        readFile: async (path, onData) => (await session()).readFile(path, onData),
+        writeFile: async (path, mode, source) => (await session()).writeFile(path, mode, source),
+        mkdir: async (path, attrs) => (await session()).mkdir(path, attrs),
+        link: async (path, target, linkOptions) => (await session()).link(path, target, linkOptions),
+        setAttrs: async (path, attrs) => (await session()).setAttrs(path, attrs),
+      };
     },
 
     async setClock(vmId, endpoint) {
-      await (await sessionFor(vmId, endpoint)).setClock(Date.now());
+      await syncClock(await sessionFor(vmId, endpoint));
     },
 
     close(vmId, reason) {
@@ -127,4 +120,21 @@ export function createGuestAgents(options: {
       );
     },
   };
+}
+
+/** A clock set whose round trip took longer than this is sent again (at most CLOCK_TRIES times). */
+const CLOCK_RTT_MS = 250;
+const CLOCK_TRIES = 3;
+
+/**
+ * Sets the guest's clock to the host's. The guest is behind by the time the
+ * frame took to reach it, which a loaded host can stretch to seconds: a set
+ * whose round trip was slow is sent again with a fresh time.
+ */
+async function syncClock(session: Pick<AgentSession, "setClock">): Promise<void> {
+  for (let attempt = 1; attempt <= CLOCK_TRIES; attempt++) {
+    const sentAt = Date.now();
+    await session.setClock(sentAt);
+    if (Date.now() - sentAt < CLOCK_RTT_MS) return;
+  }
 }

@@ -7,4 +7,4 @@
  */
 export { createGuestAgents, type GuestAgentsAdapter } from "./guest-agents.ts";
 export { agentBinaryPath } from "./initrd.ts";
-export type { AgentExecOptions, AgentProcess, AgentSession, ExecResult } from "./session.ts";
+export type { AgentExecOptions, AgentFiles, AgentProcess, AgentSession, ExecResult } from "./session.ts";

@@ -13,14 +13,22 @@
 import type { Duplex, Readable } from "node:stream";
 import {
   AGENT_PROTOCOL,
+  decodeEntries,
   type ExecRequest,
+  encodeAttrsRequest,
   encodeClock,
   encodeExecRequest,
   encodeFrame,
+  encodeLink,
+  encodeList,
+  encodeStat,
   type Frame,
   FrameDecoder,
   FrameType,
+  type GuestAttrs,
+  type GuestEntry,
   MAX_PAYLOAD,
+  MIN_AGENT_PROTOCOL,
   SIGNAL_NUMBERS,
   STREAM_WINDOW,
   Stream,
@@ -61,17 +69,38 @@ interface ChannelEntry {
   fail(error: Error): void;
 }
 
-export class AgentSession {
+/** A guest's files through its agent: whole-file streams and the tree requests (protocol 2). */
+export interface AgentFiles {
+  /** The entry at `path` (lstat; `follow` stats a symlink's target); undefined when nothing is there. */
+  stat(path: string, options?: { follow?: boolean }): Promise<GuestEntry | undefined>;
+  /** The children of a directory, lstat'ed, in directory order. */
+  list(path: string): Promise<GuestEntry[]>;
+  /** Streams a file to `onData` (in order, with backpressure). */
+  readFile(path: string, onData: (chunk: Buffer) => void | Promise<void>): Promise<void>;
+  /** Writes `source` to a file (created or truncated with `mode`, less the agent's umask). */
+  writeFile(path: string, mode: number, source: AsyncIterable<Buffer | string>): Promise<void>;
+  /** Makes a directory (an existing one is kept), then sets `attrs` on it. */
+  mkdir(path: string, attrs: GuestAttrs): Promise<void>;
+  /** Replaces what is at `path` (not a directory) with a symlink to `target`, or with `hard` a hard link. */
+  link(path: string, target: string, options: { hard: boolean; attrs: GuestAttrs }): Promise<void>;
+  /** Sets owner, mode and mtime, never through a symlink. */
+  setAttrs(path: string, attrs: GuestAttrs): Promise<void>;
+}
+
+export class AgentSession implements AgentFiles {
   readonly version: string;
+  /** The protocol the agent speaks (MIN_AGENT_PROTOCOL..AGENT_PROTOCOL). */
+  readonly protocol: number;
   readonly #socket: Duplex;
   readonly #channels = new Map<number, ChannelEntry>();
   #nextChannel = 1;
   #closedError: Error | undefined;
   readonly #closedListeners = new Set<(error: Error) => void>();
 
-  constructor(socket: Duplex, version: string, decoder: FrameDecoder) {
+  constructor(socket: Duplex, hello: { version: string; protocol: number }, decoder: FrameDecoder) {
     this.#socket = socket;
-    this.version = version;
+    this.version = hello.version;
+    this.protocol = hello.protocol;
     socket.on("data", (chunk: Buffer) => {
       let frames: Frame[];
       try {
@@ -141,11 +170,53 @@ export class AgentSession {
   }
 
   /** Writes `source` to a guest file (created or truncated with `mode`). */
-  async writeFile(path: string, mode: number, source: Readable): Promise<void> {
+  async writeFile(path: string, mode: number, source: AsyncIterable<Buffer | string>): Promise<void> {
     const channel = new Channel(this, this.#open(), [undefined, undefined]);
     this.#send(FrameType.WRITE, channel.id, Buffer.concat([u32(mode), Buffer.from(path, "utf8")]));
     void channel.pump(source);
     await channel.done;
+  }
+
+  async stat(path: string, options: { follow?: boolean } = {}): Promise<GuestEntry | undefined> {
+    try {
+      const [entry] = await this.#tree(FrameType.STAT, encodeStat(path, { follow: options.follow === true }));
+      return entry;
+    } catch (error) {
+      if (error instanceof BangerError && error.data?.errno === ERRNO.ENOENT) return undefined;
+      throw error;
+    }
+  }
+
+  list(path: string): Promise<GuestEntry[]> {
+    return this.#tree(FrameType.LIST, encodeList(path));
+  }
+
+  async mkdir(path: string, attrs: GuestAttrs): Promise<void> {
+    await this.#tree(FrameType.MKDIR, encodeAttrsRequest(path, attrs));
+  }
+
+  async link(path: string, target: string, options: { hard: boolean; attrs: GuestAttrs }): Promise<void> {
+    await this.#tree(FrameType.LINK, encodeLink(path, target, options));
+  }
+
+  async setAttrs(path: string, attrs: GuestAttrs): Promise<void> {
+    await this.#tree(FrameType.SETATTR, encodeAttrsRequest(path, attrs));
+  }
+
+  /** One tree request: its entry records (if any) once the agent answers EXIT. */
+  async #tree(type: FrameType, payload: Buffer): Promise<GuestEntry[]> {
+    if (this.protocol < 2) {
+      throw new BangerError(
+        ErrorCode.VERSION_MISMATCH,
+        `the guest agent speaks protocol ${this.protocol}, which has no file tree requests`,
+        { hint: "restart the VM so banger injects its current agent" },
+      );
+    }
+    const chunks: Buffer[] = [];
+    const channel = new Channel(this, this.#open(), [(chunk) => void chunks.push(chunk), undefined]);
+    this.#send(type, channel.id, payload);
+    await channel.done;
+    return decodeEntries(Buffer.concat(chunks));
   }
 
   /** Sets the guest's CLOCK_REALTIME. */
@@ -235,7 +306,10 @@ class Channel {
   }
 
   /** Sends `source` as stream 0 within the agent's credit, then EOF. Stops when the channel ends. */
-  async pump(source: Readable, options: { sendEof: boolean } = { sendEof: true }): Promise<void> {
+  async pump(
+    source: AsyncIterable<Buffer | string>,
+    options: { sendEof: boolean } = { sendEof: true },
+  ): Promise<void> {
     try {
       for await (const raw of source) {
         let chunk: Buffer = typeof raw === "string" ? Buffer.from(raw) : (raw as Buffer);
@@ -311,6 +385,7 @@ const ERRNO = {
   ENOENT: 2,
   ESRCH: 3,
   EACCES: 13,
+  EEXIST: 17,
   ENOTDIR: 20,
   EISDIR: 21,
   EINVAL: 22,
@@ -322,31 +397,36 @@ const ERRNO = {
 function agentError(payload: Buffer): BangerError {
   const errno = payload.length >= 4 ? payload.readUInt32BE(0) : 0;
   const message = `guest: ${payload.subarray(4).toString("utf8")}`;
+  const data = { errno };
   switch (errno) {
     case ERRNO.ESRCH:
-      // The agent's answer to a user or group its guest does not have (agent.c resolve_user).
+      // The agent's answer to a user or group its guest does not have (guest/agent/exec.c resolve_user).
       return new BangerError(ErrorCode.INVALID_PARAMS, message, {
         hint: "name a user and group of the guest's /etc/passwd and /etc/group, or give numbers (`-u 1000:1000`); for an image's USER, fix it or pass `-u`",
       });
     case ERRNO.ENOENT:
+    case ERRNO.EEXIST:
     case ERRNO.ENOTDIR:
     case ERRNO.EISDIR:
     case ERRNO.EINVAL:
       return new BangerError(ErrorCode.INVALID_PARAMS, message, {
         hint: "check the path or request in the guest",
+        data,
       });
     case ERRNO.EPERM:
     case ERRNO.EACCES:
     case ERRNO.EROFS:
       return new BangerError(ErrorCode.PERMISSION_DENIED, message, {
         hint: "the guest refused it; check the file's owner and mode in the guest",
+        data,
       });
     case ERRNO.EMFILE:
       return new BangerError(ErrorCode.BAD_STATE, message, {
         hint: "too many commands run in this VM at once; wait for some to finish",
+        data,
       });
     default:
-      return new BangerError(ErrorCode.INTERNAL, message);
+      return new BangerError(ErrorCode.INTERNAL, message, { data });
   }
 }
 
@@ -401,11 +481,13 @@ export async function openAgentSession(socket: Duplex, signal: AbortSignal): Pro
     socket.resume();
     socket.write(encodeFrame({ type: FrameType.HELLO, channel: 0, payload: u32(AGENT_PROTOCOL) }));
   }).catch((error: unknown) => {
+    // Late errors of a socket given up on have nobody to tell.
+    socket.on("error", () => {});
     socket.destroy();
     throw error;
   });
   const protocol = hello.payload.length >= 4 ? hello.payload.readUInt32BE(0) : 0;
-  if (protocol !== AGENT_PROTOCOL) {
+  if (protocol < MIN_AGENT_PROTOCOL || protocol > AGENT_PROTOCOL) {
     socket.destroy();
     throw new BangerError(
       ErrorCode.VERSION_MISMATCH,
@@ -415,5 +497,5 @@ export async function openAgentSession(socket: Duplex, signal: AbortSignal): Pro
       },
     );
   }
-  return new AgentSession(socket, hello.payload.subarray(4).toString("utf8"), decoder);
+  return new AgentSession(socket, { version: hello.payload.subarray(4).toString("utf8"), protocol }, decoder);
 }

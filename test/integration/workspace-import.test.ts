@@ -1,0 +1,126 @@
+/**
+ * The prepare payload (built by the CLI's host code) imported by the guest
+ * program, both run here with the system's git, sh and tar: the history
+ * arrives as a pack with its index that the import only moves into place
+ * (git fsck finds every object, no index-pack ran), the same HEAD and
+ * branch, staged, unstaged and untracked changes as on the host, a
+ * detached HEAD, and a shallow repository's boundary.
+ */
+import assert from "node:assert/strict";
+import { execFileSync, spawn, spawnSync } from "node:child_process";
+import { chmodSync, mkdirSync, readdirSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { after, describe, it } from "node:test";
+import { buildPreparePayload, inspectRepo, tarStream } from "../../src/cli/workspace/host.ts";
+import { PREPARE_SCRIPT, shellProgram } from "../../src/core/workspace/index.ts";
+import { makeTempDir } from "../helpers/tmp.ts";
+
+const ENV = {
+  ...process.env,
+  GIT_AUTHOR_NAME: "t",
+  GIT_AUTHOR_EMAIL: "t@t",
+  GIT_COMMITTER_NAME: "t",
+  GIT_COMMITTER_EMAIL: "t@t",
+};
+
+function git(repo: string, ...args: string[]): string {
+  return execFileSync("git", ["-C", repo, ...args], { encoding: "utf8", env: ENV }).trim();
+}
+
+/** Builds the payload for `repo` and runs the guest's import program on it into `dest`. */
+async function prepare(repo: string, dest: string, options: { includeUntracked?: boolean } = {}) {
+  const info = await inspectRepo(repo, null);
+  const payload = await buildPreparePayload({
+    repo: info,
+    includeUntracked: options.includeUntracked === true,
+  });
+  try {
+    assert.ok(readdirSync(join(payload.dir, "pack")).some((f) => /^pack-[0-9a-f]{40}\.idx$/.test(f)));
+    const tar = tarStream(payload.dir, ["."]);
+    const [command, ...args] = shellProgram("banger-prepare", PREPARE_SCRIPT, [
+      dest,
+      "0",
+      info.branch ?? "",
+      info.head,
+    ]) as [string, ...string[]];
+    const child = spawn(command, args, { stdio: ["pipe", "inherit", "pipe"], env: ENV });
+    let stderr = "";
+    child.stderr.on("data", (c: Buffer) => (stderr += c.toString()));
+    tar.stdout.pipe(child.stdin);
+    const code = await new Promise<number | null>((resolve) => child.on("close", resolve));
+    await tar.done;
+    assert.equal(code, 0, stderr);
+  } finally {
+    await payload.remove();
+  }
+  return info;
+}
+
+describe("workspace import: a pack made on the host, moved into place in the guest", () => {
+  const work = makeTempDir("bgi-");
+  after(() => work.cleanup());
+
+  it("gives the same HEAD, branch and changes, and every object with no re-indexing", async () => {
+    const repo = join(work.path, "repo");
+    mkdirSync(repo);
+    git(repo, "init", "-q", "-b", "main");
+    writeFileSync(join(repo, "a.txt"), "one\n");
+    writeFileSync(join(repo, "run.sh"), "#!/bin/sh\n");
+    chmodSync(join(repo, "run.sh"), 0o755);
+    git(repo, "add", ".");
+    git(repo, "commit", "-q", "-m", "first");
+    writeFileSync(join(repo, "a.txt"), "one\ntwo\n");
+    git(repo, "commit", "-qam", "second");
+    writeFileSync(join(repo, "staged.txt"), "staged\n");
+    git(repo, "add", "staged.txt");
+    writeFileSync(join(repo, "a.txt"), "one\ntwo\nthree\n");
+    writeFileSync(join(repo, "untracked.txt"), "new\n");
+
+    const dest = join(work.path, "guest", "repo");
+    const info = await prepare(repo, dest, { includeUntracked: true });
+    assert.equal(git(dest, "rev-parse", "HEAD"), info.head);
+    assert.equal(git(dest, "symbolic-ref", "--short", "HEAD"), "main");
+    assert.equal(git(dest, "status", "--porcelain"), git(repo, "status", "--porcelain"));
+    assert.equal(git(dest, "log", "--format=%s"), "second\nfirst");
+    git(dest, "fsck", "--strict", "--no-dangling");
+    assert.equal(
+      readdirSync(join(dest, ".git", "objects", "pack")).filter((f) => f.endsWith(".pack")).length,
+      1,
+    );
+    assert.equal(
+      git(dest, "count-objects", "-v").match(/^count: (\d+)/m)?.[1],
+      "1",
+      "the history stays packed: the only loose object is the staged file's blob (git apply --index)",
+    );
+
+    git(repo, "checkout", "-q", "--detach");
+    const detached = await prepare(repo, join(work.path, "guest", "detached"));
+    assert.equal(git(join(work.path, "guest", "detached"), "rev-parse", "HEAD"), detached.head);
+    const symbolic = spawnSync("git", [
+      "-C",
+      join(work.path, "guest", "detached"),
+      "symbolic-ref",
+      "-q",
+      "HEAD",
+    ]);
+    assert.equal(symbolic.status, 1, "HEAD is detached");
+  });
+
+  it("keeps a shallow repository's boundary", async () => {
+    const origin = join(work.path, "origin");
+    mkdirSync(origin);
+    git(origin, "init", "-q", "-b", "main");
+    for (const n of [1, 2, 3]) {
+      writeFileSync(join(origin, "f"), `${n}\n`);
+      git(origin, "add", ".");
+      git(origin, "commit", "-q", "-m", `c${n}`);
+    }
+    const shallow = join(work.path, "shallow");
+    execFileSync("git", ["clone", "-q", "--depth=1", `file://${origin}`, shallow], { env: ENV });
+    const dest = join(work.path, "guest", "shallow");
+    await prepare(shallow, dest);
+    assert.equal(git(dest, "rev-parse", "--is-shallow-repository"), "true");
+    assert.equal(git(dest, "log", "--format=%s"), "c3");
+    git(dest, "fsck", "--no-dangling");
+  });
+});
