@@ -151,8 +151,9 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
       onHello: (hello) => ({ compatible: hello.protocol === PROTOCOL_VERSION }),
     });
     life.defer(() => server.close());
-    await server.listen();
+    // Written before the socket answers, so a client that reached the daemon finds its pid.
     await writeFile(layout.pidFile, `${process.pid}\n`, { mode: 0o644 });
+    await server.listen();
     logger.info("daemon started", {
       socket: layout.socketFile,
       build: BUILD_VERSION,
