@@ -51,6 +51,7 @@ import { benchExecStdin, benchRpcIdle, EXEC_STDIN_ROW, RPC_IDLE_ROW } from "./ro
 import { benchVmOci, VM_OCI_ROW } from "./row-oci.ts";
 import { benchPublish, PUBLISH_ROW } from "./row-ports.ts";
 import { benchRpc, RPC_ROW } from "./row-rpc.ts";
+import { benchSnapshotRows, VM_FORK_ROW, VM_SNAP_ROW, VM_SUSPEND_ROW } from "./row-snapshot.ts";
 import { benchTapPool, TAP_POOL_ROW, tapPoolSkipReason } from "./row-tap-pool.ts";
 import {
   benchRss,
@@ -92,6 +93,9 @@ const ROWS = [
   IMAGE_SHARED_ROW,
   WS_PREPARE_ROW,
   CP_IN_ROW,
+  VM_SNAP_ROW,
+  VM_FORK_ROW,
+  VM_SUSPEND_ROW,
 ] as const;
 type RowId = (typeof ROWS)[number]["id"];
 const VM_ROW_IDS: readonly RowId[] = [
@@ -105,6 +109,9 @@ const VM_ROW_IDS: readonly RowId[] = [
   "exec-stdin",
   "ws-prepare",
   "cp-in",
+  "vm-snap",
+  "vm-fork",
+  "vm-suspend",
 ];
 /** The whole bench ends (cleaning up) after this long, whatever state it is in. */
 const OVERALL_CAP_MS = 9 * 60_000;
@@ -303,6 +310,14 @@ async function runRows(session: Session, selected: Set<RowId>, failures: string[
   if (selected.has("rss")) results.push(...(await attempt(RSS_ROW, failures, () => benchRss(ctx))));
   if (selected.has("exec-stdin"))
     results.push(...(await attempt(EXEC_STDIN_ROW, failures, () => benchExecStdin(ctx))));
+  if (selected.has("vm-snap") || selected.has("vm-fork") || selected.has("vm-suspend")) {
+    const first = selected.has("vm-snap")
+      ? VM_SNAP_ROW
+      : selected.has("vm-fork")
+        ? VM_FORK_ROW
+        : VM_SUSPEND_ROW;
+    results.push(...(await attempt(first, failures, () => benchSnapshotRows(ctx, selected))));
+  }
   // Last: the longest guest rows; a full run that reaches the overall cap loses only these.
   if (wantsWorkspace && worker) {
     const w = worker;

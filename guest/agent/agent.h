@@ -15,6 +15,9 @@
 
 #ifndef BANGER_AGENT_VERSION
 #define BANGER_AGENT_VERSION "dev"
+/* reseed.c: `agent reseed` credits stdin to the kernel's pool and forces a CRNG reseed. */
+int reseed_from_stdin(void);
+
 #endif
 #define MAX_CHANNELS 256
 #define OUTQ_HIGH (512 * 1024)
@@ -81,5 +84,8 @@ void on_file(int type, uint32_t id, unsigned char *p, size_t len);
 void on_clock(uint32_t id, const unsigned char *p, size_t len);
 /* STAT, LIST, MKDIR, LINK, SETATTR: answered at once, no channel kept. */
 void on_tree(int type, uint32_t id, unsigned char *p, size_t len);
+
+/* reseed.c: `agent reseed` credits stdin to the kernel's pool and forces a CRNG reseed. */
+int reseed_from_stdin(void);
 
 #endif

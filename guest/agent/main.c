@@ -199,6 +199,7 @@ int main(int argc, char **argv) {
     printf("banger-agent %s protocol %u\n", BANGER_AGENT_VERSION, BG_PROTOCOL);
     return 0;
   }
+  if (argc == 2 && strcmp(argv[1], "reseed") == 0) return reseed_from_stdin();
   signal(SIGPIPE, SIG_IGN);
   if (pipe2(sigchld_pipe, O_CLOEXEC | O_NONBLOCK)) return 1;
   struct sigaction sa = {.sa_handler = on_sigchld, .sa_flags = SA_RESTART | SA_NOCLDSTOP};

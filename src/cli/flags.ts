@@ -3,6 +3,7 @@
  * units in the style of docker (`--memory 1g`, `512m`, `2GiB`), each refusal
  * naming the flag and the value.
  */
+import { parseDurationMs } from "../core/units.ts";
 import { BangerError, ErrorCode } from "../protocol/index.ts";
 
 export function parseInteger(flag: string, value: string): number {
@@ -47,13 +48,10 @@ export function parseSize(flag: string, value: string, unit: "MiB" | "GiB"): num
   return inUnit;
 }
 
-const DURATION_UNITS_MS: Readonly<Record<string, number>> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 };
-
 /** A duration such as 30s, 1.5m, 2h or 500ms (a bare number is seconds), in whole milliseconds > 0. */
 export function parseDuration(flag: string, value: string): number {
-  const match = /^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$/.exec(value);
-  const ms = match ? Math.round(Number(match[1]) * DURATION_UNITS_MS[match[2] ?? "s"]!) : Number.NaN;
-  if (!(ms > 0)) {
+  const ms = parseDurationMs(value);
+  if (ms === undefined) {
     throw new BangerError(
       ErrorCode.INVALID_PARAMS,
       `${flag} must be a duration such as 30s, 5m or 1h, not '${value}'`,

@@ -10,12 +10,14 @@ import { completionSpec } from "./commands/completion.ts";
 import { daemonGroup } from "./commands/daemon/index.ts";
 import { doctorSpec, pingSpec } from "./commands/doctor.ts";
 import { imageGroup } from "./commands/image/index.ts";
+import { poolGroup } from "./commands/pool/index.ts";
+import { snapshotGroup } from "./commands/snapshot/index.ts";
 import { vmGroup } from "./commands/vm/index.ts";
 import { type CliContext, reportError } from "./context.ts";
 import { type AnyCommandSpec, type CommandResult, type GroupSpec, isGroup, type OptionSpec } from "./spec.ts";
 import { suggestVmName } from "./suggest.ts";
 
-const groups: readonly GroupSpec[] = [daemonGroup, vmGroup, imageGroup];
+const groups: readonly GroupSpec[] = [daemonGroup, vmGroup, imageGroup, snapshotGroup, poolGroup];
 const topLevel: readonly AnyCommandSpec[] = [
   pingSpec,
   doctorSpec,

@@ -7,28 +7,48 @@ import { errorMessage } from "../core/async/index.ts";
 import type { OperationRegistry, OperationSnapshot } from "../core/concurrency/index.ts";
 import { applyRunDefaults, type RunDefaults } from "../core/oci/index.ts";
 import { isActiveState } from "../core/vm/index.ts";
-import { BangerError, ErrorCode, type OperationInfo, type VmInfo } from "../protocol/index.ts";
+import {
+  BangerError,
+  type CreateVmParams,
+  ErrorCode,
+  type OperationInfo,
+  type VmInfo,
+} from "../protocol/index.ts";
+import type { PoolService } from "./pool/index.ts";
 import type { HandlerContext, HandlerTable } from "./rpc/server.ts";
-import type { VmService, VmStatsService } from "./vm/index.ts";
+import type { SnapshotService } from "./snapshot/index.ts";
+import type { OpOptions, VmService, VmStatsService } from "./vm/index.ts";
 
 export interface VmHandlerDeps {
   vms: VmService;
   createOps: OperationRegistry<VmInfo>;
   stats: VmStatsService;
+  /** Makes the VMs of `vm.create` with `from` (restored clones). */
+  snapshots: Pick<SnapshotService, "createFrom">;
   /** Refuses a delete that would lose work (a workspace's unexported commits) unless forced. */
   beforeDelete?: (name: string, options: { force: boolean; signal: AbortSignal }) => Promise<void>;
   /** The run defaults (ENTRYPOINT, CMD, ENV, WORKDIR, USER) of a VM's image, if it has any. */
   runDefaults?: (vmName: string) => RunDefaults | undefined;
+  /** Warm pools: a matching create takes a member; `vm.list` leaves members out. */
+  pool?: Pick<PoolService, "take" | "isMember">;
 }
 
 export function buildVmHandlers(deps: VmHandlerDeps): HandlerTable {
   const { vms, createOps, stats } = deps;
   const op = (ctx: HandlerContext) => ({ signal: ctx.signal, progress: ctx.progress });
+  const create = async (params: CreateVmParams, options: OpOptions) => {
+    const taken = await deps.pool?.take(params, options);
+    if (taken) return taken;
+    const { from } = params;
+    return from === undefined
+      ? vms.create(params, options)
+      : deps.snapshots.createFrom({ ...params, from }, options);
+  };
   return {
-    "vm.create": (params, ctx) => vms.create(params, op(ctx)),
+    "vm.create": (params, ctx) => create(params, op(ctx)),
     "vm.create.begin": (params) => {
       const snapshot = createOps.begin("vm.create", params.name ?? null, (opCtx) =>
-        vms.create(params, {
+        create(params, {
           signal: opCtx.signal,
           progress: (event) => opCtx.report(event.step, event.message),
         }),
@@ -45,14 +65,15 @@ export function buildVmHandlers(deps: VmHandlerDeps): HandlerTable {
       if (!snapshot) throw operationNotFound(params.operationId);
       return { operation: operationInfo(snapshot) };
     },
-    "vm.list": async () => ({ vms: await vms.list() }),
+    "vm.list": async () => ({ vms: (await vms.list()).filter((vm) => !deps.pool?.isMember(vm)) }),
     "vm.show": (params) => vms.show(params.name),
     "vm.start": (params, ctx) => vms.start(params.name, op(ctx)),
     "vm.stop": (params, ctx) => vms.stop(params.name, op(ctx)),
     "vm.restart": (params, ctx) => vms.restart(params.name, op(ctx)),
     "vm.kill": (params) => vms.kill(params.name),
     "vm.pause": (params) => vms.pause(params.name),
-    "vm.resume": (params) => vms.resume(params.name),
+    "vm.resume": (params, ctx) => vms.resume(params.name, op(ctx)),
+    "vm.suspend": (params, ctx) => vms.suspend(params.name, op(ctx)),
     "vm.set": ({ name, ...changes }) => vms.set(name, changes),
     "vm.delete": async (params, ctx) => {
       await deps.beforeDelete?.(params.name, { force: params.force === true, signal: ctx.signal });

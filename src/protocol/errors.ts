@@ -40,6 +40,11 @@ export const ErrorCode = {
   WORKSPACE_FAILED: "WORKSPACE_FAILED",
   UNEXPORTED_WORK: "UNEXPORTED_WORK",
   BRANCH_DIVERGED: "BRANCH_DIVERGED",
+  SNAPSHOT_NOT_FOUND: "SNAPSHOT_NOT_FOUND",
+  /** A snapshot cannot restore into what was asked (driver, machine shape, kernel, VMM version). */
+  SNAPSHOT_MISMATCH: "SNAPSHOT_MISMATCH",
+  /** The VM holds synced credentials and the snapshot was not told `--include-secrets`. */
+  SNAPSHOT_SECRETS: "SNAPSHOT_SECRETS",
   INTERNAL: "INTERNAL",
 } as const;
 
@@ -85,6 +90,9 @@ export const exitStatusFor: Record<ErrorCode, number> = {
   WORKSPACE_FAILED: 7,
   UNEXPORTED_WORK: 6,
   BRANCH_DIVERGED: 6,
+  SNAPSHOT_NOT_FOUND: 4,
+  SNAPSHOT_MISMATCH: 6,
+  SNAPSHOT_SECRETS: 6,
   INTERNAL: 1,
 };
 
@@ -113,6 +121,11 @@ const defaultHint: Partial<Record<ErrorCode, string>> = {
   WORKSPACE_FAILED:
     "the message shows the guest's own error; `banger vm exec NAME -- git -C PATH status` looks closer",
   UNEXPORTED_WORK: "export it first with `banger vm workspace export NAME`, or pass --force to delete anyway",
+  SNAPSHOT_NOT_FOUND: "run `banger snapshot ls` to see the snapshots that exist",
+  SNAPSHOT_MISMATCH:
+    "omit --vmm, --cpus, --memory and --image with --from (a clone takes the snapshot's), or take a new snapshot",
+  SNAPSHOT_SECRETS:
+    "its memory and disk may hold the synced credentials; pass --include-secrets to snapshot it anyway",
   BRANCH_DIVERGED: "merge or rename the host branch, or pass --force to move it to the VM's commits",
 };
 

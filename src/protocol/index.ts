@@ -5,5 +5,7 @@
 export * from "./errors.ts";
 export * from "./methods.ts";
 export * from "./notifications.ts";
+export * from "./pool.ts";
+export * from "./snapshot.ts";
 export * from "./wire.ts";
 export * from "./workspace.ts";

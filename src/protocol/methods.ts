@@ -6,9 +6,21 @@
  */
 import { z } from "zod";
 import { ProgressStep } from "./notifications.ts";
+import { poolMethods } from "./pool.ts";
+import { SnapshotInfo, snapshotMethods, VmForkParams } from "./snapshot.ts";
 import { workspaceMethods } from "./workspace.ts";
 
-export const VmState = z.enum(["created", "starting", "running", "paused", "stopping", "stopped", "error"]);
+/** `suspended`: the guest's memory is on disk and no VMM runs; `vm resume` (or an exec) restores it. */
+export const VmState = z.enum([
+  "created",
+  "starting",
+  "running",
+  "paused",
+  "suspended",
+  "stopping",
+  "stopped",
+  "error",
+]);
 export type VmState = z.infer<typeof VmState>;
 
 export const VmmKind = z.enum(["qemu", "firecracker"]);
@@ -109,6 +121,12 @@ export const CreateVmParams = z
     publish: z.array(z.string().max(64)).max(64).optional(),
     /** allow, deny, or comma-separated names (`*.suffix` for subdomains). */
     egress: z.string().min(1).max(4096).optional(),
+    /**
+     * A snapshot to start from instead of booting: its image, VMM, vCPUs and
+     * memory are the snapshot's (a different value given here is
+     * SNAPSHOT_MISMATCH); the disk may only grow.
+     */
+    from: z.string().min(1).optional(),
   })
   .strict();
 export type CreateVmParams = z.infer<typeof CreateVmParams>;
@@ -258,6 +276,7 @@ export const methods = {
   "vm.kill": { params: ByName, result: VmInfo },
   "vm.pause": { params: ByName, result: VmInfo },
   "vm.resume": { params: ByName, result: VmInfo },
+  "vm.suspend": { params: ByName, result: VmInfo },
   /**
    * Without `force` a delete is refused while the VM's workspace holds
    * unexported work, and then while the VM is running or paused; with it
@@ -442,6 +461,12 @@ export const methods = {
     params: z.object({ registry: RegistryHost }).strict(),
     result: z.object({ registry: z.string(), removed: z.boolean() }),
   },
+  "vm.fork": {
+    params: VmForkParams,
+    result: z.object({ snapshot: SnapshotInfo, vms: z.array(VmInfo) }),
+  },
+  ...snapshotMethods,
+  ...poolMethods,
   ...workspaceMethods,
 } as const;
 

@@ -44,6 +44,12 @@ export const ProgressStep = z.enum([
   /** The last step of a start: the VM is running; its message says so. */
   "vm.ready",
   "vm.stop",
+  /** A start from a snapshot: memory loaded, then the clone's own identity. */
+  "vm.restore",
+  "vm.identity",
+  "vm.suspend",
+  "snapshot.save",
+  "snapshot.publish",
   "image.rootfs",
   "image.customize",
   "image.kernel",

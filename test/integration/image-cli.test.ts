@@ -205,8 +205,23 @@ test("register copies files into the store; delete --force takes its stopped VMs
   ]);
   assert.equal(registered.kind, "registered");
   assert.equal(readFileSync(registered.rootfs, "utf8"), "rootfs.ext4");
-  const catalog = await json<{ name: string; present: boolean }[]>(["image", "ls", "--catalog"]);
+  const catalog = await json<{ name: string; present: boolean; default: boolean }[]>([
+    "image",
+    "ls",
+    "--catalog",
+  ]);
   assert.deepEqual(catalog.find((entry) => entry.name === "debian-bookworm")?.present, false);
+  // The test helpers start daemons with BANGER_DEFAULT_IMAGE=debian-bookworm-minimal: the small image is the default.
+  assert.deepEqual(
+    catalog.map((entry) => [entry.name, entry.default]),
+    [
+      ["debian-bookworm", false],
+      ["debian-bookworm-minimal", true],
+    ],
+  );
+  const table = await env.banger(["image", "ls", "--catalog"]);
+  assert.match(table.stdout, /^NAME\s+KIND\s+DEFAULT\s+PRESENT\s+DESCRIPTION\n/);
+  assert.match(table.stdout, /\ndebian-bookworm-minimal\s+debian\s+yes\s+no\s+Debian 12/);
   const created = await env.banger(["vm", "create", "uses-mine", "--image", "mine", "--no-start"]);
   assert.equal(created.code, 0, created.stderr);
   const refused = await env.banger(["image", "rm", "mine"]);

@@ -42,7 +42,7 @@ describe("store on a real SQLite file", () => {
         name: string;
       }[]
     ).map((row) => row.name);
-    assert.deepEqual(tables, ["images", "vms"]);
+    assert.deepEqual(tables, ["images", "pool_members", "snapshots", "vm_snapshot", "vms"]);
     db.close();
     // Reopening is a no-op migration.
     const again = openStore(file);
@@ -69,6 +69,30 @@ describe("store on a real SQLite file", () => {
     store.setVmState("id9", "paused", null, "t2");
     assert.equal(store.getVmByName("old")?.state, "paused");
     assert.deepEqual(store.usedGuestIps(), ["10.77.0.9"]);
+    store.close();
+  });
+
+  it("migrates a version-4 database to allow `suspended`, keeping which snapshot backs each clone", () => {
+    const file = join(dir.path, "v4.db");
+    const db = new DatabaseSync(file);
+    db.exec("PRAGMA foreign_keys = ON");
+    for (const migration of migrations.slice(0, 4)) db.exec(migration);
+    db.exec("PRAGMA user_version = 4");
+    db.prepare(
+      `INSERT INTO vms VALUES ('c1','clone','img1','debian-bookworm','qemu',1,512,2,'10.77.0.3','52:54:00:00:00:03','running',NULL,'t0','t1')`,
+    ).run();
+    db.prepare(
+      `INSERT INTO snapshots VALUES ('s1','warm','src','img1','debian-bookworm','qemu',1,512,2,'/s1',0,'t0')`,
+    ).run();
+    db.prepare("INSERT INTO vm_snapshot VALUES ('c1','s1')").run();
+    assert.throws(() => db.prepare("UPDATE vms SET state = 'suspended'").run(), /CHECK constraint failed/);
+    db.close();
+    const store = openStore(file);
+    assert.equal(store.schemaVersion(), migrations.length);
+    assert.equal(store.snapshotOfVm("c1"), "s1", "the clone's link survives the table's rebuild");
+    store.setVmState("c1", "suspended", null, "t2");
+    assert.equal(store.getVmByName("clone")?.state, "suspended");
+    assert.throws(() => store.deleteSnapshot("s1"), /FOREIGN KEY/, "the link still refuses the delete");
     store.close();
   });
 
@@ -114,6 +138,39 @@ describe("store on a real SQLite file", () => {
   it("rejects a state outside the state machine", () => {
     const store = openStore(join(dir.path, "d.db"));
     assert.throws(() => store.insertVm(vm({ state: "flying" as never })), /CHECK/);
+    store.close();
+  });
+
+  it("keeps snapshots, refuses deleting one a VM depends on, and forgets a clone with its VM", () => {
+    const store = openStore(join(dir.path, "snap.db"));
+    store.insertVm(vm({ id: "src", name: "src", guestIp: "10.77.0.2" }));
+    store.insertVm(vm({ id: "c1", name: "c1", guestIp: "10.77.0.3" }));
+    const snapshot = {
+      id: "s1",
+      name: "warm",
+      sourceVm: "src",
+      imageId: "img1",
+      imageName: "debian-bookworm",
+      vmm: "qemu" as const,
+      cpus: 1,
+      memoryMib: 512,
+      diskGib: 2,
+      dir: "/state/snapshots/s1",
+      includesSecrets: true,
+      createdAt: "2026-01-01T00:00:00.000Z",
+    };
+    store.insertSnapshot(snapshot);
+    assert.deepEqual(store.getSnapshotByName("warm"), snapshot);
+    assert.throws(() => store.insertSnapshot({ ...snapshot, id: "s2" }), /UNIQUE/);
+    assert.equal(store.countSnapshotsUsingImage("img1"), 1);
+    store.linkClone("c1", "s1");
+    assert.deepEqual(store.clonesOf("s1"), ["c1"]);
+    assert.equal(store.snapshotOfVm("c1"), "s1");
+    assert.throws(() => store.deleteSnapshot("s1"), /FOREIGN KEY/);
+    store.deleteVm("c1");
+    assert.deepEqual(store.clonesOf("s1"), []);
+    store.deleteSnapshot("s1");
+    assert.deepEqual(store.listSnapshots(), []);
     store.close();
   });
 });

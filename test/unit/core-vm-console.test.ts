@@ -62,6 +62,7 @@ describe("state predicates", () => {
     starting: [false, false, true, false],
     running: [true, false, true, false],
     paused: [true, false, true, false],
+    suspended: [false, false, false, false],
     stopping: [false, false, true, false],
     stopped: [false, true, false, true],
     error: [false, false, false, true],

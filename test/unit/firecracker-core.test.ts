@@ -51,7 +51,8 @@ describe("planFirecrackerBoot", () => {
     });
     assert.deepEqual(plan[2]?.body, {
       drive_id: "rootfs",
-      path_on_host: "/vms/web/root.ext4",
+      // Relative to the VM directory, Firecracker's working directory, so a snapshot restores onto a clone's own disk.
+      path_on_host: "root.ext4",
       is_root_device: true,
       is_read_only: false,
     });
@@ -74,7 +75,7 @@ describe("planFirecrackerBoot", () => {
           "/drives/rootfs",
           {
             drive_id: "rootfs",
-            path_on_host: "/vms/web/root.ext4",
+            path_on_host: "root.ext4",
             is_root_device: true,
             is_read_only: false,
           },

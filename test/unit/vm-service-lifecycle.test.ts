@@ -505,7 +505,7 @@ describe("VM service: pause and resume", () => {
         );
         assert.match(refused.hint ?? "", /banger vm resume nap/);
         await assert.rejects(service.start("nap", options()), /is paused/);
-        assert.equal((await service.resume("nap")).state, "running");
+        assert.equal((await service.resume("nap", options())).state, "running");
         assert.ok(platform.events.has({ kind: "resume", vmId: vm.id }));
         await service.pause("nap");
         const mark = platform.events.mark();
@@ -517,7 +517,10 @@ describe("VM service: pause and resume", () => {
           `a paused guest is resumed before its graceful stop: ${describeEvents(after)}`,
         );
         await rejectsWithCode(service.pause("nap"), ErrorCode.BAD_STATE);
-        await assert.rejects(service.resume("nap"), /only a paused VM can be resumed/);
+        await assert.rejects(
+          service.resume("nap", options()),
+          /only a paused or suspended VM can be resumed/,
+        );
       });
     },
   );

@@ -6,6 +6,7 @@
 import { parse as parseToml } from "smol-toml";
 import { z } from "zod";
 import { BangerError, ErrorCode } from "../../protocol/index.ts";
+import { parseDurationMs } from "../units.ts";
 
 const DaemonSection = z
   .object({
@@ -41,6 +42,17 @@ const VmSection = z
       .default([]),
     /** Seconds a graceful stop waits at each step (power button, then quit). */
     stop_timeout_s: z.number().int().min(1).max(600).default(15),
+    /**
+     * `off`, or a duration (30s, 10m, 1h): a running VM with no exec in
+     * flight and no traffic on its tap for that long is suspended to disk;
+     * the next exec resumes it.
+     */
+    suspend_after_idle: z
+      .string()
+      .default("off")
+      .refine((value) => value === "off" || parseDurationMs(value) !== undefined, {
+        message: "must be 'off' or a duration such as 30s, 10m or 1h",
+      }),
   })
   .strict();
 
@@ -121,6 +133,31 @@ const ImageSection = z
   })
   .strict();
 
+/**
+ * A warm pool (`[[pool]]`): `count` VMs made ahead from a snapshot (restored)
+ * or an image (booted; the default image when neither is given), kept paused; a `vm run` or `vm create` whose spec
+ * matches takes one instead of starting a VM.
+ */
+const PoolEntry = z
+  .object({
+    /** Names the pool in `pool ls` and its members' names (`pool-NAME-…`). */
+    name: z
+      .string()
+      .regex(/^[a-z0-9]([a-z0-9-]{0,14}[a-z0-9])?$/, {
+        message: "must be 1-16 lowercase letters, digits or inner hyphens",
+      })
+      .default("default"),
+    snapshot: z.string().min(1).optional(),
+    image: z.string().min(1).optional(),
+    count: z.number().int().min(1).max(32).default(2),
+    /** The most guest memory the pool's paused members may hold; fewer members are kept if it is less than count × memory. */
+    memory_budget_mib: z.number().int().min(128).optional(),
+  })
+  .strict()
+  .refine((entry) => entry.snapshot === undefined || entry.image === undefined, {
+    message: "give a snapshot or an image, not both (neither: the default image)",
+  });
+
 const ConfigSchema = z
   .object({
     daemon: DaemonSection.default(DaemonSection.parse({})),
@@ -129,8 +166,15 @@ const ConfigSchema = z
     network: NetworkSection.default(NetworkSection.parse({})),
     image: ImageSection.default(ImageSection.parse({})),
     auth: AuthSection.default(AuthSection.parse({})),
+    pool: z
+      .array(PoolEntry)
+      .default([])
+      .refine((entries) => new Set(entries.map((entry) => entry.name)).size === entries.length, {
+        message: "each [[pool]] needs its own name",
+      }),
   })
   .strict();
+export type PoolConfig = z.infer<typeof PoolEntry>;
 
 export type Config = z.infer<typeof ConfigSchema>;
 

@@ -119,7 +119,7 @@ export interface RootDiskPlan {
 
 export interface RootDiskPlanInput {
   strategy: RootDiskStrategy;
-  /** Absolute path of the image's raw base; never written. */
+  /** Absolute path of the base (the image's raw rootfs, or a snapshot's frozen disk); never written. */
   base: string;
   baseSizeBytes: number;
   /** Absolute path of the per-VM file (the overlay, the raw copy, or the dm snapshot's COW store). */
@@ -128,6 +128,8 @@ export interface RootDiskPlanInput {
   sizeBytes: number;
   /** Device-mapper name for dm-snapshot; derived from `target` when absent. */
   dmName?: string | undefined;
+  /** The base's format: raw (an image) unless it is a qcow2 snapshot disk, which only a qcow2 overlay can use. */
+  baseFormat?: DiskFormat | undefined;
 }
 
 const SECTOR = 512;
@@ -148,6 +150,34 @@ export function planRootDisk(input: RootDiskPlanInput): RootDiskPlan {
     case "dm-snapshot":
       return planDmSnapshot(input);
   }
+}
+
+/** The frozen copy of a stored disk a snapshot keeps (see planSnapshotDisk). */
+export const SNAPSHOT_DISK_FILES: Readonly<Record<DiskFormat, string>> = {
+  qcow2: "disk.qcow2",
+  raw: "disk.raw",
+};
+
+/**
+ * Copies a stopped or paused VM's stored disk into a snapshot directory, as
+ * the base of every clone: the qcow2 overlay as is (it keeps its image base),
+ * a raw disk by reflink where the filesystem has it, else sparse. A
+ * dm-snapshot store is not a disk on its own and is refused.
+ */
+export function planSnapshotDisk(input: { strategy: RootDiskStrategy; file: string; dir: string }): {
+  command: DiskCommand;
+  file: string;
+  format: DiskFormat;
+} {
+  if (input.strategy === "dm-snapshot") {
+    throw new BangerError(ErrorCode.BAD_STATE, "a VM on a device-mapper disk cannot be snapshotted", {
+      hint: "snapshots need a qcow2 overlay (the qemu VMM) or a file disk (a filesystem with reflinks, or sparse copies)",
+    });
+  }
+  const format = ROOT_DISK_FILES[input.strategy].format;
+  const file = `${input.dir}/${SNAPSHOT_DISK_FILES[format]}`;
+  const copy = input.strategy === "reflink" ? "--reflink=always" : "--reflink=auto";
+  return { command: { argv: ["cp", "--sparse=always", copy, "--", input.file, file] }, file, format };
 }
 
 /** Commands that remove a stored disk made by `planRootDisk` (detach it first), given its handles. */
@@ -213,7 +243,7 @@ function planQcow2Overlay(input: RootDiskPlanInput): RootDiskPlan {
             "-b",
             input.base,
             "-F",
-            "raw",
+            input.baseFormat ?? "raw",
             input.target,
             String(input.sizeBytes),
           ],
@@ -348,6 +378,9 @@ export function planDiskDetach(handles: Record<string, string>): DiskCommand[] {
 }
 
 function validate(input: RootDiskPlanInput): void {
+  if (input.baseFormat === "qcow2" && input.strategy !== "qcow2-overlay") {
+    throw new BangerError(ErrorCode.INTERNAL, `a ${input.strategy} disk cannot be made over a qcow2 base`);
+  }
   for (const [what, path] of [
     ["base", input.base],
     ["target", input.target],

@@ -17,6 +17,8 @@ const VM_STATES = ["Paused", "Resumed"] as const;
 const LOG_LEVELS = ["Error", "Warning", "Info", "Debug", "Trace", "Off"] as const;
 const HUGE_PAGES = ["None", "2M"] as const;
 const CPU_TEMPLATES = ["C3", "T2", "T2S", "T2CL", "T2A", "V1N1", "None"] as const;
+const SNAPSHOT_TYPES = ["Full", "Diff"] as const;
+const MEMORY_BACKENDS = ["File", "Uffd"] as const;
 
 export type CacheType = (typeof CACHE_TYPES)[number];
 export type IoEngine = (typeof IO_ENGINES)[number];
@@ -41,7 +43,24 @@ export const MODELLED_SPEC_ENUMS: Readonly<Record<string, readonly string[]>> = 
   "Logger.level": LOG_LEVELS,
   "MachineConfiguration.huge_pages": HUGE_PAGES,
   CpuTemplate: CPU_TEMPLATES,
+  "SnapshotCreateParams.snapshot_type": SNAPSHOT_TYPES,
+  "MemoryBackend.backend_type": MEMORY_BACKENDS,
 };
+
+export interface SnapshotCreateParams {
+  snapshot_path: string;
+  mem_file_path: string;
+  snapshot_type?: (typeof SNAPSHOT_TYPES)[number];
+}
+
+export interface SnapshotLoadParams {
+  snapshot_path: string;
+  mem_backend: { backend_type: (typeof MEMORY_BACKENDS)[number]; backend_path: string };
+  network_overrides?: { iface_id: string; host_dev_name: string }[];
+  vsock_override?: { uds_path: string };
+  resume_vm?: boolean;
+  track_dirty_pages?: boolean;
+}
 
 export interface TokenBucket {
   size: number;
@@ -140,7 +159,9 @@ export type FirecrackerRequestBody =
   | InstanceActionInfo
   | VmStateUpdate
   | Logger
-  | Metrics;
+  | Metrics
+  | SnapshotCreateParams
+  | SnapshotLoadParams;
 
 export interface FirecrackerCall {
   method: FirecrackerMethod;
@@ -180,6 +201,48 @@ const BASE_DRIVE_ID = "base";
 const GUEST_IFACE_ID = "eth0";
 
 /**
+ * The root drive's path as Firecracker is given it: relative to the VM
+ * directory (Firecracker's working directory) when the disk is in it, so a
+ * snapshot, which records the path, restores onto each clone's own disk.
+ */
+function drivePath(spec: BootSpec): string {
+  const prefix = `${spec.vmDir}/`;
+  return spec.disk.path.startsWith(prefix) ? spec.disk.path.slice(prefix.length) : spec.disk.path;
+}
+
+/** `PUT /snapshot/create` of a paused VM into `dir` (its vmstate, then its memory). */
+export function planSnapshotCreate(files: { state: string; memory: string }): FirecrackerCall {
+  return {
+    method: "PUT",
+    path: "/snapshot/create",
+    body: {
+      snapshot_path: files.state,
+      mem_file_path: files.memory,
+      snapshot_type: "Full",
+    } satisfies SnapshotCreateParams,
+  };
+}
+
+/**
+ * `PUT /snapshot/load` into a fresh process for the VM of `spec`: the
+ * clone's tap and vsock socket replace the source's; the drive is the
+ * relative path the source recorded (see drivePath). The VM is resumed.
+ */
+export function planSnapshotLoad(spec: BootSpec, files: { state: string; memory: string }): FirecrackerCall {
+  return {
+    method: "PUT",
+    path: "/snapshot/load",
+    body: {
+      snapshot_path: files.state,
+      mem_backend: { backend_type: "File", backend_path: files.memory },
+      network_overrides: [{ iface_id: GUEST_IFACE_ID, host_dev_name: spec.tap }],
+      vsock_override: { uds_path: firecrackerFiles(spec.vmDir).vsock },
+      resume_vm: true,
+    } satisfies SnapshotLoadParams,
+  };
+}
+
+/**
  * The API calls that configure and boot a VM, in order: machine-config,
  * boot-source (the caller's command line, always explicit so Firecracker's
  * default with `nomodule` never applies), the raw root drive, eth0 on the
@@ -207,7 +270,7 @@ export function planFirecrackerBoot(spec: BootSpec, caps: FirecrackerCapabilitie
       path: `/drives/${ROOT_DRIVE_ID}`,
       body: {
         drive_id: ROOT_DRIVE_ID,
-        path_on_host: spec.disk.path,
+        path_on_host: drivePath(spec),
         is_root_device: true,
         is_read_only: false,
       } satisfies Drive,
@@ -322,6 +385,7 @@ export function firecrackerFeatures(caps: FirecrackerCapabilities | undefined): 
     pauseResume: true,
     vsock: true,
     softwareEmulation: false,
-    snapshots: false,
+    // A clone's vsock socket is its own only with `vsock_override` on load (>= 1.16).
+    snapshots: caps?.vsockOverride === true,
   };
 }

@@ -42,6 +42,8 @@ export interface Layout {
   registryAuthFile: string;
   /** One directory per VM, named by VM id. */
   vmsDir: string;
+  /** One directory per published snapshot, and `.staging/` for those being written. */
+  snapshotsDir: string;
   /** The daemon-managed SSH client key pair (id_ed25519, id_ed25519.pub). */
   sshDir: string;
   /** Probe results that are costly to recompute (accelerator probe). */
@@ -85,6 +87,7 @@ export function resolveLayout(inputs: LayoutInputs): Layout {
     blobsDir: join(stateDir, "blobs"),
     registryAuthFile: join(configDir, "registry-auth.json"),
     vmsDir: join(stateDir, "vms"),
+    snapshotsDir: join(stateDir, "snapshots"),
     sshDir: join(stateDir, "ssh"),
     cacheDir: join(stateDir, "cache"),
     sshControlDir: join(runtimeDir, "ssh"),

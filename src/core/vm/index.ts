@@ -6,6 +6,7 @@
 
 import { BangerError, ErrorCode, type VmmKind, VmNameSchema, type VmState } from "../../protocol/index.ts";
 import type { DiskHandles } from "../disk/index.ts";
+import { parseDurationMs } from "../units.ts";
 
 export interface VmRecord {
   id: string;
@@ -56,9 +57,11 @@ export function validateVmName(name: string): string {
 /** Allowed transitions of the durable state machine. */
 const transitions: Record<VmState, readonly VmState[]> = {
   created: ["starting", "stopped", "error"],
-  starting: ["running", "stopped", "error"],
-  running: ["paused", "stopping", "stopped", "error"],
-  paused: ["running", "stopping", "stopped", "error"],
+  // A resume from disk that fails leaves the VM suspended, its state kept for a retry.
+  starting: ["running", "suspended", "stopped", "error"],
+  running: ["paused", "suspended", "stopping", "stopped", "error"],
+  paused: ["running", "suspended", "stopping", "stopped", "error"],
+  suspended: ["starting", "stopped", "error"],
   stopping: ["stopped", "error"],
   stopped: ["starting", "error"],
   error: ["starting", "stopped"],
@@ -118,3 +121,22 @@ export function tapNameForVmId(vmId: string): string {
 export const TAP_PREFIX = "bgr-";
 
 export { bootFailureSummary, classifyVmmExit, type VmmExit, vmmExitReason } from "./console.ts";
+
+/**
+ * What a VM was last seen doing: `signature` sums up its activity (exec
+ * events and tap byte counters) and `since` is when that last changed.
+ */
+export interface IdleMark {
+  signature: string;
+  since: number;
+}
+
+/** The mark after seeing `signature` at `now`: unchanged activity keeps the old `since`. */
+export function observeActivity(previous: IdleMark | undefined, signature: string, now: number): IdleMark {
+  return previous?.signature === signature ? previous : { signature, since: now };
+}
+
+/** `suspend_after_idle` in ms; undefined when it is `off`. */
+export function idleSuspendMs(setting: string): number | undefined {
+  return setting === "off" ? undefined : parseDurationMs(setting);
+}

@@ -98,12 +98,20 @@ export function runStateOf(reported: string): VmmRunState {
 
 /**
  * Optional driver role (lima's SnapshotManager): saving a paused VM's
- * memory and device state to files, and booting a new VMM from them.
- * Callers check `features.snapshots` first; no driver has it yet.
+ * memory and device state to files, and starting a new VMM from them.
+ * Callers check `features.snapshots` first. A state loads only into the
+ * same machine: `describe` gives what a snapshot records and a restore
+ * compares (src/core/snapshot checkRestore).
  */
 export interface VmmSnapshots {
+  /** The machine a VM of this spec runs on: the device layout's signature, the VMM version, the accelerator. */
+  describe(spec: BootSpec): Promise<{ signature: string; vmmVersion: string | null; accel: string | null }>;
   /** Writes the paused VM's state into `dir` (which the caller owns and removes on failure). */
   save(handle: VmmHandle, dir: string, signal: AbortSignal): Promise<void>;
-  /** Starts a VMM from a state saved in `dir`, with the same contract as `start`. */
+  /**
+   * Starts a VMM from a state saved in `dir`, with the same contract as
+   * `start`: it resolves with the guest running where it was saved, and
+   * leaves nothing running if it throws.
+   */
   restore(spec: BootSpec, dir: string, signal: AbortSignal): Promise<VmmHandle>;
 }

@@ -23,10 +23,11 @@ import { ociMetaOf } from "../image/oci.ts";
 import { buildImageHandlers } from "../image-handlers.ts";
 import { buildNetworkHandlers } from "../network-handlers.ts";
 import { createRpcServer } from "../rpc/server.ts";
+import { buildSnapshotHandlers } from "../snapshot-handlers.ts";
 import { buildVmHandlers } from "../vm-handlers.ts";
 import { buildWorkspaceHandlers } from "../workspace-handlers.ts";
+import { startBackground } from "./background.ts";
 import { ensureHostFeatures, type RegisterCapabilities, registerCapabilities } from "./capabilities.ts";
-import { startSerialInterval } from "./reaper.ts";
 import { buildServices, type Services } from "./services.ts";
 
 export interface DaemonOptions {
@@ -45,7 +46,6 @@ export interface Daemon {
 }
 
 /** VMMs that die on their own (guest poweroff, crash, OOM kill) are noticed within a second or two. */
-const REAP_INTERVAL_MS = 1000;
 
 /** Opens state, listens on the socket and returns the running daemon. */
 export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
@@ -114,10 +114,11 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
       signal: shutdown.signal,
       logger,
     });
-    life.use(startSerialInterval(() => vms.reap(), REAP_INTERVAL_MS, logger.child({ task: "reaper" })));
+    const pool = await startBackground({ services, config, store, logger, signal: shutdown.signal, life });
     const info = daemonInfo({ layout, env: options.env, services, stop });
     const vmHandlers = buildVmHandlers({
       ...services,
+      pool,
       beforeDelete: async (name, o) => {
         if (!o.force) await services.workspaces.assertNothingUnexported(name, o.signal);
       },
@@ -136,6 +137,8 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
         ? buildNetworkHandlers({ base: vmHandlers, vms, networking, createOps: services.createOps })
         : {}),
       ...buildWorkspaceHandlers({ ...services, auth: config.auth }),
+      ...buildSnapshotHandlers(services),
+      "pool.list": async () => ({ pools: await pool.list() }),
     };
     const socketGid = await socketGroup(config, layout);
     const server = createRpcServer({

@@ -36,16 +36,18 @@ import { probeSshBanner } from "../../sys/ssh/index.ts";
 import type { Store } from "../../sys/store/index.ts";
 import { createVmFiles } from "../../sys/vmfiles/index.ts";
 import { createQemuDriver, killAndWait, listVmmProcesses } from "../../sys/vmm/index.ts";
-import { doctorChecks, runDoctor } from "../doctor/index.ts";
+import { doctorChecks, runDoctor, snapshotsCheck } from "../doctor/index.ts";
 import { createDockerfileBuilds, type DockerfileBuilds } from "../image/dockerfile.ts";
 import { createImageService, type ImageService } from "../image/index.ts";
 import { createOciImages, type OciImages, withAutoPull } from "../image/oci.ts";
 import { createPromoter, type Promote } from "../image/promote.ts";
 import { createPublisher } from "../image/publish.ts";
 import { createTapPool, type TapPool, tapPoolCheck } from "../network/index.ts";
+import { createSnapshotService, createSnapshotStore, type SnapshotService } from "../snapshot/index.ts";
 import {
   agentChannel,
   agentReadiness,
+  agentRestoreReadiness,
   createVmService,
   createVmStats,
   type VmService,
@@ -81,6 +83,9 @@ export interface Services {
   dockerfiles: DockerfileBuilds;
   promote: Promote;
   vms: VmService;
+  /** Per-VM locks; background passes skip a VM whose lock is held. */
+  vmLocks: KeyedLocks;
+  snapshots: SnapshotService;
   stats: VmStatsService;
   createOps: OperationRegistry<VmInfo>;
   workspaces: WorkspaceService;
@@ -231,6 +236,7 @@ export async function buildServices(deps: ServiceDeps, life: AsyncDisposableStac
     agents,
     channel: agentChannel(agents, guest),
     readiness: agentReadiness(agents, guest, files),
+    restoreReadiness: agentRestoreReadiness(agents),
     hooks: capabilities.vmHooks,
     // Per-VM locks come first, then the narrow reservation mutex (ARCHITECTURE.md "Lock order").
     vmLocks,
@@ -238,6 +244,29 @@ export async function buildServices(deps: ServiceDeps, life: AsyncDisposableStac
     now,
     newId,
     tscKhz: async () => tscKhz ?? 2_000_000,
+  });
+  // Snapshots are published under the image publication mutex (ARCHITECTURE.md "Lock order").
+  const snapshotStore = createSnapshotStore({
+    store,
+    fs: createNodeFs(),
+    dir: layout.snapshotsDir,
+    publishMutex,
+    logger: logger.child({ svc: "snapshot" }),
+    newId,
+  });
+  await snapshotStore.cleanup();
+  const snapshots = createSnapshotService({
+    snapshots: snapshotStore,
+    store,
+    fs: createNodeFs(),
+    diskUsage: readDiskUsage,
+    vms: {
+      save: (name, dir, options) => vms.saveSnapshot(name, dir, options),
+      create: (params, options, from) => vms.create(params, options, from),
+      delete: (name) => vms.delete(name),
+    },
+    logger: logger.child({ svc: "snapshot" }),
+    now,
   });
   const createOps = new OperationRegistry<VmInfo>({ now, newId, retainMs: 10 * 60_000 });
   life.defer(() => createOps.cancelAll());
@@ -272,16 +301,19 @@ export async function buildServices(deps: ServiceDeps, life: AsyncDisposableStac
   const doctor = () =>
     runDoctor([
       ...doctorChecks({ probes, runner, layout, config, cowStrategy, accel, blobs }),
+      snapshotsCheck(snapshotStore),
       ...(networking ? [{ name: "network", run: () => networking.doctor() }] : []),
       { name: "tap-pool", run: async () => tapPoolCheck(tapPool.status()) },
     ]);
   return {
     runner,
+    vmLocks,
     images,
     oci,
     dockerfiles,
     promote,
     vms,
+    snapshots,
     stats,
     createOps,
     workspaces,

@@ -26,6 +26,7 @@ import { socketDirCheck } from "./checks/socket-dir.ts";
 import { toolsCheck } from "./checks/tools.ts";
 
 export type { HostCheck } from "./checks/check.ts";
+export { snapshotsCheck } from "./checks/snapshots.ts";
 
 export interface DoctorDeps {
   probes: HostProbes;

@@ -78,6 +78,15 @@ export function createImageStore(deps: ImageStoreDeps): ImageStore {
         { hint: "delete those VMs first (`banger vm list` shows them)" },
       );
     }
+    // A snapshot's disk is an overlay over the image's rootfs (or a copy made over it).
+    const snapshots = store.countSnapshotsUsingImage(image.id);
+    if (snapshots > 0) {
+      throw new BangerError(
+        ErrorCode.BAD_STATE,
+        `image '${image.name}' backs ${snapshots} snapshot${snapshots === 1 ? "" : "s"}`,
+        { hint: "delete them first (`banger snapshot ls` shows them)" },
+      );
+    }
   }
 
   async function removeTree(dir: string, treeLog: Logger): Promise<void> {

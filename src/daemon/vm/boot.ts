@@ -21,7 +21,7 @@ import {
   type VmHandles,
   type VmRecord,
 } from "../../core/vm/index.ts";
-import type { VmmDriver, VmmHandle } from "../../core/vmm/contract.ts";
+import type { BootSpec, VmmDriver, VmmHandle } from "../../core/vmm/contract.ts";
 import { BangerError, ErrorCode, isCancelled, type Progress } from "../../protocol/index.ts";
 import type { ImageRecord } from "../../sys/store/index.ts";
 import type { OpOptions, VmContext } from "./context.ts";
@@ -56,14 +56,14 @@ export type BootStep = (run: BootRun, stack: AsyncDisposableStack) => Promise<vo
  * disk's hint rather than a failed handles.json write; then any VMM of this
  * VM that a lost handles.json left behind, which would hold the disk's lock.
  */
-async function claimDisk(run: BootRun): Promise<void> {
+export async function claimDisk(run: BootRun): Promise<void> {
   const { ctx, vm } = run;
   run.stored = await ctx.storedDisk(vm);
   await killStrayVmms({ census: ctx.deps.census, logger: ctx.deps.logger, vmId: vm.id });
 }
 
 /** The bridge, then this VM's tap on it. */
-async function attachNetwork(run: BootRun, stack: AsyncDisposableStack): Promise<void> {
+export async function attachNetwork(run: BootRun, stack: AsyncDisposableStack): Promise<void> {
   const { ctx, vm, signal } = run;
   const network = ctx.deps.network;
   run.progress({ step: "vm.network", message: `setting up the network for ${vm.name}` });
@@ -76,13 +76,13 @@ async function attachNetwork(run: BootRun, stack: AsyncDisposableStack): Promise
 }
 
 /** Makes the stored root disk openable for this boot (dm-snapshot devices; a no-op for files). */
-async function attachDisk(run: BootRun, stack: AsyncDisposableStack): Promise<void> {
+export async function attachDisk(run: BootRun, stack: AsyncDisposableStack): Promise<void> {
   const { ctx, vm } = run;
   const disks = ctx.deps.disks;
   const stored = run.stored ?? (await ctx.storedDisk(vm));
   const attached = await disks.attach({
     disk: stored,
-    base: run.image.rootfs,
+    base: ctx.diskBase(vm, run.image, stored),
     sizeBytes: vm.diskGib * GIB,
     signal: run.signal,
   });
@@ -92,7 +92,7 @@ async function attachDisk(run: BootRun, stack: AsyncDisposableStack): Promise<vo
   await ctx.handles.save(vm, run.handles);
 }
 
-async function beforeBootHooks(run: BootRun, stack: AsyncDisposableStack): Promise<void> {
+export async function beforeBootHooks(run: BootRun, stack: AsyncDisposableStack): Promise<void> {
   await run.ctx.hooks.start(run.vm, "before-boot", stack, run.signal);
 }
 
@@ -104,13 +104,13 @@ const BASE_DEVICE = "/dev/vdb";
  * with no kernel (an OCI image; its row's kernel is empty), the configured
  * default image's, made on first use like a create's.
  */
-async function kernelImage(run: BootRun): Promise<ImageRecord> {
-  const { ctx, image } = run;
+async function kernelImage(
+  ctx: VmContext,
+  image: ImageRecord,
+  options: { signal: AbortSignal; progress: Progress },
+): Promise<ImageRecord> {
   if (image.kernel !== "") return image;
-  const base = await ctx.deps.images.resolve(ctx.deps.config.vm.default_image, {
-    signal: run.signal,
-    progress: run.progress,
-  });
+  const base = await ctx.deps.images.resolve(ctx.deps.config.vm.default_image, options);
   if (base.kernel === "" || base.initrd === null) {
     throw new BangerError(
       ErrorCode.BAD_STATE,
@@ -121,15 +121,28 @@ async function kernelImage(run: BootRun): Promise<ImageRecord> {
   return base;
 }
 
-/** Plans the kernel and its cmdline, then starts the VMM (undo: kill it). */
-async function launchVmm(run: BootRun, stack: AsyncDisposableStack): Promise<void> {
-  const { ctx, vm, driver, image, paths, signal } = run;
+/** The VMM's view of this boot: kernel, cmdline, initrd, disks, tap and the VM's files. */
+export async function bootSpecFor(
+  ctx: VmContext,
+  vm: VmRecord,
+  options: {
+    image: ImageRecord;
+    driver: VmmDriver;
+    paths: VmPaths;
+    disk: { path: string; format: DiskFormat };
+    signal: AbortSignal;
+    progress: Progress;
+    /** Write this boot's initrd (true for a VMM about to start). */
+    writeInitrd: boolean;
+  },
+): Promise<BootSpec> {
   const { deps } = ctx;
-  const boot = await kernelImage(run);
+  const { image, paths } = options;
+  const boot = await kernelImage(ctx, image, options);
   const kernelless = boot !== image;
-  const kernel = driver.features.kernelFormats.includes("bzImage")
+  const kernel = options.driver.features.kernelFormats.includes("bzImage")
     ? boot.kernel
-    : await deps.images.vmlinux(boot, { signal });
+    : await deps.images.vmlinux(boot, { signal: options.signal });
   const cmdline = planKernelCmdline({
     guestIp: vm.guestIp,
     gatewayIp: deps.network.gateway,
@@ -141,43 +154,54 @@ async function launchVmm(run: BootRun, stack: AsyncDisposableStack): Promise<voi
     kernelless: kernelless ? { baseDevice: BASE_DEVICE } : undefined,
     extraArgs: deps.config.vm.kernel_args,
   });
-  await deps.files.rotate(paths.console);
-  // This boot's initrd carries the guest agent (ARCHITECTURE.md "Guest channel").
+  // This boot's initrd carries the guest agent (ARCHITECTURE.md "Guest channel"); it is
+  // written only for a VMM about to start (a save describes the running one).
   let initrd = boot.initrd;
   if (initrd !== null && deps.agents) {
-    await deps.agents.prepareInitrd({ imageInitrd: initrd, out: paths.initrd, kernelless });
+    if (options.writeInitrd) {
+      await deps.agents.prepareInitrd({ imageInitrd: initrd, out: paths.initrd, kernelless });
+    }
     initrd = paths.initrd;
   } else if (kernelless) {
     throw new BangerError(ErrorCode.BAD_STATE, `image '${image.name}' boots only with banger's guest agent`, {
       hint: "build it with `npm run build`",
     });
   }
-  run.progress({ step: "vm.boot", message: `booting ${vm.name} (${vm.vmm})` });
-  const handle = await driver.start(
-    {
-      vmId: vm.id,
-      vmName: vm.name,
-      cpus: vm.cpus,
-      memoryMib: vm.memoryMib,
-      kernel,
-      initrd,
-      kernelCmdline: cmdline,
-      disk: run.disk!,
-      baseDisk: kernelless ? boot.rootfs : undefined,
-      tap: tapNameForVmId(vm.id),
-      mac: vm.mac,
-      consoleLog: paths.console,
-      vmmLog: paths.vmmLog,
-      vmDir: paths.dir,
-    },
-    signal,
-  );
-  stack.defer(() => driver.kill(handle));
+  return {
+    vmId: vm.id,
+    vmName: vm.name,
+    cpus: vm.cpus,
+    memoryMib: vm.memoryMib,
+    kernel,
+    initrd,
+    kernelCmdline: cmdline,
+    disk: options.disk,
+    baseDisk: kernelless ? boot.rootfs : undefined,
+    tap: tapNameForVmId(vm.id),
+    mac: vm.mac,
+    consoleLog: paths.console,
+    vmmLog: paths.vmmLog,
+    vmDir: paths.dir,
+  };
+}
+
+/** Records the started VMM in handles.json and defers its kill. */
+export async function recordVmm(run: BootRun, stack: AsyncDisposableStack, handle: VmmHandle): Promise<void> {
+  stack.defer(() => run.driver.kill(handle));
   run.vmm = handle;
   run.handles.pid = handle.pid;
   run.handles.pidStartTicks = handle.pidStartTicks;
   run.handles.controlSocket = handle.controlSocket;
-  await ctx.handles.save(vm, run.handles);
+  await run.ctx.handles.save(run.vm, run.handles);
+}
+
+/** Plans the kernel and its cmdline, then starts the VMM (undo: kill it). */
+async function launchVmm(run: BootRun, stack: AsyncDisposableStack): Promise<void> {
+  const { ctx, vm, driver, paths, signal } = run;
+  const spec = await bootSpecFor(ctx, vm, { ...run, disk: run.disk!, writeInitrd: true });
+  await ctx.deps.files.rotate(paths.console);
+  run.progress({ step: "vm.boot", message: `booting ${vm.name} (${vm.vmm})` });
+  await recordVmm(run, stack, await driver.start(spec, signal));
 }
 
 /**
@@ -206,7 +230,7 @@ async function awaitGuest(run: BootRun, stack: AsyncDisposableStack): Promise<vo
   }
 }
 
-async function guestReadyHooks(run: BootRun, stack: AsyncDisposableStack): Promise<void> {
+export async function guestReadyHooks(run: BootRun, stack: AsyncDisposableStack): Promise<void> {
   await run.ctx.hooks.start(run.vm, "guest-ready", stack, run.signal);
 }
 
@@ -222,7 +246,24 @@ const BOOT_STEPS: readonly BootStep[] = [
 ];
 
 /** Boots a VM that is at rest (or in error) and returns its running row; see the module comment. */
-export async function startLocked(ctx: VmContext, vm: VmRecord, options: OpOptions): Promise<VmRecord> {
+export function startLocked(ctx: VmContext, vm: VmRecord, options: OpOptions): Promise<VmRecord> {
+  return runBoot(ctx, vm, BOOT_STEPS, options);
+}
+
+/**
+ * Runs `steps` as a start: state `starting`, each step's undo on one stack,
+ * `running` at the end; on failure the stack unwinds and the VM is left in
+ * `failedState` (`error`, or `suspended` for a resume from disk, whose state
+ * stays for a retry) with the reason. A restore from a snapshot and a
+ * resume from disk are the other lists.
+ */
+export async function runBoot(
+  ctx: VmContext,
+  vm: VmRecord,
+  steps: readonly BootStep[],
+  options: OpOptions,
+  failedState: "error" | "suspended" = "error",
+): Promise<VmRecord> {
   const image = ctx.deps.store.getImageById(vm.imageId);
   if (!image) {
     throw new BangerError(
@@ -247,7 +288,7 @@ export async function startLocked(ctx: VmContext, vm: VmRecord, options: OpOptio
     // handles.json is written after each acquisition, so a daemon that dies
     // mid-start leaves a reconcile enough to tear down what was made.
     stack.defer(() => ctx.handles.clear(vm));
-    for (const step of BOOT_STEPS) await step(run, stack);
+    for (const step of steps) await step(run, stack);
     current = ctx.setState(current, "running", null);
     stack.move();
     options.progress({ step: "vm.ready", message: `${vm.name} is running (${vm.guestIp})`, status: "done" });
@@ -260,7 +301,7 @@ export async function startLocked(ctx: VmContext, vm: VmRecord, options: OpOptio
       .catch((undoError: unknown) =>
         ctx.deps.logger.error("undo after failed start failed", { vm: vm.name, err: String(undoError) }),
       );
-    ctx.setState(current, "error", reason);
+    ctx.setState(current, failedState, reason);
     if (isCancelled(error)) throw error;
     // The failed check's hint, both logs (vmm.log is where a disk lock or ENOMEM shows), then the step's own hint.
     const logs = `the VMM's own log is ${paths.vmmLog}; the guest console is ${paths.console} (\`banger vm logs ${vm.name}\`)`;

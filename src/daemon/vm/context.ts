@@ -6,14 +6,17 @@
  * operation modules (boot, stop, create, recovery) take it as their first
  * argument and hold no state of their own.
  */
+
+import { join } from "node:path";
 import { agentEndpoint } from "../../core/agent/index.ts";
 import type { KeyedLocks, Mutex } from "../../core/concurrency/index.ts";
 import type { Config } from "../../core/config/index.ts";
+import { SNAPSHOT_DISK_FILES } from "../../core/disk/index.ts";
 import type { Logger } from "../../core/log/index.ts";
 import { type Layout, type VmPaths, vmPaths } from "../../core/paths/index.ts";
 import { assertTransition, type VmRecord } from "../../core/vm/index.ts";
 import { BangerError, ErrorCode, type Progress, type VmInfo, type VmState } from "../../protocol/index.ts";
-import type { Store } from "../../sys/store/index.ts";
+import type { ImageRecord, Store } from "../../sys/store/index.ts";
 import type { ImageService } from "../image/index.ts";
 import { HandleStore } from "./handles.ts";
 import { createHookRunner, type HookRunner } from "./hooks.ts";
@@ -54,6 +57,13 @@ export interface VmServiceDeps {
   channel?: GuestChannel | undefined;
   /** What a boot waits for before the VM counts as running; SSH's three checks unless given. */
   readiness?: readonly GuestReadiness[] | undefined;
+  /**
+   * What a clone restored from a snapshot waits for before its identity is
+   * applied; the checks must reach the guest without its network (which
+   * still has the source's address). Without them snapshots cannot be
+   * restored (SSH cannot reach such a guest).
+   */
+  restoreReadiness?: readonly GuestReadiness[] | undefined;
   /** The guest agent: each boot's initrd carries it, and resume sets the guest clock through it. */
   agents?: GuestAgents | undefined;
   /** Capability hooks run at every start and stop, in this order (stopped in reverse). */
@@ -73,6 +83,7 @@ export interface VmContext {
   readonly hooks: HookRunner;
   readonly channel: GuestChannel;
   readonly readiness: readonly GuestReadiness[];
+  readonly restoreReadiness: readonly GuestReadiness[] | undefined;
   paths(vm: VmRecord): VmPaths;
   /** The row of the VM named `name`; VM_NOT_FOUND otherwise. */
   byName(name: string): VmRecord;
@@ -85,6 +96,8 @@ export interface VmContext {
   target(vm: VmRecord): GuestTarget;
   /** The VM's stored root disk; BAD_STATE with a hint when it is missing. */
   storedDisk(vm: VmRecord): Promise<StoredDisk>;
+  /** The read-only base under the VM's disk: its snapshot's frozen disk for a clone, else the image's rootfs. */
+  diskBase(vm: VmRecord, image: ImageRecord, stored: StoredDisk): string;
   /** BAD_STATE for an op that needs a running VM, with the hint that fits its state. */
   notRunning(vm: VmRecord): BangerError;
 }
@@ -100,6 +113,7 @@ export function createVmContext(deps: VmServiceDeps): VmContext {
     hooks: createHookRunner({ hooks: deps.hooks ?? [], logger: deps.logger }),
     channel,
     readiness: deps.readiness ?? sshReadiness(deps.guest, channel),
+    restoreReadiness: deps.restoreReadiness,
     paths,
     byName(name) {
       const vm = store.getVmByName(name);
@@ -148,6 +162,11 @@ export function createVmContext(deps: VmServiceDeps): VmContext {
         });
       }
       return disk;
+    },
+    diskBase(vm, image, stored) {
+      const snapshotId = store.snapshotOfVm(vm.id);
+      const snapshot = snapshotId === undefined ? undefined : store.getSnapshotById(snapshotId);
+      return snapshot ? join(snapshot.dir, SNAPSHOT_DISK_FILES[stored.format]) : image.rootfs;
     },
     notRunning: (vm) =>
       vm.state === "paused"

@@ -21,7 +21,8 @@ export type {
   VmmDrivers,
   VmNetwork,
 } from "./platform.ts";
-export { agentReadiness, sshReadiness } from "./readiness/index.ts";
+export { agentReadiness, agentRestoreReadiness, sshReadiness } from "./readiness/index.ts";
+export type { RestoreFrom } from "./restore.ts";
 export {
   createVmService,
   type OpOptions,
@@ -29,4 +30,5 @@ export {
   type VmService,
   type VmServiceDeps,
 } from "./service.ts";
+export type { SavedState } from "./snapshot.ts";
 export { createVmStats, type VmStatsDeps, type VmStatsService } from "./stats.ts";

@@ -8,6 +8,7 @@ import type { Readable } from "node:stream";
 import type { AgentEndpoint } from "../../core/agent/index.ts";
 import type { DiskFormat, DiskHandles, RootDiskStrategy } from "../../core/disk/index.ts";
 import type { VmPaths } from "../../core/paths/index.ts";
+import type { HostKey } from "../../core/ssh/index.ts";
 import type { VmHandles, VmRecord } from "../../core/vm/index.ts";
 import type { VmmDriver } from "../../core/vmm/contract.ts";
 import type { ExecSignal, ProgressStep, VmmKind } from "../../protocol/index.ts";
@@ -85,6 +86,8 @@ export interface GuestAccess extends GuestChannel {
   }): Promise<void>;
   /** Reads the guest's host key from its console and pins it; throws if absent. */
   pinHostKey(options: { consoleLog: string; ip: string; knownHostsFile: string }): Promise<void>;
+  /** Pins a host key the guest reported another way (a clone's new key, through the guest channel). */
+  pinKey(options: { key: HostKey; ip: string; knownHostsFile: string }): Promise<void>;
 }
 
 /** A booting guest, as a readiness check sees it. */
@@ -140,6 +143,8 @@ export interface VmDisks {
   create(options: {
     formats: readonly DiskFormat[];
     base: string;
+    /** raw (an image's rootfs) unless given; a qcow2 base (a snapshot's disk) needs the qcow2 overlay. */
+    baseFormat?: DiskFormat | undefined;
     vmDir: string;
     sizeBytes: number;
     signal: AbortSignal;
@@ -157,6 +162,12 @@ export interface VmDisks {
   detach(handles: DiskHandles): Promise<void>;
   remove(disk: StoredDisk): Promise<void>;
   grow(disk: StoredDisk, sizeBytes: number): Promise<void>;
+  /** Copies the disk (its VMM paused, its writes flushed) into a snapshot directory; refused for dm-snapshot. */
+  copyForSnapshot(
+    disk: StoredDisk,
+    dir: string,
+    signal: AbortSignal,
+  ): Promise<{ file: string; format: DiskFormat }>;
 }
 
 /** Per-VM files: the directory, handles.json (written atomically), console logs (implemented by src/sys/vmfiles). */
@@ -167,6 +178,10 @@ export interface VmFiles {
   readHandles(path: string): Promise<VmHandles | undefined>;
   writeHandles(path: string, handles: VmHandles): Promise<void>;
   removeFile(path: string): Promise<void>;
+  /** rename(2): atomic within the VM's directory. */
+  rename(from: string, to: string): Promise<void>;
+  /** Writes `value` as JSON, atomically, mode 0600. */
+  writeJson(path: string, value: unknown): Promise<void>;
   /** Moves the file to `<path>.1`, if it exists. */
   rotate(path: string): Promise<void>;
   /** The last `bytes` bytes as text. */

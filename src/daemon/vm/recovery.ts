@@ -7,11 +7,19 @@
 
 import { join } from "node:path";
 import { errorMessage } from "../../core/async/index.ts";
-import { emptyHandles, isActiveState, mayHoldRuntime, vmmExitReason } from "../../core/vm/index.ts";
+import {
+  emptyHandles,
+  isActiveState,
+  mayHoldRuntime,
+  type VmHandles,
+  type VmRecord,
+  vmmExitReason,
+} from "../../core/vm/index.ts";
 import type { VmContext } from "./context.ts";
 import { CREATE_PENDING_FILE, removeVm } from "./create.ts";
 import { releaseRuntime } from "./stop.ts";
 import { killStrayVmms, listVmms } from "./strays.ts";
+import { isSuspendComplete, removeStaleSuspend } from "./suspend.ts";
 
 export interface ReconcileResult {
   kept: string[];
@@ -47,6 +55,7 @@ export async function reconcile(ctx: VmContext): Promise<ReconcileResult> {
       }
       const alive = handle !== undefined && (await driver.isRunning(handle));
       if (alive && isActiveState(vm.state)) {
+        await removeStaleSuspend(ctx, vm);
         ctx.handles.adopt(vm, handles);
         if (handles.tap) owned.add(handles.tap);
         keptPids.add(handle.pid);
@@ -68,6 +77,9 @@ export async function reconcile(ctx: VmContext): Promise<ReconcileResult> {
       if (alive && handle) await driver.kill(handle);
       // Also a VMM its handles.json does not name (lost, torn, or never written).
       const strays = await killStrayVmms({ census: deps.census, logger, vmId: vm.id, found });
+      const settled = await settleSuspended(ctx, vm, handles, alive);
+      if (settled === "changed") demoted.push(vm.name);
+      if (settled) return;
       if (handle || strays.length > 0 || mayHoldRuntime(vm.state)) {
         await releaseRuntime(ctx, vm, handles);
         if (vm.state !== "stopped") {
@@ -92,6 +104,33 @@ export async function reconcile(ctx: VmContext): Promise<ReconcileResult> {
   });
   logger.info("reconciled", { kept, demoted, removed, removedTaps });
   return { kept, demoted, removed, removedTaps };
+}
+
+/**
+ * A suspended VM's state, seen at daemon start: a `suspended` row without a
+ * complete saved state becomes `stopped` (its disk is intact); an active
+ * row whose VMM is gone but whose state was completely saved (a daemon that
+ * died between the save and the row) becomes `suspended`. Undefined for
+ * any other VM.
+ */
+async function settleSuspended(
+  ctx: VmContext,
+  vm: VmRecord,
+  handles: VmHandles,
+  alive: boolean,
+): Promise<"unchanged" | "changed" | undefined> {
+  if (vm.state === "suspended") {
+    if (await isSuspendComplete(ctx, vm)) return "unchanged";
+    ctx.setState(vm, "stopped", "its suspended state was missing when the daemon started");
+    return "changed";
+  }
+  if (alive || !isActiveState(vm.state) || !(await isSuspendComplete(ctx, vm))) {
+    await removeStaleSuspend(ctx, vm);
+    return undefined;
+  }
+  await releaseRuntime(ctx, vm, handles);
+  ctx.setState(vm, "suspended", null);
+  return "changed";
 }
 
 /**

@@ -27,17 +27,28 @@ import {
 } from "../../core/vm/index.ts";
 import { BangerError, type CreateVmParams, ErrorCode, type VmInfo } from "../../protocol/index.ts";
 import { startLocked } from "./boot.ts";
+import { claimLocked } from "./claim.ts";
 import { createVmContext, type OpOptions, type VmServiceDeps } from "./context.ts";
 import { createVm, removeVm } from "./create.ts";
 import type { GuestExec, GuestExecResult, GuestFiles } from "./platform.ts";
 import { type ReconcileResult, reap, reconcile } from "./recovery.ts";
+import type { RestoreFrom } from "./restore.ts";
+import { type SavedState, saveLocked } from "./snapshot.ts";
 import { pauseOrResume, releaseRuntime, stopLocked } from "./stop.ts";
 import { killStrayVmms } from "./strays.ts";
+import { discardSuspended, resumeSuspendedLocked, suspendLocked } from "./suspend.ts";
 
 export type { OpOptions, VmServiceDeps } from "./context.ts";
 
 export interface VmService {
-  create(params: CreateVmParams, options: OpOptions): Promise<VmInfo>;
+  /** Boots a new VM from an image, or (with `from`) restores a clone of a snapshot. */
+  create(params: CreateVmParams, options: OpOptions, from?: RestoreFrom): Promise<VmInfo>;
+  /** Saves a running or paused VM's state and disk into `dir` under its lock; the VM goes on (./snapshot.ts). */
+  saveSnapshot(
+    name: string,
+    dir: string,
+    options: OpOptions & { includeSecrets: boolean },
+  ): Promise<SavedState>;
   list(): Promise<VmInfo[]>;
   show(name: string): Promise<VmInfo>;
   start(name: string, options: OpOptions): Promise<VmInfo>;
@@ -47,8 +58,14 @@ export interface VmService {
   kill(name: string): Promise<VmInfo>;
   /** Freezes a running VM's vCPUs; its memory, disk and network stay. */
   pause(name: string): Promise<VmInfo>;
-  /** Lets a paused VM run again. */
-  resume(name: string): Promise<VmInfo>;
+  /** Lets a paused VM run again, or restores a suspended one from disk. */
+  resume(name: string, options: OpOptions): Promise<VmInfo>;
+  /** Writes a running or paused VM's memory to disk and ends its VMM (./suspend.ts). */
+  suspend(name: string, options: OpOptions): Promise<VmInfo>;
+  /** Takes a paused warm pool member as `name` (or a generated name): rename, resume, hostname (./claim.ts). */
+  claim(memberId: string, name: string | undefined, options: OpOptions): Promise<VmInfo>;
+  /** Exec events (starts and ends) of a VM since the daemon started, and how many run now. */
+  execActivity(vmId: string): { events: number; inFlight: number };
   delete(name: string): Promise<void>;
   exec(name: string, exec: GuestExec): Promise<GuestExecResult>;
   /** The running guest's files through its channel (no program in the guest needed). */
@@ -107,8 +124,26 @@ export function createVmService(deps: VmServiceDeps): VmService {
     return vmLocks.run(vm.id, () => op(ctx.byName(name)));
   };
 
+  const execs = new Map<string, { events: number; inFlight: number }>();
+  const execActivity = (vmId: string) => {
+    let activity = execs.get(vmId);
+    if (!activity) {
+      activity = { events: 0, inFlight: 0 };
+      execs.set(vmId, activity);
+    }
+    return activity;
+  };
+
+  /** A graceful stop of whatever state the VM is in (a suspended VM's state is discarded). */
+  const stopAny = async (fresh: VmRecord, options: OpOptions): Promise<VmRecord> => {
+    if (fresh.state === "suspended") return discardSuspended(ctx, fresh);
+    return isAtRest(fresh.state) ? fresh : stopLocked(ctx, fresh, "graceful", options);
+  };
+
   return {
-    create: (params, options) => createVm(ctx, params, options),
+    create: (params, options, from) => createVm(ctx, params, options, from),
+
+    saveSnapshot: (name, dir, options) => locked(name, (fresh) => saveLocked(ctx, fresh, dir, options)),
 
     async list() {
       return store.listVms().map(ctx.toInfo);
@@ -122,6 +157,7 @@ export function createVmService(deps: VmServiceDeps): VmService {
       locked(name, async (fresh) => {
         if (fresh.state === "running" && (await ctx.isAlive(fresh))) return ctx.toInfo(fresh);
         if (fresh.state === "paused" && (await ctx.isAlive(fresh))) throw ctx.notRunning(fresh);
+        if (fresh.state === "suspended") return ctx.toInfo(await resumeSuspendedLocked(ctx, fresh, options));
         let current = fresh;
         if (mayHoldRuntime(fresh.state)) {
           await releaseRuntime(ctx, fresh, await ctx.handles.load(fresh));
@@ -130,22 +166,36 @@ export function createVmService(deps: VmServiceDeps): VmService {
         return ctx.toInfo(await startLocked(ctx, current, options));
       }),
 
-    stop: (name, options) =>
-      locked(name, async (fresh) =>
-        ctx.toInfo(isAtRest(fresh.state) ? fresh : await stopLocked(ctx, fresh, "graceful", options)),
-      ),
+    stop: (name, options) => locked(name, async (fresh) => ctx.toInfo(await stopAny(fresh, options))),
 
     restart: (name, options) =>
       locked(name, async (fresh) => {
-        const stopped = isAtRest(fresh.state) ? fresh : await stopLocked(ctx, fresh, "graceful", options);
+        const stopped = await stopAny(fresh, options);
         return ctx.toInfo(await startLocked(ctx, stopped, options));
       }),
 
-    kill: (name) => locked(name, async (fresh) => ctx.toInfo(await stopLocked(ctx, fresh, "kill"))),
+    kill: (name) =>
+      locked(name, async (fresh) =>
+        ctx.toInfo(
+          fresh.state === "suspended"
+            ? await discardSuspended(ctx, fresh)
+            : await stopLocked(ctx, fresh, "kill"),
+        ),
+      ),
 
     pause: (name) => locked(name, async (fresh) => ctx.toInfo(await pauseOrResume(ctx, fresh, "pause"))),
 
-    resume: (name) => locked(name, async (fresh) => ctx.toInfo(await pauseOrResume(ctx, fresh, "resume"))),
+    resume: (name, options) =>
+      locked(name, async (fresh) =>
+        ctx.toInfo(
+          fresh.state === "suspended"
+            ? await resumeSuspendedLocked(ctx, fresh, options)
+            : await pauseOrResume(ctx, fresh, "resume"),
+        ),
+      ),
+
+    suspend: (name, options) =>
+      locked(name, async (fresh) => ctx.toInfo(await suspendLocked(ctx, fresh, options))),
 
     async delete(name) {
       const vm = ctx.byName(name);
@@ -159,10 +209,37 @@ export function createVmService(deps: VmServiceDeps): VmService {
       });
     },
 
+    execActivity: (vmId) => ({ ...execActivity(vmId) }),
+
+    claim: (memberId, name, options) =>
+      vmLocks.run(memberId, async () => {
+        const member = store.getVmById(memberId);
+        if (!member) throw new BangerError(ErrorCode.VM_NOT_FOUND, `pool member ${memberId} is gone`);
+        return ctx.toInfo(await claimLocked(ctx, member, name, options));
+      }),
+
     async exec(name, exec) {
-      const vm = ctx.byName(name);
+      let vm = ctx.byName(name);
+      // Any exec wakes a suspended VM (`vm.suspend_after_idle` counts on it).
+      if (vm.state === "suspended") {
+        vm = await vmLocks.run(vm.id, async () => {
+          const fresh = ctx.byName(name);
+          return fresh.state === "suspended"
+            ? resumeSuspendedLocked(ctx, fresh, {
+                signal: exec.signal ?? new AbortController().signal,
+                progress: () => {},
+              })
+            : fresh;
+        });
+      }
       if (vm.state !== "running" || !(await ctx.isAlive(vm))) throw ctx.notRunning(vm);
-      const result = await ctx.channel.exec(ctx.target(vm), exec);
+      const activity = execActivity(vm.id);
+      activity.events++;
+      activity.inFlight++;
+      const result = await ctx.channel.exec(ctx.target(vm), exec).finally(() => {
+        activity.events++;
+        activity.inFlight--;
+      });
       // ssh's 255 is also what a VM that stopped (or was deleted) under the command looks like.
       if (result.exitCode === 255) {
         const fresh = store.getVmById(vm.id);

@@ -110,7 +110,7 @@ export async function pauseOrResume(
   if (vm.state !== from || !(await ctx.isAlive(vm))) {
     throw new BangerError(
       ErrorCode.BAD_STATE,
-      `VM '${vm.name}' is ${vm.state}; only a ${from} VM can be ${action}d`,
+      `VM '${vm.name}' is ${vm.state}; only a ${action === "resume" ? "paused or suspended" : from} VM can be ${action}d`,
       {
         hint: `see its state with \`banger vm show ${vm.name}\``,
       },

@@ -9,6 +9,14 @@ import { BangerError, ErrorCode } from "../../protocol/index.ts";
 import { type AgentSession, openAgentSession } from "./session.ts";
 
 const RETRY_MS = 100;
+/**
+ * How long one connection waits for the agent's HELLO before it is closed
+ * and made again. Closing tells the guest the host went away, so an agent
+ * whose stream state came from elsewhere (a guest restored from a snapshot
+ * or a suspend, whose agent still holds its source's session) resets and
+ * resynchronises on the next HELLO instead of waiting out the deadline.
+ */
+const HELLO_ATTEMPT_MS = 3000;
 
 /**
  * Connects to the agent and waits for its HELLO, retrying while the socket
@@ -31,7 +39,10 @@ export async function connectAgent(options: {
         hint: "`banger vm logs NAME` shows the guest console",
       });
     }
-    const attempt = AbortSignal.any([signal, AbortSignal.timeout(Math.max(1, deadlineMs - Date.now()))]);
+    const attempt = AbortSignal.any([
+      signal,
+      AbortSignal.timeout(Math.max(1, Math.min(HELLO_ATTEMPT_MS, deadlineMs - Date.now()))),
+    ]);
     try {
       const socket = await openStream(endpoint, attempt);
       return await openAgentSession(socket, attempt);
@@ -75,11 +86,12 @@ function hybridVsockConnect(socket: Socket, port: number, signal: AbortSignal): 
       socket.pause();
       socket.off("data", onData);
       socket.off("close", onClose);
+      socket.off("error", onClose);
       signal.removeEventListener("abort", onClose);
     };
     const onClose = () => {
       cleanup();
-      socket.destroy();
+      discard(socket);
       reject(new BangerError(ErrorCode.GUEST_UNREACHABLE, `vsock port ${port} refused the connection`));
     };
     const onData = (chunk: Buffer) => {
@@ -92,7 +104,7 @@ function hybridVsockConnect(socket: Socket, port: number, signal: AbortSignal): 
       cleanup();
       const text = line.subarray(0, end).toString("latin1");
       if (!text.startsWith("OK ")) {
-        socket.destroy();
+        discard(socket);
         reject(new BangerError(ErrorCode.GUEST_UNREACHABLE, `vsock CONNECT ${port} answered "${text}"`));
         return;
       }
@@ -102,7 +114,18 @@ function hybridVsockConnect(socket: Socket, port: number, signal: AbortSignal): 
     };
     socket.on("data", onData);
     socket.once("close", onClose);
+    socket.once("error", onClose);
     signal.addEventListener("abort", onClose, { once: true });
     socket.write(`CONNECT ${port}\n`);
   });
+}
+
+/**
+ * Ends a socket given up on. Its late errors (a reset from a VMM that is
+ * going away) have nobody to tell and must not reach the process as an
+ * unhandled 'error'.
+ */
+function discard(socket: Socket): void {
+  socket.on("error", () => {});
+  socket.destroy();
 }

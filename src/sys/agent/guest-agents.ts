@@ -84,7 +84,7 @@ export function createGuestAgents(options: {
     async connect(vmId, endpoint, connectOptions) {
       this.close(vmId);
       const session = await remember(vmId, connectAgent({ endpoint, ...connectOptions }));
-      await session.setClock(Date.now());
+      await syncClock(session);
       options.logger.debug("guest agent ready", { vm: vmId, agent: session.version });
       return { version: session.version };
     },
@@ -107,7 +107,7 @@ export function createGuestAgents(options: {
     },
 
     async setClock(vmId, endpoint) {
-      await (await sessionFor(vmId, endpoint)).setClock(Date.now());
+      await syncClock(await sessionFor(vmId, endpoint));
     },
 
     close(vmId, reason) {
@@ -120,4 +120,21 @@ export function createGuestAgents(options: {
       );
     },
   };
+}
+
+/** A clock set whose round trip took longer than this is sent again (at most CLOCK_TRIES times). */
+const CLOCK_RTT_MS = 250;
+const CLOCK_TRIES = 3;
+
+/**
+ * Sets the guest's clock to the host's. The guest is behind by the time the
+ * frame took to reach it, which a loaded host can stretch to seconds: a set
+ * whose round trip was slow is sent again with a fresh time.
+ */
+async function syncClock(session: Pick<AgentSession, "setClock">): Promise<void> {
+  for (let attempt = 1; attempt <= CLOCK_TRIES; attempt++) {
+    const sentAt = Date.now();
+    await session.setClock(sentAt);
+    if (Date.now() - sentAt < CLOCK_RTT_MS) return;
+  }
 }

@@ -481,6 +481,8 @@ export async function openAgentSession(socket: Duplex, signal: AbortSignal): Pro
     socket.resume();
     socket.write(encodeFrame({ type: FrameType.HELLO, channel: 0, payload: u32(AGENT_PROTOCOL) }));
   }).catch((error: unknown) => {
+    // Late errors of a socket given up on have nobody to tell.
+    socket.on("error", () => {});
     socket.destroy();
     throw error;
   });

@@ -16,6 +16,7 @@ import {
   planGrowDisk,
   planRootDisk,
   planRootDiskTeardown,
+  planSnapshotDisk,
   type RawCowStrategy,
   type RootDiskStrategy,
   resolveCommand,
@@ -27,6 +28,7 @@ import { CommandFailedError, type Runner } from "../runner/index.ts";
 export interface CreateRootDiskOptions {
   strategy: RootDiskStrategy;
   base: string;
+  baseFormat?: DiskFormat | undefined;
   target: string;
   sizeBytes: number;
   runner: Runner;
@@ -111,6 +113,21 @@ async function runSteps(
   }
   const committed = undos.reverse();
   return { handles, undo: () => runUndo(runner, committed) };
+}
+
+/** Copies a stored disk whose VMM holds no writes in flight into a snapshot directory (planSnapshotDisk). */
+export async function copyDiskForSnapshot(options: {
+  strategy: RootDiskStrategy;
+  file: string;
+  dir: string;
+  runner: Runner;
+  signal?: AbortSignal | undefined;
+}): Promise<{ file: string; format: DiskFormat }> {
+  const plan = planSnapshotDisk(options);
+  await options.runner.run(plan.command.argv, { signal: options.signal }).catch((error: unknown) => {
+    throw diskError(`could not copy the disk ${options.file} into the snapshot`, plan.file, error);
+  });
+  return { file: plan.file, format: plan.format };
 }
 
 export async function growRootDisk(options: {

@@ -4,14 +4,18 @@ import { dirname, join } from "node:path";
 import { throwIfAborted } from "../../core/async/index.ts";
 import {
   capabilitiesFor,
+  type FirecrackerCall,
   type FirecrackerCapabilities,
   firecrackerFeatures,
   firecrackerFiles,
   parseFirecrackerVersion,
   planFirecrackerBoot,
+  planSnapshotCreate,
+  planSnapshotLoad,
   type VmState,
 } from "../../core/firecracker/index.ts";
 import type { Logger } from "../../core/log/index.ts";
+import { machineSignature, maskBootSpec, SnapshotFiles } from "../../core/snapshot/index.ts";
 import {
   type BootSpec,
   runStateOf,
@@ -60,6 +64,8 @@ export function createFirecrackerDriver(options: FirecrackerDriverOptions): Fire
   const signalTimeoutMs = options.signalTimeoutMs ?? 5_000;
   let capabilities: Promise<FirecrackerCapabilities> | undefined;
   let probed: FirecrackerCapabilities | undefined;
+  /** `--version`'s `major.minor.patch`: a snapshot loads only into the version that made it. */
+  let version: string | null = null;
   const consoleCap = options.console ?? DEFAULT_CONSOLE;
   /** Console drains of the VMMs this daemon watches, by API socket; each ends when its VMM exits. */
   const drains = new Map<string, ConsoleDrain>();
@@ -76,8 +82,9 @@ export function createFirecrackerDriver(options: FirecrackerDriverOptions): Fire
 
   function probe(): Promise<FirecrackerCapabilities> {
     capabilities ??= probeCapabilities(runner, options.binary).then(
-      (caps) => {
+      ({ caps, versionText }) => {
         probed = caps;
+        version = versionText;
         log.info("firecracker probed", { binary: options.binary, caps });
         return caps;
       },
@@ -100,7 +107,15 @@ export function createFirecrackerDriver(options: FirecrackerDriverOptions): Fire
         },
       );
     }
-    const plan = planFirecrackerBoot(spec, caps);
+    return launch(spec, planFirecrackerBoot(spec, caps), signal);
+  }
+
+  /** Spawns Firecracker in the VM directory, waits for its API and makes the planned calls; kills it if one fails. */
+  async function launch(
+    spec: BootSpec,
+    plan: readonly FirecrackerCall[],
+    signal: AbortSignal,
+  ): Promise<VmmHandle> {
     throwIfAborted(signal);
     const files = firecrackerFiles(spec.vmDir);
     await removeSockets(files);
@@ -118,10 +133,12 @@ export function createFirecrackerDriver(options: FirecrackerDriverOptions): Fire
     });
     let spawned: Awaited<ReturnType<typeof spawnDetachedVmm>>;
     try {
+      // Its working directory is the VM's, where the drive's relative path points.
       spawned = await spawnDetachedVmm({
         argv: [options.binary, ...firecrackerArgv(spec, files)],
         stdout: { fd: writerFd },
         stderr: spec.vmmLog,
+        cwd: spec.vmDir,
       });
     } catch (error) {
       drain.close();
@@ -209,6 +226,24 @@ export function createFirecrackerDriver(options: FirecrackerDriverOptions): Fire
     },
     probe,
     start,
+    snapshots: {
+      async describe(spec) {
+        const caps = await probe();
+        const plan = planFirecrackerBoot(maskBootSpec(spec), caps).map((call) => JSON.stringify(call));
+        return { signature: machineSignature(plan), vmmVersion: version, accel: null };
+      },
+      async save(handle, dir, signal) {
+        const call = planSnapshotCreate(snapshotFiles(dir));
+        await firecrackerRequest(handle.controlSocket, call.method, call.path, call.body, {
+          signal,
+          timeoutMs: 120_000,
+        });
+      },
+      async restore(spec, dir, signal) {
+        await probe();
+        return launch(spec, [planSnapshotLoad(spec, snapshotFiles(dir))], signal);
+      },
+    },
     stop,
     kill,
     isRunning: isVmmRunning,
@@ -242,9 +277,13 @@ async function patchVmState(handle: VmmHandle, state: VmState): Promise<void> {
   await firecrackerRequest(handle.controlSocket, "PATCH", "/vm", { state });
 }
 
-async function probeCapabilities(runner: Runner, binary: string): Promise<FirecrackerCapabilities> {
+async function probeCapabilities(
+  runner: Runner,
+  binary: string,
+): Promise<{ caps: FirecrackerCapabilities; versionText: string }> {
   const result = await runner.run([binary, "--version"], { timeoutMs: 10_000 });
-  return capabilitiesFor(parseFirecrackerVersion(result.stdout));
+  const parsed = parseFirecrackerVersion(result.stdout);
+  return { caps: capabilitiesFor(parsed), versionText: `${parsed.major}.${parsed.minor}.${parsed.patch}` };
 }
 
 /** Firecracker's own flags: the API socket, the VM id, its log and metrics files. */
@@ -261,6 +300,11 @@ function firecrackerArgv(spec: BootSpec, files: ReturnType<typeof firecrackerFil
     "--metrics-path",
     files.metrics,
   ];
+}
+
+/** A Firecracker snapshot's two files in a snapshot directory. */
+function snapshotFiles(dir: string): { state: string; memory: string } {
+  return { state: join(dir, SnapshotFiles.state), memory: join(dir, SnapshotFiles.memory) };
 }
 
 async function removeSockets(files: { api: string; vsock: string; console: string }): Promise<void> {

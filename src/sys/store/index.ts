@@ -29,6 +29,22 @@ export interface ImageRecord {
   meta?: string | null | undefined;
 }
 
+/** A published snapshot (its files are in `dir`; see src/core/snapshot). */
+export interface SnapshotRecord {
+  id: string;
+  name: string;
+  sourceVm: string;
+  imageId: string;
+  imageName: string;
+  vmm: VmRecord["vmm"];
+  cpus: number;
+  memoryMib: number;
+  diskGib: number;
+  dir: string;
+  includesSecrets: boolean;
+  createdAt: string;
+}
+
 export interface Store {
   close(): void;
   schemaVersion(): number;
@@ -50,6 +66,26 @@ export interface Store {
   listImages(): ImageRecord[];
   deleteImage(id: string): void;
   countVmsUsingImage(imageId: string): number;
+
+  insertSnapshot(snapshot: SnapshotRecord): void;
+  getSnapshotByName(name: string): SnapshotRecord | undefined;
+  getSnapshotById(id: string): SnapshotRecord | undefined;
+  listSnapshots(): SnapshotRecord[];
+  /** Refused by the database while a VM's disk still depends on it. */
+  deleteSnapshot(id: string): void;
+  countSnapshotsUsingImage(imageId: string): number;
+  /** Records that the VM's disk is backed by the snapshot's; dropped with the VM's row. */
+  linkClone(vmId: string, snapshotId: string): void;
+  /** Names of the VMs whose disks the snapshot backs. */
+  clonesOf(snapshotId: string): string[];
+  /** The snapshot backing the VM's disk, if any. */
+  snapshotOfVm(vmId: string): string | undefined;
+  /** Renames a VM; the name's uniqueness is the table's. */
+  renameVm(id: string, name: string, updatedAt: string): void;
+  addPoolMember(vmId: string, pool: string): void;
+  /** False when the VM was not (or no longer) a member: exactly one taker wins. */
+  removePoolMember(vmId: string): boolean;
+  poolMembers(): { vmId: string; pool: string }[];
 }
 
 /** Forward-only. Never edit a shipped step; append a new one. */
@@ -107,6 +143,57 @@ export const migrations: readonly string[] = [
   `ALTER TABLE images ADD COLUMN source TEXT;
    ALTER TABLE images ADD COLUMN digest TEXT;
    ALTER TABLE images ADD COLUMN meta TEXT;`,
+  // 4: memory snapshots, and which VMs' disks each one backs.
+  `CREATE TABLE snapshots (
+     id TEXT PRIMARY KEY,
+     name TEXT NOT NULL UNIQUE,
+     source_vm TEXT NOT NULL,
+     image_id TEXT NOT NULL,
+     image_name TEXT NOT NULL,
+     vmm TEXT NOT NULL,
+     cpus INTEGER NOT NULL,
+     memory_mib INTEGER NOT NULL,
+     disk_gib INTEGER NOT NULL,
+     dir TEXT NOT NULL,
+     includes_secrets INTEGER NOT NULL,
+     created_at TEXT NOT NULL
+   ) STRICT;
+   CREATE INDEX snapshots_image ON snapshots(image_id);
+   CREATE TABLE vm_snapshot (
+     vm_id TEXT PRIMARY KEY REFERENCES vms(id) ON DELETE CASCADE,
+     snapshot_id TEXT NOT NULL REFERENCES snapshots(id)
+   ) STRICT;
+   CREATE INDEX vm_snapshot_snapshot ON vm_snapshot(snapshot_id);`,
+  // 5: the `suspended` state. The rebuild's DROP cascades into vm_snapshot, so its rows are kept aside.
+  `CREATE TEMP TABLE vm_snapshot_keep AS SELECT * FROM vm_snapshot;
+   CREATE TABLE vms_v5 (
+     id TEXT PRIMARY KEY,
+     name TEXT NOT NULL UNIQUE,
+     image_id TEXT NOT NULL,
+     image_name TEXT NOT NULL,
+     vmm TEXT NOT NULL,
+     cpus INTEGER NOT NULL,
+     memory_mib INTEGER NOT NULL,
+     disk_gib INTEGER NOT NULL,
+     guest_ip TEXT NOT NULL UNIQUE,
+     mac TEXT NOT NULL,
+     state TEXT NOT NULL CHECK (state IN ('created','starting','running','paused','suspended','stopping','stopped','error')),
+     last_error TEXT,
+     created_at TEXT NOT NULL,
+     updated_at TEXT NOT NULL
+   ) STRICT;
+   INSERT INTO vms_v5 SELECT * FROM vms;
+   DROP TABLE vms;
+   ALTER TABLE vms_v5 RENAME TO vms;
+   CREATE INDEX vms_image ON vms(image_id);
+   INSERT INTO vm_snapshot SELECT * FROM vm_snapshot_keep;
+   DROP TABLE vm_snapshot_keep;`,
+  // 6: warm pool members: VMs kept paused for a matching create to take.
+  `CREATE TABLE pool_members (
+     vm_id TEXT PRIMARY KEY REFERENCES vms(id) ON DELETE CASCADE,
+     pool TEXT NOT NULL
+   ) STRICT;
+   CREATE INDEX pool_members_pool ON pool_members(pool);`,
 ];
 
 /**
@@ -225,6 +312,23 @@ function imageFromRow(row: Row): ImageRecord {
   };
 }
 
+function snapshotFromRow(row: Row): SnapshotRecord {
+  return {
+    id: row.id as string,
+    name: row.name as string,
+    sourceVm: row.source_vm as string,
+    imageId: row.image_id as string,
+    imageName: row.image_name as string,
+    vmm: row.vmm as VmRecord["vmm"],
+    cpus: Number(row.cpus),
+    memoryMib: Number(row.memory_mib),
+    diskGib: Number(row.disk_gib),
+    dir: row.dir as string,
+    includesSecrets: Number(row.includes_secrets) === 1,
+    createdAt: row.created_at as string,
+  };
+}
+
 function createStore(db: DatabaseSync): Store {
   const q = {
     insertVm: db.prepare(
@@ -252,6 +356,24 @@ function createStore(db: DatabaseSync): Store {
     listImages: db.prepare("SELECT * FROM images ORDER BY name"),
     deleteImage: db.prepare("DELETE FROM images WHERE id = ?"),
     vmsUsingImage: db.prepare("SELECT COUNT(*) AS n FROM vms WHERE image_id = ?"),
+    insertSnapshot: db.prepare(
+      `INSERT INTO snapshots (id, name, source_vm, image_id, image_name, vmm, cpus, memory_mib, disk_gib, dir, includes_secrets, created_at)
+       VALUES (:id, :name, :source_vm, :image_id, :image_name, :vmm, :cpus, :memory_mib, :disk_gib, :dir, :includes_secrets, :created_at)`,
+    ),
+    snapshotByName: db.prepare("SELECT * FROM snapshots WHERE name = ?"),
+    snapshotById: db.prepare("SELECT * FROM snapshots WHERE id = ?"),
+    listSnapshots: db.prepare("SELECT * FROM snapshots ORDER BY created_at, name"),
+    deleteSnapshot: db.prepare("DELETE FROM snapshots WHERE id = ?"),
+    snapshotsUsingImage: db.prepare("SELECT COUNT(*) AS n FROM snapshots WHERE image_id = ?"),
+    linkClone: db.prepare("INSERT INTO vm_snapshot (vm_id, snapshot_id) VALUES (?, ?)"),
+    clonesOf: db.prepare(
+      "SELECT vms.name AS name FROM vm_snapshot JOIN vms ON vms.id = vm_snapshot.vm_id WHERE snapshot_id = ? ORDER BY vms.name",
+    ),
+    snapshotOfVm: db.prepare("SELECT snapshot_id FROM vm_snapshot WHERE vm_id = ?"),
+    renameVm: db.prepare("UPDATE vms SET name = ?, updated_at = ? WHERE id = ?"),
+    addPoolMember: db.prepare("INSERT INTO pool_members (vm_id, pool) VALUES (?, ?)"),
+    removePoolMember: db.prepare("DELETE FROM pool_members WHERE vm_id = ?"),
+    poolMembers: db.prepare("SELECT vm_id, pool FROM pool_members ORDER BY pool, vm_id"),
   };
   return {
     close: () => db.close(),
@@ -295,6 +417,34 @@ function createStore(db: DatabaseSync): Store {
     listImages: () => (q.listImages.all() as Row[]).map(imageFromRow),
     deleteImage: (id) => void q.deleteImage.run(id),
     countVmsUsingImage: (imageId) => Number((q.vmsUsingImage.get(imageId) as Row).n),
+    insertSnapshot: (snapshot) =>
+      void q.insertSnapshot.run({
+        id: snapshot.id,
+        name: snapshot.name,
+        source_vm: snapshot.sourceVm,
+        image_id: snapshot.imageId,
+        image_name: snapshot.imageName,
+        vmm: snapshot.vmm,
+        cpus: snapshot.cpus,
+        memory_mib: snapshot.memoryMib,
+        disk_gib: snapshot.diskGib,
+        dir: snapshot.dir,
+        includes_secrets: snapshot.includesSecrets ? 1 : 0,
+        created_at: snapshot.createdAt,
+      }),
+    getSnapshotByName: (name) => maybe(q.snapshotByName.get(name) as Row | undefined, snapshotFromRow),
+    getSnapshotById: (id) => maybe(q.snapshotById.get(id) as Row | undefined, snapshotFromRow),
+    listSnapshots: () => (q.listSnapshots.all() as Row[]).map(snapshotFromRow),
+    deleteSnapshot: (id) => void q.deleteSnapshot.run(id),
+    countSnapshotsUsingImage: (imageId) => Number((q.snapshotsUsingImage.get(imageId) as Row).n),
+    linkClone: (vmId, snapshotId) => void q.linkClone.run(vmId, snapshotId),
+    clonesOf: (snapshotId) => (q.clonesOf.all(snapshotId) as Row[]).map((row) => row.name as string),
+    snapshotOfVm: (vmId) => (q.snapshotOfVm.get(vmId) as Row | undefined)?.snapshot_id as string | undefined,
+    renameVm: (id, name, updatedAt) => void q.renameVm.run(name, updatedAt, id),
+    addPoolMember: (vmId, pool) => void q.addPoolMember.run(vmId, pool),
+    removePoolMember: (vmId) => Number(q.removePoolMember.run(vmId).changes) > 0,
+    poolMembers: () =>
+      (q.poolMembers.all() as Row[]).map((row) => ({ vmId: row.vm_id as string, pool: row.pool as string })),
   };
 }
 

@@ -77,6 +77,10 @@ export function createVmFiles(fs: Fs = createNodeFs()) {
       await writeFileAtomic(path, `${JSON.stringify(handles, null, 2)}\n`, { mode: 0o600 });
     },
     removeFile: (path: string): Promise<void> => fs.rm(path),
+    rename: (from: string, to: string): Promise<void> => fs.rename(from, to),
+    async writeJson(path: string, value: unknown): Promise<void> {
+      await writeFileAtomic(path, `${JSON.stringify(value, null, 2)}\n`, { mode: 0o600 });
+    },
     async rotate(path: string): Promise<void> {
       await fs.rename(path, `${path}.1`).catch(() => undefined);
     },

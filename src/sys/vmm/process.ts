@@ -29,6 +29,10 @@ export interface SpawnVmmOptions {
   stderr: string;
   /** Mode of a log file this call creates; default 0o640. */
   mode?: number;
+  /** The process's working directory (Firecracker resolves relative drive paths against it). */
+  cwd?: string | undefined;
+  /** Open descriptors the process inherits as fd 3, 4, … (a snapshot's state file for `-incoming fd:3`). */
+  extraFds?: readonly number[] | undefined;
 }
 
 export interface SpawnedVmm {
@@ -59,7 +63,8 @@ export async function spawnDetachedVmm(options: SpawnVmmOptions): Promise<Spawne
     try {
       const child = await spawnProcess([command, ...args], {
         detached: true,
-        stdio: ["ignore", given ?? stdout?.fd ?? "ignore", stderr.fd],
+        stdio: ["ignore", given ?? stdout?.fd ?? "ignore", stderr.fd, ...(options.extraFds ?? [])],
+        ...(options.cwd === undefined ? {} : { cwd: options.cwd }),
       });
       const exited = new AbortController();
       let description = "is still running";

@@ -7,10 +7,17 @@
  * size; QEMU starts with its vCPUs stopped and gets `cont` once the drain is
  * attached, so no boot output is lost. `reattach` re-attaches the drain.
  */
-import { readFile, rm } from "node:fs/promises";
+import { open, readFile, rm } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import { pollUntil, throwIfAborted } from "../../core/async/index.ts";
 import type { Logger } from "../../core/log/index.ts";
+import {
+  incomingLoaded,
+  machineSignature,
+  maskBootSpec,
+  planQemuIncoming,
+  SnapshotFiles,
+} from "../../core/snapshot/index.ts";
 import {
   type BootSpec,
   planQemuArgv,
@@ -24,6 +31,7 @@ import { BangerError, ErrorCode } from "../../protocol/index.ts";
 import { connectQmp, type QmpClient } from "../qmp/index.ts";
 import { type ConsoleDrain, drainConsole } from "./console.ts";
 import { isVmmRunning, killAndWait, signalVmm, spawnDetachedVmm, waitVmmGone } from "./process.ts";
+import { saveQemuState } from "./qemu-snapshot.ts";
 
 export interface QemuDriverOptions {
   /** The QEMU executable (name on PATH or absolute path). */
@@ -53,6 +61,8 @@ function consoleFiles(controlSocket: string): { socket: string; log: string } {
 const DEFAULT_CONSOLE = { maxBytes: 8 * 1024 * 1024, files: 3 };
 
 const DEFAULT_QMP_TIMEOUT_MS = 10_000;
+/** How long a restoring QEMU may take to read its state (hundreds of MB from the page cache or disk). */
+const RESTORE_TIMEOUT_MS = 120_000;
 const DEFAULT_KILL_TIMEOUT_MS = 10_000;
 /** QMP connects during `stop` are to a running QEMU: the socket is already there. */
 const STOP_QMP_TIMEOUT_MS = 2_000;
@@ -119,20 +129,32 @@ export function createQemuDriver(options: QemuDriverOptions): VmmDriver {
     }
   }
 
-  async function start(spec: BootSpec, signal: AbortSignal): Promise<VmmHandle> {
+  function argvFor(spec: BootSpec, accel: QemuAccel): string[] {
+    const consoleSocket = consoleFiles(qemuControlSocket(spec.vmDir)).socket;
+    return planQemuArgv({ spec, accel, binary: options.binary, consoleSocket });
+  }
+
+  /**
+   * Boots (or, with `incoming`, loads a saved state into) a new QEMU: with
+   * its vCPUs stopped until the console drain is attached and, for a
+   * restore, the state is in; then `cont`.
+   */
+  async function launch(spec: BootSpec, signal: AbortSignal, incoming?: string): Promise<VmmHandle> {
     throwIfAborted(signal, `start of ${spec.vmName}`);
     const accel = await options.accel();
     const controlSocket = qemuControlSocket(spec.vmDir);
-    const consoleSocket = consoleFiles(controlSocket).socket;
-    const argv = [...launcher, ...planQemuArgv({ spec, accel, binary: options.binary, consoleSocket })];
+    const argv = [...launcher, ...argvFor(spec, accel), ...(incoming ? planQemuIncoming() : [])];
     const log = options.logger.child({ vm: spec.vmName });
     await removeSockets(controlSocket);
-    const { pid, startTicks, exited, exitDescription } = await spawnDetachedVmm({
+    const state = incoming === undefined ? undefined : await open(incoming, "r");
+    const spawned = await spawnDetachedVmm({
       argv,
       stdout: spec.vmmLog,
       stderr: spec.vmmLog,
-    });
-    log.info("QEMU started", { pid, accel });
+      extraFds: state === undefined ? [] : [state.fd],
+    }).finally(() => state?.close());
+    const { pid, startTicks, exited, exitDescription } = spawned;
+    log.info(incoming ? "QEMU started to restore a snapshot" : "QEMU started", { pid, accel });
 
     const handle: VmmHandle = { pid, pidStartTicks: startTicks, controlSocket };
     /**
@@ -172,6 +194,22 @@ export function createQemuDriver(options: QemuDriverOptions): VmmDriver {
         );
       });
       try {
+        if (incoming) {
+          const loaded = await pollUntil(
+            async () => incomingLoaded((await qmp.status()).status) || exited.aborted,
+            { timeoutMs: RESTORE_TIMEOUT_MS, intervalMs: 10, signal },
+          );
+          if (!loaded || exited.aborted) {
+            const tail = await logTail(spec.vmmLog);
+            throw new BangerError(
+              ErrorCode.BOOT_FAILED,
+              `QEMU for ${spec.vmName} could not load ${incoming}`,
+              {
+                hint: tail ? `last lines of ${spec.vmmLog}:\n${tail}` : `see ${spec.vmmLog}`,
+              },
+            );
+          }
+        }
         // QEMU waits with its vCPUs stopped (-S) until the console drain is attached.
         await attachConsole(controlSocket, spec.consoleLog, qmpTimeoutMs);
         await qmp.execute("cont");
@@ -197,9 +235,18 @@ export function createQemuDriver(options: QemuDriverOptions): VmmDriver {
       pauseResume: true,
       vsock: false,
       softwareEmulation: true,
-      snapshots: false,
+      snapshots: true,
     },
-    start,
+    start: (spec, signal) => launch(spec, signal),
+    snapshots: {
+      async describe(spec) {
+        const accel = await options.accel();
+        const signature = machineSignature(argvFor(maskBootSpec(spec), accel));
+        return { signature, vmmVersion: null, accel };
+      },
+      save: async (handle, dir, signal) => void (await saveQemuState(handle, dir, signal)),
+      restore: (spec, dir, signal) => launch(spec, signal, join(dir, SnapshotFiles.state)),
+    },
     stop,
     kill,
     isRunning: isVmmRunning,

@@ -6,6 +6,9 @@
  * fault messages, and at InstanceStart boots the configured kernel, initrd,
  * drives, tap and boot_args under `qemu-system-x86_64 -M microvm` (TCG). The
  * serial console goes to this process's stdout. It exits when QEMU exits.
+ * `PUT /snapshot/create` and `/snapshot/load` go through QEMU's migration
+ * (see createSnapshot); relative drive paths resolve against the double's
+ * working directory, as Firecracker's do.
  *
  * Fault messages follow Firecracker's sources; serde's "at line L column C"
  * suffix and OS-error details are approximated.
@@ -15,7 +18,21 @@
  * the QEMU binary.
  */
 import { type ChildProcess, spawn } from "node:child_process";
-import { accessSync, appendFileSync, constants, existsSync, rmSync, statSync } from "node:fs";
+import { once } from "node:events";
+import {
+  accessSync,
+  appendFileSync,
+  closeSync,
+  constants,
+  createWriteStream,
+  existsSync,
+  openSync,
+  readFileSync,
+  rmSync,
+  statSync,
+  type WriteStream,
+  writeFileSync,
+} from "node:fs";
 import { createServer as createHttpServer, type IncomingMessage, type ServerResponse } from "node:http";
 import { connect, createServer as createNetServer, type Server, type Socket } from "node:net";
 import { basename, dirname, join } from "node:path";
@@ -645,14 +662,19 @@ async function patchVm(config: Json): Promise<void> {
   }
 }
 
-function snapshot(kind: string | undefined, config: Json): void {
+async function snapshot(kind: string | undefined, config: Json): Promise<void> {
   if (kind === "create") {
-    requireBooted(() => {
-      if (vm.state !== "Paused") {
-        throw new Fault("Create snapshot error: Cannot save the microVM state: The microVM must be paused.");
-      }
-      unsupported("snapshots");
-    });
+    if (vm.state === "Not started") throw new Fault(PRE_BOOT);
+    if (vm.state !== "Paused") {
+      throw new Fault("Create snapshot error: Cannot save the microVM state: The microVM must be paused.");
+    }
+    if (config.snapshot_type === "Diff" && vm.machine.track_dirty_pages !== true) {
+      throw new Fault(
+        "Create snapshot error: Diff snapshots are not allowed on uVMs with dirty page tracking disabled.",
+      );
+    }
+    await createSnapshot(String(config.snapshot_path), String(config.mem_file_path));
+    return;
   }
   if (kind === "load") {
     if (vm.state !== "Not started") throw new Fault(POST_BOOT);
@@ -666,9 +688,153 @@ function snapshot(kind: string | undefined, config: Json): void {
     if (both)
       throw serde("too many fields: either `mem_backend` or `mem_file_path` exclusively is required.");
     if (neither) throw serde("missing field: either `mem_backend` or `mem_file_path` is required");
-    unsupported("snapshots");
+    await loadSnapshot(config);
+    return;
   }
   throw new Fault(`Invalid request method and/or path: PUT snapshot.`);
+}
+
+/**
+ * The double's snapshot: `snapshot_path` holds its own VM description as
+ * JSON (Firecracker's vmstate is a binary of the same role), and
+ * `mem_file_path` QEMU's migration stream of the paused guest (memory and
+ * device state), written through a Unix socket since QEMU 7.2 has no
+ * `file:` migration.
+ */
+async function createSnapshot(snapshotPath: string, memPath: string): Promise<void> {
+  const socketPath = join(dirname(apiSocket), `${basename(apiSocket)}.mig`);
+  rmSync(socketPath, { force: true });
+  let output: WriteStream;
+  try {
+    output = createWriteStream(memPath, { flags: "w", mode: 0o600 });
+    await once(output, "open");
+  } catch (error) {
+    throw new Fault(
+      `Create snapshot error: Cannot save the microVM state: Failed to open memory file: ${errnoText(error)}`,
+    );
+  }
+  const received = new Promise<void>((resolve, reject) => {
+    const listener = createNetServer((socket) => {
+      listener.close();
+      socket.pipe(output);
+      output.once("finish", () => resolve());
+      socket.once("error", reject);
+    });
+    listener.once("error", reject);
+    listener.listen(socketPath);
+  });
+  try {
+    await qmp().command("migrate-set-parameters", { "max-bandwidth": 64 * 1024 ** 3 });
+    await qmp().command("migrate", { uri: `unix:${socketPath}` });
+    for (;;) {
+      const status = (await qmp().command("query-migrate")) as Json;
+      if (status.status === "completed") break;
+      if (status.status === "failed" || status.status === "cancelled") {
+        throw new Fault(
+          `Create snapshot error: Cannot save the microVM state: ${String(status["error-desc"] ?? status.status)}`,
+        );
+      }
+      await new Promise((resolve) => setTimeout(resolve, 10));
+    }
+    await received;
+  } finally {
+    output.destroy();
+    rmSync(socketPath, { force: true });
+  }
+  const state = {
+    firecracker_version: VERSION,
+    machine: vm.machine,
+    bootSource: vm.bootSource,
+    drives: [...vm.drives.values()],
+    ifaces: [...vm.ifaces.values()],
+    vsock: vm.vsock,
+    entropy: vm.entropy,
+  };
+  try {
+    writeFileSync(snapshotPath, JSON.stringify(state), { mode: 0o600 });
+  } catch (error) {
+    throw new Fault(`Create snapshot error: Cannot save the microVM state: ${errnoText(error)}`);
+  }
+  log("Info", `Snapshot created at ${snapshotPath}`);
+}
+
+async function loadSnapshot(config: Json): Promise<void> {
+  const snapshotPath = String(config.snapshot_path);
+  const backend = config.mem_backend as Json | undefined;
+  if (backend !== undefined && backend.backend_type !== "File") {
+    unsupported("memory backends other than File");
+  }
+  const memPath = String(backend?.backend_path ?? config.mem_file_path);
+  let state: Json;
+  try {
+    state = JSON.parse(readFileSync(snapshotPath, "utf8")) as Json;
+  } catch (error) {
+    // Firecracker exits after a failed load; so does the double, once it has answered.
+    exitSoon();
+    throw new Fault(
+      `Load snapshot error: Cannot build a microVM from snapshot: Failed to load snapshot state from file: ${errnoText(error)}`,
+    );
+  }
+  if (state.firecracker_version !== VERSION) {
+    exitSoon();
+    throw new Fault(
+      `Load snapshot error: Cannot build a microVM from snapshot: Invalid snapshot version: ${String(state.firecracker_version)}`,
+    );
+  }
+  vm.machine = state.machine as Json;
+  vm.bootSource = state.bootSource as Json;
+  for (const drive of state.drives as Json[]) vm.drives.set(String(drive.drive_id), drive);
+  for (const iface of state.ifaces as Json[]) vm.ifaces.set(String(iface.iface_id), { ...iface });
+  for (const override of (config.network_overrides as Json[] | undefined) ?? []) {
+    const iface = vm.ifaces.get(String(override.iface_id));
+    if (!iface) {
+      exitSoon();
+      throw new Fault(
+        `Load snapshot error: Cannot build a microVM from snapshot: Invalid network configuration: network override for unknown interface ${String(override.iface_id)}`,
+      );
+    }
+    iface.host_dev_name = override.host_dev_name;
+  }
+  vm.entropy = state.entropy as Json | undefined;
+  const vsock = state.vsock as Json | undefined;
+  if (vsock) {
+    const override = config.vsock_override as Json | undefined;
+    await putVsock({ ...vsock, ...(override ? { uds_path: override.uds_path } : {}) });
+  }
+  let memory: number;
+  try {
+    memory = openSync(memPath, "r");
+  } catch (error) {
+    exitSoon();
+    throw new Fault(
+      `Load snapshot error: Cannot build a microVM from snapshot: Failed to restore from the memory file: ${errnoText(error)}`,
+    );
+  }
+  try {
+    await launchQemu(["-incoming", "fd:3"], memory);
+  } finally {
+    closeSync(memory);
+  }
+  for (;;) {
+    const status = (await qmp().command("query-status")) as Json;
+    if (status.status !== "inmigrate") break;
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
+  vm.state = "Paused";
+  if (config.resume_vm === true) {
+    await qmp().command("cont");
+    vm.state = "Running";
+  }
+  log("Info", `Snapshot loaded from ${snapshotPath}`);
+}
+
+function exitSoon(): void {
+  setTimeout(() => shutdown(1), 100);
+}
+
+function errnoText(error: unknown): string {
+  const code = (error as NodeJS.ErrnoException).code;
+  return code === "ENOENT" ? "No such file or directory (os error 2)" : String((error as Error).message);
 }
 
 function mergePatch(target: unknown, patch: unknown): unknown {
@@ -771,12 +937,19 @@ function qemuArgv(qmpPath: string): string[] {
 async function instanceStart(): Promise<void> {
   if (!vm.bootSource)
     throw new Fault("Start microvm error: Cannot start microvm without kernel configuration.");
+  await launchQemu([]);
+  vm.state = "Running";
+  log("Info", "Successfully started microvm that was configured from one single json");
+}
+
+/** Spawns QEMU for the configured VM (plus `extra` arguments, and `incoming` as its fd 3) and connects QMP. */
+async function launchQemu(extra: readonly string[], incoming?: number): Promise<void> {
   const qmpPath = join(dirname(apiSocket), `${basename(apiSocket)}.qmp`);
   rmSync(qmpPath, { force: true });
   const qemuBinary = process.env.FC_DOUBLE_QEMU ?? "qemu-system-x86_64";
   // setpriv --pdeathsig: QEMU dies with this process even on SIGKILL.
-  const child = spawn("setpriv", ["--pdeathsig", "KILL", "--", qemuBinary, ...qemuArgv(qmpPath)], {
-    stdio: ["ignore", "inherit", "inherit"],
+  const child = spawn("setpriv", ["--pdeathsig", "KILL", "--", qemuBinary, ...qemuArgv(qmpPath), ...extra], {
+    stdio: ["ignore", "inherit", "inherit", ...(incoming === undefined ? [] : [incoming])],
   });
   vm.qemu = child;
   let exited = false;
@@ -798,8 +971,6 @@ async function instanceStart(): Promise<void> {
       await new Promise((resolve) => setTimeout(resolve, 50));
     }
   }
-  vm.state = "Running";
-  log("Info", "Successfully started microvm that was configured from one single json");
 }
 
 function qmp(): Qmp {
@@ -844,12 +1015,15 @@ class Qmp {
     return new Promise((resolve) => this.#waiters.push(resolve));
   }
 
-  async command(execute: string): Promise<void> {
+  async command(execute: string, args?: Json): Promise<unknown> {
     const reply = this.#next();
-    this.#socket.write(`${JSON.stringify({ execute })}\n`);
+    this.#socket.write(
+      `${JSON.stringify(args === undefined ? { execute } : { execute, arguments: args })}\n`,
+    );
     const message = await reply;
     if ("error" in message)
       throw new Fault(`Internal VMM error: QMP ${execute}: ${JSON.stringify(message.error)}`);
+    return message.return;
   }
 }
 

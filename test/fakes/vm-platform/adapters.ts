@@ -5,11 +5,16 @@
  * (ROOT_DISK_FILES), so the fake cannot drift from the real layout.
  */
 import { existsSync } from "node:fs";
-import { rm, writeFile } from "node:fs/promises";
+import { copyFile, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { sleep } from "../../../src/core/async/index.ts";
 import type { Config } from "../../../src/core/config/index.ts";
-import { ROOT_DISK_FILES, rootDiskStrategyFor, STORED_DISK_LOOKUP } from "../../../src/core/disk/index.ts";
+import {
+  ROOT_DISK_FILES,
+  rootDiskStrategyFor,
+  SNAPSHOT_DISK_FILES,
+  STORED_DISK_LOOKUP,
+} from "../../../src/core/disk/index.ts";
 import { allocateGuestIp, parseSubnet } from "../../../src/core/network/index.ts";
 import { type Layout, vmPaths } from "../../../src/core/paths/index.ts";
 import type { VmmDriver, VmmHandle } from "../../../src/core/vmm/contract.ts";
@@ -122,6 +127,14 @@ export function fakeDisks({ faults, ledger, log }: FakeHost): VmDisks {
       faults.step("disks.grow");
       log.record({ kind: "disk-grow", file: disk.file, sizeBytes });
     },
+    async copyForSnapshot(disk, dir, signal) {
+      faults.step("disks.copyForSnapshot");
+      checkSignal("disks.copyForSnapshot", signal);
+      const file = join(dir, SNAPSHOT_DISK_FILES[disk.format]);
+      await copyFile(disk.file, file);
+      log.record({ kind: "disk-snapshot", file: disk.file, to: file });
+      return { file, format: disk.format };
+    },
   };
 }
 
@@ -175,6 +188,8 @@ export function fakeFiles({ faults, ledger, log }: FakeHost): VmFiles {
       ledger.release({ kind: "dir", id: dir }, { kind: "dir-remove", path: dir });
     },
     readHandles: through("files.readHandles", real.readHandles),
+    rename: through("files.rename", real.rename),
+    writeJson: through("files.writeJson", real.writeJson),
     async writeHandles(path, handles) {
       faults.step("files.writeHandles");
       await real.writeHandles(path, handles);
@@ -227,7 +242,35 @@ export function fakeVmms(
       pauseResume: true,
       vsock: false,
       softwareEmulation: true,
-      snapshots: false,
+      snapshots: true,
+    },
+    snapshots: {
+      async describe(spec) {
+        faults.step("driver.describe");
+        return {
+          signature: `${spec.cpus.toString(16)}f${spec.memoryMib.toString(16)}`.padEnd(64, "0"),
+          vmmVersion: null,
+          accel: "tcg",
+        };
+      },
+      async save(handle, dir, signal) {
+        faults.step("driver.save");
+        checkSignal("driver.save", signal);
+        await writeFile(join(dir, "state"), "saved guest memory");
+        log.record({ kind: "snapshot-save", vmId: vmOf(handle), dir });
+      },
+      async restore(spec, dir, signal) {
+        faults.step("driver.restore");
+        checkSignal("driver.restore", signal);
+        const pid = nextPid++;
+        live.set(pid, spec.vmId);
+        ledger.acquire(
+          { kind: "vmm", id: `${spec.vmId} pid=${pid}` },
+          { kind: "vmm-start", vmId: spec.vmId, pid },
+        );
+        log.record({ kind: "restore-start", vmId: spec.vmId, dir });
+        return { pid, pidStartTicks: pid * 10, controlSocket: qemuControlSocket(spec.vmDir) };
+      },
     },
     async start(spec, signal) {
       faults.step("driver.start");
@@ -307,6 +350,15 @@ export function fakeVmms(
   return { drivers, census };
 }
 
+/** What a guest prints for a new ed25519 host key (a blob that names its type, as parseHostKeyLine checks). */
+const FAKE_HOST_KEY_BLOB = Buffer.concat([
+  Buffer.from([0, 0, 0, 11]),
+  Buffer.from("ssh-ed25519"),
+  Buffer.from([0, 0, 0, 32]),
+  Buffer.alloc(32, 7),
+]).toString("base64");
+const FAKE_HOST_KEY_LINE = `banger-init: hostkey ssh-ed25519 ${FAKE_HOST_KEY_BLOB}\n`;
+
 /** SSH to guests: exec opens a per-VM session (acquired) that close ends. */
 export function fakeGuest({ faults, ledger, log, layout }: FakeHost): GuestAccess {
   const sessions = new Set<string>();
@@ -333,6 +385,11 @@ export function fakeGuest({ faults, ledger, log, layout }: FakeHost): GuestAcces
       await writeFile(pin.knownHostsFile, `${pin.ip} ssh-ed25519 AAAAfake\n`, { mode: 0o600 });
       log.record({ kind: "hostkey-pin", ip: pin.ip });
     },
+    async pinKey(pin) {
+      faults.step("guest.pinKey");
+      await writeFile(pin.knownHostsFile, `${pin.ip} ${pin.key.type} ${pin.key.base64}\n`, { mode: 0o600 });
+      log.record({ kind: "hostkey-pin", ip: pin.ip });
+    },
     async exec(target, exec) {
       const cancelledHere = faults.step("guest.exec");
       // Aborted before the call: the real adapter spawns nothing.
@@ -345,6 +402,8 @@ export function fakeGuest({ faults, ledger, log, layout }: FakeHost): GuestAcces
       }
       checkSignal("guest.exec", exec.signal);
       log.record({ kind: "exec", vmId: target.vmId, argv: exec.argv });
+      // A clone's identity step prints its new host key, as the guest's program does.
+      if (exec.argv[3] === "banger-host-key") await exec.onStdout?.(Buffer.from(FAKE_HOST_KEY_LINE));
       return { exitCode: 0, signal: null };
     },
     async close(target) {

@@ -9,6 +9,8 @@ export type FakeEvent =
   | { kind: "tap-create" | "tap-delete"; tap: string }
   | { kind: "disk-create" | "disk-remove" | "disk-attach" | "disk-detach"; file: string }
   | { kind: "disk-grow"; file: string; sizeBytes: number }
+  | { kind: "disk-snapshot"; file: string; to: string }
+  | { kind: "snapshot-save" | "restore-start"; vmId: string; dir: string }
   | { kind: "dir-make" | "dir-remove" | "handles-write" | "handles-remove" | "file-remove"; path: string }
   | { kind: "hook-start" | "hook-stop"; hook: string; vmId: string }
   | {

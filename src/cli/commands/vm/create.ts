@@ -15,6 +15,7 @@ export const createSpec: CommandSpec<CreateArgs> = {
   describe: "create a VM from an image and boot it",
   examples: [
     "banger vm create web",
+    "banger vm create web2 --from warm",
     "banger vm create build --cpus 2 --memory 2g --disk 10g",
     "banger vm create idle --no-start",
     "banger vm create web --publish 8080:80 --publish 0.0.0.0:5353:53/udp",

@@ -13,6 +13,7 @@ import { pruneSpec } from "./prune.ts";
 import { runSpec } from "./run.ts";
 import { setSpec } from "./set.ts";
 import { showSpec } from "./show.ts";
+import { vmForkSpec, vmSnapshotSpec } from "./snapshot.ts";
 import { sshSpec } from "./ssh.ts";
 import { healthSpec, statsSpec } from "./stats.ts";
 import { workspaceGroup } from "./workspace.ts";
@@ -36,6 +37,8 @@ export const vmGroup: GroupSpec = {
     runSpec,
     sshSpec,
     cpSpec,
+    vmSnapshotSpec,
+    vmForkSpec,
     workspaceGroup,
     authGroup,
     proxySpec,

@@ -1,5 +1,5 @@
 /**
- * `banger vm start|stop|restart|kill|pause|resume|delete NAME...`: one verb
+ * `banger vm start|stop|restart|kill|pause|resume|suspend|delete NAME...`: one verb
  * over many VMs; each VM that fails is reported and the rest still run. An
  * interrupt (Ctrl-C, SIGTERM, SIGHUP) cancels the VM in progress, which the
  * daemon unwinds, and skips the rest. A start or restart then syncs the
@@ -16,7 +16,7 @@ import type { CommandSpec, OptionSpec } from "../../spec.ts";
 import { suggestVmName } from "../../suggest.ts";
 import { syncAuthAfterStart } from "./auth.ts";
 
-type Verb = "start" | "stop" | "restart" | "kill" | "pause" | "resume" | "delete";
+type Verb = "start" | "stop" | "restart" | "kill" | "pause" | "resume" | "suspend" | "delete";
 
 interface LifecycleArgs {
   names: string[];
@@ -129,7 +129,22 @@ export const lifecycleSpecs: readonly CommandSpec<LifecycleArgs>[] = [
     describe: "freeze VMs' vCPUs; memory, disk and network stay as they are",
     examples: ["banger vm pause web"],
   }),
-  lifecycleSpec({ verb: "resume", describe: "let paused VMs run again", examples: ["banger vm resume web"] }),
+  lifecycleSpec({
+    verb: "resume",
+    describe: "let paused VMs run again, and restore suspended VMs from disk",
+    examples: ["banger vm resume web"],
+  }),
+  lifecycleSpec({
+    verb: "suspend",
+    describe:
+      "write VMs' memory to disk and end their VMM, freeing its RAM; `vm resume` or any exec restores them",
+    examples: [
+      "banger vm suspend web",
+      "banger vm suspend web && banger vm exec web -- uptime   # resumes it",
+    ],
+    notes:
+      "A suspended VM survives daemon restarts and host reboots. `vm stop` on a suspended VM discards its memory.",
+  }),
   lifecycleSpec({
     verb: "delete",
     aliases: ["rm"],

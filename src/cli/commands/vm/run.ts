@@ -27,6 +27,7 @@ export const runSpec: CommandSpec<RunArgs> = {
   examples: [
     "banger vm run -- uname -a",
     "banger vm run --rm -- make test",
+    "banger vm run --rm --from warm -- make test",
     "banger vm run --rm -it -- bash",
     "echo hi | banger vm run --rm -i -- cat",
     "banger vm run --rm --image python:3.12-slim -- python3 -V",

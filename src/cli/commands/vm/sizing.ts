@@ -13,6 +13,7 @@ export interface SizingFlags {
   vmm?: string;
   publish?: string[];
   egress?: string;
+  from?: string;
 }
 
 export const sizingOptions: readonly OptionSpec[] = [
@@ -34,6 +35,10 @@ export const sizingOptions: readonly OptionSpec[] = [
     flags: "--egress <policy>",
     description: "allow | deny | NAME,*.SUFFIX,... (default: config network.egress)",
   },
+  {
+    flags: "--from <snapshot>",
+    description: "start from a memory snapshot instead of booting (its image, VMM, vCPUs and memory)",
+  },
 ];
 
 export function sizingParams(flags: SizingFlags): CreateVmParams {
@@ -45,5 +50,6 @@ export function sizingParams(flags: SizingFlags): CreateVmParams {
   if (flags.vmm && flags.vmm !== "auto") params.vmm = flags.vmm as "qemu" | "firecracker";
   if (flags.publish !== undefined) params.publish = flags.publish;
   if (flags.egress !== undefined) params.egress = flags.egress;
+  if (flags.from !== undefined) params.from = flags.from;
   return params;
 }

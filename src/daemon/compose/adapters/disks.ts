@@ -9,6 +9,7 @@ import {
 import {
   attachRootDisk,
   type CowStrategyProbe,
+  copyDiskForSnapshot,
   createRootDisk,
   detachRootDisk,
   growRootDisk,
@@ -31,14 +32,17 @@ export function createVmDisks(options: {
   const { runner } = options;
   return {
     async create(o) {
+      // Over a qcow2 base (a snapshot's disk) only a qcow2 overlay works.
+      const formats = o.baseFormat === "qcow2" ? o.formats.filter((format) => format === "qcow2") : o.formats;
       const strategy = await rootDiskStrategyFor(
-        o.formats,
+        formats,
         async () => (await options.cowStrategy.get()).strategy,
       );
       const target = join(o.vmDir, ROOT_DISK_FILES[strategy].file);
       const disk = await createRootDisk({
         strategy,
         base: o.base,
+        baseFormat: o.baseFormat,
         target,
         sizeBytes: o.sizeBytes,
         runner,
@@ -68,5 +72,7 @@ export function createVmDisks(options: {
     detach: (handles) => detachRootDisk({ handles: diskHandleRecord(handles), runner }),
     remove: (disk) => removeRootDisk({ handles: { target: disk.file }, runner }),
     grow: (disk, sizeBytes) => growRootDisk({ strategy: disk.strategy, path: disk.file, sizeBytes, runner }),
+    copyForSnapshot: (disk, dir, signal) =>
+      copyDiskForSnapshot({ strategy: disk.strategy, file: disk.file, dir, runner, signal }),
   };
 }

@@ -6,6 +6,8 @@
 import { mkdir } from "node:fs/promises";
 import type { Layout } from "../../../core/paths/index.ts";
 import { vmPaths } from "../../../core/paths/index.ts";
+import { knownHostsLine } from "../../../core/ssh/index.ts";
+import { writeFileAtomic } from "../../../sys/fs/index.ts";
 import type { Runner } from "../../../sys/runner/index.ts";
 import {
   createSshSession,
@@ -92,6 +94,7 @@ export function createGuestAccess(options: {
         stillAlive: o.stillAlive,
       }),
     pinHostKey: async (o) => void (await pinHostKey(o)),
+    pinKey: (o) => writeFileAtomic(o.knownHostsFile, knownHostsLine(o.ip, o.key), { mode: 0o600 }),
     exec: async (target, exec) => (await session(target)).exec(exec),
     close: (target) => sessions.deleteAndClose(target.vmId),
     openTcp: (target, port, signal) => openTcp(target.ip, port, signal),

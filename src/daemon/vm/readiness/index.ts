@@ -23,3 +23,12 @@ export function agentReadiness(
 ): GuestReadiness[] {
   return [agentReady(agents), sshOffered(guest, files)];
 }
+
+/**
+ * What a clone restored from a snapshot waits for before its identity is
+ * applied: the agent's hello alone (on its own channel, so it needs none of
+ * the guest's network, which still has the source's address).
+ */
+export function agentRestoreReadiness(agents: GuestAgents): GuestReadiness[] {
+  return [agentReady(agents)];
+}

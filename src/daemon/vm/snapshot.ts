@@ -1,0 +1,133 @@
+/**
+ * Saving a running or paused VM into a snapshot's staging directory
+ * (`saveLocked`, under the VM's lock): its VMM state through the driver's
+ * `snapshots` role, then its disk, copied while the VMM is paused with its
+ * writes flushed. The VM goes on as it was; its row's state never changes
+ * (the pause is internal to the save). A VM that `vm auth sync` wrote
+ * credentials into is refused unless the caller includes secrets.
+ */
+import { basename, join } from "node:path";
+import { SnapshotFiles, type SnapshotManifest } from "../../core/snapshot/index.ts";
+import { GIB } from "../../core/units.ts";
+import type { VmRecord } from "../../core/vm/index.ts";
+import { AUTH_FILES_JSON } from "../../core/workspace/index.ts";
+import { BangerError, ErrorCode } from "../../protocol/index.ts";
+import { bootSpecFor } from "./boot.ts";
+import type { OpOptions, VmContext } from "./context.ts";
+
+/** What the save found and wrote: everything a manifest holds but its own name, id and time. */
+export type SavedState = Omit<SnapshotManifest, "format" | "id" | "name" | "createdAt"> & { vm: VmRecord };
+
+export async function saveLocked(
+  ctx: VmContext,
+  vm: VmRecord,
+  dir: string,
+  options: OpOptions & { includeSecrets: boolean },
+): Promise<SavedState> {
+  const { deps } = ctx;
+  if (vm.state !== "running" && vm.state !== "paused") {
+    throw new BangerError(ErrorCode.BAD_STATE, `VM '${vm.name}' is not running (it is ${vm.state})`, {
+      hint: `start it with \`banger vm start ${vm.name}\`; a snapshot saves a running guest's memory`,
+    });
+  }
+  const driver = deps.drivers.get(vm.vmm);
+  const snapshots = driver.snapshots;
+  if (!snapshots) {
+    throw new BangerError(ErrorCode.BAD_STATE, `the ${vm.vmm} driver cannot snapshot VMs`);
+  }
+  const paths = ctx.paths(vm);
+  const hasSecrets = await holdsSyncedFiles(ctx, join(paths.dir, AUTH_FILES_JSON));
+  if (hasSecrets && !options.includeSecrets) {
+    throw new BangerError(
+      ErrorCode.SNAPSHOT_SECRETS,
+      `VM '${vm.name}' holds credentials synced by \`banger vm auth sync\``,
+    );
+  }
+  const vmm = ctx.handles.vmmHandle(await ctx.handles.load(vm));
+  if (!vmm) throw ctx.notRunning({ ...vm, state: "stopped" });
+  const image = deps.store.getImageById(vm.imageId);
+  if (!image) {
+    throw new BangerError(
+      ErrorCode.IMAGE_NOT_FOUND,
+      `VM '${vm.name}' uses image ${vm.imageName}, which no longer exists`,
+    );
+  }
+  const stored = await ctx.storedDisk(vm);
+  const spec = await bootSpecFor(ctx, vm, {
+    image,
+    driver,
+    paths,
+    disk: { path: stored.file, format: stored.format },
+    signal: options.signal,
+    progress: options.progress,
+    writeInitrd: false,
+  });
+  // Described first: Firecracker knows its features once its version is probed.
+  const machine = await snapshots.describe(spec);
+  if (!driver.features.snapshots) {
+    throw new BangerError(ErrorCode.BAD_STATE, `this ${vm.vmm} cannot snapshot VMs`, {
+      hint: "Firecracker needs v1.16 or newer (vsock_override on snapshot load)",
+    });
+  }
+
+  options.progress({ step: "snapshot.save", message: `saving the memory and disk of ${vm.name}` });
+  const wasRunning = vm.state === "running";
+  if (wasRunning) await driver.pause(vmm);
+  let disk: { file: string; format: "qcow2" | "raw" };
+  try {
+    await snapshots.save(vmm, dir, options.signal);
+    disk = await deps.disks.copyForSnapshot(stored, dir, options.signal);
+  } finally {
+    // QEMU leaves a migrated VM in "postmigrate": `cont` reopens its disk. A paused VM is paused again.
+    await driver
+      .resume(vmm)
+      .catch((error: unknown) =>
+        deps.logger.error("could not resume a VM after its snapshot", { vm: vm.name, err: String(error) }),
+      );
+    if (!wasRunning) await driver.pause(vmm);
+  }
+  if (wasRunning && deps.agents) {
+    // The guest's clock stood still while it was paused for the save.
+    await deps.agents
+      .setClock(vm.id, ctx.target(vm).agent)
+      .catch((error: unknown) =>
+        deps.logger.warn("setting the guest clock failed", { vm: vm.name, err: String(error) }),
+      );
+  }
+  return {
+    vm,
+    source: { vmId: vm.id, vmName: vm.name, guestIp: vm.guestIp, mac: vm.mac },
+    driver: vm.vmm,
+    vmmVersion: machine.vmmVersion,
+    accel: machine.accel,
+    machine: { cpus: vm.cpus, memoryMib: vm.memoryMib, signature: machine.signature },
+    image: { id: image.id, name: image.name },
+    kernel: { file: basename(spec.kernel), sizeBytes: await deps.files.size(spec.kernel) },
+    disk: { file: basename(disk.file), format: disk.format, sizeBytes: vm.diskGib * GIB },
+    stateBytes: await stateBytes(ctx, dir),
+    includesSecrets: hasSecrets,
+  };
+}
+
+/**
+ * Whether `vm auth sync` wrote credential files into the guest: its record
+ * lists their guest paths. An empty list (keys and git identity only) is
+ * no secret; an unreadable record counts as one.
+ */
+async function holdsSyncedFiles(ctx: VmContext, record: string): Promise<boolean> {
+  if (!(await ctx.deps.files.exists(record))) return false;
+  try {
+    const paths: unknown = JSON.parse(await ctx.deps.files.tail(record, 1024 * 1024));
+    return !Array.isArray(paths) || paths.length > 0;
+  } catch {
+    return true;
+  }
+}
+
+/** Bytes of a saved state's files (the state, and the memory where the VMM keeps it apart). */
+export async function stateBytes(ctx: VmContext, dir: string): Promise<number> {
+  let total = 0;
+  for (const file of [SnapshotFiles.state, SnapshotFiles.memory])
+    total += await ctx.deps.files.size(join(dir, file));
+  return total;
+}
