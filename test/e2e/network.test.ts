@@ -86,6 +86,13 @@ function defineNetworkSuite(vmm: "qemu" | "firecracker"): void {
       await upstream?.dispose();
     });
 
+    /** The daemon log's last DNS lines, for failure messages. */
+    const dnsLog = () =>
+      readFileSync(join(env.home, "state", "bangerd.log"), "utf8")
+        .split("\n")
+        .filter((line) => /dns|refused|egress/i.test(line))
+        .slice(-10)
+        .join("\n");
     const client = vmm === "qemu" ? "cli" : "solo";
     const server = vmm === "qemu" ? "web" : "peer";
 
@@ -124,12 +131,6 @@ function defineNetworkSuite(vmm: "qemu" | "firecracker"): void {
       const missing = await inGuest(client, "getent hosts nope.vm; echo exit=$?");
       assert.match(missing.stdout, /exit=2/);
 
-      const dnsLog = () =>
-        readFileSync(join(env.home, "state", "bangerd.log"), "utf8")
-          .split("\n")
-          .filter((line) => /dns|refused/i.test(line))
-          .slice(-10)
-          .join("\n");
       for (const [target, transport] of [
         ["127.0.0.1", "udp"],
         ["127.0.0.1", "tcp"],
@@ -264,7 +265,7 @@ function defineNetworkSuite(vmm: "qemu" | "firecracker"): void {
 
     it("holds an egress list: allowed names load, others do not resolve, their raw address is unreachable", async () => {
       const allowed = await inGuest("eg", "curl -sS -m 20 http://www.example.test/");
-      assert.equal(allowed.code, 0, allowed.stderr);
+      assert.equal(allowed.code, 0, `${allowed.stderr}\n${dnsLog()}`);
       assert.match(allowed.stdout, /hello from 198\.51\.100\.1/);
       const other = await inGuest("eg", "getent hosts other.example.test; echo exit=$?");
       assert.match(other.stdout, /exit=2/);
@@ -287,6 +288,12 @@ function defineNetworkSuite(vmm: "qemu" | "firecracker"): void {
       assert.equal((await env.banger(["vm", "set", "eg", "--egress", "deny"])).code, 0);
       const denied = await inGuest("eg", `curl -sS -m 5 http://${UPSTREAM}/; echo exit=$?`);
       assert.match(denied.stdout, /exit=28/);
+      const names = await inGuest(
+        "eg",
+        "getent hosts web.vm; echo vm=$?; getent hosts www.example.test; echo up=$?",
+      );
+      assert.match(names.stdout, /vm=0/, "DNS to the gateway still answers VM names");
+      assert.match(names.stdout, /up=2/, "no other name resolves");
       const shown = JSON.parse((await env.banger(["vm", "show", "eg", "--json"])).stdout) as {
         egress: string;
       };

@@ -82,13 +82,18 @@ describe("DNS answers from a zone snapshot", () => {
     assert.equal(ask("7.100.51.198.in-addr.arpa", "PTR"), undefined, "other reverse names are forwarded");
   });
 
-  it("forwards other names, unless the asking VM's egress list does not allow them", () => {
+  it("forwards other names, unless the asking VM's egress list or deny does not allow them", () => {
     assert.equal(ask("example.com"), undefined);
     const policy = parseEgressPolicy("*.debian.org");
     assert.equal(ask("deb.debian.org", "A", policy), undefined);
     const blocked = ask("example.com", "A", policy);
     assert.equal(blocked && rcode(blocked), 3);
     assert.ok(ask("web.vm", "A", policy)?.answers?.length, "the vm zone is always answered");
+    const deny = parseEgressPolicy("deny");
+    const denied = ask("deb.debian.org", "A", deny);
+    assert.equal(denied && rcode(denied), 3, "deny: no name goes upstream");
+    assert.ok(ask("web.vm", "A", deny)?.answers?.length);
+    assert.equal(ask("deb.debian.org", "A", parseEgressPolicy("allow")), undefined);
   });
 });
 

@@ -137,13 +137,14 @@ describe("egress policy text", () => {
     );
   });
 
-  it("matches exact names and *.suffix subdomains only", () => {
+  it("matches exact names and *.suffix subdomains only; allow resolves everything, deny nothing", () => {
     const policy = parseEgressPolicy("example.com,*.debian.org");
     assert.ok(nameAllowed(policy, "EXAMPLE.com."));
     assert.ok(!nameAllowed(policy, "www.example.com"));
     assert.ok(nameAllowed(policy, "deb.debian.org"));
     assert.ok(!nameAllowed(policy, "debian.org"));
     assert.ok(!nameAllowed(policy, "evildebian.org"));
-    assert.ok(nameAllowed({ mode: "deny" }, "anything"));
+    assert.ok(nameAllowed({ mode: "allow" }, "anything"));
+    assert.ok(!nameAllowed({ mode: "deny" }, "anything"), "deny forwards no query");
   });
 });

@@ -30,9 +30,15 @@ export function formatEgressPolicy(policy: EgressPolicy): string {
   return policy.mode === "list" ? policy.domains.join(",") : policy.mode;
 }
 
-/** True when the policy lets a VM resolve `name`. */
+/**
+ * True when the policy lets a VM resolve `name` through the upstream
+ * resolvers. `deny` resolves nothing there: a forwarded query is itself
+ * traffic leaving the host, with a name the guest chose (banger's own zone
+ * is answered before any policy is asked).
+ */
 export function nameAllowed(policy: EgressPolicy, name: string): boolean {
-  if (policy.mode !== "list") return true;
+  if (policy.mode === "allow") return true;
+  if (policy.mode === "deny") return false;
   const wanted = name.toLowerCase().replace(/\.$/, "");
   return policy.domains.some((domain) =>
     domain.startsWith("*.") ? wanted.endsWith(domain.slice(1)) : wanted === domain,
