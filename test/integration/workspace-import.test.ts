@@ -8,11 +8,11 @@
  */
 import assert from "node:assert/strict";
 import { execFileSync, spawn, spawnSync } from "node:child_process";
-import { chmodSync, mkdirSync, readdirSync, writeFileSync } from "node:fs";
+import { chmodSync, existsSync, mkdirSync, readdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, describe, it } from "node:test";
 import { buildPreparePayload, inspectRepo, tarStream } from "../../src/cli/workspace/host.ts";
-import { PREPARE_SCRIPT, shellProgram } from "../../src/core/workspace/index.ts";
+import { PREPARE_SCRIPT, STAGE_SCRIPT, shellProgram } from "../../src/core/workspace/index.ts";
 import { makeTempDir } from "../helpers/tmp.ts";
 
 const ENV = {
@@ -36,20 +36,26 @@ async function prepare(repo: string, dest: string, options: { includeUntracked?:
   });
   try {
     assert.ok(readdirSync(join(payload.dir, "pack")).some((f) => /^pack-[0-9a-f]{40}\.idx$/.test(f)));
+    const stage = execFileSync("sh", ["-c", STAGE_SCRIPT, "banger-stage", dest], { encoding: "utf8" }).trim();
+    // The daemon writes the payload into the stage through the agent; tar stands in for it here.
     const tar = tarStream(payload.dir, ["."]);
+    const untar = spawn("tar", ["-x", "-C", join(stage, "in")], { stdio: ["pipe", "inherit", "inherit"] });
+    tar.stdout.pipe(untar.stdin);
+    assert.equal(await new Promise<number | null>((resolve) => untar.on("close", resolve)), 0);
+    await tar.done;
     const [command, ...args] = shellProgram("banger-prepare", PREPARE_SCRIPT, [
       dest,
       "0",
       info.branch ?? "",
       info.head,
+      stage,
     ]) as [string, ...string[]];
-    const child = spawn(command, args, { stdio: ["pipe", "inherit", "pipe"], env: ENV });
+    const child = spawn(command, args, { stdio: ["ignore", "inherit", "pipe"], env: ENV });
     let stderr = "";
     child.stderr.on("data", (c: Buffer) => (stderr += c.toString()));
-    tar.stdout.pipe(child.stdin);
     const code = await new Promise<number | null>((resolve) => child.on("close", resolve));
-    await tar.done;
     assert.equal(code, 0, stderr);
+    assert.equal(existsSync(stage), false, "the staging directory is gone");
   } finally {
     await payload.remove();
   }

@@ -14,6 +14,7 @@ import assert from "node:assert/strict";
 import { Readable } from "node:stream";
 import { describe, it } from "node:test";
 import { KeyedLocks } from "../../src/core/concurrency/index.ts";
+import { TAR_END, tarHeader, tarPadding } from "../../src/core/workspace/index.ts";
 import { createVmService, type GuestAccess, type VmService } from "../../src/daemon/vm/index.ts";
 import {
   createWorkspaceService,
@@ -92,8 +93,34 @@ async function withRig(body: (rig: Rig) => Promise<void>): Promise<void> {
     pinHostKey: (o) => base.pinHostKey(o),
     close: (t) => base.close(t),
     openTcp: (ip, port, signal) => base.openTcp(ip, port, signal),
+    // The agent's file requests: a payload written into the staging directory is read and dropped.
+    files: () => ({
+      stat: async () => ({
+        name: "",
+        kind: "dir" as const,
+        mode: 0o755,
+        uid: 0,
+        gid: 0,
+        size: 0,
+        mtime: { seconds: 0, nanos: 0 },
+        link: "",
+      }),
+      list: async () => [],
+      readFile: async () => undefined,
+      writeFile: async (_path, _mode, source) => {
+        for await (const _ of source) void _;
+      },
+      mkdir: async () => undefined,
+      link: async () => undefined,
+      setAttrs: async () => undefined,
+    }),
     async exec(target, exec) {
       const name = exec.argv[0] === "sh" ? exec.argv[3] : undefined;
+      // The staging step is not held: it answers at once with its directory.
+      if (name === "banger-stage") {
+        await exec.onStdout?.(Buffer.from(`${exec.argv[4]}.stage\n`));
+        return { exitCode: 0, signal: null };
+      }
       if (name === undefined || !name.startsWith("banger-")) return base.exec(target, exec);
       await programs.run(name, exec.argv, exec.stdin);
       // The export's output names the workspace and base it read, so a caller can tell whose it got.
@@ -142,7 +169,14 @@ function prepare(rig: Rig, path = "/root/work/app", name = "box", head = HEAD) {
       alternates: false,
       depth: null,
     },
-    payload: Readable.from([Buffer.from("payload")]),
+    payload: Readable.from([
+      Buffer.concat([
+        tarHeader({ name: "staged.patch", type: "file", size: 1, mode: 0o644 }),
+        Buffer.from("x"),
+        tarPadding(1),
+        TAR_END,
+      ]),
+    ]),
     signal: new AbortController().signal,
   });
 }

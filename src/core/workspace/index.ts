@@ -13,7 +13,7 @@ export {
   type ReceivePlan,
   receiveTarget,
 } from "./copy.ts";
-export { AUTH_SCRIPT, EXPORT_SCRIPT, PREPARE_SCRIPT, shellProgram } from "./scripts.ts";
+export { AUTH_SCRIPT, EXPORT_SCRIPT, PREPARE_SCRIPT, STAGE_SCRIPT, shellProgram } from "./scripts.ts";
 
 /** In a VM's directory: the guest paths `vm auth sync` wrote (paths only), scrubbed by `image promote`. */
 export const AUTH_FILES_JSON = "auth-files.json";

@@ -11,27 +11,40 @@ export function shellProgram(name: string, script: string, args: readonly string
 }
 
 /**
- * Imports a prepare payload (a tar on stdin) as a git repository at $1.
- * $2 = 1 for read-only, $3 = branch ('' for a detached HEAD), $4 = HEAD
- * commit. The payload holds `pack/` (a pack of the history with its index,
- * made on the host: moved into place, never re-indexed here) and maybe
- * `shallow`, or `repo.git/` (a shallow bare clone); `staged.patch`,
- * `unstaged.patch`, `untracked.tar` and `sub-N.bundle` with `submodules`
- * (NUL-separated `path` then `commit`).
- * Everything is built in a staging directory beside $1 and renamed into
- * place last, so a reader never sees half an import; $1 must not exist.
+ * Makes the staging directory an import is built in, beside $1 (which must
+ * not exist; its parent is made), with an empty `in/` for the payload, and
+ * prints its path. The daemon writes the payload into `in/` through the
+ * agent (no tar runs in the guest), then runs PREPARE_SCRIPT.
  */
-export const PREPARE_SCRIPT = `set -eu
-dest=$1 readonly=$2 branch=$3 head=$4
+export const STAGE_SCRIPT = `set -eu
+dest=$1
 if [ -e "$dest" ] || [ -L "$dest" ]; then
   echo "banger: $dest already exists in the guest; pick another --path or remove it" >&2; exit 17
 fi
 parent=$(dirname -- "$dest")
 mkdir -p -- "$parent"
 stage=$(mktemp -d "$parent/.banger-prepare.XXXXXX")
-trap 'chmod -R u+w -- "$stage" 2>/dev/null; rm -rf -- "$stage"' EXIT
 mkdir -- "$stage/in"
-tar -x -C "$stage/in" -f -
+printf '%s\\n' "$stage"
+`;
+
+/**
+ * Imports the prepare payload in $5/in (STAGE_SCRIPT's directory) as a git
+ * repository at $1. $2 = 1 for read-only, $3 = branch ('' for a detached
+ * HEAD), $4 = HEAD commit. The payload holds `pack/` (a pack of the history
+ * with its index, made on the host: moved into place, never re-indexed
+ * here) and maybe `shallow`, or `repo.git/` (a shallow bare clone);
+ * `staged.patch`, `unstaged.patch`, `untracked.tar` and `sub-N.bundle` with
+ * `submodules` (NUL-separated `path` then `commit`). The repository is
+ * built in the staging directory and renamed into place last, so a reader
+ * never sees half an import; the staging directory is removed either way.
+ */
+export const PREPARE_SCRIPT = `set -eu
+dest=$1 readonly=$2 branch=$3 head=$4 stage=$5
+trap 'chmod -R u+w -- "$stage" 2>/dev/null; rm -rf -- "$stage"' EXIT
+if [ -e "$dest" ] || [ -L "$dest" ]; then
+  echo "banger: $dest already exists in the guest; pick another --path or remove it" >&2; exit 17
+fi
 tree=$stage/tree
 if [ -d "$stage/in/repo.git" ]; then
   mkdir -- "$tree"; mv -- "$stage/in/repo.git" "$tree/.git"

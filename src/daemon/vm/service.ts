@@ -134,6 +134,32 @@ export function createVmService(deps: VmServiceDeps): VmService {
     return activity;
   };
 
+  /** Counts `request` as guest activity of the VM while it runs (the idle pass reads it). */
+  const trackActivity = <T>(vmId: string, request: () => Promise<T>): Promise<T> => {
+    const activity = execActivity(vmId);
+    activity.events++;
+    activity.inFlight++;
+    return request().finally(() => {
+      activity.events++;
+      activity.inFlight--;
+    });
+  };
+
+  /** The VM for guest I/O: a suspended VM is woken first (`vm.suspend_after_idle` counts on it). */
+  const wakeForGuestIo = async (name: string, signal: AbortSignal | undefined): Promise<VmRecord> => {
+    const vm = ctx.byName(name);
+    if (vm.state !== "suspended") return vm;
+    return vmLocks.run(vm.id, async () => {
+      const fresh = ctx.byName(name);
+      return fresh.state === "suspended"
+        ? resumeSuspendedLocked(ctx, fresh, {
+            signal: signal ?? new AbortController().signal,
+            progress: () => {},
+          })
+        : fresh;
+    });
+  };
+
   /** A graceful stop of whatever state the VM is in (a suspended VM's state is discarded). */
   const stopAny = async (fresh: VmRecord, options: OpOptions): Promise<VmRecord> => {
     if (fresh.state === "suspended") return discardSuspended(ctx, fresh);
@@ -219,27 +245,9 @@ export function createVmService(deps: VmServiceDeps): VmService {
       }),
 
     async exec(name, exec) {
-      let vm = ctx.byName(name);
-      // Any exec wakes a suspended VM (`vm.suspend_after_idle` counts on it).
-      if (vm.state === "suspended") {
-        vm = await vmLocks.run(vm.id, async () => {
-          const fresh = ctx.byName(name);
-          return fresh.state === "suspended"
-            ? resumeSuspendedLocked(ctx, fresh, {
-                signal: exec.signal ?? new AbortController().signal,
-                progress: () => {},
-              })
-            : fresh;
-        });
-      }
+      const vm = await wakeForGuestIo(name, exec.signal);
       if (vm.state !== "running" || !(await ctx.isAlive(vm))) throw ctx.notRunning(vm);
-      const activity = execActivity(vm.id);
-      activity.events++;
-      activity.inFlight++;
-      const result = await ctx.channel.exec(ctx.target(vm), exec).finally(() => {
-        activity.events++;
-        activity.inFlight--;
-      });
+      const result = await trackActivity(vm.id, () => ctx.channel.exec(ctx.target(vm), exec));
       // ssh's 255 is also what a VM that stopped (or was deleted) under the command looks like.
       if (result.exitCode === 255) {
         const fresh = store.getVmById(vm.id);
@@ -257,7 +265,7 @@ export function createVmService(deps: VmServiceDeps): VmService {
     },
 
     async files(name) {
-      const vm = ctx.byName(name);
+      const vm = await wakeForGuestIo(name, undefined);
       if (vm.state !== "running" || !(await ctx.isAlive(vm))) throw ctx.notRunning(vm);
       if (!ctx.channel.files) {
         throw new BangerError(
@@ -268,7 +276,18 @@ export function createVmService(deps: VmServiceDeps): VmService {
           },
         );
       }
-      return ctx.channel.files(ctx.target(vm));
+      const files = ctx.channel.files(ctx.target(vm));
+      // Each request counts as guest activity, as an exec does, so an idle pass never suspends a copy.
+      const track = <T>(request: () => Promise<T>): Promise<T> => trackActivity(vm.id, request);
+      return {
+        stat: (path, options) => track(() => files.stat(path, options)),
+        list: (path) => track(() => files.list(path)),
+        readFile: (path, onData) => track(() => files.readFile(path, onData)),
+        writeFile: (path, mode, source) => track(() => files.writeFile(path, mode, source)),
+        mkdir: (path, attrs) => track(() => files.mkdir(path, attrs)),
+        link: (path, target, options) => track(() => files.link(path, target, options)),
+        setAttrs: (path, attrs) => track(() => files.setAttrs(path, attrs)),
+      };
     },
 
     async proxy(name, port, signal) {

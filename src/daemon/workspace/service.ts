@@ -20,6 +20,7 @@ import {
   hasUnexportedWork,
   PREPARE_SCRIPT,
   parseExportMeta,
+  STAGE_SCRIPT,
   shellProgram,
 } from "../../core/workspace/index.ts";
 import {
@@ -31,6 +32,7 @@ import {
   type WorkspaceInfo,
 } from "../../protocol/index.ts";
 import type { GuestExec, GuestFiles } from "../vm/index.ts";
+import { receiveTar } from "./guest-tree.ts";
 
 /** The part of the VM service workspaces use; every guest command goes through `exec`, every copy through `files`. */
 export interface WorkspaceVms {
@@ -203,14 +205,43 @@ export function createWorkspaceService(deps: WorkspaceServiceDeps): WorkspaceSer
       const { vm } = await snapshot(request.name);
       requireRunning(vm, "prepare a workspace");
       return workspaceLocks.run(vm.id, async () => {
+        // The payload goes straight into a staging directory through the agent (no tar in the
+        // guest); the import program then builds the repository there and renames it into place.
+        let printed = "";
+        await guestRun(vm, `make a staging directory beside ${request.path}`, {
+          argv: shellProgram("banger-stage", STAGE_SCRIPT, [request.path]),
+          onStdout: (chunk) => {
+            printed += chunk.toString("utf8");
+          },
+          signal: request.signal,
+        });
+        const stage = printed.trim();
+        if (!/^\/[^\n]*$/.test(stage))
+          throw guestFailed(vm.name, "make a staging directory", 0, `it printed ${JSON.stringify(stage)}`);
+        try {
+          await receiveTar({
+            files: await vms.files(vm.name),
+            dest: `${stage}/in`,
+            source: "contents",
+            base: ".",
+            archive: false,
+            payload: request.payload,
+            signal: request.signal,
+          });
+        } catch (error) {
+          await vms
+            .exec(vm.name, { argv: ["rm", "-rf", "--", stage], signal: AbortSignal.timeout(60_000) })
+            .catch(() => undefined);
+          throw error;
+        }
         await guestRun(vm, `import the repository at ${request.path}`, {
           argv: shellProgram("banger-prepare", PREPARE_SCRIPT, [
             request.path,
             request.readonly ? "1" : "0",
             request.repo.branch ?? "",
             request.repo.head,
+            stage,
           ]),
-          stdin: request.payload,
           signal: request.signal,
         });
         const record: WorkspaceInfo = {
