@@ -49,6 +49,7 @@ import {
 } from "./row-lifecycle.ts";
 import { benchExecStdin, benchRpcIdle, EXEC_STDIN_ROW, RPC_IDLE_ROW } from "./row-limits.ts";
 import { benchVmOci, VM_OCI_ROW } from "./row-oci.ts";
+import { benchPool, VM_POOL_ROW } from "./row-pool.ts";
 import { benchPublish, PUBLISH_ROW } from "./row-ports.ts";
 import { benchRpc, RPC_ROW } from "./row-rpc.ts";
 import { benchSnapshotRows, VM_FORK_ROW, VM_SNAP_ROW, VM_SUSPEND_ROW } from "./row-snapshot.ts";
@@ -96,6 +97,7 @@ const ROWS = [
   VM_SNAP_ROW,
   VM_FORK_ROW,
   VM_SUSPEND_ROW,
+  VM_POOL_ROW,
 ] as const;
 type RowId = (typeof ROWS)[number]["id"];
 const VM_ROW_IDS: readonly RowId[] = [
@@ -112,6 +114,7 @@ const VM_ROW_IDS: readonly RowId[] = [
   "vm-snap",
   "vm-fork",
   "vm-suspend",
+  "vm-pool",
 ];
 /** The whole bench ends (cleaning up) after this long, whatever state it is in. */
 const OVERALL_CAP_MS = 9 * 60_000;
@@ -317,6 +320,14 @@ async function runRows(session: Session, selected: Set<RowId>, failures: string[
         ? VM_FORK_ROW
         : VM_SUSPEND_ROW;
     results.push(...(await attempt(first, failures, () => benchSnapshotRows(ctx, selected))));
+  }
+  if (selected.has("vm-pool")) {
+    const root = env.root;
+    results.push(
+      ...(await attempt(VM_POOL_ROW, failures, async () => [
+        await benchPool({ root, signal: env.signal, log, onPid: (pid) => ctx.onPid(pid) }),
+      ])),
+    );
   }
   // Last: the longest guest rows; a full run that reaches the overall cap loses only these.
   if (wantsWorkspace && worker) {
