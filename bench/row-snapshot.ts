@@ -142,7 +142,7 @@ async function benchSuspend(ctx: VmContext, stateBytes: number): Promise<RowResu
   });
   const gib = ctx.defaults.memoryMib / 1024;
   const median = (values: readonly number[]) =>
-    [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)] ?? 0;
+    Math.round([...values].sort((a, b) => a - b)[Math.floor(values.length / 2)] ?? 0);
   const perGib = (ms: number) => Math.round(ms / gib);
   return pairedRow(VM_SUSPEND_ROW, samples, [
     `${samples.banger.length} runs each, alternating, on ${SOURCE} (${ctx.defaults.memoryMib} MiB); CLI spawn to exit`,

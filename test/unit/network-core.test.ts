@@ -14,6 +14,7 @@ import {
   planCreateTap,
   planDeleteDevice,
   planEnsureBridge,
+  planForgetNeighbor,
   planShowDevice,
   validateInterfaceName,
 } from "../../src/core/network/index.ts";
@@ -273,5 +274,15 @@ describe("tap plans", () => {
     assert.deepEqual(remove?.argv, ["ip", "link", "del", "dev", "bgr-abc"]);
     assert.ok(remove?.tolerate?.test('Cannot find device "bgr-abc"'));
     assert.deepEqual(planShowDevice("banger0"), ["ip", "-j", "-d", "addr", "show", "dev", "banger0"]);
+  });
+
+  it("forgets the bridge's neighbour entry for a reused guest address, and refuses a non-address", () => {
+    const [flush] = planForgetNeighbor({ ip: "10.77.0.3", bridge: "banger0" });
+    assert.deepEqual(flush?.argv, ["ip", "neigh", "flush", "to", "10.77.0.3", "dev", "banger0"]);
+    assert.ok(flush?.tolerate?.test('Cannot find device "banger0"'));
+    assert.throws(
+      () => planForgetNeighbor({ ip: "10.77.0.3; reboot", bridge: "banger0" }),
+      withCode(ErrorCode.INVALID_PARAMS),
+    );
   });
 });

@@ -113,6 +113,20 @@ export function planCreateTap(inputs: { tap: string; bridge: string }): NetworkS
   ];
 }
 
+/**
+ * Forgets the bridge's neighbour entry for a guest address. An address is
+ * reused by the next VM with another MAC; a stale entry the kernel still
+ * holds REACHABLE would send that VM's traffic to the old MAC for up to a
+ * minute. No entry, or no bridge, is success.
+ */
+export function planForgetNeighbor(inputs: { ip: string; bridge: string }): NetworkStep[] {
+  const bridge = validateInterfaceName(inputs.bridge);
+  if (!isIpv4(inputs.ip)) {
+    throw new BangerError(ErrorCode.INVALID_PARAMS, `'${inputs.ip}' is not an IPv4 address`);
+  }
+  return [{ argv: ["ip", "neigh", "flush", "to", inputs.ip, "dev", bridge], tolerate: MISSING_DEVICE }];
+}
+
 /** Deleting a device that is already gone is success. */
 export function planDeleteDevice(device: string): NetworkStep[] {
   return [{ argv: ["ip", "link", "del", "dev", validateInterfaceName(device)], tolerate: MISSING_DEVICE }];

@@ -73,6 +73,8 @@ export async function attachNetwork(run: BootRun, stack: AsyncDisposableStack): 
   await ctx.handles.save(vm, run.handles);
   await network.createTap(tap, signal);
   stack.defer(() => network.deleteTap(tap));
+  // The address may have had another VM (another MAC) a moment ago.
+  await network.forgetNeighbor(vm.guestIp);
 }
 
 /** Makes the stored root disk openable for this boot (dm-snapshot devices; a no-op for files). */

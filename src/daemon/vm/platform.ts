@@ -123,6 +123,8 @@ export interface VmNetwork {
   ensureBridge(signal?: AbortSignal): Promise<void>;
   createTap(tap: string, signal?: AbortSignal): Promise<void>;
   deleteTap(tap: string): Promise<void>;
+  /** Forgets the host's neighbour entry for a guest address, so a new MAC there is learnt at once. */
+  forgetNeighbor(ip: string): Promise<void>;
   removeLeftoverTaps(owned: ReadonlySet<string>): Promise<string[]>;
 }
 

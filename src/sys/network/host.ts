@@ -31,6 +31,7 @@ import {
   planCreateTap,
   planDeleteDevice,
   planEnsureBridge,
+  planForgetNeighbor,
   planListTunDevices,
   planShowDevice,
   type Subnet,
@@ -57,6 +58,8 @@ export interface HostNetwork {
   createTap(tap: string, signal?: AbortSignal): Promise<void>;
   /** Removes `tap`; a missing tap is fine. */
   deleteTap(tap: string): Promise<void>;
+  /** Forgets the bridge's neighbour entry for `ip` (its next VM has another MAC); none is fine. */
+  forgetNeighbor(ip: string): Promise<void>;
   /** Names of tun/tap devices with the banger prefix. */
   listTaps(): Promise<string[]>;
   /** Creates pool tap `tap` attached to the bridge, down; a leftover of that name is replaced. */
@@ -172,6 +175,10 @@ export function createHostNetwork(options: HostNetworkOptions): HostNetwork {
 
     deleteTap(tap) {
       return deleteDevice(tap);
+    },
+
+    async forgetNeighbor(ip) {
+      await steps(bridge, planForgetNeighbor({ ip, bridge }));
     },
 
     listTaps,

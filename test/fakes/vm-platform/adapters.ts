@@ -66,6 +66,9 @@ export function fakeNetwork({ faults, ledger, log, config }: FakeHost): VmNetwor
       checkSignal("network.createTap", signal);
       ledger.acquire({ kind: "tap", id: tap }, { kind: "tap-create", tap });
     },
+    async forgetNeighbor() {
+      faults.step("network.forgetNeighbor");
+    },
     async deleteTap(tap) {
       faults.step("network.deleteTap");
       ledger.release({ kind: "tap", id: tap }, { kind: "tap-delete", tap });

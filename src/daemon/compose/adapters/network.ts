@@ -16,6 +16,7 @@ export function createVmNetwork(host: HostNetwork, pool: Pick<TapPool, "createTa
     ensureBridge: (signal) => host.ensureBridge(signal),
     createTap: (tap, signal) => pool.createTap(tap, signal),
     deleteTap: (tap) => host.deleteTap(tap),
+    forgetNeighbor: (ip) => host.forgetNeighbor(ip),
     removeLeftoverTaps: (owned) => host.removeLeftoverTaps(owned),
   };
 }
