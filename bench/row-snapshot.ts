@@ -91,7 +91,7 @@ export async function benchSnapshotRows(ctx: VmContext, selected: ReadonlySet<st
           VM_TIMEOUT_MS,
         );
         const names = count === 1 ? [name] : Array.from({ length: count }, (_, i) => `${name}-${i + 1}`);
-        await bangerChecked(ctx.env, ["vm", "delete", ...names], VM_TIMEOUT_MS);
+        await bangerChecked(ctx.env, ["vm", "delete", "--force", ...names], VM_TIMEOUT_MS);
         await bangerChecked(ctx.env, ["snapshot", "rm", `fork-${name}`], VM_TIMEOUT_MS);
         return ms;
       };

@@ -9,7 +9,9 @@ import { BangerError, ErrorCode } from "../protocol/index.ts";
 export function parseInteger(flag: string, value: string): number {
   const parsed = Number(value);
   if (value.trim() === "" || !Number.isInteger(parsed))
-    throw new BangerError(ErrorCode.INVALID_PARAMS, `${flag} must be a whole number, not '${value}'`);
+    throw new BangerError(ErrorCode.INVALID_PARAMS, `${flag} must be a whole number, not '${value}'`, {
+      hint: `give digits only, such as ${flag} 2`,
+    });
   return parsed;
 }
 
@@ -19,6 +21,7 @@ export function positiveInt(flag: string, value: string): number {
     throw new BangerError(
       ErrorCode.INVALID_PARAMS,
       `${flag} must be a positive whole number, not '${value}'`,
+      { hint: `give 1 or more, such as ${flag} 2` },
     );
   return parsed;
 }

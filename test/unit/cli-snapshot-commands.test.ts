@@ -64,6 +64,23 @@ describe("vm snapshot and vm fork", () => {
     assert.equal(client.callsOf("vm.fork").length, 1);
   });
 
+  it("Ctrl-C during vm fork cancels the daemon's call and exits 130 saying so", async () => {
+    const client = new FakeDaemonClient({
+      "vm.fork": async (_params, call) => {
+        await call.whenCancelled;
+        throw new BangerError(ErrorCode.CANCELLED, "cancelled");
+      },
+    });
+    const cli = fakeCli({ client });
+    const running = cli.run(["vm", "fork", "dev", "agent", "--count", "2"]);
+    while (client.callsOf("vm.fork").length === 0) await new Promise((resolve) => setImmediate(resolve));
+    cli.signal("SIGINT");
+    assert.equal(await running, exitStatusFor[ErrorCode.CANCELLED]);
+    assert.equal(client.callsOf("vm.fork")[0]!.cancelled, true, "the daemon was told to cancel");
+    assert.match(cli.stderr(), /SIGINT: cancelling…/);
+    assert.match(cli.stderr(), /fork of VM 'dev' cancelled/);
+  });
+
   it("vm create --from passes the snapshot to the daemon's create", async () => {
     const client = new FakeDaemonClient({
       "vm.create.begin": () => {

@@ -4,11 +4,14 @@
  * `vm.suspend_after_idle`) and the warm pools (reconciled now, filled in the
  * background). Everything registers its undo on the daemon's stack.
  */
+import { access } from "node:fs/promises";
+import { join } from "node:path";
 import type { Config } from "../../core/config/index.ts";
 import type { Logger } from "../../core/log/index.ts";
 import { idleSuspendMs } from "../../core/vm/index.ts";
 import { readLinkBytes } from "../../sys/network/index.ts";
 import type { Store } from "../../sys/store/index.ts";
+import { type HostCheck, poolsCheck, suspendedCheck } from "../doctor/index.ts";
 import { createIdleSuspender } from "../idle-suspend.ts";
 import { createPoolService, type PoolService } from "../pool/index.ts";
 import { startSerialInterval } from "./reaper.ts";
@@ -65,4 +68,34 @@ export async function startBackground(options: {
   life.defer(() => pool.settle());
   pool.refill();
   return pool;
+}
+
+/** Doctor checks of what the VMs and pools hold: suspended VMs' saved state, and each pool's fill. */
+export function stateChecks(deps: {
+  vms: Pick<Services["vms"], "list">;
+  pool: Pick<PoolService, "list">;
+  store: Pick<Store, "getSnapshotByName">;
+}): HostCheck[] {
+  const exists = (path: string) =>
+    access(path).then(
+      () => true,
+      () => false,
+    );
+  return [
+    suspendedCheck({
+      suspended: async () =>
+        Promise.all(
+          (await deps.vms.list())
+            .filter((vm) => vm.state === "suspended")
+            .map(async (vm) => ({
+              name: vm.name,
+              complete: await exists(join(vm.dir, "suspended", "manifest.json")),
+            })),
+        ),
+    }),
+    poolsCheck({
+      pools: () => deps.pool.list(),
+      snapshotExists: (name) => deps.store.getSnapshotByName(name) !== undefined,
+    }),
+  ];
 }

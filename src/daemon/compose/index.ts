@@ -18,6 +18,7 @@ import { acquireDaemonLock } from "../../sys/lock/index.ts";
 import { createFileLogger } from "../../sys/log/index.ts";
 import { readOpenFileLimit } from "../../sys/proc/index.ts";
 import { openStore, type Store } from "../../sys/store/index.ts";
+import { runDoctor } from "../doctor/index.ts";
 import { buildHandlers, type DaemonInfo } from "../handlers.ts";
 import { ociMetaOf } from "../image/oci.ts";
 import { buildImageHandlers } from "../image-handlers.ts";
@@ -26,7 +27,7 @@ import { createRpcServer } from "../rpc/server.ts";
 import { buildSnapshotHandlers } from "../snapshot-handlers.ts";
 import { buildVmHandlers } from "../vm-handlers.ts";
 import { buildWorkspaceHandlers } from "../workspace-handlers.ts";
-import { startBackground } from "./background.ts";
+import { startBackground, stateChecks } from "./background.ts";
 import { ensureHostFeatures, type RegisterCapabilities, registerCapabilities } from "./capabilities.ts";
 import { buildServices, type Services } from "./services.ts";
 
@@ -130,7 +131,14 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
     });
     const { networking } = services.capabilities;
     const handlers = {
-      ...buildHandlers({ info, store, doctor: services.doctor }),
+      ...buildHandlers({
+        info,
+        store,
+        doctor: async () => [
+          ...(await services.doctor()),
+          ...(await runDoctor(stateChecks({ vms, pool, store }))),
+        ],
+      }),
       ...vmHandlers,
       ...buildImageHandlers({ ...services, store, defaultImage: config.vm.default_image }),
       ...(networking
@@ -151,8 +159,9 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
       onHello: (hello) => ({ compatible: hello.protocol === PROTOCOL_VERSION }),
     });
     life.defer(() => server.close());
-    await server.listen();
+    // Written before the socket answers, so a client that reached the daemon finds its pid.
     await writeFile(layout.pidFile, `${process.pid}\n`, { mode: 0o644 });
+    await server.listen();
     logger.info("daemon started", {
       socket: layout.socketFile,
       build: BUILD_VERSION,

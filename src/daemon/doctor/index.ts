@@ -27,6 +27,7 @@ import { toolsCheck } from "./checks/tools.ts";
 
 export type { HostCheck } from "./checks/check.ts";
 export { snapshotsCheck } from "./checks/snapshots.ts";
+export { poolsCheck, suspendedCheck } from "./checks/suspend-pool.ts";
 
 export interface DoctorDeps {
   probes: HostProbes;

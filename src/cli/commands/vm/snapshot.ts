@@ -1,5 +1,6 @@
 /** `banger vm snapshot NAME [SNAP]` and `banger vm fork NAME NEW [--count N]`. */
-import type { ProgressParams } from "../../../protocol/index.ts";
+import { cancelled } from "../../../core/async/index.ts";
+import { isCancelled, type ProgressParams } from "../../../protocol/index.ts";
 import type { CliContext } from "../../context.ts";
 import { positiveInt } from "../../flags.ts";
 import { createProgressRenderer } from "../../render/progress.ts";
@@ -27,15 +28,27 @@ const INCLUDE_SECRETS = {
   description: "allow a VM that `vm auth sync` wrote credentials into (they end up in the snapshot)",
 };
 
-/** Runs one call with step progress on stderr, always finishing the renderer. */
+/**
+ * Runs one call with step progress on stderr, always finishing the renderer.
+ * An interrupt (Ctrl-C, SIGTERM) cancels the call: the daemon unwinds what
+ * it made and the call fails with CANCELLED.
+ */
 async function withProgress<T>(
   ctx: CliContext,
-  call: (onProgress: (event: ProgressParams) => void) => Promise<T>,
+  what: string,
+  call: (options: { onProgress: (event: ProgressParams) => void; signal: AbortSignal }) => Promise<T>,
 ): Promise<T> {
   const progress = createProgressRenderer(ctx.stderr, false);
+  const interrupted = ctx.interrupted();
+  const onInterrupt = () =>
+    progress.onProgress({ message: `${String(interrupted.reason)}: cancelling…`, status: "running" });
+  interrupted.addEventListener("abort", onInterrupt, { once: true });
   try {
-    return await call((event) => progress.onProgress(event));
+    return await call({ onProgress: (event) => progress.onProgress(event), signal: interrupted });
+  } catch (error) {
+    throw isCancelled(error) || interrupted.aborted ? cancelled(interrupted, what, { cause: error }) : error;
   } finally {
+    interrupted.removeEventListener("abort", onInterrupt);
     progress.finish();
   }
 }
@@ -51,7 +64,7 @@ export const vmSnapshotSpec: CommandSpec<SnapshotArgs> = {
   options: [INCLUDE_SECRETS, { flags: "--json", description: "print the snapshot as JSON" }],
   async handler(ctx, args) {
     const client = await ctx.client();
-    const info = await withProgress(ctx, (onProgress) =>
+    const info = await withProgress(ctx, `snapshot of VM '${args.name}'`, (options) =>
       client.call(
         "vm.snapshot",
         {
@@ -59,7 +72,7 @@ export const vmSnapshotSpec: CommandSpec<SnapshotArgs> = {
           ...(args.snapshot === undefined ? {} : { snapshot: args.snapshot }),
           ...(args.includeSecrets ? { includeSecrets: true } : {}),
         },
-        { onProgress },
+        options,
       ),
     );
     return success(args.json ? json(info) : info.name);
@@ -82,7 +95,7 @@ export const vmForkSpec: CommandSpec<ForkArgs> = {
   async handler(ctx, args) {
     const count = positiveInt("--count", args.count);
     const client = await ctx.client();
-    const forked = await withProgress(ctx, (onProgress) =>
+    const forked = await withProgress(ctx, `fork of VM '${args.name}'`, (options) =>
       client.call(
         "vm.fork",
         {
@@ -91,7 +104,7 @@ export const vmForkSpec: CommandSpec<ForkArgs> = {
           count,
           ...(args.includeSecrets ? { includeSecrets: true } : {}),
         },
-        { onProgress },
+        options,
       ),
     );
     await syncClones(ctx, client, forked.vms);
