@@ -10,7 +10,8 @@
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
 import { createHash } from "node:crypto";
-import { existsSync, readFileSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { bangerBin, daemonPid, TEST_IMAGE_ENV } from "../helpers/cli.ts";
@@ -147,7 +148,7 @@ export function defineVmSuite(options: VmSuiteOptions): void {
       assert.equal(createHash("sha256").update(big.stdout).digest("hex"), expected);
     });
 
-    it("keeps disk contents across stop and start", async () => {
+    it("keeps disk contents across stop and start; vm cp copies in and out", async () => {
       const write = await env.banger([
         "vm",
         "exec",
@@ -169,6 +170,20 @@ export function defineVmSuite(options: VmSuiteOptions): void {
       assert.equal(start.code, 0, start.stderr);
       const read = await env.banger(["vm", "exec", "alpha", "--", "cat", "/root/marker"]);
       assert.equal(read.stdout, "persisted\n");
+      // vm cp through this driver's agent channel, both ways.
+      const local = mkdtempSync(join(tmpdir(), "bg-cp-"));
+      try {
+        writeFileSync(join(local, "in.txt"), "copied in\n", { mode: 0o640 });
+        const copyIn = await env.banger(["vm", "cp", join(local, "in.txt"), "alpha:/root/in.txt"]);
+        assert.equal(copyIn.code, 0, copyIn.stderr);
+        const seen = await env.banger(["vm", "exec", "alpha", "--", "stat", "-c", "%a %s", "/root/in.txt"]);
+        assert.equal(seen.stdout, "640 10\n");
+        const copyOut = await env.banger(["vm", "cp", "alpha:/root/marker", join(local, "marker")]);
+        assert.equal(copyOut.code, 0, copyOut.stderr);
+        assert.equal(readFileSync(join(local, "marker"), "utf8"), "persisted\n");
+      } finally {
+        rmSync(local, { recursive: true, force: true });
+      }
     });
 
     it("vm set grows the disk and vCPUs of a stopped VM, and the guest sees both", async () => {

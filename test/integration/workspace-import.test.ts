@@ -129,4 +129,15 @@ describe("workspace import: a pack made on the host, moved into place in the gue
     assert.equal(git(dest, "log", "--format=%s"), "c3");
     git(dest, "fsck", "--no-dangling");
   });
+
+  it("keeps a small archive's bytes when the reader comes after tar has exited", async () => {
+    const dir = join(work.path, "small");
+    mkdirSync(dir);
+    writeFileSync(join(dir, "f"), "hello\n");
+    const tar = tarStream(dir, ["f"]);
+    await tar.done;
+    let bytes = 0;
+    for await (const chunk of tar.stdout) bytes += (chunk as Buffer).length;
+    assert.equal(bytes, 10240);
+  });
 });

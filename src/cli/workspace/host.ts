@@ -8,7 +8,7 @@ import { spawn } from "node:child_process";
 import { copyFile, mkdir, mkdtemp, rm, stat, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import type { Readable } from "node:stream";
+import { PassThrough, type Readable } from "node:stream";
 import { BangerError, ErrorCode, type HostRepoInfo } from "../../protocol/index.ts";
 
 export interface RunResult {
@@ -260,5 +260,7 @@ export function tarStream(
         : reject(new BangerError(ErrorCode.INVALID_PARAMS, `tar failed: ${stderr.trim() || `exit ${code}`}`)),
     );
   });
-  return { stdout: child.stdout, done };
+  // Read from the start: Node drops the unread output of a child that has exited (a small tar
+  // finishes before the caller has connected to the daemon), so the bytes wait in a pipe of ours.
+  return { stdout: child.stdout.pipe(new PassThrough()), done };
 }
