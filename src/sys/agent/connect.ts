@@ -11,12 +11,15 @@ import { type AgentSession, openAgentSession } from "./session.ts";
 const RETRY_MS = 100;
 /**
  * How long one connection waits for the agent's HELLO before it is closed
- * and made again. Closing tells the guest the host went away, so an agent
- * whose stream state came from elsewhere (a guest restored from a snapshot
- * or a suspend, whose agent still holds its source's session) resets and
- * resynchronises on the next HELLO instead of waiting out the deadline.
+ * and made again: 1 s, doubling per attempt up to 8 s. Closing tells the
+ * guest the host went away, so an agent whose stream state came from
+ * elsewhere (a guest restored from a snapshot or a suspend, whose agent
+ * still holds its source's session) resets and resynchronises on the next
+ * HELLO instead of waiting out the deadline; the doubling keeps a guest
+ * that is merely slow (a loaded host) from being cut off again and again.
  */
-const HELLO_ATTEMPT_MS = 3000;
+const FIRST_HELLO_ATTEMPT_MS = 1000;
+const MAX_HELLO_ATTEMPT_MS = 8000;
 
 /**
  * Connects to the agent and waits for its HELLO, retrying while the socket
@@ -32,6 +35,8 @@ export async function connectAgent(options: {
 }): Promise<AgentSession> {
   const { endpoint, deadlineMs, signal } = options;
   let lastError: unknown;
+  /** Connections that got no HELLO in their time (refused ones do not count). */
+  let unanswered = 0;
   while (Date.now() < deadlineMs) {
     if (signal.aborted) throw signal.reason ?? new BangerError(ErrorCode.CANCELLED, "cancelled");
     if (options.stillAlive && !(await options.stillAlive())) {
@@ -39,15 +44,17 @@ export async function connectAgent(options: {
         hint: "`banger vm logs NAME` shows the guest console",
       });
     }
+    const attemptMs = Math.min(MAX_HELLO_ATTEMPT_MS, FIRST_HELLO_ATTEMPT_MS * 2 ** unanswered);
     const attempt = AbortSignal.any([
       signal,
-      AbortSignal.timeout(Math.max(1, Math.min(HELLO_ATTEMPT_MS, deadlineMs - Date.now()))),
+      AbortSignal.timeout(Math.max(1, Math.min(attemptMs, deadlineMs - Date.now()))),
     ]);
     try {
       const socket = await openStream(endpoint, attempt);
       return await openAgentSession(socket, attempt);
     } catch (error) {
       if (signal.aborted) throw signal.reason ?? error;
+      if (attempt.aborted) unanswered++;
       lastError = error;
       await new Promise((resolve) => setTimeout(resolve, RETRY_MS));
     }
