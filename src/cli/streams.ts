@@ -2,10 +2,12 @@
  * Byte streams between the CLI and a daemon call, always with backpressure
  * (the next chunk is read only once the daemon's socket took the last):
  * our stdin forwarded on a channel, uploads of a local stream, downloads on
- * `stdout` into a local program, and byte progress on a TTY.
+ * `stdout` into a local program or our own stdout (the client reads no
+ * further until they drain), and byte progress on a TTY.
  */
 import { spawn } from "node:child_process";
 import { clearLine, cursorTo } from "node:readline";
+import { drained } from "../core/async/index.ts";
 import { BangerError, ErrorCode, type MethodName, type StreamChannel } from "../protocol/index.ts";
 import type { InputStream, OutputStream } from "./context.ts";
 import type { PendingCall } from "./rpc/client.ts";
@@ -39,6 +41,16 @@ export function forwardInput<M extends MethodName>(
 
 function asBuffer(chunk: Buffer | string): Buffer {
   return typeof chunk === "string" ? Buffer.from(chunk) : chunk;
+}
+
+/**
+ * Writes a downloaded chunk; when `stream` buffers more than it wants, the
+ * returned promise settles once it drains (or breaks), which an `onStream`
+ * handler returns so the client stops reading from the daemon meanwhile.
+ */
+export function writeDownloaded(stream: NodeJS.WritableStream, chunk: Buffer): void | Promise<void> {
+  if (stream.write(chunk)) return;
+  return drained(stream);
 }
 
 /** Shows "label 12.0 MiB / 100.0 MiB" on a TTY, rewritten at most every 100 ms. */
@@ -103,8 +115,9 @@ export function localSink(argv: readonly string[], options: { cwd?: string } = {
     child.on("close", (code) => resolve(code));
   });
   return {
-    write(chunk: Buffer) {
-      child.stdin.write(chunk);
+    /** Feeds the program; a returned promise means wait (see `writeDownloaded`). */
+    write(chunk: Buffer): void | Promise<void> {
+      return writeDownloaded(child.stdin, chunk);
     },
     async end(): Promise<void> {
       child.stdin.end();

@@ -1,6 +1,7 @@
 /**
  * `node dns-query.ts SERVER NAME [TYPE] [udp|tcp]`: one DNS query, printed
- * as JSON {rcode, answers: [data...]}; exit 1 after 5 s without an answer.
+ * as JSON {rcode, answers: [data...]}; exit 1 after 5 s without an answer,
+ * or at once (with the reason on stderr) when the server cannot be reached.
  * Run inside a namespace with `ip netns exec`.
  */
 import { createSocket } from "node:dgram";
@@ -28,6 +29,10 @@ if (transport === "tcp") {
     prefix.writeUInt16BE(query.length);
     socket.write(Buffer.concat([prefix, query]));
   });
+  socket.on("error", (error) => {
+    process.stderr.write(`dns-query: ${error.message}\n`);
+    process.exit(1);
+  });
   let buffered = Buffer.alloc(0);
   socket.on("data", (chunk: Buffer) => {
     buffered = Buffer.concat([buffered, chunk]);
@@ -35,6 +40,10 @@ if (transport === "tcp") {
   });
 } else {
   const socket = createSocket("udp4");
+  socket.on("error", (error) => {
+    process.stderr.write(`dns-query: ${error.message}\n`);
+    process.exit(1);
+  });
   socket.on("message", print);
   socket.send(query, 53, server);
 }

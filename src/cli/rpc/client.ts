@@ -21,8 +21,13 @@ import {
 
 export interface CallOptions {
   onProgress?: (event: ProgressParams) => void;
-  /** Bytes the daemon sends on a channel; `null` marks its end. */
-  onStream?: (ch: StreamChannel, data: Buffer | null) => void;
+  /**
+   * Bytes the daemon sends on a channel; `null` marks its end. A returned
+   * promise is backpressure: the client reads no more from the daemon until
+   * it settles, so the daemon (and the guest behind it) wait for a slow
+   * consumer instead of filling the CLI's memory.
+   */
+  onStream?: (ch: StreamChannel, data: Buffer | null) => void | Promise<void>;
   /** Aborting sends `$/cancel`; the call still settles with the daemon's reply. */
   signal?: AbortSignal;
 }
@@ -60,6 +65,10 @@ export class RpcClient implements DaemonClient {
   #nextId = 1;
   #buffer = "";
   #closed = false;
+  /** Stream consumers still taking their last chunk; the socket is paused while any are. */
+  #stalled = 0;
+  /** Bumped when a cancel lifts every stall, so the stalls it lifted release nothing later. */
+  #stallEpoch = 0;
 
   private constructor(socket: Socket) {
     this.#socket = socket;
@@ -103,7 +112,11 @@ export class RpcClient implements DaemonClient {
       this.#pending.set(id, { resolve: resolve as (value: unknown) => void, reject, options });
     });
     this.#send({ jsonrpc: "2.0", id, method, params: params ?? {} });
-    const cancel = () => this.#send({ jsonrpc: "2.0", method: "$/cancel", params: { id } });
+    // A cancel must reach its reply even while a consumer is stuck (a stopped terminal).
+    const cancel = () => {
+      this.#liftStalls();
+      this.#send({ jsonrpc: "2.0", method: "$/cancel", params: { id } });
+    };
     if (options.signal) {
       if (options.signal.aborted) cancel();
       else options.signal.addEventListener("abort", cancel, { once: true });
@@ -175,8 +188,8 @@ export class RpcClient implements DaemonClient {
       const params = message.params as { id: RequestId; ch: StreamChannel; data?: string; end?: boolean };
       const onStream = this.#pending.get(params.id)?.options.onStream;
       if (!onStream) return;
-      if (params.data) onStream(params.ch, Buffer.from(params.data, "base64"));
-      if (params.end) onStream(params.ch, null);
+      if (params.data) this.#deliver(onStream(params.ch, Buffer.from(params.data, "base64")));
+      if (params.end) this.#deliver(onStream(params.ch, null));
       return;
     }
     const id = message.id as RequestId | null;
@@ -194,6 +207,27 @@ export class RpcClient implements DaemonClient {
     this.#pending.delete(id);
     if ("error" in message) pending.reject(errorFromWire((message as unknown as RpcFailure).error));
     else pending.resolve(message.result);
+  }
+
+  /** Pauses reading while a consumer's promise is pending (lines already read are still delivered). */
+  #deliver(taken: void | Promise<void>): void {
+    if (!taken) return;
+    this.#stalled += 1;
+    if (this.#stalled === 1) this.#socket.pause();
+    const epoch = this.#stallEpoch;
+    const release = () => {
+      if (epoch !== this.#stallEpoch) return;
+      this.#stalled -= 1;
+      if (this.#stalled === 0 && !this.#closed) this.#socket.resume();
+    };
+    taken.then(release, release);
+  }
+
+  #liftStalls(): void {
+    if (this.#stalled === 0) return;
+    this.#stallEpoch += 1;
+    this.#stalled = 0;
+    if (!this.#closed) this.#socket.resume();
   }
 
   #onClose(): void {

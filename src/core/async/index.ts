@@ -77,19 +77,24 @@ export function errorMessage(error: unknown): string {
 
 /** What `drained` needs of a writable stream or socket. */
 interface DrainEmitter {
-  on(event: "drain" | "close", listener: () => void): unknown;
-  off(event: "drain" | "close", listener: () => void): unknown;
+  on(event: "drain" | "close" | "error", listener: () => void): unknown;
+  off(event: "drain" | "close" | "error", listener: () => void): unknown;
 }
 
-/** Resolves at the stream's next `drain`, or when it closes (a closed stream never drains). */
+/**
+ * Resolves at the stream's next `drain`, or when it errs or closes (a broken
+ * or closed stream never drains; its own error handling reports why).
+ */
 export function drained(stream: DrainEmitter): Promise<void> {
   return new Promise((resolve) => {
     const done = () => {
       stream.off("drain", done);
       stream.off("close", done);
+      stream.off("error", done);
       resolve();
     };
     stream.on("drain", done);
     stream.on("close", done);
+    stream.on("error", done);
   });
 }

@@ -11,7 +11,7 @@ import { basename, dirname, join, resolve } from "node:path";
 import { BangerError, ErrorCode, VmNameSchema } from "../../../protocol/index.ts";
 import type { CliContext } from "../../context.ts";
 import { type CommandSpec, success } from "../../spec.ts";
-import { byteProgress, localSink, upload } from "../../streams.ts";
+import { byteProgress, localSink, upload, writeDownloaded } from "../../streams.ts";
 import { tarStream } from "../../workspace/host.ts";
 
 interface Endpoint {
@@ -116,7 +116,7 @@ async function copyOut(
     await client.call(
       "vm.cp.out",
       { name: source.vm, path: guestPath },
-      { onStream: (ch, data) => void (ch === "stdout" && data && ctx.stdout.write(data)) },
+      { onStream: (ch, data) => (ch === "stdout" && data ? writeDownloaded(ctx.stdout, data) : undefined) },
     );
     return;
   }
@@ -153,7 +153,7 @@ async function copyOut(
             if (ch !== "stdout" || !data) return;
             received += data.length;
             progress.update(received);
-            sink.write(data);
+            return sink.write(data);
           },
         },
       );

@@ -23,7 +23,7 @@ import { exitStatusForSignal } from "../../exit-status.ts";
 import { parseDuration } from "../../flags.ts";
 import type { DaemonClient } from "../../rpc/client.ts";
 import type { OptionSpec } from "../../spec.ts";
-import { forwardInput } from "../../streams.ts";
+import { forwardInput, writeDownloaded } from "../../streams.ts";
 
 export interface ExecFlags {
   interactive?: boolean;
@@ -146,8 +146,7 @@ export async function runExec(ctx: CliContext, client: DaemonClient, params: Exe
   const call = client.start("vm.exec", params, {
     onStream: (ch, data) => {
       if (data === null || output.aborted) return;
-      if (ch === "stderr") ctx.stderr.write(data);
-      else ctx.stdout.write(data);
+      return writeDownloaded(ch === "stderr" ? ctx.stderr : ctx.stdout, data);
     },
   });
   const cleanups: (() => void)[] = [];

@@ -1,5 +1,6 @@
 /** `banger vm logs NAME [-f]`: a VM's serial console; Ctrl-C ends a follow. */
 import type { CommandSpec } from "../../spec.ts";
+import { writeDownloaded } from "../../streams.ts";
 
 interface LogsArgs {
   name: string;
@@ -21,7 +22,7 @@ export const logsSpec: CommandSpec<LogsArgs> = {
         {
           signal: interrupted,
           onStream: (_ch, data) => {
-            if (data) ctx.stdout.write(data);
+            if (data) return writeDownloaded(ctx.stdout, data);
           },
         },
       );

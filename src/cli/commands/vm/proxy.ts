@@ -4,7 +4,7 @@
  * read only as fast as the daemon's socket takes it.
  */
 import type { CommandSpec } from "../../spec.ts";
-import { forwardInput } from "../../streams.ts";
+import { forwardInput, writeDownloaded } from "../../streams.ts";
 
 interface ProxyArgs {
   name: string;
@@ -23,8 +23,8 @@ export const proxySpec: CommandSpec<ProxyArgs> = {
       { name: args.name, port: Number(args.port) },
       {
         onStream: (_ch, data) => {
-          if (data) ctx.stdout.write(data);
-          else ctx.stdout.end();
+          if (data) return writeDownloaded(ctx.stdout, data);
+          ctx.stdout.end();
         },
       },
     );

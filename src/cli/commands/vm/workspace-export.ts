@@ -50,7 +50,7 @@ export async function exportWorkspace(
         { name, format },
         {
           onStream: (ch, data) => {
-            if (ch === "stdout" && data) sink.write(data);
+            if (ch === "stdout" && data) return sink.write(data);
           },
         },
       ));
