@@ -11,7 +11,9 @@
  * - delete refused while work is unexported; export from the stopped VM's disk;
  * - `vm cp` both ways of a tree with symlinks and a 100 MB file;
  * - auth sync: a 0600 file with the right content, the git identity, no
- *   secret in the daemon log, and the user's key logging in with ssh.
+ *   secret in the daemon log, and the user's key logging in with ssh;
+ * - parallel agents: two VMs prepared from one repository at once, each
+ *   exporting its own work to its own branch.
  */
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
@@ -357,5 +359,43 @@ describe("workspaces, vm cp and auth sync on a real guest (QEMU)", { skip }, () 
 
     const forced = await env.banger(["vm", "delete", "--force", "box"]);
     assert.equal(forced.code, 0, forced.stderr);
+  });
+
+  it("parallel agents: two VMs prepared from one repo at once export to their own branches", async () => {
+    const agents = ["agent-a", "agent-b"];
+    const each = <T>(step: (name: string) => Promise<T>) => Promise.all(agents.map(step));
+    const ok = (what: string) => (result: { code: number | null; stderr: string }) =>
+      assert.equal(result.code, 0, `${what}: ${result.stderr}`);
+    await each((name) => env.banger(["vm", "create", name]).then(ok(`create ${name}`)));
+    await each((name) =>
+      env.banger(["vm", "workspace", "prepare", name, "--repo", main]).then(ok(`prepare ${name}`)),
+    );
+    const base = git(main, "rev-parse", "HEAD");
+    await each((name) =>
+      env
+        .banger([
+          "vm",
+          "exec",
+          name,
+          "--",
+          "sh",
+          "-c",
+          `cd /root/work/main && echo ${name} >${name}.txt && git add ${name}.txt && git commit -q -m 'work of ${name}'`,
+        ])
+        .then(ok(`commit in ${name}`)),
+    );
+    await each((name) =>
+      env.banger(["vm", "workspace", "export", name, "--format", "branch"]).then(ok(`export ${name}`)),
+    );
+    for (const name of agents) {
+      const other = agents.find((agent) => agent !== name)!;
+      assert.equal(git(main, "rev-list", "--count", `${base}..banger/${name}`), "1");
+      assert.equal(git(main, "show", `banger/${name}:${name}.txt`), name);
+      assert.throws(
+        () => git(main, "cat-file", "-e", `banger/${name}:${other}.txt`),
+        `${other}'s work is not on banger/${name}`,
+      );
+    }
+    await each((name) => env.banger(["vm", "delete", "--force", name]).then(ok(`delete ${name}`)));
   });
 });
