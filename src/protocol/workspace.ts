@@ -134,6 +134,8 @@ export const workspaceMethods = {
           .strict()
           .nullable(),
         files: z.array(AuthFile).max(64),
+        /** Skip the guest when its record says it already holds exactly this material (the sync after a start). */
+        ifChanged: z.boolean().optional(),
       })
       .strict(),
     result: z.object({
@@ -141,6 +143,8 @@ export const workspaceMethods = {
       keys: z.number(),
       files: z.array(z.string()),
       gitIdentity: z.boolean(),
+      /** The guest already held this material; nothing was written. */
+      unchanged: z.boolean().optional(),
     }),
   },
 } as const;

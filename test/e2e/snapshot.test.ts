@@ -125,6 +125,13 @@ function defineSnapshotSuite(vmm: "qemu" | "firecracker"): void {
       await exec("c1", "echo c1-only > /root/mine && sync");
       assert.equal(await exec("c2", "cat /root/mine 2>/dev/null || echo absent"), "absent");
       assert.equal(await exec("src", "cat /root/mine 2>/dev/null || echo absent"), "absent");
+
+      // The host made each clone's key and pinned it; sshd serves it (ssh checks the pin strictly).
+      for (const clone of ["c1", "c2"]) {
+        const ssh = await env.banger(["vm", "ssh", clone, "--", "hostname"]);
+        assert.equal(ssh.code, 0, ssh.stderr);
+        assert.equal(ssh.stdout.trim(), clone);
+      }
     });
 
     it("suspends to disk, survives a daemon kill -9, and resumes with its process and files", async () => {

@@ -1,11 +1,15 @@
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { describe, it } from "node:test";
 import {
   checkRestore,
   clockStep,
   defaultSnapshotName,
   forkNames,
+  hostnameStep,
   incomingLoaded,
   machineSignature,
   maskBootSpec,
@@ -18,6 +22,7 @@ import {
   SNAPSHOT_FORMAT,
   type SnapshotManifest,
 } from "../../src/core/snapshot/index.ts";
+import { ed25519KeyFiles, parseHostKeyLine } from "../../src/core/ssh/index.ts";
 import type { BootSpec } from "../../src/core/vmm/contract.ts";
 import { planQemuArgv } from "../../src/core/vmm/index.ts";
 import { BangerError, ErrorCode, exitStatusFor, SnapshotNameSchema } from "../../src/protocol/index.ts";
@@ -200,30 +205,130 @@ describe("clone identity plan", () => {
     mac: "52:54:00:ab:cd:ef",
     machineId: "0123456789abcdef0123456789abcdef",
     seed: new Uint8Array(64).fill(7),
+    hostKey: ed25519KeyFiles(new Uint8Array(32).fill(1), new Uint8Array(32).fill(2), 0x01020304),
   };
 
-  it("orders the steps so the network changes last, inputs as arguments only", () => {
-    const steps = planCloneIdentity(identity);
+  it("is one program: the host key and RNG first, the network last, inputs as arguments and stdin only", () => {
+    const step = planCloneIdentity(identity);
+    assert.equal(step.name, "identity");
+    assert.deepEqual(step.argv.slice(0, 2), ["sh", "-c"]);
+    assert.deepEqual(step.argv.slice(3), [
+      "banger-identity",
+      "web-2",
+      "0123456789abcdef0123456789abcdef",
+      "10.77.0.9/24",
+      "52:54:00:ab:cd:ef",
+      "10.77.0.1",
+      "eth0",
+      "/.banger/agent",
+      `ssh-ed25519 ${identity.hostKey.publicKey.base64}`,
+    ]);
     assert.deepEqual(
-      steps.map((step) => step.name),
-      ["machine-id", "rng", "hostname", "host-key", "network"],
+      step.stdin,
+      Buffer.concat([Buffer.from(identity.hostKey.privateKey), identity.seed]),
+      "the private key, then the seed: secrets only on stdin",
     );
-    const network = steps.at(-1)!;
-    assert.deepEqual(network.argv.slice(-4), ["10.77.0.9/24", "52:54:00:ab:cd:ef", "10.77.0.1", "eth0"]);
-    assert.deepEqual(steps[1]?.stdin, identity.seed);
-    for (const step of steps) {
-      for (const value of [identity.hostname, identity.ip, identity.mac, identity.machineId]) {
-        const script = step.argv[2] ?? "";
-        assert.ok(!script.includes(value), `${step.name}'s program text holds no input`);
-      }
+    const script = step.argv[2] ?? "";
+    for (const value of [identity.hostname, identity.ip, identity.mac, identity.machineId]) {
+      assert.ok(!script.includes(value), "the program text holds no input");
     }
+    const order = ["step=host-key", "step=rng", "step=machine-id", "step=hostname", "step=network"].map(
+      (marker) => script.indexOf(marker),
+    );
+    assert.ok(
+      order.every((at) => at >= 0),
+      "every step is named",
+    );
+    assert.deepEqual(
+      [...order].sort((a, b) => a - b),
+      order,
+      "the steps run in order, the network last",
+    );
   });
 
   it("every program parses under sh -n", () => {
-    for (const step of planCloneIdentity(identity)) {
-      if (step.argv[0] !== "sh") continue;
+    for (const step of [planCloneIdentity(identity), hostnameStep("web-2")]) {
       const result = spawnSync("sh", ["-n", "-c", step.argv[2]!], { encoding: "utf8" });
       assert.equal(result.status, 0, `${step.name}: ${result.stderr}`);
+    }
+  });
+
+  it("runs in a scratch root: installs the host's key, reseeds with the rest of stdin, falls back from ip -batch, names a failing step", () => {
+    // The program against stand-ins for the agent and ip that log what they get.
+    const dir = mkdtempSync(join(tmpdir(), "bgid-"));
+    try {
+      const bin = join(dir, "bin");
+      mkdirSync(bin);
+      const log = join(dir, "log");
+      const tool = (name: string, body: string) => {
+        writeFileSync(join(bin, name), `#!/bin/sh\nPATH=/usr/bin:/bin\n${body}\n`, { mode: 0o755 });
+      };
+      tool("agent", `echo "agent $* $(od -An -v -tx1 | tr -d ' \\n')" >>${log}`);
+      tool("ip", `case "$1" in -batch) echo "ip -batch" >>${log}; exit 1;; esac; echo "ip $*" >>${log}`);
+      const step = planCloneIdentity(identity);
+      // Rewrite only the absolute guest paths, so the same program runs against the scratch root.
+      const script = (step.argv[2] ?? "")
+        .replaceAll("/etc/", `${dir}/etc/`)
+        .replaceAll("/proc/sys/kernel/hostname", `${dir}/hostname`)
+        .replaceAll("/var/lib/dbus", `${dir}/dbus`)
+        .replaceAll("/run/sshd.pid", `${dir}/sshd.pid`);
+      assert.ok(!/[ >]\/etc\//.test(script), "every guest path is in the scratch root");
+      mkdirSync(join(dir, "etc", "ssh"), { recursive: true });
+      writeFileSync(join(dir, "etc", "ssh", "ssh_host_rsa_key"), "the source's key");
+      const args = step.argv.slice(3);
+      args[7] = join(bin, "agent");
+      const run = () =>
+        spawnSync("/bin/sh", ["-c", script, ...args], {
+          input: Buffer.from(step.stdin ?? []),
+          encoding: "utf8",
+          env: { PATH: `${bin}:/usr/bin:/bin` },
+        });
+      const result = run();
+      assert.equal(result.status, 0, result.stderr);
+      const key = join(dir, "etc", "ssh", "ssh_host_ed25519_key");
+      assert.equal(readFileSync(key, "utf8"), identity.hostKey.privateKey);
+      assert.equal(statSync(key).mode & 0o777, 0o600);
+      assert.equal(readFileSync(`${key}.pub`, "utf8"), `ssh-ed25519 ${identity.hostKey.publicKey.base64}\n`);
+      assert.equal(
+        existsSync(join(dir, "etc", "ssh", "ssh_host_rsa_key")),
+        false,
+        "the source's other keys go",
+      );
+      assert.deepEqual(parseHostKeyLine(result.stdout), identity.hostKey.publicKey);
+      assert.equal(readFileSync(join(dir, "etc", "machine-id"), "utf8"), `${identity.machineId}\n`);
+      assert.equal(readFileSync(join(dir, "hostname"), "utf8"), "web-2\n");
+      assert.match(readFileSync(join(dir, "etc", "hosts"), "utf8"), /127\.0\.1\.1\tweb-2/);
+      const calls = readFileSync(log, "utf8").trim().split("\n");
+      assert.equal(
+        calls[0],
+        `agent reseed ${Buffer.from(identity.seed).toString("hex")}`,
+        "the agent gets the seed, all of it",
+      );
+      assert.equal(calls[1], "ip -batch");
+      assert.deepEqual(calls.slice(2, 4), [
+        "ip link set dev eth0 down",
+        "ip link set dev eth0 address 52:54:00:ab:cd:ef",
+      ]);
+      assert.equal(calls.at(-1), "ip neigh flush dev eth0");
+
+      rmSync(join(dir, "etc", "ssh"), { recursive: true });
+      rmSync(log);
+      const noSsh = run();
+      assert.equal(noSsh.status, 0, noSsh.stderr);
+      assert.equal(parseHostKeyLine(noSsh.stdout), undefined, "no sshd, no key to pin");
+      assert.match(
+        readFileSync(log, "utf8"),
+        /^agent reseed [0-9a-f]{128}\n/,
+        "the key was read past, not fed to the agent",
+      );
+
+      tool("ip", "echo 'RTNETLINK answers: Operation not permitted' >&2; exit 2");
+      const failed = run();
+      assert.notEqual(failed.status, 0);
+      assert.match(failed.stderr.trim().split("\n").at(-1) ?? "", /the network step failed/);
+      assert.match(failed.stderr, /Operation not permitted/);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
     }
   });
 
@@ -246,8 +351,8 @@ describe("clone identity plan", () => {
     assert.deepEqual(clockStep(1_700_000_000_042).argv, ["date", "-u", "-s", "@1700000000.042"]);
   });
 
-  it("prints the new host key the way banger-init does, for the same parser", () => {
-    const hostKey = planCloneIdentity(identity).find((step) => step.name === "host-key")!;
-    assert.match(hostKey.argv[2] ?? "", /printf 'banger-init: hostkey %s %s\\n'/);
+  it("refuses a host key that is not an OpenSSH key file", () => {
+    const hostKey = { ...identity.hostKey, privateKey: "not a key" };
+    assert.throws(() => planCloneIdentity({ ...identity, hostKey }), /clone identity: bad host key/);
   });
 });

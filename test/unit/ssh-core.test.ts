@@ -1,6 +1,12 @@
 import assert from "node:assert/strict";
+import { execFileSync } from "node:child_process";
+import { generateKeyPairSync } from "node:crypto";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { describe, it } from "node:test";
 import {
+  ed25519KeyFiles,
   HOST_KEY_MARKER,
   knownHostsLine,
   parseHostKeyLine,
@@ -230,5 +236,31 @@ describe("interactive ssh (vm ssh)", () => {
   it("refuses a user or host ssh could read as an option", () => {
     assert.throws(() => planInteractiveSsh({ ...config, user: "-oProxyCommand=x" }, proxy), /user name/);
     assert.throws(() => planInteractiveSsh({ ...config, host: "-x" }, proxy), /ssh host/);
+  });
+});
+
+describe("ed25519 key files", () => {
+  it("writes a private key file that OpenSSH reads back to the same public key", () => {
+    const { privateKey } = generateKeyPairSync("ed25519");
+    const jwk = privateKey.export({ format: "jwk" });
+    const files = ed25519KeyFiles(
+      Buffer.from(jwk.d!, "base64url"),
+      Buffer.from(jwk.x!, "base64url"),
+      0xdeadbeef,
+    );
+    const dir = mkdtempSync(join(tmpdir(), "bgkey-"));
+    try {
+      const path = join(dir, "key");
+      writeFileSync(path, files.privateKey, { mode: 0o600 });
+      const derived = execFileSync("ssh-keygen", ["-y", "-f", path], { encoding: "utf8" }).trim();
+      assert.equal(derived, `${files.publicKey.type} ${files.publicKey.base64}`);
+      assert.deepEqual(parseHostKeyLine(`banger-init: hostkey ${derived}\n`), files.publicKey);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it("refuses seeds and public keys of the wrong size", () => {
+    assert.throws(() => ed25519KeyFiles(new Uint8Array(31), new Uint8Array(32), 1), /32-byte/);
   });
 });

@@ -111,14 +111,7 @@ describe("VM snapshots on the fake platform", () => {
               : (event.argv[3] ?? event.argv[0])
             : "",
         ),
-        [
-          "clock",
-          "banger-machine-id",
-          "/.banger/agent",
-          "banger-hostname",
-          "banger-host-key",
-          "banger-network",
-        ],
+        ["clock", "banger-identity"],
       );
       const network = execs.at(-1);
       assert.ok(network?.kind === "exec" && network.argv.includes(`${clone.guestIp}/24`));
@@ -163,6 +156,26 @@ describe("VM snapshots on the fake platform", () => {
       const withSecrets = await snapshots.take({ name: "src", snapshot: "s", includeSecrets: true }, op());
       assert.equal(withSecrets.includesSecrets, true);
       assert.deepEqual(stagingEntries(platform), []);
+
+      // A clone inherits its source's auth record: promote scrubs those paths, a snapshot of it refuses them,
+      // and its first sync is skipped when the material is the same.
+      const record = { paths: ["/root/.config/gh/hosts.yml"], salt: "s1", digest: "d".repeat(64) };
+      await createNodeFs().writeFileAtomic(authFiles, `${JSON.stringify(record)}\n`);
+      await snapshots.take({ name: "src", snapshot: "synced", includeSecrets: true }, op());
+      const clone = await snapshots.createFrom({ name: "c-synced", from: "synced" }, op());
+      const inherited = readFileSync(join(vmPaths(platform.layout, clone.id).dir, AUTH_FILES_JSON), "utf8");
+      assert.deepEqual(JSON.parse(inherited), record);
+      await assert.rejects(snapshots.take({ name: "c-synced", snapshot: "of-clone" }, op()), {
+        code: ErrorCode.SNAPSHOT_SECRETS,
+      });
+      const keysOnly = await snapshots.createFrom({ name: "c-keys", from: "keys-only" }, op());
+      assert.deepEqual(
+        JSON.parse(readFileSync(join(vmPaths(platform.layout, keysOnly.id).dir, AUTH_FILES_JSON), "utf8")),
+        { paths: [] },
+        "the older list form comes through as a record",
+      );
+      await vms.delete("c-synced");
+      await vms.delete("c-keys");
 
       const before = platform.store.listVms().length;
       await assert.rejects(

@@ -19,6 +19,8 @@ export const SnapshotFiles = {
   state: "state",
   /** Guest memory, for VMMs that keep it apart from the state (Firecracker). */
   memory: "memory",
+  /** The source's auth record at the save (core/workspace), which its clones inherit. */
+  authRecord: "auth-record.json",
 } as const;
 
 const Sha256 = z.string().regex(/^[0-9a-f]{64}$/);

@@ -219,3 +219,60 @@ export function planInteractiveSsh(
     ...(command.length > 0 ? ["--", shellQuoteArgv(command)] : []),
   ];
 }
+
+/** An ed25519 key pair in OpenSSH's files: the private key file's text and the public key line. */
+export interface Ed25519KeyFiles {
+  privateKey: string;
+  publicKey: HostKey;
+}
+
+/**
+ * OpenSSH's unencrypted "openssh-key-v1" private key file for an ed25519
+ * key (PROTOCOL.key), from its 32-byte seed and 32-byte public key, so the
+ * host can make a guest's key without running ssh-keygen anywhere. `check`
+ * is the file's random check word.
+ */
+export function ed25519KeyFiles(seed: Uint8Array, publicKey: Uint8Array, check: number): Ed25519KeyFiles {
+  if (seed.length !== 32 || publicKey.length !== 32) {
+    throw new BangerError(ErrorCode.INTERNAL, "an ed25519 key has a 32-byte seed and a 32-byte public key");
+  }
+  const u32 = (value: number) => {
+    const out = Buffer.alloc(4);
+    out.writeUInt32BE(value >>> 0);
+    return out;
+  };
+  const text = (value: Uint8Array | string) => {
+    const bytes = typeof value === "string" ? Buffer.from(value, "latin1") : Buffer.from(value);
+    return Buffer.concat([u32(bytes.length), bytes]);
+  };
+  const type = "ssh-ed25519";
+  const publicBlob = Buffer.concat([text(type), text(publicKey)]);
+  const secret = Buffer.concat([
+    u32(check),
+    u32(check),
+    text(type),
+    text(publicKey),
+    text(Buffer.concat([seed, publicKey])),
+    text(""),
+  ]);
+  const padding = Buffer.from(Array.from({ length: (8 - (secret.length % 8)) % 8 }, (_, index) => index + 1));
+  const body = Buffer.concat([
+    Buffer.from("openssh-key-v1\0", "latin1"),
+    text("none"),
+    text("none"),
+    text(""),
+    u32(1),
+    text(publicBlob),
+    text(Buffer.concat([secret, padding])),
+  ]).toString("base64");
+  const lines = body.match(/.{1,70}/g) ?? [];
+  return {
+    privateKey: [
+      "-----BEGIN OPENSSH PRIVATE KEY-----",
+      ...lines,
+      "-----END OPENSSH PRIVATE KEY-----",
+      "",
+    ].join("\n"),
+    publicKey: { type, base64: publicBlob.toString("base64") },
+  };
+}

@@ -4,6 +4,14 @@
  * streaming tar writer (tar.ts), the default guest path and the parsing of
  * an export's `meta`.
  */
+
+export {
+  type AuthMaterial,
+  type AuthRecord,
+  authDigest,
+  holdsMaterial,
+  parseAuthRecord,
+} from "./auth-record.ts";
 export {
   baseOf,
   type CopySource,
@@ -15,7 +23,11 @@ export {
 } from "./copy.ts";
 export { AUTH_SCRIPT, EXPORT_SCRIPT, PREPARE_SCRIPT, STAGE_SCRIPT, shellProgram } from "./scripts.ts";
 
-/** In a VM's directory: the guest paths `vm auth sync` wrote (paths only), scrubbed by `image promote`. */
+/**
+ * In a VM's directory: its auth record (auth-record.ts): the guest paths
+ * `vm auth sync` wrote, scrubbed by `image promote`, and the digest of what
+ * it wrote. A snapshot keeps its source's copy, and its clones inherit it.
+ */
 export const AUTH_FILES_JSON = "auth-files.json";
 
 /** Where a repository goes in the guest when `--path` is not given: /root/work/<dir name>. */

@@ -18,7 +18,7 @@ import type { Logger } from "../../core/log/index.ts";
 import { parseSubnet } from "../../core/network/index.ts";
 import type { Layout } from "../../core/paths/index.ts";
 import { isActiveState } from "../../core/vm/index.ts";
-import { AUTH_FILES_JSON } from "../../core/workspace/index.ts";
+import { AUTH_FILES_JSON, parseAuthRecord } from "../../core/workspace/index.ts";
 import type { VmInfo } from "../../protocol/index.ts";
 import { agentBinaryPath, createGuestAgents } from "../../sys/agent/index.ts";
 import { copyOutOfDisk, runUnprivileged } from "../../sys/diskread/index.ts";
@@ -288,14 +288,16 @@ export async function buildServices(deps: ServiceDeps, life: AsyncDisposableStac
     records: createWorkspaceRecords(layout),
     now,
   });
+  const authRecordFile = async (name: string) => join((await vms.show(name)).dir, AUTH_FILES_JSON);
   const transfers = createTransferService({
     vms,
-    recordAuthFiles: async (name, guestPaths) => {
-      const vm = await vms.show(name);
-      await writeFileAtomic(join(vm.dir, AUTH_FILES_JSON), `${JSON.stringify(guestPaths)}\n`, {
-        mode: 0o600,
-      });
+    authRecords: {
+      read: async (name) =>
+        parseAuthRecord(await readFile(await authRecordFile(name), "utf8").catch(() => "")),
+      write: async (name, record) =>
+        writeFileAtomic(await authRecordFile(name), `${JSON.stringify(record)}\n`, { mode: 0o600 }),
     },
+    newSalt: () => randomBytes(16).toString("hex"),
   });
   const { networking } = capabilities;
   const doctor = () =>

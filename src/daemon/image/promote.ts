@@ -14,7 +14,7 @@ import { ROOT_DISK_FILES } from "../../core/disk/index.ts";
 import { planPromote } from "../../core/image/index.ts";
 import type { Logger } from "../../core/log/index.ts";
 import { type Layout, vmPaths } from "../../core/paths/index.ts";
-import { AUTH_FILES_JSON } from "../../core/workspace/index.ts";
+import { AUTH_FILES_JSON, parseAuthRecord } from "../../core/workspace/index.ts";
 import { BangerError, ErrorCode } from "../../protocol/index.ts";
 import type { Fs } from "../../sys/fs/index.ts";
 import type { Runner } from "../../sys/runner/index.ts";
@@ -134,10 +134,5 @@ export type Promote = ReturnType<typeof createPromoter>;
 async function authFilesOf(deps: PromoteDeps, vmDir: string): Promise<string[]> {
   const text = await deps.readFile?.(join(vmDir, AUTH_FILES_JSON)).catch(() => undefined);
   if (text === undefined) return [];
-  try {
-    const parsed: unknown = JSON.parse(text);
-    return Array.isArray(parsed) ? parsed.filter((p): p is string => typeof p === "string") : [];
-  } catch {
-    return [];
-  }
+  return parseAuthRecord(text)?.paths ?? [];
 }

@@ -8,12 +8,12 @@
  * firewall entry carries the clone's MAC and IP, so nothing the guest sends
  * under the source's identity leaves the tap (no ARP or IP conflict with
  * the source). The restore readiness checks (the guest agent's hello) reach
- * the guest without its network; the identity steps (src/core/snapshot)
- * then run through the guest channel, the network step last, and the new
- * host key is pinned from their output.
+ * the guest without its network; the identity program (src/core/snapshot)
+ * then runs through the guest channel, changing the network last, and the
+ * host key the daemon made for it is pinned once the guest prints it back.
  */
-import { randomBytes } from "node:crypto";
-import { basename } from "node:path";
+import { generateKeyPairSync, randomBytes } from "node:crypto";
+import { basename, join } from "node:path";
 import { Readable } from "node:stream";
 import { errorMessage } from "../../core/async/index.ts";
 import {
@@ -21,10 +21,12 @@ import {
   clockStep,
   type GuestStep,
   planCloneIdentity,
+  SnapshotFiles,
   type SnapshotManifest,
 } from "../../core/snapshot/index.ts";
-import { parseHostKeyLine } from "../../core/ssh/index.ts";
+import { type Ed25519KeyFiles, ed25519KeyFiles, parseHostKeyLine } from "../../core/ssh/index.ts";
 import type { VmRecord } from "../../core/vm/index.ts";
+import { AUTH_FILES_JSON } from "../../core/workspace/index.ts";
 import { BangerError, ErrorCode } from "../../protocol/index.ts";
 import {
   attachDisk,
@@ -38,6 +40,7 @@ import {
   runBoot,
 } from "./boot.ts";
 import type { OpOptions, VmContext } from "./context.ts";
+import { readAuthRecord } from "./snapshot.ts";
 
 /** A published snapshot, as a restore needs it. */
 export interface RestoreFrom {
@@ -65,6 +68,7 @@ export function restoreLocked(
     restoreVmm(from),
     awaitChannel,
     applyIdentity,
+    inheritAuthRecord(from),
     guestReadyHooks,
   ];
   return runBoot(ctx, vm, steps, options);
@@ -115,12 +119,17 @@ export async function awaitChannel(run: Parameters<BootStep>[0], stack: AsyncDis
   }
 }
 
-/** The clone's clock, machine-id, RNG, hostname, host key and network, through the guest channel. */
+/**
+ * The clone's clock, then its host key, RNG, machine-id, hostname and
+ * network in one guest program, then the clock again (the program took a
+ * while). The agent sets the clock precisely; a guest channel without an
+ * agent gets `date`.
+ */
 async function applyIdentity(run: Parameters<BootStep>[0]): Promise<void> {
   const { ctx, vm, signal } = run;
   const target = ctx.target(vm);
   run.progress({ step: "vm.identity", message: `giving ${vm.name} its own identity` });
-  const steps = planCloneIdentity({
+  const identity = planCloneIdentity({
     hostname: vm.name,
     ip: vm.guestIp,
     prefixLength: ctx.deps.network.prefixLength,
@@ -128,20 +137,51 @@ async function applyIdentity(run: Parameters<BootStep>[0]): Promise<void> {
     mac: vm.mac,
     machineId: randomBytes(16).toString("hex"),
     seed: randomBytes(64),
+    hostKey: newHostKey(),
   });
-  // The clock first and from the host's time at that moment; the rest in plan order.
-  for (const step of [clockStep(ctx.deps.now().getTime()), ...steps]) {
-    const output = await runGuestStep(ctx, target, step, signal);
-    if (step.name !== "host-key") continue;
-    const key = parseHostKeyLine(output);
-    if (key) await ctx.deps.guest.pinKey({ key, ip: vm.guestIp, knownHostsFile: target.knownHostsFile });
-  }
-  // Again through the agent, last: the steps took a while, and the agent's set is the precise one.
-  await ctx.deps.agents
+  const agents = ctx.deps.agents;
+  const started = performance.now();
+  if (agents) await agents.setClock(vm.id, target.agent);
+  else await runGuestStep(ctx, target, clockStep(ctx.deps.now().getTime()), signal);
+  const clocked = performance.now();
+  const key = parseHostKeyLine(await runGuestStep(ctx, target, identity, signal));
+  const applied = performance.now();
+  if (key) await ctx.deps.guest.pinKey({ key, ip: vm.guestIp, knownHostsFile: target.knownHostsFile });
+  await agents
     ?.setClock(vm.id, target.agent)
     .catch((error: unknown) =>
       ctx.deps.logger.warn("setting the guest clock failed", { vm: vm.name, err: String(error) }),
     );
+  ctx.deps.logger.debug("clone identity applied", {
+    vm: vm.name,
+    clockMs: Math.round(clocked - started),
+    programMs: Math.round(applied - clocked),
+    restMs: Math.round(performance.now() - applied),
+  });
+}
+
+/**
+ * The clone holds what its source's auth sync wrote: it keeps the source's
+ * record, so promote scrubs those paths, a snapshot of the clone refuses
+ * them, and the sync after this start is skipped when it would write the same.
+ */
+function inheritAuthRecord(from: RestoreFrom): BootStep {
+  return async (run) => {
+    const inherited = await readAuthRecord(run.ctx, join(from.dir, SnapshotFiles.authRecord));
+    // A save copies only a readable record; a torn copy leaves the clone to a full sync.
+    if (inherited === undefined || inherited === "unreadable") return;
+    await run.ctx.deps.files.writeJson(join(run.paths.dir, AUTH_FILES_JSON), inherited);
+  };
+}
+
+/** A fresh ed25519 key pair in OpenSSH's file format. */
+function newHostKey(): Ed25519KeyFiles {
+  const jwk = generateKeyPairSync("ed25519").privateKey.export({ format: "jwk" });
+  return ed25519KeyFiles(
+    Buffer.from(jwk.d ?? "", "base64url"),
+    Buffer.from(jwk.x ?? "", "base64url"),
+    randomBytes(4).readUInt32BE(0),
+  );
 }
 
 /** Runs one identity step through the guest channel; its stdout, or BOOT_FAILED with the step's last stderr line. */
@@ -176,7 +216,8 @@ export async function runGuestStep(
       );
     });
   if (result.exitCode !== 0) {
-    const why = stderr.trim().split("\n").at(-1) ?? "";
+    // The failing command's message and, from a program that names its steps, the step.
+    const why = stderr.trim().split("\n").slice(-2).join("; ");
     throw new BangerError(
       ErrorCode.BOOT_FAILED,
       `clone identity step '${step.name}' failed (${result.signal ?? `exit ${result.exitCode}`})${why ? `: ${why}` : ""}`,

@@ -10,7 +10,7 @@ import { basename, join } from "node:path";
 import { SnapshotFiles, type SnapshotManifest } from "../../core/snapshot/index.ts";
 import { GIB } from "../../core/units.ts";
 import type { VmRecord } from "../../core/vm/index.ts";
-import { AUTH_FILES_JSON } from "../../core/workspace/index.ts";
+import { AUTH_FILES_JSON, type AuthRecord, parseAuthRecord } from "../../core/workspace/index.ts";
 import { BangerError, ErrorCode } from "../../protocol/index.ts";
 import { bootSpecFor } from "./boot.ts";
 import type { OpOptions, VmContext } from "./context.ts";
@@ -36,7 +36,8 @@ export async function saveLocked(
     throw new BangerError(ErrorCode.BAD_STATE, `the ${vm.vmm} driver cannot snapshot VMs`);
   }
   const paths = ctx.paths(vm);
-  const hasSecrets = await holdsSyncedFiles(ctx, join(paths.dir, AUTH_FILES_JSON));
+  const authRecord = await readAuthRecord(ctx, join(paths.dir, AUTH_FILES_JSON));
+  const hasSecrets = authRecord === "unreadable" || (authRecord?.paths.length ?? 0) > 0;
   if (hasSecrets && !options.includeSecrets) {
     throw new BangerError(
       ErrorCode.SNAPSHOT_SECRETS,
@@ -77,6 +78,9 @@ export async function saveLocked(
   try {
     await snapshots.save(vmm, dir, options.signal);
     disk = await deps.disks.copyForSnapshot(stored, dir, options.signal);
+    if (authRecord !== undefined && authRecord !== "unreadable") {
+      await deps.files.writeJson(join(dir, SnapshotFiles.authRecord), authRecord);
+    }
   } finally {
     // QEMU leaves a migrated VM in "postmigrate": `cont` reopens its disk. A paused VM is paused again.
     await driver
@@ -110,18 +114,16 @@ export async function saveLocked(
 }
 
 /**
- * Whether `vm auth sync` wrote credential files into the guest: its record
- * lists their guest paths. An empty list (keys and git identity only) is
- * no secret; an unreadable record counts as one.
+ * A VM's auth record: absent when `vm auth sync` never ran, "unreadable"
+ * when it cannot be parsed (which counts as holding secrets). Credential
+ * files are what a snapshot refuses; keys and the git identity are none.
  */
-async function holdsSyncedFiles(ctx: VmContext, record: string): Promise<boolean> {
-  if (!(await ctx.deps.files.exists(record))) return false;
-  try {
-    const paths: unknown = JSON.parse(await ctx.deps.files.tail(record, 1024 * 1024));
-    return !Array.isArray(paths) || paths.length > 0;
-  } catch {
-    return true;
-  }
+export async function readAuthRecord(
+  ctx: VmContext,
+  path: string,
+): Promise<AuthRecord | "unreadable" | undefined> {
+  if (!(await ctx.deps.files.exists(path))) return undefined;
+  return parseAuthRecord(await ctx.deps.files.tail(path, 1024 * 1024).catch(() => "")) ?? "unreadable";
 }
 
 /** Bytes of a saved state's files (the state, and the memory where the VMM keeps it apart). */

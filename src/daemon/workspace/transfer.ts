@@ -6,7 +6,15 @@
  * the guest. Neither takes the VM lock, nor the workspace lock.
  */
 import { Readable } from "node:stream";
-import { AUTH_SCRIPT, shellProgram, type TarEntry, tarArchive } from "../../core/workspace/index.ts";
+import {
+  AUTH_SCRIPT,
+  type AuthRecord,
+  authDigest,
+  holdsMaterial,
+  shellProgram,
+  type TarEntry,
+  tarArchive,
+} from "../../core/workspace/index.ts";
 import { BangerError, ErrorCode, type ParamsOf, type ResultOf } from "../../protocol/index.ts";
 import { receiveTar, sendTar } from "./guest-tree.ts";
 import type { WorkspaceVms } from "./service.ts";
@@ -34,8 +42,17 @@ export interface TransferService {
 
 export interface TransferDeps {
   vms: Pick<WorkspaceVms, "exec" | "files">;
-  /** Remembers which guest paths auth sync wrote (never their contents), for `image promote` to scrub. */
-  recordAuthFiles?: (name: string, guestPaths: string[]) => Promise<void>;
+  /**
+   * The VM's auth record (never the material itself): the guest paths auth
+   * sync wrote, for `image promote` to scrub, and the digest of what it
+   * wrote, so an unchanged sync can be skipped.
+   */
+  authRecords?: {
+    read(name: string): Promise<AuthRecord | undefined>;
+    write(name: string, record: AuthRecord): Promise<void>;
+  };
+  /** Random hex for a record's salt. */
+  newSalt?: () => string;
 }
 
 /** The guest user is root: `~/` in a guest path is /root/. */
@@ -89,6 +106,15 @@ export function createTransferService(deps: TransferDeps): TransferService {
     },
 
     async syncAuth(params, signal) {
+      const result = {
+        name: params.name,
+        keys: params.authorizedKeys.length,
+        files: params.files.map((f) => f.guest),
+        gitIdentity: params.gitIdentity !== null,
+      };
+      if (params.ifChanged === true && holdsMaterial(await deps.authRecords?.read(params.name), params)) {
+        return { ...result, unchanged: true };
+      }
       const entries: TarEntry[] = [];
       const text = (value: string) => new TextEncoder().encode(value);
       if (params.authorizedKeys.length > 0)
@@ -106,26 +132,22 @@ export function createTransferService(deps: TransferDeps): TransferService {
       if (params.files.length > 0) {
         entries.push({
           name: "paths",
-          data: text(params.files.map((f) => `${f.guest}\0`).join("")),
+          data: text(params.files.map((f) => `${f.guest}\n`).join("")),
           mode: 0o600,
         });
         for (const [index, file] of params.files.entries())
           entries.push({ name: `files/${index}`, data: Buffer.from(file.data, "base64"), mode: 0o600 });
       }
-      await deps.recordAuthFiles?.(
-        params.name,
-        params.files.map((file) => guestAbsolute(file.guest)),
-      );
+      // The paths are recorded before anything is written, so a sync cut off halfway is still scrubbed.
+      const paths = params.files.map((file) => guestAbsolute(file.guest));
+      await deps.authRecords?.write(params.name, { paths });
       await run(params.name, "sync auth files", shellProgram("banger-auth", AUTH_SCRIPT, []), {
         stdin: Readable.from([Buffer.from(tarArchive(entries))]),
         signal,
       });
-      return {
-        name: params.name,
-        keys: params.authorizedKeys.length,
-        files: params.files.map((f) => f.guest),
-        gitIdentity: params.gitIdentity !== null,
-      };
+      const salt = deps.newSalt?.() ?? "";
+      await deps.authRecords?.write(params.name, { paths, salt, digest: authDigest(salt, params) });
+      return { ...result, unchanged: false };
     },
   };
 }

@@ -11,14 +11,16 @@ import { type AgentSession, openAgentSession } from "./session.ts";
 const RETRY_MS = 100;
 /**
  * How long one connection waits for the agent's HELLO before it is closed
- * and made again: 1 s, doubling per attempt up to 8 s. Closing tells the
+ * and made again: 250 ms, doubling per attempt up to 8 s. Closing tells the
  * guest the host went away, so an agent whose stream state came from
  * elsewhere (a guest restored from a snapshot or a suspend, whose agent
  * still holds its source's session) resets and resynchronises on the next
- * HELLO instead of waiting out the deadline; the doubling keeps a guest
- * that is merely slow (a loaded host) from being cut off again and again.
+ * HELLO instead of waiting out the deadline. A running agent answers in
+ * milliseconds, so a restore that hits this pays a quarter second; the
+ * doubling keeps a guest that is merely slow (a loaded host, a boot still
+ * under way) from being cut off again and again.
  */
-const FIRST_HELLO_ATTEMPT_MS = 1000;
+const FIRST_HELLO_ATTEMPT_MS = 250;
 const MAX_HELLO_ATTEMPT_MS = 8000;
 
 /**

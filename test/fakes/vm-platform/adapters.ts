@@ -353,15 +353,6 @@ export function fakeVmms(
   return { drivers, census };
 }
 
-/** What a guest prints for a new ed25519 host key (a blob that names its type, as parseHostKeyLine checks). */
-const FAKE_HOST_KEY_BLOB = Buffer.concat([
-  Buffer.from([0, 0, 0, 11]),
-  Buffer.from("ssh-ed25519"),
-  Buffer.from([0, 0, 0, 32]),
-  Buffer.alloc(32, 7),
-]).toString("base64");
-const FAKE_HOST_KEY_LINE = `banger-init: hostkey ssh-ed25519 ${FAKE_HOST_KEY_BLOB}\n`;
-
 /** SSH to guests: exec opens a per-VM session (acquired) that close ends. */
 export function fakeGuest({ faults, ledger, log, layout }: FakeHost): GuestAccess {
   const sessions = new Set<string>();
@@ -405,8 +396,9 @@ export function fakeGuest({ faults, ledger, log, layout }: FakeHost): GuestAcces
       }
       checkSignal("guest.exec", exec.signal);
       log.record({ kind: "exec", vmId: target.vmId, argv: exec.argv });
-      // A clone's identity step prints its new host key, as the guest's program does.
-      if (exec.argv[3] === "banger-host-key") await exec.onStdout?.(Buffer.from(FAKE_HOST_KEY_LINE));
+      // A clone's identity program prints the host key it was given, as the guest's program does.
+      if (exec.argv[3] === "banger-identity")
+        await exec.onStdout?.(Buffer.from(`banger-init: hostkey ${exec.argv.at(-1)}\n`));
       return { exitCode: 0, signal: null };
     },
     async close(target) {

@@ -18,7 +18,7 @@ const syncSpec: CommandSpec<{ name: string; json?: boolean }> = {
   describe: "copy your public keys, git identity and the [auth] files into a running VM",
   examples: ["banger vm auth sync box", "banger vm auth sync box --json   # names synced, never contents"],
   notes:
-    'Config (config.toml):\n  [auth]\n  authorized_keys = ["~/.ssh/*.pub"]   # then: ssh root@<vm ip> with your own key\n  git_identity = true                  # user.name and user.email from your git config\n  files = [{ host = "~/.config/gh/hosts.yml" }, { host = "~/.netrc", guest = "/root/.netrc" }]\n\nIt also runs after every vm create, start, restart and run.',
+    'Config (config.toml):\n  [auth]\n  authorized_keys = ["~/.ssh/*.pub"]   # then: ssh root@<vm ip> with your own key\n  git_identity = true                  # user.name and user.email from your git config\n  files = [{ host = "~/.config/gh/hosts.yml" }, { host = "~/.netrc", guest = "/root/.netrc" }]\n\nIt also runs after every vm create, start, restart and run, where it leaves alone a guest that\nalready holds exactly this material (recorded at its last sync, or inherited from its snapshot).\nThis command always writes.',
   options: [JSON_OPTION],
   async handler(ctx, args) {
     const result = await syncAuth(await ctx.client(), args.name);
@@ -36,8 +36,16 @@ export const authGroup: GroupSpec = {
   commands: [syncSpec],
 };
 
-/** Reads this user's auth material per the daemon's `[auth]` config and sends it. */
-async function syncAuth(client: DaemonClient, name: string): Promise<ResultOf<"vm.auth.sync">> {
+/**
+ * Reads this user's auth material per the daemon's `[auth]` config and
+ * sends it; with `ifChanged`, a guest that already holds exactly this
+ * material is left alone.
+ */
+async function syncAuth(
+  client: DaemonClient,
+  name: string,
+  options: { ifChanged?: boolean } = {},
+): Promise<ResultOf<"vm.auth.sync">> {
   const config = await client.call("vm.auth.config", {});
   const keys: string[] = [];
   for (const pattern of config.authorizedKeys) {
@@ -68,6 +76,7 @@ async function syncAuth(client: DaemonClient, name: string): Promise<ResultOf<"v
     authorizedKeys: keys,
     gitIdentity: config.gitIdentity ? await gitIdentity() : null,
     files,
+    ...(options.ifChanged ? { ifChanged: true } : {}),
   });
 }
 
@@ -78,7 +87,7 @@ export async function syncAuthAfterStart(
   name: string,
 ): Promise<void> {
   try {
-    await syncAuth(client, name);
+    await syncAuth(client, name, { ifChanged: true });
   } catch (error) {
     ctx.stderr.write(`banger: warning: auth sync for '${name}' failed: ${(error as Error).message}\n`);
   }
