@@ -4,13 +4,20 @@
  * unchanged sync after a start while `vm auth sync` always writes.
  */
 import assert from "node:assert/strict";
+import { execFileSync, spawnSync } from "node:child_process";
+import { mkdirSync, mkdtempSync, readdirSync, rmSync, statSync, symlinkSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { describe, it } from "node:test";
 import {
+  AUTH_SCRIPT,
   type AuthMaterial,
   type AuthRecord,
   authDigest,
+  gitConfigValue,
   holdsMaterial,
   parseAuthRecord,
+  tarArchive,
 } from "../../src/core/workspace/index.ts";
 import { createTransferService } from "../../src/daemon/workspace/transfer.ts";
 
@@ -139,5 +146,63 @@ describe("auth sync and its record", () => {
       false,
     );
     assert.equal(execs(), 1);
+  });
+});
+
+describe("the auth program", () => {
+  const tricky = { name: ' Ada "the" \\ Lovelace # ; é ', email: "ada+x@example.org" };
+
+  function runAuth(home: string, identity: { name: string; email: string }, path = "/usr/bin:/bin") {
+    const lines = [
+      identity.name,
+      identity.email,
+      gitConfigValue(identity.name),
+      gitConfigValue(identity.email),
+    ];
+    const tar = tarArchive([
+      { name: "identity", data: new TextEncoder().encode(lines.map((l) => `${l}\n`).join("")), mode: 0o600 },
+    ]);
+    return spawnSync("/bin/sh", ["-c", AUTH_SCRIPT, "banger-auth"], {
+      input: Buffer.from(tar),
+      encoding: "utf8",
+      env: { PATH: path, HOME: home, GIT_CONFIG_NOSYSTEM: "1" },
+    });
+  }
+  const gitGet = (home: string, key: string) =>
+    execFileSync("git", ["config", "--global", "--get", key], {
+      encoding: "utf8",
+      env: { PATH: "/usr/bin:/bin", HOME: home, GIT_CONFIG_NOSYSTEM: "1" },
+    }).replace(/\n$/, "");
+
+  it("writes a git identity that git reads back exactly, with or without git config already there", () => {
+    const dir = mkdtempSync(join(tmpdir(), "bgauth-"));
+    try {
+      const fresh = join(dir, "fresh");
+      mkdirSync(fresh);
+      // No git on PATH: a user without a global config gets it from builtins alone.
+      const tools = join(dir, "tools");
+      mkdirSync(tools);
+      for (const tool of ["mktemp", "tar", "mv", "rm", "mkdir"]) {
+        const found = execFileSync("sh", ["-c", 'command -v "$1"', "sh", tool], { encoding: "utf8" }).trim();
+        symlinkSync(found, join(tools, tool));
+      }
+      const first = runAuth(fresh, tricky, tools);
+      assert.equal(first.status, 0, first.stderr);
+      assert.equal(gitGet(fresh, "user.name"), tricky.name, "written with builtins, read by git");
+      assert.equal(gitGet(fresh, "user.email"), tricky.email);
+      assert.equal(statSync(join(fresh, ".gitconfig")).mode & 0o777, 0o600);
+
+      // A global config that exists is edited by git itself, keeping what else it holds.
+      const existing = join(dir, "existing");
+      mkdirSync(existing);
+      writeFileSync(join(existing, ".gitconfig"), "[core]\n\teditor = vi\n");
+      const second = runAuth(existing, { name: "Bob", email: "bob@example.org" });
+      assert.equal(second.status, 0, second.stderr);
+      assert.equal(gitGet(existing, "user.name"), "Bob");
+      assert.equal(gitGet(existing, "core.editor"), "vi");
+      assert.deepEqual(readdirSync(existing).sort(), [".gitconfig"], "the staging directory is gone");
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });

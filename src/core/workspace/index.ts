@@ -21,7 +21,14 @@ export {
   type ReceivePlan,
   receiveTarget,
 } from "./copy.ts";
-export { AUTH_SCRIPT, EXPORT_SCRIPT, PREPARE_SCRIPT, STAGE_SCRIPT, shellProgram } from "./scripts.ts";
+export {
+  AUTH_SCRIPT,
+  EXPORT_SCRIPT,
+  gitConfigValue,
+  PREPARE_SCRIPT,
+  STAGE_SCRIPT,
+  shellProgram,
+} from "./scripts.ts";
 
 /**
  * In a VM's directory: its auth record (auth-record.ts): the guest paths

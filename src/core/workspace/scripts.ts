@@ -138,7 +138,10 @@ tar -c -C "$out" .
  * Installs auth material read from a tar on stdin (made by the daemon from
  * what the CLI sent): `authorized_keys` becomes ~/.ssh/authorized_keys2
  * (sshd reads it beside the daemon's own authorized_keys); `identity`
- * (name, then email, one per line) sets the global git identity; `files/N`
+ * (name, then email, then both quoted for a git config file, one per
+ * line) sets the global git identity, written with builtins where the user
+ * has no global git config yet (git itself is the slowest program here),
+ * with `git config` otherwise; `files/N`
  * goes to the N-th line of `paths` with mode 0600. The program runs as the
  * guest user, so what it writes is that user's. Files are unpacked under
  * umask 077 into a staging directory in $HOME (the targets' file system,
@@ -162,9 +165,13 @@ if [ -f "$stage/authorized_keys" ]; then
   put "$stage/authorized_keys" "$HOME/.ssh/authorized_keys2"
 fi
 if [ -f "$stage/identity" ]; then
-  { IFS= read -r name; IFS= read -r email; } <"$stage/identity"
-  git config --global user.name "$name"
-  git config --global user.email "$email"
+  { IFS= read -r name; IFS= read -r email; IFS= read -r quoted_name; IFS= read -r quoted_email; } <"$stage/identity"
+  if [ ! -e "$HOME/.gitconfig" ] && [ ! -e "\${XDG_CONFIG_HOME:-$HOME/.config}/git/config" ]; then
+    printf '[user]\\n\\tname = %s\\n\\temail = %s\\n' "$quoted_name" "$quoted_email" >"$HOME/.gitconfig"
+  else
+    git config --global user.name "$name"
+    git config --global user.email "$email"
+  fi
 fi
 if [ -f "$stage/paths" ]; then
   i=0
@@ -175,3 +182,12 @@ if [ -f "$stage/paths" ]; then
   done <"$stage/paths"
 fi
 `;
+
+/**
+ * A value for a git config file, always double-quoted (so `#`, `;` and
+ * edge spaces are kept), with git's escapes for `\\` and `"`. Callers
+ * strip line breaks first.
+ */
+export function gitConfigValue(value: string): string {
+  return `"${value.replaceAll("\\", "\\\\").replaceAll('"', '\\"')}"`;
+}

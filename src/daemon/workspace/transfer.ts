@@ -10,6 +10,7 @@ import {
   AUTH_SCRIPT,
   type AuthRecord,
   authDigest,
+  gitConfigValue,
   holdsMaterial,
   shellProgram,
   type TarEntry,
@@ -126,7 +127,15 @@ export function createTransferService(deps: TransferDeps): TransferService {
       if (params.gitIdentity)
         entries.push({
           name: "identity",
-          data: text(`${oneLine(params.gitIdentity.name)}\n${oneLine(params.gitIdentity.email)}\n`),
+          data: text(
+            [
+              params.gitIdentity.name,
+              params.gitIdentity.email,
+              ...[params.gitIdentity.name, params.gitIdentity.email].map(gitConfigValue),
+            ]
+              .map((line) => `${oneLine(line)}\n`)
+              .join(""),
+          ),
           mode: 0o600,
         });
       if (params.files.length > 0) {
