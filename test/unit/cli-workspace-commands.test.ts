@@ -50,6 +50,11 @@ function workspaceInfo(overrides: Partial<WorkspaceInfo> = {}): WorkspaceInfo {
 }
 
 /** The names in a tar archive, as the system tar lists them. */
+/** A tar holding one regular file (the head of a copy out's stream). */
+function tarOf(name: string, text: string): Buffer {
+  return Buffer.from(tarArchive([{ name, data: new TextEncoder().encode(text), mode: 0o644 }]));
+}
+
 function tarNames(archive: Buffer): string[] {
   return execFileSync("tar", ["-t"], { input: archive, encoding: "utf8" }).trim().split("\n");
 }
@@ -219,6 +224,46 @@ describe("vm cp", () => {
     const [call] = client.callsOf("vm.cp.in");
     assert.deepEqual(call!.params, { name: "box", path: "/srv", source: "dir", base: "data", archive: true });
     assert.deepEqual(tarNames(Buffer.concat(call!.written.stdin ?? [])).sort(), ["data/", "data/f.txt"]);
+  });
+});
+
+describe("vm cp and Ctrl-C", () => {
+  it("cancels a copy out in the daemon, removes what it had written here, and exits 130", async () => {
+    const into = join(scratch, "cp-cancel");
+    mkdirSync(into);
+    const client = new FakeDaemonClient({
+      "vm.cp.out": async (_params, call) => {
+        await call.options.onStream?.("stdout", tarOf("big.bin", "partial"));
+        await call.whenCancelled;
+        throw new BangerError(ErrorCode.CANCELLED, "cancelled");
+      },
+    });
+    const cli = fakeCli({ client });
+    const running = cli.run(["vm", "cp", "box:/root/big.bin", join(into, "out.bin")]);
+    while (client.callsOf("vm.cp.out").length === 0) await new Promise((resolve) => setImmediate(resolve));
+    cli.signal("SIGINT");
+    assert.equal(await running, exitStatusFor[ErrorCode.CANCELLED]);
+    assert.equal(client.callsOf("vm.cp.out")[0]!.cancelled, true, "the daemon was told to cancel");
+    assert.match(cli.stderr(), /copy cancelled/);
+    assert.deepEqual(readdirSync(into), [], "no partial file and no scratch directory are left");
+  });
+
+  it("a cancelled copy in says that what reached the VM stays there", async () => {
+    const client = new FakeDaemonClient({
+      "vm.cp.in": async (_params, call) => {
+        await call.whenCancelled;
+        throw new BangerError(ErrorCode.CANCELLED, "cancelled");
+      },
+    });
+    const cli = fakeCli({ client });
+    const running = cli.run(["vm", "cp", "-", "box:/srv/in"]);
+    while (client.callsOf("vm.cp.in").length === 0) await new Promise((resolve) => setImmediate(resolve));
+    cli.signal("SIGINT");
+    assert.equal(await running, exitStatusFor[ErrorCode.CANCELLED]);
+    assert.match(
+      cli.stderr(),
+      /copy cancelled\nhint: what reached box:\/srv\/in stays there; copy again to replace it/,
+    );
   });
 });
 

@@ -69,6 +69,8 @@ export class RpcClient implements DaemonClient {
   #stalled = 0;
   /** Bumped when a cancel lifts every stall, so the stalls it lifted release nothing later. */
   #stallEpoch = 0;
+  /** Calls cancelled here: their stream bytes are dropped until their reply. */
+  readonly #cancelled = new Set<RequestId>();
 
   private constructor(socket: Socket) {
     this.#socket = socket;
@@ -112,8 +114,10 @@ export class RpcClient implements DaemonClient {
       this.#pending.set(id, { resolve: resolve as (value: unknown) => void, reject, options });
     });
     this.#send({ jsonrpc: "2.0", id, method, params: params ?? {} });
-    // A cancel must reach its reply even while a consumer is stuck (a stopped terminal).
+    // A cancel must reach its reply even while a consumer is stuck (a stopped terminal, a dead
+    // program): the stalls are lifted and the call's later bytes are dropped, not delivered.
     const cancel = () => {
+      this.#cancelled.add(id);
       this.#liftStalls();
       this.#send({ jsonrpc: "2.0", method: "$/cancel", params: { id } });
     };
@@ -187,7 +191,7 @@ export class RpcClient implements DaemonClient {
     if (message.method === "$/stream") {
       const params = message.params as { id: RequestId; ch: StreamChannel; data?: string; end?: boolean };
       const onStream = this.#pending.get(params.id)?.options.onStream;
-      if (!onStream) return;
+      if (!onStream || this.#cancelled.has(params.id)) return;
       if (params.data) this.#deliver(onStream(params.ch, Buffer.from(params.data, "base64")));
       if (params.end) this.#deliver(onStream(params.ch, null));
       return;
@@ -205,6 +209,7 @@ export class RpcClient implements DaemonClient {
     const pending = this.#pending.get(id);
     if (!pending) return;
     this.#pending.delete(id);
+    this.#cancelled.delete(id);
     if ("error" in message) pending.reject(errorFromWire((message as unknown as RpcFailure).error));
     else pending.resolve(message.result);
   }
@@ -232,6 +237,7 @@ export class RpcClient implements DaemonClient {
 
   #onClose(): void {
     this.#closed = true;
+    this.#cancelled.clear();
     for (const pending of this.#pending.values()) pending.reject(daemonGone());
     this.#pending.clear();
   }

@@ -11,6 +11,8 @@ import { BangerError, ErrorCode } from "../../protocol/index.ts";
 export interface CancelledOptions {
   /** Overrides the cause (the signal's reason by default). */
   cause?: unknown;
+  /** Overrides the code's default hint (for work a cancel does not undo). */
+  hint?: string;
 }
 
 /**
@@ -19,7 +21,10 @@ export interface CancelledOptions {
  */
 export function cancelled(signal?: AbortSignal, what?: string, options: CancelledOptions = {}): BangerError {
   const cause = "cause" in options ? options.cause : signal?.reason;
-  return new BangerError(ErrorCode.CANCELLED, what ? `${what} cancelled` : "cancelled", { cause });
+  return new BangerError(ErrorCode.CANCELLED, what ? `${what} cancelled` : "cancelled", {
+    cause,
+    ...(options.hint === undefined ? {} : { hint: options.hint }),
+  });
 }
 
 /** Throws `cancelled(signal, what)` when the signal has aborted. */
@@ -79,6 +84,8 @@ export function errorMessage(error: unknown): string {
 interface DrainEmitter {
   on(event: "drain" | "close" | "error", listener: () => void): unknown;
   off(event: "drain" | "close" | "error", listener: () => void): unknown;
+  /** A destroyed stream emits nothing more: it counts as drained. */
+  readonly destroyed?: boolean;
 }
 
 /**
@@ -86,6 +93,7 @@ interface DrainEmitter {
  * or closed stream never drains; its own error handling reports why).
  */
 export function drained(stream: DrainEmitter): Promise<void> {
+  if (stream.destroyed === true) return Promise.resolve();
   return new Promise((resolve) => {
     const done = () => {
       stream.off("drain", done);

@@ -8,6 +8,7 @@
  */
 import { lstat, mkdtemp, readdir, rename, rm, stat } from "node:fs/promises";
 import { basename, dirname, join, resolve } from "node:path";
+import { cancelled } from "../../../core/async/index.ts";
 import { BangerError, ErrorCode, VmNameSchema } from "../../../protocol/index.ts";
 import type { CliContext } from "../../context.ts";
 import { type CommandSpec, success } from "../../spec.ts";
@@ -61,17 +62,42 @@ export const cpSpec: CommandSpec<CpArgs> = {
       });
     }
     const archive = args.archive === true;
-    if (dst.vm !== null) await copyIn(ctx, src.path, { vm: dst.vm, path: dst.path }, archive);
-    else await copyOut(ctx, { vm: src.vm!, path: src.path }, dst.path, archive);
+    // Ctrl-C cancels the copy in the daemon; a copy out to a new path removes what it had written.
+    const signal = ctx.interrupted();
+    let kept: string | undefined;
+    try {
+      if (dst.vm !== null) {
+        kept = `what reached ${dst.vm}:${absoluteGuestPath(dst.path)} stays there; copy again to replace it`;
+        await copyIn(ctx, src.path, { vm: dst.vm, path: dst.path }, { archive, signal });
+      } else {
+        await copyOut(ctx, { vm: src.vm!, path: src.path }, dst.path, {
+          archive,
+          signal,
+          merging: (dir) => {
+            kept = `what reached ${dir} stays there (a copy into a directory merges, as docker cp does)`;
+          },
+        });
+      }
+    } catch (error) {
+      if (!signal.aborted) throw error;
+      throw cancelled(signal, "copy", { cause: error, ...(kept === undefined ? {} : { hint: kept }) });
+    }
     return success();
   },
 };
+
+interface CopyOptions {
+  archive: boolean;
+  signal: AbortSignal;
+  /** Told when a copy out extracts straight into an existing directory (a cancel leaves what arrived). */
+  merging?: (dir: string) => void;
+}
 
 async function copyIn(
   ctx: CliContext,
   source: string,
   target: { vm: string; path: string },
-  archive: boolean,
+  { archive, signal }: CopyOptions,
 ) {
   const guestPath = absoluteGuestPath(target.path);
   let stream: AsyncIterable<Buffer | string>;
@@ -98,7 +124,11 @@ async function copyIn(
     done = tar.done;
   }
   const client = await ctx.client();
-  const call = client.start("vm.cp.in", { name: target.vm, path: guestPath, source: kind, base, archive });
+  const call = client.start(
+    "vm.cp.in",
+    { name: target.vm, path: guestPath, source: kind, base, archive },
+    { signal },
+  );
   const progress = byteProgress(ctx.stderr, `copying to ${target.vm}:${guestPath}`, total);
   const [sent] = await Promise.all([upload(call, stream, (n) => progress.update(n)), call.result, done]);
   progress.finish(sent);
@@ -108,7 +138,7 @@ async function copyOut(
   ctx: CliContext,
   source: { vm: string; path: string },
   dest: string,
-  archive: boolean,
+  { archive, signal, merging }: CopyOptions,
 ) {
   const guestPath = absoluteGuestPath(source.path);
   const client = await ctx.client();
@@ -116,7 +146,10 @@ async function copyOut(
     await client.call(
       "vm.cp.out",
       { name: source.vm, path: guestPath },
-      { onStream: (ch, data) => (ch === "stdout" && data ? writeDownloaded(ctx.stdout, data) : undefined) },
+      {
+        signal,
+        onStream: (ch, data) => (ch === "stdout" && data ? writeDownloaded(ctx.stdout, data) : undefined),
+      },
     );
     return;
   }
@@ -138,6 +171,7 @@ async function copyOut(
   // Into an existing directory: extract there (merging, as docker does). Otherwise build the
   // entry beside the target and rename it into place, so a failed copy leaves nothing behind.
   const scratch = into ? undefined : await mkdtemp(join(parent, ".banger-cp-"));
+  if (into) merging?.(target);
   try {
     const owner =
       archive && process.getuid?.() === 0 ? ["--same-owner", "--numeric-owner"] : ["--no-same-owner"];
@@ -149,6 +183,7 @@ async function copyOut(
         "vm.cp.out",
         { name: source.vm, path: guestPath },
         {
+          signal,
           onStream: (ch, data) => {
             if (ch !== "stdout" || !data) return;
             received += data.length;
