@@ -82,6 +82,6 @@ export async function benchPool(options: {
   });
   return pairedRow(VM_POOL_ROW, samples, [
     `${samples.banger.length} runs each, alternating, in the row's own daemon and namespace; CLI spawn to exit; the pool refilled (untimed) before each pooled run`,
-    "banger = a paused member taken: renamed, resumed, hostname set through the guest agent, exec, delete; baseline = `--cpus 1` (the default sizing, not served by the pool): a cold boot",
+    "banger = a paused member taken: renamed, resumed, hostname set through the guest agent, auth sync, exec, delete; baseline = `--cpus 1` (the default sizing, not served by the pool): a cold boot",
   ]);
 }

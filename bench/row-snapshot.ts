@@ -77,7 +77,7 @@ export async function benchSnapshotRows(ctx: VmContext, selected: ReadonlySet<st
       results.push(
         pairedRow(VM_SNAP_ROW, samples, [
           `${samples.banger.length} runs each, alternating, one daemon; CLI spawn to exit; ${ctx.defaults.cpus} vCPU, ${ctx.defaults.memoryMib} MiB, image ${ctx.image.name}`,
-          `banger = restore from ${SNAPSHOT} (QEMU -incoming fd:3 of a ${mib(sizes.stateBytes)} MiB state, qcow2 overlay over the snapshot's ${mib(sizes.diskBytes)} MiB disk), clone identity through the guest agent, exec, delete; baseline = cold boot of the same image`,
+          `banger = restore from ${SNAPSHOT} (QEMU -incoming fd:3 of a ${mib(sizes.stateBytes)} MiB state, qcow2 overlay over the snapshot's ${mib(sizes.diskBytes)} MiB disk), clone identity through the guest agent, auth sync skipped (the clone holds its source's material, by its inherited record), exec, delete; baseline = cold boot of the same image, with its auth sync`,
         ]),
       );
     }
