@@ -100,16 +100,46 @@ export async function saveLocked(
   }
   return {
     vm,
+    ...(await savedRecord(ctx, {
+      vm,
+      machine,
+      image,
+      kernel: spec.kernel,
+      disk,
+      dir,
+      includesSecrets: hasSecrets,
+    })),
+  };
+}
+
+/**
+ * What a save records of the VM, its machine, kernel and disk: a snapshot's
+ * manifest but for its own name, id and time (a suspend's uses the VM's).
+ */
+export async function savedRecord(
+  ctx: VmContext,
+  saved: {
+    vm: VmRecord;
+    machine: { signature: string; vmmVersion: string | null; accel: string | null };
+    image: { id: string; name: string };
+    kernel: string;
+    disk: { file: string; format: "qcow2" | "raw" };
+    dir: string;
+    includesSecrets: boolean;
+  },
+): Promise<Omit<SnapshotManifest, "format" | "id" | "name" | "createdAt">> {
+  const { vm, machine, image, disk } = saved;
+  return {
     source: { vmId: vm.id, vmName: vm.name, guestIp: vm.guestIp, mac: vm.mac },
     driver: vm.vmm,
     vmmVersion: machine.vmmVersion,
     accel: machine.accel,
     machine: { cpus: vm.cpus, memoryMib: vm.memoryMib, signature: machine.signature },
     image: { id: image.id, name: image.name },
-    kernel: { file: basename(spec.kernel), sizeBytes: await deps.files.size(spec.kernel) },
+    kernel: { file: basename(saved.kernel), sizeBytes: await ctx.deps.files.size(saved.kernel) },
     disk: { file: basename(disk.file), format: disk.format, sizeBytes: vm.diskGib * GIB },
-    stateBytes: await stateBytes(ctx, dir),
-    includesSecrets: hasSecrets,
+    stateBytes: await stateBytes(ctx, saved.dir),
+    includesSecrets: saved.includesSecrets,
   };
 }
 
@@ -127,7 +157,7 @@ export async function readAuthRecord(
 }
 
 /** Bytes of a saved state's files (the state, and the memory where the VMM keeps it apart). */
-export async function stateBytes(ctx: VmContext, dir: string): Promise<number> {
+async function stateBytes(ctx: VmContext, dir: string): Promise<number> {
   let total = 0;
   for (const file of [SnapshotFiles.state, SnapshotFiles.memory])
     total += await ctx.deps.files.size(join(dir, file));

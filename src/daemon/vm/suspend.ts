@@ -17,7 +17,7 @@
  * aside as soon as a VMM holds the memory (`consumeSavedState`). Reconcile
  * removes every state that is not a suspended VM's (`removeStaleSuspend`).
  */
-import { basename, join } from "node:path";
+import { join } from "node:path";
 import { errorMessage } from "../../core/async/index.ts";
 import {
   parseManifest,
@@ -25,7 +25,6 @@ import {
   SnapshotFiles,
   type SnapshotManifest,
 } from "../../core/snapshot/index.ts";
-import { GIB } from "../../core/units.ts";
 import type { VmRecord } from "../../core/vm/index.ts";
 import { BangerError, ErrorCode } from "../../protocol/index.ts";
 import {
@@ -40,7 +39,7 @@ import {
 } from "./boot.ts";
 import type { OpOptions, VmContext } from "./context.ts";
 import { awaitChannel, restoreVmm } from "./restore.ts";
-import { stateBytes } from "./snapshot.ts";
+import { savedRecord } from "./snapshot.ts";
 import { releaseRuntime } from "./stop.ts";
 
 /** The VM directory's entry holding a suspended VM's state. */
@@ -107,16 +106,15 @@ export async function suspendLocked(ctx: VmContext, vm: VmRecord, options: OpOpt
       id: vm.id,
       name: vm.name,
       createdAt: deps.now().toISOString(),
-      source: { vmId: vm.id, vmName: vm.name, guestIp: vm.guestIp, mac: vm.mac },
-      driver: vm.vmm,
-      vmmVersion: machine.vmmVersion,
-      accel: machine.accel,
-      machine: { cpus: vm.cpus, memoryMib: vm.memoryMib, signature: machine.signature },
-      image: { id: image.id, name: image.name },
-      kernel: { file: basename(spec.kernel), sizeBytes: await deps.files.size(spec.kernel) },
-      disk: { file: basename(stored.file), format: stored.format, sizeBytes: vm.diskGib * GIB },
-      stateBytes: await stateBytes(ctx, staging),
-      includesSecrets: false,
+      ...(await savedRecord(ctx, {
+        vm,
+        machine,
+        image,
+        kernel: spec.kernel,
+        disk: stored,
+        dir: staging,
+        includesSecrets: false,
+      })),
     };
     await deps.files.writeJson(join(staging, SnapshotFiles.manifest), manifest);
     await deps.files.rename(staging, dir);
