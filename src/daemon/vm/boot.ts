@@ -259,13 +259,8 @@ export function startLocked(ctx: VmContext, vm: VmRecord, options: OpOptions): P
  * stays for a retry) with the reason. A restore from a snapshot and a
  * resume from disk are the other lists.
  */
-export async function runBoot(
-  ctx: VmContext,
-  vm: VmRecord,
-  steps: readonly BootStep[],
-  options: OpOptions,
-  failedState: "error" | "suspended" = "error",
-): Promise<VmRecord> {
+/** The VM's image row; IMAGE_NOT_FOUND when it was deleted. */
+export function imageOf(ctx: VmContext, vm: VmRecord): ImageRecord {
   const image = ctx.deps.store.getImageById(vm.imageId);
   if (!image) {
     throw new BangerError(
@@ -273,6 +268,17 @@ export async function runBoot(
       `VM '${vm.name}' uses image ${vm.imageName}, which no longer exists`,
     );
   }
+  return image;
+}
+
+export async function runBoot(
+  ctx: VmContext,
+  vm: VmRecord,
+  steps: readonly BootStep[],
+  options: OpOptions,
+  failedState: "error" | "suspended" = "error",
+): Promise<VmRecord> {
+  const image = imageOf(ctx, vm);
   const paths = ctx.paths(vm);
   const run: BootRun = {
     ctx,

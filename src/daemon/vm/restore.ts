@@ -120,10 +120,10 @@ export async function awaitChannel(run: Parameters<BootStep>[0], stack: AsyncDis
 }
 
 /**
- * The clone's clock, then its host key, RNG, machine-id, hostname and
- * network in one guest program, then the clock again (the program took a
- * while). The agent sets the clock precisely; a guest channel without an
- * agent gets `date`.
+ * The clone's host key, RNG, machine-id, hostname and network in one guest
+ * program, then its clock again (the program took a while). The agent's
+ * hello set the clock before; a guest channel without an agent gets `date`
+ * first.
  */
 async function applyIdentity(run: Parameters<BootStep>[0]): Promise<void> {
   const { ctx, vm, signal } = run;
@@ -140,24 +140,20 @@ async function applyIdentity(run: Parameters<BootStep>[0]): Promise<void> {
     hostKey: newHostKey(),
   });
   const agents = ctx.deps.agents;
+  // With an agent, the restore readiness (its hello) has just set the clock.
+  if (!agents) await runGuestStep(ctx, target, clockStep(ctx.deps.now().getTime()), signal);
   const started = performance.now();
-  if (agents) await agents.setClock(vm.id, target.agent);
-  else await runGuestStep(ctx, target, clockStep(ctx.deps.now().getTime()), signal);
-  const clocked = performance.now();
   const key = parseHostKeyLine(await runGuestStep(ctx, target, identity, signal));
-  const applied = performance.now();
+  ctx.deps.logger.debug("clone identity applied", {
+    vm: vm.name,
+    ms: Math.round(performance.now() - started),
+  });
   if (key) await ctx.deps.guest.pinKey({ key, ip: vm.guestIp, knownHostsFile: target.knownHostsFile });
   await agents
     ?.setClock(vm.id, target.agent)
     .catch((error: unknown) =>
       ctx.deps.logger.warn("setting the guest clock failed", { vm: vm.name, err: String(error) }),
     );
-  ctx.deps.logger.debug("clone identity applied", {
-    vm: vm.name,
-    clockMs: Math.round(clocked - started),
-    programMs: Math.round(applied - clocked),
-    restMs: Math.round(performance.now() - applied),
-  });
 }
 
 /**

@@ -7,12 +7,14 @@
  * credentials into is refused unless the caller includes secrets.
  */
 import { basename, join } from "node:path";
+import type { VmPaths } from "../../core/paths/index.ts";
 import { SnapshotFiles, type SnapshotManifest } from "../../core/snapshot/index.ts";
 import { GIB } from "../../core/units.ts";
 import type { VmRecord } from "../../core/vm/index.ts";
+import type { VmmDriver } from "../../core/vmm/contract.ts";
 import { AUTH_FILES_JSON, type AuthRecord, parseAuthRecord } from "../../core/workspace/index.ts";
 import { BangerError, ErrorCode } from "../../protocol/index.ts";
-import { bootSpecFor } from "./boot.ts";
+import { bootSpecFor, imageOf } from "./boot.ts";
 import type { OpOptions, VmContext } from "./context.ts";
 
 /** What the save found and wrote: everything a manifest holds but its own name, id and time. */
@@ -46,23 +48,7 @@ export async function saveLocked(
   }
   const vmm = ctx.handles.vmmHandle(await ctx.handles.load(vm));
   if (!vmm) throw ctx.notRunning({ ...vm, state: "stopped" });
-  const image = deps.store.getImageById(vm.imageId);
-  if (!image) {
-    throw new BangerError(
-      ErrorCode.IMAGE_NOT_FOUND,
-      `VM '${vm.name}' uses image ${vm.imageName}, which no longer exists`,
-    );
-  }
-  const stored = await ctx.storedDisk(vm);
-  const spec = await bootSpecFor(ctx, vm, {
-    image,
-    driver,
-    paths,
-    disk: { path: stored.file, format: stored.format },
-    signal: options.signal,
-    progress: options.progress,
-    writeInitrd: false,
-  });
+  const { image, stored, spec } = await runningSpec(ctx, vm, { driver, paths, ...options });
   // Described first: Firecracker knows its features once its version is probed.
   const machine = await snapshots.describe(spec);
   if (!driver.features.snapshots) {
@@ -110,6 +96,29 @@ export async function saveLocked(
       includesSecrets: hasSecrets,
     })),
   };
+}
+
+/**
+ * What a running VM was started with, as a save needs it: its image, its
+ * stored disk and its boot spec (its initrd is not written again).
+ */
+export async function runningSpec(
+  ctx: VmContext,
+  vm: VmRecord,
+  options: Pick<OpOptions, "signal" | "progress"> & { driver: VmmDriver; paths: VmPaths },
+) {
+  const image = imageOf(ctx, vm);
+  const stored = await ctx.storedDisk(vm);
+  const spec = await bootSpecFor(ctx, vm, {
+    image,
+    driver: options.driver,
+    paths: options.paths,
+    disk: { path: stored.file, format: stored.format },
+    signal: options.signal,
+    progress: options.progress,
+    writeInitrd: false,
+  });
+  return { image, stored, spec };
 }
 
 /**

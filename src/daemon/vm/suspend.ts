@@ -32,14 +32,13 @@ import {
   attachNetwork,
   type BootStep,
   beforeBootHooks,
-  bootSpecFor,
   claimDisk,
   guestReadyHooks,
   runBoot,
 } from "./boot.ts";
 import type { OpOptions, VmContext } from "./context.ts";
 import { awaitChannel, restoreVmm } from "./restore.ts";
-import { savedRecord } from "./snapshot.ts";
+import { runningSpec, savedRecord } from "./snapshot.ts";
 import { releaseRuntime } from "./stop.ts";
 
 /** The VM directory's entry holding a suspended VM's state. */
@@ -61,26 +60,10 @@ export async function suspendLocked(ctx: VmContext, vm: VmRecord, options: OpOpt
   }
   const driver = deps.drivers.get(vm.vmm);
   const snapshots = driver.snapshots;
-  const image = deps.store.getImageById(vm.imageId);
-  if (!image) {
-    throw new BangerError(
-      ErrorCode.IMAGE_NOT_FOUND,
-      `VM '${vm.name}' uses image ${vm.imageName}, which no longer exists`,
-    );
-  }
   const handles = await ctx.handles.load(vm);
   const vmm = ctx.handles.vmmHandle(handles)!;
   const paths = ctx.paths(vm);
-  const stored = await ctx.storedDisk(vm);
-  const spec = await bootSpecFor(ctx, vm, {
-    image,
-    driver,
-    paths,
-    disk: { path: stored.file, format: stored.format },
-    signal: options.signal,
-    progress: options.progress,
-    writeInitrd: false,
-  });
+  const { image, stored, spec } = await runningSpec(ctx, vm, { driver, paths, ...options });
   const machine = snapshots ? await snapshots.describe(spec) : undefined;
   if (!snapshots || !machine || !driver.features.snapshots) {
     throw new BangerError(
