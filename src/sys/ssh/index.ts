@@ -149,9 +149,12 @@ export async function waitForSshBanner(options: WaitForBannerOptions): Promise<v
         { hint: "the VM's console log shows how far the guest got", data: { host, port } },
       );
     }
-    const attempt = await readBanner(host, port, Math.min(1000, remaining), signal);
+    const attemptMs = Math.min(1000, remaining);
+    const attempt = await readBanner(host, port, attemptMs, signal);
     if (attempt.ok) return;
-    lastError = attempt.error;
+    // An attempt the deadline cut short says less than the one before it.
+    const cutShort = attemptMs < 1000 && attempt.error === "timed out";
+    if (!cutShort || lastError === "no attempt yet") lastError = attempt.error;
     throwIfAborted(signal);
     if (!(await options.stillAlive())) {
       throw new BangerError(
