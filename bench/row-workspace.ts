@@ -107,7 +107,7 @@ export async function benchWorkspaceRows(
       WS_PREPARE_ROW,
       (run) => ["vm", "workspace", "prepare", name, "--repo", repo, "--path", `/root/ws/p${run}`],
       { script: ARCHIVE_SCRIPT, args: (run) => [repo, `/root/ws/a${run}`] },
-      `${FILES} files of 1 MiB random, one commit; banger = CLI spawn to exit (pack, stream, agent writes, checkout); baseline = git archive HEAD | ssh tar -x`,
+      `${FILES} files of 1 MiB random, one commit; banger = CLI spawn to exit (pack, stream, agent writes the pack from a lane, checkout); baseline = git archive HEAD | ssh tar -x`,
     );
   }
   if (wanted.has(CP_IN_ROW.id)) {
@@ -119,7 +119,7 @@ export async function benchWorkspaceRows(
       CP_IN_ROW,
       (run) => ["vm", "cp", file, `${name}:/root/cp${run}`],
       { script: SCP_SCRIPT, args: (run) => [file, `/root/scp${run}`] },
-      "one 100 MiB random file; banger = CLI spawn to exit (tar stream to the daemon, agent writes); baseline = scp",
+      "one 100 MiB random file; banger = CLI spawn to exit (tar stream to the daemon, agent writes from a lane); baseline = scp",
     );
   }
   return results;

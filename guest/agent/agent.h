@@ -22,7 +22,7 @@ int reseed_from_stdin(void);
 #define MAX_CHANNELS 256
 #define OUTQ_HIGH (512 * 1024)
 
-enum kind { K_EXEC = 1, K_READ, K_WRITE };
+enum kind { K_EXEC = 1, K_READ, K_WRITE, K_LANE };
 
 struct chan {
   int used;
@@ -36,6 +36,11 @@ struct chan {
   unsigned char *inbuf;
   size_t inlen;
   int in_eof;
+  /* K_LANE: the listener until the host's connection shows the token, that connection, progress */
+  int lane_listen, lane_conn;
+  unsigned char token[BG_LANE_TOKEN], token_seen[BG_LANE_TOKEN];
+  size_t token_got;
+  uint64_t lane_size, lane_done;
 };
 
 extern struct chan chans[MAX_CHANNELS];
@@ -80,10 +85,16 @@ void on_exec(uint32_t id, unsigned char *p, size_t len);
 void reap_children(void);
 
 /* files.c */
+/* Copies `len` bytes of a NUL-free path into `out`; -1 if it is empty, too long or holds a NUL. */
+int take_path(const unsigned char *p, size_t len, char *out, size_t cap);
 void on_file(int type, uint32_t id, unsigned char *p, size_t len);
 void on_clock(uint32_t id, const unsigned char *p, size_t len);
 /* STAT, LIST, MKDIR, LINK, SETATTR: answered at once, no channel kept. */
 void on_tree(int type, uint32_t id, unsigned char *p, size_t len);
+/* lane.c */
+void on_lane(uint32_t id, unsigned char *p, size_t len);
+void lane_accept(struct chan *c);
+void lane_read(struct chan *c);
 
 /* reseed.c: `agent reseed` credits stdin to the kernel's pool and forces a CRNG reseed. */
 int reseed_from_stdin(void);

@@ -15,8 +15,7 @@
 
 #include "agent.h"
 
-/* Copies `len` bytes of a NUL-free path into `out`; -1 if it is empty, too long or holds a NUL. */
-static int take_path(const unsigned char *p, size_t len, char *out, size_t cap) {
+int take_path(const unsigned char *p, size_t len, char *out, size_t cap) {
   if (len == 0 || len >= cap || memchr(p, 0, len)) return -1;
   memcpy(out, p, len);
   out[len] = 0;

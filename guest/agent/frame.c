@@ -85,6 +85,7 @@ struct chan *new_chan(uint32_t id, enum kind kind) {
     c->id = id;
     c->kind = kind;
     c->in_fd = c->out_fd[0] = c->out_fd[1] = c->out_fd[2] = -1;
+    c->lane_listen = c->lane_conn = -1;
     c->credit[1] = c->credit[2] = BG_WINDOW;
     return c;
   }
@@ -97,6 +98,8 @@ void drop_chan(struct chan *c) {
   close_fd(&c->in_fd);
   close_fd(&c->out_fd[1]);
   close_fd(&c->out_fd[2]);
+  close_fd(&c->lane_listen);
+  close_fd(&c->lane_conn);
   free(c->inbuf);
   c->inbuf = NULL;
   c->used = 0;
@@ -149,6 +152,7 @@ static void on_frame(int type, int stream, uint32_t id, unsigned char *p, size_t
   case BG_READ:
   case BG_WRITE: on_file(type, id, p, len); return;
   case BG_CLOCK: on_clock(id, p, len); return;
+  case BG_LANE: on_lane(id, p, len); return;
   case BG_STAT:
   case BG_LIST:
   case BG_MKDIR:

@@ -4,9 +4,11 @@
  * serves one host session at a time over one byte stream (protocol.h):
  * exec of an argv with env, cwd, user and an optional PTY, stdin/stdout/
  * stderr with per-stream credits, signals to the process group, file read and
- * write streams and setting the clock. It trusts only that stream: it opens
- * no other socket, and nothing in the guest can speak through it to the host
- * beyond what the protocol lets a channel's own process write on its stdout.
+ * write streams and setting the clock. It trusts only that stream: the one
+ * other socket it opens is a LANE's listener (lane.c), which takes file
+ * bytes only from a connection that shows the token the stream sent, and
+ * nothing in the guest can speak through it to the host beyond what the
+ * protocol lets a channel's own process write on its stdout.
  *
  * Transports (chosen at start):
  *   --fd N           an inherited connected stream (tests: a socketpair); EOF ends the agent
@@ -229,6 +231,17 @@ int main(int argc, char **argv) {
           pfd[n++] = (struct pollfd){.fd = c->out_fd[s], .events = POLLIN};
         }
       }
+      if (c->kind == K_LANE) {
+        if (c->lane_listen >= 0) {
+          owner[n] = c; which[n] = 3;
+          pfd[n++] = (struct pollfd){.fd = c->lane_listen, .events = POLLIN};
+        }
+        if (c->lane_conn >= 0) {
+          owner[n] = c; which[n] = 4;
+          pfd[n++] = (struct pollfd){.fd = c->lane_conn, .events = POLLIN};
+        }
+        continue;
+      }
       if (c->in_fd >= 0 && (c->inlen > 0 || (c->in_eof && !c->tty))) {
         owner[n] = c; which[n] = 0;
         pfd[n++] = (struct pollfd){.fd = c->in_fd, .events = POLLOUT};
@@ -257,7 +270,11 @@ int main(int argc, char **argv) {
     for (int i = first_chan; i < n; i++) {
       struct chan *c = owner[i];
       if (!pfd[i].revents || !c->used) continue;
-      if (which[i] == 0) {
+      if (which[i] == 3) {
+        if (c->lane_listen == pfd[i].fd) lane_accept(c);
+      } else if (which[i] == 4) {
+        if (c->lane_conn == pfd[i].fd) lane_read(c);
+      } else if (which[i] == 0) {
         if (c->in_fd == pfd[i].fd) pump_input(c);
       } else if (c->out_fd[which[i]] == pfd[i].fd) {
         pump_output(c, which[i]);

@@ -1,8 +1,8 @@
 /*
- * banger guest channel, protocol version 2 (the host side is
+ * banger guest channel, protocol version 3 (the host side is
  * src/core/agent; ARCHITECTURE.md "Guest channel" is the spec). Version 2
- * added the tree requests STAT..SETATTR; a host speaks 1 to an older agent
- * and does not send them.
+ * added the tree requests STAT..SETATTR, version 3 the LANE request; a host
+ * does not send an older agent what it lacks.
  *
  * One byte stream carries frames. Every frame is a 12-byte header, all
  * integers big-endian:
@@ -16,7 +16,7 @@
 #define BANGER_AGENT_PROTOCOL_H
 
 #define BG_MAGIC 0x6267u
-#define BG_PROTOCOL 2u
+#define BG_PROTOCOL 3u
 #define BG_HEADER 12
 #define BG_MAX_PAYLOAD 65536u
 /* Bytes a sender may have in flight per channel stream before a CREDIT. */
@@ -42,7 +42,11 @@ enum bg_type {
   BG_MKDIR = 16,   /* h->a: attrs, path; an existing directory is kept and given the attrs */
   BG_LINK = 17,    /* h->a: attrs, path, NUL, target; a symlink (a hard link with BG_HARD) */
   BG_SETATTR = 18, /* h->a: attrs, path; owner, then mode, then mtime, never following a symlink */
-  BG_TYPE_MAX = 18
+  /* h->a: u32 mode, u64 size, token, path. A WRITE whose bytes come over TCP (lane.c): the agent
+   * answers DATA on stream 1 with its u32 listening port, takes the first connection that opens
+   * with the token, writes `size` bytes from it, and answers EXIT 0. */
+  BG_LANE = 19,
+  BG_TYPE_MAX = 19
 };
 
 /* STAT flags */
@@ -57,6 +61,8 @@ enum bg_type {
  * | u16 name length | u16 link length | name | symlink target */
 #define BG_ENTRY 36
 
+/* LANE: the token's length */
+#define BG_LANE_TOKEN 16
 enum bg_stream { BG_STDIN = 0, BG_STDOUT = 1, BG_STDERR = 2 };
 
 #endif

@@ -102,7 +102,7 @@ describe("workspaces, vm cp and auth sync on a real guest (QEMU)", { skip }, () 
     gitEnv = { ...process.env, HOME: home, GIT_CONFIG_NOSYSTEM: "1" };
     env = createE2eEnv({
       name: "ws",
-      config: `[auth]\nfiles = [{ host = "~/secret.txt", guest = "/root/.config/e2e/secret.txt" }]\n`,
+      config: `[daemon]\nlog_level = "debug"\n[auth]\nfiles = [{ host = "~/secret.txt", guest = "/root/.config/e2e/secret.txt" }]\n`,
       env: () => ({ HOME: home, GIT_CONFIG_NOSYSTEM: "1" }),
     });
 
@@ -314,6 +314,13 @@ describe("workspaces, vm cp and auth sync on a real guest (QEMU)", { skip }, () 
     assert.deepEqual(describeTree(back), describeTree(tree));
     const guestSum = await run("sha256sum /root/copied/big.bin | cut -d' ' -f1");
     assert.equal(guestSum.trim(), sha(join(tree, "big.bin")));
+    // The big file went over a lane, the guest's network, not the frames a fallback uses.
+    const log = readFileSync(join(env.home, "state", "bangerd.log"), "utf8");
+    assert.ok(
+      log.includes(`"bytes":${100 * MIB},"msg":"file written over a lane"`),
+      "the 100 MB file took a lane",
+    );
+    assert.equal(log.includes("no lane to the guest"), false);
   });
 
   it("auth sync: the file is 0600 with its content, no secret in the daemon log, the user's key logs in", async () => {

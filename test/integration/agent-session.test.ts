@@ -323,6 +323,13 @@ describe("hostile frames", { skip: !existsSync(AGENT) && "dist/banger-agent is n
       encodeFrame({ type: FrameType.WRITE, channel: 903, payload: Buffer.from([1]) }),
       encodeFrame({ type: FrameType.READ, channel: 904, payload: Buffer.from("a\0b") }),
       encodeFrame({ type: FrameType.CLOCK, channel: 905, payload: Buffer.alloc(3) }),
+      encodeFrame({ type: FrameType.LANE, channel: 906, payload: Buffer.alloc(27) }), // shorter than its head
+      encodeFrame({ type: FrameType.LANE, channel: 907, payload: Buffer.alloc(28) }), // no path
+      encodeFrame({
+        type: FrameType.LANE,
+        channel: 908,
+        payload: Buffer.concat([Buffer.alloc(28), Buffer.from("a\0b")]),
+      }),
       encodeFrame({ type: FrameType.DATA, stream: Stream.stdin, channel: 77, payload: randomBytes(100) }),
       encodeFrame({ type: FrameType.CREDIT, stream: Stream.stdout, channel: 77, payload: u32(0xffffffff) }),
       encodeFrame({ type: FrameType.SIGNAL, channel: 77, payload: u32(9) }),

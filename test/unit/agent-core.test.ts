@@ -8,6 +8,7 @@ import {
   encodeClock,
   encodeExecRequest,
   encodeFrame,
+  encodeLane,
   encodeLink,
   encodeList,
   encodeStat,
@@ -249,13 +250,35 @@ describe("agent tree requests", () => {
     }
   });
 
+  it("encodes a LANE as mode, size, token and path, and refuses a bad token or size", () => {
+    const token = Buffer.alloc(16, 0xab);
+    const payload = encodeLane({ path: "/root/f", mode: 0o100644, size: 2 ** 40 + 5, token });
+    assert.equal(payload.readUInt32BE(0), 0o644);
+    assert.equal(payload.readBigUInt64BE(4), BigInt(2 ** 40 + 5));
+    assert.ok(payload.subarray(12, 28).equals(token));
+    assert.equal(payload.subarray(28).toString("utf8"), "/root/f");
+    assert.throws(
+      () => encodeLane({ path: "/f", mode: 0o644, size: 1, token: Buffer.alloc(15) }),
+      RangeError,
+    );
+    assert.throws(() => encodeLane({ path: "/f", mode: 0o644, size: -1, token }), RangeError);
+  });
+
   it("frame the new request types; the decoder knows them", () => {
-    for (const type of [FrameType.STAT, FrameType.LIST, FrameType.MKDIR, FrameType.LINK, FrameType.SETATTR]) {
+    const requests = [
+      FrameType.STAT,
+      FrameType.LIST,
+      FrameType.MKDIR,
+      FrameType.LINK,
+      FrameType.SETATTR,
+      FrameType.LANE,
+    ];
+    for (const type of requests) {
       const [frame] = new FrameDecoder().push(encodeFrame({ type, channel: 3, payload: encodeList("/x") }));
       assert.equal(frame?.type, type);
     }
-    const past = encodeFrame({ type: FrameType.SETATTR, channel: 3 });
-    past[2] = FrameType.SETATTR + 1;
+    const past = encodeFrame({ type: FrameType.LANE, channel: 3 });
+    past[2] = FrameType.LANE + 1;
     assert.throws(
       () => new FrameDecoder().push(past),
       (e: unknown) => e instanceof BangerError,

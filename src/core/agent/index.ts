@@ -12,8 +12,8 @@ import { firecrackerFiles } from "../firecracker/index.ts";
 import { qemuAgentSocket } from "../vmm/qemu-plan.ts";
 
 /** The protocol this host speaks; it also serves agents of MIN_AGENT_PROTOCOL and later. */
-export const AGENT_PROTOCOL = 2;
-/** Version 1 lacks the tree requests (STAT..SETATTR); everything else is the same. */
+export const AGENT_PROTOCOL = 3;
+/** Version 1 lacks the tree requests (STAT..SETATTR), versions 1 and 2 the LANE request; everything else is the same. */
 export const MIN_AGENT_PROTOCOL = 1;
 const FRAME_MAGIC = 0x6267;
 const HEADER_BYTES = 12;
@@ -54,8 +54,13 @@ export const FrameType = {
   MKDIR: 16,
   LINK: 17,
   SETATTR: 18,
+  LANE: 19,
 } as const;
-const MAX_FRAME_TYPE = FrameType.SETATTR;
+const MAX_FRAME_TYPE = FrameType.LANE;
+/** The protocol that brought the LANE request. */
+export const LANE_PROTOCOL = 3;
+/** A LANE's token length (guest/agent/protocol.h BG_LANE_TOKEN). */
+export const LANE_TOKEN_BYTES = 16;
 export type FrameType = (typeof FrameType)[keyof typeof FrameType];
 
 export {
@@ -218,6 +223,20 @@ export const SIGNAL_NUMBERS: Readonly<Record<string, number>> = {
 export function signalName(number: number): string {
   for (const [name, n] of Object.entries(SIGNAL_NUMBERS)) if (n === number) return name;
   return `SIG${number}`;
+}
+
+/**
+ * The LANE payload: a file write of exactly `size` bytes that arrive over
+ * a TCP connection opening with `token` (guest/agent/lane.c).
+ */
+export function encodeLane(options: { path: string; mode: number; size: number; token: Uint8Array }): Buffer {
+  const { path, mode, size, token } = options;
+  if (token.length !== LANE_TOKEN_BYTES) throw new RangeError(`a lane token is ${LANE_TOKEN_BYTES} bytes`);
+  if (!Number.isSafeInteger(size) || size < 0) throw new RangeError(`bad lane size ${size}`);
+  const head = Buffer.alloc(12);
+  head.writeUInt32BE(mode & 0o7777, 0);
+  head.writeBigUInt64BE(BigInt(size), 4);
+  return Buffer.concat([head, token, Buffer.from(path, "utf8")]);
 }
 
 /** The CLOCK payload for a time in milliseconds since the epoch (ms precision is all the host has here). */

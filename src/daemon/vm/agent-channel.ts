@@ -30,7 +30,8 @@ export function agentChannel(
       return superviseExec(proc, exec);
     },
     openTcp: (target, port, signal) => guest.openTcp(target, port, signal),
-    files: (target) => agents.files(target.vmId, target.agent),
+    // Large writes may take a lane over the guest's network, as proxied connections do.
+    files: (target) => agents.files(target.vmId, target.agent, { laneHost: target.ip }),
     async close(target) {
       agents.close(
         target.vmId,

@@ -283,7 +283,7 @@ export function createVmService(deps: VmServiceDeps): VmService {
         stat: (path, options) => track(() => files.stat(path, options)),
         list: (path) => track(() => files.list(path)),
         readFile: (path, onData) => track(() => files.readFile(path, onData)),
-        writeFile: (path, mode, source) => track(() => files.writeFile(path, mode, source)),
+        writeFile: (path, mode, source, size) => track(() => files.writeFile(path, mode, source, size)),
         mkdir: (path, attrs) => track(() => files.mkdir(path, attrs)),
         link: (path, target, options) => track(() => files.link(path, target, options)),
         setAttrs: (path, attrs) => track(() => files.setAttrs(path, attrs)),

@@ -81,7 +81,12 @@ async function extractInto(options: Parameters<typeof receiveTar>[0]): Promise<{
           break;
         case "file":
         case "contiguous-file":
-          await files.writeFile(target, attrs.mode ?? 0o644, entry as AsyncIterable<Buffer>);
+          await files.writeFile(
+            target,
+            attrs.mode ?? 0o644,
+            entry as AsyncIterable<Buffer>,
+            header.size ?? 0,
+          );
           await files.setAttrs(target, attrs);
           break;
         case "symlink":

@@ -4,11 +4,19 @@
  * daemon started), shared by every exec on that VM, and closed with a reason
  * when the VM stops. Every readiness sets the guest clock from the host.
  */
-import type { AgentEndpoint } from "../../core/agent/index.ts";
+import { type AgentEndpoint, LANE_PROTOCOL } from "../../core/agent/index.ts";
 import type { Logger } from "../../core/log/index.ts";
 import { connectAgent } from "./connect.ts";
 import { agentInitrd } from "./initrd.ts";
+import { writeOverLane } from "./lane.ts";
 import type { AgentExecOptions, AgentFiles, AgentProcess, AgentSession } from "./session.ts";
+
+/**
+ * Writes of at least this many bytes take a lane when the guest has one:
+ * below it, the lane's setup (a listener, a TCP handshake) costs more than
+ * the frames it saves.
+ */
+const LANE_MIN_BYTES = 256 * 1024;
 
 /** How long a lazy connect (to a VM that is already running) may take. */
 const LAZY_CONNECT_MS = 10_000;
@@ -26,8 +34,12 @@ export interface GuestAgentsAdapter {
     options: { deadlineMs: number; signal: AbortSignal; stillAlive(): Promise<boolean> },
   ): Promise<{ version: string }>;
   exec(vmId: string, endpoint: AgentEndpoint, options: AgentExecOptions): Promise<AgentProcess>;
-  /** The VM's files through its agent; each call uses the VM's session of that moment. */
-  files(vmId: string, endpoint: AgentEndpoint): AgentFiles;
+  /**
+   * The VM's files through its agent; each call uses the VM's session of
+   * that moment. With `laneHost` (the guest's address, reachable from the
+   * daemon), a large write of known size travels over a lane (lane.ts).
+   */
+  files(vmId: string, endpoint: AgentEndpoint, options?: { laneHost?: string | undefined }): AgentFiles;
   /** Sets the guest's clock to the host's (after a resume). */
   setClock(vmId: string, endpoint: AgentEndpoint): Promise<void>;
   /** Ends the VM's session, if any; its open channels fail with `reason`. */
@@ -41,6 +53,8 @@ export function createGuestAgents(options: {
   logger: Logger;
 }): GuestAgentsAdapter {
   const sessions = new Map<string, Promise<AgentSession>>();
+  /** VMs whose guest a lane could not reach: their writes use the channel's frames until the VM stops. */
+  const lanesDown = new Set<string>();
 
   const remember = (vmId: string, pending: Promise<AgentSession>): Promise<AgentSession> => {
     sessions.set(vmId, pending);
@@ -93,13 +107,34 @@ export function createGuestAgents(options: {
       return (await sessionFor(vmId, endpoint)).exec(execOptions);
     },
 
-    files(vmId, endpoint) {
+    files(vmId, endpoint, filesOptions = {}) {
       const session = () => sessionFor(vmId, endpoint);
+      const { laneHost } = filesOptions;
       return {
         stat: async (path, statOptions) => (await session()).stat(path, statOptions),
         list: async (path) => (await session()).list(path),
         readFile: async (path, onData) => (await session()).readFile(path, onData),
-        writeFile: async (path, mode, source) => (await session()).writeFile(path, mode, source),
+        writeFile: async (path, mode, source, size) => {
+          const current = await session();
+          const laneFits =
+            laneHost !== undefined &&
+            size !== undefined &&
+            size >= LANE_MIN_BYTES &&
+            current.protocol >= LANE_PROTOCOL &&
+            !lanesDown.has(vmId);
+          if (laneFits) {
+            const lane = await writeOverLane({ session: current, host: laneHost, path, mode, size, source });
+            if (lane === "written") {
+              options.logger.debug("file written over a lane", { vm: vmId, bytes: size });
+              return;
+            }
+            lanesDown.add(vmId);
+            options.logger.info("no lane to the guest; its file writes go over the guest channel", {
+              vm: vmId,
+            });
+          }
+          await current.writeFile(path, mode, source);
+        },
         mkdir: async (path, attrs) => (await session()).mkdir(path, attrs),
         link: async (path, target, linkOptions) => (await session()).link(path, target, linkOptions),
         setAttrs: async (path, attrs) => (await session()).setAttrs(path, attrs),
@@ -111,6 +146,7 @@ export function createGuestAgents(options: {
     },
 
     close(vmId, reason) {
+      lanesDown.delete(vmId);
       const pending = sessions.get(vmId);
       if (!pending) return;
       sessions.delete(vmId);

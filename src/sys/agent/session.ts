@@ -19,6 +19,7 @@ import {
   encodeClock,
   encodeExecRequest,
   encodeFrame,
+  encodeLane,
   encodeLink,
   encodeList,
   encodeStat,
@@ -61,6 +62,14 @@ export interface AgentProcess {
   close(): void;
 }
 
+/** A LANE in progress (AgentSession.openLane). */
+export interface GuestLane {
+  /** The agent's listening port; rejects as `done` does when the agent refused the request. */
+  readonly port: Promise<number>;
+  readonly done: Promise<void>;
+  close(): void;
+}
+
 type Handler = (frame: Frame) => void;
 
 /** A channel's side of the connection: frames in, failure when the session ends. */
@@ -77,8 +86,12 @@ export interface AgentFiles {
   list(path: string): Promise<GuestEntry[]>;
   /** Streams a file to `onData` (in order, with backpressure). */
   readFile(path: string, onData: (chunk: Buffer) => void | Promise<void>): Promise<void>;
-  /** Writes `source` to a file (created or truncated with `mode`, less the agent's umask). */
-  writeFile(path: string, mode: number, source: AsyncIterable<Buffer | string>): Promise<void>;
+  /**
+   * Writes `source` to a file (created or truncated with `mode`, less the
+   * agent's umask). `size`, when given, is exactly what `source` yields; a
+   * large one may travel over a lane (lane.ts) rather than frames.
+   */
+  writeFile(path: string, mode: number, source: AsyncIterable<Buffer | string>, size?: number): Promise<void>;
   /** Makes a directory (an existing one is kept), then sets `attrs` on it. */
   mkdir(path: string, attrs: GuestAttrs): Promise<void>;
   /** Replaces what is at `path` (not a directory) with a symlink to `target`, or with `hard` a hard link. */
@@ -175,6 +188,36 @@ export class AgentSession implements AgentFiles {
     this.#send(FrameType.WRITE, channel.id, Buffer.concat([u32(mode), Buffer.from(path, "utf8")]));
     void channel.pump(source);
     await channel.done;
+  }
+
+  /**
+   * Starts a LANE (protocol 3): the agent opens `path` and a TCP listener
+   * for a connection that opens with `token` and brings `size` bytes.
+   * `port` is the listener's; `done` settles with the agent's answer;
+   * `close` gives the lane up (the agent drops listener and file).
+   */
+  openLane(options: { path: string; mode: number; size: number; token: Uint8Array }): GuestLane {
+    let answered: ((port: number) => void) | undefined;
+    const port = new Promise<number>((resolve) => (answered = resolve));
+    let head = Buffer.alloc(0);
+    const channel = new Channel(this, this.#open(), [
+      (chunk) => {
+        head = Buffer.concat([head, chunk]);
+        if (head.length >= 4) answered?.(head.readUInt32BE(0));
+      },
+      undefined,
+    ]);
+    this.#send(FrameType.LANE, channel.id, encodeLane(options));
+    const done = channel.done.then(() => undefined);
+    return {
+      port: Promise.race([port, done.then(() => 0)]),
+      done,
+      close: () => {
+        if (channel.finished) return;
+        this.#send(FrameType.CLOSE, channel.id);
+        channel.fail(new BangerError(ErrorCode.CANCELLED, "the lane was given up"));
+      },
+    };
   }
 
   async stat(path: string, options: { follow?: boolean } = {}): Promise<GuestEntry | undefined> {
