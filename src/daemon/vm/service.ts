@@ -278,7 +278,10 @@ export function createVmService(deps: VmServiceDeps): VmService {
       }
       const files = ctx.channel.files(ctx.target(vm));
       // Each request counts as guest activity, as an exec does, so an idle pass never suspends a copy.
-      const track = <T>(request: () => Promise<T>): Promise<T> => trackActivity(vm.id, request);
+      const track = <T>(request: () => Promise<T>): Promise<T> =>
+        trackActivity(vm.id, request).catch((error: unknown) => {
+          throw guestDiskFull(error) ? withHint(error, diskFullHint(vm.name)) : error;
+        });
       return {
         stat: (path, options) => track(() => files.stat(path, options)),
         list: (path) => track(() => files.list(path)),
@@ -386,4 +389,21 @@ export function createVmService(deps: VmServiceDeps): VmService {
 
     reap: () => reap(ctx),
   };
+}
+
+/** An error the guest answered because its disk (or the user's quota there) is full. */
+function guestDiskFull(error: unknown): error is BangerError {
+  return (
+    error instanceof BangerError &&
+    error.code === ErrorCode.RESOURCE_EXHAUSTED &&
+    error.message.startsWith("guest: ")
+  );
+}
+
+function diskFullHint(name: string): string {
+  return `the guest's disk is full: free space in it, or grow it with \`banger vm stop ${name} && banger vm set ${name} --disk 20g && banger vm start ${name}\``;
+}
+
+function withHint(error: BangerError, hint: string): BangerError {
+  return new BangerError(error.code, error.message, { hint, data: error.data, cause: error.cause });
 }

@@ -6,6 +6,7 @@
  */
 import { type AgentEndpoint, LANE_PROTOCOL } from "../../core/agent/index.ts";
 import type { Logger } from "../../core/log/index.ts";
+import { BangerError } from "../../protocol/index.ts";
 import { connectAgent } from "./connect.ts";
 import { agentInitrd } from "./initrd.ts";
 import { writeOverLane } from "./lane.ts";
@@ -114,27 +115,35 @@ export function createGuestAgents(options: {
         stat: async (path, statOptions) => (await session()).stat(path, statOptions),
         list: async (path) => (await session()).list(path),
         readFile: async (path, onData) => (await session()).readFile(path, onData),
-        writeFile: async (path, mode, source, size) => {
-          const current = await session();
-          const laneFits =
-            laneHost !== undefined &&
-            size !== undefined &&
-            size >= LANE_MIN_BYTES &&
-            current.protocol >= LANE_PROTOCOL &&
-            !lanesDown.has(vmId);
-          if (laneFits) {
-            const lane = await writeOverLane({ session: current, host: laneHost, path, mode, size, source });
-            if (lane === "written") {
-              options.logger.debug("file written over a lane", { vm: vmId, bytes: size });
-              return;
+        writeFile: (path, mode, source, size) =>
+          namingPath(path, async () => {
+            const current = await session();
+            const laneFits =
+              laneHost !== undefined &&
+              size !== undefined &&
+              size >= LANE_MIN_BYTES &&
+              current.protocol >= LANE_PROTOCOL &&
+              !lanesDown.has(vmId);
+            if (laneFits) {
+              const lane = await writeOverLane({
+                session: current,
+                host: laneHost,
+                path,
+                mode,
+                size,
+                source,
+              });
+              if (lane === "written") {
+                options.logger.debug("file written over a lane", { vm: vmId, bytes: size });
+                return;
+              }
+              lanesDown.add(vmId);
+              options.logger.info("no lane to the guest; its file writes go over the guest channel", {
+                vm: vmId,
+              });
             }
-            lanesDown.add(vmId);
-            options.logger.info("no lane to the guest; its file writes go over the guest channel", {
-              vm: vmId,
-            });
-          }
-          await current.writeFile(path, mode, source);
-        },
+            await current.writeFile(path, mode, source);
+          }),
         mkdir: async (path, attrs) => (await session()).mkdir(path, attrs),
         link: async (path, target, linkOptions) => (await session()).link(path, target, linkOptions),
         setAttrs: async (path, attrs) => (await session()).setAttrs(path, attrs),
@@ -156,6 +165,25 @@ export function createGuestAgents(options: {
       );
     },
   };
+}
+
+/** Runs a file request; an error the guest answered names the file it was about. */
+async function namingPath<T>(path: string, request: () => Promise<T>): Promise<T> {
+  try {
+    return await request();
+  } catch (error) {
+    if (
+      !(error instanceof BangerError) ||
+      !error.message.startsWith("guest: ") ||
+      error.message.includes(path)
+    )
+      throw error;
+    throw new BangerError(error.code, `guest: ${path}: ${error.message.slice("guest: ".length)}`, {
+      hint: error.hint,
+      data: error.data,
+      cause: error,
+    });
+  }
 }
 
 /** A clock set whose round trip took longer than this is sent again (at most CLOCK_TRIES times). */

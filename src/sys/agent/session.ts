@@ -433,7 +433,9 @@ const ERRNO = {
   EISDIR: 21,
   EINVAL: 22,
   EMFILE: 24,
+  ENOSPC: 28,
   EROFS: 30,
+  EDQUOT: 122,
 };
 
 /** An ERROR frame (u32 errno, message) as a BangerError with a code a user can act on. */
@@ -461,6 +463,12 @@ function agentError(payload: Buffer): BangerError {
     case ERRNO.EROFS:
       return new BangerError(ErrorCode.PERMISSION_DENIED, message, {
         hint: "the guest refused it; check the file's owner and mode in the guest",
+        data,
+      });
+    case ERRNO.ENOSPC:
+    case ERRNO.EDQUOT:
+      return new BangerError(ErrorCode.RESOURCE_EXHAUSTED, message, {
+        hint: "the guest's disk is full: free space in it, or grow it with `banger vm stop NAME && banger vm set NAME --disk 20g && banger vm start NAME`",
         data,
       });
     case ERRNO.EMFILE:
