@@ -154,7 +154,7 @@ describe("vm workspace", () => {
     });
     const output = join(scratch, "out.patches");
     const cli = fakeCli({ client });
-    assert.equal(await cli.run(["vm", "workspace", "export", "box", "--output", output, "--json"]), 0);
+    assert.equal(await cli.run(["vm", "workspace", "export", "box", "-o", output, "--json"]), 0);
     assert.deepEqual(readdirSync(output).sort(), ["0001-guest.patch", "uncommitted.patch"]);
     assert.equal(readFileSync(join(output, "0001-guest.patch"), "utf8"), "From x\n");
     const result = JSON.parse(cli.stdout()) as { commits: number; uncommitted: boolean; output: string };

@@ -100,13 +100,14 @@ const exportSpec: CommandSpec<ExportArgs> = {
   examples: [
     "banger vm workspace export box                      # ./banger-box.patches/: git am 0*.patch; git apply uncommitted.patch",
     "banger vm workspace export box --format bundle      # ./banger-box.bundle (git bundle verify)",
+    "banger vm workspace export box --format bundle -o /tmp/box.bundle",
     "banger vm workspace export box --format branch      # branch banger/box in the prepared repository",
   ],
   notes: "A stopped VM is exported from its disk, so nothing is lost when a guest cannot boot.",
   options: [
     { flags: "--format <format>", description: "patch | bundle | branch", default: "patch" },
     {
-      flags: "--output <path>",
+      flags: "-o, --output <path>",
       description: "patch: a directory; bundle: a file; branch: the host repository",
     },
     { flags: "--force", description: "replace an existing output, or move a branch that has diverged" },
