@@ -12,7 +12,12 @@ import { chmodSync, existsSync, mkdirSync, readdirSync, writeFileSync } from "no
 import { join } from "node:path";
 import { after, describe, it } from "node:test";
 import { buildPreparePayload, inspectRepo, tarStream } from "../../src/cli/workspace/host.ts";
-import { PREPARE_SCRIPT, STAGE_SCRIPT, shellProgram } from "../../src/core/workspace/index.ts";
+import {
+  PREPARE_SCRIPT,
+  STAGE_SCRIPT,
+  shellProgram,
+  UNSTAGE_SCRIPT,
+} from "../../src/core/workspace/index.ts";
 import { makeTempDir } from "../helpers/tmp.ts";
 
 const ENV = {
@@ -28,7 +33,11 @@ function git(repo: string, ...args: string[]): string {
 }
 
 /** Builds the payload for `repo` and runs the guest's import program on it into `dest`. */
-async function prepare(repo: string, dest: string, options: { includeUntracked?: boolean } = {}) {
+async function prepare(
+  repo: string,
+  dest: string,
+  options: { includeUntracked?: boolean; stages?: string[] } = {},
+) {
   const info = await inspectRepo(repo, null);
   const payload = await buildPreparePayload({
     repo: info,
@@ -37,6 +46,7 @@ async function prepare(repo: string, dest: string, options: { includeUntracked?:
   try {
     assert.ok(readdirSync(join(payload.dir, "pack")).some((f) => /^pack-[0-9a-f]{40}\.idx$/.test(f)));
     const stage = execFileSync("sh", ["-c", STAGE_SCRIPT, "banger-stage", dest], { encoding: "utf8" }).trim();
+    options.stages?.push(stage);
     // The daemon writes the payload into the stage through the agent; tar stands in for it here.
     const tar = tarStream(payload.dir, ["."]);
     const untar = spawn("tar", ["-x", "-C", join(stage, "in")], { stdio: ["pipe", "inherit", "inherit"] });
@@ -139,5 +149,52 @@ describe("workspace import: a pack made on the host, moved into place in the gue
     let bytes = 0;
     for await (const chunk of tar.stdout) bytes += (chunk as Buffer).length;
     assert.equal(bytes, 10240);
+  });
+
+  it("undoes an import: the staging directory, and the repository only where this import made it", async () => {
+    const repo = join(work.path, "undo-repo");
+    mkdirSync(repo);
+    git(repo, "init", "-q", "-b", "main");
+    writeFileSync(join(repo, "a"), "a\n");
+    git(repo, "add", ".");
+    git(repo, "commit", "-q", "-m", "a");
+    const unstage = (stage: string, dest: string) =>
+      execFileSync("sh", ["-c", UNSTAGE_SCRIPT, "banger-unstage", stage, dest], { encoding: "utf8" });
+
+    // Killed after the rename: the repository it made goes.
+    const dest = join(work.path, "undo", "made");
+    const stages: string[] = [];
+    await prepare(repo, dest, { stages });
+    const [stage] = stages as [string];
+    unstage(stage, dest);
+    assert.equal(existsSync(dest), false);
+
+    // A repository another import made (another staging directory) stays.
+    const kept = join(work.path, "undo", "kept");
+    await prepare(repo, kept);
+    unstage(join(work.path, "undo", ".banger-prepare.other"), kept);
+    assert.equal(git(kept, "rev-parse", "HEAD").length, 40);
+
+    // Killed part way: the staging directory goes, read-only files and all; the destination was never made.
+    const half = execFileSync("sh", ["-c", STAGE_SCRIPT, "banger-stage", join(work.path, "undo", "half")], {
+      encoding: "utf8",
+    }).trim();
+    mkdirSync(join(half, "tree"));
+    writeFileSync(join(half, "tree", "ro"), "x");
+    chmodSync(join(half, "tree"), 0o555);
+    unstage(half, join(work.path, "undo", "half"));
+    assert.equal(existsSync(half), false);
+  });
+
+  it("clears staging directories an unfinished import left beside the destination", async () => {
+    const parent = join(work.path, "stale");
+    mkdirSync(join(parent, ".banger-prepare.dead1", "in"), { recursive: true });
+    mkdirSync(join(parent, ".banger-prepare.dead2", "tree"), { recursive: true });
+    chmodSync(join(parent, ".banger-prepare.dead2", "tree"), 0o555);
+    writeFileSync(join(parent, "keep.txt"), "mine");
+    const stage = execFileSync("sh", ["-c", STAGE_SCRIPT, "banger-stage", join(parent, "repo")], {
+      encoding: "utf8",
+    }).trim();
+    assert.deepEqual(readdirSync(parent).sort(), [stage.slice(parent.length + 1), "keep.txt"].sort());
   });
 });

@@ -21,7 +21,7 @@ import {
   type WorkspaceRecords,
   type WorkspaceService,
 } from "../../src/daemon/workspace/index.ts";
-import type { WorkspaceInfo } from "../../src/protocol/index.ts";
+import { BangerError, ErrorCode, type WorkspaceInfo } from "../../src/protocol/index.ts";
 import { createFakeVmPlatform, type FakeVmPlatform } from "../fakes/vm-platform/index.ts";
 
 const HANG_GUARD = { timeout: 30_000 };
@@ -79,6 +79,8 @@ interface Rig {
   workspaces: WorkspaceService;
   programs: GuestPrograms;
   vmLocks: KeyedLocks;
+  /** The arguments of each undo of a failed import (staging directory, destination). */
+  unstaged: string[][];
 }
 
 async function withRig(body: (rig: Rig) => Promise<void>): Promise<void> {
@@ -122,13 +124,24 @@ async function withRig(body: (rig: Rig) => Promise<void>): Promise<void> {
         return { exitCode: 0, signal: null };
       }
       if (name === undefined || !name.startsWith("banger-")) return base.exec(target, exec);
-      await programs.run(name, exec.argv, exec.stdin);
+      if (name === "banger-unstage") {
+        unstaged.push(exec.argv.slice(4));
+        return { exitCode: 0, signal: null };
+      }
+      // A cancelled program is killed, as the agent's exec supervisor does.
+      const killed = new Promise<never>((_, reject) => {
+        const kill = () => reject(new BangerError(ErrorCode.CANCELLED, "the command was killed"));
+        if (exec.signal?.aborted) kill();
+        else exec.signal?.addEventListener("abort", kill, { once: true });
+      });
+      await Promise.race([programs.run(name, exec.argv, exec.stdin), killed]);
       // The export's output names the workspace and base it read, so a caller can tell whose it got.
       if (name === "banger-export")
         await exec.onStdout?.(Buffer.from(`tar of ${exec.argv[4]}@${exec.argv[5]}`));
       return { exitCode: 0, signal: null };
     },
   };
+  const unstaged: string[][] = [];
   const vms = createVmService({ ...platform.deps, guest });
   const records = new Map<string, WorkspaceInfo>();
   const store: WorkspaceRecords = {
@@ -148,10 +161,16 @@ async function withRig(body: (rig: Rig) => Promise<void>): Promise<void> {
     now: () => new Date(0),
   });
   await vms.create({ name: "box" }, { signal: new AbortController().signal, progress: () => {} });
-  await body({ platform, vms, workspaces, programs, vmLocks });
+  await body({ platform, vms, workspaces, programs, vmLocks, unstaged });
 }
 
-function prepare(rig: Rig, path = "/root/work/app", name = "box", head = HEAD) {
+function prepare(
+  rig: Rig,
+  path = "/root/work/app",
+  name = "box",
+  head = HEAD,
+  signal = new AbortController().signal,
+) {
   return rig.workspaces.prepare({
     name,
     path,
@@ -177,7 +196,7 @@ function prepare(rig: Rig, path = "/root/work/app", name = "box", head = HEAD) {
         TAR_END,
       ]),
     ]),
-    signal: new AbortController().signal,
+    signal,
   });
 }
 
@@ -309,6 +328,27 @@ describe("workspace lock split", () => {
           assert.equal(marked[index]?.vm, name);
         }
         assert.equal((await rig.workspaces.show("box")).path, "/root/work/again");
+      });
+    },
+  );
+
+  it(
+    "undoes a cancelled import in the guest: its staging directory, and its repository if it was renamed in",
+    HANG_GUARD,
+    async () => {
+      await withRig(async (rig) => {
+        const cancel = new AbortController();
+        const preparing = prepare(rig, "/root/work/app", "box", HEAD, cancel.signal);
+        await rig.programs.arrived(1);
+        assert.deepEqual(rig.programs.waiting(), ["banger-prepare"]);
+        cancel.abort();
+        await assert.rejects(
+          preparing,
+          (error: unknown) => error instanceof BangerError && error.code === ErrorCode.CANCELLED,
+        );
+        assert.deepEqual(rig.unstaged, [["/root/work/app.stage", "/root/work/app"]]);
+        await assert.rejects(rig.workspaces.show("box"), /has no workspace/);
+        rig.programs.releaseOne();
       });
     },
   );

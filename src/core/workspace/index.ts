@@ -28,6 +28,7 @@ export {
   PREPARE_SCRIPT,
   STAGE_SCRIPT,
   shellProgram,
+  UNSTAGE_SCRIPT,
 } from "./scripts.ts";
 
 /**

@@ -14,7 +14,10 @@ export function shellProgram(name: string, script: string, args: readonly string
  * Makes the staging directory an import is built in, beside $1 (which must
  * not exist; its parent is made), with an empty `in/` for the payload, and
  * prints its path. The daemon writes the payload into `in/` through the
- * agent (no tar runs in the guest), then runs PREPARE_SCRIPT.
+ * agent (no tar runs in the guest), then runs PREPARE_SCRIPT. Staging
+ * directories already there are an import's that never finished (the VM's
+ * workspace lock lets one prepare run at a time; a daemon that died
+ * mid-import could not clean up) and are removed.
  */
 export const STAGE_SCRIPT = `set -eu
 dest=$1
@@ -23,9 +26,27 @@ if [ -e "$dest" ] || [ -L "$dest" ]; then
 fi
 parent=$(dirname -- "$dest")
 mkdir -p -- "$parent"
+for stale in "$parent"/.banger-prepare.*; do
+  if [ -d "$stale" ]; then chmod -R u+w -- "$stale"; rm -rf -- "$stale"; fi
+done
 stage=$(mktemp -d "$parent/.banger-prepare.XXXXXX")
 mkdir -- "$stage/in"
 printf '%s\\n' "$stage"
+`;
+
+/**
+ * Undoes an import that failed or was cancelled part way (its program may
+ * have been killed before its own cleanup ran): removes the staging
+ * directory $1 and, where the import had already renamed its repository to
+ * $2, that repository (only if its `.git/banger-import` names $1).
+ */
+export const UNSTAGE_SCRIPT = `set -u
+stage=$1 dest=$2
+if [ -d "$stage" ]; then chmod -R u+w -- "$stage"; rm -rf -- "$stage"; fi
+if [ -f "$dest/.git/banger-import" ] && read -r made <"$dest/.git/banger-import" && [ "$made" = "$stage" ]; then
+  chmod -R u+w -- "$dest"; rm -rf -- "$dest"
+fi
+exit 0
 `;
 
 /**
@@ -38,6 +59,8 @@ printf '%s\\n' "$stage"
  * `submodules` (NUL-separated `path` then `commit`). The repository is
  * built in the staging directory and renamed into place last, so a reader
  * never sees half an import; the staging directory is removed either way.
+ * `.git/banger-import` names the staging directory, so UNSTAGE_SCRIPT can
+ * tell this import's repository from anything else at $1.
  */
 export const PREPARE_SCRIPT = `set -eu
 dest=$1 readonly=$2 branch=$3 head=$4 stage=$5
@@ -72,6 +95,7 @@ if [ -s "$stage/in/staged.patch" ]; then git apply --index --whitespace=nowarn "
 if [ -s "$stage/in/unstaged.patch" ]; then git apply --whitespace=nowarn "$stage/in/unstaged.patch"; fi
 if [ -s "$stage/in/untracked.tar" ]; then tar -x -f "$stage/in/untracked.tar"; fi
 git config banger.base "$head"
+printf '%s\\n' "$stage" >.git/banger-import
 if [ "$readonly" = 1 ]; then
   find . -path ./.git -prune -o ! -type l -exec chmod a-w {} +
 fi

@@ -22,6 +22,7 @@ import {
   parseExportMeta,
   STAGE_SCRIPT,
   shellProgram,
+  UNSTAGE_SCRIPT,
 } from "../../core/workspace/index.ts";
 import {
   BangerError,
@@ -105,6 +106,8 @@ export interface WorkspaceService {
 }
 
 const STDERR_KEPT = 4096;
+/** How long undoing a failed import may take in the guest. */
+const UNSTAGE_MS = 60_000;
 
 export function createWorkspaceService(deps: WorkspaceServiceDeps): WorkspaceService {
   const { vms, vmLocks, workspaceLocks, records } = deps;
@@ -228,22 +231,26 @@ export function createWorkspaceService(deps: WorkspaceServiceDeps): WorkspaceSer
             payload: request.payload,
             signal: request.signal,
           });
+          await guestRun(vm, `import the repository at ${request.path}`, {
+            argv: shellProgram("banger-prepare", PREPARE_SCRIPT, [
+              request.path,
+              request.readonly ? "1" : "0",
+              request.repo.branch ?? "",
+              request.repo.head,
+              stage,
+            ]),
+            signal: request.signal,
+          });
         } catch (error) {
+          // A cancel kills the import program before its own cleanup: undo what it left, with time of its own.
           await vms
-            .exec(vm.name, { argv: ["rm", "-rf", "--", stage], signal: AbortSignal.timeout(60_000) })
+            .exec(vm.name, {
+              argv: shellProgram("banger-unstage", UNSTAGE_SCRIPT, [stage, request.path]),
+              signal: AbortSignal.timeout(UNSTAGE_MS),
+            })
             .catch(() => undefined);
           throw error;
         }
-        await guestRun(vm, `import the repository at ${request.path}`, {
-          argv: shellProgram("banger-prepare", PREPARE_SCRIPT, [
-            request.path,
-            request.readonly ? "1" : "0",
-            request.repo.branch ?? "",
-            request.repo.head,
-            stage,
-          ]),
-          signal: request.signal,
-        });
         const record: WorkspaceInfo = {
           vm: vm.name,
           path: request.path,

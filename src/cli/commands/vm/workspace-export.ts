@@ -7,6 +7,7 @@
 import { mkdir, mkdtemp, readdir, readFile, rename, rm, stat } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
+import { cancelled } from "../../../core/async/index.ts";
 import { type ExportMeta, parseExportMeta } from "../../../core/workspace/index.ts";
 import { BangerError, ErrorCode, type ExportFormat, type WorkspaceInfo } from "../../../protocol/index.ts";
 import type { DaemonClient } from "../../rpc/client.ts";
@@ -27,7 +28,17 @@ export interface ExportResult {
 
 export async function exportWorkspace(
   client: DaemonClient,
-  options: { info: WorkspaceInfo; format: ExportFormat; output: string | undefined; force: boolean },
+  options: {
+    info: WorkspaceInfo;
+    format: ExportFormat;
+    output: string | undefined;
+    force: boolean;
+    /**
+     * Cancels the transfer from the guest (nothing is written then); once
+     * every byte is here, the export is finished whatever the signal says.
+     */
+    signal?: AbortSignal | undefined;
+  },
 ): Promise<ExportResult> {
   const { info, format, force } = options;
   const name = info.vm;
@@ -52,10 +63,16 @@ export async function exportWorkspace(
           onStream: (ch, data) => {
             if (ch === "stdout" && data) return sink.write(data);
           },
+          ...(options.signal ? { signal: options.signal } : {}),
         },
       ));
     } catch (error) {
       sink.abort();
+      if (options.signal?.aborted)
+        throw cancelled(options.signal, "export", {
+          cause: error,
+          hint: `nothing was written: ${output} is as it was; the work is still in ${name}`,
+        });
       throw error;
     }
     await sink.end();

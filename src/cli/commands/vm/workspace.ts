@@ -5,6 +5,7 @@
  * daemon only moves bytes into and out of the guest.
  */
 import { resolve } from "node:path";
+import { cancelled, throwIfAborted } from "../../../core/async/index.ts";
 import { defaultGuestPath } from "../../../core/workspace/index.ts";
 import { BangerError, ErrorCode, ExportFormat, type WorkspaceInfo } from "../../../protocol/index.ts";
 import { positiveInt } from "../../flags.ts";
@@ -50,16 +51,18 @@ const prepareSpec: CommandSpec<PrepareArgs> = {
     const repo = await inspectRepo(resolve(args.repo ?? "."), depth);
     const path = args.path ?? defaultGuestPath(repo.path);
     const includeUntracked = args.includeUntracked === true;
-    const payload = await buildPreparePayload({ repo, includeUntracked });
+    // Ctrl-C cancels the import in the daemon, which removes its staging directory; the payload goes too.
+    const signal = ctx.interrupted();
+    let payload: Awaited<ReturnType<typeof buildPreparePayload>> | undefined;
     try {
+      payload = await buildPreparePayload({ repo, includeUntracked });
+      throwIfAborted(signal, "prepare");
       const client = await ctx.client();
-      const call = client.start("vm.workspace.prepare", {
-        name: args.name,
-        path,
-        readonly: args.readonly === true,
-        includeUntracked,
-        repo,
-      });
+      const call = client.start(
+        "vm.workspace.prepare",
+        { name: args.name, path, readonly: args.readonly === true, includeUntracked, repo },
+        { signal },
+      );
       const progress = byteProgress(ctx.stderr, `sending ${repo.path}`);
       const tar = tarStream(payload.dir, ["."]);
       const [sent, info] = await Promise.all([
@@ -69,8 +72,14 @@ const prepareSpec: CommandSpec<PrepareArgs> = {
       ]);
       progress.finish(sent);
       return success(args.json ? json(info) : describeWorkspace(info));
+    } catch (error) {
+      if (!signal.aborted) throw error;
+      throw cancelled(signal, "prepare", {
+        cause: error,
+        hint: `nothing was imported: ${args.name} has no ${path}, and ${repo.path} was only read`,
+      });
     } finally {
-      await payload.remove();
+      await payload?.remove();
     }
   },
 };
@@ -128,6 +137,7 @@ const exportSpec: CommandSpec<ExportArgs> = {
       format: format.data,
       output: args.output,
       force: args.force === true,
+      signal: ctx.interrupted(),
     });
     return success(args.json ? json(result) : result.summary);
   },
