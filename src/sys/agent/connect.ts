@@ -10,8 +10,9 @@ import { type AgentSession, openAgentSession } from "./session.ts";
 
 const RETRY_MS = 100;
 /**
- * How long one connection waits for the agent's HELLO before it is closed
- * and made again: 250 ms, doubling per attempt up to 8 s. Closing tells the
+ * How long one connection waits for the agent's HELLO (sent again within
+ * it, see openAgentSession) before it is closed and made again: 250 ms,
+ * doubling per attempt up to 8 s. Closing tells the
  * guest the host went away, so an agent whose stream state came from
  * elsewhere (a guest restored from a snapshot or a suspend, whose agent
  * still holds its source's session) resets and resynchronises on the next

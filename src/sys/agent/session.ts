@@ -487,14 +487,32 @@ function channelClosed(): BangerError {
   });
 }
 
+/** The first resend of an unanswered HELLO; each later one waits twice as long. */
+const HELLO_RESEND_MS = 100;
+
 /**
  * Sends HELLO and waits for the agent's HELLO (its readiness event) on a
  * connected stream; rejects when `signal` aborts or the stream ends first.
+ * An unanswered HELLO is sent again after 100 ms, then 200, 400...: a
+ * guest restored from a snapshot can lose what the host writes just after
+ * it connects (seen under QEMU about once in ten restores), and answers
+ * the next HELLO at once. A HELLO resets only the agent's session, which
+ * holds no channel yet: the host opens none before the first answer, and
+ * its requests follow every HELLO it sent, so the agent takes them after.
  */
 export async function openAgentSession(socket: Duplex, signal: AbortSignal): Promise<AgentSession> {
   const decoder = new FrameDecoder();
   const hello = await new Promise<Frame>((resolve, reject) => {
+    const hello = encodeFrame({ type: FrameType.HELLO, channel: 0, payload: u32(AGENT_PROTOCOL) });
+    let resendMs = HELLO_RESEND_MS;
+    let resend: NodeJS.Timeout | undefined;
+    const sendHello = () => {
+      socket.write(hello);
+      resend = setTimeout(sendHello, resendMs);
+      resendMs *= 2;
+    };
     const cleanup = () => {
+      clearTimeout(resend);
       socket.pause();
       socket.off("data", onData);
       socket.off("close", onClose);
@@ -530,7 +548,7 @@ export async function openAgentSession(socket: Duplex, signal: AbortSignal): Pro
     socket.once("error", onClose);
     signal.addEventListener("abort", onAbort, { once: true });
     socket.resume();
-    socket.write(encodeFrame({ type: FrameType.HELLO, channel: 0, payload: u32(AGENT_PROTOCOL) }));
+    sendHello();
   }).catch((error: unknown) => {
     // Late errors of a socket given up on have nobody to tell.
     socket.on("error", () => {});
