@@ -29,7 +29,6 @@ export interface LaneWrite {
   /** Exactly the bytes `source` yields. */
   size: number;
   source: AsyncIterable<Buffer | string>;
-  connectMs?: number | undefined;
 }
 
 /**
@@ -52,7 +51,7 @@ export async function writeOverLane(options: LaneWrite): Promise<"written" | "un
     if (error instanceof BangerError && error.data?.errno === ENETDOWN) return "unavailable";
     throw error;
   }
-  const socket = await openSocket(options.host, port, options.connectMs ?? LANE_CONNECT_MS);
+  const socket = await openSocket(options.host, port, LANE_CONNECT_MS);
   if (!socket) {
     lane.close();
     return "unavailable";
