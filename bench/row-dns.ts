@@ -20,7 +20,7 @@ import { spawn } from "node:child_process";
 import { writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { type BenchEnv, bangerChecked, type Daemon, onPath } from "./env.ts";
-import { run, runChecked, stopPid } from "./proc.ts";
+import { pinToCpu, run, stopPid } from "./proc.ts";
 import { pairedRow, type RowResult } from "./report.ts";
 import { summarize } from "./stats.ts";
 
@@ -64,14 +64,7 @@ export async function benchDns(options: {
   for (const address of [DNSMASQ, FLOOR]) {
     await run(["ip", "-n", netns, "addr", "add", `${address}/8`, "dev", "lo"], { timeoutMs: 5000 });
   }
-  const affinity = await runChecked(["taskset", "-p", String(options.daemon.pid)], { timeoutMs: 5000 });
-  const mask = /:\s*([0-9a-f,]+)\s*$/i.exec(affinity.stdout.trim())?.[1];
-  if (mask === undefined) throw new Error(`cannot read bangerd's CPU affinity: ${affinity.stdout.trim()}`);
-  await runChecked(["taskset", "-a", "-p", "-c", CPU, String(options.daemon.pid)], { timeoutMs: 5000 });
-  stack.defer(
-    async () =>
-      void (await runChecked(["taskset", "-a", "-p", mask, String(options.daemon.pid)], { timeoutMs: 5000 })),
-  );
+  stack.defer(await pinToCpu(options.daemon.pid, CPU));
   /** argv run in the bench namespace on the row's CPU. */
   const pinned = (...argv: string[]) => ["netns", "exec", netns, "taskset", "-c", CPU, ...argv];
   const dnsmasq = spawn(

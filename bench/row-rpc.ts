@@ -2,18 +2,24 @@
  * Row "rpc": `daemon.ping` round trips through RpcClient against the bench's
  * daemon, next to the same-sized JSON line through a bare echo server in its
  * own process. Both sides run in alternating blocks so drift hits both.
+ * The client (this process), bangerd and the echo server are pinned to one
+ * CPU for the row, as the dns row's are: unpinned, a round trip is two
+ * cross-vCPU wakeups at 80–100 µs each on a small VM (150–200 µs a ping
+ * against 60–70 µs pinned), and which side pays them is luck.
  */
 import { spawn } from "node:child_process";
 import { once } from "node:events";
 import { connect, type Socket } from "node:net";
 import { join } from "node:path";
 import { performance } from "node:perf_hooks";
-import type { BenchEnv, Daemon } from "./env.ts";
-import { stopPid } from "./proc.ts";
+import { type BenchEnv, type Daemon, onPath } from "./env.ts";
+import { pinToCpu, stopPid } from "./proc.ts";
 import type { RowResult } from "./report.ts";
 import { summarize } from "./stats.ts";
 
 const CALLS = 2000;
+/** The CPU client and servers share for the row. */
+const CPU = "0";
 const WARMUP = 200;
 const BLOCK = 200;
 /** Cap on the row's timed part; a slow host ends the loop early (noted). */
@@ -38,6 +44,8 @@ export async function benchRpc(options: {
   stack.defer(() => client.close());
   const echo = await startEchoServer(env, options.onPid);
   stack.defer(() => echo.stop());
+  const pinned = onPath("taskset") !== null;
+  if (pinned) for (const pid of [process.pid, daemon.pid, echo.pid]) stack.defer(await pinToCpu(pid, CPU));
 
   const pingLine = (id: number) =>
     `${JSON.stringify({ jsonrpc: "2.0", id, method: "daemon.ping", params: {} })}\n`;
@@ -67,6 +75,9 @@ export async function benchRpc(options: {
   }
   const notes = [
     `${banger.length} calls each; banger = RpcClient.call("daemon.ping") after daemon.hello, baseline = ${pingLine(0).length}-byte JSON line through a node:net echo server (own process)`,
+    pinned
+      ? `client, bangerd and the echo server pinned to CPU ${CPU} (see bench/row-rpc.ts)`
+      : "unpinned (taskset is missing): cross-CPU wakeups make the ratio noisy",
   ];
   if (banger.length < CALLS) notes.push(`stopped early at the ${BUDGET_MS / 1000} s cap`);
   const bangerSummary = summarize(banger);
@@ -97,6 +108,7 @@ export async function benchRpc(options: {
 }
 
 interface EchoServer {
+  pid: number;
   roundTrip(line: string): Promise<string>;
   stop(): Promise<void>;
 }
@@ -125,6 +137,7 @@ async function startEchoServer(env: BenchEnv, onPid: (pid: number) => void): Pro
     await once(socket, "connect");
     const reader = lineReader(socket);
     return {
+      pid,
       roundTrip(line) {
         const reply = reader.next();
         socket.write(line);
