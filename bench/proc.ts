@@ -161,7 +161,8 @@ export function sleep(ms: number): Promise<void> {
 export async function pinToCpu(pid: number, cpu: string): Promise<() => Promise<void>> {
   const affinity = await runChecked(["taskset", "-p", String(pid)], { timeoutMs: 5000 });
   const mask = /:\s*([0-9a-f,]+)\s*$/i.exec(affinity.stdout.trim())?.[1];
-  if (mask === undefined) throw new Error(`cannot read the CPU affinity of pid ${pid}: ${affinity.stdout.trim()}`);
+  if (mask === undefined)
+    throw new Error(`cannot read the CPU affinity of pid ${pid}: ${affinity.stdout.trim()}`);
   await runChecked(["taskset", "-a", "-p", "-c", cpu, String(pid)], { timeoutMs: 5000 });
   return async () => void (await runChecked(["taskset", "-a", "-p", mask, String(pid)], { timeoutMs: 5000 }));
 }
