@@ -19,18 +19,23 @@ const { build } = await import("esbuild");
  * with them, from the CLI, which uses only their types (the daemon
  * validates). A CLI that starts using a schema value keeps it.
  */
+const schemaModules = new Map([
+  [join(root, "src/protocol"), /^\.\/(methods|notifications|pool|snapshot|workspace)\.ts$/],
+  [join(root, "src/core/oci"), /^\.\/manifest\.ts$/],
+]);
 const schemaModulesAreSideEffectFree = {
   name: "schema-modules-are-side-effect-free",
   setup(pluginBuild) {
-    pluginBuild.onResolve({ filter: /^\.\/(methods|notifications)\.ts$/ }, (args) =>
-      args.resolveDir === join(root, "src/protocol")
+    pluginBuild.onResolve({ filter: /^\.\/[a-z-]+\.ts$/ }, (args) =>
+      schemaModules.get(args.resolveDir)?.test(args.path)
         ? { path: join(args.resolveDir, args.path), sideEffects: false }
         : undefined,
     );
   },
 };
-await build({
+const result = await build({
   entryPoints: [entry],
+  metafile: true,
   outfile: join(root, "dist/banger.mjs"),
   bundle: true,
   plugins: [schemaModulesAreSideEffectFree],
@@ -45,3 +50,16 @@ await build({
     js: "import { createRequire as __bangerCreateRequire } from 'node:module'; const require = __bangerCreateRequire(import.meta.url);",
   },
 });
+
+// zod is most of a bundle that holds it, and parsing it is most of a cold start: keep it out.
+const withZod = Object.entries(result.metafile.inputs)
+  .filter(([path]) => !path.includes("node_modules/"))
+  .filter(([, input]) => input.imports.some((i) => i.path.includes("node_modules/zod/")))
+  .map(([path]) => path);
+const bundled = Object.keys(result.metafile.outputs[Object.keys(result.metafile.outputs)[0]].inputs);
+if (bundled.some((path) => path.includes("node_modules/zod/"))) {
+  console.error(
+    `build-cli: zod got into the CLI bundle through ${withZod.join(", ")}; the CLI must use only types and plain constants of those modules (a schema value keeps its module, and zod, in the bundle)`,
+  );
+  process.exit(1);
+}

@@ -8,6 +8,7 @@ import { z } from "zod";
 import { ProgressStep } from "./notifications.ts";
 import { poolMethods } from "./pool.ts";
 import { SnapshotInfo, snapshotMethods, VmForkParams } from "./snapshot.ts";
+import { VM_NAME_PATTERN } from "./wire.ts";
 import { workspaceMethods } from "./workspace.ts";
 
 /** `suspended`: the guest's memory is on disk and no VMM runs; `vm resume` (or an exec) restores it. */
@@ -27,7 +28,7 @@ export const VmmKind = z.enum(["qemu", "firecracker"]);
 export type VmmKind = z.infer<typeof VmmKind>;
 
 /** DNS label: lowercase letters, digits and hyphens, 1 to 63, no edge hyphen. */
-export const VmNameSchema = z.string().regex(/^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/, {
+export const VmNameSchema = z.string().regex(VM_NAME_PATTERN, {
   message: "must be a DNS label: 1-63 lowercase letters, digits or hyphens, not starting or ending with '-'",
 });
 

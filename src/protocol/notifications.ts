@@ -3,9 +3,9 @@
  * see wire.ts), as zod schemas the daemon validates with.
  */
 import { z } from "zod";
-import { type RequestId, STREAM_CHUNK_BYTES } from "./wire.ts";
+import { STREAM_CHANNELS } from "./wire.ts";
 
-export const StreamChannel = z.enum(["stdin", "stdout", "stderr", "tcp"]);
+export const StreamChannel = z.enum(STREAM_CHANNELS);
 export type StreamChannel = z.infer<typeof StreamChannel>;
 
 export const StreamParams = z.object({
@@ -15,18 +15,6 @@ export const StreamParams = z.object({
   end: z.boolean().optional(),
 });
 export type StreamParams = z.infer<typeof StreamParams>;
-
-/** The `$/stream` notifications that carry `data` on `ch`, one per STREAM_CHUNK_BYTES. */
-export function* streamNotifications(
-  id: RequestId,
-  ch: StreamChannel,
-  data: Buffer,
-): Generator<{ jsonrpc: "2.0"; method: "$/stream"; params: StreamParams }> {
-  for (let offset = 0; offset < data.length; offset += STREAM_CHUNK_BYTES) {
-    const piece = data.subarray(offset, offset + STREAM_CHUNK_BYTES);
-    yield { jsonrpc: "2.0", method: "$/stream", params: { id, ch, data: piece.toString("base64") } };
-  }
-}
 
 /**
  * Every step a long operation reports, by machine name. A new step is added

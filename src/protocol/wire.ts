@@ -13,6 +13,12 @@
  */
 import type { WireErrorData } from "./errors.ts";
 
+/** A VM name is a DNS label: lowercase letters, digits and hyphens, 1 to 63, no edge hyphen. */
+export const VM_NAME_PATTERN = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/;
+
+/** What `vm workspace export` can write. */
+export const EXPORT_FORMATS = ["patch", "bundle", "branch"] as const;
+
 /** Bumped on any incompatible change to the wire or the method table. */
 export const PROTOCOL_VERSION = 1;
 
@@ -20,7 +26,7 @@ export const PROTOCOL_VERSION = 1;
 export const MAX_FRAME_BYTES = 4 * 1024 * 1024;
 
 /** Bytes carried in one `$/stream` chunk before base64. */
-export const STREAM_CHUNK_BYTES = 64 * 1024;
+const STREAM_CHUNK_BYTES = 64 * 1024;
 
 export const JSONRPC_PARSE_ERROR = -32700;
 export const JSONRPC_INVALID_REQUEST = -32600;
@@ -59,3 +65,22 @@ export type RpcMessage = RpcRequest | RpcNotification | RpcSuccess | RpcFailure;
 
 /** This build's version; a unit test keeps it equal to package.json's. */
 export const BUILD_VERSION = "0.1.0";
+
+/** A request's byte channels (`$/stream`'s `ch`). */
+export const STREAM_CHANNELS = ["stdin", "stdout", "stderr", "tcp"] as const;
+
+/** The `$/stream` notifications that carry `data` on `ch`, one per STREAM_CHUNK_BYTES. */
+export function* streamNotifications(
+  id: RequestId,
+  ch: (typeof STREAM_CHANNELS)[number],
+  data: Buffer,
+): Generator<{
+  jsonrpc: "2.0";
+  method: "$/stream";
+  params: { id: RequestId; ch: (typeof STREAM_CHANNELS)[number]; data: string };
+}> {
+  for (let offset = 0; offset < data.length; offset += STREAM_CHUNK_BYTES) {
+    const piece = data.subarray(offset, offset + STREAM_CHUNK_BYTES);
+    yield { jsonrpc: "2.0", method: "$/stream", params: { id, ch, data: piece.toString("base64") } };
+  }
+}

@@ -4,6 +4,7 @@
  * channels: into the guest on `stdin`, out of it on `stdout`.
  */
 import { z } from "zod";
+import { EXPORT_FORMATS } from "./wire.ts";
 
 /** An absolute guest path without NUL or newline (it reaches guest argv, never a shell string). */
 const GuestPath = z
@@ -50,7 +51,7 @@ export const WorkspaceInfo = z.object({
 });
 export type WorkspaceInfo = z.infer<typeof WorkspaceInfo>;
 
-export const ExportFormat = z.enum(["patch", "bundle", "branch"]);
+export const ExportFormat = z.enum(EXPORT_FORMATS);
 export type ExportFormat = z.infer<typeof ExportFormat>;
 
 const AuthFile = z

@@ -9,7 +9,7 @@
 import { lstat, mkdtemp, readdir, rename, rm, stat } from "node:fs/promises";
 import { basename, dirname, join, resolve } from "node:path";
 import { cancelled } from "../../../core/async/index.ts";
-import { BangerError, ErrorCode, VmNameSchema } from "../../../protocol/index.ts";
+import { BangerError, ErrorCode, VM_NAME_PATTERN } from "../../../protocol/index.ts";
 import type { CliContext } from "../../context.ts";
 import { type CommandSpec, success } from "../../spec.ts";
 import { byteProgress, localSink, upload, writeDownloaded } from "../../streams.ts";
@@ -25,7 +25,7 @@ export function parseEndpoint(value: string): Endpoint {
   const colon = value.indexOf(":");
   if (colon > 0) {
     const vm = value.slice(0, colon);
-    if (VmNameSchema.safeParse(vm).success) return { vm, path: value.slice(colon + 1) };
+    if (VM_NAME_PATTERN.test(vm)) return { vm, path: value.slice(colon + 1) };
   }
   return { vm: null, path: value };
 }

@@ -7,7 +7,7 @@
 import { resolve } from "node:path";
 import { cancelled, throwIfAborted } from "../../../core/async/index.ts";
 import { defaultGuestPath } from "../../../core/workspace/index.ts";
-import { BangerError, ErrorCode, ExportFormat, type WorkspaceInfo } from "../../../protocol/index.ts";
+import { BangerError, ErrorCode, EXPORT_FORMATS, type WorkspaceInfo } from "../../../protocol/index.ts";
 import { positiveInt } from "../../flags.ts";
 import { formatTable } from "../../render/table.ts";
 import { type CommandSpec, type GroupSpec, JSON_OPTION, json, success } from "../../spec.ts";
@@ -123,8 +123,8 @@ const exportSpec: CommandSpec<ExportArgs> = {
     { flags: "--json", description: "print what was exported as JSON" },
   ],
   async handler(ctx, args) {
-    const format = ExportFormat.safeParse(args.format);
-    if (!format.success) {
+    const format = EXPORT_FORMATS.find((known) => known === args.format);
+    if (format === undefined) {
       throw new BangerError(
         ErrorCode.INVALID_PARAMS,
         `--format must be patch, bundle or branch, not '${args.format}'`,
@@ -134,7 +134,7 @@ const exportSpec: CommandSpec<ExportArgs> = {
     const info = await client.call("vm.workspace.show", { name: args.name });
     const result = await exportWorkspace(client, {
       info,
-      format: format.data,
+      format,
       output: args.output,
       force: args.force === true,
       signal: ctx.interrupted(),
