@@ -39,6 +39,8 @@ function losing(inner: Duplex, lost: number): Duplex & { dropped: number; writte
     if (!outer.push(chunk)) inner.pause();
   });
   inner.on("end", () => outer.push(null));
+  // The agent is killed when the test ends; its end of the pipe then resets.
+  inner.on("error", () => undefined);
   return outer;
 }
 
@@ -49,11 +51,10 @@ describe("HELLO over a stream that lost the first one", {
     const child = spawn(AGENT, ["--fd", "3"], { stdio: ["ignore", "ignore", "ignore", "pipe"] });
     try {
       const stream = losing(child.stdio[3] as Duplex, 2);
-      const started = Date.now();
-      const session = await openAgentSession(stream, AbortSignal.timeout(5000));
-      // Dropped at 0 and 100 ms, answered after the third, at 300 ms.
+      const session = await openAgentSession(stream, AbortSignal.timeout(10_000));
+      // The first two HELLOs were dropped; a third reached the agent and was answered.
       assert.equal(stream.dropped, 2);
-      assert.ok(Date.now() - started >= 300);
+      assert.ok(stream.written >= 3);
       for (let i = 0; i < 3; i++) {
         const out: Buffer[] = [];
         const result = await session.exec({ argv: ["echo", `run ${i}`], onStdout: (c) => void out.push(c) })
