@@ -52,12 +52,14 @@ const result = await build({
 });
 
 // zod is most of a bundle that holds it, and parsing it is most of a cold start: keep it out.
-const withZod = Object.entries(result.metafile.inputs)
-  .filter(([path]) => !path.includes("node_modules/"))
-  .filter(([, input]) => input.imports.some((i) => i.path.includes("node_modules/zod/")))
-  .map(([path]) => path);
-const bundled = Object.keys(result.metafile.outputs[Object.keys(result.metafile.outputs)[0]].inputs);
-if (bundled.some((path) => path.includes("node_modules/zod/"))) {
+const [output] = Object.values(result.metafile.outputs);
+if (Object.keys(output.inputs).some((path) => path.includes("node_modules/zod/"))) {
+  const withZod = Object.entries(result.metafile.inputs)
+    .filter(
+      ([path, input]) =>
+        !path.includes("node_modules/") && input.imports.some((i) => i.path.includes("node_modules/zod/")),
+    )
+    .map(([path]) => path);
   console.error(
     `build-cli: zod got into the CLI bundle through ${withZod.join(", ")}; the CLI must use only types and plain constants of those modules (a schema value keeps its module, and zod, in the bundle)`,
   );

@@ -27,6 +27,21 @@ export function cancelled(signal?: AbortSignal, what?: string, options: Cancelle
   });
 }
 
+/**
+ * What to throw for `error`, which ended work `signal` governs: the
+ * CANCELLED error of `what` (with `hint`, its cause `error`) when the
+ * signal has aborted, since the abort is why the work failed; else `error`.
+ */
+export function cancelledIfAborted(
+  error: unknown,
+  signal: AbortSignal | undefined,
+  what: string,
+  hint?: string,
+): unknown {
+  if (!signal?.aborted) return error;
+  return cancelled(signal, what, { cause: error, ...(hint === undefined ? {} : { hint }) });
+}
+
 /** Throws `cancelled(signal, what)` when the signal has aborted. */
 export function throwIfAborted(signal: AbortSignal | undefined, what?: string): void {
   if (signal?.aborted) throw cancelled(signal, what);

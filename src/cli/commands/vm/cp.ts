@@ -8,7 +8,7 @@
  */
 import { lstat, mkdtemp, readdir, rename, rm, stat } from "node:fs/promises";
 import { basename, dirname, join, resolve } from "node:path";
-import { cancelled } from "../../../core/async/index.ts";
+import { cancelledIfAborted } from "../../../core/async/index.ts";
 import { BangerError, ErrorCode, VM_NAME_PATTERN } from "../../../protocol/index.ts";
 import type { CliContext } from "../../context.ts";
 import { type CommandSpec, success } from "../../spec.ts";
@@ -79,8 +79,7 @@ export const cpSpec: CommandSpec<CpArgs> = {
         });
       }
     } catch (error) {
-      if (!signal.aborted) throw error;
-      throw cancelled(signal, "copy", { cause: error, ...(kept === undefined ? {} : { hint: kept }) });
+      throw cancelledIfAborted(error, signal, "copy", kept);
     }
     return success();
   },

@@ -7,7 +7,7 @@
 import { mkdir, mkdtemp, readdir, readFile, rename, rm, stat } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
-import { cancelled } from "../../../core/async/index.ts";
+import { cancelledIfAborted } from "../../../core/async/index.ts";
 import { type ExportMeta, parseExportMeta } from "../../../core/workspace/index.ts";
 import { BangerError, ErrorCode, type ExportFormat, type WorkspaceInfo } from "../../../protocol/index.ts";
 import type { DaemonClient } from "../../rpc/client.ts";
@@ -68,12 +68,12 @@ export async function exportWorkspace(
       ));
     } catch (error) {
       sink.abort();
-      if (options.signal?.aborted)
-        throw cancelled(options.signal, "export", {
-          cause: error,
-          hint: `nothing was written: ${output} is as it was; the work is still in ${name}`,
-        });
-      throw error;
+      throw cancelledIfAborted(
+        error,
+        options.signal,
+        "export",
+        `nothing was written: ${output} is as it was; the work is still in ${name}`,
+      );
     }
     await sink.end();
     const meta = parseExportMeta(await readFile(join(scratch, "meta"), "utf8"));

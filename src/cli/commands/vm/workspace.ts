@@ -5,7 +5,7 @@
  * daemon only moves bytes into and out of the guest.
  */
 import { resolve } from "node:path";
-import { cancelled, throwIfAborted } from "../../../core/async/index.ts";
+import { cancelledIfAborted, throwIfAborted } from "../../../core/async/index.ts";
 import { defaultGuestPath } from "../../../core/workspace/index.ts";
 import { BangerError, ErrorCode, EXPORT_FORMATS, type WorkspaceInfo } from "../../../protocol/index.ts";
 import { positiveInt } from "../../flags.ts";
@@ -73,11 +73,12 @@ const prepareSpec: CommandSpec<PrepareArgs> = {
       progress.finish(sent);
       return success(args.json ? json(info) : describeWorkspace(info));
     } catch (error) {
-      if (!signal.aborted) throw error;
-      throw cancelled(signal, "prepare", {
-        cause: error,
-        hint: `nothing was imported: ${args.name} has no ${path}, and ${repo.path} was only read`,
-      });
+      throw cancelledIfAborted(
+        error,
+        signal,
+        "prepare",
+        `nothing was imported: ${args.name} has no ${path}, and ${repo.path} was only read`,
+      );
     } finally {
       await payload?.remove();
     }
